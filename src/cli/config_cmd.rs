@@ -1,0 +1,36 @@
+//! `mpm config show`: the merged configuration and where each value came from.
+
+use clap::{Args, Subcommand};
+
+use super::{GlobalArgs, load_config};
+use crate::config::Overrides;
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the merged configuration; each value with the layer that set it.
+    Show(ShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// JSON: `{"key": {"value": ..., "origin": ...}}`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn config(g: &GlobalArgs, cmd: ConfigCommand) -> anyhow::Result<i32> {
+    match cmd {
+        ConfigCommand::Show(a) => {
+            let layered = load_config(g, Overrides::default())?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&layered.show_json())?);
+            } else {
+                for f in &layered.files {
+                    println!("# read {}", f.display());
+                }
+                print!("{}", layered.show());
+            }
+            Ok(0)
+        }
+    }
+}

@@ -1,0 +1,524 @@
+//! Configuration: typed settings, built-in defaults, and layering with provenance.
+//!
+//! Layers, lowest first (the contract): built-in defaults < `$XDG_CONFIG_HOME/mpm/config.yaml` <
+//! `./.mpm/config.yaml` < `MPM_*` environment variables < command-line flags. Maps merge key by key
+//! (so a user can override one field of a built-in agent); scalars and lists replace. Every leaf of the
+//! merged tree remembers which layer set it, which `mpm config show` prints.
+//!
+//! Each file is first checked on its own against the typed schema (unknown keys are errors), so a
+//! mistake is reported as `file:line:col: message` from the YAML parser's own positions.
+
+mod layers;
+
+pub use layers::{ConfigError, LayeredConfig, Origin, Overrides, load, load_from};
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration. Every section has defaults, so an empty file is valid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The agent CLI profile `mpm run` uses when no command is given.
+    pub profile: String,
+    /// Agent CLI profiles by name (claude, codex, gemini, aider, ...).
+    pub profiles: BTreeMap<String, Profile>,
+    pub run: RunConfig,
+    pub executor: ExecutorConfig,
+    /// The agent registry: delegation targets by name.
+    pub agents: BTreeMap<String, AgentConfig>,
+    pub limits: LimitsConfig,
+    pub log: LogConfig,
+    pub daemon: DaemonConfig,
+}
+
+/// How to start one agent CLI and read its output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Profile {
+    /// argv of the agent CLI; extra arguments after `--` replace everything after argv[0].
+    pub command: Vec<String>,
+    /// Environment added to the agent's.
+    pub env: BTreeMap<String, String>,
+    /// Tail claude's session transcript (`--session-id`, `~/.claude/projects/...`).
+    pub transcript: bool,
+    /// Scan the screen model of the PTY output.
+    pub screen: bool,
+}
+
+impl Default for Profile {
+    fn default() -> Self {
+        Profile {
+            command: Vec::new(),
+            env: BTreeMap::new(),
+            transcript: false,
+            screen: true,
+        }
+    }
+}
+
+/// `mpm run` settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunConfig {
+    /// Seconds between SIGTERM and SIGKILL when a process tree is stopped.
+    pub grace_secs: f64,
+    /// Bytes the output tap may hold for the text pipeline before it counts an overrun.
+    pub tap_capacity_bytes: usize,
+    /// Run the text pipeline (detection) at all.
+    pub detect: bool,
+    /// Run detected delegations (false = record only).
+    pub exec: bool,
+    /// Print one line per delegation after the session.
+    pub summary: bool,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            grace_secs: 3.0,
+            tap_capacity_bytes: 8 << 20,
+            detect: true,
+            exec: true,
+            summary: true,
+        }
+    }
+}
+
+/// What to do with a delegation to an agent the registry does not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownAgentPolicy {
+    Default,
+    Reject,
+}
+
+/// What happens to delegations when the session ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionExitPolicy {
+    Cancel,
+    Wait,
+}
+
+/// The bounded parallel executor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExecutorConfig {
+    pub max_parallel: usize,
+    pub queue_capacity: usize,
+    pub timeout_secs: u64,
+    pub rate_per_minute: u32,
+    pub on_unknown_agent: UnknownAgentPolicy,
+    pub default_agent: String,
+    pub on_session_exit: SessionExitPolicy,
+    /// Consecutive failures that open an agent's circuit breaker.
+    pub breaker_failures: u32,
+    /// Seconds an open breaker rejects before it lets one delegation try again.
+    pub breaker_cooldown_secs: u64,
+    /// Where delegation output goes; default `$XDG_STATE_HOME/mpm/sessions/<session>/`.
+    pub output_dir: Option<PathBuf>,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        ExecutorConfig {
+            max_parallel: 4,
+            queue_capacity: 64,
+            timeout_secs: 300,
+            rate_per_minute: 30,
+            on_unknown_agent: UnknownAgentPolicy::Default,
+            default_agent: "engineer".into(),
+            on_session_exit: SessionExitPolicy::Cancel,
+            breaker_failures: 5,
+            breaker_cooldown_secs: 60,
+            output_dir: None,
+        }
+    }
+}
+
+/// Retry policy for one agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Extra attempts after the first.
+    pub max_retries: u32,
+    /// Exit codes that count as transient (worth a retry).
+    pub transient_exit_codes: Vec<i32>,
+    /// First backoff; doubles per attempt.
+    pub backoff_ms: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_retries: 0,
+            transient_exit_codes: Vec::new(),
+            backoff_ms: 1000,
+        }
+    }
+}
+
+/// One agent of the registry. Every field may be overridden key by key in a config file.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentConfig {
+    pub aliases: Vec<String>,
+    pub description: String,
+    /// Role prompt, substituted for `{role}`.
+    pub role: String,
+    /// argv template; `{task}`, `{role}`, `{agent}`, `{session}`, `{delegation_id}` are substituted inside
+    /// elements. Empty = the executor's default template.
+    pub argv: Vec<String>,
+    pub cwd: Option<PathBuf>,
+    pub env: BTreeMap<String, String>,
+    /// Per-delegation timeout; default the executor's.
+    pub timeout_secs: Option<u64>,
+    /// Delegations of this agent running at once; default unlimited (the global limit applies).
+    pub max_parallel: Option<usize>,
+    pub retry: RetryConfig,
+    /// Resource limits for this agent's delegations; unset fields fall back to `limits`.
+    pub limits: Option<AgentLimits>,
+}
+
+/// Per-agent overrides of the governor's thresholds and spawn rlimits.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentLimits {
+    pub memory_mb: Option<MemoryLimits>,
+    pub cpu: Option<CpuLimits>,
+    pub rlimits: Option<Rlimits>,
+}
+
+/// Resource governor thresholds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Sampling interval.
+    pub interval_ms: u64,
+    pub memory_mb: MemoryLimits,
+    pub cpu: CpuLimits,
+    /// setrlimit values applied at spawn.
+    pub rlimits: Rlimits,
+    /// Use a delegated cgroup v2 when one is writable (`auto`), never (`off`), or a given path.
+    pub cgroup: String,
+    /// Restart policy for the main session after a limit kill.
+    pub restart: RestartConfig,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            interval_ms: 1000,
+            memory_mb: MemoryLimits::default(),
+            cpu: CpuLimits::default(),
+            rlimits: Rlimits::default(),
+            cgroup: "auto".into(),
+            restart: RestartConfig::default(),
+        }
+    }
+}
+
+/// Whole-tree RSS thresholds in MB; `null` disables one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MemoryLimits {
+    pub warning: Option<u64>,
+    pub critical: Option<u64>,
+    pub hard: Option<u64>,
+}
+
+impl Default for MemoryLimits {
+    fn default() -> Self {
+        MemoryLimits {
+            warning: Some(512),
+            critical: Some(1024),
+            hard: Some(2048),
+        }
+    }
+}
+
+/// Sustained CPU thresholds, percent of one core over a window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CpuLimits {
+    pub warning_percent: Option<f64>,
+    pub window_secs: u64,
+    pub hard_percent: Option<f64>,
+}
+
+impl Default for CpuLimits {
+    fn default() -> Self {
+        CpuLimits {
+            warning_percent: Some(90.0),
+            window_secs: 60,
+            hard_percent: None,
+        }
+    }
+}
+
+/// Limits set with setrlimit in the child before exec; `null` leaves the inherited value.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Rlimits {
+    pub nofile: Option<u64>,
+    pub core_mb: Option<u64>,
+    pub address_space_mb: Option<u64>,
+}
+
+/// Restart of the main session after the governor killed it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RestartConfig {
+    pub enabled: bool,
+    pub max_per_hour: u32,
+    pub backoff_ms: u64,
+}
+
+impl Default for RestartConfig {
+    fn default() -> Self {
+        RestartConfig {
+            enabled: false,
+            max_per_hour: 3,
+            backoff_ms: 2000,
+        }
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter (`info`, `mpm=debug`, ...).
+    pub level: String,
+    /// Log file; default `$XDG_STATE_HOME/mpm/mpm.log`.
+    pub file: Option<PathBuf>,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            file: None,
+        }
+    }
+}
+
+/// The daemon and its store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// Socket path; default `$XDG_RUNTIME_DIR/mpm/mpm.sock`.
+    pub socket: Option<PathBuf>,
+    /// State folder (database, session output); default `$XDG_STATE_HOME/mpm`.
+    pub state_dir: Option<PathBuf>,
+    /// Events older than this are pruned from the store.
+    pub retention_days: u32,
+    /// Largest protocol frame accepted, bytes.
+    pub max_frame_bytes: usize,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            socket: None,
+            state_dir: None,
+            retention_days: 30,
+            max_frame_bytes: 1 << 20,
+        }
+    }
+}
+
+fn s(v: &str) -> String {
+    v.to_string()
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
+
+/// The default argv template for built-in agents: the real CLI, headless. `--` is not used because
+/// `-p` takes the task as its value: the task is one argv element and can never be read as a flag.
+pub fn default_agent_argv() -> Vec<String> {
+    strings(&[
+        "claude",
+        "-p",
+        "{task}",
+        "--append-system-prompt",
+        "{role}",
+        "--output-format",
+        "stream-json",
+        "--verbose",
+        "--permission-mode",
+        "acceptEdits",
+    ])
+}
+
+fn agent(aliases: &[&str], description: &str, role: &str) -> AgentConfig {
+    AgentConfig {
+        aliases: strings(aliases),
+        description: s(description),
+        role: s(role),
+        argv: default_agent_argv(),
+        ..AgentConfig::default()
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let mut profiles = BTreeMap::new();
+        profiles.insert(
+            s("claude"),
+            Profile {
+                command: strings(&["claude"]),
+                transcript: true,
+                ..Profile::default()
+            },
+        );
+        for (name, cmd) in [("codex", "codex"), ("gemini", "gemini"), ("aider", "aider")] {
+            profiles.insert(
+                s(name),
+                Profile {
+                    command: strings(&[cmd]),
+                    ..Profile::default()
+                },
+            );
+        }
+        let mut agents = BTreeMap::new();
+        agents.insert(
+            s("engineer"),
+            agent(
+                &["Engineer", "Software Engineer", "Engineering", "Developer", "Dev"],
+                "Implements code changes",
+                "You are the Engineer Agent. Implement the task you are given with focused, tested code changes, then report what you changed.",
+            ),
+        );
+        agents.insert(
+            s("qa"),
+            agent(
+                &["QA", "Quality Assurance", "Tester", "Test", "Testing"],
+                "Tests and verifies",
+                "You are the QA Agent. Test and verify the work described in the task; report failures precisely.",
+            ),
+        );
+        agents.insert(
+            s("research"),
+            agent(
+                &["Research", "Researcher", "Analyst", "Analysis"],
+                "Investigates and reports",
+                "You are the Research Agent. Investigate the question in the task and report findings with sources.",
+            ),
+        );
+        agents.insert(
+            s("documentation"),
+            agent(
+                &["Documentation", "Docs", "Documenter", "Technical Writer", "Writer"],
+                "Writes documentation",
+                "You are the Documentation Agent. Write or update the documentation the task asks for.",
+            ),
+        );
+        agents.insert(
+            s("ops"),
+            agent(
+                &["Ops", "DevOps", "Operations", "Deployment", "Infrastructure"],
+                "Builds, deploys and operates",
+                "You are the Ops Agent. Handle the build, deployment or operations task you are given.",
+            ),
+        );
+        agents.insert(
+            s("security"),
+            agent(
+                &["Security", "Security Engineer", "SecOps"],
+                "Reviews security",
+                "You are the Security Agent. Review the task's subject for security problems and report them.",
+            ),
+        );
+        agents.insert(
+            s("version-control"),
+            agent(
+                &["Version Control", "VersionControl", "Git", "VCS"],
+                "Manages branches, commits and merges",
+                "You are the Version Control Agent. Perform the git task you are given and report the result.",
+            ),
+        );
+        agents.insert(
+            s("data-engineer"),
+            agent(
+                &["Data Engineer", "Data Engineering", "Data"],
+                "Builds data pipelines and schemas",
+                "You are the Data Engineer Agent. Implement the data pipeline or schema task you are given.",
+            ),
+        );
+        Config {
+            profile: s("claude"),
+            profiles,
+            run: RunConfig::default(),
+            executor: ExecutorConfig::default(),
+            agents,
+            limits: LimitsConfig::default(),
+            log: LogConfig::default(),
+            daemon: DaemonConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// The active profile, or an error naming the unknown profile and the known ones.
+    pub fn active_profile(&self) -> Result<&Profile, ConfigError> {
+        self.profiles
+            .get(&self.profile)
+            .ok_or_else(|| ConfigError::UnknownProfile {
+                name: self.profile.clone(),
+                known: self.profiles.keys().cloned().collect::<Vec<_>>().join(", "),
+            })
+    }
+}
+
+/// Well-known folders, following the XDG base directory rules.
+pub mod paths {
+    use std::path::PathBuf;
+
+    fn home() -> PathBuf {
+        std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/"))
+    }
+
+    fn xdg(var: &str, fallback: &[&str]) -> PathBuf {
+        match std::env::var_os(var) {
+            Some(v) if !v.is_empty() && PathBuf::from(&v).is_absolute() => PathBuf::from(v),
+            _ => fallback.iter().fold(home(), |p, c| p.join(c)),
+        }
+    }
+
+    /// `$XDG_CONFIG_HOME/mpm` (default `~/.config/mpm`).
+    pub fn config_dir() -> PathBuf {
+        xdg("XDG_CONFIG_HOME", &[".config"]).join("mpm")
+    }
+
+    /// `$XDG_STATE_HOME/mpm` (default `~/.local/state/mpm`).
+    pub fn state_dir() -> PathBuf {
+        xdg("XDG_STATE_HOME", &[".local", "state"]).join("mpm")
+    }
+
+    /// `$XDG_RUNTIME_DIR/mpm` (default `/tmp/mpm-<uid>` when the runtime dir is unset).
+    pub fn runtime_dir() -> PathBuf {
+        match std::env::var_os("XDG_RUNTIME_DIR") {
+            Some(v) if !v.is_empty() => PathBuf::from(v).join("mpm"),
+            _ => std::env::temp_dir().join(format!("mpm-{}", nix::unistd::getuid())),
+        }
+    }
+
+    /// The daemon socket: `--socket`, then `MPM_SOCKET`, then `$XDG_RUNTIME_DIR/mpm/mpm.sock`.
+    pub fn socket(flag: Option<&std::path::Path>) -> PathBuf {
+        if let Some(p) = flag {
+            return p.to_path_buf();
+        }
+        match std::env::var_os("MPM_SOCKET") {
+            Some(v) if !v.is_empty() => PathBuf::from(v),
+            _ => runtime_dir().join("mpm.sock"),
+        }
+    }
+}

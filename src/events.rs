@@ -1,0 +1,508 @@
+//! Events: the one typed record every component emits, and the bus that carries them to every sink.
+//!
+//! The JSON shape of each kind is the user-facing contract (`shared/spec/interface.md`): common fields
+//! `ts`, `session`, `kind`, `trace_id`, `step_id`, `parent_step_id`, then the kind's own fields, flattened.
+//! Extra fields may be added; names are never changed.
+//!
+//! The [`Bus`] is deliberately small: synchronous [`Sink`]s (events file, store) are called in emit order
+//! under one lock, so an event that `emit` returned for is already written and flushed; channel
+//! subscribers (executor, socket clients) get an `Arc<Event>` each through an unbounded crossbeam channel
+//! and must keep up or unsubscribe by dropping their receiver.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+/// A timestamp in the contract's format: RFC 3339, UTC, milliseconds.
+pub fn now_ts() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// A fresh random identifier (UUID v4, hyphenated), used for sessions, traces, steps and delegations.
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// One event, as written to events files, the store and socket subscribers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub ts: String,
+    pub session: String,
+    pub trace_id: String,
+    pub step_id: String,
+    pub parent_step_id: Option<String>,
+    #[serde(flatten)]
+    pub body: EventBody,
+}
+
+impl Event {
+    /// The contract's `kind` string for this event.
+    pub fn kind(&self) -> &'static str {
+        self.body.kind()
+    }
+
+    /// This event as one JSON line (no trailing newline).
+    pub fn to_json_line(&self) -> String {
+        // Serialising plain data with string keys cannot fail.
+        serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+}
+
+/// The kind-specific part of an [`Event`]; `kind` is the serde tag.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind")]
+pub enum EventBody {
+    #[serde(rename = "session.started")]
+    SessionStarted {
+        command: Vec<String>,
+        pid: u32,
+        cols: u16,
+        rows: u16,
+        /// Which resource-governor mode is active (`cgroup` or `polling`), when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        governor_mode: Option<String>,
+    },
+    #[serde(rename = "session.exited")]
+    SessionExited {
+        exit_code: Option<i32>,
+        signal: Option<i32>,
+        duration_ms: u64,
+        /// Output bytes the text pipeline could not take in time (dropped for detection only; the
+        /// terminal got every byte).
+        #[serde(default)]
+        tap_overrun_bytes: u64,
+    },
+    #[serde(rename = "detection")]
+    Detection(Detection),
+    #[serde(rename = "delegation.queued")]
+    DelegationQueued(Delegation),
+    #[serde(rename = "delegation.started")]
+    DelegationStarted {
+        #[serde(flatten)]
+        delegation: Delegation,
+        pid: u32,
+    },
+    #[serde(rename = "delegation.finished")]
+    DelegationFinished {
+        #[serde(flatten)]
+        delegation: Delegation,
+        status: DelegationStatus,
+        exit_code: Option<i32>,
+        duration_ms: u64,
+        output_path: Option<String>,
+        /// Why the delegation ended this way (rejection reason, error text), when there is one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    #[serde(rename = "resource.warning")]
+    ResourceWarning(Resource),
+    #[serde(rename = "resource.critical")]
+    ResourceCritical(Resource),
+    #[serde(rename = "resource.limit")]
+    ResourceLimit(Resource),
+}
+
+impl EventBody {
+    /// The contract's `kind` string.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EventBody::SessionStarted { .. } => "session.started",
+            EventBody::SessionExited { .. } => "session.exited",
+            EventBody::Detection(_) => "detection",
+            EventBody::DelegationQueued(_) => "delegation.queued",
+            EventBody::DelegationStarted { .. } => "delegation.started",
+            EventBody::DelegationFinished { .. } => "delegation.finished",
+            EventBody::ResourceWarning(_) => "resource.warning",
+            EventBody::ResourceCritical(_) => "resource.critical",
+            EventBody::ResourceLimit(_) => "resource.limit",
+        }
+    }
+}
+
+/// Where a detection's text came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TextSource {
+    /// Rows read off the VT screen model of the session's PTY output.
+    Screen,
+    /// The agent's own session transcript (claude's JSONL).
+    Transcript,
+    /// `--output-format stream-json` lines.
+    Stream,
+    /// Plain text lines.
+    Text,
+}
+
+/// Something the pattern engine found: a delegation, a ticket, an error, or a custom category.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Detection {
+    /// `delegation`, `ticket`, `error`, or a custom category from a pattern file.
+    pub category: String,
+    /// The id of the pattern that matched.
+    pub pattern: String,
+    /// The matched line, de-styled.
+    pub text: String,
+    pub source: TextSource,
+    /// Delegations: the registry name of the agent (resolved from aliases).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// Delegations: the task text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// Tickets: TODO, BUG, FEATURE, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket_type: Option<String>,
+    /// Tickets: the title.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// Tickets: an optional priority (`High`, `P1`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<String>,
+    /// True when the agent CLI runs this delegation itself (claude's `Agent`/`Task` tool call): it is
+    /// recorded, never executed by mpm.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub handled_by_agent: bool,
+}
+
+/// The identity of one delegation, shared by its queued/started/finished events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delegation {
+    pub delegation_id: String,
+    pub agent: String,
+    pub task: String,
+}
+
+/// How a delegation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DelegationStatus {
+    Success,
+    Failed,
+    Timeout,
+    Cancelled,
+    Rejected,
+}
+
+impl DelegationStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DelegationStatus::Success => "success",
+            DelegationStatus::Failed => "failed",
+            DelegationStatus::Timeout => "timeout",
+            DelegationStatus::Cancelled => "cancelled",
+            DelegationStatus::Rejected => "rejected",
+        }
+    }
+}
+
+/// What the governor did about a breach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResourceAction {
+    None,
+    Terminate,
+    Kill,
+}
+
+/// A resource figure for one supervised process tree.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resource {
+    /// The tree's root pid.
+    pub pid: u32,
+    /// Resident memory of the whole tree, MB.
+    pub rss_mb: f64,
+    /// CPU of the whole tree, percent of one core.
+    pub cpu_percent: f64,
+    /// The threshold that was crossed (MB for memory, percent for CPU).
+    pub threshold: f64,
+    pub action: ResourceAction,
+    /// `memory` or `cpu`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    /// The delegation this tree runs, when it is not the main session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegation_id: Option<String>,
+}
+
+/// A synchronous consumer of events: called in emit order; must not block for long.
+pub trait Sink: Send + Sync {
+    fn write(&self, event: &Event);
+    /// Flush and release resources; called once when the bus closes.
+    fn close(&self) {}
+}
+
+/// The per-session context stamped on every event: session id and trace id.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub session: String,
+    pub trace_id: String,
+    /// The session's root step; events without a parent hang off it.
+    pub root_step: String,
+}
+
+impl Context {
+    /// A fresh context with new ids.
+    pub fn new() -> Self {
+        Context {
+            session: new_id(),
+            trace_id: new_id(),
+            root_step: new_id(),
+        }
+    }
+
+    /// A context for a given session id (the trace id is fresh).
+    pub fn with_session(session: impl Into<String>) -> Self {
+        Context {
+            session: session.into(),
+            trace_id: new_id(),
+            root_step: new_id(),
+        }
+    }
+}
+
+impl Default for Context {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+struct BusInner {
+    sinks: Vec<Arc<dyn Sink>>,
+    subscribers: Vec<crossbeam_channel::Sender<Arc<Event>>>,
+    closed: bool,
+}
+
+/// Fan-out of events to sinks and subscribers. Cheap to clone (an `Arc`).
+#[derive(Clone)]
+pub struct Bus {
+    ctx: Arc<Context>,
+    inner: Arc<Mutex<BusInner>>,
+}
+
+impl Bus {
+    pub fn new(ctx: Context) -> Self {
+        Bus {
+            ctx: Arc::new(ctx),
+            inner: Arc::new(Mutex::new(BusInner {
+                sinks: Vec::new(),
+                subscribers: Vec::new(),
+                closed: false,
+            })),
+        }
+    }
+
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    pub fn add_sink(&self, sink: Arc<dyn Sink>) {
+        self.lock().sinks.push(sink);
+    }
+
+    /// A receiver that gets every event emitted from now on, until it is dropped or the bus closes.
+    pub fn subscribe(&self) -> crossbeam_channel::Receiver<Arc<Event>> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        self.lock().subscribers.push(tx);
+        rx
+    }
+
+    /// Stamp `body` with the session context (root step as parent) and emit it; returns the event.
+    pub fn emit(&self, body: EventBody) -> Arc<Event> {
+        self.emit_step(body, new_id(), Some(self.ctx.root_step.clone()))
+    }
+
+    /// Emit with an explicit step id and parent step (for delegations, whose events share a step).
+    pub fn emit_step(
+        &self,
+        body: EventBody,
+        step_id: String,
+        parent_step_id: Option<String>,
+    ) -> Arc<Event> {
+        let event = Arc::new(Event {
+            ts: now_ts(),
+            session: self.ctx.session.clone(),
+            trace_id: self.ctx.trace_id.clone(),
+            step_id,
+            parent_step_id,
+            body,
+        });
+        self.publish(event.clone());
+        event
+    }
+
+    /// Deliver an already stamped event (used by the daemon to relay events).
+    pub fn publish(&self, event: Arc<Event>) {
+        let mut inner = self.lock();
+        if inner.closed {
+            return;
+        }
+        for sink in &inner.sinks {
+            sink.write(&event);
+        }
+        inner
+            .subscribers
+            .retain(|tx| tx.send(event.clone()).is_ok());
+    }
+
+    /// Close every sink and drop every subscriber; later emits are ignored.
+    pub fn close(&self) {
+        let mut inner = self.lock();
+        if inner.closed {
+            return;
+        }
+        inner.closed = true;
+        for sink in &inner.sinks {
+            sink.close();
+        }
+        inner.subscribers.clear();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BusInner> {
+        // A panicking sink must not take the whole bus down with a poisoned lock.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Appends every event as one JSON line to a file, flushed per event (`--events-file`).
+pub struct EventsFile {
+    path: PathBuf,
+    out: Mutex<BufWriter<File>>,
+}
+
+impl EventsFile {
+    pub fn open(path: &Path) -> std::io::Result<Self> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)?;
+        }
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(EventsFile {
+            path: path.to_path_buf(),
+            out: Mutex::new(BufWriter::new(file)),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Sink for EventsFile {
+    fn write(&self, event: &Event) {
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        let line = event.to_json_line();
+        if let Err(e) = writeln!(out, "{line}").and_then(|_| out.flush()) {
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot write events file");
+        }
+    }
+
+    fn close(&self) {
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = out.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_started_has_contract_fields() {
+        let bus = Bus::new(Context::with_session("s1"));
+        let rx = bus.subscribe();
+        bus.emit(EventBody::SessionStarted {
+            command: vec!["claude".into()],
+            pid: 42,
+            cols: 80,
+            rows: 24,
+            governor_mode: None,
+        });
+        let ev = rx.try_recv().unwrap();
+        let v: serde_json::Value = serde_json::from_str(&ev.to_json_line()).unwrap();
+        assert_eq!(v["kind"], "session.started");
+        assert_eq!(v["session"], "s1");
+        for key in [
+            "ts",
+            "trace_id",
+            "step_id",
+            "parent_step_id",
+            "command",
+            "pid",
+            "cols",
+            "rows",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key}");
+        }
+        let ts = v["ts"].as_str().unwrap();
+        assert!(chrono::DateTime::parse_from_rfc3339(ts).is_ok());
+        assert_eq!(
+            ts.len(),
+            "2026-01-01T00:00:00.000Z".len(),
+            "milliseconds: {ts}"
+        );
+    }
+
+    #[test]
+    fn delegation_finished_round_trips() {
+        let body = EventBody::DelegationFinished {
+            delegation: Delegation {
+                delegation_id: "d".into(),
+                agent: "qa".into(),
+                task: "t".into(),
+            },
+            status: DelegationStatus::Timeout,
+            exit_code: None,
+            duration_ms: 5,
+            output_path: None,
+            reason: None,
+        };
+        let ev = Event {
+            ts: now_ts(),
+            session: "s".into(),
+            trace_id: "t".into(),
+            step_id: "x".into(),
+            parent_step_id: None,
+            body,
+        };
+        let line = ev.to_json_line();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["kind"], "delegation.finished");
+        assert_eq!(v["status"], "timeout");
+        assert_eq!(v["delegation_id"], "d");
+        assert!(v["parent_step_id"].is_null());
+        let back: Event = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, ev);
+    }
+
+    #[test]
+    fn events_file_appends_and_flushes_per_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/events.jsonl");
+        let bus = Bus::new(Context::new());
+        bus.add_sink(Arc::new(EventsFile::open(&path).unwrap()));
+        bus.emit(EventBody::SessionExited {
+            exit_code: Some(0),
+            signal: None,
+            duration_ms: 1,
+            tap_overrun_bytes: 0,
+        });
+        // Flushed per event: readable before the bus closes.
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 1);
+        assert!(text.contains("\"kind\":\"session.exited\""));
+        bus.close();
+        bus.emit(EventBody::SessionExited {
+            exit_code: Some(0),
+            signal: None,
+            duration_ms: 1,
+            tap_overrun_bytes: 0,
+        });
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap().lines().count(),
+            1,
+            "closed bus ignores emits"
+        );
+    }
+}

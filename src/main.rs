@@ -1,0 +1,5 @@
+//! The `mpm` binary: parse the command line and hand over to the library.
+
+fn main() {
+    std::process::exit(mpm::cli::main());
+}

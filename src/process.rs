@@ -1,0 +1,248 @@
+//! Process trees: finding every process that belongs to a supervised agent, and stopping them all.
+//!
+//! Every child mpm starts is a session leader (`setsid`), so its whole tree shares its session id
+//! even after intermediate parents die and grandchildren are re-parented to init. A tree is therefore
+//! "the processes whose session id is the leader's pid, plus the descendants of the leader by
+//! parent link" (the second catches a grandchild that called `setsid` itself while its parent lived).
+//! Stopping a tree is: SIGTERM to the process group and to every member, a grace period, then
+//! SIGKILL to whatever is left. This reads `/proc` directly: a handful of small files per process.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+
+/// One line of `/proc/<pid>/stat`, the fields mpm uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStat {
+    pub pid: i32,
+    pub ppid: i32,
+    pub pgid: i32,
+    pub sid: i32,
+    /// 'R', 'S', 'Z', ...
+    pub state: char,
+}
+
+/// Parse `/proc/<pid>/stat` (the command name may contain spaces and parentheses).
+pub fn read_stat(pid: i32) -> Option<ProcStat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&text)
+}
+
+fn parse_stat(text: &str) -> Option<ProcStat> {
+    let close = text.rfind(')')?;
+    let pid = text[..text.find(' ')?].parse().ok()?;
+    let mut rest = text[close + 1..].split_ascii_whitespace();
+    let state = rest.next()?.chars().next()?;
+    let ppid = rest.next()?.parse().ok()?;
+    let pgid = rest.next()?.parse().ok()?;
+    let sid = rest.next()?.parse().ok()?;
+    Some(ProcStat {
+        pid,
+        ppid,
+        pgid,
+        sid,
+        state,
+    })
+}
+
+/// Every process on the machine (pids readable in /proc).
+pub fn all_processes() -> Vec<ProcStat> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(read_stat)
+        .collect()
+}
+
+/// The live (non-zombie) members of the tree rooted at session leader `root`: same session id or
+/// process group, or a descendant by parent link. Includes `root` itself while it lives.
+pub fn tree_members(root: i32) -> Vec<i32> {
+    tree_members_in(root, &all_processes())
+}
+
+fn tree_members_in(root: i32, procs: &[ProcStat]) -> Vec<i32> {
+    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+    for p in procs {
+        children.entry(p.ppid).or_default().push(p.pid);
+    }
+    let mut set: HashSet<i32> = procs
+        .iter()
+        .filter(|p| p.sid == root || p.pgid == root)
+        .map(|p| p.pid)
+        .collect();
+    if procs.iter().any(|p| p.pid == root) {
+        set.insert(root);
+    }
+    let mut stack: Vec<i32> = set.iter().copied().collect();
+    while let Some(p) = stack.pop() {
+        for &c in children.get(&p).map(Vec::as_slice).unwrap_or(&[]) {
+            if set.insert(c) {
+                stack.push(c);
+            }
+        }
+    }
+    let zombies: HashSet<i32> = procs
+        .iter()
+        .filter(|p| p.state == 'Z')
+        .map(|p| p.pid)
+        .collect();
+    let me = std::process::id() as i32;
+    let mut v: Vec<i32> = set
+        .into_iter()
+        .filter(|p| !zombies.contains(p) && *p != me)
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// Send `sig` to the process group `pgid` and to every member of the tree of `root`.
+/// Returns how many processes were signalled (group counted once).
+pub fn signal_tree(root: i32, sig: Signal) -> usize {
+    let mut n = 0;
+    if killpg(Pid::from_raw(root), sig).is_ok() {
+        n += 1;
+    }
+    for pid in tree_members(root) {
+        if kill(Pid::from_raw(pid), sig).is_ok() {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// How a tree stop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopOutcome {
+    /// Nothing was running.
+    AlreadyGone,
+    /// Everything exited within the grace period after SIGTERM.
+    Terminated,
+    /// SIGKILL was needed.
+    Killed,
+}
+
+/// Stop the whole tree of session leader `root`: SIGTERM to group and members, wait up to `grace`
+/// for them to go, then SIGKILL the rest and wait (bounded) until /proc shows none alive.
+///
+/// `reaped` is asked whether the leader itself has been reaped by its parent (a zombie leader still
+/// counts as gone). Blocking; call from a thread that may sleep.
+pub fn stop_tree(root: i32, grace: Duration) -> StopOutcome {
+    if tree_members(root).is_empty() {
+        return StopOutcome::AlreadyGone;
+    }
+    signal_tree(root, Signal::SIGCONT);
+    signal_tree(root, Signal::SIGTERM);
+    if wait_tree_gone(root, grace) {
+        return StopOutcome::Terminated;
+    }
+    // Keep killing until nothing is left: a process can fork between the scan and the signal.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        signal_tree(root, Signal::SIGKILL);
+        if wait_tree_gone(root, Duration::from_millis(200)) || Instant::now() > deadline {
+            return StopOutcome::Killed;
+        }
+    }
+}
+
+/// Wait until the tree has no live member, up to `timeout`. Polls /proc with a short back-off: a
+/// process outside our children cannot be waited for by any other means.
+pub fn wait_tree_gone(root: i32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if tree_members(root).is_empty() {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        std::thread::sleep(pause.min(deadline - now));
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// The exit status convention for a process: the exit code, or 128+N for death by signal N.
+pub fn shell_status(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => c,
+        (None, Some(s)) => 128 + s,
+        (None, None) => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_with_spaces_in_name() {
+        let s = parse_stat("123 (a b) c)) S 1 123 123 0 -1 4194560").unwrap();
+        assert_eq!(
+            s,
+            ProcStat {
+                pid: 123,
+                ppid: 1,
+                pgid: 123,
+                sid: 123,
+                state: 'S'
+            }
+        );
+    }
+
+    #[test]
+    fn tree_includes_session_members_and_descendants() {
+        let p = |pid, ppid, sid, state| ProcStat {
+            pid,
+            ppid,
+            pgid: pid,
+            sid,
+            state,
+        };
+        let procs = [
+            p(10, 1, 10, 'S'),  // leader
+            p(11, 10, 10, 'S'), // child
+            p(12, 1, 10, 'S'),  // orphaned grandchild, same session
+            p(13, 11, 13, 'S'), // child that called setsid
+            p(14, 13, 13, 'S'), // its child
+            p(15, 10, 10, 'Z'), // zombie
+            p(20, 1, 20, 'S'),  // unrelated
+        ];
+        assert_eq!(tree_members_in(10, &procs), vec![10, 11, 12, 13, 14]);
+    }
+
+    #[test]
+    fn stop_tree_kills_a_term_ignoring_grandchild() {
+        use std::os::unix::process::CommandExt;
+        let mut child = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "sh -c 'trap \"\" TERM HUP; while :; do sleep 0.05; done' & wait",
+            ])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let root = child.id() as i32;
+        // A process-group leader (not a session leader): members are found by group and parent link.
+        let start = Instant::now();
+        while tree_members(root).len() < 2 && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let members = tree_members(root);
+        assert!(members.len() >= 2, "{members:?}");
+        let outcome = stop_tree(root, Duration::from_millis(300));
+        let _ = child.wait();
+        assert_eq!(outcome, StopOutcome::Killed);
+        for pid in members {
+            assert!(
+                read_stat(pid).is_none_or(|s| s.state == 'Z'),
+                "{pid} still alive"
+            );
+        }
+    }
+}
