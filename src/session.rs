@@ -26,6 +26,9 @@ use crate::pty::terminal::{self, RawModeGuard};
 use crate::pty::watchdog::Watchdog;
 use crate::pty::{OutputConsumer, OutputSink, PtyConfig, PtyError, PtySession, WinSize};
 
+/// Rewrites the agent's argv just before the spawn.
+pub type ArgvHook = Box<dyn FnOnce(&mut Vec<String>) + Send>;
+
 /// Everything [`run_in_terminal`] needs.
 pub struct SessionOptions {
     /// The agent's argv.
@@ -48,7 +51,7 @@ pub struct SessionOptions {
     /// Where `session.started` / `session.exited` go.
     pub bus: Bus,
     /// Called with the final argv just before the spawn (e.g. to add `--session-id <uuid>`).
-    pub argv_hook: Option<Box<dyn FnOnce(&mut Vec<String>) + Send>>,
+    pub argv_hook: Option<ArgvHook>,
     /// Called with the agent's pid right after the spawn (e.g. to register it with the governor).
     pub on_spawn: Option<Box<dyn FnOnce(i32) + Send>>,
     /// Start the orphan watchdog (`mpm __watchdog`); on unless mpm is not the running binary.
@@ -150,12 +153,10 @@ pub fn run_in_terminal(mut opts: SessionOptions) -> Result<SessionOutcome, Sessi
 
     let size = opts.size.unwrap_or_else(terminal::user_size);
     let recorder = match &opts.record {
-        Some(p) => Some(
-            Recorder::create(p, size).map_err(|e| SessionError::Record {
-                path: p.display().to_string(),
-                source: e,
-            })?,
-        ),
+        Some(p) => Some(Recorder::create(p, size).map_err(|e| SessionError::Record {
+            path: p.display().to_string(),
+            source: e,
+        })?),
         None => None,
     };
     let mut watchdog = if opts.watchdog {
@@ -177,10 +178,10 @@ pub fn run_in_terminal(mut opts: SessionOptions) -> Result<SessionOutcome, Sessi
         let slot = session_slot.clone();
         SignalThread::start(&SESSION_SIGNALS, move |sig| {
             if sig == libc::SIGWINCH {
-                if let (Some(s), Some(size)) = (slot.get(), tty_size()) {
-                    if let Err(e) = s.resize(size) {
-                        tracing::warn!(error = %e, "cannot resize the pty");
-                    }
+                if let (Some(s), Some(size)) = (slot.get(), tty_size())
+                    && let Err(e) = s.resize(size)
+                {
+                    tracing::warn!(error = %e, "cannot resize the pty");
                 }
             } else {
                 // Give the user their terminal back at once; the tree stop may take the grace.

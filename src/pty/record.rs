@@ -127,7 +127,10 @@ mod tests {
     #[test]
     fn invalid_bytes_are_replaced() {
         let mut carry = Vec::new();
-        assert_eq!(decode_utf8(b"a\xffb\xc3(", &mut carry), "a\u{FFFD}b\u{FFFD}(");
+        assert_eq!(
+            decode_utf8(b"a\xffb\xc3(", &mut carry),
+            "a\u{FFFD}b\u{FFFD}("
+        );
         assert!(carry.is_empty());
     }
 

@@ -152,7 +152,13 @@ impl PtySession {
             std::thread::Builder::new()
                 .name("mpm-pty-read".into())
                 .spawn(move || {
-                    read_loop(&master, &mut *sink, tap.as_ref(), recorder.as_deref(), &bytes);
+                    read_loop(
+                        &master,
+                        &mut *sink,
+                        tap.as_ref(),
+                        recorder.as_deref(),
+                        &bytes,
+                    );
                     if let Some(t) = &tap {
                         t.end();
                     }
@@ -416,4 +422,3 @@ fn read_loop(
         }
     }
 }
-

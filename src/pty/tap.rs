@@ -82,7 +82,11 @@ impl Tap {
     /// Tell the consumer about a new size (dropped only if the queue is full of messages).
     pub fn resize(&self, cols: u16, rows: u16) {
         if let Err(TrySendError::Full(_)) = self.tx.try_send(TapMsg::Resize(cols, rows)) {
-            tracing::warn!(cols, rows, "output tap full: resize not delivered to the consumer");
+            tracing::warn!(
+                cols,
+                rows,
+                "output tap full: resize not delivered to the consumer"
+            );
         }
     }
 
@@ -117,7 +121,8 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
 
-    struct Collect(Arc<Mutex<(Vec<u8>, Vec<(u16, u16)>, bool)>>, Option<Receiver<()>>);
+    type State = Arc<Mutex<(Vec<u8>, Vec<(u16, u16)>, bool)>>;
+    struct Collect(State, Option<Receiver<()>>);
     impl OutputConsumer for Collect {
         fn feed(&mut self, bytes: &[u8]) {
             if let Some(gate) = &self.1 {
@@ -153,8 +158,7 @@ mod tests {
     fn a_stuck_consumer_never_blocks_and_overruns_are_counted() {
         let state = Arc::new(Mutex::new((Vec::new(), Vec::new(), false)));
         let (gate_tx, gate_rx) = crossbeam_channel::unbounded();
-        let (tap, h) =
-            Tap::start(Box::new(Collect(state.clone(), Some(gate_rx))), 1000).unwrap();
+        let (tap, h) = Tap::start(Box::new(Collect(state.clone(), Some(gate_rx))), 1000).unwrap();
         let mut accepted = 0u64;
         for _ in 0..100 {
             if tap.push(&[7u8; 100]) {
