@@ -121,14 +121,27 @@ impl SessionError {
     }
 }
 
-/// The user's stdout as an [`OutputSink`]: a plain blocking `write` per chunk.
-struct StdoutSink;
+/// The user's stdout as an [`OutputSink`]: a plain blocking `write` per chunk. When stdout goes
+/// away (a closed pipe: `mpm run -- cmd | head`; a hung-up terminal) the session is ended the way
+/// the shell would end a writer: as if mpm got SIGPIPE (or SIGHUP).
+struct StdoutSink {
+    ctl: crossbeam_channel::Sender<i32>,
+}
 
 impl OutputSink for StdoutSink {
     fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
         // SAFETY: fd 1 stays open for the life of the process.
         let fd = unsafe { BorrowedFd::borrow_raw(1) };
-        crate::pty::fdio::write_all(fd, chunk)
+        let r = crate::pty::fdio::write_all(fd, chunk);
+        if let Err(e) = &r {
+            let sig = if e.raw_os_error() == Some(libc::EPIPE) {
+                libc::SIGPIPE
+            } else {
+                libc::SIGHUP
+            };
+            let _ = self.ctl.send(sig);
+        }
+        r
     }
 }
 
@@ -174,6 +187,9 @@ pub fn run_in_terminal(mut opts: SessionOptions) -> Result<SessionOutcome, Sessi
     // Signals first (so a SIGTERM during setup cannot leave a raw terminal), then raw mode.
     let (ctl_tx, ctl_rx) = crossbeam_channel::unbounded::<i32>();
     let session_slot: Arc<std::sync::OnceLock<Arc<PtySession>>> = Arc::default();
+    let stdout_sink = StdoutSink {
+        ctl: ctl_tx.clone(),
+    };
     let signals = {
         let slot = session_slot.clone();
         SignalThread::start(&SESSION_SIGNALS, move |sig| {
@@ -203,7 +219,7 @@ pub fn run_in_terminal(mut opts: SessionOptions) -> Result<SessionOutcome, Sessi
         termios,
         rlimits: opts.rlimits,
         grace: opts.grace,
-        output: Box::new(StdoutSink),
+        output: Box::new(stdout_sink),
         consumer: opts.consumer,
         tap_capacity_bytes: opts.tap_capacity_bytes,
         recorder,
@@ -249,6 +265,7 @@ pub fn run_in_terminal(mut opts: SessionOptions) -> Result<SessionOutcome, Sessi
             recv(ctl_rx) -> sig => {
                 let Ok(sig) = sig else { continue };
                 if stopped_by.load(Ordering::Relaxed) == 0 {
+                    terminal::restore();
                     stopped_by.store(sig, Ordering::Relaxed);
                     tracing::info!(pid, signal = sig, "mpm signalled: stopping the agent tree");
                     let p = pty.clone();

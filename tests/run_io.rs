@@ -169,3 +169,48 @@ fn record_writes_a_valid_asciicast_v2() {
     assert!(output.contains("winch 70x15"), "{output:?}");
     assert_eq!(resizes, vec!["70x15"]);
 }
+
+#[test]
+fn closed_stdout_pipe_ends_the_session_like_sigpipe() {
+    let env = TestEnv::new();
+    let mut child = env
+        .command(&["run", "--", "yes"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut buf = [0u8; 4];
+    std::io::Read::read_exact(&mut out, &mut buf).unwrap();
+    assert_eq!(&buf, b"y\r\ny");
+    drop(out);
+    let mut status = None;
+    assert!(wait_until(DEADLINE, || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    }));
+    assert_eq!(status.unwrap().code(), Some(128 + 13));
+}
+
+/// The agent exits while a background grandchild still holds the PTY open: mpm drains what is
+/// there, stops the leftover tree, and exits with the agent's status instead of hanging.
+#[test]
+fn grandchild_holding_the_pty_does_not_hang_mpm() {
+    let env = TestEnv::new();
+    let pid_file = env.path("bg.pid");
+    let script = format!(
+        "sleep 1000 & echo $! > {}; echo done; exit 4",
+        pid_file.display()
+    );
+    let out = env
+        .command(&["run", "--", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let bg = read_pid(&pid_file);
+    let _guard = KillOnDrop(vec![bg]);
+    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "done\r\n");
+    // mpm waits for the leftover tree before it exits.
+    assert!(!alive(bg), "background grandchild {bg} survived");
+}

@@ -16,7 +16,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::ExitStatus;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -31,10 +31,12 @@ use super::spawn::{PtyError, SpawnSpec, WinSize, set_winsize, spawn};
 use super::tap::{OutputConsumer, Tap};
 use crate::config::Rlimits;
 
-/// After the child exits, stop waiting for more output once none arrived for this long.
+/// After the child exits, stop waiting for more output once none arrived for this long while the
+/// reader was waiting for it (time spent writing to a slow sink does not count).
 pub const DRAIN_IDLE: Duration = Duration::from_millis(300);
-/// After the child exits, stop waiting for more output after this long in any case.
-pub const DRAIN_MAX: Duration = Duration::from_secs(2);
+/// After the child exits, stop waiting for more output after this long in any case (a grandchild
+/// that keeps writing).
+pub const DRAIN_MAX: Duration = Duration::from_secs(5);
 /// After the leftover tree was stopped, wait at most this long for the reader to finish.
 const DRAIN_AFTER_STOP: Duration = Duration::from_secs(1);
 
@@ -141,6 +143,7 @@ impl PtySession {
         };
         let recorder = cfg.recorder.map(|r| Arc::new(Mutex::new(r)));
         let bytes = Arc::new(AtomicU64::new(0));
+        let reading = Arc::new(AtomicBool::new(false));
         let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
 
         let reader = {
@@ -149,15 +152,20 @@ impl PtySession {
             let tap = tap.clone();
             let recorder = recorder.clone();
             let bytes = bytes.clone();
+            let reading = reading.clone();
             std::thread::Builder::new()
                 .name("mpm-pty-read".into())
                 .spawn(move || {
+                    let progress = Progress {
+                        bytes: &bytes,
+                        reading: &reading,
+                    };
                     read_loop(
                         &master,
                         &mut *sink,
                         tap.as_ref(),
                         recorder.as_deref(),
-                        &bytes,
+                        progress,
                     );
                     if let Some(t) = &tap {
                         t.end();
@@ -182,7 +190,7 @@ impl PtySession {
                 .name("mpm-pty-wait".into())
                 .spawn(move || {
                     wait_exited(pid);
-                    let drained = drain(&done_rx, &bytes);
+                    let drained = drain(&done_rx, &bytes, &reading);
                     let outcome = {
                         let mut reaped = reaped.lock().unwrap_or_else(|e| e.into_inner());
                         let outcome = crate::process::stop_tree(pid, grace);
@@ -363,7 +371,7 @@ fn wait_exited(pid: i32) {
 }
 
 /// Let the reader drain what the child left in the PTY; true when it reached EOF.
-fn drain(done: &Receiver<()>, bytes: &AtomicU64) -> bool {
+fn drain(done: &Receiver<()>, bytes: &AtomicU64, reading: &AtomicBool) -> bool {
     let start = Instant::now();
     let mut last = bytes.load(Ordering::Relaxed);
     loop {
@@ -371,7 +379,8 @@ fn drain(done: &Receiver<()>, bytes: &AtomicU64) -> bool {
             Err(RecvTimeoutError::Disconnected) | Ok(()) => return true,
             Err(RecvTimeoutError::Timeout) => {
                 let now = bytes.load(Ordering::Relaxed);
-                if now == last || start.elapsed() >= DRAIN_MAX {
+                let idle = now == last && reading.load(Ordering::Relaxed);
+                if idle || start.elapsed() >= DRAIN_MAX {
                     return false;
                 }
                 last = now;
@@ -380,18 +389,28 @@ fn drain(done: &Receiver<()>, bytes: &AtomicU64) -> bool {
     }
 }
 
+/// What the reader publishes for the drain decision.
+struct Progress<'a> {
+    bytes: &'a AtomicU64,
+    /// True while blocked in `read` (waiting for output), false while handing a chunk on.
+    reading: &'a AtomicBool,
+}
+
 fn read_loop(
     master: &OwnedFd,
     sink: &mut dyn OutputSink,
     tap: Option<&Tap>,
     recorder: Option<&Mutex<Recorder>>,
-    bytes: &AtomicU64,
+    progress: Progress<'_>,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
     let mut sink_ok = true;
     let mut record_ok = true;
     loop {
-        let n = match nix::unistd::read(master.as_fd(), &mut buf) {
+        progress.reading.store(true, Ordering::Relaxed);
+        let r = nix::unistd::read(master.as_fd(), &mut buf);
+        progress.reading.store(false, Ordering::Relaxed);
+        let n = match r {
             Ok(0) | Err(Errno::EIO) => return,
             Ok(n) => n,
             Err(Errno::EINTR) => continue,
@@ -405,7 +424,7 @@ fn read_loop(
             }
         };
         let chunk = &buf[..n];
-        bytes.fetch_add(n as u64, Ordering::Relaxed);
+        progress.bytes.fetch_add(n as u64, Ordering::Relaxed);
         if sink_ok && let Err(e) = sink.write(chunk) {
             tracing::warn!(error = %e, "output sink failed; output now goes to the tap only");
             sink_ok = false;
