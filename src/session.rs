@@ -280,7 +280,10 @@ pub fn run_in_terminal(mut opts: SessionOptions) -> Result<SessionOutcome, Sessi
     drop(raw);
     terminal::restore();
     signals.close();
-    drop(watchdog);
+    if let Some(mut w) = watchdog {
+        // The waiter already stopped the tree; the root's pid may be reused from now on.
+        w.disarm();
+    }
 
     let duration = start.elapsed();
     let stopped_by = Some(stopped_by.load(Ordering::Relaxed)).filter(|s| *s != 0);
@@ -381,5 +384,32 @@ pub fn eof_bytes(termios: &nix::sys::termios::Termios, last: Option<u8>) -> Vec<
         vec![veof, veof]
     } else {
         vec![veof]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::termios::{LocalFlags, SpecialCharacterIndices};
+
+    fn termios(canonical: bool) -> nix::sys::termios::Termios {
+        // A real PTY's settings, then adjusted.
+        let master = nix::pty::posix_openpt(nix::fcntl::OFlag::O_RDWR).unwrap();
+        nix::pty::grantpt(&master).unwrap();
+        nix::pty::unlockpt(&master).unwrap();
+        let mut t = nix::sys::termios::tcgetattr(&master).unwrap();
+        t.control_chars[SpecialCharacterIndices::VEOF as usize] = 4;
+        t.local_flags.set(LocalFlags::ICANON, canonical);
+        t
+    }
+
+    #[test]
+    fn eof_after_a_partial_line_is_sent_twice_in_canonical_mode() {
+        let t = termios(true);
+        assert_eq!(eof_bytes(&t, None), vec![4]);
+        assert_eq!(eof_bytes(&t, Some(b'\n')), vec![4]);
+        assert_eq!(eof_bytes(&t, Some(b'x')), vec![4, 4]);
+        let raw = termios(false);
+        assert_eq!(eof_bytes(&raw, Some(b'x')), vec![4]);
     }
 }

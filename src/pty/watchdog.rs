@@ -71,10 +71,20 @@ impl Watchdog {
             None => Ok(()),
         }
     }
+
+    /// The tree is already stopped: tell the watchdog to exit without signalling anything (the
+    /// root's pid may be reused once it was reaped).
+    pub fn disarm(&mut self) {
+        if let Some(p) = &mut self.pipe {
+            let _ = writeln!(p, "done");
+        }
+        self.pipe = None;
+    }
 }
 
 impl Drop for Watchdog {
-    /// Close the pipe (the watchdog wakes, finds the tree gone, exits) and reap it off-thread.
+    /// Close the pipe (the watchdog wakes and exits, stopping the tree unless disarmed) and reap it
+    /// off-thread.
     fn drop(&mut self) {
         self.pipe = None;
         if let Some(mut child) = self.child.take() {
@@ -88,7 +98,8 @@ impl Drop for Watchdog {
 }
 
 /// The watchdog process's body: read pid lines from `input` until EOF, then stop the last pid's
-/// tree (or `root` when none was sent). Returns the exit status.
+/// tree (or `root` when none was sent). A `done` line means mpm cleaned up itself: exit without
+/// signalling. Returns the exit status.
 pub fn run(root: Option<i32>, grace: Duration, input: impl Read) -> i32 {
     // The terminal going away or a Ctrl-C in it must not kill the watchdog before it has done its job.
     // SAFETY: setting a disposition to SIG_IGN is always sound.
@@ -100,6 +111,7 @@ pub fn run(root: Option<i32>, grace: Duration, input: impl Read) -> i32 {
     let mut root = root;
     for line in BufReader::new(input).lines() {
         match line {
+            Ok(l) if l.trim() == "done" => return 0,
             Ok(l) => {
                 if let Ok(pid) = l.trim().parse::<i32>()
                     && pid > 1
@@ -115,4 +127,30 @@ pub fn run(root: Option<i32>, grace: Duration, input: impl Read) -> i32 {
         tracing::info!(root = pid, ?outcome, "watchdog: parent gone, tree stopped");
     }
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn done_line_means_no_signal_and_eof_stops_the_last_root() {
+        use std::os::unix::process::CommandExt as _;
+        let mut victim = std::process::Command::new("sleep")
+            .arg("100")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = victim.id() as i32;
+        let input = format!("{pid}\ndone\n");
+        assert_eq!(run(None, Duration::from_millis(100), input.as_bytes()), 0);
+        assert!(
+            victim.try_wait().unwrap().is_none(),
+            "disarmed watchdog signalled"
+        );
+        let input = format!("1\n{pid}\n");
+        run(None, Duration::from_millis(100), input.as_bytes());
+        let status = victim.wait().unwrap();
+        assert!(!status.success());
+    }
 }
