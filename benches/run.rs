@@ -237,9 +237,9 @@ fn main() {
         r / m
     );
 
-    println!("== keystroke echo latency (2000 keys) ==");
+    println!("== keystroke echo latency ({keys} keys) ==");
     let ready_cat = "echo READY; exec cat";
-    let (mp50, mp99) = latency(mpm(), &["run", "--", "sh", "-c", ready_cat], &env, 2000);
+    let (mp50, mp99) = latency(mpm(), &["run", "--", "sh", "-c", ready_cat], &env, keys);
     let (sp50, sp99) = latency(
         "script",
         &["-qec", &format!("sh -c '{ready_cat}'"), "/dev/null"],

@@ -214,3 +214,24 @@ fn grandchild_holding_the_pty_does_not_hang_mpm() {
     // mpm waits for the leftover tree before it exits.
     assert!(!alive(bg), "background grandchild {bg} survived");
 }
+
+#[test]
+fn without_a_terminal_the_size_comes_from_columns_and_lines() {
+    let env = TestEnv::new();
+    let out = env
+        .command(&["run", "--", &fake_agent(), "size"])
+        .env("COLUMNS", "132")
+        .env("LINES", "43")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "size 132x43\r\n");
+    let out = env
+        .command(&["run", "--", &fake_agent(), "size"])
+        .env_remove("COLUMNS")
+        .env_remove("LINES")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "size 80x24\r\n");
+}
