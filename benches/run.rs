@@ -4,7 +4,7 @@
 //! 1. Throughput: `cat` of a 256 MiB file (in /dev/shm) through `mpm run --` vs `script -qec`,
 //!    with a direct `cat` on the outer PTY as the raw-drain reference. Median of 3, interleaved.
 //! 2. Keystroke echo latency: one byte typed into the outer PTY until its echo (made by the inner
-//!    PTY's line discipline under `cat`) comes back out; p50/p99 over 2000 keystrokes.
+//!    PTY's line discipline under `cat`) comes back out; p50/p99 over 2000 keystrokes (`MPM_BENCH_KEYS`).
 //! 3. Idle CPU: `mpm run -- sleep S` (S = 10, scaled to 60 s), user+system time of mpm and its
 //!    children from `wait4`, minus the fixed cost of `mpm run -- true`.
 //!
@@ -244,7 +244,7 @@ fn main() {
         "script",
         &["-qec", &format!("sh -c '{ready_cat}'"), "/dev/null"],
         &env,
-        2000,
+        keys,
     );
     println!("mpm     : p50 {mp50:>6.1} us  p99 {mp99:>6.1} us");
     println!("script  : p50 {sp50:>6.1} us  p99 {sp99:>6.1} us");
