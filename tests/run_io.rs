@@ -235,3 +235,16 @@ fn without_a_terminal_the_size_comes_from_columns_and_lines() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "size 80x24\r\n");
 }
+
+/// `limits.rlimits` are applied with setrlimit in the child before exec.
+#[test]
+fn rlimits_from_the_config_apply_to_the_agent() {
+    let env = TestEnv::new();
+    let out = env
+        .command(&["run", "--", "sh", "-c", "ulimit -n; ulimit -Hn"])
+        .env("MPM_LIMITS__RLIMITS__NOFILE", "77")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "77\r\n77\r\n");
+}

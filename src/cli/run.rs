@@ -89,10 +89,12 @@ pub fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<i32> {
     opts.grace = Duration::from_secs_f64(cfg.run.grace_secs.max(0.0));
     opts.tap_capacity_bytes = cfg.run.tap_capacity_bytes;
     opts.record = a.record.clone();
+    opts.rlimits = Some(cfg.limits.rlimits.clone());
     // Wiring points for the lead (detection, executor, governor):
     // - `opts.consumer = Some(Box::new(pipeline))` when `cfg.run.detect` (the text pipeline);
     // - `opts.argv_hook` to add `--session-id <uuid>` for claude (transcript tailing);
-    // - `opts.rlimits = Some(cfg.limits.rlimits.clone())` and `opts.on_spawn` for the governor.
+    // - `opts.on_spawn` to hand the agent's pid to the governor;
+    // - executor: subscribe to `bus` before the session, drain per `executor.on_session_exit` after.
     let result = run_in_terminal(opts);
     let outcome = match result {
         Ok(o) => o,
