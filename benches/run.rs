@@ -174,14 +174,18 @@ fn cpu_of(program: &str, args: &[&str], env: &[(String, String)]) -> (f64, f64) 
 }
 
 fn main() {
-    let mib: usize = std::env::var("MPM_BENCH_MIB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256);
-    let sleep_s: u64 = std::env::var("MPM_BENCH_SLEEP")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10);
+    // `cargo test --all-targets` runs this binary without `--bench`: a quick smoke run then, so
+    // the benchmark keeps working without costing the test suite minutes.
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    let knob = |name: &str, full: u64, quick: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(if smoke { quick } else { full })
+    };
+    let mib = knob("MPM_BENCH_MIB", 256, 2) as usize;
+    let sleep_s = knob("MPM_BENCH_SLEEP", 10, 1);
+    let keys = knob("MPM_BENCH_KEYS", 2000, 50) as usize;
     let base = if Path::new("/dev/shm").is_dir() {
         "/dev/shm"
     } else {
