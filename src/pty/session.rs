@@ -1,0 +1,443 @@
+//! [`PtySession`]: the child side of one session, independent of any user terminal.
+//!
+//! Threads:
+//! - reader: blocking `read` on the master; each chunk goes to the [`OutputSink`] (blocking: a
+//!   slow terminal slows the agent, as it would without mpm), to the recorder, and to the tap
+//!   (never blocking). Ends at EIO/EOF, i.e. when no process holds the slave any more.
+//! - waiter: waits for the child to exit *without reaping it* (`waitid(WNOWAIT)`, so its pid cannot
+//!   be reused while mpm still signals its group), lets the reader drain the master — bounded: it
+//!   gives up when no byte arrived for [`DRAIN_IDLE`] or after [`DRAIN_MAX`], because a grandchild
+//!   may hold the slave open forever — then stops whatever is left of the tree
+//!   (`process::stop_tree`: SIGTERM, grace, SIGKILL), which also closes the slave so the reader
+//!   sees EIO, reaps the child and publishes the [`PtyExit`].
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use nix::errno::Errno;
+use nix::sys::termios::{Termios, tcgetattr};
+
+use super::fdio::{wait_fd, write_all};
+use super::record::Recorder;
+use super::spawn::{PtyError, SpawnSpec, WinSize, set_winsize, spawn};
+use super::tap::{OutputConsumer, Tap};
+use crate::config::Rlimits;
+
+/// After the child exits, stop waiting for more output once none arrived for this long while the
+/// reader was waiting for it (time spent writing to a slow sink does not count).
+pub const DRAIN_IDLE: Duration = Duration::from_millis(300);
+/// After the child exits, stop waiting for more output after this long in any case (a grandchild
+/// that keeps writing).
+pub const DRAIN_MAX: Duration = Duration::from_secs(5);
+/// After the leftover tree was stopped, wait at most this long for the reader to finish.
+const DRAIN_AFTER_STOP: Duration = Duration::from_secs(1);
+
+/// Where the session's output goes (the user's terminal, a daemon client). Called on the reader
+/// thread; blocking is allowed and slows the agent down, like a slow terminal would.
+pub trait OutputSink: Send {
+    /// Write the whole chunk. An error stops further writes to this sink (the session goes on).
+    fn write(&mut self, chunk: &[u8]) -> io::Result<()>;
+}
+
+/// A sink that drops everything (for sessions nobody watches).
+impl OutputSink for io::Sink {
+    fn write(&mut self, _chunk: &[u8]) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// How to start a [`PtySession`].
+pub struct PtyConfig {
+    /// The final argv (argv[0] is resolved on the child's PATH).
+    pub argv: Vec<String>,
+    /// Added to the inherited environment.
+    pub env: Vec<(String, String)>,
+    pub cwd: Option<PathBuf>,
+    pub size: WinSize,
+    /// Line settings for the PTY (the user's terminal's); `None` = kernel defaults.
+    pub termios: Option<Termios>,
+    /// setrlimit values applied in the child before exec.
+    pub rlimits: Option<Rlimits>,
+    /// SIGTERM-to-SIGKILL grace when the tree is stopped.
+    pub grace: Duration,
+    /// Where output goes.
+    pub output: Box<dyn OutputSink>,
+    /// The text pipeline, fed through the bounded tap.
+    pub consumer: Option<Box<dyn OutputConsumer>>,
+    /// The tap's capacity in bytes (`run.tap_capacity_bytes`).
+    pub tap_capacity_bytes: usize,
+    /// An asciicast recorder.
+    pub recorder: Option<Recorder>,
+}
+
+/// How a session's child ended.
+#[derive(Debug, Clone, Copy)]
+pub struct PtyExit {
+    pub status: ExitStatus,
+    /// Output bytes dropped for the consumer (the sink got them all).
+    pub tap_overrun_bytes: u64,
+    /// Output bytes read from the PTY.
+    pub output_bytes: u64,
+    /// False when the reader had not reached EOF when mpm gave up waiting (a process outside the
+    /// tree holds the slave).
+    pub drained: bool,
+}
+
+impl PtyExit {
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+    pub fn signal(&self) -> Option<i32> {
+        self.status.signal()
+    }
+    /// The shell convention: the code, or 128+N for signal N.
+    pub fn shell_status(&self) -> i32 {
+        crate::process::shell_status(self.status)
+    }
+}
+
+/// One child on a PTY: input, resize, stop and wait. Share it with `Arc`.
+pub struct PtySession {
+    pid: i32,
+    master: Arc<OwnedFd>,
+    size: Mutex<WinSize>,
+    grace: Duration,
+    tap: Option<Tap>,
+    recorder: Option<Arc<Mutex<Recorder>>>,
+    /// True once the child was reaped; stop() must not signal a pid that may be reused.
+    reaped: Arc<Mutex<bool>>,
+    exit_rx: Receiver<PtyExit>,
+    exit: Mutex<Option<PtyExit>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl PtySession {
+    /// Spawn the child and start the reader, waiter and (with a consumer) tap threads.
+    pub fn spawn(cfg: PtyConfig) -> Result<PtySession, PtyError> {
+        let spawned = spawn(&SpawnSpec {
+            argv: &cfg.argv,
+            env: &cfg.env,
+            cwd: cfg.cwd.as_deref(),
+            size: cfg.size,
+            termios: cfg.termios.as_ref(),
+            rlimits: cfg.rlimits.as_ref(),
+        })?;
+        let pid = spawned.child.id() as i32;
+        let master = Arc::new(spawned.master);
+        let mut threads = Vec::new();
+        let (tap, tap_thread) = match cfg.consumer {
+            Some(c) => {
+                let (tap, h) = Tap::start(c, cfg.tap_capacity_bytes)
+                    .map_err(|e| PtyError::sys("start tap thread", e))?;
+                (Some(tap), Some(h))
+            }
+            None => (None, None),
+        };
+        let recorder = cfg.recorder.map(|r| Arc::new(Mutex::new(r)));
+        let bytes = Arc::new(AtomicU64::new(0));
+        let reading = Arc::new(AtomicBool::new(false));
+        let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
+
+        let reader = {
+            let master = master.clone();
+            let mut sink = cfg.output;
+            let tap = tap.clone();
+            let recorder = recorder.clone();
+            let bytes = bytes.clone();
+            let reading = reading.clone();
+            std::thread::Builder::new()
+                .name("mpm-pty-read".into())
+                .spawn(move || {
+                    let progress = Progress {
+                        bytes: &bytes,
+                        reading: &reading,
+                    };
+                    read_loop(
+                        &master,
+                        &mut *sink,
+                        tap.as_ref(),
+                        recorder.as_deref(),
+                        progress,
+                    );
+                    if let Some(t) = &tap {
+                        t.end();
+                    }
+                    drop(done_tx);
+                })
+                .map_err(|e| PtyError::sys("start reader thread", e))?
+        };
+        threads.push(reader);
+        if let Some(h) = tap_thread {
+            threads.push(h);
+        }
+
+        let reaped = Arc::new(Mutex::new(false));
+        let (exit_tx, exit_rx) = crossbeam_channel::bounded(1);
+        let waiter = {
+            let reaped = reaped.clone();
+            let tap = tap.clone();
+            let grace = cfg.grace;
+            let mut child = spawned.child;
+            std::thread::Builder::new()
+                .name("mpm-pty-wait".into())
+                .spawn(move || {
+                    wait_exited(pid);
+                    let drained = drain(&done_rx, &bytes, &reading);
+                    let outcome = {
+                        let mut reaped = reaped.lock().unwrap_or_else(|e| e.into_inner());
+                        let outcome = crate::process::stop_tree(pid, grace);
+                        let status = loop {
+                            match child.wait() {
+                                Ok(s) => break s,
+                                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                                Err(e) => {
+                                    tracing::error!(pid, error = %e, "cannot reap the agent");
+                                    break ExitStatus::from_raw(1 << 8);
+                                }
+                            }
+                        };
+                        *reaped = true;
+                        (outcome, status)
+                    };
+                    let drained = drained
+                        || matches!(
+                            done_rx.recv_timeout(DRAIN_AFTER_STOP),
+                            Err(RecvTimeoutError::Disconnected)
+                        );
+                    if !drained {
+                        tracing::warn!(pid, "pty output not drained: the slave is still held open");
+                    }
+                    tracing::debug!(pid, stop = ?outcome.0, "agent tree stopped after exit");
+                    let _ = exit_tx.send(PtyExit {
+                        status: outcome.1,
+                        tap_overrun_bytes: tap.as_ref().map_or(0, Tap::overrun_bytes),
+                        output_bytes: bytes.load(Ordering::Relaxed),
+                        drained,
+                    });
+                })
+                .map_err(|e| PtyError::sys("start waiter thread", e))?
+        };
+        threads.push(waiter);
+
+        Ok(PtySession {
+            pid,
+            master,
+            size: Mutex::new(cfg.size),
+            grace: cfg.grace,
+            tap,
+            recorder,
+            reaped,
+            exit_rx,
+            exit: Mutex::new(None),
+            threads: Mutex::new(threads),
+        })
+    }
+
+    /// The child's pid (also its session id and process group id).
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// The current PTY size.
+    pub fn size(&self) -> WinSize {
+        *self.size.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Write bytes to the agent's input (blocks while the PTY's input queue is full).
+    pub fn write_input(&self, bytes: &[u8]) -> io::Result<()> {
+        write_all(self.master.as_fd(), bytes)
+    }
+
+    /// The PTY's current line settings (the slave's, as the agent set them).
+    pub fn termios(&self) -> io::Result<Termios> {
+        Ok(tcgetattr(self.master.as_fd())?)
+    }
+
+    /// Resize the PTY; the kernel sends SIGWINCH to the agent's foreground process group. The
+    /// consumer and the recorder hear of it too. A no-op when the size is unchanged.
+    pub fn resize(&self, size: WinSize) -> io::Result<()> {
+        {
+            let mut cur = self.size.lock().unwrap_or_else(|e| e.into_inner());
+            if *cur == size {
+                return Ok(());
+            }
+            *cur = size;
+        }
+        set_winsize(self.master.as_fd(), size)?;
+        if let Some(t) = &self.tap {
+            t.resize(size.cols, size.rows);
+        }
+        if let Some(r) = &self.recorder {
+            let mut r = r.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = r.resize(size) {
+                tracing::warn!(error = %e, "cannot write the recording");
+            }
+        }
+        Ok(())
+    }
+
+    /// Stop the whole tree: SIGTERM to the group and every member, `grace`, then SIGKILL.
+    /// Blocking. Does nothing once the child has been reaped.
+    pub fn stop(&self, grace: Duration) {
+        let reaped = self.reaped.lock().unwrap_or_else(|e| e.into_inner());
+        if !*reaped {
+            crate::process::stop_tree(self.pid, grace);
+        }
+    }
+
+    /// The configured grace period.
+    pub fn grace(&self) -> Duration {
+        self.grace
+    }
+
+    /// A channel that yields the exit once (for `select!` with other events). Prefer [`wait`].
+    ///
+    /// [`wait`]: PtySession::wait
+    pub fn exit_channel(&self) -> &Receiver<PtyExit> {
+        &self.exit_rx
+    }
+
+    /// Block until the child exited, its output was drained and the tree is gone. Also joins the
+    /// consumer (so every detection has been made) when the output was fully drained.
+    pub fn wait(&self) -> PtyExit {
+        let mut slot = self.exit.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = *slot {
+            return e;
+        }
+        let exit = self.exit_rx.recv().unwrap_or(PtyExit {
+            status: ExitStatus::from_raw(1 << 8),
+            tap_overrun_bytes: 0,
+            output_bytes: 0,
+            drained: false,
+        });
+        self.finish_threads(&exit);
+        *slot = Some(exit);
+        exit
+    }
+
+    /// Record a received exit (from [`exit_channel`]) and join the threads; returns it.
+    ///
+    /// [`exit_channel`]: PtySession::exit_channel
+    pub fn complete(&self, exit: PtyExit) -> PtyExit {
+        let mut slot = self.exit.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            self.finish_threads(&exit);
+            *slot = Some(exit);
+        }
+        exit
+    }
+
+    fn finish_threads(&self, exit: &PtyExit) {
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        if exit.drained {
+            for t in threads {
+                let _ = t.join();
+            }
+        }
+        if let Some(r) = &self.recorder {
+            let mut r = r.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = r.finish() {
+                tracing::warn!(error = %e, "cannot finish the recording");
+            }
+        }
+    }
+}
+
+/// Block until `pid` has exited, leaving it a zombie (not reaped).
+fn wait_exited(pid: i32) {
+    loop {
+        // SAFETY: waitid writes one siginfo_t to a valid pointer.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if rc == 0 || Errno::last() != Errno::EINTR {
+            return;
+        }
+    }
+}
+
+/// Let the reader drain what the child left in the PTY; true when it reached EOF.
+fn drain(done: &Receiver<()>, bytes: &AtomicU64, reading: &AtomicBool) -> bool {
+    let start = Instant::now();
+    let mut last = bytes.load(Ordering::Relaxed);
+    loop {
+        match done.recv_timeout(DRAIN_IDLE) {
+            Err(RecvTimeoutError::Disconnected) | Ok(()) => return true,
+            Err(RecvTimeoutError::Timeout) => {
+                let now = bytes.load(Ordering::Relaxed);
+                let idle = now == last && reading.load(Ordering::Relaxed);
+                if idle || start.elapsed() >= DRAIN_MAX {
+                    return false;
+                }
+                last = now;
+            }
+        }
+    }
+}
+
+/// What the reader publishes for the drain decision.
+struct Progress<'a> {
+    bytes: &'a AtomicU64,
+    /// True while blocked in `read` (waiting for output), false while handing a chunk on.
+    reading: &'a AtomicBool,
+}
+
+fn read_loop(
+    master: &OwnedFd,
+    sink: &mut dyn OutputSink,
+    tap: Option<&Tap>,
+    recorder: Option<&Mutex<Recorder>>,
+    progress: Progress<'_>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut sink_ok = true;
+    let mut record_ok = true;
+    loop {
+        progress.reading.store(true, Ordering::Relaxed);
+        let r = nix::unistd::read(master.as_fd(), &mut buf);
+        progress.reading.store(false, Ordering::Relaxed);
+        let n = match r {
+            Ok(0) | Err(Errno::EIO) => return,
+            Ok(n) => n,
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EAGAIN) => {
+                wait_fd(master.as_raw_fd(), libc::POLLIN);
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "pty read failed");
+                return;
+            }
+        };
+        let chunk = &buf[..n];
+        progress.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        if sink_ok && let Err(e) = sink.write(chunk) {
+            tracing::warn!(error = %e, "output sink failed; output now goes to the tap only");
+            sink_ok = false;
+        }
+        if record_ok && let Some(r) = recorder {
+            let mut r = r.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = r.output(chunk) {
+                tracing::warn!(error = %e, "cannot write the recording; recording stopped");
+                record_ok = false;
+            }
+        }
+        if let Some(t) = tap {
+            t.push(chunk);
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! The output tap: every output chunk is offered to an in-process consumer (the text pipeline)
+//! through a queue bounded by bytes. Offering never blocks the pass-through: when the consumer is
+//! behind and the queue is full, the chunk is dropped for the consumer only and its size counted as
+//! an overrun (reported in `session.exited` as `tap_overrun_bytes`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+
+/// A consumer of a session's output bytes, run on its own thread. The detection pipeline
+/// implements it.
+pub trait OutputConsumer: Send {
+    /// The next output bytes, in order (minus any overrun gaps).
+    fn feed(&mut self, bytes: &[u8]);
+    /// The PTY was resized; later bytes are laid out at the new size.
+    fn resize(&mut self, _cols: u16, _rows: u16) {}
+    /// The session's output ended (or the tap was closed); called once.
+    fn finish(&mut self) {}
+}
+
+enum TapMsg {
+    Data(Vec<u8>),
+    Resize(u16, u16),
+    End,
+}
+
+/// The producer end of the tap. Cheap to clone.
+#[derive(Clone)]
+pub struct Tap {
+    tx: Sender<TapMsg>,
+    queued: Arc<AtomicUsize>,
+    overrun: Arc<AtomicU64>,
+    capacity: usize,
+}
+
+impl Tap {
+    /// Start `consumer` on its own thread behind a queue of at most `capacity_bytes` bytes.
+    pub fn start(
+        mut consumer: Box<dyn OutputConsumer>,
+        capacity_bytes: usize,
+    ) -> std::io::Result<(Tap, JoinHandle<()>)> {
+        let capacity = capacity_bytes.max(1);
+        // The byte budget is the real bound; the message bound only keeps tiny chunks in check.
+        let (tx, rx) = crossbeam_channel::bounded((capacity / 256).clamp(64, 1 << 16));
+        let queued = Arc::new(AtomicUsize::new(0));
+        let q = queued.clone();
+        let handle = std::thread::Builder::new()
+            .name("mpm-tap".into())
+            .spawn(move || consume(&mut *consumer, &rx, &q))?;
+        Ok((
+            Tap {
+                tx,
+                queued,
+                overrun: Arc::new(AtomicU64::new(0)),
+                capacity,
+            },
+            handle,
+        ))
+    }
+
+    /// Offer a chunk; never blocks. Returns false when it was dropped (counted as overrun).
+    pub fn push(&self, chunk: &[u8]) -> bool {
+        let n = chunk.len();
+        let before = self.queued.fetch_add(n, Ordering::AcqRel);
+        if before + n > self.capacity {
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+            self.overrun.fetch_add(n as u64, Ordering::Relaxed);
+            return false;
+        }
+        match self.tx.try_send(TapMsg::Data(chunk.to_vec())) {
+            Ok(()) => true,
+            Err(_) => {
+                self.queued.fetch_sub(n, Ordering::AcqRel);
+                self.overrun.fetch_add(n as u64, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// Tell the consumer about a new size (dropped only if the queue is full of messages).
+    pub fn resize(&self, cols: u16, rows: u16) {
+        if let Err(TrySendError::Full(_)) = self.tx.try_send(TapMsg::Resize(cols, rows)) {
+            tracing::warn!(
+                cols,
+                rows,
+                "output tap full: resize not delivered to the consumer"
+            );
+        }
+    }
+
+    /// End of output: the consumer finishes once it has taken everything queued. Blocks only
+    /// while the queue is full of messages (the consumer is draining it).
+    pub fn end(&self) {
+        let _ = self.tx.send(TapMsg::End);
+    }
+
+    /// Bytes dropped for the consumer so far.
+    pub fn overrun_bytes(&self) -> u64 {
+        self.overrun.load(Ordering::Relaxed)
+    }
+}
+
+fn consume(consumer: &mut dyn OutputConsumer, rx: &Receiver<TapMsg>, queued: &AtomicUsize) {
+    while let Ok(msg) = rx.recv() {
+        match msg {
+            TapMsg::Data(bytes) => {
+                queued.fetch_sub(bytes.len(), Ordering::AcqRel);
+                consumer.feed(&bytes);
+            }
+            TapMsg::Resize(c, r) => consumer.resize(c, r),
+            TapMsg::End => break,
+        }
+    }
+    consumer.finish();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    type State = Arc<Mutex<(Vec<u8>, Vec<(u16, u16)>, bool)>>;
+    struct Collect(State, Option<Receiver<()>>);
+    impl OutputConsumer for Collect {
+        fn feed(&mut self, bytes: &[u8]) {
+            if let Some(gate) = &self.1 {
+                let _ = gate.recv();
+            }
+            self.0.lock().unwrap().0.extend_from_slice(bytes);
+        }
+        fn resize(&mut self, c: u16, r: u16) {
+            self.0.lock().unwrap().1.push((c, r));
+        }
+        fn finish(&mut self) {
+            self.0.lock().unwrap().2 = true;
+        }
+    }
+
+    #[test]
+    fn delivers_in_order_and_finishes() {
+        let state = Arc::new(Mutex::new((Vec::new(), Vec::new(), false)));
+        let (tap, h) = Tap::start(Box::new(Collect(state.clone(), None)), 1 << 20).unwrap();
+        assert!(tap.push(b"ab"));
+        tap.resize(100, 30);
+        assert!(tap.push(b"cd"));
+        tap.end();
+        h.join().unwrap();
+        let s = state.lock().unwrap();
+        assert_eq!(s.0, b"abcd");
+        assert_eq!(s.1, vec![(100, 30)]);
+        assert!(s.2);
+        assert_eq!(tap.overrun_bytes(), 0);
+    }
+
+    #[test]
+    fn a_stuck_consumer_never_blocks_and_overruns_are_counted() {
+        let state = Arc::new(Mutex::new((Vec::new(), Vec::new(), false)));
+        let (gate_tx, gate_rx) = crossbeam_channel::unbounded();
+        let (tap, h) = Tap::start(Box::new(Collect(state.clone(), Some(gate_rx))), 1000).unwrap();
+        let mut accepted = 0u64;
+        for _ in 0..100 {
+            if tap.push(&[7u8; 100]) {
+                accepted += 100;
+            }
+        }
+        // At most the capacity plus the chunk the consumer holds can be accepted.
+        assert!(accepted <= 1100, "accepted {accepted}");
+        assert_eq!(tap.overrun_bytes(), 10_000 - accepted);
+        drop(gate_tx); // release the consumer
+        tap.end();
+        h.join().unwrap();
+        assert_eq!(state.lock().unwrap().0.len() as u64, accepted);
+    }
+}

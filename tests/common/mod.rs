@@ -1,0 +1,327 @@
+//! A small PTY test harness: runs the real `mpm` binary as a session leader on a fresh PTY (its
+//! controlling terminal, like a user's), collects everything it writes to the terminal, and kills
+//! the whole process tree on drop even when a test fails.
+#![allow(dead_code)]
+
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{OFlag, open};
+use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::stat::Mode;
+use nix::sys::termios::{Termios, tcgetattr};
+use nix::unistd::Pid;
+
+/// Generous deadlines: a condition is awaited, never slept for; the deadline only bounds a failure.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+pub fn mpm_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_mpm")
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fake_agent() -> String {
+    repo_root()
+        .join("fixtures/fake_agent.py")
+        .display()
+        .to_string()
+}
+
+/// An isolated environment for mpm: XDG folders in a temp dir (logs, config), short grace.
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestEnv {
+    pub fn new() -> Self {
+        TestEnv {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn vars(&self) -> Vec<(String, String)> {
+        let d = self.dir.path();
+        vec![
+            (
+                "XDG_STATE_HOME".into(),
+                d.join("state").display().to_string(),
+            ),
+            (
+                "XDG_CONFIG_HOME".into(),
+                d.join("config").display().to_string(),
+            ),
+            (
+                "XDG_RUNTIME_DIR".into(),
+                d.join("run").display().to_string(),
+            ),
+            ("MPM_RUN__GRACE_SECS".into(), "0.5".into()),
+        ]
+    }
+
+    /// `mpm` with this environment (no terminal).
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(mpm_bin());
+        c.args(args).envs(self.vars()).current_dir(repo_root());
+        c
+    }
+}
+
+/// Wait for `cond` with a deadline; true when it held.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(2);
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// A live (non-zombie) process.
+pub fn alive(pid: i32) -> bool {
+    mpm::process::read_stat(pid).is_some_and(|s| s.state != 'Z')
+}
+
+/// Read a pid written by the fake agent (`pid:FILE`, `grandchild:FILE`).
+pub fn read_pid(path: &Path) -> i32 {
+    assert!(
+        wait_until(DEADLINE, || path.exists()),
+        "{} never appeared",
+        path.display()
+    );
+    let mut text = String::new();
+    assert!(wait_until(DEADLINE, || {
+        text = std::fs::read_to_string(path).unwrap_or_default();
+        text.trim().parse::<i32>().is_ok()
+    }));
+    text.trim().parse().unwrap()
+}
+
+/// The termios fields that matter, comparable.
+pub fn termios_key(t: &Termios) -> String {
+    format!(
+        "{:?} {:?} {:?} {:?} {:?}",
+        t.input_flags, t.output_flags, t.control_flags, t.local_flags, t.control_chars
+    )
+}
+
+/// `mpm` running on a PTY of its own.
+pub struct PtyProc {
+    pub master: Arc<OwnedFd>,
+    pub child: Child,
+    output: Arc<Mutex<Vec<u8>>>,
+    reader: Option<JoinHandle<()>>,
+    status: Option<ExitStatus>,
+}
+
+pub struct Spawn<'a> {
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cols: u16,
+    pub rows: u16,
+    /// Where mpm's stdout goes instead of the PTY.
+    pub stdout: Option<Stdio>,
+    pub cwd: Option<&'a Path>,
+}
+
+impl<'a> Spawn<'a> {
+    pub fn new(env: &TestEnv, args: &[&str]) -> Self {
+        Spawn {
+            args: args.iter().map(|s| s.to_string()).collect(),
+            env: env.vars(),
+            cols: 80,
+            rows: 24,
+            stdout: None,
+            cwd: None,
+        }
+    }
+
+    pub fn start(self) -> PtyProc {
+        let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC).unwrap();
+        grantpt(&master).unwrap();
+        unlockpt(&master).unwrap();
+        let name = ptsname_r(&master).unwrap();
+        let slave = open(
+            Path::new(&name),
+            OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap();
+        let master = unsafe { OwnedFd::from_raw_fd(master.into_raw_fd()) };
+        set_size(&master, self.cols, self.rows);
+        let mut cmd = Command::new(mpm_bin());
+        cmd.args(&self.args)
+            .envs(self.env)
+            .env("TERM", "xterm-256color")
+            .current_dir(self.cwd.map(Path::to_path_buf).unwrap_or_else(repo_root))
+            .stdin(Stdio::from(slave.try_clone().unwrap()))
+            .stdout(
+                self.stdout
+                    .unwrap_or_else(|| Stdio::from(slave.try_clone().unwrap())),
+            )
+            .stderr(Stdio::from(slave.try_clone().unwrap()));
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::ioctl(0, libc::TIOCSCTTY as _, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("spawn mpm");
+        drop(cmd);
+        drop(slave);
+        let master = Arc::new(master);
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let reader = {
+            let master = master.clone();
+            let output = output.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 65536];
+                loop {
+                    match nix::unistd::read(master.as_fd(), &mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => output.lock().unwrap().extend_from_slice(&buf[..n]),
+                        Err(nix::errno::Errno::EINTR) => continue,
+                        Err(_) => break,
+                    }
+                }
+            })
+        };
+        PtyProc {
+            master,
+            child,
+            output,
+            reader: Some(reader),
+            status: None,
+        }
+    }
+}
+
+fn set_size(fd: &impl AsFd, cols: u16, rows: u16) {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    assert_eq!(
+        unsafe { libc::ioctl(fd.as_fd().as_raw_fd(), libc::TIOCSWINSZ, &ws) },
+        0
+    );
+}
+
+impl PtyProc {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Everything mpm wrote to the terminal so far, lossily as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
+    }
+
+    /// Wait until the terminal output contains `needle`; panics with the output otherwise.
+    pub fn expect(&self, needle: &str) {
+        if !wait_until(DEADLINE, || self.text().contains(needle)) {
+            panic!(
+                "timed out waiting for {needle:?}; terminal so far:\n{}",
+                self.text()
+            );
+        }
+    }
+
+    /// Type bytes into the terminal.
+    pub fn send(&self, bytes: &[u8]) {
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let n = nix::unistd::write(self.master.as_fd(), rest).expect("write to pty");
+            rest = &rest[n..];
+        }
+    }
+
+    /// Resize the terminal (the kernel sends SIGWINCH to mpm).
+    pub fn resize(&self, cols: u16, rows: u16) {
+        set_size(&*self.master, cols, rows);
+    }
+
+    /// The terminal's current line settings (as mpm left them).
+    pub fn termios(&self) -> Termios {
+        tcgetattr(self.master.as_fd()).expect("tcgetattr")
+    }
+
+    pub fn signal(&self, sig: Signal) {
+        kill(Pid::from_raw(self.pid()), sig).expect("signal mpm");
+    }
+
+    /// Wait for mpm to exit; panics after the deadline.
+    pub fn wait(&mut self) -> ExitStatus {
+        if let Some(s) = self.status {
+            return s;
+        }
+        let mut status = None;
+        let ok = wait_until(DEADLINE, || {
+            status = self.child.try_wait().expect("try_wait");
+            status.is_some()
+        });
+        assert!(ok, "mpm did not exit; terminal:\n{}", self.text());
+        self.status = status;
+        status.unwrap()
+    }
+
+    /// Wait for exit and for the terminal reader to see the last byte.
+    pub fn wait_output(&mut self) -> ExitStatus {
+        let s = self.wait();
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        s
+    }
+}
+
+impl Drop for PtyProc {
+    fn drop(&mut self) {
+        let pid = self.pid();
+        if self.status.is_none() && self.child.try_wait().ok().flatten().is_none() {
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        // Anything of the tree that survived (the test failed half-way): gone now.
+        mpm::process::stop_tree(pid, Duration::from_millis(100));
+    }
+}
+
+/// Kill these pids on drop (processes a test created indirectly, e.g. grandchildren).
+pub struct KillOnDrop(pub Vec<i32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for &p in &self.0 {
+            if alive(p) {
+                let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+            }
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! `mpm run` with pipes, `--events-file` and `--record`.
+
+mod common;
+
+use std::io::Write;
+use std::process::Stdio;
+
+use common::*;
+
+fn run_with_stdin(env: &TestEnv, args: &[&str], input: &[u8]) -> std::process::Output {
+    let mut child = env
+        .command(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input).unwrap();
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn piped_stdin_partial_last_line_then_eof() {
+    let env = TestEnv::new();
+    let out = run_with_stdin(&env, &["run", "--", "cat"], b"a\nb");
+    assert_eq!(out.status.code(), Some(0));
+    // The PTY echoes the input ("a\r\nb"), then cat prints what it read: "a\n" and, after the first
+    // EOF character flushed the partial line, "b"; the second EOF character ends cat.
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "a\r\nba\r\nb");
+}
+
+#[test]
+fn piped_stdin_lines_reach_the_agent_and_eof_is_delivered_once() {
+    let env = TestEnv::new();
+    let out = run_with_stdin(&env, &["run", "--", &fake_agent(), "echo"], b"hi\n");
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("echo: hi\r\n"), "{text:?}");
+    assert!(text.ends_with("EOF\r\n"), "{text:?}");
+    // Empty stdin: EOF at once.
+    let out = run_with_stdin(&env, &["run", "--", "cat"], b"");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(out.stdout, b"");
+}
+
+#[test]
+fn events_file_has_session_started_and_exited() {
+    let env = TestEnv::new();
+    let events = env.path("events.jsonl");
+    let out = env
+        .command(&[
+            "run",
+            "--events-file",
+            events.to_str().unwrap(),
+            "--",
+            &fake_agent(),
+            "exit:3",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let text = std::fs::read_to_string(&events).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    let (s, e) = (&lines[0], &lines[1]);
+    for ev in [s, e] {
+        for key in [
+            "ts",
+            "session",
+            "kind",
+            "trace_id",
+            "step_id",
+            "parent_step_id",
+        ] {
+            assert!(ev.get(key).is_some(), "{key} missing in {ev}");
+        }
+        assert_eq!(ev["session"], s["session"]);
+    }
+    assert_eq!(s["kind"], "session.started");
+    assert_eq!(s["command"][0], fake_agent());
+    assert_eq!(s["command"][1], "exit:3");
+    assert!(s["pid"].as_u64().unwrap() > 1);
+    assert_eq!(s["cols"], 80);
+    assert_eq!(s["rows"], 24);
+    assert_eq!(e["kind"], "session.exited");
+    assert_eq!(e["exit_code"], 3);
+    assert!(e["signal"].is_null());
+    assert!(e["duration_ms"].is_u64());
+    assert_eq!(e["tap_overrun_bytes"], 0);
+
+    // Death by signal: exit_code null, signal the number.
+    let events = env.path("events2.jsonl");
+    let out = env
+        .command(&[
+            "run",
+            "--events-file",
+            events.to_str().unwrap(),
+            "--",
+            &fake_agent(),
+            "signal:TERM",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(143));
+    let text = std::fs::read_to_string(&events).unwrap();
+    let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert!(last["exit_code"].is_null());
+    assert_eq!(last["signal"], 15);
+}
+
+#[test]
+fn record_writes_a_valid_asciicast_v2() {
+    let env = TestEnv::new();
+    let cast = env.path("s.cast");
+    let mut p = Spawn::new(
+        &env,
+        &[
+            "run",
+            "--record",
+            cast.to_str().unwrap(),
+            "--",
+            &fake_agent(),
+            "print:h\u{e9}llo w\u{f6}rld",
+            "winch",
+            "ready",
+            "echo",
+        ],
+    );
+    p.cols = 90;
+    p.rows = 20;
+    let mut p = p.start();
+    p.expect("READY");
+    p.resize(70, 15);
+    p.expect("winch 70x15");
+    p.send(b"\x04");
+    assert_eq!(p.wait().code(), Some(0));
+    let text = std::fs::read_to_string(&cast).unwrap();
+    let mut lines = text.lines();
+    let header: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    assert_eq!(header["version"], 2);
+    assert_eq!(header["width"], 90);
+    assert_eq!(header["height"], 20);
+    assert!(header["timestamp"].as_i64().unwrap() > 1_600_000_000);
+    assert_eq!(header["env"]["TERM"], "xterm-256color");
+    let mut output = String::new();
+    let mut resizes = Vec::new();
+    let mut last_t = 0.0;
+    for l in lines {
+        let ev: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+        let arr = ev.as_array().unwrap();
+        assert_eq!(arr.len(), 3);
+        let t = arr[0].as_f64().unwrap();
+        assert!(t >= last_t, "time goes backwards");
+        last_t = t;
+        match arr[1].as_str().unwrap() {
+            "o" => output.push_str(arr[2].as_str().unwrap()),
+            "r" => resizes.push(arr[2].as_str().unwrap().to_string()),
+            other => panic!("unexpected event type {other}"),
+        }
+    }
+    assert!(output.contains("h\u{e9}llo w\u{f6}rld\r\n"), "{output:?}");
+    assert!(output.contains("winch 70x15"), "{output:?}");
+    assert_eq!(resizes, vec!["70x15"]);
+}
+
+#[test]
+fn closed_stdout_pipe_ends_the_session_like_sigpipe() {
+    let env = TestEnv::new();
+    let mut child = env
+        .command(&["run", "--", "yes"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut buf = [0u8; 4];
+    std::io::Read::read_exact(&mut out, &mut buf).unwrap();
+    assert_eq!(&buf, b"y\r\ny");
+    drop(out);
+    let mut status = None;
+    assert!(wait_until(DEADLINE, || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    }));
+    assert_eq!(status.unwrap().code(), Some(128 + 13));
+}
+
+/// The agent exits while a background grandchild still holds the PTY open: mpm drains what is
+/// there, stops the leftover tree, and exits with the agent's status instead of hanging.
+#[test]
+fn grandchild_holding_the_pty_does_not_hang_mpm() {
+    let env = TestEnv::new();
+    let pid_file = env.path("bg.pid");
+    let script = format!(
+        "sleep 1000 & echo $! > {}; echo done; exit 4",
+        pid_file.display()
+    );
+    let out = env
+        .command(&["run", "--", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let bg = read_pid(&pid_file);
+    let _guard = KillOnDrop(vec![bg]);
+    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "done\r\n");
+    // mpm waits for the leftover tree before it exits.
+    assert!(!alive(bg), "background grandchild {bg} survived");
+}
+
+#[test]
+fn without_a_terminal_the_size_comes_from_columns_and_lines() {
+    let env = TestEnv::new();
+    let out = env
+        .command(&["run", "--", &fake_agent(), "size"])
+        .env("COLUMNS", "132")
+        .env("LINES", "43")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "size 132x43\r\n");
+    let out = env
+        .command(&["run", "--", &fake_agent(), "size"])
+        .env_remove("COLUMNS")
+        .env_remove("LINES")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "size 80x24\r\n");
+}
+
+/// `limits.rlimits` are applied with setrlimit in the child before exec.
+#[test]
+fn rlimits_from_the_config_apply_to_the_agent() {
+    let env = TestEnv::new();
+    let out = env
+        .command(&["run", "--", "sh", "-c", "ulimit -n; ulimit -Hn"])
+        .env("MPM_LIMITS__RLIMITS__NOFILE", "77")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "77\r\n77\r\n");
+}

@@ -1,0 +1,246 @@
+//! `mpm run` driven through a real PTY: pass-through, resize, exit codes, Ctrl-C, termios restore.
+
+mod common;
+
+use std::io::Read;
+use std::process::Stdio;
+
+use common::*;
+use nix::sys::signal::Signal;
+use nix::sys::termios::LocalFlags;
+
+/// The only output transform of a PTY with default line settings: ONLCR (`\n` -> `\r\n`).
+fn onlcr(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 128);
+    for &b in bytes {
+        if b == b'\n' {
+            out.push(b'\r');
+        }
+        out.push(b);
+    }
+    out
+}
+
+/// 16 MiB of random bytes reach stdout exactly as the PTY produced them.
+///
+/// Reference: the fake agent's bytes read straight from a pipe, with the PTY's known transform
+/// applied. The agent's PTY gets the outer terminal's line settings, which are the kernel
+/// defaults here (`OPOST|ONLCR` and nothing else in `c_oflag`), so ONLCR is the whole transform.
+/// This is exact and independent of another relay (`script` would itself be under test).
+#[test]
+fn passes_16_mib_of_random_bytes_exactly() {
+    let env = TestEnv::new();
+    const N: usize = 16 << 20;
+    let step = format!("random:{N}:7");
+    let expected = {
+        let out = std::process::Command::new(fake_agent())
+            .arg(&step)
+            .output()
+            .expect("run fake agent");
+        assert_eq!(out.stdout.len(), N);
+        onlcr(&out.stdout)
+    };
+    let (mut pipe_r, pipe_w) = std::io::pipe().unwrap();
+    let mut spawn = Spawn::new(&env, &["run", "--", &fake_agent(), &step]);
+    spawn.stdout = Some(Stdio::from(pipe_w));
+    let mut p = spawn.start();
+    let collector = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        pipe_r.read_to_end(&mut all).unwrap();
+        all
+    });
+    assert_eq!(p.wait().code(), Some(0), "terminal:\n{}", p.text());
+    let got = collector.join().unwrap();
+    assert_eq!(got.len(), expected.len(), "length differs");
+    if let Some(i) = got.iter().zip(&expected).position(|(a, b)| a != b) {
+        panic!("first difference at byte {i}");
+    }
+}
+
+#[test]
+fn resize_reaches_the_child_and_ctrl_c_is_a_byte() {
+    let env = TestEnv::new();
+    let mut p = Spawn::new(
+        &env,
+        &[
+            "run",
+            "--",
+            &fake_agent(),
+            "size",
+            "winch",
+            "ready",
+            "sleep:0",
+        ],
+    )
+    .start();
+    p.expect("READY");
+    assert!(p.text().contains("size 80x24"), "{}", p.text());
+    p.resize(100, 40);
+    p.expect("winch 100x40");
+    p.resize(61, 17);
+    p.expect("winch 61x17");
+    // Raw mode: ^C is a byte for the agent's PTY, whose line discipline makes it SIGINT.
+    p.send(b"\x03");
+    assert_eq!(p.wait().code(), Some(130));
+}
+
+#[test]
+fn ctrl_c_reaches_a_trapping_child() {
+    let env = TestEnv::new();
+    let mut p = Spawn::new(
+        &env,
+        &["run", "--", &fake_agent(), "trapint", "ready", "echo"],
+    )
+    .start();
+    p.expect("READY");
+    p.send(b"\x03");
+    p.expect("got SIGINT");
+    p.send(b"still here\r");
+    p.expect("echo: still here");
+    p.send(b"\x04");
+    p.expect("EOF");
+    assert_eq!(p.wait().code(), Some(0));
+}
+
+/// Exit statuses pass through, and the outer terminal's termios after == before, after having
+/// been raw during the session.
+#[test]
+fn exit_codes_pass_through_and_termios_is_restored() {
+    for (step, code) in [("exit:0", 0), ("exit:3", 3), ("signal:KILL", 137)] {
+        let env = TestEnv::new();
+        let gate = env.path("gate");
+        let mut p = Spawn::new(
+            &env,
+            &[
+                "run",
+                "--",
+                "sh",
+                "-c",
+                &format!(
+                    "echo READY; while [ ! -e {} ]; do sleep 0.02; done; exec {} {step}",
+                    gate.display(),
+                    fake_agent()
+                ),
+            ],
+        )
+        .start();
+        // The harness's PTY starts with the kernel defaults, like a fresh terminal.
+        let before = p.termios();
+        p.expect("READY");
+        let during = p.termios();
+        assert!(
+            !during.local_flags.contains(LocalFlags::ICANON)
+                && !during.local_flags.contains(LocalFlags::ECHO),
+            "not raw during the session"
+        );
+        std::fs::write(&gate, "").unwrap();
+        assert_eq!(p.wait().code(), Some(code), "{step}: {}", p.text());
+        assert_eq!(
+            termios_key(&p.termios()),
+            termios_key(&before),
+            "{step}: termios not restored"
+        );
+    }
+}
+
+#[test]
+fn sigterm_to_mpm_restores_the_terminal_and_stops_the_tree() {
+    let env = TestEnv::new();
+    let agent_pid = env.path("agent.pid");
+    let gc_pid = env.path("gc.pid");
+    let mut p = Spawn::new(
+        &env,
+        &[
+            "run",
+            "--",
+            &fake_agent(),
+            &format!("pid:{}", agent_pid.display()),
+            &format!("grandchild:{}:hup", gc_pid.display()),
+            "ready",
+            "sleep:0",
+        ],
+    )
+    .start();
+    let before = p.termios();
+    p.expect("READY");
+    let pids = vec![read_pid(&agent_pid), read_pid(&gc_pid)];
+    let _guard = KillOnDrop(pids.clone());
+    assert!(pids.iter().all(|&x| alive(x)));
+    p.signal(Signal::SIGTERM);
+    assert_eq!(p.wait().code(), Some(128 + 15));
+    assert_eq!(termios_key(&p.termios()), termios_key(&before));
+    // mpm waits for the tree before exiting; nothing may be left.
+    for pid in pids {
+        assert!(!alive(pid), "{pid} survived");
+    }
+}
+
+#[test]
+fn sigkill_of_mpm_leaves_no_orphan() {
+    let env = TestEnv::new();
+    let agent_pid = env.path("agent.pid");
+    let gc_pid = env.path("gc.pid");
+    let mut p = Spawn::new(
+        &env,
+        &[
+            "run",
+            "--",
+            &fake_agent(),
+            &format!("pid:{}", agent_pid.display()),
+            &format!("grandchild:{}:hup", gc_pid.display()),
+            "ready",
+            "sleep:0",
+        ],
+    )
+    .start();
+    p.expect("READY");
+    let pids = vec![read_pid(&agent_pid), read_pid(&gc_pid)];
+    let _guard = KillOnDrop(pids.clone());
+    p.signal(Signal::SIGKILL);
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&p.wait()),
+        Some(9)
+    );
+    // The watchdog notices and stops the tree (the grandchild ignores SIGHUP and SIGTERM, so this
+    // takes the grace period, 0.5 s here).
+    for pid in pids {
+        assert!(
+            wait_until(DEADLINE, || !alive(pid)),
+            "{pid} survived mpm's SIGKILL"
+        );
+    }
+}
+
+#[test]
+fn command_not_found_is_127_and_not_executable_is_126() {
+    let env = TestEnv::new();
+    let mut p = Spawn::new(&env, &["run", "--", "no-such-agent-xyz"]).start();
+    let before = p.termios();
+    assert_eq!(p.wait_output().code(), Some(127));
+    assert!(
+        p.text().contains("command not found: no-such-agent-xyz"),
+        "{}",
+        p.text()
+    );
+    assert_eq!(termios_key(&p.termios()), termios_key(&before));
+
+    let plain = env.path("plain.sh");
+    std::fs::write(&plain, "echo hi\n").unwrap();
+    let out = env
+        .command(&["run", "--", plain.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(126));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot execute"), "{err}");
+
+    // The profile's command (here a missing one) says how to fix it.
+    let out = env
+        .command(&["run"])
+        .env("MPM_PROFILES__CLAUDE__COMMAND", "[\"no-such-claude-xyz\"]")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(127), "{err}");
+    assert!(err.contains("profiles.claude.command"), "{err}");
+}
