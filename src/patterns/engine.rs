@@ -209,11 +209,13 @@ impl Engine {
         })
     }
 
-    /// Compile merged patterns; every problem is returned, not just the first.
+    /// Compile merged patterns; every problem is returned, not just the first. Broken patterns are
+    /// left out of the engine (so `check` can still run the other examples); the engine is `None`
+    /// only when the set as a whole cannot be built.
     pub(crate) fn compile(
         merged: Vec<Resolved>,
         agents: &BTreeMap<String, AgentConfig>,
-    ) -> Result<Engine, Vec<PatternError>> {
+    ) -> (Option<Engine>, Vec<PatternError>) {
         let mut errors = Vec::new();
         let mut infos = Vec::with_capacity(merged.len());
         let mut hirs = Vec::new();
@@ -248,6 +250,9 @@ impl Engine {
             };
             if hir.properties().minimum_len() == Some(0) {
                 errors.push(r.error("the regex matches the empty string"));
+                infos.push(info);
+                examples.push((r, false));
+                continue;
             }
             if r.enabled {
                 let (prefilter, lits) = literals_for(&hir, r.literals.as_deref());
@@ -272,9 +277,6 @@ impl Engine {
             infos.push(info);
             examples.push((r, enabled));
         }
-        if !errors.is_empty() {
-            return Err(errors);
-        }
         let regex = if hirs.is_empty() {
             None
         } else {
@@ -287,15 +289,24 @@ impl Engine {
             {
                 Ok(r) => Some(r),
                 Err(e) => {
-                    return Err(vec![PatternError::Compile(format!(
+                    errors.push(PatternError::Compile(format!(
                         "compiling the pattern set: {e}"
-                    ))]);
+                    )));
+                    return (None, errors);
                 }
             }
         };
-        let start_ac = build_ac(start_lits, StartKind::Anchored).map_err(|e| vec![e])?;
-        let anywhere_ac = build_ac(anywhere_lits, StartKind::Unanchored).map_err(|e| vec![e])?;
-        Ok(Engine {
+        let (start_ac, anywhere_ac) = match (
+            build_ac(start_lits, StartKind::Anchored),
+            build_ac(anywhere_lits, StartKind::Unanchored),
+        ) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(e), _) | (_, Err(e)) => {
+                errors.push(e);
+                return (None, errors);
+            }
+        };
+        let engine = Engine {
             infos,
             active,
             regex,
@@ -304,7 +315,8 @@ impl Engine {
             every_line,
             resolver: AgentResolver::new(agents),
             examples,
-        })
+        };
+        (Some(engine), errors)
     }
 
     /// Run every active pattern's examples through the whole engine; one error per failure.

@@ -136,39 +136,42 @@ pub(crate) fn parse(origin: &str, text: &str) -> Result<PatternFile, PatternErro
 }
 
 /// Per-file checks that need no other file: duplicate ids, empty ids and regexes, missing category.
-pub(crate) fn validate(origin: &str, file: &PatternFile) -> Vec<PatternError> {
+/// Entries with a problem are removed from `file` (so the rest can still be checked); one error each.
+pub(crate) fn validate(origin: &str, file: &mut PatternFile) -> Vec<PatternError> {
     let mut errors = Vec::new();
     let mut seen = HashSet::new();
-    for p in &file.patterns {
-        let err = |message: String| PatternError::Pattern {
+    file.patterns.retain(|p| {
+        let err = |message: &str| PatternError::Pattern {
             file: origin.to_string(),
             line: p.id.referenced.line(),
             col: p.id.referenced.column(),
             id: p.id.value.clone(),
-            message,
+            message: message.to_string(),
         };
-        if p.id.value.trim().is_empty() {
-            errors.push(err("empty id".into()));
-            continue;
-        }
-        if !seen.insert(p.id.value.as_str()) {
-            errors.push(err("duplicate id in this file".into()));
-        }
-        if let Some(r) = &p.regex {
-            if r.value.trim().is_empty() {
-                errors.push(err("empty regex".into()));
-            }
-            match &p.category {
-                None => errors.push(err("a pattern with a regex needs a category".into())),
-                Some(c) if c.trim().is_empty() => errors.push(err("empty category".into())),
-                _ => {}
-            }
-        }
-        if let Some(lits) = &p.literals
-            && lits.iter().any(|l| l.is_empty())
+        let problem = if p.id.value.trim().is_empty() {
+            Some("empty id")
+        } else if !seen.insert(p.id.value.clone()) {
+            Some("duplicate id in this file")
+        } else if p.regex.as_ref().is_some_and(|r| r.value.trim().is_empty()) {
+            Some("empty regex")
+        } else if p.regex.is_some() && p.category.as_deref().is_none_or(|c| c.trim().is_empty()) {
+            Some("a pattern with a regex needs a non-empty category")
+        } else if p
+            .literals
+            .as_ref()
+            .is_some_and(|l| l.iter().any(String::is_empty))
         {
-            errors.push(err("empty literal".into()));
+            Some("empty literal")
+        } else {
+            None
+        };
+        match problem {
+            Some(m) => {
+                errors.push(err(m));
+                false
+            }
+            None => true,
         }
-    }
+    });
     errors
 }

@@ -225,7 +225,10 @@ impl EngineBuilder {
         if !errors.is_empty() {
             return Err(PatternError::from_list(errors));
         }
-        Engine::compile(merged, &self.agents_or_default()).map_err(PatternError::from_list)
+        match Engine::compile(merged, &self.agents_or_default()) {
+            (Some(engine), errors) if errors.is_empty() => Ok(engine),
+            (_, errors) => Err(PatternError::from_list(errors)),
+        }
     }
 
     /// Every problem, one error each: YAML and shape errors, invalid patterns, and failing
@@ -233,9 +236,10 @@ impl EngineBuilder {
     pub fn check(self) -> Vec<PatternError> {
         let (merged, mut errors) = self.load();
         let agents = self.agents_or_default();
-        match Engine::compile(merged, &agents) {
-            Ok(engine) => errors.extend(engine.run_examples()),
-            Err(es) => errors.extend(es),
+        let (engine, compile_errors) = Engine::compile(merged, &agents);
+        errors.extend(compile_errors);
+        if let Some(engine) = engine {
+            errors.extend(engine.run_examples());
         }
         errors
     }
@@ -273,18 +277,14 @@ impl EngineBuilder {
             }
         }
         for (origin, text) in &sources {
-            let parsed = match file::parse(origin, text) {
+            let mut parsed = match file::parse(origin, text) {
                 Ok(f) => f,
                 Err(e) => {
                     errors.push(e);
                     continue;
                 }
             };
-            let problems = file::validate(origin, &parsed);
-            if !problems.is_empty() {
-                errors.extend(problems);
-                continue;
-            }
+            errors.extend(file::validate(origin, &mut parsed));
             merge(&mut merged, origin, parsed, &mut errors);
         }
         (merged, errors)
