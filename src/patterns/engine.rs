@@ -360,9 +360,9 @@ fn captures_mismatch(ex: &MatchExample, got: &BTreeMap<String, String>) -> Optio
     let want = ex.captures()?;
     for (name, value) in want {
         match got.get(name) {
-            Some(v) if v == value => {}
-            Some(v) => return Some(format!("capture {name} is {v:?}, expected {value:?}")),
-            None => return Some(format!("capture {name} is missing, expected {value:?}")),
+            Some(v) if *v == value.0 => {}
+            Some(v) => return Some(format!("capture {name} is {v:?}, expected {:?}", value.0)),
+            None => return Some(format!("capture {name} is missing, expected {:?}", value.0)),
         }
     }
     None
