@@ -61,6 +61,10 @@ fn text_start(s: &str) -> (usize, bool) {
     let indent = s.len() - s.trim_start_matches(' ').len();
     let rest = &s[indent..];
     for m in MARKERS {
+        // A marker alone on its row (`❯` with trailing blanks trimmed) counts too.
+        if rest == m.trim_end() {
+            return (indent + m.chars().count(), true);
+        }
         if let Some(r) = rest.strip_prefix(m) {
             let extra = r.len() - r.trim_start_matches([' ', '\u{a0}']).len();
             return (indent + m.chars().count() + extra, true);
@@ -266,5 +270,29 @@ negative input, keep it O(n) time and O(1) space, and report back."
     fn redraw_of_identical_text_is_not_read_again() {
         let out = lines_of(40, 5, b"  TODO: a\r\n\x1b[H  TODO: a\r\n\x1b[H  TODO: b\r\n");
         assert_eq!(out, ["  TODO: a", "  TODO: b"]);
+    }
+}
+
+#[cfg(test)]
+mod dump {
+    use super::*;
+
+    #[test]
+    #[ignore]
+    fn dump_captures() {
+        let dir = std::env::var("MPM_SHARED_DIR").unwrap_or("../../shared".into());
+        for name in ["fullscreen", "classic", "screenreader", "agent_classic", "print_mode"] {
+            let path = format!("{dir}/realclient/captures/{name}.raw");
+            let Ok(bytes) = std::fs::read(&path) else { continue };
+            let mut s = Screen::new(100, 30);
+            let mut r = LineReader::new();
+            let mut out = Vec::new();
+            s.feed(&bytes, &mut |s, h| r.read(s, h.into(), &mut out));
+            r.read(&mut s, ReadKind::All, &mut out);
+            println!("===== {name}");
+            for l in out {
+                println!("|{l}");
+            }
+        }
     }
 }
