@@ -1,10 +1,11 @@
-//! `mpm patterns check|list`. (Owned by the pattern-engine work.)
+//! `mpm patterns check|list`.
 
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
 use super::GlobalArgs;
+use crate::patterns::{Engine, EngineBuilder, configured_sources};
 
 #[derive(Debug, Subcommand)]
 pub enum PatternsCommand {
@@ -21,10 +22,75 @@ pub struct CheckArgs {
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
+    /// One JSON object per line instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also show disabled patterns.
+    #[arg(long)]
+    pub all: bool,
 }
 
-pub fn patterns(_g: &GlobalArgs, _c: PatternsCommand) -> anyhow::Result<i32> {
-    anyhow::bail!("mpm patterns is not built yet")
+pub fn patterns(g: &GlobalArgs, c: PatternsCommand) -> anyhow::Result<i32> {
+    match c {
+        PatternsCommand::Check(a) => check(g, a),
+        PatternsCommand::List(a) => list(g, a),
+    }
+}
+
+/// The engine builder for the configured sources plus `--patterns`, with the configured registry.
+fn configured_builder(g: &GlobalArgs) -> anyhow::Result<EngineBuilder> {
+    let config = super::load_config(g, Default::default())?;
+    Ok(Engine::builder()
+        .agents(&config.config.agents)
+        .files(configured_sources(&g.patterns)))
+}
+
+fn check(g: &GlobalArgs, a: CheckArgs) -> anyhow::Result<i32> {
+    let builder = if a.paths.is_empty() {
+        configured_builder(g)?
+    } else {
+        // The given files are checked on top of the built-ins (so overrides of built-in ids make
+        // sense) and of any --patterns files.
+        let config = super::load_config(g, Default::default())?;
+        Engine::builder()
+            .agents(&config.config.agents)
+            .files(g.patterns.iter().cloned())
+            .files(a.paths.iter().cloned())
+    };
+    let problems = builder.check();
+    if problems.is_empty() {
+        return Ok(0);
+    }
+    for p in &problems {
+        eprintln!("{p}");
+    }
+    Ok(2)
+}
+
+fn list(g: &GlobalArgs, a: ListArgs) -> anyhow::Result<i32> {
+    let engine = configured_builder(g)?.build()?;
+    let shown = engine.patterns().iter().filter(|p| a.all || p.enabled);
+    if a.json {
+        for p in shown {
+            println!("{}", serde_json::to_string(p)?);
+        }
+        return Ok(0);
+    }
+    let rows: Vec<_> = shown.collect();
+    let w_id = rows.iter().map(|p| p.id.len()).max().unwrap_or(2).max(2);
+    let w_cat = rows
+        .iter()
+        .map(|p| p.category.len())
+        .max()
+        .unwrap_or(8)
+        .max(8);
+    println!("{:w_id$}  {:w_cat$}  SOURCE", "ID", "CATEGORY");
+    for p in rows {
+        let mut source = p.source.clone();
+        if !p.enabled {
+            source.push_str(" (disabled)");
+        }
+        println!("{:w_id$}  {:w_cat$}  {source}", p.id, p.category);
+    }
+    Ok(0)
 }

@@ -10,6 +10,8 @@
 
 mod layers;
 
+/// Shared with the pattern loader, which reports YAML errors the same way.
+pub(crate) use layers::first_line_message;
 pub use layers::{ConfigError, LayeredConfig, Origin, Overrides, load, load_from};
 
 use std::collections::BTreeMap;
