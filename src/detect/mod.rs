@@ -13,11 +13,13 @@
 
 pub mod claude;
 pub mod dedup;
+pub mod split;
 
 use std::sync::Arc;
 
 pub use claude::{ClaudeArgs, Item, TranscriptTailer, prepare_args, transcript_path};
 pub use dedup::Dedup;
+pub use split::LineSplitter;
 
 use crate::events::{Detection, TextSource};
 use crate::screen::{LineReader, ReadKind, Screen};
@@ -25,6 +27,12 @@ use crate::screen::{LineReader, ReadKind, Screen};
 /// Anything that turns one line into detections: the compiled pattern engine, or a stand-in in tests.
 pub trait Matcher: Send + Sync {
     fn detect(&self, line: &str, source: TextSource) -> Vec<Detection>;
+}
+
+impl Matcher for crate::patterns::Engine {
+    fn detect(&self, line: &str, source: TextSource) -> Vec<Detection> {
+        crate::patterns::Engine::detect(self, line, source)
+    }
 }
 
 /// The pattern id of a delegation made from a claude `Agent`/`Task` tool call the engine could not
@@ -60,6 +68,11 @@ fn agent_tool_row(line: &str) -> Option<&str> {
 }
 
 impl Pipeline {
+    /// A pipeline over the compiled engine with a fresh dedup memory and a `cols` x `rows` screen.
+    pub fn new(engine: Arc<crate::patterns::Engine>, cols: u16, rows: u16) -> Pipeline {
+        Pipeline::with_matcher(engine, cols, rows)
+    }
+
     /// A pipeline over `matcher` with a fresh dedup memory and a `cols` x `rows` screen.
     pub fn with_matcher(matcher: Arc<dyn Matcher>, cols: u16, rows: u16) -> Pipeline {
         Pipeline {
@@ -195,7 +208,7 @@ impl Pipeline {
             priority: None,
             handled_by_agent: true,
         });
-        d.text = text.trim().to_string();
+        d.text = crate::patterns::normalize_line(text).to_string();
         d.handled_by_agent = true;
         d
     }
