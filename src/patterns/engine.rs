@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use aho_corasick::{AhoCorasick, Anchored as AcAnchored, Input as AcInput, MatchKind, StartKind};
 use regex_automata::meta;
 use regex_automata::util::captures::Captures;
-use regex_automata::{Input, PatternID};
+use regex_automata::Input;
 use regex_syntax::hir::literal::{ExtractKind, Extractor};
 use regex_syntax::hir::{Hir, HirKind, Look};
 
@@ -139,7 +139,7 @@ impl Engine {
             let Some(m) = caps.get_match() else { break };
             let active = &self.active[m.pattern().as_usize()];
             let info = &self.infos[active.info];
-            match self.detection(content, source, &caps, active, info) {
+            match self.detection(content, source, &caps, info) {
                 Some(detection) => {
                     if !out
                         .iter()
@@ -176,7 +176,6 @@ impl Engine {
         content: &str,
         source: TextSource,
         caps: &Captures,
-        active: &Active,
         info: &PatternInfo,
     ) -> Option<Detection> {
         let get = |name: &str| -> Option<String> {
@@ -184,7 +183,6 @@ impl Engine {
             let s = content[span.range()].trim();
             (!s.is_empty()).then(|| s.to_string())
         };
-        let _ = active;
         let spoken = get("agent");
         let agent = match &spoken {
             Some(s) => match self.resolver.resolve(s) {
@@ -360,9 +358,9 @@ fn captures_mismatch(ex: &MatchExample, got: &BTreeMap<String, String>) -> Optio
     let want = ex.captures()?;
     for (name, value) in want {
         match got.get(name) {
-            Some(v) if v == value => {}
-            Some(v) => return Some(format!("capture {name} is {v:?}, expected {value:?}")),
-            None => return Some(format!("capture {name} is missing, expected {value:?}")),
+            Some(v) if *v == value.0 => {}
+            Some(v) => return Some(format!("capture {name} is {v:?}, expected {:?}", value.0)),
+            None => return Some(format!("capture {name} is missing, expected {:?}", value.0)),
         }
     }
     None
@@ -539,11 +537,4 @@ impl Engine {
             .map(|f| self.infos[f.info].id.clone())
             .collect()
     }
-}
-
-#[allow(dead_code)]
-fn _assert_send_sync() {
-    fn is<T: Send + Sync>() {}
-    is::<Engine>();
-    let _ = PatternID::ZERO;
 }

@@ -70,9 +70,9 @@ pub(crate) struct Examples {
     pub no_match: Vec<String>,
 }
 
-/// A line the pattern must detect, optionally with the captures it must give.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+/// A line the pattern must detect, optionally with the captures it must give: a plain string, or
+/// a mapping `{line, captures}`.
+#[derive(Debug, Clone)]
 pub(crate) enum MatchExample {
     Line(String),
     WithCaptures(CapturedExample),
@@ -83,7 +83,63 @@ pub(crate) enum MatchExample {
 pub(crate) struct CapturedExample {
     pub line: String,
     #[serde(default)]
-    pub captures: BTreeMap<String, String>,
+    pub captures: BTreeMap<String, Scalar>,
+}
+
+/// A capture value as written: strings, numbers and booleans all compare as their text (YAML reads
+/// `status: 400` as a number and `y` as a boolean; the example still means the text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Scalar(pub String);
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string, number or boolean")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for MatchExample {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = MatchExample;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a line, or a mapping with `line` and `captures`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<MatchExample, E> {
+                Ok(MatchExample::Line(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<MatchExample, A::Error> {
+                CapturedExample::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(MatchExample::WithCaptures)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl MatchExample {
@@ -94,7 +150,7 @@ impl MatchExample {
         }
     }
 
-    pub fn captures(&self) -> Option<&BTreeMap<String, String>> {
+    pub fn captures(&self) -> Option<&BTreeMap<String, Scalar>> {
         match self {
             MatchExample::Line(_) => None,
             MatchExample::WithCaptures(c) => Some(&c.captures),

@@ -339,9 +339,15 @@ fn merge(
                     && spec.require_known_agent.is_none()
                     && spec.examples.is_none();
                 match (existing, spec.enabled) {
-                    (_, None) => errors.push(err("no regex: a new pattern needs `regex`, an override needs `regex` or `enabled`")),
-                    (None, Some(_)) => errors.push(err("no regex, and no earlier pattern with this id to enable or disable")),
-                    (Some(_), Some(_)) if !only_toggle => errors.push(err("an override without `regex` may only set `enabled`")),
+                    (None, _) => errors.push(err(
+                        "no regex, and no earlier pattern with this id to enable or disable",
+                    )),
+                    (Some(_), None) => errors.push(err(
+                        "an override without `regex` may only set `enabled`, and must set it",
+                    )),
+                    (Some(_), Some(_)) if !only_toggle => {
+                        errors.push(err("an override without `regex` may only set `enabled`"))
+                    }
                     (Some(i), Some(enabled)) => {
                         merged[i].enabled = enabled;
                         merged[i].origin = origin.to_string();
