@@ -1,10 +1,16 @@
-//! `mpm scan`: the text pipeline offline. (Owned by the detection work.)
+//! `mpm scan`: the text pipeline offline, over recorded input; one JSON detection per line.
 
+use std::io::{BufWriter, Read, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 
 use super::GlobalArgs;
+use crate::detect::{LineSplitter, Pipeline};
+use crate::events::{Detection, TextSource};
+use crate::patterns::{Engine, configured_sources};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum InputKind {
@@ -21,10 +27,10 @@ pub enum InputKind {
 #[derive(Debug, Args)]
 pub struct ScanArgs {
     /// Screen columns for `--input raw`.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..))]
     pub cols: u16,
     /// Screen rows for `--input raw`.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u16).range(1..))]
     pub rows: u16,
     #[arg(long, value_enum, default_value_t = InputKind::Raw)]
     pub input: InputKind,
@@ -33,6 +39,94 @@ pub struct ScanArgs {
     pub files: Vec<PathBuf>,
 }
 
-pub fn scan(_g: &GlobalArgs, _a: ScanArgs) -> anyhow::Result<i32> {
-    anyhow::bail!("mpm scan is not built yet")
+/// Read size for raw input: about one PTY read burst.
+const CHUNK: usize = 64 * 1024;
+/// Plain text lines are cut here (the engine looks at no more than its first 64 KiB either).
+const TEXT_LINE_CAP: usize = crate::patterns::MAX_LINE_BYTES;
+/// JSONL lines are cut here; a longer (cut) line is not valid JSON and gives nothing.
+const JSON_LINE_CAP: usize = 16 * 1024 * 1024;
+
+pub fn scan(g: &GlobalArgs, a: ScanArgs) -> anyhow::Result<i32> {
+    let config = super::load_config(g, Default::default())?;
+    let engine = Engine::builder()
+        .agents(&config.config.agents)
+        .files(configured_sources(&g.patterns))
+        .build()?;
+    // All files form one session: one dedup memory, a fresh screen per file.
+    let engine = Arc::new(engine);
+    let dedup = crate::detect::Dedup::new();
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    for path in &a.files {
+        let mut input: Box<dyn Read> = if path.as_os_str() == "-" {
+            Box::new(std::io::stdin().lock())
+        } else {
+            Box::new(
+                std::fs::File::open(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?,
+            )
+        };
+        let mut p = Pipeline::new(engine.clone(), a.cols, a.rows).with_dedup(dedup.clone());
+        scan_one(&mut p, a.input, &mut *input, &mut out)
+            .with_context(|| format!("scanning {}", path.display()))?;
+    }
+    match out.flush() {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+        r => r.map(|_| 0).map_err(Into::into),
+    }
+}
+
+fn scan_one(
+    p: &mut Pipeline,
+    kind: InputKind,
+    input: &mut dyn Read,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut found: Vec<Detection> = Vec::new();
+    let (cap, source) = match kind {
+        InputKind::Raw => (0, TextSource::Screen),
+        InputKind::Text => (TEXT_LINE_CAP, TextSource::Text),
+        InputKind::ClaudeJsonl => (JSON_LINE_CAP, TextSource::Transcript),
+        InputKind::StreamJson => (JSON_LINE_CAP, TextSource::Stream),
+    };
+    let mut splitter = LineSplitter::new(cap);
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let chunk = &buf[..n];
+        match kind {
+            InputKind::Raw => found.extend(p.feed(chunk)),
+            InputKind::Text => splitter.push(chunk, &mut |l| found.extend(p.feed_line(l, source))),
+            InputKind::ClaudeJsonl | InputKind::StreamJson => {
+                splitter.push(chunk, &mut |l| found.extend(p.feed_json_line(l, source)))
+            }
+        }
+        write_all(out, &mut found)?;
+    }
+    match kind {
+        InputKind::Raw => found.extend(p.finish()),
+        InputKind::Text => splitter.finish(&mut |l| found.extend(p.feed_line(l, source))),
+        InputKind::ClaudeJsonl | InputKind::StreamJson => {
+            splitter.finish(&mut |l| found.extend(p.feed_json_line(l, source)))
+        }
+    }
+    write_all(out, &mut found)
+}
+
+fn write_all(out: &mut dyn Write, found: &mut Vec<Detection>) -> anyhow::Result<()> {
+    for d in found.drain(..) {
+        let line = serde_json::to_string(&d)?;
+        if let Err(e) = writeln!(out, "{line}") {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                return Ok(());
+            }
+            return Err(e.into());
+        }
+    }
+    Ok(())
 }

@@ -1,1 +1,326 @@
-//! detect
+//! Text sources → engine → dedup → detections.
+//!
+//! [`Pipeline`] is pure (no I/O, no threads): the live session pushes raw PTY chunks into it, and
+//! `mpm scan` runs the very same code over recorded input. Sources:
+//! * **screen**: raw PTY bytes through the VT model ([`crate::screen`]), read into logical lines;
+//! * **transcript** / **stream**: claude's JSONL lines ([`claude::parse_line`]), assistant markdown
+//!   line by line, `Agent`/`Task` tool calls as delegations claude handles itself;
+//! * **text**: plain lines.
+//!
+//! Decoration (`● `, `⎿ `, `▎ `, `❯ `, the indent, list markers) is left in the lines: the engine's
+//! own normalisation removes it, so it is done once. Every detection goes through the session's shared
+//! [`Dedup`].
+
+pub mod claude;
+pub mod dedup;
+pub mod split;
+
+use std::sync::Arc;
+
+pub use claude::{ClaudeArgs, Item, TranscriptTailer, prepare_args, transcript_path};
+pub use dedup::Dedup;
+pub use split::LineSplitter;
+
+use crate::events::{Detection, TextSource};
+use crate::screen::{LineReader, ReadKind, Screen};
+
+/// Anything that turns one line into detections: the compiled pattern engine, or a stand-in in tests.
+pub trait Matcher: Send + Sync {
+    fn detect(&self, line: &str, source: TextSource) -> Vec<Detection>;
+}
+
+impl Matcher for crate::patterns::Engine {
+    fn detect(&self, line: &str, source: TextSource) -> Vec<Detection> {
+        crate::patterns::Engine::detect(self, line, source)
+    }
+}
+
+/// The pattern id of a delegation made from a claude `Agent`/`Task` tool call the engine could not
+/// parse.
+pub const AGENT_TOOL_PATTERN: &str = "claude.agent-tool";
+/// The pattern id of an API error message the engine did not recognise.
+pub const API_ERROR_PATTERN: &str = "claude.api-error";
+
+/// One session's text pipeline: screen model, line reader, engine and de-duplication.
+pub struct Pipeline {
+    matcher: Arc<dyn Matcher>,
+    screen: Screen,
+    reader: LineReader,
+    dedup: Dedup,
+    lines: Vec<String>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("cols", &self.screen.cols())
+            .field("rows", &self.screen.rows())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A claude tool-call row on screen: `● Agent(<description>)`.
+fn agent_tool_row(line: &str) -> Option<&str> {
+    let t = line.trim_start();
+    let t = t.strip_prefix("● ").or_else(|| t.strip_prefix("⏺ "))?;
+    let inner = t.strip_prefix("Agent(")?.strip_suffix(')')?;
+    (!inner.trim().is_empty()).then_some(inner)
+}
+
+impl Pipeline {
+    /// A pipeline over the compiled engine with a fresh dedup memory and a `cols` x `rows` screen.
+    pub fn new(engine: Arc<crate::patterns::Engine>, cols: u16, rows: u16) -> Pipeline {
+        Pipeline::with_matcher(engine, cols, rows)
+    }
+
+    /// A pipeline over `matcher` with a fresh dedup memory and a `cols` x `rows` screen.
+    pub fn with_matcher(matcher: Arc<dyn Matcher>, cols: u16, rows: u16) -> Pipeline {
+        Pipeline {
+            matcher,
+            screen: Screen::new(cols, rows),
+            reader: LineReader::new(),
+            dedup: Dedup::new(),
+            lines: Vec::new(),
+        }
+    }
+
+    /// Share `dedup` (e.g. with the transcript tailer's pipeline) instead of a private memory.
+    pub fn with_dedup(mut self, dedup: Dedup) -> Pipeline {
+        self.dedup = dedup;
+        self
+    }
+
+    /// A handle on this pipeline's dedup memory, to share with another source.
+    pub fn dedup(&self) -> Dedup {
+        self.dedup.clone()
+    }
+
+    /// Raw PTY output (one read burst). Returns the new detections.
+    pub fn feed(&mut self, bytes: &[u8]) -> Vec<Detection> {
+        let (reader, lines) = (&mut self.reader, &mut self.lines);
+        self.screen
+            .feed(bytes, &mut |s, h| reader.read(s, h.into(), lines));
+        if !self.screen.in_sync() {
+            self.reader
+                .read(&mut self.screen, ReadKind::FeedEnd, &mut self.lines);
+        }
+        self.drain_lines()
+    }
+
+    /// The terminal was resized: read every row, then resize the model.
+    pub fn resize(&mut self, cols: u16, rows: u16) -> Vec<Detection> {
+        self.reader
+            .read(&mut self.screen, ReadKind::All, &mut self.lines);
+        self.screen.resize(cols, rows);
+        self.drain_lines()
+    }
+
+    /// The stream ended: read every row.
+    pub fn finish(&mut self) -> Vec<Detection> {
+        self.reader
+            .read(&mut self.screen, ReadKind::All, &mut self.lines);
+        self.drain_lines()
+    }
+
+    /// One line of text from `source` (no screen involved).
+    pub fn feed_line(&mut self, line: &str, source: TextSource) -> Vec<Detection> {
+        let found = self.match_line(line, source);
+        self.dedup.filter(found)
+    }
+
+    /// Markdown (assistant text): each line outside fenced code blocks.
+    pub fn feed_markdown(&mut self, text: &str, source: TextSource) -> Vec<Detection> {
+        let mut out = Vec::new();
+        for l in claude::markdown_lines(text) {
+            out.extend(self.feed_line(l, source));
+        }
+        out
+    }
+
+    /// One item of a transcript or stream-json line.
+    pub fn feed_item(&mut self, item: &Item, source: TextSource) -> Vec<Detection> {
+        match item {
+            Item::Text(t) => self.feed_markdown(t, source),
+            Item::AgentTool {
+                description,
+                subagent_type,
+            } => {
+                let d = self.agent_tool(description, subagent_type.as_deref(), description, source);
+                self.dedup.filter(vec![d])
+            }
+            Item::ApiError(t) => {
+                let mut found = Vec::new();
+                for l in t.lines() {
+                    found.extend(self.match_line(l, source));
+                }
+                if !found.iter().any(|d| d.category == "error") {
+                    found.push(Detection {
+                        category: "error".into(),
+                        pattern: API_ERROR_PATTERN.into(),
+                        text: t.lines().next().unwrap_or("").trim().to_string(),
+                        source,
+                        agent: None,
+                        task: None,
+                        ticket_type: None,
+                        title: None,
+                        priority: None,
+                        handled_by_agent: false,
+                    });
+                }
+                self.dedup.filter(found)
+            }
+        }
+    }
+
+    /// One transcript or stream-json line.
+    pub fn feed_json_line(&mut self, line: &str, source: TextSource) -> Vec<Detection> {
+        let mut out = Vec::new();
+        for item in claude::parse_line(line) {
+            out.extend(self.feed_item(&item, source));
+        }
+        out
+    }
+
+    /// A delegation claude runs itself: the engine parses `Task(<description>)` for agent and task;
+    /// failing that, the sub-agent type is the agent and the description the task.
+    fn agent_tool(
+        &self,
+        description: &str,
+        subagent_type: Option<&str>,
+        text: &str,
+        source: TextSource,
+    ) -> Detection {
+        let probe = format!("Task({})", description.trim());
+        let parsed = self
+            .matcher
+            .detect(&probe, source)
+            .into_iter()
+            .find(|d| d.category == "delegation");
+        let mut d = parsed.unwrap_or_else(|| Detection {
+            category: "delegation".into(),
+            pattern: AGENT_TOOL_PATTERN.into(),
+            text: String::new(),
+            source,
+            agent: Some(subagent_type.unwrap_or("general-purpose").to_string()),
+            task: Some(description.trim().to_string()),
+            ticket_type: None,
+            title: None,
+            priority: None,
+            handled_by_agent: true,
+        });
+        d.text = crate::patterns::normalize_line(text).to_string();
+        d.handled_by_agent = true;
+        d
+    }
+
+    fn match_line(&self, line: &str, source: TextSource) -> Vec<Detection> {
+        if source == TextSource::Screen
+            && let Some(desc) = agent_tool_row(line)
+        {
+            return vec![self.agent_tool(desc, None, line, source)];
+        }
+        self.matcher.detect(line, source)
+    }
+
+    fn drain_lines(&mut self) -> Vec<Detection> {
+        let mut out = Vec::new();
+        let lines = std::mem::take(&mut self.lines);
+        for l in &lines {
+            let found = self.match_line(l, TextSource::Screen);
+            if !found.is_empty() {
+                out.extend(self.dedup.filter(found));
+            }
+        }
+        self.lines = lines;
+        self.lines.clear();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Stand-in engine: `TODO: x` tickets and `Task(A: t)` / `A Agent: t` delegations.
+    struct Stub;
+    impl Matcher for Stub {
+        fn detect(&self, line: &str, source: TextSource) -> Vec<Detection> {
+            let t = line.trim_start_matches([' ', '●', '▎', '-']).trim_start();
+            let mk = |cat: &str, agent: Option<&str>, rest: &str| Detection {
+                category: cat.into(),
+                pattern: "stub".into(),
+                text: t.into(),
+                source,
+                agent: agent.map(|a| a.to_lowercase()),
+                task: agent.map(|_| rest.trim().to_string()),
+                ticket_type: (cat == "ticket").then(|| "TODO".into()),
+                title: (cat == "ticket").then(|| rest.trim().to_string()),
+                priority: None,
+                handled_by_agent: false,
+            };
+            if let Some(r) = t.strip_prefix("TODO:") {
+                return vec![mk("ticket", None, r)];
+            }
+            if let Some(inner) = t.strip_prefix("Task(").and_then(|r| r.strip_suffix(')'))
+                && let Some((a, task)) = inner.split_once(':')
+            {
+                return vec![mk("delegation", Some(a), task)];
+            }
+            if let Some((a, task)) = t.split_once(" Agent:") {
+                return vec![mk("delegation", Some(a), task)];
+            }
+            Vec::new()
+        }
+    }
+
+    fn pipe() -> Pipeline {
+        Pipeline::with_matcher(Arc::new(Stub), 100, 30)
+    }
+
+    #[test]
+    fn screen_and_transcript_share_dedup() {
+        let mut p = pipe();
+        let mut d = p.feed(b"  QA Agent: test it\r\n");
+        d.extend(p.finish());
+        assert_eq!(d.len(), 1);
+        let mut t = Pipeline::with_matcher(Arc::new(Stub), 1, 1).with_dedup(p.dedup());
+        assert!(t.feed_markdown("QA Agent: test it.", TextSource::Transcript).is_empty());
+    }
+
+    #[test]
+    fn agent_tool_row_is_handled_by_agent() {
+        let mut p = pipe();
+        let mut d = p.feed("\u{25cf} Agent(Engineer: implement fib)\r\n".as_bytes());
+        d.extend(p.finish());
+        assert_eq!(d.len(), 1);
+        assert!(d[0].handled_by_agent);
+        assert_eq!(d[0].agent.as_deref(), Some("engineer"));
+        assert_eq!(d[0].task.as_deref(), Some("implement fib"));
+    }
+
+    #[test]
+    fn transcript_tool_use_and_api_error() {
+        let mut p = pipe();
+        let line = r#"{"type":"assistant","message":{"content":[{"type":"tool_use","name":"Agent","input":{"description":"Search the code","subagent_type":"Explore"}}]}}"#;
+        let d = p.feed_json_line(line, TextSource::Transcript);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].agent.as_deref(), Some("Explore"));
+        assert!(d[0].handled_by_agent);
+        let e = r#"{"type":"assistant","isApiErrorMessage":true,"message":{"content":[{"type":"text","text":"API Error: 400 bad"}]}}"#;
+        let d = p.feed_json_line(e, TextSource::Transcript);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].category, "error");
+        assert_eq!(d[0].pattern, API_ERROR_PATTERN);
+    }
+
+    #[test]
+    fn redraws_give_one_detection() {
+        let mut p = pipe();
+        let mut d = Vec::new();
+        for _ in 0..3 {
+            d.extend(p.feed(b"\x1b[H\x1b[2J  TODO: x\r\n  other\r\n"));
+        }
+        d.extend(p.finish());
+        assert_eq!(d.len(), 1);
+    }
+}

@@ -1,0 +1,437 @@
+//! The claude-specific text sources: the session transcript (JSONL) and `--output-format stream-json`.
+//!
+//! Claude appends every finished message to
+//! `$HOME/.claude/projects/<cwd, each non-alphanumeric char as '-'>/<session-id>.jsonl`; assistant
+//! entries carry the model's exact markdown, which is cleaner than the screen. `mpm run` pins the file
+//! name by adding `--session-id <uuid>` ([`prepare_args`]) and follows it with a [`TranscriptTailer`].
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// One piece of agent output found in a transcript or stream-json line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item {
+    /// Assistant text: markdown, possibly many lines.
+    Text(String),
+    /// An `Agent`/`Task` tool call: a delegation claude runs itself.
+    AgentTool {
+        description: String,
+        subagent_type: Option<String>,
+    },
+    /// A synthetic API-error message (`isApiErrorMessage`).
+    ApiError(String),
+}
+
+/// The claude argv after mpm's additions, and the session whose transcript to follow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaudeArgs {
+    /// The arguments to pass (without the program name).
+    pub args: Vec<String>,
+    /// The session id whose transcript to tail; `None` when it cannot be known (`--continue`, `--resume`
+    /// without an id, `--fork-session`, `--no-session-persistence`).
+    pub session_id: Option<String>,
+    /// True when the transcript already exists (a resumed session): tail it from its current end.
+    pub resumed: bool,
+}
+
+/// The value of `--flag value` or `--flag=value` in `args`.
+fn flag_value(args: &[String], names: &[&str]) -> Option<Option<String>> {
+    let mut i = 0;
+    while i < args.len() {
+        let a = &args[i];
+        if a == "--" {
+            return None;
+        }
+        for n in names {
+            if a == n {
+                let v = args.get(i + 1).filter(|v| !v.starts_with('-')).cloned();
+                return Some(v);
+            }
+            if let Some(v) = a.strip_prefix(n).and_then(|r| r.strip_prefix('=')) {
+                return Some(Some(v.to_string()));
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+fn has_flag(args: &[String], names: &[&str]) -> bool {
+    args.iter()
+        .take_while(|a| *a != "--")
+        .any(|a| names.contains(&a.as_str()))
+}
+
+/// Add `--session-id <uuid>` to claude's arguments unless the user chose a session: `--session-id X`
+/// is kept and followed; `--resume X`/`-r X` follows X from its current end; `--continue`/`-c`,
+/// `--resume` without an id and `--fork-session` leave the argv alone and disable the transcript
+/// source (the id is not known up front); so does `--no-session-persistence`.
+pub fn prepare_args(args: &[String]) -> ClaudeArgs {
+    let unknown = ClaudeArgs {
+        args: args.to_vec(),
+        session_id: None,
+        resumed: false,
+    };
+    if has_flag(args, &["--no-session-persistence"]) {
+        return unknown;
+    }
+    if let Some(v) = flag_value(args, &["--session-id"]) {
+        return ClaudeArgs {
+            args: args.to_vec(),
+            session_id: v,
+            resumed: false,
+        };
+    }
+    if has_flag(args, &["--fork-session", "--continue", "-c"]) {
+        return unknown;
+    }
+    if let Some(v) = flag_value(args, &["--resume", "-r"]) {
+        return ClaudeArgs {
+            args: args.to_vec(),
+            resumed: v.is_some(),
+            session_id: v,
+        };
+    }
+    let id = crate::events::new_id();
+    let mut out = Vec::with_capacity(args.len() + 2);
+    // Before a `--` separator, if any, so claude still reads it as a flag.
+    let sep = args.iter().position(|a| a == "--").unwrap_or(args.len());
+    out.extend_from_slice(&args[..sep]);
+    out.push("--session-id".into());
+    out.push(id.clone());
+    out.extend_from_slice(&args[sep..]);
+    ClaudeArgs {
+        args: out,
+        session_id: Some(id),
+        resumed: false,
+    }
+}
+
+/// Claude's project folder name for `cwd`: every character that is not an ASCII letter or digit
+/// becomes `-` (one per UTF-16 unit, as claude's JavaScript does).
+pub fn project_dir_name(cwd: &Path) -> String {
+    cwd.to_string_lossy()
+        .chars()
+        .flat_map(|c| {
+            let n = if c.is_ascii_alphanumeric() {
+                0
+            } else {
+                c.len_utf16()
+            };
+            let keep = if n == 0 { Some(c) } else { None };
+            keep.into_iter()
+                .chain(std::iter::repeat_n('-', n))
+        })
+        .collect()
+}
+
+/// `$HOME/.claude/projects/<project_dir_name(cwd)>/<session_id>.jsonl`.
+pub fn transcript_path(home: &Path, cwd: &Path, session_id: &str) -> PathBuf {
+    home.join(".claude")
+        .join("projects")
+        .join(project_dir_name(cwd))
+        .join(format!("{session_id}.jsonl"))
+}
+
+fn content_items(content: &Value, api_error: bool, out: &mut Vec<Item>) {
+    match content {
+        Value::String(s) => out.push(if api_error {
+            Item::ApiError(s.clone())
+        } else {
+            Item::Text(s.clone())
+        }),
+        Value::Array(blocks) => {
+            for b in blocks {
+                match b.get("type").and_then(Value::as_str) {
+                    Some("text") => {
+                        if let Some(t) = b.get("text").and_then(Value::as_str) {
+                            out.push(if api_error {
+                                Item::ApiError(t.to_string())
+                            } else {
+                                Item::Text(t.to_string())
+                            });
+                        }
+                    }
+                    Some("tool_use") => {
+                        let name = b.get("name").and_then(Value::as_str).unwrap_or("");
+                        if name == "Agent" || name == "Task" {
+                            let input = b.get("input");
+                            let s = |k: &str| {
+                                input
+                                    .and_then(|i| i.get(k))
+                                    .and_then(Value::as_str)
+                                    .map(str::to_string)
+                            };
+                            if let Some(description) = s("description") {
+                                out.push(Item::AgentTool {
+                                    description,
+                                    subagent_type: s("subagent_type"),
+                                });
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The items of one transcript or stream-json line. Lines that are not JSON, not assistant output, or
+/// belong to a sub-agent (`isSidechain`, or a stream line with a `parent_tool_use_id`) give nothing:
+/// a sub-agent's own words are not the session's.
+pub fn parse_line(line: &str) -> Vec<Item> {
+    let mut out = Vec::new();
+    let Ok(v) = serde_json::from_str::<Value>(line) else {
+        return out;
+    };
+    if v.get("isSidechain").and_then(Value::as_bool) == Some(true)
+        || v.get("parent_tool_use_id").is_some_and(|p| !p.is_null())
+    {
+        return out;
+    }
+    match v.get("type").and_then(Value::as_str) {
+        Some("assistant") => {
+            let api_error = v.get("isApiErrorMessage").and_then(Value::as_bool) == Some(true);
+            if let Some(c) = v.get("message").and_then(|m| m.get("content")) {
+                content_items(c, api_error, &mut out);
+            }
+        }
+        Some("result") => {
+            // The final text repeats the assistant blocks (de-duplicated later); an error result may
+            // carry text no assistant block had.
+            if let Some(r) = v.get("result").and_then(Value::as_str) {
+                out.push(Item::Text(r.to_string()));
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+/// Lines of markdown worth matching: fenced code blocks are skipped (a `// TODO` in code is not a
+/// ticket).
+pub fn markdown_lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut in_fence = false;
+    text.lines().filter(move |l| {
+        let t = l.trim_start();
+        if t.starts_with("```") || t.starts_with("~~~") {
+            in_fence = !in_fence;
+            return false;
+        }
+        !in_fence
+    })
+}
+
+/// How often the tailer looks for new transcript lines.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// A transcript line longer than this is skipped (tool results can be huge; assistant text is not).
+const MAX_LINE: usize = 16 * 1024 * 1024;
+
+/// Follows a growing transcript file on its own thread and hands each complete line to a callback.
+///
+/// It polls: every [`POLL_INTERVAL`] it reads whatever was appended (one `read` syscall when nothing
+/// changed, i.e. ~10 syscalls a second, no measurable CPU). Polling was chosen over inotify because the
+/// file may not exist yet when the session starts (claude creates it with the first message), may be
+/// replaced, and the latency budget (a delegation appears when its message completes) is far above
+/// 100 ms.
+#[derive(Debug)]
+pub struct TranscriptTailer {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl TranscriptTailer {
+    /// Start following `path`. With `from_end`, lines already in the file are skipped. `on_line` is
+    /// called on the tailer thread for each complete line.
+    pub fn spawn<F>(path: PathBuf, from_end: bool, mut on_line: F) -> std::io::Result<TranscriptTailer>
+    where
+        F: FnMut(&str) + Send + 'static,
+    {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("mpm-transcript".into())
+            .spawn(move || tail_loop(&path, from_end, &flag, &mut on_line))?;
+        Ok(TranscriptTailer {
+            stop,
+            handle: Some(handle),
+        })
+    }
+
+    /// Read what is left in the file, then stop the thread and wait for it.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for TranscriptTailer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn tail_loop(path: &Path, from_end: bool, stop: &AtomicBool, on_line: &mut dyn FnMut(&str)) {
+    let mut file: Option<File> = None;
+    let mut pos: u64 = 0;
+    let mut partial: Vec<u8> = Vec::new();
+    let mut skipping = false;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        // Read the stop flag first, so the last pass still drains what was written before stop().
+        let last = stop.load(Ordering::SeqCst);
+        if file.is_none() {
+            if let Ok(mut f) = File::open(path) {
+                if from_end {
+                    pos = f.seek(SeekFrom::End(0)).unwrap_or(0);
+                }
+                file = Some(f);
+            }
+        }
+        if let Some(f) = file.as_mut() {
+            // A shorter file was truncated or replaced: start over.
+            if f.metadata().map(|m| m.len() < pos).unwrap_or(false) {
+                pos = 0;
+                partial.clear();
+                let _ = f.seek(SeekFrom::Start(0));
+            }
+            loop {
+                let n = match f.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                pos += n as u64;
+                let mut chunk = &buf[..n];
+                while let Some(nl) = memchr::memchr(b'\n', chunk) {
+                    if !skipping {
+                        partial.extend_from_slice(&chunk[..nl]);
+                        on_line(&String::from_utf8_lossy(&partial));
+                    }
+                    partial.clear();
+                    skipping = false;
+                    chunk = &chunk[nl + 1..];
+                }
+                if !skipping {
+                    partial.extend_from_slice(chunk);
+                    if partial.len() > MAX_LINE {
+                        tracing::debug!("transcript line over {MAX_LINE} bytes skipped");
+                        partial.clear();
+                        skipping = true;
+                    }
+                }
+            }
+        }
+        if last {
+            return;
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(xs: &[&str]) -> Vec<String> {
+        xs.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn adds_a_session_id() {
+        let a = prepare_args(&v(&["--model", "sonnet"]));
+        let id = a.session_id.clone().unwrap_or_default();
+        assert_eq!(a.args, v(&["--model", "sonnet", "--session-id", &id]));
+        assert!(uuid::Uuid::parse_str(&id).is_ok());
+        assert!(!a.resumed);
+        let b = prepare_args(&v(&["-p", "x", "--", "rest"]));
+        assert_eq!(b.args[2], "--session-id");
+        assert_eq!(b.args[4], "--");
+    }
+
+    #[test]
+    fn respects_the_users_session_choice() {
+        let a = prepare_args(&v(&["--session-id=abc"]));
+        assert_eq!((a.args, a.session_id), (v(&["--session-id=abc"]), Some("abc".into())));
+        let r = prepare_args(&v(&["-r", "abc"]));
+        assert_eq!(r.session_id.as_deref(), Some("abc"));
+        assert!(r.resumed);
+        for args in [&["-c"][..], &["--resume"][..], &["--resume", "x", "--fork-session"][..]] {
+            let c = prepare_args(&v(args));
+            assert_eq!(c.args, v(args));
+            assert_eq!(c.session_id, None, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn project_dir_and_path() {
+        assert_eq!(project_dir_name(Path::new("/tmp/mpm_cc.work-x")), "-tmp-mpm-cc-work-x");
+        assert_eq!(
+            transcript_path(Path::new("/h"), Path::new("/a b"), "id"),
+            PathBuf::from("/h/.claude/projects/-a-b/id.jsonl")
+        );
+    }
+
+    #[test]
+    fn parses_assistant_lines() {
+        let line = r#"{"type":"assistant","message":{"content":[{"type":"text","text":"**QA Agent**: test"},{"type":"tool_use","name":"Agent","input":{"description":"Engineer: implement fib","subagent_type":"general-purpose"}},{"type":"tool_use","name":"Bash","input":{"description":"x"}}]}}"#;
+        assert_eq!(
+            parse_line(line),
+            vec![
+                Item::Text("**QA Agent**: test".into()),
+                Item::AgentTool {
+                    description: "Engineer: implement fib".into(),
+                    subagent_type: Some("general-purpose".into())
+                }
+            ]
+        );
+        let err = r#"{"type":"assistant","isApiErrorMessage":true,"message":{"content":[{"type":"text","text":"API Error: 400 x"}]}}"#;
+        assert_eq!(parse_line(err), vec![Item::ApiError("API Error: 400 x".into())]);
+        let side = r#"{"type":"assistant","isSidechain":true,"message":{"content":"TODO: x"}}"#;
+        assert!(parse_line(side).is_empty());
+        assert!(parse_line("not json {").is_empty());
+        assert!(parse_line(r#"{"type":"user","message":{"content":"TODO: x"}}"#).is_empty());
+    }
+
+    #[test]
+    fn fenced_code_is_skipped() {
+        let l: Vec<&str> = markdown_lines("a\n```\n// TODO: x\n```\nb").collect();
+        assert_eq!(l, ["a", "b"]);
+    }
+
+    #[test]
+    fn tailer_follows_a_growing_file() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("t.jsonl");
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let t = TranscriptTailer::spawn(path.clone(), false, move |l| {
+            let _ = tx.send(l.to_string());
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut f = File::create(&path).unwrap_or_else(|e| panic!("{e}"));
+        f.write_all(b"one\ntw").unwrap_or_else(|e| panic!("{e}"));
+        f.flush().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)).ok().as_deref(), Some("one"));
+        f.write_all(b"o\n").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)).ok().as_deref(), Some("two"));
+        f.write_all(b"three\n").unwrap_or_else(|e| panic!("{e}"));
+        t.stop();
+        // stop() drains what was written before it.
+        assert_eq!(rx.try_recv().ok().as_deref(), Some("three"));
+    }
+}

@@ -1,0 +1,298 @@
+//! Rows to logical lines: when a row is read, and how wrapped rows are joined.
+//!
+//! **When rows are read.** Reads happen at points that are fixed in the byte stream, so the lines a
+//! stream yields do not depend on how it was chunked:
+//! * [`ReadKind::PassEnd`]: the writer is about to move the cursor up (it will overwrite what it drew)
+//!   or a synchronized frame (`CSI ? 2026 l`) ended. TUIs draw top-down, a row at a time, so every row
+//!   *above the cursor* is complete; the cursor row may be half drawn and is skipped.
+//! * [`ReadKind::All`]: rows are about to be destroyed (ED, alternate screen switch, RIS, resize) or the
+//!   stream ended: every row is read.
+//! * Rows scrolled out of a region (LF at the bottom, SU, DL) are kept and read with the next read.
+//! * [`ReadKind::FeedEnd`]: after each `feed` (a PTY read burst), for latency: rows above the cursor,
+//!   except a last line that may still get a continuation row (it is read later).
+//!
+//! No read happens while a synchronized frame is open. Every row remembers whether its current content
+//! was already read (`Row::seen`); only lines with a changed row are passed on, so a redraw that
+//! rewrites identical text costs a comparison, not a match. A partial row is never read: it is either
+//! the cursor row or below it.
+//!
+//! **Joining wrapped rows.** Claude wraps paragraphs itself, at word boundaries, to the width minus its
+//! two-column margin; continuation rows have the paragraph's text indent and no marker. Row `b`
+//! continues row `a` when `a` ended by autowrap, or when all of: both are non-blank; `b` starts at the
+//! column where `a`'s text starts (after its indent and a marker such as `● `, `⎿  `, `▎ `, `- `,
+//! `1. `); `b` has no marker; and `b`'s first word would not have fitted on `a`
+//! (`len(a) + 1 + len(first word of b) > cols - 2`). At most [`MAX_JOIN_ROWS`] rows and
+//! [`MAX_LINE_BYTES`] bytes make one line, so binary junk or a 50 MB line cost bounded memory.
+
+use super::vt::{Hook, Row, Screen};
+
+/// Rows joined into one logical line at most.
+pub const MAX_JOIN_ROWS: usize = 64;
+/// Bytes of one logical line at most (longer lines are cut).
+pub const MAX_LINE_BYTES: usize = 16 * 1024;
+/// The longest word the "could still continue" check allows for.
+const LONG_WORD: usize = 20;
+
+/// What prompted a read; see the module docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadKind {
+    FeedEnd,
+    PassEnd,
+    All,
+    /// Only the scrolled-out rows (too many piled up during one feed).
+    History,
+}
+
+impl From<Hook> for ReadKind {
+    fn from(h: Hook) -> Self {
+        match h {
+            Hook::PassEnd => ReadKind::PassEnd,
+            Hook::BeforeClear => ReadKind::All,
+            Hook::HistoryFull => ReadKind::History,
+        }
+    }
+}
+
+/// Decoration markers a TUI puts before a row's text, with the columns they take (marker + gap).
+const MARKERS: &[&str] = &["● ", "⏺ ", "⎿  ", "⎿ ", "▎ ", "❯ ", "✻ ", "✢ ", "· "];
+
+/// The column where the row's text starts after its indent and marker, and whether it has a marker.
+fn text_start(s: &str) -> (usize, bool) {
+    let indent = s.len() - s.trim_start_matches(' ').len();
+    let rest = &s[indent..];
+    for m in MARKERS {
+        // A marker alone on its row (`❯` with trailing blanks trimmed) counts too.
+        if rest == m.trim_end() {
+            return (indent + m.chars().count(), true);
+        }
+        if let Some(r) = rest.strip_prefix(m) {
+            let extra = r.len() - r.trim_start_matches([' ', '\u{a0}']).len();
+            return (indent + m.chars().count() + extra, true);
+        }
+    }
+    // Markdown list markers kept as text by the renderer: `- `, `* `, `12. `.
+    if rest.starts_with("- ") || rest.starts_with("* ") {
+        return (indent + 2, true);
+    }
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    if digits > 0 && digits < 4 && rest[digits..].starts_with(". ") {
+        return (indent + digits + 2, true);
+    }
+    (indent, false)
+}
+
+/// Does row `b` continue row `a` (the first row of the line starts at `first_start`)?
+fn continues(a: &str, a_wrapped: bool, b: &str, first_start: usize, cols: usize) -> bool {
+    if a_wrapped {
+        return true;
+    }
+    if a.trim().is_empty() || b.trim().is_empty() {
+        return false;
+    }
+    let (b_start, b_marker) = text_start(b);
+    if b_marker || b_start != first_start {
+        return false;
+    }
+    let word = b[b_start.min(b.len())..]
+        .split(' ')
+        .next()
+        .map_or(0, |w| w.chars().count());
+    a.chars().count() + 1 + word > cols.saturating_sub(2)
+}
+
+/// Could a row of this length still get a continuation row?
+fn may_continue(a: &str, a_wrapped: bool, cols: usize) -> bool {
+    a_wrapped || a.chars().count() + 1 + LONG_WORD > cols.saturating_sub(2)
+}
+
+/// Turns screen rows into logical lines; holds only scratch space.
+#[derive(Debug, Default)]
+pub struct LineReader {
+    scratch: Vec<Row>,
+}
+
+impl LineReader {
+    pub fn new() -> Self {
+        LineReader::default()
+    }
+
+    /// Read the screen as `kind` says and push each new or changed logical line onto `out`.
+    pub fn read(&mut self, screen: &mut Screen, kind: ReadKind, out: &mut Vec<String>) {
+        let cols = screen.cols();
+        let limit = match kind {
+            ReadKind::All => screen.rows(),
+            ReadKind::History => 0,
+            ReadKind::FeedEnd | ReadKind::PassEnd => screen.cursor_row(),
+        };
+        std::mem::swap(&mut self.scratch, screen.history_mut());
+        let nhist = self.scratch.len();
+        {
+            let (hist, vis) = (&mut self.scratch, screen.rows_mut());
+            let mut view: Vec<&mut Row> = hist.iter_mut().collect();
+            view.extend(vis.iter_mut().take(limit));
+            assemble(&mut view, nhist, kind, cols, out);
+        }
+        let drained = std::mem::take(&mut self.scratch);
+        screen.recycle(drained);
+    }
+}
+
+fn assemble(view: &mut [&mut Row], nhist: usize, kind: ReadKind, cols: usize, out: &mut Vec<String>) {
+    let n = view.len();
+    let mut i = 0;
+    while i < n {
+        if view[i].is_blank() {
+            view[i].seen = true;
+            i += 1;
+            continue;
+        }
+        let (first_start, _) = text_start(view[i].text());
+        let mut j = i;
+        while j + 1 < n && j - i + 1 < MAX_JOIN_ROWS {
+            let a_wrapped = view[j].wrapped;
+            let (a, b) = {
+                let (left, right) = view.split_at_mut(j + 1);
+                (left[j].text().to_owned(), right[0].text().to_owned())
+            };
+            if !continues(&a, a_wrapped, &b, first_start, cols) {
+                break;
+            }
+            j += 1;
+        }
+        let last_wrapped = view[j].wrapped;
+        let incomplete = kind == ReadKind::FeedEnd
+            && j + 1 == n
+            && j >= nhist
+            && may_continue(view[j].text(), last_wrapped, cols);
+        if incomplete {
+            break;
+        }
+        if view[i..=j].iter().any(|r| !r.seen) {
+            let mut line = String::new();
+            for k in i..=j {
+                let joined_by_wrap = k > i && view[k - 1].wrapped;
+                let t = view[k].text();
+                if k == i {
+                    line.push_str(t);
+                } else if joined_by_wrap {
+                    line.push_str(t);
+                } else {
+                    line.push(' ');
+                    line.push_str(t.trim_start());
+                }
+                if line.len() > MAX_LINE_BYTES {
+                    let mut cut = MAX_LINE_BYTES;
+                    while !line.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    line.truncate(cut);
+                    break;
+                }
+            }
+            out.push(line);
+            for r in view[i..=j].iter_mut() {
+                r.seen = true;
+            }
+        }
+        i = j + 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines_of(cols: u16, rows: u16, input: &[u8]) -> Vec<String> {
+        let mut s = Screen::new(cols, rows);
+        let mut r = LineReader::new();
+        let mut out = Vec::new();
+        s.feed(input, &mut |s, h| r.read(s, h.into(), &mut out));
+        r.read(&mut s, ReadKind::All, &mut out);
+        out
+    }
+
+    const LONG: &[u8] = b"\x1b[3G\x1b[1mEngineer\x1b[12GAgent\x1b[22m:\x1b[19GThis\x1b[24Gis a deliberately long delegation line to check wrapping, so it keeps\x1b[94Ggoing\r\r\n\
+\x1b[3Gwell past the terminal width: implement fib(n) iteratively, add type hints, raise ValueError\x1b[96Gon\r\r\n\
+\x1b[3Gnegative input, keep it O(n) time and O(1) space, and report back.\r\r\n\r\n\x1b[3GTODO: next\r\n";
+
+    #[test]
+    fn joins_a_wrapped_paragraph() {
+        let out = lines_of(100, 30, LONG);
+        assert_eq!(
+            out[0],
+            "  Engineer Agent: This is a deliberately long delegation line to check wrapping, so it keeps going \
+well past the terminal width: implement fib(n) iteratively, add type hints, raise ValueError on \
+negative input, keep it O(n) time and O(1) space, and report back."
+        );
+        assert_eq!(out[1], "  TODO: next");
+        assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn short_rows_are_not_joined() {
+        let out = lines_of(100, 10, b"  TODO: a\r\n  BUG: b\r\n");
+        assert_eq!(out, ["  TODO: a", "  BUG: b"]);
+    }
+
+    #[test]
+    fn marker_rows_are_not_continuations() {
+        let long = format!("  {}\r\n  \u{23bf}  done\r\n", "x ".repeat(48));
+        let out = lines_of(100, 10, long.as_bytes());
+        assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn list_item_continuation_uses_text_indent() {
+        let first = format!("  - TODO: {}\r\n", "word ".repeat(18).trim_end());
+        let input = format!("{first}    tail\r\n");
+        let out = lines_of(100, 10, input.as_bytes());
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(out[0].ends_with("word tail"));
+    }
+
+    #[test]
+    fn feed_end_waits_for_a_possible_continuation() {
+        let mut s = Screen::new(100, 30);
+        let mut r = LineReader::new();
+        let mut out = Vec::new();
+        // First two rows of LONG only.
+        let cut = LONG.windows(3).position(|w| w == b"neg").unwrap_or(0) - 4;
+        s.feed(&LONG[..cut], &mut |s, h| r.read(s, h.into(), &mut out));
+        r.read(&mut s, ReadKind::FeedEnd, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        s.feed(&LONG[cut..], &mut |s, h| r.read(s, h.into(), &mut out));
+        r.read(&mut s, ReadKind::FeedEnd, &mut out);
+        assert_eq!(out.len(), 2);
+        assert!(out[0].ends_with("report back."));
+    }
+
+    #[test]
+    fn redraw_of_identical_text_is_not_read_again() {
+        let out = lines_of(40, 5, b"  TODO: a\r\n\x1b[H  TODO: a\r\n\x1b[H  TODO: b\r\n");
+        assert_eq!(out, ["  TODO: a", "  TODO: b"]);
+    }
+}
+
+#[cfg(test)]
+mod dump {
+    use super::*;
+
+    #[test]
+    #[ignore]
+    fn dump_captures() {
+        let dir = std::env::var("MPM_SHARED_DIR").unwrap_or("../../shared".into());
+        for name in ["fullscreen", "classic", "screenreader", "agent_classic", "print_mode"] {
+            let path = format!("{dir}/realclient/captures/{name}.raw");
+            let Ok(bytes) = std::fs::read(&path) else { continue };
+            let mut s = Screen::new(100, 30);
+            let mut r = LineReader::new();
+            let mut out = Vec::new();
+            s.feed(&bytes, &mut |s, h| r.read(s, h.into(), &mut out));
+            r.read(&mut s, ReadKind::All, &mut out);
+            println!("===== {name}");
+            for l in out {
+                println!("|{l}");
+            }
+        }
+    }
+}

@@ -1,0 +1,974 @@
+//! A small VT screen model: just enough of xterm to recover the text an agent TUI draws.
+//!
+//! Why our own model: detection needs hooks that off-the-shelf emulators do not expose — a read of
+//! the rows *before* the writer moves up to overwrite them, before a clear, at the end of a
+//! synchronized frame, and every row that scrolls out of a region — plus a per-row "changed since
+//! read" flag and a UTF-8 decoder that survives chunk boundaries (vte 0.15, under vt100 0.16, drops
+//! the character after a split UTF-8 sequence: alacritty/vte#159). Colours and attributes are
+//! ignored: cells hold characters only, which keeps the model fast.
+//!
+//! Implemented: printing with autowrap (and a per-row `wrapped` flag), CR/LF/BS/HT, CUU/CUD/CUF/CUB,
+//! CNL/CPL, CHA/HPA/VPA/CUP, ED/EL/ECH/ICH/DCH/IL/DL, DECSTBM with SU/SD/IND/RI, DECSC/DECRC and
+//! SCOSC/SCORC, DECAWM, the alternate screen (47/1047/1049), synchronized output (2026) and RIS.
+//! Ignored (parsed and dropped): SGR and every other CSI with a private marker or intermediates (kitty
+//! keyboard `CSI < u`, `CSI > 5 u`, `CSI ? u`, `CSI > 4;2 m`, `CSI > 0 q`, `CSI ? n $ p`), OSC, DCS,
+//! SOS/PM/APC, charset designations, SI/SO. Nothing is stored for ignored strings, so an endless OSC
+//! costs no memory.
+
+use unicode_width::UnicodeWidthChar;
+
+/// Marks the second column of a wide character.
+const WIDE_TAIL: char = '\0';
+/// At most this many CSI parameters are kept; more are dropped.
+const MAX_PARAMS: usize = 16;
+
+/// One screen row: characters only, plus bookkeeping for the line reader.
+#[derive(Debug, Clone)]
+pub struct Row {
+    cells: Vec<char>,
+    /// The row ended by autowrap: its text continues on the next row.
+    pub wrapped: bool,
+    /// True once the line reader has taken the current content; any change clears it.
+    pub seen: bool,
+    /// The row's text, built lazily; `None` after a change.
+    text: Option<String>,
+}
+
+impl Row {
+    fn blank(cols: usize) -> Row {
+        Row {
+            cells: vec![' '; cols],
+            wrapped: false,
+            seen: true,
+            text: Some(String::new()),
+        }
+    }
+
+    fn reset(&mut self, cols: usize) {
+        self.cells.clear();
+        self.cells.resize(cols, ' ');
+        self.wrapped = false;
+        self.seen = true;
+        self.text = Some(String::new());
+    }
+
+    #[inline]
+    fn touch(&mut self) {
+        self.seen = false;
+        self.text = None;
+    }
+
+    /// The row's text, trailing blanks removed, wide-character tails skipped.
+    pub fn text(&mut self) -> &str {
+        if self.text.is_none() {
+            let end = self
+                .cells
+                .iter()
+                .rposition(|&c| c != ' ' && c != WIDE_TAIL)
+                .map_or(0, |i| i + 1);
+            let s: String = self.cells[..end]
+                .iter()
+                .filter(|&&c| c != WIDE_TAIL)
+                .collect();
+            self.text = Some(s);
+        }
+        self.text.as_deref().unwrap_or("")
+    }
+
+    /// True when every cell is blank.
+    pub fn is_blank(&mut self) -> bool {
+        self.text().is_empty()
+    }
+}
+
+/// Why the screen asks its observer to read rows now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    /// The writer finished a pass: it is about to move the cursor up, or a synchronized frame ended.
+    /// Rows above the cursor are complete.
+    PassEnd,
+    /// Rows are about to be destroyed (erase display, alternate screen switch, reset): read them all.
+    BeforeClear,
+    /// Scrolled-out rows are piling up; drain them.
+    HistoryFull,
+}
+
+/// Saved cursor state (DECSC).
+#[derive(Debug, Clone, Copy, Default)]
+struct Saved {
+    x: usize,
+    y: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Ground,
+    Esc,
+    /// ESC followed by intermediates (charset designation and the like); ends at a final byte.
+    EscInter,
+    Csi,
+    /// OSC: until BEL or ST.
+    Osc,
+    /// DCS, SOS, PM, APC: until ST.
+    Str,
+    /// ESC seen inside an OSC or string: `\` ends it.
+    StrEsc,
+}
+
+/// The screen: a grid of rows, the cursor, modes and the escape-sequence parser state.
+#[derive(Debug)]
+pub struct Screen {
+    cols: usize,
+    nrows: usize,
+    rows: Vec<Row>,
+    /// The main screen's rows while the alternate screen is shown.
+    main_saved: Option<(Vec<Row>, Saved)>,
+    x: usize,
+    y: usize,
+    pending_wrap: bool,
+    autowrap: bool,
+    top: usize,
+    bottom: usize,
+    saved: Saved,
+    sync: bool,
+    state: State,
+    params: [u16; MAX_PARAMS],
+    nparams: usize,
+    cur_param: Option<u32>,
+    private: u8,
+    intermediate: bool,
+    utf8: [u8; 4],
+    utf8_len: usize,
+    utf8_need: usize,
+    /// Rows that scrolled out of a region, oldest first, waiting for the line reader.
+    history: Vec<Row>,
+    /// Recycled rows.
+    pool: Vec<Row>,
+}
+
+/// Scrolled-out rows kept before the observer is asked to drain them.
+const HISTORY_CAP: usize = 256;
+
+impl Screen {
+    /// A blank screen of `cols` x `rows` (each at least 1).
+    pub fn new(cols: u16, rows: u16) -> Screen {
+        let cols = usize::from(cols.max(1));
+        let nrows = usize::from(rows.max(1));
+        Screen {
+            cols,
+            nrows,
+            rows: (0..nrows).map(|_| Row::blank(cols)).collect(),
+            main_saved: None,
+            x: 0,
+            y: 0,
+            pending_wrap: false,
+            autowrap: true,
+            top: 0,
+            bottom: nrows - 1,
+            saved: Saved::default(),
+            sync: false,
+            state: State::Ground,
+            params: [0; MAX_PARAMS],
+            nparams: 0,
+            cur_param: None,
+            private: 0,
+            intermediate: false,
+            utf8: [0; 4],
+            utf8_len: 0,
+            utf8_need: 0,
+            history: Vec::new(),
+            pool: Vec::new(),
+        }
+    }
+
+    /// Columns.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Rows.
+    pub fn rows(&self) -> usize {
+        self.nrows
+    }
+
+    /// The cursor's row (0-based).
+    pub fn cursor_row(&self) -> usize {
+        self.y
+    }
+
+    /// The cursor's column (0-based).
+    pub fn cursor_col(&self) -> usize {
+        self.x
+    }
+
+    /// True while a synchronized-output frame (`CSI ? 2026 h`) is open.
+    pub fn in_sync(&self) -> bool {
+        self.sync
+    }
+
+    /// True while the alternate screen is shown.
+    pub fn in_alt(&self) -> bool {
+        self.main_saved.is_some()
+    }
+
+    /// Mutable access to row `i` of the visible screen.
+    pub fn row_mut(&mut self, i: usize) -> Option<&mut Row> {
+        self.rows.get_mut(i)
+    }
+
+    /// The visible rows.
+    pub fn rows_mut(&mut self) -> &mut [Row] {
+        &mut self.rows
+    }
+
+    /// Rows that scrolled out since the last drain, oldest first.
+    pub fn history_mut(&mut self) -> &mut Vec<Row> {
+        &mut self.history
+    }
+
+    /// Return drained history rows for reuse.
+    pub fn recycle(&mut self, rows: impl IntoIterator<Item = Row>) {
+        for r in rows {
+            if self.pool.len() < 64 {
+                self.pool.push(r);
+            }
+        }
+    }
+
+    /// The visible screen as text, one line per row (trailing blanks trimmed); for tests and debugging.
+    pub fn contents(&mut self) -> String {
+        let mut out = String::new();
+        for r in &mut self.rows {
+            out.push_str(r.text());
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Change the size. Rows are not reflowed; when the screen gets shorter, rows above the cursor
+    /// scroll out so that the cursor row stays visible (as xterm does).
+    pub fn resize(&mut self, cols: u16, rows: u16) {
+        let cols = usize::from(cols.max(1));
+        let nrows = usize::from(rows.max(1));
+        for r in &mut self.rows {
+            if r.cells.len() != cols {
+                r.cells.resize(cols, ' ');
+                if cols > 0 && r.cells[cols - 1] == WIDE_TAIL {
+                    r.cells[cols - 1] = ' ';
+                }
+                r.touch();
+            }
+        }
+        if nrows < self.nrows {
+            let excess = self.nrows - nrows;
+            let shift = (self.y + 1).saturating_sub(nrows).min(excess);
+            for r in self.rows.drain(..shift) {
+                self.history.push(r);
+            }
+            self.rows.truncate(nrows);
+            self.y -= shift;
+        } else {
+            while self.rows.len() < nrows {
+                self.rows.push(Row::blank(cols));
+            }
+        }
+        if let Some((main, saved)) = &mut self.main_saved {
+            for r in main.iter_mut() {
+                r.cells.resize(cols, ' ');
+            }
+            main.resize_with(nrows, || Row::blank(cols));
+            saved.x = saved.x.min(cols - 1);
+            saved.y = saved.y.min(nrows - 1);
+        }
+        self.cols = cols;
+        self.nrows = nrows;
+        self.top = 0;
+        self.bottom = nrows - 1;
+        self.x = self.x.min(cols - 1);
+        self.y = self.y.min(nrows - 1);
+        self.pending_wrap = false;
+        self.saved.x = self.saved.x.min(cols - 1);
+        self.saved.y = self.saved.y.min(nrows - 1);
+    }
+
+    /// Feed bytes; `obs` is called at the read points described by [`Hook`]. A UTF-8 sequence split
+    /// across calls is kept and completed by the next call.
+    pub fn feed<F: FnMut(&mut Screen, Hook)>(&mut self, bytes: &[u8], obs: &mut F) {
+        let mut i = 0;
+        let n = bytes.len();
+        while i < n {
+            if self.state == State::Ground && self.utf8_need == 0 {
+                // Fast path: a run of printable ASCII.
+                let start = i;
+                while i < n && (0x20..0x7f).contains(&bytes[i]) {
+                    i += 1;
+                }
+                if i > start {
+                    self.print_ascii(&bytes[start..i], obs);
+                    continue;
+                }
+            }
+            let b = bytes[i];
+            i += 1;
+            self.byte(b, obs);
+        }
+    }
+
+    fn print_ascii<F: FnMut(&mut Screen, Hook)>(&mut self, run: &[u8], obs: &mut F) {
+        for &b in run {
+            if self.pending_wrap || self.x >= self.cols {
+                self.wrap(obs);
+            }
+            let row = &mut self.rows[self.y];
+            let c = char::from(b);
+            if row.cells[self.x] != c {
+                if row.cells[self.x] == WIDE_TAIL && self.x > 0 {
+                    row.cells[self.x - 1] = ' ';
+                }
+                row.cells[self.x] = c;
+                if self.x + 1 < self.cols && row.cells[self.x + 1] == WIDE_TAIL {
+                    row.cells[self.x + 1] = ' ';
+                }
+                row.touch();
+            }
+            if self.x + 1 >= self.cols {
+                self.pending_wrap = self.autowrap;
+            } else {
+                self.x += 1;
+            }
+        }
+    }
+
+    fn byte<F: FnMut(&mut Screen, Hook)>(&mut self, b: u8, obs: &mut F) {
+        // Strings swallow everything (incl. UTF-8) until their terminator.
+        match self.state {
+            State::Osc => {
+                match b {
+                    0x07 => self.state = State::Ground,
+                    0x1b => self.state = State::StrEsc,
+                    0x18 | 0x1a => self.state = State::Ground,
+                    _ => {}
+                }
+                return;
+            }
+            State::Str => {
+                match b {
+                    0x1b => self.state = State::StrEsc,
+                    0x18 | 0x1a => self.state = State::Ground,
+                    _ => {}
+                }
+                return;
+            }
+            State::StrEsc => {
+                // ST (`ESC \`) ends the string; any other escape aborts it and starts anew.
+                if b == b'\\' {
+                    self.state = State::Ground;
+                } else {
+                    self.state = State::Esc;
+                    self.byte(b, obs);
+                }
+                return;
+            }
+            _ => {}
+        }
+        if b < 0x20 {
+            if b == 0x1b {
+                self.utf8_need = 0;
+                self.state = State::Esc;
+                return;
+            }
+            if b == 0x18 || b == 0x1a {
+                self.state = State::Ground;
+                return;
+            }
+            self.control(b, obs);
+            return;
+        }
+        match self.state {
+            State::Ground => self.ground(b, obs),
+            State::Esc => self.esc(b, obs),
+            State::EscInter => {
+                if (0x30..0x7f).contains(&b) {
+                    self.state = State::Ground;
+                }
+            }
+            State::Csi => self.csi_byte(b, obs),
+            State::Osc | State::Str | State::StrEsc => {}
+        }
+    }
+
+    fn ground<F: FnMut(&mut Screen, Hook)>(&mut self, b: u8, obs: &mut F) {
+        if b < 0x80 {
+            if self.utf8_need > 0 {
+                self.utf8_need = 0;
+                self.print(char::REPLACEMENT_CHARACTER, obs);
+            }
+            if b != 0x7f {
+                self.print(char::from(b), obs);
+            }
+            return;
+        }
+        if self.utf8_need > 0 && (0x80..0xc0).contains(&b) {
+            self.utf8[self.utf8_len] = b;
+            self.utf8_len += 1;
+            if self.utf8_len == self.utf8_need {
+                self.utf8_need = 0;
+                let c = std::str::from_utf8(&self.utf8[..self.utf8_len])
+                    .ok()
+                    .and_then(|s| s.chars().next())
+                    .unwrap_or(char::REPLACEMENT_CHARACTER);
+                self.print(c, obs);
+            }
+            return;
+        }
+        if self.utf8_need > 0 {
+            self.utf8_need = 0;
+            self.print(char::REPLACEMENT_CHARACTER, obs);
+        }
+        let need = match b {
+            0xc2..=0xdf => 2,
+            0xe0..=0xef => 3,
+            0xf0..=0xf4 => 4,
+            _ => 0,
+        };
+        if need == 0 {
+            self.print(char::REPLACEMENT_CHARACTER, obs);
+        } else {
+            self.utf8[0] = b;
+            self.utf8_len = 1;
+            self.utf8_need = need;
+        }
+    }
+
+    fn print<F: FnMut(&mut Screen, Hook)>(&mut self, c: char, obs: &mut F) {
+        let w = match c.width() {
+            Some(0) | None => return, // combining marks and controls: dropped
+            Some(w) => w.min(2),
+        };
+        if self.pending_wrap || self.x + w > self.cols {
+            if w > self.cols {
+                return;
+            }
+            self.wrap(obs);
+        }
+        let row = &mut self.rows[self.y];
+        if w == 1 && row.cells[self.x] == c {
+            // Unchanged cell: nothing to re-read.
+        } else {
+            Self::put(row, self.x, c, w, self.cols);
+        }
+        if self.x + w >= self.cols {
+            self.x = self.cols - 1;
+            self.pending_wrap = self.autowrap;
+        } else {
+            self.x += w;
+        }
+    }
+
+    fn put(row: &mut Row, x: usize, c: char, w: usize, cols: usize) {
+        // Overwriting half of a wide character blanks the other half.
+        if row.cells[x] == WIDE_TAIL && x > 0 {
+            row.cells[x - 1] = ' ';
+        }
+        row.cells[x] = c;
+        if w == 2 {
+            row.cells[x + 1] = WIDE_TAIL;
+        } else if x + 1 < cols && row.cells[x + 1] == WIDE_TAIL {
+            row.cells[x + 1] = ' ';
+        }
+        row.touch();
+    }
+
+    /// Autowrap: the row continues on the next one.
+    fn wrap<F: FnMut(&mut Screen, Hook)>(&mut self, obs: &mut F) {
+        self.pending_wrap = false;
+        if !self.autowrap {
+            self.x = self.cols - 1;
+            return;
+        }
+        self.rows[self.y].wrapped = true;
+        self.x = 0;
+        self.linefeed(obs);
+    }
+
+    fn linefeed<F: FnMut(&mut Screen, Hook)>(&mut self, obs: &mut F) {
+        if self.y == self.bottom {
+            self.scroll_up(1, obs);
+        } else if self.y + 1 < self.nrows {
+            self.y += 1;
+        }
+    }
+
+    fn control<F: FnMut(&mut Screen, Hook)>(&mut self, b: u8, obs: &mut F) {
+        match b {
+            0x08 => {
+                self.pending_wrap = false;
+                self.x = self.x.saturating_sub(1);
+            }
+            0x09 => {
+                self.pending_wrap = false;
+                self.x = ((self.x / 8 + 1) * 8).min(self.cols - 1);
+            }
+            0x0a..=0x0c => {
+                self.pending_wrap = false;
+                self.linefeed(obs);
+            }
+            0x0d => {
+                self.pending_wrap = false;
+                self.x = 0;
+            }
+            _ => {}
+        }
+    }
+
+    fn esc<F: FnMut(&mut Screen, Hook)>(&mut self, b: u8, obs: &mut F) {
+        self.state = State::Ground;
+        match b {
+            b'[' => {
+                self.state = State::Csi;
+                self.nparams = 0;
+                self.cur_param = None;
+                self.private = 0;
+                self.intermediate = false;
+            }
+            b']' => self.state = State::Osc,
+            b'P' | b'X' | b'^' | b'_' => self.state = State::Str,
+            0x20..=0x2f => self.state = State::EscInter,
+            b'7' => self.decsc(),
+            b'8' => self.decrc(obs),
+            b'D' => {
+                self.pending_wrap = false;
+                self.linefeed(obs);
+            }
+            b'E' => {
+                self.pending_wrap = false;
+                self.x = 0;
+                self.linefeed(obs);
+            }
+            b'M' => {
+                self.pending_wrap = false;
+                if self.y == self.top {
+                    self.scroll_down(1);
+                } else {
+                    self.move_to(self.x, self.y.saturating_sub(1), obs);
+                }
+            }
+            b'c' => self.reset(obs),
+            _ => {}
+        }
+    }
+
+    fn csi_byte<F: FnMut(&mut Screen, Hook)>(&mut self, b: u8, obs: &mut F) {
+        match b {
+            b'0'..=b'9' => {
+                let d = u32::from(b - b'0');
+                self.cur_param = Some(
+                    self.cur_param
+                        .unwrap_or(0)
+                        .saturating_mul(10)
+                        .saturating_add(d)
+                        .min(65535),
+                );
+            }
+            b';' | b':' => self.push_param(),
+            b'<'..=b'?' => {
+                if self.nparams == 0 && self.cur_param.is_none() {
+                    self.private = b;
+                } else {
+                    self.intermediate = true;
+                }
+            }
+            0x20..=0x2f => self.intermediate = true,
+            0x40..=0x7e => {
+                self.push_param();
+                self.state = State::Ground;
+                self.csi_dispatch(b, obs);
+            }
+            _ => self.state = State::Ground,
+        }
+    }
+
+    fn push_param(&mut self) {
+        if self.nparams < MAX_PARAMS {
+            // Fits: the value was clamped to 65535 while parsing.
+            self.params[self.nparams] = self.cur_param.unwrap_or(0) as u16;
+            self.nparams += 1;
+        }
+        self.cur_param = None;
+    }
+
+    /// Parameter `i`, with 0 or missing meaning `default`.
+    fn p(&self, i: usize, default: usize) -> usize {
+        if i < self.nparams && self.params[i] != 0 {
+            usize::from(self.params[i])
+        } else {
+            default
+        }
+    }
+
+    fn csi_dispatch<F: FnMut(&mut Screen, Hook)>(&mut self, f: u8, obs: &mut F) {
+        if self.intermediate {
+            return;
+        }
+        if self.private == b'?' {
+            if f == b'h' || f == b'l' {
+                for i in 0..self.nparams {
+                    self.dec_mode(self.params[i], f == b'h', obs);
+                }
+            }
+            return;
+        }
+        if self.private != 0 {
+            return;
+        }
+        let n = self.p(0, 1);
+        match f {
+            b'A' => {
+                let stop = if self.y >= self.top { self.top } else { 0 };
+                let y = self.y.saturating_sub(n).max(stop);
+                self.move_to(self.x, y, obs);
+            }
+            b'B' | b'e' => {
+                let stop = if self.y <= self.bottom {
+                    self.bottom
+                } else {
+                    self.nrows - 1
+                };
+                self.move_to(self.x, (self.y + n).min(stop), obs);
+            }
+            b'C' | b'a' => self.move_to(self.x + n, self.y, obs),
+            b'D' => self.move_to(self.x.saturating_sub(n), self.y, obs),
+            b'E' => {
+                let y = (self.y + n).min(self.bottom.max(self.y));
+                self.move_to(0, y, obs);
+            }
+            b'F' => {
+                let y = self.y.saturating_sub(n).max(self.top.min(self.y));
+                self.move_to(0, y, obs);
+            }
+            b'G' | b'`' => self.move_to(n - 1, self.y, obs),
+            b'd' => self.move_to(self.x, n - 1, obs),
+            b'H' | b'f' => {
+                let (r, c) = (self.p(0, 1), self.p(1, 1));
+                self.move_to(c - 1, r - 1, obs);
+            }
+            b'J' => self.erase_display(self.p(0, 0), obs),
+            b'K' => self.erase_line(self.p(0, 0)),
+            b'X' => {
+                let end = (self.x + n).min(self.cols);
+                self.fill(self.y, self.x, end);
+            }
+            b'@' => self.insert_chars(n),
+            b'P' => self.delete_chars(n),
+            b'L' => self.insert_lines(n),
+            b'M' => self.delete_lines(n, obs),
+            b'S' => self.scroll_up(n, obs),
+            b'T' => self.scroll_down(n),
+            b'r' => {
+                let top = self.p(0, 1) - 1;
+                let bottom = self.p(1, self.nrows).min(self.nrows) - 1;
+                if top < bottom {
+                    self.top = top;
+                    self.bottom = bottom;
+                    self.move_to(0, 0, obs);
+                }
+            }
+            b's' if self.nparams <= 1 => self.decsc(),
+            b'u' if self.nparams <= 1 => self.decrc(obs),
+            _ => {}
+        }
+    }
+
+    fn dec_mode<F: FnMut(&mut Screen, Hook)>(&mut self, mode: u16, on: bool, obs: &mut F) {
+        match mode {
+            7 => self.autowrap = on,
+            2026 => {
+                if on {
+                    self.sync = true;
+                } else if self.sync {
+                    self.sync = false;
+                    obs(self, Hook::PassEnd);
+                }
+            }
+            47 | 1047 | 1049 => {
+                if on == self.in_alt() {
+                    return;
+                }
+                self.read_all(obs);
+                if on {
+                    if mode == 1049 {
+                        self.decsc();
+                    }
+                    let cols = self.cols;
+                    let alt: Vec<Row> = (0..self.nrows).map(|_| Row::blank(cols)).collect();
+                    let main = std::mem::replace(&mut self.rows, alt);
+                    self.main_saved = Some((main, self.saved));
+                } else if let Some((main, saved)) = self.main_saved.take() {
+                    self.rows = main;
+                    self.saved = saved;
+                    if mode == 1049 {
+                        self.decrc(&mut |_: &mut Screen, _| {});
+                    }
+                }
+                self.pending_wrap = false;
+            }
+            _ => {}
+        }
+    }
+
+    /// Ask the observer to read every row (before they are destroyed), unless a frame is open.
+    fn read_all<F: FnMut(&mut Screen, Hook)>(&mut self, obs: &mut F) {
+        if !self.sync {
+            obs(self, Hook::BeforeClear);
+        }
+    }
+
+    /// Move the cursor; moving up ends a pass, so the observer reads first.
+    fn move_to<F: FnMut(&mut Screen, Hook)>(&mut self, x: usize, y: usize, obs: &mut F) {
+        let y = y.min(self.nrows - 1);
+        if y < self.y && !self.sync {
+            obs(self, Hook::PassEnd);
+        }
+        self.x = x.min(self.cols - 1);
+        self.y = y;
+        self.pending_wrap = false;
+    }
+
+    fn decsc(&mut self) {
+        self.saved = Saved {
+            x: self.x,
+            y: self.y,
+        };
+    }
+
+    fn decrc<F: FnMut(&mut Screen, Hook)>(&mut self, obs: &mut F) {
+        let s = self.saved;
+        self.move_to(s.x, s.y, obs);
+    }
+
+    fn reset<F: FnMut(&mut Screen, Hook)>(&mut self, obs: &mut F) {
+        self.read_all(obs);
+        let cols = self.cols;
+        if let Some((main, _)) = self.main_saved.take() {
+            self.rows = main;
+        }
+        for r in &mut self.rows {
+            r.reset(cols);
+        }
+        self.x = 0;
+        self.y = 0;
+        self.pending_wrap = false;
+        self.autowrap = true;
+        self.top = 0;
+        self.bottom = self.nrows - 1;
+        self.saved = Saved::default();
+        self.sync = false;
+    }
+
+    fn fill(&mut self, y: usize, from: usize, to: usize) {
+        let row = &mut self.rows[y];
+        let to = to.min(self.cols);
+        if from >= to {
+            return;
+        }
+        if from > 0 && row.cells[from] == WIDE_TAIL {
+            row.cells[from - 1] = ' ';
+        }
+        if to < self.cols && row.cells[to] == WIDE_TAIL {
+            row.cells[to] = ' ';
+        }
+        if row.cells[from..to].iter().any(|&c| c != ' ') {
+            row.cells[from..to].fill(' ');
+            row.touch();
+        }
+        if to == self.cols {
+            row.wrapped = false;
+        }
+    }
+
+    fn erase_line(&mut self, mode: usize) {
+        let (from, to) = match mode {
+            0 => (self.x, self.cols),
+            1 => (0, self.x + 1),
+            _ => (0, self.cols),
+        };
+        self.fill(self.y, from, to);
+    }
+
+    fn erase_display<F: FnMut(&mut Screen, Hook)>(&mut self, mode: usize, obs: &mut F) {
+        let (first, last) = match mode {
+            0 => (self.y + 1, self.nrows),
+            1 => (0, self.y),
+            _ => (0, self.nrows),
+        };
+        let any = (first..last).any(|y| {
+            let r = &self.rows[y];
+            r.cells.iter().any(|&c| c != ' ')
+        });
+        if any {
+            self.read_all(obs);
+        }
+        match mode {
+            0 => self.erase_line(0),
+            1 => self.erase_line(1),
+            _ => self.fill(self.y, 0, self.cols),
+        }
+        for y in first..last {
+            self.fill(y, 0, self.cols);
+        }
+    }
+
+    fn insert_chars(&mut self, n: usize) {
+        let (x, cols) = (self.x, self.cols);
+        let row = &mut self.rows[self.y];
+        let n = n.min(cols - x);
+        row.cells[x..].rotate_right(n);
+        row.cells[x..x + n].fill(' ');
+        row.touch();
+    }
+
+    fn delete_chars(&mut self, n: usize) {
+        let (x, cols) = (self.x, self.cols);
+        let row = &mut self.rows[self.y];
+        let n = n.min(cols - x);
+        row.cells[x..].rotate_left(n);
+        row.cells[cols - n..].fill(' ');
+        row.touch();
+    }
+
+    fn fresh_row(&mut self) -> Row {
+        let cols = self.cols;
+        match self.pool.pop() {
+            Some(mut r) => {
+                r.reset(cols);
+                r
+            }
+            None => Row::blank(cols),
+        }
+    }
+
+    /// Scroll the region up by `n`: its top rows leave (to the history), blank rows enter at the bottom.
+    fn scroll_up<F: FnMut(&mut Screen, Hook)>(&mut self, n: usize, obs: &mut F) {
+        let (top, bottom) = (self.top, self.bottom);
+        let n = n.min(bottom - top + 1);
+        for k in 0..n {
+            let blank = self.fresh_row();
+            let old = std::mem::replace(&mut self.rows[top + k], blank);
+            self.history.push(old);
+        }
+        self.rows[top..=bottom].rotate_left(n);
+        if self.history.len() >= HISTORY_CAP {
+            obs(self, Hook::HistoryFull);
+        }
+    }
+
+    /// Scroll the region down by `n`: its bottom rows are lost, blank rows enter at the top.
+    fn scroll_down(&mut self, n: usize) {
+        let (top, bottom) = (self.top, self.bottom);
+        let n = n.min(bottom - top + 1);
+        self.rows[top..=bottom].rotate_right(n);
+        for k in 0..n {
+            let blank = self.fresh_row();
+            let old = std::mem::replace(&mut self.rows[top + k], blank);
+            self.recycle([old]);
+        }
+    }
+
+    fn insert_lines(&mut self, n: usize) {
+        if self.y < self.top || self.y > self.bottom {
+            return;
+        }
+        let (top, bottom) = (self.top, self.bottom);
+        self.top = self.y;
+        self.scroll_down(n);
+        self.top = top;
+        self.bottom = bottom;
+        self.x = 0;
+    }
+
+    fn delete_lines<F: FnMut(&mut Screen, Hook)>(&mut self, n: usize, obs: &mut F) {
+        if self.y < self.top || self.y > self.bottom {
+            return;
+        }
+        let top = self.top;
+        self.top = self.y;
+        self.scroll_up(n, obs);
+        self.top = top;
+        self.x = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(cols: u16, rows: u16, input: &[u8]) -> String {
+        let mut s = Screen::new(cols, rows);
+        s.feed(input, &mut |_, _| {});
+        s.contents()
+    }
+
+    #[test]
+    fn cha_jumps_become_spaces() {
+        let out = render(40, 3, b"\x1b[3GTODO:\x1b[9Gadd\x1b[13Ga");
+        assert_eq!(out.lines().next(), Some("  TODO: add a"));
+    }
+
+    #[test]
+    fn utf8_split_across_feeds_keeps_the_next_char() {
+        let bytes = "\u{25cf} Agent".as_bytes();
+        for cut in 0..bytes.len() {
+            let mut s = Screen::new(20, 2);
+            s.feed(&bytes[..cut], &mut |_, _| {});
+            s.feed(&bytes[cut..], &mut |_, _| {});
+            assert_eq!(s.contents().lines().next(), Some("\u{25cf} Agent"), "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn ignored_sequences_print_nothing() {
+        let out = render(
+            40,
+            2,
+            b"\x1b[<u\x1b[>5u\x1b[?u\x1b[>4;2m\x1b[>0q\x1b[?2026$p\x1b]0;title\x07\x1bP+q\x1b\\\x0fok",
+        );
+        assert_eq!(out.lines().next(), Some("ok"));
+    }
+
+    #[test]
+    fn scroll_region_su_moves_rows_to_history() {
+        let mut s = Screen::new(10, 4);
+        s.feed(b"a\r\nb\r\nc\r\nd\x1b[2;4r\x1b[2S\x1b[r", &mut |_, _| {});
+        assert_eq!(s.contents(), "a\nd\n\n\n");
+        let hist: Vec<String> = s
+            .history_mut()
+            .iter_mut()
+            .map(|r| r.text().to_string())
+            .collect();
+        assert_eq!(hist, ["b", "c"]);
+    }
+
+    #[test]
+    fn alt_screen_restores_main() {
+        let out = render(10, 3, b"main\x1b[?1049h\x1b[2J\x1b[Halt\x1b[?1049l");
+        assert_eq!(out.lines().next(), Some("main"));
+    }
+
+    #[test]
+    fn autowrap_marks_row_wrapped() {
+        let mut s = Screen::new(4, 3);
+        s.feed(b"abcdef", &mut |_, _| {});
+        assert!(s.row_mut(0).is_some_and(|r| r.wrapped));
+        assert_eq!(s.contents(), "abcd\nef\n\n");
+    }
+
+    #[test]
+    fn moving_up_ends_a_pass() {
+        let mut s = Screen::new(10, 3);
+        let mut hooks = Vec::new();
+        s.feed(b"a\r\nb\x1b[H\x1b[?2026hx\x1b[Hy\x1b[?2026l", &mut |_, h| {
+            hooks.push(h)
+        });
+        assert_eq!(hooks, [Hook::PassEnd, Hook::PassEnd]);
+    }
+}
