@@ -1,8 +1,13 @@
-//! `mpm agents list`. (Owned by the executor work.)
+//! `mpm agents list [--json]`: the agent registry as the executor sees it (defaults applied).
+
+use std::fmt::Write as _;
+use std::io::Write as _;
 
 use clap::{Args, Subcommand};
 
-use super::GlobalArgs;
+use super::{GlobalArgs, load_config};
+use crate::config::Overrides;
+use crate::executor::AgentRegistry;
 
 #[derive(Debug, Subcommand)]
 pub enum AgentsCommand {
@@ -12,10 +17,51 @@ pub enum AgentsCommand {
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
+    /// One JSON array: name, aliases, description, argv, timeout_secs, max_parallel, ...
     #[arg(long)]
     pub json: bool,
 }
 
-pub fn agents(_g: &GlobalArgs, _c: AgentsCommand) -> anyhow::Result<i32> {
-    anyhow::bail!("mpm agents is not built yet")
+pub fn agents(g: &GlobalArgs, c: AgentsCommand) -> anyhow::Result<i32> {
+    match c {
+        AgentsCommand::List(a) => {
+            let layered = load_config(g, Overrides::default())?;
+            let registry = AgentRegistry::from_config(&layered.config);
+            let agents: Vec<_> = registry.agents().collect();
+            let mut out = String::new();
+            if a.json {
+                out = serde_json::to_string_pretty(&agents)?;
+                out.push('\n');
+            }
+            for agent in agents.iter().filter(|_| !a.json) {
+                let _ = writeln!(out, "{}", agent.name);
+                if !agent.description.is_empty() {
+                    let _ = writeln!(out, "  description:  {}", agent.description);
+                }
+                let _ = writeln!(out, "  aliases:      {}", agent.aliases.join(", "));
+                let _ = writeln!(
+                    out,
+                    "  argv:         {}",
+                    serde_json::to_string(&agent.argv)?
+                );
+                let parallel = agent
+                    .max_parallel
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| "global limit".into());
+                let _ = writeln!(
+                    out,
+                    "  timeout:      {}s   max_parallel: {parallel}",
+                    agent.timeout_secs
+                );
+                if let Some(why) = &agent.invalid {
+                    let _ = writeln!(out, "  INVALID:      {why}");
+                }
+            }
+            // A closed pipe (`mpm agents list | head`) is not an error worth a panic.
+            match std::io::stdout().lock().write_all(out.as_bytes()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(0),
+            }
+        }
+    }
 }

@@ -341,8 +341,9 @@ fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|x| x.to_string()).collect()
 }
 
-/// The default argv template for built-in agents: the real CLI, headless. `--` is not used because
-/// `-p` takes the task as its value: the task is one argv element and can never be read as a flag.
+/// The default argv template for built-in agents: the real CLI, headless. claude's `-p` is a boolean
+/// flag (the prompt is positional), so a task starting with `-` is guarded by the executor's argv
+/// rules (`executor::argv`: a leading space), never read as a flag.
 pub fn default_agent_argv() -> Vec<String> {
     strings(&[
         "claude",

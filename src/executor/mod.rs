@@ -1,1 +1,757 @@
-//! executor
+//! The executor: runs detected delegations as sub-agent processes, in parallel, within bounds.
+//!
+//! A session starts one [`Executor`] and feeds it `delegation` detections through the returned
+//! [`ExecutorHandle`] (`submit` never blocks). Internally a current-thread tokio runtime runs on one
+//! dedicated, long-lived thread (`mpm-executor`): every child is spawned from there, so callers on
+//! plain threads never see tokio.
+//!
+//! Admission happens synchronously in `submit`, in this order, each failure ending the delegation
+//! right away: not a delegation / `handled_by_agent` (ignored: the detection itself is the record)
+//! → agent resolution (`on_unknown_agent`; rejected names get `rejected`) → invalid argv template
+//! (`rejected`) → dedup (an identical agent + task, whitespace and case folded, already admitted in
+//! this session: dropped silently, logged) → circuit breaker open (`rejected`) → queue full
+//! (`rejected`) → rate cap (`rejected`; `rate_per_minute: 0` = no cap). A delegation rejected at
+//! admission gets only a `delegation.finished` with status `rejected` and a `reason`: it never
+//! entered the queue, so no `delegation.queued` precedes it. An admitted one gets `queued`, then
+//! `started` (once per attempt, with that attempt's pid), then one `finished`; all share one step id.
+//! One that is queued and then refused at start (breaker opened meanwhile) gets `queued` then
+//! `finished` `rejected`; one cancelled while queued gets `queued` then `finished` `cancelled`.
+//!
+//! Scheduling: FIFO, skipping delegations whose agent is at its own `max_parallel`, with at most
+//! `executor.max_parallel` running. The timeout applies per attempt. Retries: an exit code in the
+//! agent's `retry.transient_exit_codes` is retried after `backoff_ms * 2^(attempt-1)` up to
+//! `retry.max_retries` extra attempts. Breaker: failed or timed-out delegations (after retries)
+//! count as failures; see [`guards::Breaker`].
+//!
+//! Output: `<state_dir>/<id>.stdout`, `<id>.stderr` and, when stdout holds a stream-json/json
+//! `result` line, `<id>.result.md`; `output_path` points at the result file when there is one,
+//! else at the stdout file.
+
+pub mod argv;
+pub mod guards;
+pub mod registry;
+pub mod run;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::{Notify, watch};
+
+use crate::config::{Config, SessionExitPolicy};
+use crate::events::{Bus, Delegation, DelegationStatus, Detection, EventBody, new_id};
+
+pub use registry::{Agent, AgentRegistry, Resolution};
+
+use guards::{Breaker, BreakerDecision, RateWindow};
+use run::{AttemptEnd, AttemptSpec};
+
+/// Summaries kept per session; later ones are counted, not stored (a spamming model cannot grow
+/// memory without bound even with rejections).
+const MAX_SUMMARIES: usize = 10_000;
+
+/// Errors starting the executor.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutorError {
+    #[error("cannot create the delegation output folder {}: {source}", path.display())]
+    StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot start the executor runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// How one delegation ended, for the line `mpm run` prints after the session.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DelegationSummary {
+    pub delegation_id: String,
+    pub agent: String,
+    pub task: String,
+    pub status: DelegationStatus,
+    pub exit_code: Option<i32>,
+    pub duration_ms: u64,
+    /// The `<id>.result.md` file, else the stdout file; `None` when nothing ran.
+    pub output_path: Option<PathBuf>,
+    pub reason: Option<String>,
+    /// Attempts made (0 when it never started).
+    pub attempts: u32,
+}
+
+/// One line per delegation: agent, status, duration, result path (and the reason when there is
+/// one). Empty when there were no delegations.
+pub fn format_summary(summaries: &[DelegationSummary]) -> String {
+    let width = summaries.iter().map(|s| s.agent.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for s in summaries {
+        let path = s
+            .output_path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "-".into());
+        let _ = write!(
+            out,
+            "mpm: delegation {:<width$}  {:<9}  {:>7}  {}",
+            s.agent,
+            s.status.as_str(),
+            format!("{:.1}s", s.duration_ms as f64 / 1000.0),
+            path,
+        );
+        if let Some(r) = &s.reason {
+            let _ = write!(out, "  ({r})");
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The executor's entry point.
+pub struct Executor;
+
+impl Executor {
+    /// Start the executor for one session: output goes to `state_dir` (created if missing), events
+    /// to `bus`. Spawns the `mpm-executor` thread.
+    pub fn start(
+        cfg: &Config,
+        bus: Bus,
+        state_dir: PathBuf,
+    ) -> Result<ExecutorHandle, ExecutorError> {
+        std::fs::create_dir_all(&state_dir).map_err(|source| ExecutorError::StateDir {
+            path: state_dir.clone(),
+            source,
+        })?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("mpm-executor-blocking")
+            .build()
+            .map_err(ExecutorError::Runtime)?;
+        let ex = &cfg.executor;
+        let (cancel, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            session: bus.context().session.clone(),
+            bus,
+            registry: AgentRegistry::from_config(cfg),
+            state_dir,
+            max_parallel: ex.max_parallel.max(1),
+            queue_capacity: ex.queue_capacity,
+            grace: Duration::try_from_secs_f64(cfg.run.grace_secs)
+                .unwrap_or(Duration::from_secs(3)),
+            breaker_failures: ex.breaker_failures,
+            breaker_cooldown: Duration::from_secs(ex.breaker_cooldown_secs),
+            state: Mutex::new(State {
+                accepting: true,
+                cancelling: false,
+                queue: VecDeque::new(),
+                reserved: 0,
+                running: 0,
+                running_by_agent: HashMap::new(),
+                seen: HashSet::new(),
+                rate: RateWindow::new(ex.rate_per_minute),
+                breakers: HashMap::new(),
+                summaries: Vec::new(),
+                summaries_dropped: 0,
+            }),
+            wake: Notify::new(),
+            cancel,
+        });
+        let for_thread = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("mpm-executor".into())
+            .spawn(move || runtime.block_on(scheduler(for_thread)))
+            .map_err(ExecutorError::Runtime)?;
+        Ok(ExecutorHandle {
+            inner: Arc::new(HandleInner {
+                shared,
+                thread: Mutex::new(Some(thread)),
+            }),
+        })
+    }
+}
+
+/// The session's handle on its executor. Cheap to clone; `Send + Sync`. When the last clone is
+/// dropped without [`ExecutorHandle::shutdown`], running delegations are cancelled.
+#[derive(Clone)]
+pub struct ExecutorHandle {
+    inner: Arc<HandleInner>,
+}
+
+struct HandleInner {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for HandleInner {
+    fn drop(&mut self) {
+        let pending = lock(&self.thread).is_some();
+        if pending {
+            self.shared.begin_shutdown(SessionExitPolicy::Cancel);
+        }
+    }
+}
+
+impl ExecutorHandle {
+    /// Offer a detection. Non-blocking. Only `delegation` detections not `handled_by_agent` run;
+    /// everything else is ignored (already recorded as a detection). The delegation's events hang
+    /// off the session's root step.
+    pub fn submit(&self, det: &Detection) {
+        self.submit_with_parent(det, None);
+    }
+
+    /// [`submit`](Self::submit) with an explicit parent step (e.g. the detection event's step id).
+    /// Returns the delegation id when the delegation was queued.
+    pub fn submit_with_parent(&self, det: &Detection, parent: Option<String>) -> Option<String> {
+        self.inner.shared.submit(det, parent)
+    }
+
+    /// The agent registry this executor resolves names with.
+    pub fn registry(&self) -> &AgentRegistry {
+        &self.inner.shared.registry
+    }
+
+    /// Summaries of every delegation that has ended so far, in the order they ended.
+    pub fn summaries(&self) -> Vec<DelegationSummary> {
+        self.inner.shared.state().summaries.clone()
+    }
+
+    /// End of session. `Cancel`: queued delegations end `cancelled` and running ones are stopped
+    /// (SIGTERM to the group, `run.grace_secs`, SIGKILL). `Wait`: queued and running ones finish
+    /// first (each still bounded by its timeout). New submissions are ignored from now on. Blocks
+    /// until every delegation has ended; returns all summaries in the order they ended.
+    pub fn shutdown(self, policy: SessionExitPolicy) -> Vec<DelegationSummary> {
+        let shared = self.inner.shared.clone();
+        shared.begin_shutdown(policy);
+        let thread = lock(&self.inner.thread).take();
+        if let Some(t) = thread
+            && t.join().is_err()
+        {
+            tracing::error!("executor thread panicked");
+        }
+        let st = shared.state();
+        if st.summaries_dropped > 0 {
+            tracing::warn!(
+                dropped = st.summaries_dropped,
+                "delegation summaries beyond the cap were not kept"
+            );
+        }
+        st.summaries.clone()
+    }
+}
+
+/// One admitted delegation.
+struct Job {
+    id: String,
+    step: String,
+    parent: Option<String>,
+    agent: Agent,
+    task: String,
+    /// The half-open breaker's single trial.
+    trial: bool,
+}
+
+impl Job {
+    fn delegation(&self) -> Delegation {
+        Delegation {
+            delegation_id: self.id.clone(),
+            agent: self.agent.name.clone(),
+            task: self.task.clone(),
+        }
+    }
+}
+
+/// A delegation's end, ready to be recorded and emitted.
+struct Ending {
+    delegation: Delegation,
+    step: String,
+    parent: Option<String>,
+    status: DelegationStatus,
+    exit_code: Option<i32>,
+    duration_ms: u64,
+    output_path: Option<PathBuf>,
+    reason: Option<String>,
+    attempts: u32,
+}
+
+struct State {
+    accepting: bool,
+    cancelling: bool,
+    queue: VecDeque<Job>,
+    /// Slots taken by submissions whose `queued` event is being emitted.
+    reserved: usize,
+    running: usize,
+    running_by_agent: HashMap<String, usize>,
+    seen: HashSet<(String, String)>,
+    rate: RateWindow,
+    breakers: HashMap<String, Breaker>,
+    summaries: Vec<DelegationSummary>,
+    summaries_dropped: usize,
+}
+
+impl State {
+    fn record(&mut self, e: &Ending) {
+        if self.summaries.len() >= MAX_SUMMARIES {
+            self.summaries_dropped += 1;
+            return;
+        }
+        self.summaries.push(DelegationSummary {
+            delegation_id: e.delegation.delegation_id.clone(),
+            agent: e.delegation.agent.clone(),
+            task: e.delegation.task.clone(),
+            status: e.status,
+            exit_code: e.exit_code,
+            duration_ms: e.duration_ms,
+            output_path: e.output_path.clone(),
+            reason: e.reason.clone(),
+            attempts: e.attempts,
+        });
+    }
+}
+
+struct Shared {
+    bus: Bus,
+    session: String,
+    registry: AgentRegistry,
+    state_dir: PathBuf,
+    max_parallel: usize,
+    queue_capacity: usize,
+    grace: Duration,
+    breaker_failures: u32,
+    breaker_cooldown: Duration,
+    state: Mutex<State>,
+    wake: Notify,
+    cancel: watch::Sender<bool>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    fn new_breaker(&self) -> Breaker {
+        Breaker::new(self.breaker_failures, self.breaker_cooldown)
+    }
+
+    /// Record an ending and emit its `delegation.finished`. Never called with the state lock held:
+    /// events go out without it, so a sink that submits cannot deadlock.
+    fn finish(&self, e: Ending) {
+        self.state().record(&e);
+        tracing::info!(
+            delegation = %e.delegation.delegation_id,
+            agent = %e.delegation.agent,
+            status = e.status.as_str(),
+            reason = e.reason.as_deref().unwrap_or(""),
+            "delegation finished"
+        );
+        self.bus.emit_step(
+            EventBody::DelegationFinished {
+                delegation: e.delegation,
+                status: e.status,
+                exit_code: e.exit_code,
+                duration_ms: e.duration_ms,
+                output_path: e.output_path.map(|p| p.display().to_string()),
+                reason: e.reason,
+            },
+            e.step,
+            e.parent,
+        );
+    }
+
+    fn reject(&self, delegation: Delegation, parent: Option<String>, reason: String) {
+        self.finish(Ending {
+            delegation,
+            step: new_id(),
+            parent,
+            status: DelegationStatus::Rejected,
+            exit_code: None,
+            duration_ms: 0,
+            output_path: None,
+            reason: Some(reason),
+            attempts: 0,
+        });
+    }
+
+    fn submit(&self, det: &Detection, parent: Option<String>) -> Option<String> {
+        if det.category != "delegation" {
+            return None;
+        }
+        if det.handled_by_agent {
+            tracing::debug!(agent = ?det.agent, "delegation handled by the agent CLI itself; recorded only");
+            return None;
+        }
+        let (Some(requested), Some(raw_task)) = (&det.agent, &det.task) else {
+            tracing::warn!(pattern = %det.pattern, "delegation detection without agent or task");
+            return None;
+        };
+        if !self.state().accepting {
+            tracing::debug!("executor shut down; delegation ignored");
+            return None;
+        }
+        let parent = parent.or_else(|| Some(self.bus.context().root_step.clone()));
+        let task = argv::clean_task(raw_task);
+        let id = new_id();
+        let rejected = |agent: &str, reason: String| {
+            let d = Delegation {
+                delegation_id: id.clone(),
+                agent: agent.to_string(),
+                task: task.clone(),
+            };
+            self.reject(d, parent.clone(), reason);
+            None
+        };
+        if task.trim().is_empty() {
+            return rejected(requested, "empty task".into());
+        }
+        let name = match self.registry.resolve(requested) {
+            Resolution::Known(n) => n,
+            Resolution::Defaulted { requested, agent } => {
+                tracing::info!(%requested, %agent, "unknown agent routed to the default agent");
+                agent
+            }
+            Resolution::Rejected { requested, reason } => return rejected(&requested, reason),
+        };
+        let Some(agent) = self.registry.get(&name).cloned() else {
+            return rejected(&name, format!("agent {name} is not in the registry"));
+        };
+        if let Some(why) = &agent.invalid {
+            return rejected(&name, format!("agent {name} cannot run: {why}"));
+        }
+        {
+            let mut st = self.state();
+            let key = guards::dedup_key(&name, &task);
+            if st.seen.contains(&key) {
+                tracing::info!(agent = %name, task = %task, "duplicate delegation in this session; ignored");
+                return None;
+            }
+            let now = Instant::now();
+            let refusal = if st.breakers.get(&name).is_some_and(|b| b.is_open(now)) {
+                let mut b = st
+                    .breakers
+                    .get(&name)
+                    .cloned()
+                    .unwrap_or_else(|| self.new_breaker());
+                match b.decide(&name, now) {
+                    BreakerDecision::Reject(r) => Some(r),
+                    _ => Some(format!("circuit breaker open for agent {name}")),
+                }
+            } else if st.queue.len() + st.reserved >= self.queue_capacity {
+                Some(format!(
+                    "queue full ({} delegations waiting)",
+                    self.queue_capacity
+                ))
+            } else if !st.rate.try_admit(now) {
+                Some("rate cap reached (rate_per_minute)".to_string())
+            } else {
+                None
+            };
+            if let Some(reason) = refusal {
+                drop(st);
+                return rejected(&name, reason);
+            }
+            st.seen.insert(key);
+            st.reserved += 1;
+        }
+        let job = Job {
+            id: id.clone(),
+            step: new_id(),
+            parent,
+            agent,
+            task,
+            trial: false,
+        };
+        self.bus.emit_step(
+            EventBody::DelegationQueued(job.delegation()),
+            job.step.clone(),
+            job.parent.clone(),
+        );
+        {
+            let mut st = self.state();
+            st.reserved -= 1;
+            st.queue.push_back(job);
+        }
+        self.wake.notify_one();
+        Some(id)
+    }
+
+    fn begin_shutdown(&self, policy: SessionExitPolicy) {
+        {
+            let mut st = self.state();
+            st.accepting = false;
+            if policy == SessionExitPolicy::Cancel {
+                st.cancelling = true;
+            }
+        }
+        if policy == SessionExitPolicy::Cancel {
+            self.cancel.send_replace(true);
+        }
+        self.wake.notify_one();
+    }
+
+    /// Take what can start now; returns (jobs to start, endings to emit, all done).
+    fn pick(&self) -> (Vec<Job>, Vec<Ending>, bool) {
+        let mut st = self.state();
+        let mut starts = Vec::new();
+        let mut endings = Vec::new();
+        if st.cancelling {
+            while let Some(job) = st.queue.pop_front() {
+                endings.push(queued_ending(
+                    job,
+                    DelegationStatus::Cancelled,
+                    "session ended".into(),
+                ));
+            }
+        }
+        let now = Instant::now();
+        while st.running < self.max_parallel {
+            let st_ref = &*st;
+            let pos = st_ref.queue.iter().position(|j| {
+                j.agent.max_parallel.is_none_or(|m| {
+                    st_ref
+                        .running_by_agent
+                        .get(&j.agent.name)
+                        .copied()
+                        .unwrap_or(0)
+                        < m.max(1)
+                })
+            });
+            let Some(mut job) = pos.and_then(|i| st.queue.remove(i)) else {
+                break;
+            };
+            let breaker_decision = {
+                let fresh = self.new_breaker();
+                st.breakers
+                    .entry(job.agent.name.clone())
+                    .or_insert(fresh)
+                    .decide(&job.agent.name, now)
+            };
+            match breaker_decision {
+                BreakerDecision::Reject(r) => {
+                    endings.push(queued_ending(job, DelegationStatus::Rejected, r));
+                    continue;
+                }
+                BreakerDecision::Trial => job.trial = true,
+                BreakerDecision::Run => {}
+            }
+            st.running += 1;
+            *st.running_by_agent
+                .entry(job.agent.name.clone())
+                .or_insert(0) += 1;
+            starts.push(job);
+        }
+        let done = !st.accepting && st.queue.is_empty() && st.reserved == 0 && st.running == 0;
+        (starts, endings, done)
+    }
+}
+
+fn queued_ending(job: Job, status: DelegationStatus, reason: String) -> Ending {
+    Ending {
+        delegation: job.delegation(),
+        step: job.step,
+        parent: job.parent,
+        status,
+        exit_code: None,
+        duration_ms: 0,
+        output_path: None,
+        reason: Some(reason),
+        attempts: 0,
+    }
+}
+
+/// The scheduler loop: start what fits, sleep until a submission, a finish or a shutdown.
+async fn scheduler(shared: Arc<Shared>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        let (starts, endings, done) = shared.pick();
+        let picked_any = !starts.is_empty() || !endings.is_empty();
+        for e in endings {
+            shared.finish(e);
+        }
+        for job in starts {
+            tasks.spawn(run_delegation(shared.clone(), job));
+        }
+        if done {
+            break;
+        }
+        if picked_any {
+            // Endings may have freed nothing, but re-check cheaply before sleeping.
+            tokio::task::yield_now().await;
+            continue;
+        }
+        tokio::select! {
+            _ = shared.wake.notified() => {}
+            Some(_) = tasks.join_next() => {}
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Run one delegation to its end: attempts, retries, output, bookkeeping, `finished`.
+async fn run_delegation(shared: Arc<Shared>, job: Job) {
+    let started = Instant::now();
+    let mut cancel = shared.cancel.subscribe();
+    let id = job.id.clone();
+    let stdout_path = shared.state_dir.join(format!("{id}.stdout"));
+    let stderr_path = shared.state_dir.join(format!("{id}.stderr"));
+    let values = argv::Values {
+        task: &job.task,
+        role: &job.agent.role,
+        agent: &job.agent.name,
+        session: &shared.session,
+        delegation_id: &id,
+    };
+    let mut attempts = 0u32;
+    let end = match argv::expand(&job.agent.argv, &values) {
+        Err(e) => AttemptEnd::SpawnFailed(e.to_string()),
+        Ok(argv) => {
+            let mut env = job.agent.env.clone();
+            env.insert("MPM_SESSION".into(), shared.session.clone());
+            env.insert("MPM_DELEGATION_ID".into(), id.clone());
+            env.insert("MPM_AGENT".into(), job.agent.name.clone());
+            let spec = AttemptSpec {
+                argv,
+                cwd: job.agent.cwd.clone(),
+                env,
+                stdout_path: stdout_path.clone(),
+                stderr_path: stderr_path.clone(),
+                timeout: job.agent.timeout(),
+                grace: shared.grace,
+            };
+            let retry = &job.agent.retry;
+            loop {
+                if *cancel.borrow() {
+                    break AttemptEnd::Cancelled;
+                }
+                attempts += 1;
+                let end = run::run_attempt(&spec, &mut cancel, |pid| {
+                    shared.bus.emit_step(
+                        EventBody::DelegationStarted {
+                            delegation: job.delegation(),
+                            pid,
+                        },
+                        job.step.clone(),
+                        job.parent.clone(),
+                    );
+                })
+                .await;
+                let transient = matches!(end, AttemptEnd::Exited(c)
+                    if c != 0 && retry.transient_exit_codes.contains(&c));
+                if !transient || attempts > retry.max_retries {
+                    break end;
+                }
+                let backoff = Duration::from_millis(
+                    retry
+                        .backoff_ms
+                        .saturating_mul(1u64 << (attempts - 1).min(20)),
+                );
+                tracing::info!(delegation = %id, attempt = attempts, ?backoff, ?end, "transient failure; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = run::cancelled(&mut cancel) => break AttemptEnd::Cancelled,
+                }
+            }
+        }
+    };
+    let (status, exit_code, reason) = match &end {
+        AttemptEnd::Exited(0) => (DelegationStatus::Success, Some(0), None),
+        AttemptEnd::Exited(c) => (
+            DelegationStatus::Failed,
+            Some(*c),
+            Some(format!("exit status {c}")),
+        ),
+        AttemptEnd::TimedOut => (
+            DelegationStatus::Timeout,
+            None,
+            Some(format!(
+                "timed out after {}s",
+                job.agent.timeout().as_secs()
+            )),
+        ),
+        AttemptEnd::Cancelled => (
+            DelegationStatus::Cancelled,
+            None,
+            Some("session ended".into()),
+        ),
+        AttemptEnd::SpawnFailed(why) => (DelegationStatus::Failed, None, Some(why.clone())),
+    };
+    let output_path = if attempts > 0 && stdout_path.exists() {
+        let result_path = shared.state_dir.join(format!("{id}.result.md"));
+        let (src, dst) = (stdout_path.clone(), result_path.clone());
+        let wrote = tokio::task::spawn_blocking(move || {
+            run::extract_result(&src).is_some_and(|text| std::fs::write(&dst, text).is_ok())
+        })
+        .await
+        .unwrap_or(false);
+        Some(if wrote { result_path } else { stdout_path })
+    } else {
+        None
+    };
+    let breaker_outcome = match status {
+        DelegationStatus::Success => Some(true),
+        DelegationStatus::Failed | DelegationStatus::Timeout => Some(false),
+        _ => None,
+    };
+    {
+        let mut st = shared.state();
+        st.running = st.running.saturating_sub(1);
+        if let Some(n) = st.running_by_agent.get_mut(&job.agent.name) {
+            *n = n.saturating_sub(1);
+        }
+        let fresh = shared.new_breaker();
+        st.breakers
+            .entry(job.agent.name.clone())
+            .or_insert(fresh)
+            .record(breaker_outcome, job.trial, Instant::now());
+    }
+    shared.finish(Ending {
+        delegation: job.delegation(),
+        step: job.step.clone(),
+        parent: job.parent.clone(),
+        status,
+        exit_code,
+        duration_ms: started.elapsed().as_millis() as u64,
+        output_path,
+        reason,
+        attempts,
+    });
+    shared.wake.notify_one();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_has_one_line_per_delegation() {
+        let s = |agent: &str, status, path: Option<&str>| DelegationSummary {
+            delegation_id: "d".into(),
+            agent: agent.into(),
+            task: "t".into(),
+            status,
+            exit_code: None,
+            duration_ms: 1234,
+            output_path: path.map(PathBuf::from),
+            reason: None,
+            attempts: 1,
+        };
+        let text = format_summary(&[
+            s(
+                "engineer",
+                DelegationStatus::Success,
+                Some("/s/d.result.md"),
+            ),
+            s("qa", DelegationStatus::Rejected, None),
+        ]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].contains("engineer") && lines[0].contains("success"));
+        assert!(lines[0].contains("1.2s") && lines[0].ends_with("/s/d.result.md"));
+        assert!(lines[1].contains("rejected") && lines[1].ends_with(" -"));
+        assert_eq!(format_summary(&[]), "");
+    }
+}

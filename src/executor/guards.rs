@@ -1,0 +1,209 @@
+//! The executor's admission guards, as plain data: dedup keys, the per-session rate window, and the
+//! per-agent circuit breaker. No I/O, no clocks of their own (callers pass `now`), so each is unit
+//! tested directly.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// The dedup key of a delegation: registry agent name plus the task with whitespace runs folded to
+/// one space, trimmed and lower-cased.
+pub fn dedup_key(agent: &str, task: &str) -> (String, String) {
+    let task = task
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase();
+    (agent.to_string(), task)
+}
+
+/// At most `per_minute` admissions in any 60 s window (0 = no cap). Holds at most `per_minute`
+/// instants.
+#[derive(Debug)]
+pub struct RateWindow {
+    per_minute: usize,
+    window: Duration,
+    admitted: VecDeque<Instant>,
+}
+
+impl RateWindow {
+    pub fn new(per_minute: u32) -> Self {
+        Self::with_window(per_minute, Duration::from_secs(60))
+    }
+
+    /// A window of another length (tests).
+    pub fn with_window(per_minute: u32, window: Duration) -> Self {
+        RateWindow {
+            per_minute: per_minute as usize,
+            window,
+            admitted: VecDeque::new(),
+        }
+    }
+
+    /// Whether one more admission fits now; records it when it does.
+    pub fn try_admit(&mut self, now: Instant) -> bool {
+        if self.per_minute == 0 {
+            return true;
+        }
+        while self
+            .admitted
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= self.window)
+        {
+            self.admitted.pop_front();
+        }
+        if self.admitted.len() >= self.per_minute {
+            return false;
+        }
+        self.admitted.push_back(now);
+        true
+    }
+}
+
+/// What the breaker says about starting one more delegation of its agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BreakerDecision {
+    /// Closed: run normally.
+    Run,
+    /// Half-open after the cool-down: this delegation is the single trial.
+    Trial,
+    /// Open (or half-open with a trial in flight): reject with this reason.
+    Reject(String),
+}
+
+/// A per-agent circuit breaker: `threshold` consecutive failures open it for `cooldown`; then one
+/// trial runs (half-open); its success closes the breaker, its failure opens it again.
+/// `threshold` 0 disables the breaker.
+#[derive(Debug, Clone)]
+pub struct Breaker {
+    threshold: u32,
+    cooldown: Duration,
+    failures: u32,
+    open_until: Option<Instant>,
+    trial_running: bool,
+}
+
+impl Breaker {
+    pub fn new(threshold: u32, cooldown: Duration) -> Self {
+        Breaker {
+            threshold,
+            cooldown,
+            failures: 0,
+            open_until: None,
+            trial_running: false,
+        }
+    }
+
+    /// True while it rejects without looking further (open, cool-down not over).
+    pub fn is_open(&self, now: Instant) -> bool {
+        self.open_until.is_some_and(|t| now < t)
+    }
+
+    /// Decide for a delegation about to start; a `Trial` marks the trial as running.
+    pub fn decide(&mut self, agent: &str, now: Instant) -> BreakerDecision {
+        let Some(until) = self.open_until else {
+            return BreakerDecision::Run;
+        };
+        if now < until {
+            let left = until.duration_since(now).as_secs_f64();
+            return BreakerDecision::Reject(format!(
+                "circuit breaker open for agent {agent} after {} consecutive failures ({left:.1}s of cool-down left)",
+                self.failures
+            ));
+        }
+        if self.trial_running {
+            return BreakerDecision::Reject(format!(
+                "circuit breaker half-open for agent {agent}: a trial delegation is running"
+            ));
+        }
+        self.trial_running = true;
+        BreakerDecision::Trial
+    }
+
+    /// Record how a delegation ended: `Some(true)` success, `Some(false)` failure (failed or timed
+    /// out), `None` neither (cancelled). `trial` says whether it was the half-open trial.
+    pub fn record(&mut self, outcome: Option<bool>, trial: bool, now: Instant) {
+        if trial {
+            self.trial_running = false;
+        }
+        match outcome {
+            Some(true) => {
+                self.failures = 0;
+                self.open_until = None;
+            }
+            Some(false) => {
+                self.failures = self.failures.saturating_add(1);
+                let reopen = trial && self.open_until.is_some();
+                if self.threshold > 0 && (self.failures >= self.threshold || reopen) {
+                    self.open_until = Some(now + self.cooldown);
+                }
+            }
+            None => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dedup_key_folds_whitespace_and_case() {
+        assert_eq!(
+            dedup_key("qa", "  Run   the\tTESTS\n"),
+            dedup_key("qa", "run the tests")
+        );
+        assert_ne!(dedup_key("qa", "a"), dedup_key("engineer", "a"));
+    }
+
+    #[test]
+    fn rate_window_caps_and_slides() {
+        let t0 = Instant::now();
+        let mut w = RateWindow::with_window(2, Duration::from_secs(60));
+        assert!(w.try_admit(t0));
+        assert!(w.try_admit(t0 + Duration::from_secs(1)));
+        assert!(!w.try_admit(t0 + Duration::from_secs(2)));
+        assert!(w.try_admit(t0 + Duration::from_secs(60)));
+        assert!(!w.try_admit(t0 + Duration::from_secs(60)));
+        let mut unlimited = RateWindow::new(0);
+        assert!((0..1000).all(|_| unlimited.try_admit(t0)));
+    }
+
+    #[test]
+    fn breaker_opens_rejects_then_half_opens() {
+        let t0 = Instant::now();
+        let cd = Duration::from_secs(10);
+        let mut b = Breaker::new(2, cd);
+        assert_eq!(b.decide("qa", t0), BreakerDecision::Run);
+        b.record(Some(false), false, t0);
+        assert!(!b.is_open(t0));
+        b.record(Some(false), false, t0);
+        assert!(b.is_open(t0));
+        assert!(matches!(b.decide("qa", t0), BreakerDecision::Reject(r) if r.contains("open")));
+        let later = t0 + cd;
+        assert!(!b.is_open(later));
+        assert_eq!(b.decide("qa", later), BreakerDecision::Trial);
+        assert!(
+            matches!(b.decide("qa", later), BreakerDecision::Reject(r) if r.contains("half-open"))
+        );
+        // The trial fails: open again at once.
+        b.record(Some(false), true, later);
+        assert!(b.is_open(later));
+        let later2 = later + cd;
+        assert_eq!(b.decide("qa", later2), BreakerDecision::Trial);
+        b.record(Some(true), true, later2);
+        assert_eq!(b.decide("qa", later2), BreakerDecision::Run);
+        // Success reset the count: one failure does not open it.
+        b.record(Some(false), false, later2);
+        assert!(!b.is_open(later2));
+    }
+
+    #[test]
+    fn breaker_threshold_zero_never_opens() {
+        let t0 = Instant::now();
+        let mut b = Breaker::new(0, Duration::from_secs(1));
+        for _ in 0..10 {
+            b.record(Some(false), false, t0);
+        }
+        assert_eq!(b.decide("x", t0), BreakerDecision::Run);
+    }
+}

@@ -1,0 +1,260 @@
+//! The agent registry: delegation targets by name, resolved from the free text a model writes.
+//!
+//! Built from `config.agents` (built-ins from the embedded defaults, merged key by key with the
+//! user's files by `config::load`). A name resolves case-insensitively against registry names and
+//! aliases, with or without a trailing "Agent", and with `-`, `_` and runs of spaces treated alike,
+//! so "QA Agent", "quality assurance" and "Version-Control" all find their agent.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::config::{AgentConfig, Config, RetryConfig, UnknownAgentPolicy, default_agent_argv};
+
+use super::argv::{self, TemplateError};
+
+/// One agent of the registry, with every default applied.
+#[derive(Debug, Clone, Serialize)]
+pub struct Agent {
+    pub name: String,
+    pub aliases: Vec<String>,
+    pub description: String,
+    /// Role prompt, substituted for `{role}`.
+    pub role: String,
+    /// argv template (the executor's default when the config left it empty).
+    pub argv: Vec<String>,
+    pub cwd: Option<PathBuf>,
+    pub env: BTreeMap<String, String>,
+    /// Per-attempt timeout, seconds (the agent's, else `executor.timeout_secs`).
+    pub timeout_secs: u64,
+    /// Delegations of this agent running at once; `None` = only the global limit.
+    pub max_parallel: Option<usize>,
+    pub retry: RetryConfig,
+    /// Why this agent cannot run (a bad argv template); its delegations are rejected with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invalid: Option<String>,
+}
+
+impl Agent {
+    /// The per-attempt timeout as a duration.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs.max(1))
+    }
+}
+
+/// How a name from a detection was resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    /// A registry name or alias matched.
+    Known(String),
+    /// Unknown; routed to the default agent by `on_unknown_agent: default`.
+    Defaulted { requested: String, agent: String },
+    /// Unknown and rejected (policy `reject`, or the default agent itself is missing).
+    Rejected { requested: String, reason: String },
+}
+
+/// The registry: agents by name, plus a lookup table from normalised names and aliases.
+#[derive(Debug, Clone)]
+pub struct AgentRegistry {
+    agents: BTreeMap<String, Agent>,
+    lookup: HashMap<String, String>,
+    policy: UnknownAgentPolicy,
+    default_agent: String,
+}
+
+/// Lower-case, `-`/`_`/whitespace runs folded to one space, trailing " agent" removed.
+pub fn normalise_name(name: &str) -> String {
+    let folded: Vec<String> = name
+        .split(|c: char| c.is_whitespace() || c == '-' || c == '_')
+        .filter(|w| !w.is_empty())
+        .map(|w| w.to_lowercase())
+        .collect();
+    let mut words = folded;
+    if words.len() > 1 && words.last().is_some_and(|w| w == "agent") {
+        words.pop();
+    }
+    words.join(" ")
+}
+
+impl AgentRegistry {
+    /// Build the registry from the merged configuration. Agents with an invalid argv template are
+    /// kept (so `mpm agents list` shows them) but marked `invalid`.
+    pub fn from_config(cfg: &Config) -> Self {
+        let mut agents = BTreeMap::new();
+        let mut lookup = HashMap::new();
+        for (name, ac) in &cfg.agents {
+            let agent = Self::agent_from(name, ac, cfg);
+            if let Some(why) = &agent.invalid {
+                tracing::warn!(agent = %name, reason = %why, "agent has an invalid argv template");
+            }
+            agents.insert(name.clone(), agent);
+        }
+        // Names win over aliases: insert aliases first, then names overwrite.
+        for (name, agent) in &agents {
+            for alias in &agent.aliases {
+                lookup
+                    .entry(normalise_name(alias))
+                    .or_insert_with(|| name.clone());
+            }
+        }
+        for name in agents.keys() {
+            lookup.insert(normalise_name(name), name.clone());
+        }
+        AgentRegistry {
+            agents,
+            lookup,
+            policy: cfg.executor.on_unknown_agent,
+            default_agent: cfg.executor.default_agent.clone(),
+        }
+    }
+
+    fn agent_from(name: &str, ac: &AgentConfig, cfg: &Config) -> Agent {
+        let argv = if ac.argv.is_empty() {
+            default_agent_argv()
+        } else {
+            ac.argv.clone()
+        };
+        let invalid = argv::validate_template(&argv)
+            .err()
+            .map(|e: TemplateError| e.to_string());
+        Agent {
+            name: name.to_string(),
+            aliases: ac.aliases.clone(),
+            description: ac.description.clone(),
+            role: ac.role.clone(),
+            argv,
+            cwd: ac.cwd.clone(),
+            env: ac.env.clone(),
+            timeout_secs: ac.timeout_secs.unwrap_or(cfg.executor.timeout_secs),
+            max_parallel: ac.max_parallel,
+            retry: ac.retry.clone(),
+            invalid,
+        }
+    }
+
+    /// Every agent, by name.
+    pub fn agents(&self) -> impl Iterator<Item = &Agent> {
+        self.agents.values()
+    }
+
+    /// The agent with this exact registry name.
+    pub fn get(&self, name: &str) -> Option<&Agent> {
+        self.agents.get(name)
+    }
+
+    /// The registry name for a name or alias, if known.
+    pub fn lookup(&self, requested: &str) -> Option<&str> {
+        self.lookup
+            .get(&normalise_name(requested))
+            .map(String::as_str)
+    }
+
+    /// Resolve a requested agent name, applying `on_unknown_agent`.
+    pub fn resolve(&self, requested: &str) -> Resolution {
+        if let Some(name) = self.lookup(requested) {
+            return Resolution::Known(name.to_string());
+        }
+        match self.policy {
+            UnknownAgentPolicy::Reject => Resolution::Rejected {
+                requested: requested.to_string(),
+                reason: format!("unknown agent {requested:?} (on_unknown_agent: reject)"),
+            },
+            UnknownAgentPolicy::Default => match self.lookup(&self.default_agent) {
+                Some(name) => Resolution::Defaulted {
+                    requested: requested.to_string(),
+                    agent: name.to_string(),
+                },
+                None => Resolution::Rejected {
+                    requested: requested.to_string(),
+                    reason: format!(
+                        "unknown agent {requested:?} and default_agent {:?} is not in the registry",
+                        self.default_agent
+                    ),
+                },
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reg(policy: UnknownAgentPolicy) -> AgentRegistry {
+        let mut cfg = Config::default();
+        cfg.executor.on_unknown_agent = policy;
+        AgentRegistry::from_config(&cfg)
+    }
+
+    #[test]
+    fn normalises_names() {
+        assert_eq!(normalise_name("QA Agent"), "qa");
+        assert_eq!(
+            normalise_name("  Version-Control   Agent "),
+            "version control"
+        );
+        assert_eq!(normalise_name("data_engineer"), "data engineer");
+        assert_eq!(normalise_name("Agent"), "agent");
+    }
+
+    #[test]
+    fn resolves_names_and_aliases_case_insensitively() {
+        let r = reg(UnknownAgentPolicy::Reject);
+        for (q, want) in [
+            ("engineer", "engineer"),
+            ("Engineer Agent", "engineer"),
+            ("ENGINEER", "engineer"),
+            ("QA", "qa"),
+            ("Quality Assurance Agent", "qa"),
+            ("Version Control Agent", "version-control"),
+            ("version_control", "version-control"),
+            ("Data Engineer", "data-engineer"),
+            ("Documentation Agent", "documentation"),
+        ] {
+            assert_eq!(r.resolve(q), Resolution::Known(want.into()), "{q}");
+        }
+    }
+
+    #[test]
+    fn unknown_agent_follows_policy() {
+        let r = reg(UnknownAgentPolicy::Reject);
+        assert!(matches!(
+            r.resolve("Wizard Agent"),
+            Resolution::Rejected { .. }
+        ));
+        let r = reg(UnknownAgentPolicy::Default);
+        assert_eq!(
+            r.resolve("Wizard Agent"),
+            Resolution::Defaulted {
+                requested: "Wizard Agent".into(),
+                agent: "engineer".into()
+            }
+        );
+    }
+
+    #[test]
+    fn builtins_use_default_argv_and_timeouts() {
+        let r = reg(UnknownAgentPolicy::Default);
+        assert_eq!(r.agents().count(), 8);
+        let e = r.get("engineer").unwrap();
+        assert_eq!(e.argv, default_agent_argv());
+        assert_eq!(e.timeout_secs, 300);
+        assert!(e.invalid.is_none());
+    }
+
+    #[test]
+    fn user_agent_with_bad_template_is_marked_invalid() {
+        let mut cfg = Config::default();
+        cfg.agents.insert(
+            "shell".into(),
+            AgentConfig {
+                argv: vec!["{task}".into()],
+                ..AgentConfig::default()
+            },
+        );
+        let r = AgentRegistry::from_config(&cfg);
+        assert!(r.get("shell").unwrap().invalid.is_some());
+    }
+}

@@ -1,0 +1,185 @@
+//! Running one attempt of a delegation: spawn, wait with timeout and cancellation, stop the tree.
+//!
+//! The sub-agent is spawned directly (`Command::new(argv[0]).args(..)`, no shell) as a session
+//! leader (`setsid` in `pre_exec`), with stdin from /dev/null, so it has no controlling terminal and
+//! cannot touch the user's. Its stdout and stderr go straight to `<id>.stdout` / `<id>.stderr` in
+//! the session's output folder: the kernel writes them, so there is no pipe that could fill and
+//! stall the child, nothing is buffered in mpm, and a grandchild that keeps the descriptor open
+//! cannot hang the executor.
+//!
+//! On timeout or cancellation the whole tree is stopped with [`process::stop_tree`] (SIGTERM to the
+//! group and every member, grace, SIGKILL). After a normal exit, anything left in the sub-agent's
+//! process group (background children) is stopped the same way: a finished delegation leaves no
+//! process behind.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::killpg;
+use nix::unistd::Pid;
+use tokio::sync::watch;
+
+use crate::process;
+
+/// Everything needed to run one attempt.
+#[derive(Debug, Clone)]
+pub struct AttemptSpec {
+    pub argv: Vec<String>,
+    pub cwd: Option<PathBuf>,
+    pub env: BTreeMap<String, String>,
+    pub stdout_path: PathBuf,
+    pub stderr_path: PathBuf,
+    pub timeout: Duration,
+    pub grace: Duration,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptEnd {
+    /// The sub-agent exited; shell convention status (128+N for signal N).
+    Exited(i32),
+    TimedOut,
+    Cancelled,
+    /// It could not be started (missing program, unwritable output file, ...).
+    SpawnFailed(String),
+}
+
+/// Run one attempt. `on_start` gets the pid once the child is running. `cancel` flips to true when
+/// the session cancels running delegations.
+pub async fn run_attempt(
+    spec: &AttemptSpec,
+    cancel: &mut watch::Receiver<bool>,
+    on_start: impl FnOnce(u32),
+) -> AttemptEnd {
+    let (stdout, stderr) = match (
+        File::create(&spec.stdout_path),
+        File::create(&spec.stderr_path),
+    ) {
+        (Ok(o), Ok(e)) => (o, e),
+        (Err(e), _) | (_, Err(e)) => {
+            return AttemptEnd::SpawnFailed(format!("cannot create output file: {e}"));
+        }
+    };
+    let Some((program, args)) = spec.argv.split_first() else {
+        return AttemptEnd::SpawnFailed("empty argv".into());
+    };
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args)
+        .envs(&spec.env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(stdout))
+        .stderr(Stdio::from(stderr));
+    if let Some(dir) = &spec.cwd {
+        cmd.current_dir(dir);
+    }
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+    let mut child = match tokio::process::Command::from(cmd).spawn() {
+        Ok(c) => c,
+        Err(e) => return AttemptEnd::SpawnFailed(format!("cannot start {program:?}: {e}")),
+    };
+    let Some(pid) = child.id() else {
+        return AttemptEnd::SpawnFailed("child exited before its pid was read".into());
+    };
+    on_start(pid);
+
+    let stop = |grace: Duration| async move {
+        let _ = tokio::task::spawn_blocking(move || process::stop_tree(pid as i32, grace)).await;
+    };
+    let end = tokio::select! {
+        status = child.wait() => match status {
+            Ok(s) => AttemptEnd::Exited(process::shell_status(s)),
+            Err(e) => AttemptEnd::SpawnFailed(format!("wait failed: {e}")),
+        },
+        _ = tokio::time::sleep(spec.timeout) => {
+            stop(spec.grace).await;
+            AttemptEnd::TimedOut
+        }
+        _ = cancelled(cancel) => {
+            stop(spec.grace).await;
+            AttemptEnd::Cancelled
+        }
+    };
+    if !matches!(end, AttemptEnd::Exited(_)) {
+        // Reap the leader (already stopped above).
+        let _ = child.wait().await;
+    }
+    // Leftovers in the sub-agent's group (background children): stop them too. Signal 0 probes.
+    if killpg(Pid::from_raw(pid as i32), None).is_ok() {
+        tracing::debug!(pid, "delegation left processes behind; stopping them");
+        stop(spec.grace).await;
+    }
+    end
+}
+
+/// Resolves once cancellation is requested (never, if the sender is gone).
+pub async fn cancelled(rx: &mut watch::Receiver<bool>) {
+    if rx.wait_for(|c| *c).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// The final `result` text of a `--output-format stream-json` (or `json`) run: the last line that is
+/// a JSON object with `"type": "result"` and a string `result`.
+pub fn extract_result(stdout_path: &Path) -> Option<String> {
+    let file = File::open(stdout_path).ok()?;
+    let mut reader = BufReader::with_capacity(64 << 10, file);
+    let finder = memchr::memmem::Finder::new(b"\"result\"");
+    let mut line = Vec::new();
+    let mut found = None;
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let trimmed = line.trim_ascii();
+        if !trimmed.starts_with(b"{") || finder.find(trimmed).is_none() {
+            continue;
+        }
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(trimmed) else {
+            continue;
+        };
+        if v.get("type").and_then(|t| t.as_str()) == Some("result")
+            && let Some(text) = v.get("result").and_then(|r| r.as_str())
+        {
+            found = Some(text.to_string());
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extracts_last_result_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.stdout");
+        std::fs::write(
+            &p,
+            concat!(
+                "{\"type\":\"system\",\"subtype\":\"init\"}\n",
+                "not json \"result\"\n",
+                "{\"type\":\"assistant\",\"result\":\"no\"}\n",
+                "{\"type\":\"result\",\"subtype\":\"success\",\"result\":\"# Done\\nline 2\"}\n",
+            ),
+        )
+        .unwrap();
+        assert_eq!(extract_result(&p).as_deref(), Some("# Done\nline 2"));
+        std::fs::write(&p, "plain text\n").unwrap();
+        assert_eq!(extract_result(&p), None);
+        assert_eq!(extract_result(&dir.path().join("missing")), None);
+    }
+}
