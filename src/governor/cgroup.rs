@@ -197,14 +197,10 @@ impl TreeCgroup {
         std::fs::write(self.dir.join("cgroup.kill"), "1")
     }
 
-    /// Remove the (empty) cgroup directory. On a fake cgroupfs the control files are removed too.
+    /// Remove the cgroup directory (rmdir: fails while processes remain; on a fake cgroupfs the
+    /// plain control files keep it, which tests use to inspect it afterwards).
     pub fn remove(&self) -> io::Result<()> {
-        match std::fs::remove_dir(&self.dir) {
-            Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => {
-                std::fs::remove_dir_all(&self.dir)
-            }
-            r => r,
-        }
+        std::fs::remove_dir(&self.dir)
     }
 }
 

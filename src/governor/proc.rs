@@ -135,8 +135,8 @@ impl TreeTracker {
 
     /// Measure the tree now. `members == 0` means the tree is gone.
     pub fn sample(&mut self) -> TreeSample {
-        let rescan =
-            self.ticks == 0 || (self.rescan_every > 0 && self.ticks % self.rescan_every == 0);
+        let rescan = self.ticks == 0
+            || (self.rescan_every > 0 && self.ticks.is_multiple_of(self.rescan_every));
         self.ticks += 1;
         let me = std::process::id() as i32;
         let mut queue: Vec<i32> = vec![self.root];
