@@ -8,6 +8,8 @@
 //! between two ticks.
 
 use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::sync::OnceLock;
 
 /// The fields of `/proc/<pid>/stat` the sampler uses.
@@ -20,27 +22,41 @@ pub struct PidStat {
     pub state: char,
     /// utime + stime, in clock ticks.
     pub cpu_ticks: u64,
+    /// Threads (field 20).
+    pub threads: u64,
     /// Start time after boot, in clock ticks: tells a reused pid from the original.
     pub start: u64,
     /// Resident set, in pages.
     pub rss_pages: u64,
 }
 
-/// Parse one `/proc/<pid>/stat` line (the command name may hold spaces and parentheses).
-pub fn parse_pid_stat(text: &str) -> Option<PidStat> {
-    let close = text.rfind(')')?;
-    let pid = text[..text.find(' ')?].parse().ok()?;
+/// Parse one `/proc/<pid>/stat` line (the command name may hold spaces, parentheses and bytes
+/// that are not UTF-8).
+pub fn parse_pid_stat(text: &[u8]) -> Option<PidStat> {
+    let close = text.iter().rposition(|&b| b == b')')?;
+    let head = std::str::from_utf8(&text[..text.iter().position(|&b| b == b' ')?]).ok()?;
+    let pid = head.parse().ok()?;
+    let rest = std::str::from_utf8(&text[close + 1..]).ok()?;
     // Field 3 (state) is index 0 after the closing parenthesis.
-    let f: Vec<&str> = text[close + 1..].split_ascii_whitespace().collect();
-    let num = |i: usize| f.get(i)?.parse::<u64>().ok();
-    let int = |i: usize| f.get(i)?.parse::<i32>().ok();
+    let mut f = [""; 22];
+    let mut n = 0;
+    for (slot, word) in f.iter_mut().zip(rest.split_ascii_whitespace()) {
+        *slot = word;
+        n += 1;
+    }
+    if n < f.len() {
+        return None;
+    }
+    let num = |i: usize| f[i].parse::<u64>().ok();
+    let int = |i: usize| f[i].parse::<i32>().ok();
     Some(PidStat {
         pid,
-        state: f.first()?.chars().next()?,
+        state: f[0].chars().next()?,
         ppid: int(1)?,
         pgid: int(2)?,
         sid: int(3)?,
         cpu_ticks: num(11)? + num(12)?,
+        threads: num(17)?,
         start: num(19)?,
         rss_pages: num(21)?,
     })
@@ -48,8 +64,41 @@ pub fn parse_pid_stat(text: &str) -> Option<PidStat> {
 
 /// Read and parse `/proc/<pid>/stat`; `None` when the process is gone.
 pub fn read_pid_stat(pid: i32) -> Option<PidStat> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let text = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
     parse_pid_stat(&text)
+}
+
+/// Re-read an open `/proc/<pid>/stat`. The descriptor stays bound to the process it was opened
+/// for, so a dead process reads as an error (`None`) even if its pid was reused.
+fn reread(file: &File, buf: &mut [u8]) -> Option<PidStat> {
+    let n = file.read_at(buf, 0).ok()?;
+    parse_pid_stat(&buf[..n])
+}
+
+/// Children of `pid`: through the kept-open main-thread `children` file when the process has one
+/// thread (re-read with `pread`), else from every thread's file.
+fn children(pid: i32, threads: u64, kept: &mut Option<File>, out: &mut Vec<i32>) {
+    if threads > 1 {
+        *kept = None;
+        children_of(pid, out);
+        return;
+    }
+    if kept.is_none() {
+        *kept = File::open(format!("/proc/{pid}/task/{pid}/children")).ok();
+    }
+    let Some(file) = kept else { return };
+    let mut buf = [0u8; 4096];
+    let mut text = Vec::new();
+    loop {
+        match file.read_at(&mut buf, text.len() as u64) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => text.extend_from_slice(&buf[..n]),
+        }
+    }
+    out.extend(
+        text.split(|b| b.is_ascii_whitespace())
+            .filter_map(|w| std::str::from_utf8(w).ok()?.parse::<i32>().ok()),
+    );
 }
 
 /// Every child pid of every thread of `pid` (`/proc/<pid>/task/*/children`).
@@ -99,12 +148,21 @@ pub struct TreeSample {
     pub cpu_secs: f64,
 }
 
-/// Tracks the members of the tree rooted at session leader `root` across ticks.
+/// A known member: its open `stat` file, start time and CPU ticks at the last sample.
+#[derive(Debug)]
+struct Member {
+    stat: File,
+    children: Option<File>,
+    start: u64,
+    ticks: u64,
+}
+
+/// Tracks the members of the tree rooted at session leader `root` across ticks, keeping each
+/// member's `/proc/<pid>/stat` open (one `pread` per member per tick, immune to pid reuse).
 #[derive(Debug)]
 pub struct TreeTracker {
     root: i32,
-    /// Known members: pid -> (start time, cumulative CPU ticks at the last sample).
-    known: HashMap<i32, (u64, u64)>,
+    known: HashMap<i32, Member>,
     ticks: u64,
     rescan_every: u64,
 }
@@ -144,44 +202,55 @@ impl TreeTracker {
         if rescan {
             queue.extend(crate::process::tree_members(self.root));
         }
-        let mut seen: HashSet<i32> = HashSet::new();
-        let mut next: HashMap<i32, (u64, u64)> = HashMap::new();
+        let mut old = std::mem::take(&mut self.known);
+        let mut seen: HashSet<i32> = HashSet::with_capacity(queue.len() * 2);
         let mut sample = TreeSample::default();
         let mut kids = Vec::new();
         let mut ticks_delta = 0u64;
+        let mut buf = [0u8; 1024];
         while let Some(pid) = queue.pop() {
             if pid <= 0 || pid == me || !seen.insert(pid) {
                 continue;
             }
-            let Some(st) = read_pid_stat(pid) else {
-                continue;
+            // A known member is re-read through its open descriptor; a dead one drops out and
+            // its pid, if reused, comes back only when reached through a live member.
+            let (file, mut kept, st, prev) = match old.remove(&pid) {
+                Some(m) => match reread(&m.stat, &mut buf) {
+                    Some(st) if st.start == m.start => (m.stat, m.children, st, Some(m.ticks)),
+                    _ => {
+                        seen.remove(&pid);
+                        continue;
+                    }
+                },
+                None => {
+                    let Ok(file) = File::open(format!("/proc/{pid}/stat")) else {
+                        continue;
+                    };
+                    let Some(st) = reread(&file, &mut buf) else {
+                        continue;
+                    };
+                    (file, None, st, None)
+                }
             };
             if st.state == 'Z' || st.state == 'X' {
                 continue;
             }
-            // A pid we knew but that now has a different start time was reused by a stranger;
-            // it is a member again only if the walk reaches it through a live member.
-            let reused = self
-                .known
-                .get(&pid)
-                .is_some_and(|&(start, _)| start != st.start);
-            if reused && pid != self.root && st.sid != self.root && st.pgid != self.root {
-                continue;
-            }
-            match self.known.get(&pid) {
-                Some(&(start, prev)) if start == st.start => {
-                    ticks_delta += st.cpu_ticks.saturating_sub(prev);
-                }
-                _ => ticks_delta += st.cpu_ticks,
-            }
-            next.insert(pid, (st.start, st.cpu_ticks));
+            ticks_delta += prev.map_or(st.cpu_ticks, |p| st.cpu_ticks.saturating_sub(p));
             sample.members += 1;
             sample.rss_bytes += st.rss_pages * page_size();
             kids.clear();
-            children_of(pid, &mut kids);
+            children(pid, st.threads, &mut kept, &mut kids);
             queue.extend(kids.iter().copied());
+            self.known.insert(
+                pid,
+                Member {
+                    stat: file,
+                    children: kept,
+                    start: st.start,
+                    ticks: st.cpu_ticks,
+                },
+            );
         }
-        self.known = next;
         sample.cpu_secs = ticks_delta as f64 / clock_ticks() as f64;
         sample
     }
@@ -196,7 +265,8 @@ mod tests {
         // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt
         // utime stime cutime cstime prio nice threads itreal starttime vsize rss ...
         let line = "42 (a (b) c) S 1 42 42 0 -1 0 0 0 0 0 7 5 0 0 20 0 1 0 9999 1000 321 rest";
-        let s = parse_pid_stat(line).unwrap();
+        let s = parse_pid_stat(line.as_bytes()).unwrap();
+        assert_eq!(s.threads, 1);
         assert_eq!(
             (s.pid, s.ppid, s.pgid, s.sid, s.state),
             (42, 1, 42, 42, 'S')
@@ -208,8 +278,41 @@ mod tests {
 
     #[test]
     fn truncated_stat_is_none() {
-        assert!(parse_pid_stat("42 (x) S 1 42").is_none());
-        assert!(parse_pid_stat("").is_none());
+        assert!(parse_pid_stat(b"42 (x) S 1 42").is_none());
+        assert!(parse_pid_stat(b"").is_none());
+        let odd = b"7 (\xff\xfe) S 1 7 7 0 -1 0 0 0 0 0 1 1 0 0 20 0 1 0 5 1000 3";
+        assert_eq!(
+            parse_pid_stat(odd).map(|s| s.rss_pages),
+            Some(3),
+            "non-UTF-8 name"
+        );
+    }
+
+    #[test]
+    fn a_child_born_after_the_first_sample_is_found() {
+        use std::io::Write;
+        use std::os::unix::process::CommandExt;
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "read x; sleep 100 & wait"])
+            .stdin(std::process::Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let root = child.id() as i32;
+        let mut t = TreeTracker::new(root, 0);
+        let first = t.sample().members;
+        let mut stdin = child.stdin.take().unwrap();
+        let _ = stdin.write_all(b"go\n");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut n = first;
+        while n < 2 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            n = t.sample().members;
+        }
+        crate::process::stop_tree(root, std::time::Duration::from_millis(100));
+        let _ = child.wait();
+        assert_eq!(first, 1);
+        assert_eq!(n, 2, "the sleep child was not discovered");
     }
 
     #[test]
