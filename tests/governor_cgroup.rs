@@ -93,8 +93,11 @@ fn auto_detects_the_delegated_cgroup_and_governs_a_tree_through_it() {
     assert_eq!(read(&cg.join("cgroup.kill")), "1");
     assert_eq!(limit.action, ResourceAction::Kill);
     assert!(mpm::process::tree_members(tree.pid() as i32).is_empty());
-    assert!(wait_for(WAIT, || handle.ended()
-        == Some(WatchEnd::Limited(ResourceAction::Kill))));
+    assert!(handle.limit_reached());
+    assert_eq!(
+        handle.wait_ended(WAIT),
+        Some(WatchEnd::Limited(ResourceAction::Kill))
+    );
 }
 
 #[test]

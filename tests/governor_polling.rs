@@ -46,8 +46,11 @@ fn memory_steps_give_warning_critical_limit_in_order_then_the_tree_is_gone() {
     assert_eq!(figures[2].action, ResourceAction::Terminate);
     // The event is emitted after the stop: the tree is already gone.
     assert!(mpm::process::tree_members(root as i32).is_empty());
-    assert!(wait_for(WAIT, || handle.ended()
-        == Some(WatchEnd::Limited(ResourceAction::Terminate))));
+    assert!(handle.limit_reached());
+    assert_eq!(
+        handle.wait_ended(WAIT),
+        Some(WatchEnd::Limited(ResourceAction::Terminate))
+    );
 }
 
 #[test]
@@ -77,8 +80,11 @@ fn a_term_ignoring_member_is_killed_and_the_limit_says_kill() {
         mpm::governor::proc::read_pid_stat(gc_pid).is_none_or(|s| s.state == 'Z'),
         "grandchild {gc_pid} survived"
     );
-    assert!(wait_for(WAIT, || handle.ended()
-        == Some(WatchEnd::Limited(ResourceAction::Kill))));
+    assert!(handle.limit_reached());
+    assert_eq!(
+        handle.wait_ended(WAIT),
+        Some(WatchEnd::Limited(ResourceAction::Kill))
+    );
 }
 
 #[test]
@@ -183,7 +189,8 @@ fn a_tree_that_exits_ends_its_watch() {
     let mut tree = Tree::fake(&["exit:0"]);
     let handle = gov.watch(tree.pid(), small_limits(), bus, None);
     tree.child.wait().unwrap();
-    assert!(wait_for(WAIT, || handle.ended() == Some(WatchEnd::Exited)));
+    assert_eq!(handle.wait_ended(WAIT), Some(WatchEnd::Exited));
+    assert!(!handle.limit_reached());
     assert!(wait_for(WAIT, || gov.stats().watched == 0));
     assert!(gov.stats().ticks > 0);
 }

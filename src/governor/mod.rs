@@ -19,7 +19,7 @@ pub mod thresholds;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -120,17 +120,27 @@ struct Shared {
 
 struct WatchState {
     end: Mutex<Option<WatchEnd>>,
-    done: AtomicBool,
+    ended: Condvar,
+    /// Set when the hard limit was reached, before the stop begins.
+    limited: AtomicBool,
 }
 
 impl WatchState {
+    fn new() -> Self {
+        WatchState {
+            end: Mutex::new(None),
+            ended: Condvar::new(),
+            limited: AtomicBool::new(false),
+        }
+    }
+
     fn finish(&self, end: WatchEnd) {
         if let Ok(mut e) = self.end.lock()
             && e.is_none()
         {
             *e = Some(end);
         }
-        self.done.store(true, Ordering::SeqCst);
+        self.ended.notify_all();
     }
 }
 
@@ -143,12 +153,35 @@ pub struct WatchHandle {
 }
 
 impl WatchHandle {
-    /// How the watch ended, once it has (`None` while the tree runs).
+    /// How the watch ended, once it has (`None` while the tree runs or is being stopped).
     pub fn ended(&self) -> Option<WatchEnd> {
-        if !self.state.done.load(Ordering::SeqCst) {
-            return None;
-        }
         self.state.end.lock().ok().and_then(|e| *e)
+    }
+
+    /// True as soon as the governor decided to stop the tree at a hard limit (before the stop
+    /// finishes). The session checks this when its child exits, to tell a governor stop (restart
+    /// policy applies) from a normal exit.
+    pub fn limit_reached(&self) -> bool {
+        self.state.limited.load(Ordering::SeqCst)
+    }
+
+    /// Wait up to `timeout` for the watch to end. After a limit, `resource.limit` has been
+    /// emitted once this returns `Some(WatchEnd::Limited(_))`: a session that wants its
+    /// `session.exited` after `resource.limit` waits here (grace + a margin) when
+    /// [`limit_reached`](Self::limit_reached).
+    pub fn wait_ended(&self, timeout: Duration) -> Option<WatchEnd> {
+        let deadline = Instant::now() + timeout;
+        let mut guard = self.state.end.lock().ok()?;
+        loop {
+            if let Some(e) = *guard {
+                return Some(e);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            guard = self.state.ended.wait_timeout(guard, left).ok()?.0;
+        }
     }
 
     /// The tree's own cgroup in cgroup mode.
@@ -332,10 +365,7 @@ impl Governor {
             },
             GovernorMode::Polling => Meter::Proc(proc::TreeTracker::new(root, RESCAN_EVERY)),
         };
-        let state = Arc::new(WatchState {
-            end: Mutex::new(None),
-            done: AtomicBool::new(false),
-        });
+        let state = Arc::new(WatchState::new());
         let w = Watched {
             id,
             root,
@@ -576,6 +606,7 @@ fn stop_in_background(t: &mut Watched, mut body: Resource, oom_killed: bool, gra
     let state = t.state.clone();
     let fallback_state = t.state.clone();
     t.stopping = true;
+    t.state.limited.store(true, Ordering::SeqCst);
     // The stopper owns the cgroup now; the sampler forgets the tree.
     let meter = std::mem::replace(&mut t.meter, Meter::Proc(proc::TreeTracker::new(root, 0)));
     let run = move || {
