@@ -35,9 +35,6 @@ pub use restart::{RestartPolicy, resume_argv};
 pub use rlimits::apply_rlimits;
 pub use thresholds::{Level, REARM_FRACTION, ResourceKind};
 
-/// A full `/proc` scan for stray tree members runs every this many ticks (polling mode).
-pub const RESCAN_EVERY: u64 = 10;
-
 /// Errors starting the governor.
 #[derive(Debug, thiserror::Error)]
 pub enum GovernorError {
@@ -278,6 +275,8 @@ pub struct Governor {
     shared: Arc<Shared>,
     next_id: AtomicU64,
     interval: Duration,
+    /// `limits.rescan_ticks`.
+    rescan: u64,
 }
 
 impl Governor {
@@ -313,6 +312,7 @@ impl Governor {
             shared,
             next_id: AtomicU64::new(1),
             interval,
+            rescan: limits.rescan_ticks,
         })
     }
 
@@ -360,10 +360,10 @@ impl Governor {
                 }
                 Err(e) => {
                     tracing::warn!(root, error = %e, "tree cgroup failed; polling this tree");
-                    Meter::Proc(proc::TreeTracker::new(root, RESCAN_EVERY))
+                    Meter::Proc(proc::TreeTracker::new(root, self.rescan))
                 }
             },
-            GovernorMode::Polling => Meter::Proc(proc::TreeTracker::new(root, RESCAN_EVERY)),
+            GovernorMode::Polling => Meter::Proc(proc::TreeTracker::new(root, self.rescan)),
         };
         let state = Arc::new(WatchState::new());
         let w = Watched {
@@ -674,6 +674,13 @@ mod tests {
         assert_eq!(r.memory.hard, None);
         assert_eq!(r.cpu, global.cpu);
         assert_eq!(r.rlimits.nofile, Some(256));
+    }
+
+    #[test]
+    fn governor_and_handles_cross_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<Governor>();
+        send_sync::<WatchHandle>();
     }
 
     #[test]
