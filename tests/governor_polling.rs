@@ -194,3 +194,27 @@ fn a_tree_that_exits_ends_its_watch() {
     assert!(wait_for(WAIT, || gov.stats().watched == 0));
     assert!(gov.stats().ticks > 0);
 }
+
+#[test]
+fn the_hard_cpu_limit_when_enabled_stops_a_burner() {
+    let gov = Governor::start(&fast_config(), Duration::from_millis(300)).unwrap();
+    let bus = Bus::new(Context::new());
+    let rx = bus.subscribe();
+    let tree = Tree::fake(&["burn:0"]);
+    let mut limits = small_limits();
+    limits.memory.hard = None;
+    limits.cpu = CpuLimits {
+        warning_percent: None,
+        window_secs: 1,
+        hard_percent: Some(20.0),
+    };
+    let handle = gov.watch(tree.pid(), limits, bus.clone(), None);
+    let events = collect_until(&rx, WAIT, |e| e.kind() == "resource.limit");
+    assert_eq!(kinds(&events), ["resource.limit"]);
+    let r = resource(&events[0]).unwrap();
+    assert_eq!(r.resource.as_deref(), Some("cpu"));
+    assert_eq!(r.threshold, 20.0);
+    assert_eq!(r.action, ResourceAction::Terminate);
+    assert!(mpm::process::tree_members(tree.pid() as i32).is_empty());
+    assert!(handle.limit_reached());
+}
