@@ -208,6 +208,9 @@ pub struct LimitsConfig {
     pub cgroup: String,
     /// Restart policy for the main session after a limit kill.
     pub restart: RestartConfig,
+    /// Polling mode: a full `/proc` scan for tree members that escaped the parent links (double
+    /// fork) runs every this many samples; 0 = only at the first sample.
+    pub rescan_ticks: u64,
 }
 
 impl Default for LimitsConfig {
@@ -219,6 +222,7 @@ impl Default for LimitsConfig {
             rlimits: Rlimits::default(),
             cgroup: "auto".into(),
             restart: RestartConfig::default(),
+            rescan_ticks: 10,
         }
     }
 }
