@@ -407,7 +407,7 @@ mod tests {
             wire.extend_from_slice(&tail);
             let mut r = Stingy { data: &wire, limit: 257 };
             let err = read_frame(&mut r, 256).unwrap_err();
-            prop_assert!(matches!(err, FrameError::TooLarge { .. }));
+            prop_assert!(matches!(err, FrameError::TooLarge { .. }), "not too large: {}", err);
         }
 
         /// Valid JSON-ish frames with random message bodies: decoding is total.
