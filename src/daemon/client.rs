@@ -96,6 +96,11 @@ impl Client {
         self.writer.try_clone()
     }
 
+    /// Bound every later read (None: block forever).
+    pub fn set_read_timeout(&self, t: Option<std::time::Duration>) -> std::io::Result<()> {
+        self.reader.get_ref().set_read_timeout(t)
+    }
+
     /// Close the sending half (the daemon sees end of stream).
     pub fn shutdown_write(&self) {
         let _ = self.writer.shutdown(std::net::Shutdown::Write);
