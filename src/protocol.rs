@@ -189,8 +189,14 @@ impl EventFilter {
     /// Whether a live event passes the session and kind filters.
     pub fn matches(&self, ev: &Event) -> bool {
         self.session.as_ref().is_none_or(|s| *s == ev.session)
-            && self.kind.as_ref().is_none_or(|k| ev.kind().starts_with(k.as_str()))
-            && self.since.as_ref().is_none_or(|s| ev.ts.as_str() >= s.as_str())
+            && self
+                .kind
+                .as_ref()
+                .is_none_or(|k| ev.kind().starts_with(k.as_str()))
+            && self
+                .since
+                .as_ref()
+                .is_none_or(|s| ev.ts.as_str() >= s.as_str())
     }
 }
 
@@ -199,7 +205,10 @@ impl EventFilter {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientMsg {
     /// First message of every connection.
-    Hello { protocol: u32, client: String },
+    Hello {
+        protocol: u32,
+        client: String,
+    },
     /// Sessions, delegations, resources, governor mode.
     Status,
     /// Stored events matching the filter, as `Event` messages, then `EndOfEvents`; with `follow`,
@@ -216,10 +225,16 @@ pub enum ClientMsg {
         #[serde(default)]
         all: bool,
     },
-    TicketShow { id: i64 },
-    TicketClose { id: i64 },
+    TicketShow {
+        id: i64,
+    },
+    TicketClose {
+        id: i64,
+    },
     /// End a session gracefully (SIGTERM, grace, SIGKILL); the reply comes once it is gone.
-    Stop { session: String },
+    Stop {
+        session: String,
+    },
     /// Spawn a session through the daemon's backend.
     Run(RunSpec),
     /// Attach to a session's terminal. After `Attached`, the server sends a data frame that redraws
@@ -233,12 +248,17 @@ pub enum ClientMsg {
         rows: Option<u16>,
     },
     /// While attached: the terminal's new size.
-    Resize { cols: u16, rows: u16 },
+    Resize {
+        cols: u16,
+        rows: u16,
+    },
     /// While attached: leave the session running and end the stream.
     Detach,
     /// Record an event in the store and pass it to followers (hooks, in-process sessions reporting
     /// to a daemon). Acknowledged with `Ok` once durably written.
-    Publish { event: Box<Event> },
+    Publish {
+        event: Box<Event>,
+    },
 }
 
 /// One hosted session as `Status` reports it.
@@ -301,18 +321,39 @@ pub enum ServerMsg {
     },
     /// A request failed; `code` is one of `forbidden`, `version`, `malformed`, `too_large`,
     /// `unknown_request`, `not_found`, `spawn_failed`, `internal`, `unexpected`.
-    Error { code: String, message: String },
+    Error {
+        code: String,
+        message: String,
+    },
     Ok,
     Status(Box<StatusReport>),
-    Event { seq: i64, event: Box<Event> },
+    Event {
+        seq: i64,
+        event: Box<Event>,
+    },
     EndOfEvents,
-    Tickets { tickets: Vec<Ticket> },
-    Ticket { ticket: Ticket },
-    Stopped { session: String, exit_code: Option<i32> },
-    Spawned { session: String, pid: u32 },
-    Attached { session: String },
+    Tickets {
+        tickets: Vec<Ticket>,
+    },
+    Ticket {
+        ticket: Ticket,
+    },
+    Stopped {
+        session: String,
+        exit_code: Option<i32>,
+    },
+    Spawned {
+        session: String,
+        pid: u32,
+    },
+    Attached {
+        session: String,
+    },
     /// The attached session ended (stream closes after this).
-    SessionEnded { session: String, exit_code: Option<i32> },
+    SessionEnded {
+        session: String,
+        exit_code: Option<i32>,
+    },
     /// The stream ended because of a detach.
     Detached,
 }

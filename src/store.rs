@@ -279,10 +279,14 @@ impl Store {
 
     /// Stored events matching `filter`, oldest first (the latest `limit` when a limit is set).
     pub fn events(&self, filter: &EventFilter) -> Result<Vec<(i64, Event)>, StoreError> {
-        let kind_like = filter
-            .kind
-            .as_ref()
-            .map(|k| format!("{}%", k.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
+        let kind_like = filter.kind.as_ref().map(|k| {
+            format!(
+                "{}%",
+                k.replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_")
+            )
+        });
         let limit = filter.limit.map(i64::from).unwrap_or(-1);
         self.with(|c| {
             let mut st = c.prepare(
@@ -296,7 +300,13 @@ impl Store {
                  ) ORDER BY seq ASC",
             )?;
             let rows = st.query_map(
-                params![filter.session, kind_like, filter.after_seq, filter.since, limit],
+                params![
+                    filter.session,
+                    kind_like,
+                    filter.after_seq,
+                    filter.since,
+                    limit
+                ],
                 |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
             )?;
             let mut out = Vec::new();
@@ -313,7 +323,9 @@ impl Store {
 
     /// How many events are stored.
     pub fn event_count(&self) -> Result<u64, StoreError> {
-        self.with(|c| Ok(c.query_row("SELECT COUNT(*) FROM events", [], |r| r.get::<_, i64>(0))? as u64))
+        self.with(|c| {
+            Ok(c.query_row("SELECT COUNT(*) FROM events", [], |r| r.get::<_, i64>(0))? as u64)
+        })
     }
 
     /// Delegations by status: (queued, running).
@@ -370,9 +382,13 @@ impl Store {
 
     pub fn ticket(&self, id: i64) -> Result<Ticket, StoreError> {
         self.with(|c| {
-            c.query_row(&format!("{TICKET_COLS} WHERE id=?1"), params![id], ticket_row)
-                .optional()?
-                .ok_or(StoreError::NoTicket(id))
+            c.query_row(
+                &format!("{TICKET_COLS} WHERE id=?1"),
+                params![id],
+                ticket_row,
+            )
+            .optional()?
+            .ok_or(StoreError::NoTicket(id))
         })
     }
 
@@ -553,9 +569,15 @@ mod tests {
     fn tickets_dedup_per_project_by_type_and_normalised_title() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open_in(dir.path()).unwrap());
-        store.register_session("a", &["x".into()], "/p1", None).unwrap();
-        store.register_session("b", &["x".into()], "/p1", None).unwrap();
-        store.register_session("c", &["x".into()], "/p2", None).unwrap();
+        store
+            .register_session("a", &["x".into()], "/p1", None)
+            .unwrap();
+        store
+            .register_session("b", &["x".into()], "/p1", None)
+            .unwrap();
+        store
+            .register_session("c", &["x".into()], "/p2", None)
+            .unwrap();
         bus(&store, "a").emit(ticket("Fix the  Parser."));
         bus(&store, "b").emit(ticket("fix the parser"));
         bus(&store, "c").emit(ticket("fix the parser"));
@@ -576,7 +598,9 @@ mod tests {
     fn recovery_ends_running_sessions_and_interrupts_queued_delegations() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open_in(dir.path()).unwrap());
-        store.register_session("s", &["x".into()], "/p", Some(1)).unwrap();
+        store
+            .register_session("s", &["x".into()], "/p", Some(1))
+            .unwrap();
         let d = Delegation {
             delegation_id: "d1".into(),
             agent: "qa".into(),
@@ -605,8 +629,14 @@ mod tests {
         let r = store.recover().unwrap();
         assert_eq!(r.sessions_ended, 1);
         assert_eq!(r.delegations_interrupted, 1);
-        assert_eq!(store.delegation_status("d1").unwrap().as_deref(), Some("interrupted"));
-        assert_eq!(store.delegation_status("d2").unwrap().as_deref(), Some("success"));
+        assert_eq!(
+            store.delegation_status("d1").unwrap().as_deref(),
+            Some("interrupted")
+        );
+        assert_eq!(
+            store.delegation_status("d2").unwrap().as_deref(),
+            Some("success")
+        );
         assert_eq!(store.sessions().unwrap()[0].state, "ended");
     }
 
@@ -631,7 +661,11 @@ mod tests {
         assert_eq!(store.events(&f(None, None)).unwrap().len(), 3);
         assert_eq!(store.events(&f(Some("s1"), None)).unwrap().len(), 2);
         assert_eq!(store.events(&f(None, Some("session"))).unwrap().len(), 1);
-        assert_eq!(store.events(&f(None, Some("sess_on"))).unwrap().len(), 0, "_ is literal");
+        assert_eq!(
+            store.events(&f(None, Some("sess_on"))).unwrap().len(),
+            0,
+            "_ is literal"
+        );
         let limited = store
             .events(&EventFilter {
                 limit: Some(1),
@@ -642,7 +676,12 @@ mod tests {
         assert_eq!(limited[0].1.session, "s2", "latest one");
         // Retention: make one event old, prune.
         store
-            .with(|c| Ok(c.execute("UPDATE events SET ts='2000-01-01T00:00:00.000Z' WHERE seq=1", [])?))
+            .with(|c| {
+                Ok(c.execute(
+                    "UPDATE events SET ts='2000-01-01T00:00:00.000Z' WHERE seq=1",
+                    [],
+                )?)
+            })
             .unwrap();
         assert_eq!(store.prune(30).unwrap(), 1);
         assert_eq!(store.event_count().unwrap(), 2);

@@ -162,17 +162,33 @@ fn binary_lifecycle_with_every_client_command() {
     assert_eq!(code, 0);
     let kinds: Vec<String> = out
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["kind"].as_str().unwrap().to_string())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["kind"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     assert_eq!(kinds, ["session.started"]);
     let (code, out, _) = env.client(&["events"]);
     assert_eq!(code, 0);
-    assert!(out.contains("detection") && out.contains("session.started"), "{out}");
+    assert!(
+        out.contains("detection") && out.contains("session.started"),
+        "{out}"
+    );
 
     // events --follow in the background sees the stop.
     let sock = env.socket();
     let mut follow = env
-        .mpm(&["events", "--follow", "--json", "--kind", "session", "--socket", sock.to_str().unwrap()])
+        .mpm(&[
+            "events",
+            "--follow",
+            "--json",
+            "--kind",
+            "session",
+            "--socket",
+            sock.to_str().unwrap(),
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -187,7 +203,9 @@ fn binary_lifecycle_with_every_client_command() {
             if n == 0 {
                 break;
             }
-            l2.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            l2.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
         }
     });
     // The backlog (session.started) arriving means the live subscription is in place.
@@ -217,7 +235,11 @@ fn binary_lifecycle_with_every_client_command() {
     assert_eq!(follow_guard.wait_exit(T), Some(0));
     let db = rusqlite::Connection::open(env.db()).unwrap();
     let running: i64 = db
-        .query_row("SELECT COUNT(*) FROM sessions WHERE state='running'", [], |r| r.get(0))
+        .query_row(
+            "SELECT COUNT(*) FROM sessions WHERE state='running'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(running, 0);
 }
@@ -259,7 +281,9 @@ fn kill_9_keeps_every_acknowledged_event_and_restart_recovers() {
                             delegation_id: None,
                         }),
                     };
-                    match c.request(&ClientMsg::Publish { event: Box::new(ev) }) {
+                    match c.request(&ClientMsg::Publish {
+                        event: Box::new(ev),
+                    }) {
                         Ok(ServerMsg::Ok) => acked.lock().unwrap().push(step),
                         _ => break,
                     }
@@ -267,7 +291,9 @@ fn kill_9_keeps_every_acknowledged_event_and_restart_recovers() {
             })
         })
         .collect();
-    wait_for("some acknowledged writes", T, || acked.lock().unwrap().len() >= 300);
+    wait_for("some acknowledged writes", T, || {
+        acked.lock().unwrap().len() >= 300
+    });
     kill(Pid::from_raw(daemon.pid()), Signal::SIGKILL).unwrap();
     daemon.wait_exit(T);
     stop.store(true, Ordering::SeqCst);
@@ -278,10 +304,14 @@ fn kill_9_keeps_every_acknowledged_event_and_restart_recovers() {
 
     {
         let db = rusqlite::Connection::open(env.db()).unwrap();
-        let ok: String = db.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+        let ok: String = db
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(ok, "ok");
         let mut st = db
-            .prepare("SELECT json_extract(json, '$.step_id') FROM events WHERE kind='resource.warning'")
+            .prepare(
+                "SELECT json_extract(json, '$.step_id') FROM events WHERE kind='resource.warning'",
+            )
             .unwrap();
         let stored: std::collections::HashSet<String> = st
             .query_map([], |r| r.get::<_, String>(0))
@@ -289,7 +319,11 @@ fn kill_9_keeps_every_acknowledged_event_and_restart_recovers() {
             .map(|r| r.unwrap())
             .collect();
         let missing: Vec<&String> = acked.iter().filter(|s| !stored.contains(*s)).collect();
-        assert!(missing.is_empty(), "{} acknowledged events lost", missing.len());
+        assert!(
+            missing.is_empty(),
+            "{} acknowledged events lost",
+            missing.len()
+        );
     }
 
     // The orphaned session is still there (the daemon could not stop it); the new daemon must not
@@ -310,7 +344,10 @@ fn kill_9_keeps_every_acknowledged_event_and_restart_recovers() {
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .unwrap();
-    assert_eq!((state.as_str(), reason.as_str()), ("ended", "daemon-restart"));
+    assert_eq!(
+        (state.as_str(), reason.as_str()),
+        ("ended", "daemon-restart")
+    );
     kill(Pid::from_raw(daemon2.pid()), Signal::SIGTERM).unwrap();
     assert_eq!(daemon2.wait_exit(T), Some(0));
 }
@@ -341,7 +378,9 @@ fn attach_command_relays_detaches_and_reattaches() {
                 if n == 0 {
                     break;
                 }
-                s2.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+                s2.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
         wait_for("redraw", T, || seen.lock().unwrap().contains("banner-line"));

@@ -126,7 +126,10 @@ fn bad_frames_get_errors_and_never_take_the_daemon_down() {
         "malformed"
     );
     assert_eq!(
-        error_code(next(&mut s, Frame::Json(br#"{"type":"format_disk"}"#.to_vec()))),
+        error_code(next(
+            &mut s,
+            Frame::Json(br#"{"type":"format_disk"}"#.to_vec())
+        )),
         "unknown_request"
     );
     assert_eq!(
@@ -146,7 +149,10 @@ fn bad_frames_get_errors_and_never_take_the_daemon_down() {
     s.write_all(&(1u32 << 30).to_be_bytes()).unwrap();
     let m: ServerMsg = read_frame(&mut s, 1 << 20).unwrap().parse().unwrap();
     assert_eq!(error_code(m), "too_large");
-    assert!(read_frame(&mut s, 1 << 20).is_err(), "closed after too_large");
+    assert!(
+        read_frame(&mut s, 1 << 20).is_err(),
+        "closed after too_large"
+    );
     // A client that vanishes mid-frame, and one that never says hello.
     let mut half = UnixStream::connect(&d.socket).unwrap();
     half.write_all(&[0, 0, 0, 50, b'J', b'{']).unwrap();
@@ -223,7 +229,11 @@ fn attach_detach_reattach_redraws_the_screen() {
     let mut c2 = d.client();
     match c2.request(&ClientMsg::Status).unwrap() {
         ServerMsg::Status(r) => {
-            let s = r.sessions.iter().find(|s| s.id == id).expect("session listed");
+            let s = r
+                .sessions
+                .iter()
+                .find(|s| s.id == id)
+                .expect("session listed");
             assert_eq!(s.attached, 1);
             assert_eq!(s.state, "running");
             assert_eq!(s.pid, pid);
@@ -295,7 +305,12 @@ fn stop_ends_the_session_and_two_clients_follow_events() {
     // Client 2 runs and stops a session.
     let (id, pid) = d.run(&["print:up", "sleep:0"]);
     let mut c = d.client();
-    match c.request(&ClientMsg::Stop { session: id.clone() }).unwrap() {
+    match c
+        .request(&ClientMsg::Stop {
+            session: id.clone(),
+        })
+        .unwrap()
+    {
         ServerMsg::Stopped { session, exit_code } => {
             assert_eq!(session, id);
             assert_eq!(exit_code, Some(128 + 15), "SIGTERM");
@@ -381,7 +396,10 @@ fn tickets_list_show_close_over_the_socket() {
         m => panic!("{m:?}"),
     };
     assert_eq!(tickets.len(), 2, "{tickets:?}");
-    let docs = tickets.iter().find(|t| t.title == "Write the docs").unwrap();
+    let docs = tickets
+        .iter()
+        .find(|t| t.title == "Write the docs")
+        .unwrap();
     assert_eq!(docs.seen_count, 2);
     assert_eq!(docs.source_session, id);
     match c.request(&ClientMsg::TicketClose { id: docs.id }).unwrap() {
@@ -413,12 +431,7 @@ fn shutdown_stops_sessions_and_removes_the_socket() {
     assert!(!alive(pid), "session ended by shutdown");
     assert!(!d.socket.exists(), "socket removed");
     // The follower's stream ends instead of hanging.
-    loop {
-        match follower.recv_msg() {
-            Ok(_) => continue,
-            Err(_) => break,
-        }
-    }
+    while follower.recv_msg().is_ok() {}
     // The store says the session ended.
     let store = mpm::store::Store::open_in(&d.dir.path().join("state")).unwrap();
     let sessions = store.sessions().unwrap();

@@ -135,7 +135,10 @@ pub fn status(_g: &GlobalArgs, a: StatusArgs) -> anyhow::Result<i32> {
         println!("no sessions");
     }
     for s in &r.sessions {
-        let rss = s.rss_mb.map(|m| format!("{m:.1} MB")).unwrap_or_else(|| "-".into());
+        let rss = s
+            .rss_mb
+            .map(|m| format!("{m:.1} MB"))
+            .unwrap_or_else(|| "-".into());
         let state = match (s.state.as_str(), s.exit_code) {
             ("ended", Some(c)) => format!("ended ({c})"),
             (st, _) => st.to_string(),
@@ -177,7 +180,13 @@ fn print_event(ev: &crate::events::Event, json: bool) {
             extra.push(format!("{k}={s}"));
         }
     }
-    println!("{} {} {:<20} {}", ev.ts, short(&ev.session), ev.kind(), extra.join(" "));
+    println!(
+        "{} {} {:<20} {}",
+        ev.ts,
+        short(&ev.session),
+        ev.kind(),
+        extra.join(" ")
+    );
 }
 
 pub fn events(_g: &GlobalArgs, a: EventsArgs) -> anyhow::Result<i32> {
@@ -286,9 +295,7 @@ fn ticket_one(a: TicketArgs, close: bool) -> anyhow::Result<i32> {
 
 pub fn stop(_g: &GlobalArgs, a: StopArgs) -> anyhow::Result<i32> {
     let mut c = a.socket.connect()?;
-    match c.request(&ClientMsg::Stop {
-        session: a.session,
-    })? {
+    match c.request(&ClientMsg::Stop { session: a.session })? {
         ServerMsg::Stopped { session, exit_code } => {
             match exit_code {
                 Some(code) => println!("stopped {session} (exit status {code})"),

@@ -45,10 +45,11 @@ fn backend() -> Arc<dyn SessionBackend> {
 
 /// The socket a daemon listens on: `--socket`, `MPM_SOCKET`, `daemon.socket`, then the default.
 fn daemon_socket(flag: Option<&Path>, configured: Option<&Path>) -> PathBuf {
-    if flag.is_none() && std::env::var_os("MPM_SOCKET").is_none_or(|v| v.is_empty()) {
-        if let Some(c) = configured {
-            return c.to_path_buf();
-        }
+    if flag.is_none()
+        && std::env::var_os("MPM_SOCKET").is_none_or(|v| v.is_empty())
+        && let Some(c) = configured
+    {
+        return c.to_path_buf();
     }
     paths::socket(flag)
 }
@@ -81,7 +82,10 @@ pub fn unit_for(exe: &Path) -> String {
         .lines()
         .map(|l| {
             if l.starts_with("ExecStart=") {
-                format!("ExecStart={} daemon", systemd_quote(&exe.display().to_string()))
+                format!(
+                    "ExecStart={} daemon",
+                    systemd_quote(&exe.display().to_string())
+                )
             } else {
                 l.to_string()
             }
@@ -94,7 +98,9 @@ pub fn unit_for(exe: &Path) -> String {
 /// Quote a path for a unit file command line when it needs it (spaces, quotes, `%`, `$`, `\`).
 fn systemd_quote(s: &str) -> String {
     let s = s.replace('%', "%%").replace('$', "$$");
-    if s.chars().any(|c| c.is_whitespace() || c == '"' || c == '\\' || c == '\'') {
+    if s.chars()
+        .any(|c| c.is_whitespace() || c == '"' || c == '\\' || c == '\'')
+    {
         format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
     } else {
         s
@@ -135,7 +141,10 @@ mod tests {
     #[test]
     fn unit_points_at_the_binary_and_keeps_the_rest() {
         let u = unit_for(Path::new("/opt/my tools/mpm"));
-        assert!(u.contains("ExecStart=\"/opt/my tools/mpm\" daemon\n"), "{u}");
+        assert!(
+            u.contains("ExecStart=\"/opt/my tools/mpm\" daemon\n"),
+            "{u}"
+        );
         for line in [
             "Type=notify",
             "KillMode=control-group",

@@ -139,8 +139,14 @@ impl SessionBackend for PipeBackend {
             governor_mode: None,
         });
         let readers: Vec<std::thread::JoinHandle<()>> = [
-            child.stdout.take().map(|r| Box::new(r) as Box<dyn Read + Send>),
-            child.stderr.take().map(|r| Box::new(r) as Box<dyn Read + Send>),
+            child
+                .stdout
+                .take()
+                .map(|r| Box::new(r) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|r| Box::new(r) as Box<dyn Read + Send>),
         ]
         .into_iter()
         .flatten()
@@ -175,12 +181,22 @@ impl PipeSession {
             let chunk: Arc<[u8]> = chunk.into();
             let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
             out.parser.process(&chunk);
-            out.subscribers
-                .retain(|tx| !matches!(tx.try_send(chunk.clone()), Err(TrySendError::Full(_) | TrySendError::Disconnected(_))));
+            out.subscribers.retain(|tx| {
+                !matches!(
+                    tx.try_send(chunk.clone()),
+                    Err(TrySendError::Full(_) | TrySendError::Disconnected(_))
+                )
+            });
         }
     }
 
-    fn reap(&self, mut child: Child, readers: Vec<std::thread::JoinHandle<()>>, bus: Bus, started: Instant) {
+    fn reap(
+        &self,
+        mut child: Child,
+        readers: Vec<std::thread::JoinHandle<()>>,
+        bus: Bus,
+        started: Instant,
+    ) {
         let status = child.wait();
         for r in readers {
             let _ = r.join();
@@ -188,7 +204,11 @@ impl PipeSession {
         let (code, exit_code, signal) = match status {
             Ok(st) => {
                 use std::os::unix::process::ExitStatusExt;
-                (Some(crate::process::shell_status(st)), st.code(), st.signal())
+                (
+                    Some(crate::process::shell_status(st)),
+                    st.code(),
+                    st.signal(),
+                )
             }
             Err(_) => (None, None, None),
         };
@@ -225,7 +245,10 @@ impl HostedSession for PipeSession {
                 *stdin = None;
                 return;
             }
-            let mapped: Vec<u8> = bytes.iter().map(|&b| if b == b'\r' { b'\n' } else { b }).collect();
+            let mapped: Vec<u8> = bytes
+                .iter()
+                .map(|&b| if b == b'\r' { b'\n' } else { b })
+                .collect();
             if w.write_all(&mapped).and_then(|_| w.flush()).is_err() {
                 *stdin = None;
             }

@@ -74,7 +74,10 @@ impl Client {
     }
 
     pub fn recv(&mut self) -> Result<Frame, ClientError> {
-        Ok(read_frame(&mut self.reader, DEFAULT_MAX_FRAME.max(16 << 20))?)
+        Ok(read_frame(
+            &mut self.reader,
+            DEFAULT_MAX_FRAME.max(16 << 20),
+        )?)
     }
 
     /// The next message; an `Error` reply becomes [`ClientError::Refused`].

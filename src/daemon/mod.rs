@@ -25,7 +25,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
-pub use backend::{Attachment, HostedSession, PipeBackend, SessionBackend, SpawnError, SpawnRequest};
+pub use backend::{
+    Attachment, HostedSession, PipeBackend, SessionBackend, SpawnError, SpawnRequest,
+};
 
 use crate::events::{Event, Sink};
 use crate::store::{Store, StoreError};
@@ -274,12 +276,27 @@ impl Daemon {
         for s in stoppers {
             let _ = s.join();
         }
-        for (_, c) in shared.conns.lock().unwrap_or_else(|e| e.into_inner()).drain() {
+        for (_, c) in shared
+            .conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+        {
             let _ = c.shutdown(std::net::Shutdown::Both);
         }
-        shared.fanout.followers.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        shared
+            .fanout
+            .followers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         // Sessions' exit events are in; mark anything left as ended by shutdown, then flush.
-        for (id, h) in shared.sessions.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for (id, h) in shared
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
             let code = h.session.try_wait().flatten();
             let _ = shared.store().end_session(id, code, "daemon-shutdown");
         }

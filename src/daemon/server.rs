@@ -22,7 +22,11 @@ use crate::protocol::{
 pub(crate) fn spawn_connection(shared: &Arc<Shared>, stream: UnixStream) {
     let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     if let Ok(c) = stream.try_clone() {
-        shared.conns.lock().unwrap_or_else(|e| e.into_inner()).insert(id, c);
+        shared
+            .conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, c);
     }
     let shared = shared.clone();
     let spawned = std::thread::Builder::new()
@@ -31,7 +35,11 @@ pub(crate) fn spawn_connection(shared: &Arc<Shared>, stream: UnixStream) {
             if let Err(e) = serve(&shared, stream) {
                 tracing::debug!(conn = id, error = %e, "connection ended");
             }
-            shared.conns.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+            shared
+                .conns
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
         });
     if let Err(e) = spawned {
         tracing::warn!(error = %e, "cannot start connection thread");
@@ -55,11 +63,17 @@ fn serve(shared: &Arc<Shared>, stream: UnixStream) -> Result<(), FrameError> {
         Ok(uid) if uid == shared.opts.allowed_uid => {}
         Ok(uid) => {
             tracing::warn!(uid, "refused a connection from another user");
-            send(&writer, &ServerMsg::error("forbidden", format!("uid {uid} may not use this daemon")))?;
+            send(
+                &writer,
+                &ServerMsg::error("forbidden", format!("uid {uid} may not use this daemon")),
+            )?;
             return Ok(());
         }
         Err(e) => {
-            send(&writer, &ServerMsg::error("forbidden", format!("cannot check peer credentials: {e}")))?;
+            send(
+                &writer,
+                &ServerMsg::error("forbidden", format!("cannot check peer credentials: {e}")),
+            )?;
             return Ok(());
         }
     }
@@ -83,13 +97,18 @@ fn serve(shared: &Arc<Shared>, stream: UnixStream) -> Result<(), FrameError> {
                 &writer,
                 &ServerMsg::error(
                     "version",
-                    format!("protocol {protocol} not supported; this daemon speaks {PROTOCOL_VERSION}"),
+                    format!(
+                        "protocol {protocol} not supported; this daemon speaks {PROTOCOL_VERSION}"
+                    ),
                 ),
             )?;
             return Ok(());
         }
         Ok(_) => {
-            send(&writer, &ServerMsg::error("unexpected", "the first message must be hello"))?;
+            send(
+                &writer,
+                &ServerMsg::error("unexpected", "the first message must be hello"),
+            )?;
             return Ok(());
         }
         Err(e) => {
@@ -123,7 +142,11 @@ fn serve(shared: &Arc<Shared>, stream: UnixStream) -> Result<(), FrameError> {
             ClientMsg::Events { filter, follow } => {
                 return events(shared, &writer, reader.into_inner(), filter, follow);
             }
-            ClientMsg::Attach { session, cols, rows } => {
+            ClientMsg::Attach {
+                session,
+                cols,
+                rows,
+            } => {
                 return attach(shared, &writer, reader, &session, cols, rows);
             }
             other => {
@@ -157,12 +180,16 @@ fn handle(shared: &Arc<Shared>, msg: ClientMsg) -> ServerMsg {
         }
         ClientMsg::TicketShow { id } => match shared.store().ticket(id) {
             Ok(ticket) => ServerMsg::Ticket { ticket },
-            Err(e @ crate::store::StoreError::NoTicket(_)) => ServerMsg::error("not_found", e.to_string()),
+            Err(e @ crate::store::StoreError::NoTicket(_)) => {
+                ServerMsg::error("not_found", e.to_string())
+            }
             Err(e) => ServerMsg::error("internal", e.to_string()),
         },
         ClientMsg::TicketClose { id } => match shared.store().close_ticket(id) {
             Ok(ticket) => ServerMsg::Ticket { ticket },
-            Err(e @ crate::store::StoreError::NoTicket(_)) => ServerMsg::error("not_found", e.to_string()),
+            Err(e @ crate::store::StoreError::NoTicket(_)) => {
+                ServerMsg::error("not_found", e.to_string())
+            }
             Err(e) => ServerMsg::error("internal", e.to_string()),
         },
         ClientMsg::Stop { session } => {
@@ -195,7 +222,9 @@ fn find(shared: &Shared, id: &str) -> Option<Arc<Hosted>> {
     if let Some(h) = sessions.get(id) {
         return Some(h.clone());
     }
-    let mut matches = sessions.iter().filter(|(k, _)| !id.is_empty() && k.starts_with(id));
+    let mut matches = sessions
+        .iter()
+        .filter(|(k, _)| !id.is_empty() && k.starts_with(id));
     match (matches.next(), matches.next()) {
         (Some((_, h)), None) => Some(h.clone()),
         _ => None,
@@ -217,7 +246,11 @@ fn status(shared: &Shared) -> StatusReport {
                 state: if exit.is_some() { "ended" } else { "running" }.into(),
                 exit_code: exit.flatten(),
                 attached: h.attached.load(Ordering::Relaxed),
-                rss_mb: if exit.is_none() { super::tree_rss_mb(h.session.pid()) } else { None },
+                rss_mb: if exit.is_none() {
+                    super::tree_rss_mb(h.session.pid())
+                } else {
+                    None
+                },
             }
         })
         .collect();
@@ -233,7 +266,11 @@ fn status(shared: &Shared) -> StatusReport {
         sessions: list,
         delegations_queued: queued,
         delegations_running: running,
-        governor_mode: store.governor_mode().ok().flatten().unwrap_or_else(|| "none".into()),
+        governor_mode: store
+            .governor_mode()
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| "none".into()),
         daemon_rss_mb: super::own_rss_mb(),
         events_stored: store.event_count().unwrap_or(0),
     }
@@ -246,7 +283,10 @@ fn run(shared: &Arc<Shared>, spec: RunSpec) -> ServerMsg {
     let id = crate::events::new_id();
     let bus = Bus::new(Context::with_session(id.clone()));
     bus.add_sink(shared.fanout.clone());
-    if let Err(e) = shared.store().register_session(&id, &spec.argv, &spec.cwd, None) {
+    if let Err(e) = shared
+        .store()
+        .register_session(&id, &spec.argv, &spec.cwd, None)
+    {
         return ServerMsg::error("internal", e.to_string());
     }
     let req = super::SpawnRequest {
@@ -285,7 +325,9 @@ fn run(shared: &Arc<Shared>, spec: RunSpec) -> ServerMsg {
         .name("mpm-session-wait".into())
         .spawn(move || {
             let code = hosted.session.wait();
-            let _ = waiter_shared.store().end_session(hosted.session.id(), code, "exited");
+            let _ = waiter_shared
+                .store()
+                .end_session(hosted.session.id(), code, "exited");
             hosted.bus.close();
         });
     ServerMsg::Spawned { session: id, pid }
@@ -302,7 +344,12 @@ fn events(
 ) -> Result<(), FrameError> {
     let live = follow.then(|| {
         let (tx, rx) = crossbeam_channel::unbounded();
-        shared.fanout.followers.lock().unwrap_or_else(|e| e.into_inner()).push(tx);
+        shared
+            .fanout
+            .followers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(tx);
         rx
     });
     let backlog = match shared.store().events(&filter) {
@@ -315,7 +362,13 @@ fn events(
     let mut last = filter.after_seq.unwrap_or(0);
     for (seq, event) in backlog {
         last = last.max(seq);
-        send(writer, &ServerMsg::Event { seq, event: Box::new(event) })?;
+        send(
+            writer,
+            &ServerMsg::Event {
+                seq,
+                event: Box::new(event),
+            },
+        )?;
     }
     send(writer, &ServerMsg::EndOfEvents)?;
     let Some(live) = live else {
@@ -360,18 +413,32 @@ fn attach(
     rows: Option<u16>,
 ) -> Result<(), FrameError> {
     let Some(h) = find(shared, id) else {
-        send(writer, &ServerMsg::error("not_found", format!("no session {id}")))?;
+        send(
+            writer,
+            &ServerMsg::error("not_found", format!("no session {id}")),
+        )?;
         return Ok(());
     };
     if let Some(code) = h.session.try_wait() {
-        send(writer, &ServerMsg::SessionEnded { session: h.session.id().into(), exit_code: code })?;
+        send(
+            writer,
+            &ServerMsg::SessionEnded {
+                session: h.session.id().into(),
+                exit_code: code,
+            },
+        )?;
         return Ok(());
     }
     if let (Some(c), Some(r)) = (cols, rows) {
         h.session.resize(c, r);
     }
     let att = h.session.attach();
-    send(writer, &ServerMsg::Attached { session: h.session.id().into() })?;
+    send(
+        writer,
+        &ServerMsg::Attached {
+            session: h.session.id().into(),
+        },
+    )?;
     send_data(writer, &att.snapshot)?;
     h.attached.fetch_add(1, Ordering::Relaxed);
     struct Count(Arc<Hosted>);
@@ -426,7 +493,13 @@ fn attach(
                 Ok(ClientMsg::Resize { cols, rows }) => h.session.resize(cols, rows),
                 Ok(ClientMsg::Detach) => break,
                 Ok(_) => {
-                    let _ = send(writer, &ServerMsg::error("unexpected", "only input, resize and detach while attached"));
+                    let _ = send(
+                        writer,
+                        &ServerMsg::error(
+                            "unexpected",
+                            "only input, resize and detach while attached",
+                        ),
+                    );
                 }
                 Err(e) => {
                     let _ = send(writer, &error_reply(&e));

@@ -176,8 +176,11 @@ pub fn bind(path: &Path, private_dir: bool) -> Result<BoundSocket, SocketError> 
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(io_err("cannot chmod", path))?;
     let meta = std::fs::symlink_metadata(path).map_err(io_err("cannot stat", path))?;
-    socket::listen(&fd, socket::Backlog::new(64).unwrap_or(socket::Backlog::MAXCONN))
-        .map_err(nix_err("cannot listen", path))?;
+    socket::listen(
+        &fd,
+        socket::Backlog::new(64).unwrap_or(socket::Backlog::MAXCONN),
+    )
+    .map_err(nix_err("cannot listen", path))?;
     Ok(BoundSocket {
         listener: UnixListener::from(fd),
         path: path.to_path_buf(),
@@ -195,7 +198,8 @@ pub fn lock_path(socket: &Path) -> PathBuf {
 
 /// The uid of the process at the other end of `stream` (`SO_PEERCRED`).
 pub fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
-    let cred = socket::getsockopt(stream, socket::sockopt::PeerCredentials).map_err(io::Error::from)?;
+    let cred =
+        socket::getsockopt(stream, socket::sockopt::PeerCredentials).map_err(io::Error::from)?;
     Ok(cred.uid())
 }
 
@@ -223,7 +227,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("mpm.sock");
         let first = bind(&path, false).unwrap();
-        assert!(matches!(bind(&path, false), Err(SocketError::AlreadyRunning(_))));
+        assert!(matches!(
+            bind(&path, false),
+            Err(SocketError::AlreadyRunning(_))
+        ));
         drop(first);
         // A stale socket: bound by a listener that is gone, file left behind.
         let l = UnixListener::bind(&path).unwrap();
@@ -234,7 +241,10 @@ mod tests {
         drop(b);
         // A live listener without the lock (e.g. another program) is also refused.
         let _l = UnixListener::bind(&path).unwrap();
-        assert!(matches!(bind(&path, false), Err(SocketError::AlreadyRunning(_))));
+        assert!(matches!(
+            bind(&path, false),
+            Err(SocketError::AlreadyRunning(_))
+        ));
     }
 
     #[test]
@@ -242,7 +252,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("mpm.sock");
         std::fs::write(&path, b"precious").unwrap();
-        assert!(matches!(bind(&path, false), Err(SocketError::NotASocket { .. })));
+        assert!(matches!(
+            bind(&path, false),
+            Err(SocketError::NotASocket { .. })
+        ));
         assert_eq!(std::fs::read(&path).unwrap(), b"precious");
     }
 }
