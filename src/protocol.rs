@@ -1,1 +1,464 @@
-//! protocol
+//! The daemon socket protocol: length-prefixed frames carrying JSON messages or raw terminal bytes.
+//!
+//! Wire format of one frame: a `u32` big-endian length `N` (of what follows), then `N` bytes of
+//! payload whose first byte is the frame type: [`TAG_JSON`] (a UTF-8 JSON [`ClientMsg`] or
+//! [`ServerMsg`]) or [`TAG_DATA`] (raw terminal bytes: input from an attached client, output to it).
+//! The length is checked against a cap *before* anything is allocated, so a hostile or broken peer
+//! cannot make the daemon reserve memory it does not send.
+//!
+//! A connection starts with a handshake: the client sends [`ClientMsg::Hello`] with its
+//! [`PROTOCOL_VERSION`]; the server answers [`ServerMsg::Hello`] or [`ServerMsg::Error`] (code
+//! `version`) and closes. Then requests and replies alternate, except for `Events { follow }` and
+//! `Attach`, which turn the connection into a stream (see the variants).
+
+use std::io::{self, Read, Write};
+
+use serde::{Deserialize, Serialize};
+
+use crate::events::Event;
+
+/// Bumped on any incompatible change of the messages below.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Frame type byte: JSON message.
+pub const TAG_JSON: u8 = b'J';
+/// Frame type byte: raw terminal bytes.
+pub const TAG_DATA: u8 = b'D';
+
+/// Default frame size cap (`daemon.max_frame_bytes`).
+pub const DEFAULT_MAX_FRAME: usize = 1 << 20;
+
+/// What can go wrong reading or decoding a frame.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("connection closed")]
+    Closed,
+    #[error("frame of {len} bytes exceeds the limit of {max}")]
+    TooLarge { len: usize, max: usize },
+    #[error("empty frame")]
+    Empty,
+    #[error("unknown frame type {0:#04x}")]
+    UnknownType(u8),
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    #[error("i/o: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// One decoded frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// A JSON message (not yet parsed into a message type).
+    Json(Vec<u8>),
+    /// Raw terminal bytes.
+    Data(Vec<u8>),
+}
+
+impl Frame {
+    /// A JSON frame of `msg`.
+    pub fn json<T: Serialize>(msg: &T) -> Frame {
+        // Serialising our own plain message types cannot fail.
+        Frame::Json(serde_json::to_vec(msg).unwrap_or_else(|_| b"{}".to_vec()))
+    }
+
+    /// Parse a JSON frame as `T`; data frames are an error.
+    pub fn parse<T: for<'de> Deserialize<'de>>(&self) -> Result<T, FrameError> {
+        match self {
+            Frame::Json(b) => {
+                serde_json::from_slice(b).map_err(|e| FrameError::Malformed(e.to_string()))
+            }
+            Frame::Data(_) => Err(FrameError::Malformed("expected a message, got data".into())),
+        }
+    }
+
+    /// The frame as it goes on the wire (length prefix included).
+    pub fn encode(&self) -> Vec<u8> {
+        let (tag, body) = match self {
+            Frame::Json(b) => (TAG_JSON, b),
+            Frame::Data(b) => (TAG_DATA, b),
+        };
+        let len = (body.len() + 1) as u32;
+        let mut out = Vec::with_capacity(body.len() + 5);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.push(tag);
+        out.extend_from_slice(body);
+        out
+    }
+}
+
+/// Write one frame and flush.
+pub fn write_frame(w: &mut impl Write, frame: &Frame) -> io::Result<()> {
+    w.write_all(&frame.encode())?;
+    w.flush()
+}
+
+/// Read one frame, refusing any whose announced length exceeds `max` before allocating for it.
+/// `Closed` means a clean end of stream at a frame boundary.
+pub fn read_frame(r: &mut impl Read, max: usize) -> Result<Frame, FrameError> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
+        Err(e) => return Err(FrameError::Io(e)),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len == 0 {
+        return Err(FrameError::Empty);
+    }
+    if len > max.saturating_add(1) {
+        return Err(FrameError::TooLarge { len, max });
+    }
+    let mut buf = vec![0u8; len];
+    r.read_exact(&mut buf)?;
+    decode_payload(buf)
+}
+
+/// Decode a payload (the bytes after the length prefix).
+pub fn decode_payload(mut buf: Vec<u8>) -> Result<Frame, FrameError> {
+    let Some(&tag) = buf.first() else {
+        return Err(FrameError::Empty);
+    };
+    buf.remove(0);
+    match tag {
+        TAG_JSON => Ok(Frame::Json(buf)),
+        TAG_DATA => Ok(Frame::Data(buf)),
+        t => Err(FrameError::UnknownType(t)),
+    }
+}
+
+/// Decode as many whole frames as `bytes` holds; returns them and the count of bytes consumed.
+/// Stops at the first error (returned with the frames decoded before it). Used by tests and fuzzing.
+pub fn decode_all(bytes: &[u8], max: usize) -> (Vec<Frame>, Result<usize, FrameError>) {
+    let mut cur = io::Cursor::new(bytes);
+    let mut frames = Vec::new();
+    loop {
+        let pos = cur.position() as usize;
+        if pos == bytes.len() {
+            return (frames, Ok(pos));
+        }
+        match read_frame(&mut cur, max) {
+            Ok(f) => frames.push(f),
+            Err(e) => return (frames, Err(e)),
+        }
+    }
+}
+
+/// A request to spawn a session under the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSpec {
+    pub argv: Vec<String>,
+    /// Working directory (also the ticket project).
+    pub cwd: String,
+    /// Extra environment for the child, on top of the daemon's.
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    #[serde(default = "default_cols")]
+    pub cols: u16,
+    #[serde(default = "default_rows")]
+    pub rows: u16,
+}
+
+fn default_cols() -> u16 {
+    80
+}
+fn default_rows() -> u16 {
+    24
+}
+
+/// Filter for the events request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventFilter {
+    /// Only this session.
+    #[serde(default)]
+    pub session: Option<String>,
+    /// Only kinds starting with this prefix (`delegation` matches `delegation.finished`).
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// Only events stored after this sequence number.
+    #[serde(default)]
+    pub after_seq: Option<i64>,
+    /// Only events at or after this RFC 3339 timestamp.
+    #[serde(default)]
+    pub since: Option<String>,
+    /// At most this many backlog events (the latest ones).
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+impl EventFilter {
+    /// Whether a live event passes the session and kind filters.
+    pub fn matches(&self, ev: &Event) -> bool {
+        self.session.as_ref().is_none_or(|s| *s == ev.session)
+            && self
+                .kind
+                .as_ref()
+                .is_none_or(|k| ev.kind().starts_with(k.as_str()))
+            && self
+                .since
+                .as_ref()
+                .is_none_or(|s| ev.ts.as_str() >= s.as_str())
+    }
+}
+
+/// Client to server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMsg {
+    /// First message of every connection.
+    Hello {
+        protocol: u32,
+        client: String,
+    },
+    /// Sessions, delegations, resources, governor mode.
+    Status,
+    /// Stored events matching the filter, as `Event` messages, then `EndOfEvents`; with `follow`,
+    /// then every new matching event until the client closes the connection.
+    Events {
+        #[serde(default)]
+        filter: EventFilter,
+        #[serde(default)]
+        follow: bool,
+    },
+    TicketsList {
+        #[serde(default)]
+        project: Option<String>,
+        #[serde(default)]
+        all: bool,
+    },
+    TicketShow {
+        id: i64,
+    },
+    TicketClose {
+        id: i64,
+    },
+    /// End a session gracefully (SIGTERM, grace, SIGKILL); the reply comes once it is gone.
+    Stop {
+        session: String,
+    },
+    /// Spawn a session through the daemon's backend.
+    Run(RunSpec),
+    /// Attach to a session's terminal. After `Attached`, the server sends a data frame that redraws
+    /// the current screen, then output as data frames; the client sends input as data frames and
+    /// `Resize`/`Detach` messages. `SessionEnded` closes the stream.
+    Attach {
+        session: String,
+        #[serde(default)]
+        cols: Option<u16>,
+        #[serde(default)]
+        rows: Option<u16>,
+    },
+    /// While attached: the terminal's new size.
+    Resize {
+        cols: u16,
+        rows: u16,
+    },
+    /// While attached: leave the session running and end the stream.
+    Detach,
+    /// Record an event in the store and pass it to followers (hooks, in-process sessions reporting
+    /// to a daemon). Acknowledged with `Ok` once durably written.
+    Publish {
+        event: Box<Event>,
+    },
+}
+
+/// One hosted session as `Status` reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    pub id: String,
+    pub pid: u32,
+    pub command: Vec<String>,
+    pub cwd: String,
+    pub started_at: String,
+    /// `running` or `ended`.
+    pub state: String,
+    pub exit_code: Option<i32>,
+    pub attached: u32,
+    /// Resident memory of the session's process tree, MB (when running).
+    pub rss_mb: Option<f64>,
+}
+
+/// A stored ticket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ticket {
+    pub id: i64,
+    pub project: String,
+    pub ticket_type: String,
+    pub title: String,
+    pub priority: Option<String>,
+    pub source_session: String,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub seen_count: i64,
+    /// `open` or `closed`.
+    pub status: String,
+}
+
+/// Daemon status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub daemon_pid: u32,
+    pub version: String,
+    pub socket: String,
+    pub uptime_secs: u64,
+    pub sessions: Vec<SessionInfo>,
+    pub delegations_queued: u64,
+    pub delegations_running: u64,
+    /// `cgroup`, `polling`, or `none` when no governor reports.
+    pub governor_mode: String,
+    /// The daemon's own resident memory, MB.
+    pub daemon_rss_mb: f64,
+    pub events_stored: u64,
+}
+
+/// Server to client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMsg {
+    Hello {
+        protocol: u32,
+        daemon_pid: u32,
+        version: String,
+    },
+    /// A request failed; `code` is one of `forbidden`, `version`, `malformed`, `too_large`,
+    /// `unknown_request`, `not_found`, `spawn_failed`, `internal`, `unexpected`.
+    Error {
+        code: String,
+        message: String,
+    },
+    Ok,
+    Status(Box<StatusReport>),
+    Event {
+        seq: i64,
+        event: Box<Event>,
+    },
+    EndOfEvents,
+    Tickets {
+        tickets: Vec<Ticket>,
+    },
+    Ticket {
+        ticket: Ticket,
+    },
+    Stopped {
+        session: String,
+        exit_code: Option<i32>,
+    },
+    Spawned {
+        session: String,
+        pid: u32,
+    },
+    Attached {
+        session: String,
+    },
+    /// The attached session ended (stream closes after this).
+    SessionEnded {
+        session: String,
+        exit_code: Option<i32>,
+    },
+    /// The stream ended because of a detach.
+    Detached,
+}
+
+impl ServerMsg {
+    pub fn error(code: &str, message: impl Into<String>) -> ServerMsg {
+        ServerMsg::Error {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn round_trip_frames() {
+        let frames = vec![
+            Frame::json(&ClientMsg::Status),
+            Frame::Data(b"\x1b[2Jhello".to_vec()),
+            Frame::json(&ServerMsg::error("x", "y")),
+        ];
+        let mut wire = Vec::new();
+        for f in &frames {
+            write_frame(&mut wire, f).unwrap();
+        }
+        let (back, rest) = decode_all(&wire, DEFAULT_MAX_FRAME);
+        assert_eq!(rest.unwrap(), wire.len());
+        assert_eq!(back, frames);
+        assert_eq!(back[0].parse::<ClientMsg>().unwrap(), ClientMsg::Status);
+    }
+
+    #[test]
+    fn oversized_is_rejected_from_the_header_alone() {
+        // Announces 4 GiB and sends nothing more: must be refused without reading or allocating.
+        let wire = u32::MAX.to_be_bytes();
+        let err = read_frame(&mut &wire[..], 1024).unwrap_err();
+        assert!(matches!(err, FrameError::TooLarge { .. }), "{err}");
+    }
+
+    #[test]
+    fn unknown_request_type_is_malformed_not_a_panic() {
+        let f = Frame::Json(br#"{"type":"explode"}"#.to_vec());
+        assert!(matches!(
+            f.parse::<ClientMsg>(),
+            Err(FrameError::Malformed(_))
+        ));
+        let (_, r) = decode_all(&[0, 0, 0, 1, b'X'], 100);
+        assert!(matches!(r, Err(FrameError::UnknownType(b'X'))));
+        let (_, r) = decode_all(&[0, 0, 0, 0], 100);
+        assert!(matches!(r, Err(FrameError::Empty)));
+        let (_, r) = decode_all(&[0, 0, 0, 9, b'J', b'{'], 100);
+        assert!(matches!(r, Err(FrameError::Io(_))), "truncated body");
+    }
+
+    /// A reader that fails the test if asked for more than `limit` bytes in one go: proves the
+    /// decoder never sizes a buffer from an over-cap header.
+    struct Stingy<'a> {
+        data: &'a [u8],
+        limit: usize,
+    }
+    impl Read for Stingy<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            assert!(buf.len() <= self.limit, "asked for {} bytes", buf.len());
+            let n = buf.len().min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Random bytes never panic the decoder, and whatever decodes never parses into a panic.
+        #[test]
+        fn fuzz_decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let (frames, _) = decode_all(&bytes, 256);
+            for f in frames {
+                let _ = f.parse::<ClientMsg>();
+                let _ = f.parse::<ServerMsg>();
+            }
+        }
+
+        /// A header over the cap is refused before the body is read or allocated.
+        #[test]
+        fn fuzz_oversized_rejected_before_allocation(len in 258u32.., tail in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let mut wire = len.to_be_bytes().to_vec();
+            wire.extend_from_slice(&tail);
+            let mut r = Stingy { data: &wire, limit: 257 };
+            let err = read_frame(&mut r, 256).unwrap_err();
+            prop_assert!(matches!(err, FrameError::TooLarge { .. }), "not too large: {}", err);
+        }
+
+        /// Valid JSON-ish frames with random message bodies: decoding is total.
+        #[test]
+        fn fuzz_json_bodies(body in ".{0,200}") {
+            let f = Frame::Json(body.into_bytes());
+            let wire = f.encode();
+            let (frames, r) = decode_all(&wire, DEFAULT_MAX_FRAME);
+            prop_assert!(r.is_ok());
+            let _ = frames[0].parse::<ClientMsg>();
+        }
+    }
+}

@@ -1,10 +1,15 @@
-//! `mpm daemon` and `mpm service install`. (Owned by the daemon work.)
+//! `mpm daemon` and `mpm service install`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::{Args, Subcommand};
 
 use super::GlobalArgs;
+use crate::config::{Overrides, paths};
+use crate::daemon::{Daemon, DaemonOptions, SessionBackend};
 
 #[derive(Debug, Args)]
 pub struct DaemonArgs {
@@ -19,13 +24,135 @@ pub struct DaemonArgs {
 #[derive(Debug, Subcommand)]
 pub enum ServiceCommand {
     /// Write the systemd user unit to `~/.config/systemd/user/mpm.service`.
-    Install,
+    Install(ServiceInstallArgs),
 }
 
-pub fn daemon(_g: &GlobalArgs, _a: DaemonArgs) -> anyhow::Result<i32> {
-    anyhow::bail!("mpm daemon is not built yet")
+#[derive(Debug, Args)]
+pub struct ServiceInstallArgs {
+    /// Overwrite an existing unit file.
+    #[arg(long)]
+    pub force: bool,
 }
 
-pub fn service(_g: &GlobalArgs, _c: ServiceCommand) -> anyhow::Result<i32> {
-    anyhow::bail!("mpm service is not built yet")
+/// The unit file shipped in the repository; `service install` fills in the binary path.
+pub const UNIT_TEMPLATE: &str = include_str!("../../systemd/mpm.service");
+
+/// The session backend the daemon hosts sessions with. Until the PTY session is merged this is the
+/// pipe backend (no PTY, no detection); the merge swaps in the real one here.
+fn backend() -> Arc<dyn SessionBackend> {
+    Arc::new(crate::daemon::PipeBackend)
+}
+
+/// The socket a daemon listens on: `--socket`, `MPM_SOCKET`, `daemon.socket`, then the default.
+fn daemon_socket(flag: Option<&Path>, configured: Option<&Path>) -> PathBuf {
+    if flag.is_none()
+        && std::env::var_os("MPM_SOCKET").is_none_or(|v| v.is_empty())
+        && let Some(c) = configured
+    {
+        return c.to_path_buf();
+    }
+    paths::socket(flag)
+}
+
+pub fn daemon(g: &GlobalArgs, a: DaemonArgs) -> anyhow::Result<i32> {
+    let cfg = super::load_config(g, Overrides::default())?.config;
+    if let Err(msg) = crate::logging::init(&cfg.log, g.log_stderr) {
+        eprintln!("mpm: {msg}");
+    }
+    let socket = daemon_socket(a.socket.as_deref(), cfg.daemon.socket.as_deref());
+    let state_dir = a
+        .state_dir
+        .or(cfg.daemon.state_dir.clone())
+        .unwrap_or_else(paths::state_dir);
+    let mut opts = DaemonOptions::new(socket.clone(), state_dir);
+    opts.private_dir = socket.parent() == Some(paths::runtime_dir().as_path());
+    opts.max_frame_bytes = cfg.daemon.max_frame_bytes.max(4096);
+    opts.retention_days = cfg.daemon.retention_days;
+    opts.stop_grace = Duration::from_secs_f64(cfg.daemon.stop_grace_secs.clamp(0.0, 3600.0));
+    opts.backend = backend();
+    opts.handle_signals = true;
+    let d = Daemon::bind(opts).context("cannot start the daemon")?;
+    d.run().context("daemon failed")?;
+    Ok(0)
+}
+
+/// The unit text with `ExecStart` pointing at `exe`.
+pub fn unit_for(exe: &Path) -> String {
+    UNIT_TEMPLATE
+        .lines()
+        .map(|l| {
+            if l.starts_with("ExecStart=") {
+                format!(
+                    "ExecStart={} daemon",
+                    systemd_quote(&exe.display().to_string())
+                )
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+/// Quote a path for a unit file command line when it needs it (spaces, quotes, `%`, `$`, `\`).
+fn systemd_quote(s: &str) -> String {
+    let s = s.replace('%', "%%").replace('$', "$$");
+    if s.chars()
+        .any(|c| c.is_whitespace() || c == '"' || c == '\\' || c == '\'')
+    {
+        format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+    } else {
+        s
+    }
+}
+
+pub fn service(_g: &GlobalArgs, c: ServiceCommand) -> anyhow::Result<i32> {
+    let ServiceCommand::Install(a) = c;
+    let exe = std::env::current_exe().context("cannot find this executable's path")?;
+    let dir = paths::config_dir()
+        .parent()
+        .map(|p| p.join("systemd/user"))
+        .context("no configuration folder")?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join("mpm.service");
+    let text = unit_for(&exe);
+    if path.exists() && !a.force && std::fs::read_to_string(&path).ok().as_deref() != Some(&text) {
+        return Err(super::UsageError(format!(
+            "{} exists and differs; use --force to overwrite",
+            path.display()
+        ))
+        .into());
+    }
+    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    let user = std::env::var("USER").unwrap_or_else(|_| "$USER".into());
+    println!("wrote {}", path.display());
+    println!("start it now and at every login:");
+    println!("  systemctl --user daemon-reload && systemctl --user enable --now mpm");
+    println!("user services stop at logout; to keep sessions running after you log out:");
+    println!("  loginctl enable-linger {user}");
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_points_at_the_binary_and_keeps_the_rest() {
+        let u = unit_for(Path::new("/opt/my tools/mpm"));
+        assert!(
+            u.contains("ExecStart=\"/opt/my tools/mpm\" daemon\n"),
+            "{u}"
+        );
+        for line in [
+            "Type=notify",
+            "KillMode=control-group",
+            "Restart=on-failure",
+            "Delegate=yes",
+        ] {
+            assert!(u.lines().any(|l| l == line), "missing {line}");
+        }
+        assert_eq!(u.matches("ExecStart=").count(), 1);
+    }
 }

@@ -324,6 +324,8 @@ pub struct DaemonConfig {
     pub retention_days: u32,
     /// Largest protocol frame accepted, bytes.
     pub max_frame_bytes: usize,
+    /// Seconds a session gets between SIGTERM and SIGKILL on `mpm stop` and daemon shutdown.
+    pub stop_grace_secs: f64,
 }
 
 impl Default for DaemonConfig {
@@ -333,6 +335,7 @@ impl Default for DaemonConfig {
             state_dir: None,
             retention_days: 30,
             max_frame_bytes: 1 << 20,
+            stop_grace_secs: 5.0,
         }
     }
 }

@@ -1,1 +1,334 @@
-//! daemon
+//! `mpm daemon`: the long-running supervisor that hosts sessions behind a Unix socket.
+//!
+//! Threads, not tasks: one accept loop (polling the listener and a wake pipe that SIGTERM/SIGINT and
+//! [`DaemonHandle::shutdown`] write to), one thread per connection, and per session one waiter.
+//! An idle daemon blocks in `poll`/`recv` everywhere, so it costs no CPU.
+//!
+//! Shutdown (SIGTERM): stop accepting, `STOPPING=1`, unlink the socket, end every session (graceful
+//! stop with `stop_grace`), close every client connection, flush the store, return `Ok` (exit 0).
+
+pub mod backend;
+pub mod client;
+pub mod notify;
+mod server;
+pub mod socket;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+
+pub use backend::{
+    Attachment, HostedSession, PipeBackend, SessionBackend, SpawnError, SpawnRequest,
+};
+
+use crate::events::{Event, Sink};
+use crate::store::{Store, StoreError};
+
+/// Everything the daemon is configured with.
+pub struct DaemonOptions {
+    pub socket: PathBuf,
+    /// The socket's folder is mpm's own runtime folder (forced 0700, must be ours).
+    pub private_dir: bool,
+    pub state_dir: PathBuf,
+    pub max_frame_bytes: usize,
+    pub retention_days: u32,
+    /// How long a session gets between SIGTERM and SIGKILL (stop requests and shutdown).
+    pub stop_grace: Duration,
+    /// Connections from any other uid are refused. Normally our own uid; tests set another.
+    pub allowed_uid: u32,
+    pub backend: Arc<dyn SessionBackend>,
+    /// Install SIGTERM/SIGINT handlers (the binary does; in-process tests use the handle).
+    pub handle_signals: bool,
+}
+
+impl DaemonOptions {
+    /// Defaults for a socket and state folder: our uid, 1 MiB frames, 30 days, 5 s grace, pipes.
+    pub fn new(socket: PathBuf, state_dir: PathBuf) -> Self {
+        DaemonOptions {
+            socket,
+            private_dir: false,
+            state_dir,
+            max_frame_bytes: crate::protocol::DEFAULT_MAX_FRAME,
+            retention_days: 30,
+            stop_grace: Duration::from_secs(5),
+            allowed_uid: nix::unistd::getuid().as_raw(),
+            backend: Arc::new(PipeBackend),
+            handle_signals: false,
+        }
+    }
+}
+
+/// Daemon errors.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Socket(#[from] socket::SocketError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A session the daemon hosts.
+pub(crate) struct Hosted {
+    pub session: Arc<dyn HostedSession>,
+    pub command: Vec<String>,
+    pub cwd: String,
+    pub started_at: String,
+    pub attached: AtomicU32,
+    pub bus: crate::events::Bus,
+}
+
+/// A live event with its store sequence number, as followers get it.
+pub(crate) type Seqd = (i64, Arc<Event>);
+
+/// Store + live fan-out: the one sink every hosted session's bus (and `Publish`) writes to.
+pub(crate) struct Fanout {
+    pub store: Arc<Store>,
+    pub followers: Mutex<Vec<Sender<Seqd>>>,
+}
+
+impl Fanout {
+    /// Store the event, then hand it to followers. Returns the sequence number once durable.
+    pub fn record(&self, ev: &Event) -> Result<i64, StoreError> {
+        let seq = self.store.append(ev)?;
+        let ev = Arc::new(ev.clone());
+        self.followers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|tx| tx.send((seq, ev.clone())).is_ok());
+        Ok(seq)
+    }
+}
+
+impl Sink for Fanout {
+    fn write(&self, event: &Event) {
+        if let Err(e) = self.record(event) {
+            tracing::warn!(error = %e, kind = event.kind(), "cannot store event");
+        }
+    }
+}
+
+/// State shared by the accept loop and every connection.
+pub(crate) struct Shared {
+    pub opts: DaemonOptions,
+    pub fanout: Arc<Fanout>,
+    pub sessions: Mutex<HashMap<String, Arc<Hosted>>>,
+    pub conns: Mutex<HashMap<u64, UnixStream>>,
+    pub next_conn: AtomicU64,
+    pub started: Instant,
+    pub stopping: AtomicBool,
+}
+
+impl Shared {
+    pub fn store(&self) -> &Store {
+        &self.fanout.store
+    }
+}
+
+/// Triggers shutdown of a running daemon from another thread (tests, embedding).
+#[derive(Clone)]
+pub struct DaemonHandle {
+    wake: Arc<UnixStream>,
+}
+
+impl DaemonHandle {
+    pub fn shutdown(&self) {
+        let _ = (&*self.wake).write_all(b"x");
+    }
+}
+
+/// A bound daemon, ready to [`run`](Daemon::run).
+pub struct Daemon {
+    shared: Arc<Shared>,
+    sock: socket::BoundSocket,
+    wake_r: UnixStream,
+    wake_w: Arc<UnixStream>,
+}
+
+impl Daemon {
+    /// Open the store (recovering from a crash), bind the socket. Nothing is served yet.
+    pub fn bind(opts: DaemonOptions) -> Result<Daemon, DaemonError> {
+        let store = Arc::new(Store::open_in(&opts.state_dir)?);
+        let rec = store.recover()?;
+        if rec != Default::default() {
+            tracing::warn!(
+                sessions = rec.sessions_ended,
+                delegations = rec.delegations_interrupted,
+                "previous daemon did not shut down cleanly: marked its sessions ended and its queued delegations interrupted"
+            );
+        }
+        match store.prune(opts.retention_days) {
+            Ok(n) if n > 0 => tracing::info!(pruned = n, "pruned old events"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "pruning failed"),
+        }
+        let sock = socket::bind(&opts.socket, opts.private_dir)?;
+        let (wake_r, wake_w) = UnixStream::pair()?;
+        wake_r.set_nonblocking(true)?;
+        let wake_w = Arc::new(wake_w);
+        if opts.handle_signals {
+            for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+                signal_hook::low_level::pipe::register(sig, wake_w.try_clone()?)?;
+            }
+        }
+        Ok(Daemon {
+            shared: Arc::new(Shared {
+                opts,
+                fanout: Arc::new(Fanout {
+                    store,
+                    followers: Mutex::new(Vec::new()),
+                }),
+                sessions: Mutex::new(HashMap::new()),
+                conns: Mutex::new(HashMap::new()),
+                next_conn: AtomicU64::new(0),
+                started: Instant::now(),
+                stopping: AtomicBool::new(false),
+            }),
+            sock,
+            wake_r,
+            wake_w,
+        })
+    }
+
+    pub fn handle(&self) -> DaemonHandle {
+        DaemonHandle {
+            wake: self.wake_w.clone(),
+        }
+    }
+
+    pub fn socket_path(&self) -> &std::path::Path {
+        self.sock.path()
+    }
+
+    /// Serve until shutdown; then stop sessions, close connections, flush the store.
+    pub fn run(self) -> Result<(), DaemonError> {
+        if let Err(e) = notify::notify("READY=1") {
+            tracing::warn!(error = %e, "cannot notify systemd");
+        }
+        tracing::info!(socket = %self.sock.path().display(), pid = std::process::id(), "daemon listening");
+        // Retention runs hourly while idle.
+        let hour = PollTimeout::try_from(3_600_000u32).unwrap_or(PollTimeout::MAX);
+        loop {
+            let (listen_ready, wake_ready) = {
+                let mut fds = [
+                    PollFd::new(self.sock.listener.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(self.wake_r.as_fd(), PollFlags::POLLIN),
+                ];
+                match nix::poll::poll(&mut fds, hour) {
+                    Ok(0) => {
+                        let _ = self.shared.store().prune(self.shared.opts.retention_days);
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => return Err(std::io::Error::from(e).into()),
+                }
+                let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+                (ready(&fds[0]), ready(&fds[1]))
+            };
+            if wake_ready {
+                let mut buf = [0u8; 64];
+                let _ = (&self.wake_r).read(&mut buf);
+                break;
+            }
+            if listen_ready {
+                match self.sock.listener.accept() {
+                    Ok((stream, _)) => server::spawn_connection(&self.shared, stream),
+                    Err(e) => tracing::warn!(error = %e, "accept failed"),
+                }
+            }
+        }
+        self.shutdown();
+        Ok(())
+    }
+
+    fn shutdown(self) {
+        let shared = &self.shared;
+        shared.stopping.store(true, Ordering::SeqCst);
+        tracing::info!("daemon stopping");
+        if let Err(e) = notify::notify("STOPPING=1") {
+            tracing::warn!(error = %e, "cannot notify systemd");
+        }
+        // Stop accepting: nobody can connect once the file is gone and the listener closed.
+        self.sock.unlink();
+        let sessions: Vec<Arc<Hosted>> = shared
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let grace = shared.opts.stop_grace;
+        let stoppers: Vec<_> = sessions
+            .into_iter()
+            .filter(|h| h.session.try_wait().is_none())
+            .map(|h| std::thread::spawn(move || h.session.stop(grace)))
+            .collect();
+        for s in stoppers {
+            let _ = s.join();
+        }
+        for (_, c) in shared
+            .conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+        {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+        shared
+            .fanout
+            .followers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        // Sessions' exit events are in; mark anything left as ended by shutdown, then flush.
+        for (id, h) in shared
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let code = h.session.try_wait().flatten();
+            let _ = shared.store().end_session(id, code, "daemon-shutdown");
+        }
+        shared.store().shutdown();
+        tracing::info!("daemon stopped");
+    }
+}
+
+/// Resident memory of `pid` and its descendants, MB.
+pub(crate) fn tree_rss_mb(pid: u32) -> Option<f64> {
+    let members = crate::process::tree_members(pid as i32);
+    if members.is_empty() {
+        return None;
+    }
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .unwrap_or(4096) as f64;
+    let pages: u64 = members.iter().filter_map(|p| rss_pages(*p as u32)).sum();
+    Some(pages as f64 * page / (1024.0 * 1024.0))
+}
+
+fn rss_pages(pid: u32) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    statm.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// This process's resident memory, MB.
+pub(crate) fn own_rss_mb() -> f64 {
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .unwrap_or(4096) as f64;
+    rss_pages(std::process::id()).unwrap_or(0) as f64 * page / (1024.0 * 1024.0)
+}

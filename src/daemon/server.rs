@@ -1,0 +1,520 @@
+//! One client connection: uid check, handshake, then requests until the client goes away.
+//!
+//! Any malformed, oversized or unknown request gets an `Error` reply; only a frame that cannot be
+//! skipped (oversized: its body is never read) or a broken stream ends the connection. Nothing a
+//! client sends can take the daemon down: every failure stays inside this connection's thread.
+
+use std::io::BufReader;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use crossbeam_channel::select;
+
+use super::{Hosted, Shared, socket};
+use crate::events::{Bus, Context};
+use crate::protocol::{
+    ClientMsg, EventFilter, Frame, FrameError, PROTOCOL_VERSION, RunSpec, ServerMsg, SessionInfo,
+    StatusReport, read_frame, write_frame,
+};
+
+/// Serve `stream` on its own thread, registered so shutdown can close it.
+pub(crate) fn spawn_connection(shared: &Arc<Shared>, stream: UnixStream) {
+    let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    if let Ok(c) = stream.try_clone() {
+        shared
+            .conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, c);
+    }
+    let shared = shared.clone();
+    let spawned = std::thread::Builder::new()
+        .name(format!("mpm-conn-{id}"))
+        .spawn(move || {
+            if let Err(e) = serve(&shared, stream) {
+                tracing::debug!(conn = id, error = %e, "connection ended");
+            }
+            shared
+                .conns
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start connection thread");
+    }
+}
+
+fn send(w: &Mutex<UnixStream>, msg: &ServerMsg) -> std::io::Result<()> {
+    let mut w = w.lock().unwrap_or_else(|e| e.into_inner());
+    write_frame(&mut *w, &Frame::json(msg))
+}
+
+fn send_data(w: &Mutex<UnixStream>, bytes: &[u8]) -> std::io::Result<()> {
+    let mut w = w.lock().unwrap_or_else(|e| e.into_inner());
+    write_frame(&mut *w, &Frame::Data(bytes.to_vec()))
+}
+
+fn serve(shared: &Arc<Shared>, stream: UnixStream) -> Result<(), FrameError> {
+    let max = shared.opts.max_frame_bytes;
+    let writer = Arc::new(Mutex::new(stream.try_clone()?));
+    match socket::peer_uid(&stream) {
+        Ok(uid) if uid == shared.opts.allowed_uid => {}
+        Ok(uid) => {
+            tracing::warn!(uid, "refused a connection from another user");
+            send(
+                &writer,
+                &ServerMsg::error("forbidden", format!("uid {uid} may not use this daemon")),
+            )?;
+            return Ok(());
+        }
+        Err(e) => {
+            send(
+                &writer,
+                &ServerMsg::error("forbidden", format!("cannot check peer credentials: {e}")),
+            )?;
+            return Ok(());
+        }
+    }
+    let mut reader = BufReader::new(stream);
+
+    // Handshake.
+    let hello = read_frame(&mut reader, max).and_then(|f| f.parse::<ClientMsg>());
+    match hello {
+        Ok(ClientMsg::Hello { protocol, .. }) if protocol == PROTOCOL_VERSION => {
+            send(
+                &writer,
+                &ServerMsg::Hello {
+                    protocol: PROTOCOL_VERSION,
+                    daemon_pid: std::process::id(),
+                    version: env!("CARGO_PKG_VERSION").into(),
+                },
+            )?;
+        }
+        Ok(ClientMsg::Hello { protocol, .. }) => {
+            send(
+                &writer,
+                &ServerMsg::error(
+                    "version",
+                    format!(
+                        "protocol {protocol} not supported; this daemon speaks {PROTOCOL_VERSION}"
+                    ),
+                ),
+            )?;
+            return Ok(());
+        }
+        Ok(_) => {
+            send(
+                &writer,
+                &ServerMsg::error("unexpected", "the first message must be hello"),
+            )?;
+            return Ok(());
+        }
+        Err(e) => {
+            let _ = send(&writer, &error_reply(&e));
+            return Ok(());
+        }
+    }
+
+    loop {
+        let frame = match read_frame(&mut reader, max) {
+            Ok(f) => f,
+            Err(FrameError::Closed) => return Ok(()),
+            Err(e @ (FrameError::TooLarge { .. } | FrameError::Io(_))) => {
+                // The body was not read: the stream cannot be resynchronised.
+                let _ = send(&writer, &error_reply(&e));
+                return Err(e);
+            }
+            Err(e) => {
+                send(&writer, &error_reply(&e))?;
+                continue;
+            }
+        };
+        let msg = match frame.parse::<ClientMsg>() {
+            Ok(m) => m,
+            Err(e) => {
+                send(&writer, &error_reply(&e))?;
+                continue;
+            }
+        };
+        match msg {
+            ClientMsg::Events { filter, follow } => {
+                return events(shared, &writer, reader.into_inner(), filter, follow);
+            }
+            ClientMsg::Attach {
+                session,
+                cols,
+                rows,
+            } => {
+                return attach(shared, &writer, reader, &session, cols, rows);
+            }
+            other => {
+                let reply = handle(shared, other);
+                send(&writer, &reply)?;
+            }
+        }
+    }
+}
+
+fn error_reply(e: &FrameError) -> ServerMsg {
+    match e {
+        FrameError::TooLarge { .. } => ServerMsg::error("too_large", e.to_string()),
+        FrameError::Malformed(m) if m.contains("unknown variant") => {
+            ServerMsg::error("unknown_request", e.to_string())
+        }
+        _ => ServerMsg::error("malformed", e.to_string()),
+    }
+}
+
+/// One request, one reply.
+fn handle(shared: &Arc<Shared>, msg: ClientMsg) -> ServerMsg {
+    match msg {
+        ClientMsg::Hello { .. } => ServerMsg::error("unexpected", "already said hello"),
+        ClientMsg::Status => ServerMsg::Status(Box::new(status(shared))),
+        ClientMsg::TicketsList { project, all } => {
+            match shared.store().tickets(project.as_deref(), all) {
+                Ok(tickets) => ServerMsg::Tickets { tickets },
+                Err(e) => ServerMsg::error("internal", e.to_string()),
+            }
+        }
+        ClientMsg::TicketShow { id } => match shared.store().ticket(id) {
+            Ok(ticket) => ServerMsg::Ticket { ticket },
+            Err(e @ crate::store::StoreError::NoTicket(_)) => {
+                ServerMsg::error("not_found", e.to_string())
+            }
+            Err(e) => ServerMsg::error("internal", e.to_string()),
+        },
+        ClientMsg::TicketClose { id } => match shared.store().close_ticket(id) {
+            Ok(ticket) => ServerMsg::Ticket { ticket },
+            Err(e @ crate::store::StoreError::NoTicket(_)) => {
+                ServerMsg::error("not_found", e.to_string())
+            }
+            Err(e) => ServerMsg::error("internal", e.to_string()),
+        },
+        ClientMsg::Stop { session } => {
+            let Some(h) = find(shared, &session) else {
+                return ServerMsg::error("not_found", format!("no session {session}"));
+            };
+            h.session.stop(shared.opts.stop_grace);
+            ServerMsg::Stopped {
+                session: h.session.id().to_string(),
+                exit_code: h.session.wait(),
+            }
+        }
+        ClientMsg::Run(spec) => run(shared, spec),
+        ClientMsg::Publish { event } => match shared.fanout.record(&event) {
+            Ok(_) => ServerMsg::Ok,
+            Err(e) => ServerMsg::error("internal", e.to_string()),
+        },
+        ClientMsg::Resize { .. } | ClientMsg::Detach => {
+            ServerMsg::error("unexpected", "not attached")
+        }
+        ClientMsg::Events { .. } | ClientMsg::Attach { .. } => {
+            ServerMsg::error("internal", "stream requests are handled by the connection")
+        }
+    }
+}
+
+/// A session by full id or unique prefix.
+fn find(shared: &Shared, id: &str) -> Option<Arc<Hosted>> {
+    let sessions = shared.sessions.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(h) = sessions.get(id) {
+        return Some(h.clone());
+    }
+    let mut matches = sessions
+        .iter()
+        .filter(|(k, _)| !id.is_empty() && k.starts_with(id));
+    match (matches.next(), matches.next()) {
+        (Some((_, h)), None) => Some(h.clone()),
+        _ => None,
+    }
+}
+
+fn status(shared: &Shared) -> StatusReport {
+    let sessions = shared.sessions.lock().unwrap_or_else(|e| e.into_inner());
+    let mut list: Vec<SessionInfo> = sessions
+        .values()
+        .map(|h| {
+            let exit = h.session.try_wait();
+            SessionInfo {
+                id: h.session.id().to_string(),
+                pid: h.session.pid(),
+                command: h.command.clone(),
+                cwd: h.cwd.clone(),
+                started_at: h.started_at.clone(),
+                state: if exit.is_some() { "ended" } else { "running" }.into(),
+                exit_code: exit.flatten(),
+                attached: h.attached.load(Ordering::Relaxed),
+                rss_mb: if exit.is_none() {
+                    super::tree_rss_mb(h.session.pid())
+                } else {
+                    None
+                },
+            }
+        })
+        .collect();
+    drop(sessions);
+    list.sort_by(|a, b| a.started_at.cmp(&b.started_at));
+    let store = shared.store();
+    let (queued, running) = store.delegation_counts().unwrap_or((0, 0));
+    StatusReport {
+        daemon_pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        socket: shared.opts.socket.display().to_string(),
+        uptime_secs: shared.started.elapsed().as_secs(),
+        sessions: list,
+        delegations_queued: queued,
+        delegations_running: running,
+        governor_mode: store
+            .governor_mode()
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| "none".into()),
+        daemon_rss_mb: super::own_rss_mb(),
+        events_stored: store.event_count().unwrap_or(0),
+    }
+}
+
+fn run(shared: &Arc<Shared>, spec: RunSpec) -> ServerMsg {
+    if shared.stopping.load(Ordering::SeqCst) {
+        return ServerMsg::error("spawn_failed", "the daemon is shutting down");
+    }
+    let id = crate::events::new_id();
+    let bus = Bus::new(Context::with_session(id.clone()));
+    bus.add_sink(shared.fanout.clone());
+    if let Err(e) = shared
+        .store()
+        .register_session(&id, &spec.argv, &spec.cwd, None)
+    {
+        return ServerMsg::error("internal", e.to_string());
+    }
+    let req = super::SpawnRequest {
+        id: id.clone(),
+        argv: spec.argv.clone(),
+        cwd: spec.cwd.clone().into(),
+        env: spec.env.clone(),
+        cols: spec.cols,
+        rows: spec.rows,
+        events: bus.clone(),
+    };
+    let session = match shared.opts.backend.spawn(req) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = shared.store().end_session(&id, None, "spawn-failed");
+            return ServerMsg::error("spawn_failed", e.to_string());
+        }
+    };
+    let pid = session.pid();
+    let hosted = Arc::new(Hosted {
+        session,
+        command: spec.argv,
+        cwd: spec.cwd,
+        started_at: crate::events::now_ts(),
+        attached: Default::default(),
+        bus,
+    });
+    shared
+        .sessions
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(id.clone(), hosted.clone());
+    // Waiter: record the end in the store whatever way the session ends.
+    let waiter_shared = shared.clone();
+    let _ = std::thread::Builder::new()
+        .name("mpm-session-wait".into())
+        .spawn(move || {
+            let code = hosted.session.wait();
+            let _ = waiter_shared
+                .store()
+                .end_session(hosted.session.id(), code, "exited");
+            hosted.bus.close();
+        });
+    ServerMsg::Spawned { session: id, pid }
+}
+
+/// Backlog then (with `follow`) live events. Subscribe first, read the backlog, then skip live
+/// events the backlog already had (by sequence number): nothing lost, nothing twice.
+fn events(
+    shared: &Arc<Shared>,
+    writer: &Mutex<UnixStream>,
+    stream: UnixStream,
+    filter: EventFilter,
+    follow: bool,
+) -> Result<(), FrameError> {
+    let live = follow.then(|| {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        shared
+            .fanout
+            .followers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(tx);
+        rx
+    });
+    let backlog = match shared.store().events(&filter) {
+        Ok(b) => b,
+        Err(e) => {
+            send(writer, &ServerMsg::error("internal", e.to_string()))?;
+            return Ok(());
+        }
+    };
+    let mut last = filter.after_seq.unwrap_or(0);
+    for (seq, event) in backlog {
+        last = last.max(seq);
+        send(
+            writer,
+            &ServerMsg::Event {
+                seq,
+                event: Box::new(event),
+            },
+        )?;
+    }
+    send(writer, &ServerMsg::EndOfEvents)?;
+    let Some(live) = live else {
+        return Ok(());
+    };
+    let closed = watch_close(stream);
+    loop {
+        select! {
+            recv(live) -> m => match m {
+                Ok((seq, ev)) => {
+                    if seq > last && filter.matches(&ev) {
+                        send(writer, &ServerMsg::Event { seq, event: Box::new((*ev).clone()) })?;
+                    }
+                }
+                Err(_) => return Ok(()),
+            },
+            recv(closed) -> _ => return Ok(()),
+        }
+    }
+}
+
+/// A channel that disconnects when the client closes its end (anything it sends is ignored).
+fn watch_close(stream: UnixStream) -> crossbeam_channel::Receiver<()> {
+    let (tx, rx) = crossbeam_channel::bounded::<()>(0);
+    let _ = std::thread::Builder::new()
+        .name("mpm-conn-watch".into())
+        .spawn(move || {
+            let mut r = BufReader::new(stream);
+            while read_frame(&mut r, 64 * 1024).is_ok() {}
+            drop(tx);
+        });
+    rx
+}
+
+/// The attach stream: redraw, then output out and input in until detach, session end or close.
+fn attach(
+    shared: &Arc<Shared>,
+    writer: &Arc<Mutex<UnixStream>>,
+    mut reader: BufReader<UnixStream>,
+    id: &str,
+    cols: Option<u16>,
+    rows: Option<u16>,
+) -> Result<(), FrameError> {
+    let Some(h) = find(shared, id) else {
+        send(
+            writer,
+            &ServerMsg::error("not_found", format!("no session {id}")),
+        )?;
+        return Ok(());
+    };
+    if let Some(code) = h.session.try_wait() {
+        send(
+            writer,
+            &ServerMsg::SessionEnded {
+                session: h.session.id().into(),
+                exit_code: code,
+            },
+        )?;
+        return Ok(());
+    }
+    if let (Some(c), Some(r)) = (cols, rows) {
+        h.session.resize(c, r);
+    }
+    let att = h.session.attach();
+    send(
+        writer,
+        &ServerMsg::Attached {
+            session: h.session.id().into(),
+        },
+    )?;
+    send_data(writer, &att.snapshot)?;
+    h.attached.fetch_add(1, Ordering::Relaxed);
+    struct Count(Arc<Hosted>);
+    impl Drop for Count {
+        fn drop(&mut self) {
+            self.0.attached.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    let _count = Count(h.clone());
+
+    // Output pump on its own thread; it owns the end-of-session message.
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
+    let out_writer = writer.clone();
+    let out_h = h.clone();
+    let pump = std::thread::Builder::new()
+        .name("mpm-attach-out".into())
+        .spawn(move || {
+            loop {
+                select! {
+                    recv(att.output) -> chunk => match chunk {
+                        Ok(c) => {
+                            if send_data(&out_writer, &c).is_err() {
+                                return;
+                            }
+                        }
+                        Err(_) => {
+                            // Output ended (or we fell behind): report the end if the session is gone.
+                            let code = out_h.session.wait();
+                            let _ = send(&out_writer, &ServerMsg::SessionEnded {
+                                session: out_h.session.id().into(),
+                                exit_code: code,
+                            });
+                            if let Ok(w) = out_writer.lock() {
+                                let _ = w.shutdown(std::net::Shutdown::Both);
+                            }
+                            return;
+                        }
+                    },
+                    recv(stop_rx) -> _ => {
+                        let _ = send(&out_writer, &ServerMsg::Detached);
+                        return;
+                    }
+                }
+            }
+        })?;
+
+    let max = shared.opts.max_frame_bytes;
+    loop {
+        match read_frame(&mut reader, max) {
+            Ok(Frame::Data(bytes)) => h.session.write_input(&bytes),
+            Ok(f) => match f.parse::<ClientMsg>() {
+                Ok(ClientMsg::Resize { cols, rows }) => h.session.resize(cols, rows),
+                Ok(ClientMsg::Detach) => break,
+                Ok(_) => {
+                    let _ = send(
+                        writer,
+                        &ServerMsg::error(
+                            "unexpected",
+                            "only input, resize and detach while attached",
+                        ),
+                    );
+                }
+                Err(e) => {
+                    let _ = send(writer, &error_reply(&e));
+                }
+            },
+            Err(FrameError::Closed) | Err(FrameError::Io(_)) => break,
+            Err(e) => {
+                let _ = send(writer, &error_reply(&e));
+                if matches!(e, FrameError::TooLarge { .. }) {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = stop_tx.try_send(());
+    let _ = pump.join();
+    Ok(())
+}

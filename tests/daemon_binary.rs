@@ -1,0 +1,403 @@
+//! The real binary: `mpm daemon` with its clients, systemd notify, SIGTERM, kill -9 durability,
+//! restart after a crash, and `mpm attach` over pipes.
+
+mod daemon_support;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixDatagram;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use daemon_support::{Env, Guard, agent_argv, alive, wait_for};
+use mpm::daemon::client::Client;
+use mpm::events::{Event, EventBody};
+use mpm::protocol::{ClientMsg, RunSpec, ServerMsg};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+const T: Duration = Duration::from_secs(30);
+
+fn connect(env: &Env) -> Client {
+    let c = Client::connect(&env.socket()).unwrap();
+    c.set_read_timeout(Some(T)).unwrap();
+    c
+}
+
+fn spawn_session(env: &Env, guard: &mut Guard, steps: &[&str]) -> (String, u32) {
+    let mut c = connect(env);
+    match c
+        .request(&ClientMsg::Run(RunSpec {
+            argv: agent_argv(steps),
+            cwd: env.dir.path().display().to_string(),
+            env: vec![],
+            cols: 80,
+            rows: 24,
+        }))
+        .unwrap()
+    {
+        ServerMsg::Spawned { session, pid } => {
+            guard.track_group(pid);
+            (session, pid)
+        }
+        m => panic!("{m:?}"),
+    }
+}
+
+fn recv_dgram(s: &UnixDatagram) -> String {
+    let mut buf = [0u8; 256];
+    let n = s.recv(&mut buf).expect("notify datagram");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[test]
+fn no_daemon_is_a_clear_error() {
+    let env = Env::new();
+    for args in [
+        &["status"][..],
+        &["events"],
+        &["tickets", "list"],
+        &["stop", "x"],
+        &["attach", "x"],
+    ] {
+        let (code, _, err) = env.client(args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(err.contains("no mpm daemon at"), "{err}");
+        assert!(err.contains("systemctl --user start mpm"), "{err}");
+    }
+    // MPM_SOCKET is honoured when --socket is absent.
+    let out = env
+        .mpm(&["status"])
+        .env("MPM_SOCKET", env.dir.path().join("elsewhere.sock"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("elsewhere.sock"));
+}
+
+#[test]
+fn binary_lifecycle_with_every_client_command() {
+    let env = Env::new();
+    let notify_path = env.dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(T)).unwrap();
+    let mut daemon = env.start_daemon(Some(&notify_path));
+    assert_eq!(recv_dgram(&notify), "READY=1");
+
+    // A second daemon on the same socket refuses, exit 1.
+    let out = env
+        .mpm(&[
+            "daemon",
+            "--socket",
+            env.socket().to_str().unwrap(),
+            "--state-dir",
+            env.state().to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already running"));
+
+    let (id, pid) = spawn_session(&env, &mut daemon, &["print:hello-from-agent", "sleep:0"]);
+
+    // status, human and JSON.
+    let (code, out, err) = env.client(&["status"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&id) && out.contains("running"), "{out}");
+    let (code, out, _) = env.client(&["status", "--json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["sessions"][0]["id"], id.as_str());
+    assert_eq!(v["sessions"][0]["pid"], pid);
+    assert_eq!(v["governor_mode"], "none");
+    assert!(v["delegations_queued"].is_u64());
+
+    // A ticket, published like a hook would, then tickets list/show/close.
+    let mut c = connect(&env);
+    let ev = Event {
+        ts: mpm::events::now_ts(),
+        session: id.clone(),
+        trace_id: "t".into(),
+        step_id: "s".into(),
+        parent_step_id: None,
+        body: EventBody::Detection(mpm::events::Detection {
+            category: "ticket".into(),
+            pattern: "bug".into(),
+            text: "BUG: parser drops CR".into(),
+            source: mpm::events::TextSource::Screen,
+            agent: None,
+            task: None,
+            ticket_type: Some("BUG".into()),
+            title: Some("parser drops CR".into()),
+            priority: Some("High".into()),
+            handled_by_agent: false,
+        }),
+    };
+    assert_eq!(
+        c.request(&ClientMsg::Publish {
+            event: Box::new(ev)
+        })
+        .unwrap(),
+        ServerMsg::Ok
+    );
+    let (code, out, _) = env.client(&["tickets", "list", "--json"]);
+    assert_eq!(code, 0);
+    let tickets: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(tickets[0]["title"], "parser drops CR");
+    let tid = tickets[0]["id"].as_i64().unwrap().to_string();
+    let (code, out, _) = env.client(&["tickets", "list"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("parser drops CR"), "{out}");
+    let (code, out, _) = env.client(&["tickets", "show", &tid]);
+    assert_eq!(code, 0);
+    assert!(out.contains("priority:   High"), "{out}");
+    let (code, out, _) = env.client(&["tickets", "close", &tid, "--json"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("\"status\":\"closed\""), "{out}");
+    let (code, _, err) = env.client(&["tickets", "show", "not-a-number"]);
+    assert_eq!(code, 2, "{err}");
+
+    // events, with filters.
+    let (code, out, _) = env.client(&["events", "--json", "--session", &id, "--kind", "session"]);
+    assert_eq!(code, 0);
+    let kinds: Vec<String> = out
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["kind"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(kinds, ["session.started"]);
+    let (code, out, _) = env.client(&["events"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("detection") && out.contains("session.started"),
+        "{out}"
+    );
+
+    // events --follow in the background sees the stop.
+    let sock = env.socket();
+    let mut follow = env
+        .mpm(&[
+            "events",
+            "--follow",
+            "--json",
+            "--kind",
+            "session",
+            "--socket",
+            sock.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let follow_out = follow.stdout.take().unwrap();
+    let mut follow_guard = Guard::new(follow);
+    let lines = Arc::new(Mutex::new(String::new()));
+    let l2 = lines.clone();
+    std::thread::spawn(move || {
+        let mut r = follow_out;
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = r.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            l2.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    // The backlog (session.started) arriving means the live subscription is in place.
+    wait_for("follower backlog", T, || {
+        lines.lock().unwrap().contains("session.started")
+    });
+
+    // stop.
+    let (code, out, err) = env.client(&["stop", &id[..8]]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("stopped"), "{out}");
+    assert!(!alive(pid));
+    wait_for("follower sees session.exited", T, || {
+        lines.lock().unwrap().contains("session.exited")
+    });
+    let (code, _, err) = env.client(&["stop", "no-such-session"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no session"), "{err}");
+
+    // SIGTERM: STOPPING=1, exit 0, socket gone, followers end.
+    let (_, pid2) = spawn_session(&env, &mut daemon, &["sleep:0"]);
+    kill(Pid::from_raw(daemon.pid()), Signal::SIGTERM).unwrap();
+    assert_eq!(recv_dgram(&notify), "STOPPING=1");
+    assert_eq!(daemon.wait_exit(T), Some(0));
+    assert!(!env.socket().exists());
+    assert!(!alive(pid2), "sessions end with the daemon");
+    assert_eq!(follow_guard.wait_exit(T), Some(0));
+    let db = rusqlite::Connection::open(env.db()).unwrap();
+    let running: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM sessions WHERE state='running'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(running, 0);
+}
+
+#[test]
+fn kill_9_keeps_every_acknowledged_event_and_restart_recovers() {
+    let env = Env::new();
+    let mut daemon = env.start_daemon(None);
+    let (id, pid) = spawn_session(&env, &mut daemon, &["sleep:0"]);
+
+    // Writers: two clients publishing as fast as acknowledgements come back.
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            let mut c = connect(&env);
+            let acked = acked.clone();
+            let stop = stop.clone();
+            let id = id.clone();
+            std::thread::spawn(move || {
+                for i in 0.. {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let step = format!("w{w}-{i}");
+                    let ev = Event {
+                        ts: mpm::events::now_ts(),
+                        session: id.clone(),
+                        trace_id: "t".into(),
+                        step_id: step.clone(),
+                        parent_step_id: None,
+                        body: EventBody::ResourceWarning(mpm::events::Resource {
+                            pid: 1,
+                            rss_mb: i as f64,
+                            cpu_percent: 0.0,
+                            threshold: 1.0,
+                            action: mpm::events::ResourceAction::None,
+                            resource: Some("memory".into()),
+                            delegation_id: None,
+                        }),
+                    };
+                    match c.request(&ClientMsg::Publish {
+                        event: Box::new(ev),
+                    }) {
+                        Ok(ServerMsg::Ok) => acked.lock().unwrap().push(step),
+                        _ => break,
+                    }
+                }
+            })
+        })
+        .collect();
+    wait_for("some acknowledged writes", T, || {
+        acked.lock().unwrap().len() >= 300
+    });
+    kill(Pid::from_raw(daemon.pid()), Signal::SIGKILL).unwrap();
+    daemon.wait_exit(T);
+    stop.store(true, Ordering::SeqCst);
+    for w in writers {
+        w.join().unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+
+    {
+        let db = rusqlite::Connection::open(env.db()).unwrap();
+        let ok: String = db
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(ok, "ok");
+        let mut st = db
+            .prepare(
+                "SELECT json_extract(json, '$.step_id') FROM events WHERE kind='resource.warning'",
+            )
+            .unwrap();
+        let stored: std::collections::HashSet<String> = st
+            .query_map([], |r| r.get::<_, String>(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        let missing: Vec<&String> = acked.iter().filter(|s| !stored.contains(*s)).collect();
+        assert!(
+            missing.is_empty(),
+            "{} acknowledged events lost",
+            missing.len()
+        );
+    }
+
+    // The orphaned session is still there (the daemon could not stop it); the new daemon must not
+    // believe it runs.
+    assert!(alive(pid));
+    assert!(env.socket().exists(), "stale socket left by kill -9");
+    let mut daemon2 = env.start_daemon(None);
+    daemon2.extra_groups.push(pid as i32);
+    let (code, out, _) = env.client(&["status", "--json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["sessions"].as_array().unwrap().len(), 0);
+    let db = rusqlite::Connection::open(env.db()).unwrap();
+    let (state, reason): (String, String) = db
+        .query_row(
+            "SELECT state, end_reason FROM sessions WHERE id=?1",
+            [&id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (state.as_str(), reason.as_str()),
+        ("ended", "daemon-restart")
+    );
+    kill(Pid::from_raw(daemon2.pid()), Signal::SIGTERM).unwrap();
+    assert_eq!(daemon2.wait_exit(T), Some(0));
+}
+
+#[test]
+fn attach_command_relays_detaches_and_reattaches() {
+    let env = Env::new();
+    let mut daemon = env.start_daemon(None);
+    let (id, pid) = spawn_session(&env, &mut daemon, &["print:banner-line", "echo"]);
+    let sock = env.socket();
+
+    let attach = |input: &[u8], until: &str| -> (i32, String) {
+        let mut child = env
+            .mpm(&["attach", &id, "--socket", sock.to_str().unwrap()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let mut g = Guard::new(child);
+        let seen = Arc::new(Mutex::new(String::new()));
+        let s2 = seen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                s2.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        wait_for("redraw", T, || seen.lock().unwrap().contains("banner-line"));
+        stdin.write_all(input).unwrap();
+        wait_for(until, T, || seen.lock().unwrap().contains(until));
+        stdin.write_all(&[0x1d]).unwrap(); // Ctrl-] detaches
+        let code = g.wait_exit(T).unwrap();
+        let text = seen.lock().unwrap().clone();
+        (code, text)
+    };
+    let (code, text) = attach(b"first\r", "echo: first");
+    assert_eq!(code, 0, "{text}");
+    assert!(alive(pid), "detach leaves the session running");
+    // Re-attach: the redraw shows what the first attach produced.
+    let (code, text) = attach(b"second\r", "echo: second");
+    assert_eq!(code, 0);
+    assert!(text.contains("echo: first"), "{text}");
+    kill(Pid::from_raw(daemon.pid()), Signal::SIGTERM).unwrap();
+    assert_eq!(daemon.wait_exit(T), Some(0));
+}
