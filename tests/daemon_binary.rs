@@ -401,3 +401,41 @@ fn attach_command_relays_detaches_and_reattaches() {
     kill(Pid::from_raw(daemon.pid()), Signal::SIGTERM).unwrap();
     assert_eq!(daemon.wait_exit(T), Some(0));
 }
+
+#[test]
+fn service_install_writes_the_unit_for_this_binary() {
+    let env = Env::new();
+    let out = env.mpm(&["service", "install"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("systemctl --user enable --now mpm"), "{stdout}");
+    assert!(stdout.contains("loginctl enable-linger"), "{stdout}");
+    let unit_path = env.dir.path().join("config/systemd/user/mpm.service");
+    let unit = std::fs::read_to_string(&unit_path).unwrap();
+    assert!(
+        unit.contains(&format!("ExecStart={} daemon\n", env!("CARGO_BIN_EXE_mpm"))),
+        "{unit}"
+    );
+    assert!(unit.lines().any(|l| l == "Type=notify"));
+    // Same content again: fine. A changed file is not overwritten without --force.
+    assert_eq!(env.mpm(&["service", "install"]).status().unwrap().code(), Some(0));
+    std::fs::write(&unit_path, "# mine\n").unwrap();
+    assert_eq!(env.mpm(&["service", "install"]).status().unwrap().code(), Some(2));
+    assert_eq!(std::fs::read_to_string(&unit_path).unwrap(), "# mine\n");
+    assert_eq!(
+        env.mpm(&["service", "install", "--force"]).status().unwrap().code(),
+        Some(0)
+    );
+    // systemd's own checker, where the machine has it.
+    if let Ok(v) = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit_path)
+        .output()
+    {
+        assert!(
+            v.status.success(),
+            "systemd-analyze verify: {}",
+            String::from_utf8_lossy(&v.stderr)
+        );
+    }
+}

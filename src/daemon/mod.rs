@@ -305,18 +305,51 @@ impl Daemon {
     }
 }
 
-/// Resident memory of `pid` and its descendants, MB.
-pub(crate) fn tree_rss_mb(pid: u32) -> Option<f64> {
-    let members = crate::process::tree_members(pid as i32);
-    if members.is_empty() {
-        return None;
+/// Resident memory of each root's process tree (its process group and descendants), MB, from
+/// one scan of /proc however many roots there are. `None` for a root with no live process.
+pub(crate) fn trees_rss_mb(roots: &[u32]) -> Vec<Option<f64>> {
+    use std::collections::{HashMap, HashSet};
+    if roots.is_empty() {
+        return Vec::new();
     }
-    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+    let procs = crate::process::all_processes();
+    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+    for p in &procs {
+        children.entry(p.ppid).or_default().push(p.pid);
+    }
+    let page = page_mb();
+    roots
+        .iter()
+        .map(|&root| {
+            let root = root as i32;
+            let mut set: HashSet<i32> = procs
+                .iter()
+                .filter(|p| p.state != 'Z' && (p.pid == root || p.pgid == root || p.sid == root))
+                .map(|p| p.pid)
+                .collect();
+            if set.is_empty() {
+                return None;
+            }
+            let mut stack: Vec<i32> = set.iter().copied().collect();
+            while let Some(p) = stack.pop() {
+                for &c in children.get(&p).map(Vec::as_slice).unwrap_or(&[]) {
+                    if set.insert(c) {
+                        stack.push(c);
+                    }
+                }
+            }
+            let pages: u64 = set.iter().filter_map(|p| rss_pages(*p as u32)).sum();
+            Some(pages as f64 * page)
+        })
+        .collect()
+}
+
+fn page_mb() -> f64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
         .ok()
         .flatten()
-        .unwrap_or(4096) as f64;
-    let pages: u64 = members.iter().filter_map(|p| rss_pages(*p as u32)).sum();
-    Some(pages as f64 * page / (1024.0 * 1024.0))
+        .unwrap_or(4096) as f64
+        / (1024.0 * 1024.0)
 }
 
 fn rss_pages(pid: u32) -> Option<u64> {
@@ -326,9 +359,5 @@ fn rss_pages(pid: u32) -> Option<u64> {
 
 /// This process's resident memory, MB.
 pub(crate) fn own_rss_mb() -> f64 {
-    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-        .ok()
-        .flatten()
-        .unwrap_or(4096) as f64;
-    rss_pages(std::process::id()).unwrap_or(0) as f64 * page / (1024.0 * 1024.0)
+    rss_pages(std::process::id()).unwrap_or(0) as f64 * page_mb()
 }

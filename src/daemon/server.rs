@@ -232,29 +232,44 @@ fn find(shared: &Shared, id: &str) -> Option<Arc<Hosted>> {
 }
 
 fn status(shared: &Shared) -> StatusReport {
-    let sessions = shared.sessions.lock().unwrap_or_else(|e| e.into_inner());
-    let mut list: Vec<SessionInfo> = sessions
+    let hosted: Vec<Arc<Hosted>> = shared
+        .sessions
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
         .values()
-        .map(|h| {
-            let exit = h.session.try_wait();
-            SessionInfo {
-                id: h.session.id().to_string(),
-                pid: h.session.pid(),
-                command: h.command.clone(),
-                cwd: h.cwd.clone(),
-                started_at: h.started_at.clone(),
-                state: if exit.is_some() { "ended" } else { "running" }.into(),
-                exit_code: exit.flatten(),
-                attached: h.attached.load(Ordering::Relaxed),
-                rss_mb: if exit.is_none() {
-                    super::tree_rss_mb(h.session.pid())
-                } else {
-                    None
-                },
-            }
+        .cloned()
+        .collect();
+    let exits: Vec<Option<Option<i32>>> = hosted.iter().map(|h| h.session.try_wait()).collect();
+    let running_pids: Vec<u32> = hosted
+        .iter()
+        .zip(&exits)
+        .filter(|(_, e)| e.is_none())
+        .map(|(h, _)| h.session.pid())
+        .collect();
+    let rss: std::collections::HashMap<u32, Option<f64>> = running_pids
+        .iter()
+        .copied()
+        .zip(super::trees_rss_mb(&running_pids))
+        .collect();
+    let mut list: Vec<SessionInfo> = hosted
+        .iter()
+        .zip(exits)
+        .map(|(h, exit)| SessionInfo {
+            id: h.session.id().to_string(),
+            pid: h.session.pid(),
+            command: h.command.clone(),
+            cwd: h.cwd.clone(),
+            started_at: h.started_at.clone(),
+            state: if exit.is_some() { "ended" } else { "running" }.into(),
+            exit_code: exit.flatten(),
+            attached: h.attached.load(Ordering::Relaxed),
+            rss_mb: if exit.is_none() {
+                rss.get(&h.session.pid()).copied().flatten()
+            } else {
+                None
+            },
         })
         .collect();
-    drop(sessions);
     list.sort_by(|a, b| a.started_at.cmp(&b.started_at));
     let store = shared.store();
     let (queued, running) = store.delegation_counts().unwrap_or((0, 0));
