@@ -478,6 +478,9 @@ pub fn relay(mut c: Client, session: &str) -> anyhow::Result<RelayEnd> {
                 Ok(ServerMsg::SessionEnded { exit_code, .. }) => {
                     return Ok(RelayEnd::Ended(exit_code));
                 }
+                Ok(ServerMsg::Error { code, message }) if code == "too_slow" => {
+                    anyhow::bail!("{message}");
+                }
                 Ok(ServerMsg::Error { code, message }) => {
                     tracing::warn!(%code, %message, "daemon error while attached");
                 }

@@ -50,8 +50,10 @@ pub enum SpawnError {
 /// every output chunk produced after that snapshot (none lost, none duplicated).
 pub struct Attachment {
     pub snapshot: Vec<u8>,
-    /// Output chunks; disconnected when the session's output ends. A backend may drop a receiver
-    /// that falls too far behind (the daemon then ends that attach stream; the client re-attaches).
+    /// Output chunks. Disconnected when the session has ended, and only after
+    /// [`HostedSession::try_wait`] returns `Some` and `session.exited` was emitted; or earlier when
+    /// the backend drops a receiver that fell too far behind (the daemon then ends that attach
+    /// stream with a `too_slow` error; the client re-attaches and gets a fresh redraw).
     pub output: Receiver<Arc<[u8]>>,
 }
 
@@ -212,11 +214,8 @@ impl PipeSession {
             }
             Err(_) => (None, None, None),
         };
-        {
-            let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
-            out.closed = true;
-            out.subscribers.clear();
-        }
+        // Order matters (the seam's contract): the exit event is stored, then the status is
+        // visible, and only then do attached output streams end.
         bus.emit(EventBody::SessionExited {
             exit_code,
             signal,
@@ -225,6 +224,9 @@ impl PipeSession {
         });
         *self.exit.lock().unwrap_or_else(|e| e.into_inner()) = Some(code);
         self.exited.notify_all();
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        out.closed = true;
+        out.subscribers.clear();
     }
 }
 

@@ -18,9 +18,16 @@ use crate::protocol::{
     StatusReport, read_frame, write_frame,
 };
 
+/// How long one write to a client may block before the client is dropped.
+const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Serve `stream` on its own thread, registered so shutdown can close it.
 pub(crate) fn spawn_connection(shared: &Arc<Shared>, stream: UnixStream) {
     let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    // A client that stops reading must not pin a thread forever: its writes time out.
+    if let Err(e) = stream.set_write_timeout(Some(WRITE_TIMEOUT)) {
+        tracing::debug!(error = %e, "cannot set a write timeout");
+    }
     if let Ok(c) = stream.try_clone() {
         shared
             .conns
@@ -480,12 +487,18 @@ fn attach(
                             }
                         }
                         Err(_) => {
-                            // Output ended (or we fell behind): report the end if the session is gone.
-                            let code = out_h.session.wait();
-                            let _ = send(&out_writer, &ServerMsg::SessionEnded {
-                                session: out_h.session.id().into(),
-                                exit_code: code,
-                            });
+                            // Output ended: the session is gone, or this client fell behind.
+                            let msg = match out_h.session.try_wait() {
+                                Some(code) => ServerMsg::SessionEnded {
+                                    session: out_h.session.id().into(),
+                                    exit_code: code,
+                                },
+                                None => ServerMsg::error(
+                                    "too_slow",
+                                    "this client fell behind the session's output; attach again",
+                                ),
+                            };
+                            let _ = send(&out_writer, &msg);
                             if let Ok(w) = out_writer.lock() {
                                 let _ = w.shutdown(std::net::Shutdown::Both);
                             }
