@@ -137,7 +137,9 @@ fn main() {
     let agent_rss = rss_mb(agent_pid);
     let res = 100.0 / hz / el.as_secs_f64();
 
-    println!("daemon bench: {SESSIONS} idle sessions (pipe backend, fake agent sleep:0), {secs} s window");
+    println!(
+        "daemon bench: {SESSIONS} idle sessions (pipe backend, fake agent sleep:0), {secs} s window"
+    );
     println!("  daemon RSS, no sessions (baseline): {rss_empty:.1} MB");
     println!(
         "  daemon RSS, {SESSIONS} sessions:           {rss_full:.1} MB  (x{:.2} of baseline; goal < 30 MB: {})",

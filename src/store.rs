@@ -70,7 +70,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     exit_code INTEGER,
     state TEXT NOT NULL DEFAULT 'running',
     end_reason TEXT,
-    governor_mode TEXT
+    governor_mode TEXT,
+    host_pid INTEGER
 );
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -174,25 +175,37 @@ impl Store {
         }
     }
 
-    /// Mark what a crashed previous run left behind: running sessions ended, queued/running
-    /// delegations interrupted (so nothing starts by itself after a restart).
+    /// Mark what a crashed run left behind: sessions still marked running whose hosting process
+    /// (daemon or in-process `mpm run`) is gone become ended, and their queued/running delegations
+    /// become `interrupted` (so nothing starts by itself after a restart). Sessions of a live
+    /// in-process `mpm run` sharing the database are left alone.
     pub fn recover(&self) -> Result<Recovery, StoreError> {
         let now = crate::events::now_ts();
+        let me = std::process::id();
         self.with(|c| {
             let tx = c.transaction()?;
-            let sessions_ended = tx.execute(
-                "UPDATE sessions SET state='ended', ended_at=?1, end_reason='daemon-restart' WHERE state='running'",
-                params![now],
-            )?;
-            let delegations_interrupted = tx.execute(
-                "UPDATE delegations SET status='interrupted', updated_at=?1 WHERE status IN ('queued','running')",
-                params![now],
-            )?;
+            let orphans: Vec<String> = {
+                let mut st = tx.prepare("SELECT id, host_pid FROM sessions WHERE state='running'")?;
+                st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<u32>>(1)?)))?
+                    .collect::<Result<Vec<_>, _>>()?
+                    .into_iter()
+                    .filter(|(_, host)| host.is_none_or(|h| h == me || !process_alive(h)))
+                    .map(|(id, _)| id)
+                    .collect()
+            };
+            let mut recovery = Recovery::default();
+            for id in &orphans {
+                recovery.sessions_ended += tx.execute(
+                    "UPDATE sessions SET state='ended', ended_at=?2, end_reason='daemon-restart' WHERE id=?1",
+                    params![id, now],
+                )?;
+                recovery.delegations_interrupted += tx.execute(
+                    "UPDATE delegations SET status='interrupted', updated_at=?2 WHERE session=?1 AND status IN ('queued','running')",
+                    params![id, now],
+                )?;
+            }
             tx.commit()?;
-            Ok(Recovery {
-                sessions_ended,
-                delegations_interrupted,
-            })
+            Ok(recovery)
         })
     }
 
@@ -208,9 +221,10 @@ impl Store {
         let now = crate::events::now_ts();
         self.with(|c| {
             c.execute(
-                "INSERT INTO sessions(id, pid, command, cwd, started_at, state) VALUES(?1,?2,?3,?4,?5,'running')
-                 ON CONFLICT(id) DO UPDATE SET pid=COALESCE(excluded.pid, pid), command=excluded.command, cwd=excluded.cwd",
-                params![id, pid, cmd, cwd, now],
+                "INSERT INTO sessions(id, pid, command, cwd, started_at, state, host_pid) VALUES(?1,?2,?3,?4,?5,'running',?6)
+                 ON CONFLICT(id) DO UPDATE SET pid=COALESCE(excluded.pid, pid), command=excluded.command, cwd=excluded.cwd,
+                   host_pid=excluded.host_pid",
+                params![id, pid, cmd, cwd, now, std::process::id()],
             )?;
             Ok(())
         })
@@ -427,6 +441,17 @@ impl Store {
     }
 }
 
+/// Whether a process with this pid exists (signal 0).
+fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    !matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
+}
+
 const TICKET_COLS: &str = "SELECT id, project, ticket_type, title, priority, source_session, first_seen, last_seen, seen_count, status FROM tickets";
 
 fn ticket_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Ticket> {
@@ -455,10 +480,10 @@ fn apply_side_tables(tx: &rusqlite::Transaction<'_>, ev: &Event) -> rusqlite::Re
         } => {
             let cmd = serde_json::to_string(command).unwrap_or_else(|_| "[]".into());
             tx.execute(
-                "INSERT INTO sessions(id, pid, command, started_at, state, governor_mode) VALUES(?1,?2,?3,?4,'running',?5)
+                "INSERT INTO sessions(id, pid, command, started_at, state, governor_mode, host_pid) VALUES(?1,?2,?3,?4,'running',?5,?6)
                  ON CONFLICT(id) DO UPDATE SET pid=excluded.pid, command=excluded.command,
                    governor_mode=COALESCE(excluded.governor_mode, governor_mode)",
-                params![ev.session, pid, cmd, ev.ts, governor_mode],
+                params![ev.session, pid, cmd, ev.ts, governor_mode, std::process::id()],
             )?;
         }
         EventBody::SessionExited { exit_code, .. } => {
@@ -624,6 +649,44 @@ mod tests {
             reason: None,
         });
         assert_eq!(store.delegation_counts().unwrap(), (1, 0));
+        // Hosted by a dead process (the crashed daemon) vs. a live one (an in-process `mpm run`).
+        let dead = {
+            let mut c = std::process::Command::new("true").spawn().unwrap();
+            let pid = c.id();
+            c.wait().unwrap();
+            pid
+        };
+        store
+            .with(|c| {
+                Ok(c.execute(
+                    "UPDATE sessions SET host_pid=?1 WHERE id='s'",
+                    params![dead],
+                )?)
+            })
+            .unwrap();
+        let live_host = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        store
+            .register_session("live", &["x".into()], "/p", None)
+            .unwrap();
+        store
+            .with(|c| {
+                Ok(c.execute(
+                    "UPDATE sessions SET host_pid=?1 WHERE id='live'",
+                    params![live_host.id()],
+                )?)
+            })
+            .unwrap();
+        struct KillOnDrop(std::process::Child);
+        impl Drop for KillOnDrop {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let _live_host = KillOnDrop(live_host);
         drop(store);
         let store = Store::open_in(dir.path()).unwrap();
         let r = store.recover().unwrap();
@@ -637,7 +700,17 @@ mod tests {
             store.delegation_status("d2").unwrap().as_deref(),
             Some("success")
         );
-        assert_eq!(store.sessions().unwrap()[0].state, "ended");
+        let states: std::collections::HashMap<String, String> = store
+            .sessions()
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.id, s.state))
+            .collect();
+        assert_eq!(states["s"], "ended");
+        assert_eq!(
+            states["live"], "running",
+            "a live host's session is left alone"
+        );
     }
 
     #[test]

@@ -408,7 +408,10 @@ fn service_install_writes_the_unit_for_this_binary() {
     let out = env.mpm(&["service", "install"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("systemctl --user enable --now mpm"), "{stdout}");
+    assert!(
+        stdout.contains("systemctl --user enable --now mpm"),
+        "{stdout}"
+    );
     assert!(stdout.contains("loginctl enable-linger"), "{stdout}");
     let unit_path = env.dir.path().join("config/systemd/user/mpm.service");
     let unit = std::fs::read_to_string(&unit_path).unwrap();
@@ -418,12 +421,21 @@ fn service_install_writes_the_unit_for_this_binary() {
     );
     assert!(unit.lines().any(|l| l == "Type=notify"));
     // Same content again: fine. A changed file is not overwritten without --force.
-    assert_eq!(env.mpm(&["service", "install"]).status().unwrap().code(), Some(0));
+    assert_eq!(
+        env.mpm(&["service", "install"]).status().unwrap().code(),
+        Some(0)
+    );
     std::fs::write(&unit_path, "# mine\n").unwrap();
-    assert_eq!(env.mpm(&["service", "install"]).status().unwrap().code(), Some(2));
+    assert_eq!(
+        env.mpm(&["service", "install"]).status().unwrap().code(),
+        Some(2)
+    );
     assert_eq!(std::fs::read_to_string(&unit_path).unwrap(), "# mine\n");
     assert_eq!(
-        env.mpm(&["service", "install", "--force"]).status().unwrap().code(),
+        env.mpm(&["service", "install", "--force"])
+            .status()
+            .unwrap()
+            .code(),
         Some(0)
     );
     // systemd's own checker, where the machine has it.
