@@ -438,3 +438,34 @@ fn shutdown_stops_sessions_and_removes_the_socket() {
     assert_eq!(sessions.len(), 1);
     assert_eq!(sessions[0].state, "ended");
 }
+
+#[test]
+fn random_bytes_from_clients_never_take_the_daemon_down() {
+    use proptest::prelude::*;
+    let d = Running::start(|o| o.max_frame_bytes = 4096);
+    let socket = d.socket.clone();
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(64));
+    runner
+        .run(
+            &(
+                any::<bool>(),
+                proptest::collection::vec(any::<u8>(), 0..2048),
+            ),
+            |(greet, junk)| {
+                let mut s = if greet {
+                    raw_hello(&socket)
+                } else {
+                    UnixStream::connect(&socket).unwrap()
+                };
+                let _ = s.write_all(&junk);
+                drop(s);
+                Ok(())
+            },
+        )
+        .unwrap();
+    let mut c = d.client();
+    assert!(matches!(
+        c.request(&ClientMsg::Status).unwrap(),
+        ServerMsg::Status(_)
+    ));
+}

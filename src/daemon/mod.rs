@@ -6,6 +6,12 @@
 //!
 //! Shutdown (SIGTERM): stop accepting, `STOPPING=1`, unlink the socket, end every session (graceful
 //! stop with `stop_grace`), close every client connection, flush the store, return `Ok` (exit 0).
+//!
+//! Sessions come from a [`SessionBackend`] (see [`backend`]): the daemon creates the session id and
+//! its [`Bus`](crate::events::Bus) (with the store and live followers as sinks) and hands both to
+//! the backend in a [`SpawnRequest`]; the backend runs the child, emits the session's events on that
+//! bus, and serves input, resize, attach snapshots, stop and wait through [`HostedSession`].
+//! The binary uses [`PipeBackend`] until the PTY session replaces it (`cli::daemon_cmd::backend`).
 
 pub mod backend;
 pub mod client;
