@@ -451,3 +451,42 @@ fn service_install_writes_the_unit_for_this_binary() {
         );
     }
 }
+
+#[test]
+fn default_socket_is_private_and_found_by_clients() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let mut c = env.mpm(&["daemon", "--state-dir", env.state().to_str().unwrap()]);
+    c.stdout(Stdio::null()).stderr(Stdio::null());
+    std::os::unix::process::CommandExt::process_group(&mut c, 0);
+    let mut daemon = Guard::new(c.spawn().unwrap());
+    let sock = env.dir.path().join("rt/mpm/mpm.sock");
+    wait_for("default socket", T, || {
+        std::os::unix::net::UnixStream::connect(&sock).is_ok()
+    });
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(sock.parent().unwrap()), 0o700);
+    assert_eq!(mode(&sock), 0o600);
+    // Clients find it without --socket or MPM_SOCKET.
+    let out = env.mpm(&["status", "--json"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // --since is validated and normalised.
+    let out = env
+        .mpm(&["events", "--since", "yesterday"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = env
+        .mpm(&["events", "--since", "2000-01-01T00:00:00+02:00"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    kill(Pid::from_raw(daemon.pid()), Signal::SIGTERM).unwrap();
+    assert_eq!(daemon.wait_exit(T), Some(0));
+    assert!(!sock.exists());
+}

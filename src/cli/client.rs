@@ -190,12 +190,22 @@ fn print_event(ev: &crate::events::Event, json: bool) {
 }
 
 pub fn events(_g: &GlobalArgs, a: EventsArgs) -> anyhow::Result<i32> {
+    // Normalise to the stored format (UTC, milliseconds) so the comparison is exact.
+    let since = match &a.since {
+        None => None,
+        Some(s) => Some(
+            chrono::DateTime::parse_from_rfc3339(s)
+                .map_err(|e| super::UsageError(format!("--since {s:?}: {e} (want RFC 3339)")))?
+                .with_timezone(&chrono::Utc)
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        ),
+    };
     let mut c = a.socket.connect()?;
     c.send(&ClientMsg::Events {
         filter: EventFilter {
             session: a.session,
             kind: a.kind,
-            since: a.since,
+            since,
             limit: a.limit,
             after_seq: None,
         },
