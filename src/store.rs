@@ -230,6 +230,19 @@ impl Store {
         })
     }
 
+    /// Record `bus`'s session (command, working directory) and add this store as a sink of it: what
+    /// an in-process `mpm run` does so its session lands in the same database as the daemon's.
+    pub fn add_to_bus(
+        self: &std::sync::Arc<Self>,
+        bus: &crate::events::Bus,
+        command: &[String],
+        cwd: &str,
+    ) -> Result<(), StoreError> {
+        self.register_session(&bus.context().session, command, cwd, None)?;
+        bus.add_sink(self.clone());
+        Ok(())
+    }
+
     /// Mark a session ended (idempotent; keeps the first exit code recorded).
     pub fn end_session(
         &self,
@@ -588,6 +601,19 @@ mod tests {
         let bus = Bus::new(Context::with_session(session));
         bus.add_sink(store.clone());
         bus
+    }
+
+    #[test]
+    fn in_process_session_via_add_to_bus() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open_in(dir.path()).unwrap());
+        let bus = Bus::new(Context::with_session("inproc"));
+        store.add_to_bus(&bus, &["claude".into()], "/proj").unwrap();
+        bus.emit(ticket("from run"));
+        let t = store.tickets(Some("/proj"), false).unwrap();
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].source_session, "inproc");
+        assert_eq!(store.event_count().unwrap(), 1);
     }
 
     #[test]

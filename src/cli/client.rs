@@ -99,6 +99,10 @@ pub struct StopArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Ctrl-] detaches (so does closing the terminal); the session keeps running. \
+                  `mpm attach SESSION` again redraws its current screen."
+)]
 pub struct AttachArgs {
     #[command(flatten)]
     pub socket: SocketArg,
