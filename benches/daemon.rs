@@ -107,6 +107,7 @@ fn main() {
                 env: vec![],
                 cols: 120,
                 rows: 40,
+                flags: Default::default(),
             }))
             .expect("run")
         {

@@ -34,6 +34,7 @@ fn spawn_session(env: &Env, guard: &mut Guard, steps: &[&str]) -> (String, u32) 
             env: vec![],
             cols: 80,
             rows: 24,
+            flags: Default::default(),
         }))
         .unwrap()
     {

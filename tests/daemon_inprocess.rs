@@ -62,6 +62,7 @@ impl Running {
                 env: vec![],
                 cols: 80,
                 rows: 24,
+                flags: Default::default(),
             }))
             .unwrap();
         match reply {
@@ -468,4 +469,64 @@ fn random_bytes_from_clients_never_take_the_daemon_down() {
         c.request(&ClientMsg::Status).unwrap(),
         ServerMsg::Status(_)
     ));
+}
+
+#[test]
+fn run_with_events_file_writes_the_session_events_there_too() {
+    let d = Running::start(|_| {});
+    let path = d.dir.path().join("events.jsonl");
+    let mut c = d.client();
+    let reply = c
+        .request(&ClientMsg::Run(RunSpec {
+            argv: agent_argv(&["print:x", "exit:3"]),
+            cwd: d.dir.path().display().to_string(),
+            env: vec![],
+            cols: 80,
+            rows: 24,
+            flags: mpm::protocol::RunFlags {
+                events_file: Some(path.display().to_string()),
+                ..Default::default()
+            },
+        }))
+        .unwrap();
+    let ServerMsg::Spawned { session, .. } = reply else {
+        panic!("{reply:?}")
+    };
+    wait_for("session.exited in the events file", T, || {
+        std::fs::read_to_string(&path).is_ok_and(|t| t.contains("session.exited"))
+    });
+    let text = std::fs::read_to_string(&path).unwrap();
+    let kinds: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert_eq!(v["session"], session.as_str());
+            v["kind"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(kinds, ["session.started", "session.exited"]);
+    assert!(text.contains("\"exit_code\":3"), "{text}");
+    // A bad events-file path is a spawn error, not a crash.
+    let reply = c.request(&ClientMsg::Run(RunSpec {
+        argv: agent_argv(&["exit:0"]),
+        cwd: d.dir.path().display().to_string(),
+        env: vec![],
+        cols: 80,
+        rows: 24,
+        flags: mpm::protocol::RunFlags {
+            events_file: Some("/proc/nope/events.jsonl".into()),
+            ..Default::default()
+        },
+    }));
+    assert!(matches!(reply, Err(ClientError::Refused { code, .. }) if code == "spawn_failed"));
+    // So is a missing program.
+    let reply = c.request(&ClientMsg::Run(RunSpec {
+        argv: vec!["/nonexistent/agent".into()],
+        cwd: d.dir.path().display().to_string(),
+        env: vec![],
+        cols: 80,
+        rows: 24,
+        flags: Default::default(),
+    }));
+    assert!(matches!(reply, Err(ClientError::Refused { code, .. }) if code == "spawn_failed"));
 }

@@ -26,6 +26,9 @@ pub struct SpawnRequest {
     pub env: Vec<(String, String)>,
     pub cols: u16,
     pub rows: u16,
+    /// `mpm run` flags (no-detect, no-exec, profile, config, patterns); the daemon has already
+    /// added the `events_file` sink to `events` when one was asked for.
+    pub flags: crate::protocol::RunFlags,
     /// The session's event bus (store and followers are already sinks of it). The backend emits
     /// `session.started` once the child runs and `session.exited` when it is gone, plus whatever its
     /// pipeline detects.

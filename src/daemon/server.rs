@@ -311,6 +311,15 @@ fn run(shared: &Arc<Shared>, spec: RunSpec) -> ServerMsg {
     {
         return ServerMsg::error("internal", e.to_string());
     }
+    if let Some(path) = &spec.flags.events_file {
+        match crate::events::EventsFile::open(std::path::Path::new(path)) {
+            Ok(f) => bus.add_sink(Arc::new(f)),
+            Err(e) => {
+                let _ = shared.store().end_session(&id, None, "spawn-failed");
+                return ServerMsg::error("spawn_failed", format!("events file {path}: {e}"));
+            }
+        }
+    }
     let req = super::SpawnRequest {
         id: id.clone(),
         argv: spec.argv.clone(),
@@ -318,6 +327,7 @@ fn run(shared: &Arc<Shared>, spec: RunSpec) -> ServerMsg {
         env: spec.env.clone(),
         cols: spec.cols,
         rows: spec.rows,
+        flags: spec.flags.clone(),
         events: bus.clone(),
     };
     let session = match shared.opts.backend.spawn(req) {
