@@ -232,8 +232,9 @@ pub enum ClientMsg {
     },
     /// Sessions, delegations, resources, governor mode.
     Status,
-    /// Stored events matching the filter, as `Event` messages, then `EndOfEvents`; with `follow`,
-    /// then every new matching event until the client closes the connection.
+    /// Stored events matching the filter, as `Event` messages, then `EndOfEvents` (the connection
+    /// then takes more requests); with `follow`, then every new matching event until the client
+    /// closes the connection.
     Events {
         #[serde(default)]
         filter: EventFilter,

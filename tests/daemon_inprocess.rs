@@ -343,6 +343,11 @@ fn stop_ends_the_session_and_two_clients_follow_events() {
     .unwrap();
     assert!(matches!(q.recv_msg().unwrap(), ServerMsg::Event { .. }));
     assert_eq!(q.recv_msg().unwrap(), ServerMsg::EndOfEvents);
+    // The same connection takes more requests after a non-follow query.
+    assert!(matches!(
+        q.request(&ClientMsg::Status).unwrap(),
+        ServerMsg::Status(_)
+    ));
     // Unknown session.
     assert!(matches!(
         c.request(&ClientMsg::Stop { session: "nope".into() }),

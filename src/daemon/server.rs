@@ -146,8 +146,15 @@ fn serve(shared: &Arc<Shared>, stream: UnixStream) -> Result<(), FrameError> {
             }
         };
         match msg {
-            ClientMsg::Events { filter, follow } => {
-                return events(shared, &writer, reader.into_inner(), filter, follow);
+            ClientMsg::Events {
+                filter,
+                follow: false,
+            } => backlog(shared, &writer, &filter).map(|_| ())?,
+            ClientMsg::Events {
+                filter,
+                follow: true,
+            } => {
+                return follow(shared, &writer, reader.into_inner(), filter);
             }
             ClientMsg::Attach {
                 session,
@@ -365,47 +372,48 @@ fn run(shared: &Arc<Shared>, spec: RunSpec) -> ServerMsg {
     ServerMsg::Spawned { session: id, pid }
 }
 
-/// Backlog then (with `follow`) live events. Subscribe first, read the backlog, then skip live
-/// events the backlog already had (by sequence number): nothing lost, nothing twice.
-fn events(
+/// Stored events matching `filter`, then `EndOfEvents`; returns the last sequence number sent.
+fn backlog(
+    shared: &Arc<Shared>,
+    writer: &Mutex<UnixStream>,
+    filter: &EventFilter,
+) -> Result<i64, FrameError> {
+    let mut last = filter.after_seq.unwrap_or(0);
+    match shared.store().events(filter) {
+        Ok(events) => {
+            for (seq, event) in events {
+                last = last.max(seq);
+                send(
+                    writer,
+                    &ServerMsg::Event {
+                        seq,
+                        event: Box::new(event),
+                    },
+                )?;
+            }
+            send(writer, &ServerMsg::EndOfEvents)?;
+        }
+        Err(e) => send(writer, &ServerMsg::error("internal", e.to_string()))?,
+    }
+    Ok(last)
+}
+
+/// Backlog, then live events until the client goes away. Subscribe first, read the backlog, then
+/// skip live events the backlog already had (by sequence number): nothing lost, nothing twice.
+fn follow(
     shared: &Arc<Shared>,
     writer: &Mutex<UnixStream>,
     stream: UnixStream,
     filter: EventFilter,
-    follow: bool,
 ) -> Result<(), FrameError> {
-    let live = follow.then(|| {
-        let (tx, rx) = crossbeam_channel::unbounded();
-        shared
-            .fanout
-            .followers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(tx);
-        rx
-    });
-    let backlog = match shared.store().events(&filter) {
-        Ok(b) => b,
-        Err(e) => {
-            send(writer, &ServerMsg::error("internal", e.to_string()))?;
-            return Ok(());
-        }
-    };
-    let mut last = filter.after_seq.unwrap_or(0);
-    for (seq, event) in backlog {
-        last = last.max(seq);
-        send(
-            writer,
-            &ServerMsg::Event {
-                seq,
-                event: Box::new(event),
-            },
-        )?;
-    }
-    send(writer, &ServerMsg::EndOfEvents)?;
-    let Some(live) = live else {
-        return Ok(());
-    };
+    let (tx, live) = crossbeam_channel::unbounded();
+    shared
+        .fanout
+        .followers
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(tx);
+    let last = backlog(shared, writer, &filter)?;
     let closed = watch_close(stream);
     loop {
         select! {
