@@ -535,3 +535,37 @@ fn run_with_events_file_writes_the_session_events_there_too() {
     }));
     assert!(matches!(reply, Err(ClientError::Refused { code, .. }) if code == "spawn_failed"));
 }
+
+#[test]
+fn two_attached_clients_see_the_same_output() {
+    let mut d = Running::start(|_| {});
+    let (id, _) = d.run(&["print:ready", "cat"]);
+    let attach = || {
+        let mut c = d.client();
+        c.send(&ClientMsg::Attach {
+            session: id.clone(),
+            cols: None,
+            rows: None,
+        })
+        .unwrap();
+        assert!(matches!(c.recv_msg().unwrap(), ServerMsg::Attached { .. }));
+        c
+    };
+    let mut a = attach();
+    let mut b = attach();
+    let mut w = a.writer().unwrap();
+    write_frame(&mut w, &Frame::Data(b"shared-line\r".to_vec())).unwrap();
+    for c in [&mut a, &mut b] {
+        let mut text = String::new();
+        while !text.contains("shared-line") {
+            if let Frame::Data(bytes) = c.recv().unwrap() {
+                text.push_str(&String::from_utf8_lossy(&bytes));
+            }
+        }
+    }
+    let mut s = d.client();
+    match s.request(&ClientMsg::Status).unwrap() {
+        ServerMsg::Status(r) => assert_eq!(r.sessions[0].attached, 2),
+        m => panic!("{m:?}"),
+    }
+}
