@@ -491,3 +491,38 @@ fn default_socket_is_private_and_found_by_clients() {
     assert_eq!(daemon.wait_exit(T), Some(0));
     assert!(!sock.exists());
 }
+
+#[test]
+fn daemon_socket_from_the_config_is_used_by_daemon_and_clients() {
+    let env = Env::new();
+    let sock = env.dir.path().join("configured.sock");
+    std::fs::create_dir_all(env.dir.path().join("config/mpm")).unwrap();
+    std::fs::write(
+        env.dir.path().join("config/mpm/config.yaml"),
+        format!("daemon:\n  socket: {}\n", sock.display()),
+    )
+    .unwrap();
+    let mut c = env.mpm(&["daemon", "--state-dir", env.state().to_str().unwrap()]);
+    c.stdout(Stdio::null()).stderr(Stdio::null());
+    std::os::unix::process::CommandExt::process_group(&mut c, 0);
+    let mut daemon = Guard::new(c.spawn().unwrap());
+    wait_for("configured socket", T, || {
+        std::os::unix::net::UnixStream::connect(&sock).is_ok()
+    });
+    let out = env.mpm(&["status"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // MPM_SOCKET still wins over the config.
+    let out = env
+        .mpm(&["status"])
+        .env("MPM_SOCKET", env.dir.path().join("other.sock"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    kill(Pid::from_raw(daemon.pid()), Signal::SIGTERM).unwrap();
+    assert_eq!(daemon.wait_exit(T), Some(0));
+}
