@@ -37,12 +37,15 @@ pub enum StoreError {
 }
 
 /// What startup recovery found from a previous run that did not shut down cleanly.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Recovery {
     /// Sessions that were still marked running: now ended (`end_reason = daemon-restart`).
     pub sessions_ended: usize,
     /// Delegations that were queued or running: now `interrupted`, never started by themselves.
     pub delegations_interrupted: usize,
+    /// The ended sessions' process identities (pid, start time in clock ticks since boot) where
+    /// recorded, so the caller can stop trees the crashed host left behind.
+    pub orphans: Vec<(u32, u64)>,
 }
 
 /// A stored session row.
@@ -71,7 +74,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     state TEXT NOT NULL DEFAULT 'running',
     end_reason TEXT,
     governor_mode TEXT,
-    host_pid INTEGER
+    host_pid INTEGER,
+    pid_start INTEGER
 );
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -184,17 +188,22 @@ impl Store {
         let me = std::process::id();
         self.with(|c| {
             let tx = c.transaction()?;
-            let orphans: Vec<String> = {
-                let mut st = tx.prepare("SELECT id, host_pid FROM sessions WHERE state='running'")?;
-                st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<u32>>(1)?)))?
-                    .collect::<Result<Vec<_>, _>>()?
+            type Row = (String, Option<u32>, Option<u32>, Option<i64>);
+            let orphans: Vec<Row> = {
+                let mut st = tx.prepare(
+                    "SELECT id, host_pid, pid, pid_start FROM sessions WHERE state='running'",
+                )?;
+                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                    .collect::<Result<Vec<Row>, _>>()?
                     .into_iter()
-                    .filter(|(_, host)| host.is_none_or(|h| h == me || !process_alive(h)))
-                    .map(|(id, _)| id)
+                    .filter(|(_, host, _, _)| host.is_none_or(|h| h == me || !process_alive(h)))
                     .collect()
             };
             let mut recovery = Recovery::default();
-            for id in &orphans {
+            for (id, _, pid, start) in &orphans {
+                if let (Some(pid), Some(start)) = (pid, start) {
+                    recovery.orphans.push((*pid, *start as u64));
+                }
                 recovery.sessions_ended += tx.execute(
                     "UPDATE sessions SET state='ended', ended_at=?2, end_reason='daemon-restart' WHERE id=?1",
                     params![id, now],
@@ -241,6 +250,18 @@ impl Store {
         self.register_session(&bus.context().session, command, cwd, None)?;
         bus.add_sink(self.clone());
         Ok(())
+    }
+
+    /// Record the session's process identity (pid and its start time), so a daemon restarting
+    /// after a crash can tell the session's tree from an unrelated process that reused the pid.
+    pub fn set_session_process(&self, id: &str, pid: u32, start: u64) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE sessions SET pid=?2, pid_start=?3 WHERE id=?1",
+                params![id, pid, start as i64],
+            )?;
+            Ok(())
+        })
     }
 
     /// Mark a session ended (idempotent; keeps the first exit code recorded).
@@ -715,7 +736,9 @@ mod tests {
         let _live_host = KillOnDrop(live_host);
         drop(store);
         let store = Store::open_in(dir.path()).unwrap();
+        store.set_session_process("s", 4242, 99).unwrap();
         let r = store.recover().unwrap();
+        assert_eq!(r.orphans, vec![(4242, 99)]);
         assert_eq!(r.sessions_ended, 1);
         assert_eq!(r.delegations_interrupted, 1);
         assert_eq!(

@@ -328,11 +328,13 @@ fn kill_9_keeps_every_acknowledged_event_and_restart_recovers() {
     }
 
     // The orphaned session is still there (the daemon could not stop it); the new daemon must not
-    // believe it runs.
+    // believe it runs, and ends it.
     assert!(alive(pid));
     assert!(env.socket().exists(), "stale socket left by kill -9");
     let mut daemon2 = env.start_daemon(None);
     daemon2.extra_groups.push(pid as i32);
+    // The restarted daemon stops the tree its crashed predecessor left behind.
+    wait_for("orphaned session stopped", T, || !alive(pid));
     let (code, out, _) = env.client(&["status", "--json"]);
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();

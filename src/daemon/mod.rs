@@ -172,6 +172,7 @@ impl Daemon {
                 "previous daemon did not shut down cleanly: marked its sessions ended and its queued delegations interrupted"
             );
         }
+        stop_orphans(&rec.orphans, opts.stop_grace);
         match store.prune(opts.retention_days) {
             Ok(n) if n > 0 => tracing::info!(pruned = n, "pruned old events"),
             Ok(_) => {}
@@ -311,6 +312,35 @@ impl Daemon {
     }
 }
 
+/// The start time of `pid` (clock ticks since boot, field 22 of `/proc/<pid>/stat`).
+pub(crate) fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Stop, in the background, the trees of sessions a crashed daemon left running: only when the
+/// pid still belongs to the same process (same start time), never a process that reused the pid.
+fn stop_orphans(orphans: &[(u32, u64)], grace: Duration) {
+    for pid in still_running(orphans) {
+        tracing::warn!(pid, "stopping a session left running by a crashed daemon");
+        let _ = std::thread::Builder::new()
+            .name("mpm-orphan-stop".into())
+            .spawn(move || {
+                crate::process::stop_tree(pid as i32, grace);
+            });
+    }
+}
+
+/// The pids among `(pid, start time)` pairs that still name the same process.
+fn still_running(orphans: &[(u32, u64)]) -> Vec<u32> {
+    orphans
+        .iter()
+        .filter(|(pid, start)| process_start(*pid) == Some(*start))
+        .map(|(pid, _)| *pid)
+        .collect()
+}
+
 /// Resident memory of each root's process tree (its process group and descendants), MB, from
 /// one scan of /proc however many roots there are. `None` for a root with no live process.
 pub(crate) fn trees_rss_mb(roots: &[u32]) -> Vec<Option<f64>> {
@@ -366,4 +396,27 @@ fn rss_pages(pid: u32) -> Option<u64> {
 /// This process's resident memory, MB.
 pub(crate) fn own_rss_mb() -> f64 {
     rss_pages(std::process::id()).unwrap_or(0) as f64 * page_mb()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orphans_are_matched_by_pid_and_start_time() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let start = process_start(pid).unwrap();
+        let found = still_running(&[(pid, start), (pid, start + 1), (u32::MAX - 1, 5)]);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(
+            found,
+            vec![pid],
+            "a reused pid (other start time) is never a match"
+        );
+    }
 }

@@ -345,6 +345,11 @@ fn run(shared: &Arc<Shared>, spec: RunSpec) -> ServerMsg {
         }
     };
     let pid = session.pid();
+    if let Some(start) = super::process_start(pid)
+        && let Err(e) = shared.store().set_session_process(&id, pid, start)
+    {
+        tracing::warn!(error = %e, "cannot record the session's process");
+    }
     let hosted = Arc::new(Hosted {
         session,
         command: spec.argv,
