@@ -21,8 +21,49 @@ use crate::protocol::{
 /// How long one write to a client may block before the client is dropped.
 const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Serve `stream` on its own thread, registered so shutdown can close it.
+/// Connections served at once; more are refused with `busy` (a runaway script must not make the
+/// daemon spawn threads without bound).
+const MAX_CONNECTIONS: usize = 256;
+
+/// Refuse `stream` with one error frame. The frame is tiny and the socket buffer fresh, so this
+/// cannot block the accept loop.
+fn refuse(stream: &UnixStream, code: &str, message: String) {
+    let _ = stream.set_write_timeout(Some(std::time::Duration::from_millis(100)));
+    let _ = write_frame(
+        &mut &*stream,
+        &Frame::json(&ServerMsg::error(code, message)),
+    );
+}
+
+/// Check the peer (uid, connection cap) on the accept loop, then serve `stream` on its own thread,
+/// registered so shutdown can close it. Refused peers never get a thread.
 pub(crate) fn spawn_connection(shared: &Arc<Shared>, stream: UnixStream) {
+    match socket::peer_uid(&stream) {
+        Ok(uid) if uid == shared.opts.allowed_uid => {}
+        Ok(uid) => {
+            tracing::warn!(uid, "refused a connection from another user");
+            return refuse(
+                &stream,
+                "forbidden",
+                format!("uid {uid} may not use this daemon"),
+            );
+        }
+        Err(e) => {
+            return refuse(
+                &stream,
+                "forbidden",
+                format!("cannot check peer credentials: {e}"),
+            );
+        }
+    }
+    if shared.conns.lock().unwrap_or_else(|e| e.into_inner()).len() >= MAX_CONNECTIONS {
+        tracing::warn!("connection limit reached; refusing a client");
+        return refuse(
+            &stream,
+            "busy",
+            format!("more than {MAX_CONNECTIONS} clients connected"),
+        );
+    }
     let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     // A client that stops reading must not pin a thread forever: its writes time out.
     if let Err(e) = stream.set_write_timeout(Some(WRITE_TIMEOUT)) {
@@ -66,24 +107,6 @@ fn send_data(w: &Mutex<UnixStream>, bytes: &[u8]) -> std::io::Result<()> {
 fn serve(shared: &Arc<Shared>, stream: UnixStream) -> Result<(), FrameError> {
     let max = shared.opts.max_frame_bytes;
     let writer = Arc::new(Mutex::new(stream.try_clone()?));
-    match socket::peer_uid(&stream) {
-        Ok(uid) if uid == shared.opts.allowed_uid => {}
-        Ok(uid) => {
-            tracing::warn!(uid, "refused a connection from another user");
-            send(
-                &writer,
-                &ServerMsg::error("forbidden", format!("uid {uid} may not use this daemon")),
-            )?;
-            return Ok(());
-        }
-        Err(e) => {
-            send(
-                &writer,
-                &ServerMsg::error("forbidden", format!("cannot check peer credentials: {e}")),
-            )?;
-            return Ok(());
-        }
-    }
     let mut reader = BufReader::new(stream);
 
     // Handshake.
