@@ -301,11 +301,3 @@ impl HostedSession for PipeSession {
         *self.exit.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
-
-/// Backends by name, for `mpm daemon --backend` (only `pipe` until the PTY session lands).
-pub fn by_name(name: &str) -> Option<Arc<dyn SessionBackend>> {
-    match name {
-        "pipe" => Some(Arc::new(PipeBackend)),
-        _ => None,
-    }
-}
