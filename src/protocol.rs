@@ -156,6 +156,27 @@ pub struct RunSpec {
     pub cols: u16,
     #[serde(default = "default_rows")]
     pub rows: u16,
+    /// The `mpm run` flags that shape the session (passed through to the backend).
+    #[serde(default)]
+    pub flags: RunFlags,
+}
+
+/// `mpm run` options a daemon-hosted session honours like an in-process one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunFlags {
+    /// `--no-detect`: pass-through only.
+    pub no_detect: bool,
+    /// `--no-exec`: detect but never run delegations.
+    pub no_exec: bool,
+    /// `--profile NAME`.
+    pub profile: Option<String>,
+    /// `--config PATH` (absolute).
+    pub config: Option<String>,
+    /// `--patterns PATH`... (absolute).
+    pub patterns: Vec<String>,
+    /// `--events-file PATH` (absolute): the daemon appends the session's events there too.
+    pub events_file: Option<String>,
 }
 
 fn default_cols() -> u16 {
@@ -211,8 +232,9 @@ pub enum ClientMsg {
     },
     /// Sessions, delegations, resources, governor mode.
     Status,
-    /// Stored events matching the filter, as `Event` messages, then `EndOfEvents`; with `follow`,
-    /// then every new matching event until the client closes the connection.
+    /// Stored events matching the filter, as `Event` messages, then `EndOfEvents` (the connection
+    /// then takes more requests); with `follow`, then every new matching event until the client
+    /// closes the connection.
     Events {
         #[serde(default)]
         filter: EventFilter,

@@ -37,12 +37,15 @@ pub enum StoreError {
 }
 
 /// What startup recovery found from a previous run that did not shut down cleanly.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Recovery {
     /// Sessions that were still marked running: now ended (`end_reason = daemon-restart`).
     pub sessions_ended: usize,
     /// Delegations that were queued or running: now `interrupted`, never started by themselves.
     pub delegations_interrupted: usize,
+    /// The ended sessions' process identities (pid, start time in clock ticks since boot) where
+    /// recorded, so the caller can stop trees the crashed host left behind.
+    pub orphans: Vec<(u32, u64)>,
 }
 
 /// A stored session row.
@@ -70,7 +73,9 @@ CREATE TABLE IF NOT EXISTS sessions (
     exit_code INTEGER,
     state TEXT NOT NULL DEFAULT 'running',
     end_reason TEXT,
-    governor_mode TEXT
+    governor_mode TEXT,
+    host_pid INTEGER,
+    pid_start INTEGER
 );
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -174,25 +179,42 @@ impl Store {
         }
     }
 
-    /// Mark what a crashed previous run left behind: running sessions ended, queued/running
-    /// delegations interrupted (so nothing starts by itself after a restart).
+    /// Mark what a crashed run left behind: sessions still marked running whose hosting process
+    /// (daemon or in-process `mpm run`) is gone become ended, and their queued/running delegations
+    /// become `interrupted` (so nothing starts by itself after a restart). Sessions of a live
+    /// in-process `mpm run` sharing the database are left alone.
     pub fn recover(&self) -> Result<Recovery, StoreError> {
         let now = crate::events::now_ts();
+        let me = std::process::id();
         self.with(|c| {
             let tx = c.transaction()?;
-            let sessions_ended = tx.execute(
-                "UPDATE sessions SET state='ended', ended_at=?1, end_reason='daemon-restart' WHERE state='running'",
-                params![now],
-            )?;
-            let delegations_interrupted = tx.execute(
-                "UPDATE delegations SET status='interrupted', updated_at=?1 WHERE status IN ('queued','running')",
-                params![now],
-            )?;
+            type Row = (String, Option<u32>, Option<u32>, Option<i64>);
+            let orphans: Vec<Row> = {
+                let mut st = tx.prepare(
+                    "SELECT id, host_pid, pid, pid_start FROM sessions WHERE state='running'",
+                )?;
+                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                    .collect::<Result<Vec<Row>, _>>()?
+                    .into_iter()
+                    .filter(|(_, host, _, _)| host.is_none_or(|h| h == me || !process_alive(h)))
+                    .collect()
+            };
+            let mut recovery = Recovery::default();
+            for (id, _, pid, start) in &orphans {
+                if let (Some(pid), Some(start)) = (pid, start) {
+                    recovery.orphans.push((*pid, *start as u64));
+                }
+                recovery.sessions_ended += tx.execute(
+                    "UPDATE sessions SET state='ended', ended_at=?2, end_reason='daemon-restart' WHERE id=?1",
+                    params![id, now],
+                )?;
+                recovery.delegations_interrupted += tx.execute(
+                    "UPDATE delegations SET status='interrupted', updated_at=?2 WHERE session=?1 AND status IN ('queued','running')",
+                    params![id, now],
+                )?;
+            }
             tx.commit()?;
-            Ok(Recovery {
-                sessions_ended,
-                delegations_interrupted,
-            })
+            Ok(recovery)
         })
     }
 
@@ -208,9 +230,35 @@ impl Store {
         let now = crate::events::now_ts();
         self.with(|c| {
             c.execute(
-                "INSERT INTO sessions(id, pid, command, cwd, started_at, state) VALUES(?1,?2,?3,?4,?5,'running')
-                 ON CONFLICT(id) DO UPDATE SET pid=COALESCE(excluded.pid, pid), command=excluded.command, cwd=excluded.cwd",
-                params![id, pid, cmd, cwd, now],
+                "INSERT INTO sessions(id, pid, command, cwd, started_at, state, host_pid) VALUES(?1,?2,?3,?4,?5,'running',?6)
+                 ON CONFLICT(id) DO UPDATE SET pid=COALESCE(excluded.pid, pid), command=excluded.command, cwd=excluded.cwd,
+                   host_pid=excluded.host_pid",
+                params![id, pid, cmd, cwd, now, std::process::id()],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Record `bus`'s session (command, working directory) and add this store as a sink of it: what
+    /// an in-process `mpm run` does so its session lands in the same database as the daemon's.
+    pub fn add_to_bus(
+        self: &std::sync::Arc<Self>,
+        bus: &crate::events::Bus,
+        command: &[String],
+        cwd: &str,
+    ) -> Result<(), StoreError> {
+        self.register_session(&bus.context().session, command, cwd, None)?;
+        bus.add_sink(self.clone());
+        Ok(())
+    }
+
+    /// Record the session's process identity (pid and its start time), so a daemon restarting
+    /// after a crash can tell the session's tree from an unrelated process that reused the pid.
+    pub fn set_session_process(&self, id: &str, pid: u32, start: u64) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE sessions SET pid=?2, pid_start=?3 WHERE id=?1",
+                params![id, pid, start as i64],
             )?;
             Ok(())
         })
@@ -427,6 +475,17 @@ impl Store {
     }
 }
 
+/// Whether a process with this pid exists (signal 0).
+fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    !matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
+}
+
 const TICKET_COLS: &str = "SELECT id, project, ticket_type, title, priority, source_session, first_seen, last_seen, seen_count, status FROM tickets";
 
 fn ticket_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Ticket> {
@@ -455,10 +514,10 @@ fn apply_side_tables(tx: &rusqlite::Transaction<'_>, ev: &Event) -> rusqlite::Re
         } => {
             let cmd = serde_json::to_string(command).unwrap_or_else(|_| "[]".into());
             tx.execute(
-                "INSERT INTO sessions(id, pid, command, started_at, state, governor_mode) VALUES(?1,?2,?3,?4,'running',?5)
+                "INSERT INTO sessions(id, pid, command, started_at, state, governor_mode, host_pid) VALUES(?1,?2,?3,?4,'running',?5,?6)
                  ON CONFLICT(id) DO UPDATE SET pid=excluded.pid, command=excluded.command,
                    governor_mode=COALESCE(excluded.governor_mode, governor_mode)",
-                params![ev.session, pid, cmd, ev.ts, governor_mode],
+                params![ev.session, pid, cmd, ev.ts, governor_mode, std::process::id()],
             )?;
         }
         EventBody::SessionExited { exit_code, .. } => {
@@ -566,6 +625,19 @@ mod tests {
     }
 
     #[test]
+    fn in_process_session_via_add_to_bus() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open_in(dir.path()).unwrap());
+        let bus = Bus::new(Context::with_session("inproc"));
+        store.add_to_bus(&bus, &["claude".into()], "/proj").unwrap();
+        bus.emit(ticket("from run"));
+        let t = store.tickets(Some("/proj"), false).unwrap();
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].source_session, "inproc");
+        assert_eq!(store.event_count().unwrap(), 1);
+    }
+
+    #[test]
     fn tickets_dedup_per_project_by_type_and_normalised_title() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open_in(dir.path()).unwrap());
@@ -624,9 +696,49 @@ mod tests {
             reason: None,
         });
         assert_eq!(store.delegation_counts().unwrap(), (1, 0));
+        // Hosted by a dead process (the crashed daemon) vs. a live one (an in-process `mpm run`).
+        let dead = {
+            let mut c = std::process::Command::new("true").spawn().unwrap();
+            let pid = c.id();
+            c.wait().unwrap();
+            pid
+        };
+        store
+            .with(|c| {
+                Ok(c.execute(
+                    "UPDATE sessions SET host_pid=?1 WHERE id='s'",
+                    params![dead],
+                )?)
+            })
+            .unwrap();
+        let live_host = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        store
+            .register_session("live", &["x".into()], "/p", None)
+            .unwrap();
+        store
+            .with(|c| {
+                Ok(c.execute(
+                    "UPDATE sessions SET host_pid=?1 WHERE id='live'",
+                    params![live_host.id()],
+                )?)
+            })
+            .unwrap();
+        struct KillOnDrop(std::process::Child);
+        impl Drop for KillOnDrop {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let _live_host = KillOnDrop(live_host);
         drop(store);
         let store = Store::open_in(dir.path()).unwrap();
+        store.set_session_process("s", 4242, 99).unwrap();
         let r = store.recover().unwrap();
+        assert_eq!(r.orphans, vec![(4242, 99)]);
         assert_eq!(r.sessions_ended, 1);
         assert_eq!(r.delegations_interrupted, 1);
         assert_eq!(
@@ -637,7 +749,17 @@ mod tests {
             store.delegation_status("d2").unwrap().as_deref(),
             Some("success")
         );
-        assert_eq!(store.sessions().unwrap()[0].state, "ended");
+        let states: std::collections::HashMap<String, String> = store
+            .sessions()
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.id, s.state))
+            .collect();
+        assert_eq!(states["s"], "ended");
+        assert_eq!(
+            states["live"], "running",
+            "a live host's session is left alone"
+        );
     }
 
     #[test]

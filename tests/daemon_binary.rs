@@ -34,6 +34,7 @@ fn spawn_session(env: &Env, guard: &mut Guard, steps: &[&str]) -> (String, u32) 
             env: vec![],
             cols: 80,
             rows: 24,
+            flags: Default::default(),
         }))
         .unwrap()
     {
@@ -327,11 +328,13 @@ fn kill_9_keeps_every_acknowledged_event_and_restart_recovers() {
     }
 
     // The orphaned session is still there (the daemon could not stop it); the new daemon must not
-    // believe it runs.
+    // believe it runs, and ends it.
     assert!(alive(pid));
     assert!(env.socket().exists(), "stale socket left by kill -9");
     let mut daemon2 = env.start_daemon(None);
     daemon2.extra_groups.push(pid as i32);
+    // The restarted daemon stops the tree its crashed predecessor left behind.
+    wait_for("orphaned session stopped", T, || !alive(pid));
     let (code, out, _) = env.client(&["status", "--json"]);
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
@@ -398,6 +401,130 @@ fn attach_command_relays_detaches_and_reattaches() {
     let (code, text) = attach(b"second\r", "echo: second");
     assert_eq!(code, 0);
     assert!(text.contains("echo: first"), "{text}");
+    kill(Pid::from_raw(daemon.pid()), Signal::SIGTERM).unwrap();
+    assert_eq!(daemon.wait_exit(T), Some(0));
+}
+
+#[test]
+fn service_install_writes_the_unit_for_this_binary() {
+    let env = Env::new();
+    let out = env.mpm(&["service", "install"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("systemctl --user enable --now mpm"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("loginctl enable-linger"), "{stdout}");
+    let unit_path = env.dir.path().join("config/systemd/user/mpm.service");
+    let unit = std::fs::read_to_string(&unit_path).unwrap();
+    assert!(
+        unit.contains(&format!("ExecStart={} daemon\n", env!("CARGO_BIN_EXE_mpm"))),
+        "{unit}"
+    );
+    assert!(unit.lines().any(|l| l == "Type=notify"));
+    // Same content again: fine. A changed file is not overwritten without --force.
+    assert_eq!(
+        env.mpm(&["service", "install"]).status().unwrap().code(),
+        Some(0)
+    );
+    std::fs::write(&unit_path, "# mine\n").unwrap();
+    assert_eq!(
+        env.mpm(&["service", "install"]).status().unwrap().code(),
+        Some(2)
+    );
+    assert_eq!(std::fs::read_to_string(&unit_path).unwrap(), "# mine\n");
+    assert_eq!(
+        env.mpm(&["service", "install", "--force"])
+            .status()
+            .unwrap()
+            .code(),
+        Some(0)
+    );
+    // systemd's own checker, where the machine has it.
+    if let Ok(v) = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit_path)
+        .output()
+    {
+        assert!(
+            v.status.success(),
+            "systemd-analyze verify: {}",
+            String::from_utf8_lossy(&v.stderr)
+        );
+    }
+}
+
+#[test]
+fn default_socket_is_private_and_found_by_clients() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let mut c = env.mpm(&["daemon", "--state-dir", env.state().to_str().unwrap()]);
+    c.stdout(Stdio::null()).stderr(Stdio::null());
+    std::os::unix::process::CommandExt::process_group(&mut c, 0);
+    let mut daemon = Guard::new(c.spawn().unwrap());
+    let sock = env.dir.path().join("rt/mpm/mpm.sock");
+    wait_for("default socket", T, || {
+        std::os::unix::net::UnixStream::connect(&sock).is_ok()
+    });
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(sock.parent().unwrap()), 0o700);
+    assert_eq!(mode(&sock), 0o600);
+    // Clients find it without --socket or MPM_SOCKET.
+    let out = env.mpm(&["status", "--json"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // --since is validated and normalised.
+    let out = env
+        .mpm(&["events", "--since", "yesterday"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = env
+        .mpm(&["events", "--since", "2000-01-01T00:00:00+02:00"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    kill(Pid::from_raw(daemon.pid()), Signal::SIGTERM).unwrap();
+    assert_eq!(daemon.wait_exit(T), Some(0));
+    assert!(!sock.exists());
+}
+
+#[test]
+fn daemon_socket_from_the_config_is_used_by_daemon_and_clients() {
+    let env = Env::new();
+    let sock = env.dir.path().join("configured.sock");
+    std::fs::create_dir_all(env.dir.path().join("config/mpm")).unwrap();
+    std::fs::write(
+        env.dir.path().join("config/mpm/config.yaml"),
+        format!("daemon:\n  socket: {}\n", sock.display()),
+    )
+    .unwrap();
+    let mut c = env.mpm(&["daemon", "--state-dir", env.state().to_str().unwrap()]);
+    c.stdout(Stdio::null()).stderr(Stdio::null());
+    std::os::unix::process::CommandExt::process_group(&mut c, 0);
+    let mut daemon = Guard::new(c.spawn().unwrap());
+    wait_for("configured socket", T, || {
+        std::os::unix::net::UnixStream::connect(&sock).is_ok()
+    });
+    let out = env.mpm(&["status"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // MPM_SOCKET still wins over the config.
+    let out = env
+        .mpm(&["status"])
+        .env("MPM_SOCKET", env.dir.path().join("other.sock"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
     kill(Pid::from_raw(daemon.pid()), Signal::SIGTERM).unwrap();
     assert_eq!(daemon.wait_exit(T), Some(0));
 }

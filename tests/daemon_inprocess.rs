@@ -62,6 +62,7 @@ impl Running {
                 env: vec![],
                 cols: 80,
                 rows: 24,
+                flags: Default::default(),
             }))
             .unwrap();
         match reply {
@@ -342,6 +343,11 @@ fn stop_ends_the_session_and_two_clients_follow_events() {
     .unwrap();
     assert!(matches!(q.recv_msg().unwrap(), ServerMsg::Event { .. }));
     assert_eq!(q.recv_msg().unwrap(), ServerMsg::EndOfEvents);
+    // The same connection takes more requests after a non-follow query.
+    assert!(matches!(
+        q.request(&ClientMsg::Status).unwrap(),
+        ServerMsg::Status(_)
+    ));
     // Unknown session.
     assert!(matches!(
         c.request(&ClientMsg::Stop { session: "nope".into() }),
@@ -437,4 +443,129 @@ fn shutdown_stops_sessions_and_removes_the_socket() {
     let sessions = store.sessions().unwrap();
     assert_eq!(sessions.len(), 1);
     assert_eq!(sessions[0].state, "ended");
+}
+
+#[test]
+fn random_bytes_from_clients_never_take_the_daemon_down() {
+    use proptest::prelude::*;
+    let d = Running::start(|o| o.max_frame_bytes = 4096);
+    let socket = d.socket.clone();
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(64));
+    runner
+        .run(
+            &(
+                any::<bool>(),
+                proptest::collection::vec(any::<u8>(), 0..2048),
+            ),
+            |(greet, junk)| {
+                let mut s = if greet {
+                    raw_hello(&socket)
+                } else {
+                    UnixStream::connect(&socket).unwrap()
+                };
+                let _ = s.write_all(&junk);
+                drop(s);
+                Ok(())
+            },
+        )
+        .unwrap();
+    let mut c = d.client();
+    assert!(matches!(
+        c.request(&ClientMsg::Status).unwrap(),
+        ServerMsg::Status(_)
+    ));
+}
+
+#[test]
+fn run_with_events_file_writes_the_session_events_there_too() {
+    let d = Running::start(|_| {});
+    let path = d.dir.path().join("events.jsonl");
+    let mut c = d.client();
+    let reply = c
+        .request(&ClientMsg::Run(RunSpec {
+            argv: agent_argv(&["print:x", "exit:3"]),
+            cwd: d.dir.path().display().to_string(),
+            env: vec![],
+            cols: 80,
+            rows: 24,
+            flags: mpm::protocol::RunFlags {
+                events_file: Some(path.display().to_string()),
+                ..Default::default()
+            },
+        }))
+        .unwrap();
+    let ServerMsg::Spawned { session, .. } = reply else {
+        panic!("{reply:?}")
+    };
+    wait_for("session.exited in the events file", T, || {
+        std::fs::read_to_string(&path).is_ok_and(|t| t.contains("session.exited"))
+    });
+    let text = std::fs::read_to_string(&path).unwrap();
+    let kinds: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert_eq!(v["session"], session.as_str());
+            v["kind"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(kinds, ["session.started", "session.exited"]);
+    assert!(text.contains("\"exit_code\":3"), "{text}");
+    // A bad events-file path is a spawn error, not a crash.
+    let reply = c.request(&ClientMsg::Run(RunSpec {
+        argv: agent_argv(&["exit:0"]),
+        cwd: d.dir.path().display().to_string(),
+        env: vec![],
+        cols: 80,
+        rows: 24,
+        flags: mpm::protocol::RunFlags {
+            events_file: Some("/proc/nope/events.jsonl".into()),
+            ..Default::default()
+        },
+    }));
+    assert!(matches!(reply, Err(ClientError::Refused { code, .. }) if code == "spawn_failed"));
+    // So is a missing program.
+    let reply = c.request(&ClientMsg::Run(RunSpec {
+        argv: vec!["/nonexistent/agent".into()],
+        cwd: d.dir.path().display().to_string(),
+        env: vec![],
+        cols: 80,
+        rows: 24,
+        flags: Default::default(),
+    }));
+    assert!(matches!(reply, Err(ClientError::Refused { code, .. }) if code == "spawn_failed"));
+}
+
+#[test]
+fn two_attached_clients_see_the_same_output() {
+    let mut d = Running::start(|_| {});
+    let (id, _) = d.run(&["print:ready", "cat"]);
+    let attach = || {
+        let mut c = d.client();
+        c.send(&ClientMsg::Attach {
+            session: id.clone(),
+            cols: None,
+            rows: None,
+        })
+        .unwrap();
+        assert!(matches!(c.recv_msg().unwrap(), ServerMsg::Attached { .. }));
+        c
+    };
+    let mut a = attach();
+    let mut b = attach();
+    let mut w = a.writer().unwrap();
+    write_frame(&mut w, &Frame::Data(b"shared-line\r".to_vec())).unwrap();
+    for c in [&mut a, &mut b] {
+        let mut text = String::new();
+        while !text.contains("shared-line") {
+            if let Frame::Data(bytes) = c.recv().unwrap() {
+                text.push_str(&String::from_utf8_lossy(&bytes));
+            }
+        }
+    }
+    let mut s = d.client();
+    match s.request(&ClientMsg::Status).unwrap() {
+        ServerMsg::Status(r) => assert_eq!(r.sessions[0].attached, 2),
+        m => panic!("{m:?}"),
+    }
 }

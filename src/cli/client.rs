@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 use clap::{Args, Subcommand};
 
 use super::GlobalArgs;
-use crate::config::paths;
 use crate::daemon::client::{Client, unexpected};
 use crate::protocol::{ClientMsg, EventFilter, Frame, RunSpec, ServerMsg, StatusReport, Ticket};
 
@@ -25,8 +24,20 @@ pub struct SocketArg {
 }
 
 impl SocketArg {
-    fn connect(&self) -> anyhow::Result<Client> {
-        Ok(Client::connect(&paths::socket(self.socket.as_deref()))?)
+    /// The socket to use: `--socket`, `MPM_SOCKET`, `daemon.socket` from the config, the default.
+    pub fn path(&self, g: &GlobalArgs) -> anyhow::Result<PathBuf> {
+        if let Some(p) = &self.socket {
+            return Ok(p.clone());
+        }
+        let cfg = super::load_config(g, crate::config::Overrides::default())?.config;
+        Ok(super::daemon_cmd::daemon_socket(
+            None,
+            cfg.daemon.socket.as_deref(),
+        ))
+    }
+
+    fn connect(&self, g: &GlobalArgs) -> anyhow::Result<Client> {
+        Ok(Client::connect(&self.path(g)?)?)
     }
 }
 
@@ -99,6 +110,10 @@ pub struct StopArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Ctrl-] detaches (so does closing the terminal); the session keeps running. \
+                  `mpm attach SESSION` again redraws its current screen."
+)]
 pub struct AttachArgs {
     #[command(flatten)]
     pub socket: SocketArg,
@@ -113,8 +128,8 @@ fn short(id: &str) -> &str {
     id.get(..8).unwrap_or(id)
 }
 
-pub fn status(_g: &GlobalArgs, a: StatusArgs) -> anyhow::Result<i32> {
-    let mut c = a.socket.connect()?;
+pub fn status(g: &GlobalArgs, a: StatusArgs) -> anyhow::Result<i32> {
+    let mut c = a.socket.connect(g)?;
     let r: StatusReport = match c.request(&ClientMsg::Status)? {
         ServerMsg::Status(r) => *r,
         m => return Err(unexpected(m).into()),
@@ -189,13 +204,23 @@ fn print_event(ev: &crate::events::Event, json: bool) {
     );
 }
 
-pub fn events(_g: &GlobalArgs, a: EventsArgs) -> anyhow::Result<i32> {
-    let mut c = a.socket.connect()?;
+pub fn events(g: &GlobalArgs, a: EventsArgs) -> anyhow::Result<i32> {
+    // Normalise to the stored format (UTC, milliseconds) so the comparison is exact.
+    let since = match &a.since {
+        None => None,
+        Some(s) => Some(
+            chrono::DateTime::parse_from_rfc3339(s)
+                .map_err(|e| super::UsageError(format!("--since {s:?}: {e} (want RFC 3339)")))?
+                .with_timezone(&chrono::Utc)
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        ),
+    };
+    let mut c = a.socket.connect(g)?;
     c.send(&ClientMsg::Events {
         filter: EventFilter {
             session: a.session,
             kind: a.kind,
-            since: a.since,
+            since,
             limit: a.limit,
             after_seq: None,
         },
@@ -248,10 +273,10 @@ fn print_ticket(t: &Ticket, json: bool, long: bool) {
     }
 }
 
-pub fn tickets(_g: &GlobalArgs, cmd: TicketsCommand) -> anyhow::Result<i32> {
+pub fn tickets(g: &GlobalArgs, cmd: TicketsCommand) -> anyhow::Result<i32> {
     match cmd {
         TicketsCommand::List(a) => {
-            let mut c = a.socket.connect()?;
+            let mut c = a.socket.connect(g)?;
             match c.request(&ClientMsg::TicketsList {
                 project: a.project,
                 all: a.all,
@@ -271,14 +296,14 @@ pub fn tickets(_g: &GlobalArgs, cmd: TicketsCommand) -> anyhow::Result<i32> {
                 m => Err(unexpected(m).into()),
             }
         }
-        TicketsCommand::Show(a) => ticket_one(a, false),
-        TicketsCommand::Close(a) => ticket_one(a, true),
+        TicketsCommand::Show(a) => ticket_one(g, a, false),
+        TicketsCommand::Close(a) => ticket_one(g, a, true),
     }
 }
 
-fn ticket_one(a: TicketArgs, close: bool) -> anyhow::Result<i32> {
+fn ticket_one(g: &GlobalArgs, a: TicketArgs, close: bool) -> anyhow::Result<i32> {
     let id = ticket_id(&a.id)?;
-    let mut c = a.socket.connect()?;
+    let mut c = a.socket.connect(g)?;
     let msg = if close {
         ClientMsg::TicketClose { id }
     } else {
@@ -293,8 +318,8 @@ fn ticket_one(a: TicketArgs, close: bool) -> anyhow::Result<i32> {
     }
 }
 
-pub fn stop(_g: &GlobalArgs, a: StopArgs) -> anyhow::Result<i32> {
-    let mut c = a.socket.connect()?;
+pub fn stop(g: &GlobalArgs, a: StopArgs) -> anyhow::Result<i32> {
+    let mut c = a.socket.connect(g)?;
     match c.request(&ClientMsg::Stop { session: a.session })? {
         ServerMsg::Stopped { session, exit_code } => {
             match exit_code {
@@ -307,8 +332,8 @@ pub fn stop(_g: &GlobalArgs, a: StopArgs) -> anyhow::Result<i32> {
     }
 }
 
-pub fn attach(_g: &GlobalArgs, a: AttachArgs) -> anyhow::Result<i32> {
-    let c = a.socket.connect()?;
+pub fn attach(g: &GlobalArgs, a: AttachArgs) -> anyhow::Result<i32> {
+    let c = a.socket.connect(g)?;
     match relay(c, &a.session)? {
         RelayEnd::Detached => {
             eprintln!("\r\n[mpm: detached from {}]", short(&a.session));
@@ -477,6 +502,9 @@ pub fn relay(mut c: Client, session: &str) -> anyhow::Result<RelayEnd> {
                 Ok(ServerMsg::Detached) => return Ok(RelayEnd::Detached),
                 Ok(ServerMsg::SessionEnded { exit_code, .. }) => {
                     return Ok(RelayEnd::Ended(exit_code));
+                }
+                Ok(ServerMsg::Error { code, message }) if code == "too_slow" => {
+                    anyhow::bail!("{message}");
                 }
                 Ok(ServerMsg::Error { code, message }) => {
                     tracing::warn!(%code, %message, "daemon error while attached");

@@ -43,8 +43,9 @@ fn backend() -> Arc<dyn SessionBackend> {
     Arc::new(crate::daemon::PipeBackend)
 }
 
-/// The socket a daemon listens on: `--socket`, `MPM_SOCKET`, `daemon.socket`, then the default.
-fn daemon_socket(flag: Option<&Path>, configured: Option<&Path>) -> PathBuf {
+/// The daemon socket (daemon and clients alike): `--socket`, `MPM_SOCKET`, `daemon.socket`, then
+/// the default `$XDG_RUNTIME_DIR/mpm/mpm.sock`.
+pub(super) fn daemon_socket(flag: Option<&Path>, configured: Option<&Path>) -> PathBuf {
     if flag.is_none()
         && std::env::var_os("MPM_SOCKET").is_none_or(|v| v.is_empty())
         && let Some(c) = configured

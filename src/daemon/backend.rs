@@ -26,6 +26,9 @@ pub struct SpawnRequest {
     pub env: Vec<(String, String)>,
     pub cols: u16,
     pub rows: u16,
+    /// `mpm run` flags (no-detect, no-exec, profile, config, patterns); the daemon has already
+    /// added the `events_file` sink to `events` when one was asked for.
+    pub flags: crate::protocol::RunFlags,
     /// The session's event bus (store and followers are already sinks of it). The backend emits
     /// `session.started` once the child runs and `session.exited` when it is gone, plus whatever its
     /// pipeline detects.
@@ -50,8 +53,10 @@ pub enum SpawnError {
 /// every output chunk produced after that snapshot (none lost, none duplicated).
 pub struct Attachment {
     pub snapshot: Vec<u8>,
-    /// Output chunks; disconnected when the session's output ends. A backend may drop a receiver
-    /// that falls too far behind (the daemon then ends that attach stream; the client re-attaches).
+    /// Output chunks. Disconnected when the session has ended, and only after
+    /// [`HostedSession::try_wait`] returns `Some` and `session.exited` was emitted; or earlier when
+    /// the backend drops a receiver that fell too far behind (the daemon then ends that attach
+    /// stream with a `too_slow` error; the client re-attaches and gets a fresh redraw).
     pub output: Receiver<Arc<[u8]>>,
 }
 
@@ -212,11 +217,8 @@ impl PipeSession {
             }
             Err(_) => (None, None, None),
         };
-        {
-            let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
-            out.closed = true;
-            out.subscribers.clear();
-        }
+        // Order matters (the seam's contract): the exit event is stored, then the status is
+        // visible, and only then do attached output streams end.
         bus.emit(EventBody::SessionExited {
             exit_code,
             signal,
@@ -225,6 +227,9 @@ impl PipeSession {
         });
         *self.exit.lock().unwrap_or_else(|e| e.into_inner()) = Some(code);
         self.exited.notify_all();
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        out.closed = true;
+        out.subscribers.clear();
     }
 }
 
@@ -294,13 +299,5 @@ impl HostedSession for PipeSession {
 
     fn try_wait(&self) -> Option<Option<i32>> {
         *self.exit.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// Backends by name, for `mpm daemon --backend` (only `pipe` until the PTY session lands).
-pub fn by_name(name: &str) -> Option<Arc<dyn SessionBackend>> {
-    match name {
-        "pipe" => Some(Arc::new(PipeBackend)),
-        _ => None,
     }
 }

@@ -6,6 +6,12 @@
 //!
 //! Shutdown (SIGTERM): stop accepting, `STOPPING=1`, unlink the socket, end every session (graceful
 //! stop with `stop_grace`), close every client connection, flush the store, return `Ok` (exit 0).
+//!
+//! Sessions come from a [`SessionBackend`] (see [`backend`]): the daemon creates the session id and
+//! its [`Bus`](crate::events::Bus) (with the store and live followers as sinks) and hands both to
+//! the backend in a [`SpawnRequest`]; the backend runs the child, emits the session's events on that
+//! bus, and serves input, resize, attach snapshots, stop and wait through [`HostedSession`].
+//! The binary uses [`PipeBackend`] until the PTY session replaces it (`cli::daemon_cmd::backend`).
 
 pub mod backend;
 pub mod client;
@@ -166,6 +172,7 @@ impl Daemon {
                 "previous daemon did not shut down cleanly: marked its sessions ended and its queued delegations interrupted"
             );
         }
+        stop_orphans(&rec.orphans, opts.stop_grace);
         match store.prune(opts.retention_days) {
             Ok(n) if n > 0 => tracing::info!(pruned = n, "pruned old events"),
             Ok(_) => {}
@@ -305,18 +312,80 @@ impl Daemon {
     }
 }
 
-/// Resident memory of `pid` and its descendants, MB.
-pub(crate) fn tree_rss_mb(pid: u32) -> Option<f64> {
-    let members = crate::process::tree_members(pid as i32);
-    if members.is_empty() {
-        return None;
+/// The start time of `pid` (clock ticks since boot, field 22 of `/proc/<pid>/stat`).
+pub(crate) fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Stop, in the background, the trees of sessions a crashed daemon left running: only when the
+/// pid still belongs to the same process (same start time), never a process that reused the pid.
+fn stop_orphans(orphans: &[(u32, u64)], grace: Duration) {
+    for pid in still_running(orphans) {
+        tracing::warn!(pid, "stopping a session left running by a crashed daemon");
+        let _ = std::thread::Builder::new()
+            .name("mpm-orphan-stop".into())
+            .spawn(move || {
+                crate::process::stop_tree(pid as i32, grace);
+            });
     }
-    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+}
+
+/// The pids among `(pid, start time)` pairs that still name the same process.
+fn still_running(orphans: &[(u32, u64)]) -> Vec<u32> {
+    orphans
+        .iter()
+        .filter(|(pid, start)| process_start(*pid) == Some(*start))
+        .map(|(pid, _)| *pid)
+        .collect()
+}
+
+/// Resident memory of each root's process tree (its process group and descendants), MB, from
+/// one scan of /proc however many roots there are. `None` for a root with no live process.
+pub(crate) fn trees_rss_mb(roots: &[u32]) -> Vec<Option<f64>> {
+    use std::collections::{HashMap, HashSet};
+    if roots.is_empty() {
+        return Vec::new();
+    }
+    let procs = crate::process::all_processes();
+    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+    for p in &procs {
+        children.entry(p.ppid).or_default().push(p.pid);
+    }
+    let page = page_mb();
+    roots
+        .iter()
+        .map(|&root| {
+            let root = root as i32;
+            let mut set: HashSet<i32> = procs
+                .iter()
+                .filter(|p| p.state != 'Z' && (p.pid == root || p.pgid == root || p.sid == root))
+                .map(|p| p.pid)
+                .collect();
+            if set.is_empty() {
+                return None;
+            }
+            let mut stack: Vec<i32> = set.iter().copied().collect();
+            while let Some(p) = stack.pop() {
+                for &c in children.get(&p).map(Vec::as_slice).unwrap_or(&[]) {
+                    if set.insert(c) {
+                        stack.push(c);
+                    }
+                }
+            }
+            let pages: u64 = set.iter().filter_map(|p| rss_pages(*p as u32)).sum();
+            Some(pages as f64 * page)
+        })
+        .collect()
+}
+
+fn page_mb() -> f64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
         .ok()
         .flatten()
-        .unwrap_or(4096) as f64;
-    let pages: u64 = members.iter().filter_map(|p| rss_pages(*p as u32)).sum();
-    Some(pages as f64 * page / (1024.0 * 1024.0))
+        .unwrap_or(4096) as f64
+        / (1024.0 * 1024.0)
 }
 
 fn rss_pages(pid: u32) -> Option<u64> {
@@ -326,9 +395,28 @@ fn rss_pages(pid: u32) -> Option<u64> {
 
 /// This process's resident memory, MB.
 pub(crate) fn own_rss_mb() -> f64 {
-    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-        .ok()
-        .flatten()
-        .unwrap_or(4096) as f64;
-    rss_pages(std::process::id()).unwrap_or(0) as f64 * page / (1024.0 * 1024.0)
+    rss_pages(std::process::id()).unwrap_or(0) as f64 * page_mb()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orphans_are_matched_by_pid_and_start_time() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let start = process_start(pid).unwrap();
+        let found = still_running(&[(pid, start), (pid, start + 1), (u32::MAX - 1, 5)]);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(
+            found,
+            vec![pid],
+            "a reused pid (other start time) is never a match"
+        );
+    }
 }

@@ -18,9 +18,57 @@ use crate::protocol::{
     StatusReport, read_frame, write_frame,
 };
 
-/// Serve `stream` on its own thread, registered so shutdown can close it.
+/// How long one write to a client may block before the client is dropped.
+const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Connections served at once; more are refused with `busy` (a runaway script must not make the
+/// daemon spawn threads without bound).
+const MAX_CONNECTIONS: usize = 256;
+
+/// Refuse `stream` with one error frame. The frame is tiny and the socket buffer fresh, so this
+/// cannot block the accept loop.
+fn refuse(stream: &UnixStream, code: &str, message: String) {
+    let _ = stream.set_write_timeout(Some(std::time::Duration::from_millis(100)));
+    let _ = write_frame(
+        &mut &*stream,
+        &Frame::json(&ServerMsg::error(code, message)),
+    );
+}
+
+/// Check the peer (uid, connection cap) on the accept loop, then serve `stream` on its own thread,
+/// registered so shutdown can close it. Refused peers never get a thread.
 pub(crate) fn spawn_connection(shared: &Arc<Shared>, stream: UnixStream) {
+    match socket::peer_uid(&stream) {
+        Ok(uid) if uid == shared.opts.allowed_uid => {}
+        Ok(uid) => {
+            tracing::warn!(uid, "refused a connection from another user");
+            return refuse(
+                &stream,
+                "forbidden",
+                format!("uid {uid} may not use this daemon"),
+            );
+        }
+        Err(e) => {
+            return refuse(
+                &stream,
+                "forbidden",
+                format!("cannot check peer credentials: {e}"),
+            );
+        }
+    }
+    if shared.conns.lock().unwrap_or_else(|e| e.into_inner()).len() >= MAX_CONNECTIONS {
+        tracing::warn!("connection limit reached; refusing a client");
+        return refuse(
+            &stream,
+            "busy",
+            format!("more than {MAX_CONNECTIONS} clients connected"),
+        );
+    }
     let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    // A client that stops reading must not pin a thread forever: its writes time out.
+    if let Err(e) = stream.set_write_timeout(Some(WRITE_TIMEOUT)) {
+        tracing::debug!(error = %e, "cannot set a write timeout");
+    }
     if let Ok(c) = stream.try_clone() {
         shared
             .conns
@@ -59,24 +107,6 @@ fn send_data(w: &Mutex<UnixStream>, bytes: &[u8]) -> std::io::Result<()> {
 fn serve(shared: &Arc<Shared>, stream: UnixStream) -> Result<(), FrameError> {
     let max = shared.opts.max_frame_bytes;
     let writer = Arc::new(Mutex::new(stream.try_clone()?));
-    match socket::peer_uid(&stream) {
-        Ok(uid) if uid == shared.opts.allowed_uid => {}
-        Ok(uid) => {
-            tracing::warn!(uid, "refused a connection from another user");
-            send(
-                &writer,
-                &ServerMsg::error("forbidden", format!("uid {uid} may not use this daemon")),
-            )?;
-            return Ok(());
-        }
-        Err(e) => {
-            send(
-                &writer,
-                &ServerMsg::error("forbidden", format!("cannot check peer credentials: {e}")),
-            )?;
-            return Ok(());
-        }
-    }
     let mut reader = BufReader::new(stream);
 
     // Handshake.
@@ -139,8 +169,15 @@ fn serve(shared: &Arc<Shared>, stream: UnixStream) -> Result<(), FrameError> {
             }
         };
         match msg {
-            ClientMsg::Events { filter, follow } => {
-                return events(shared, &writer, reader.into_inner(), filter, follow);
+            ClientMsg::Events {
+                filter,
+                follow: false,
+            } => backlog(shared, &writer, &filter).map(|_| ())?,
+            ClientMsg::Events {
+                filter,
+                follow: true,
+            } => {
+                return follow(shared, &writer, reader.into_inner(), filter);
             }
             ClientMsg::Attach {
                 session,
@@ -232,29 +269,44 @@ fn find(shared: &Shared, id: &str) -> Option<Arc<Hosted>> {
 }
 
 fn status(shared: &Shared) -> StatusReport {
-    let sessions = shared.sessions.lock().unwrap_or_else(|e| e.into_inner());
-    let mut list: Vec<SessionInfo> = sessions
+    let hosted: Vec<Arc<Hosted>> = shared
+        .sessions
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
         .values()
-        .map(|h| {
-            let exit = h.session.try_wait();
-            SessionInfo {
-                id: h.session.id().to_string(),
-                pid: h.session.pid(),
-                command: h.command.clone(),
-                cwd: h.cwd.clone(),
-                started_at: h.started_at.clone(),
-                state: if exit.is_some() { "ended" } else { "running" }.into(),
-                exit_code: exit.flatten(),
-                attached: h.attached.load(Ordering::Relaxed),
-                rss_mb: if exit.is_none() {
-                    super::tree_rss_mb(h.session.pid())
-                } else {
-                    None
-                },
-            }
+        .cloned()
+        .collect();
+    let exits: Vec<Option<Option<i32>>> = hosted.iter().map(|h| h.session.try_wait()).collect();
+    let running_pids: Vec<u32> = hosted
+        .iter()
+        .zip(&exits)
+        .filter(|(_, e)| e.is_none())
+        .map(|(h, _)| h.session.pid())
+        .collect();
+    let rss: std::collections::HashMap<u32, Option<f64>> = running_pids
+        .iter()
+        .copied()
+        .zip(super::trees_rss_mb(&running_pids))
+        .collect();
+    let mut list: Vec<SessionInfo> = hosted
+        .iter()
+        .zip(exits)
+        .map(|(h, exit)| SessionInfo {
+            id: h.session.id().to_string(),
+            pid: h.session.pid(),
+            command: h.command.clone(),
+            cwd: h.cwd.clone(),
+            started_at: h.started_at.clone(),
+            state: if exit.is_some() { "ended" } else { "running" }.into(),
+            exit_code: exit.flatten(),
+            attached: h.attached.load(Ordering::Relaxed),
+            rss_mb: if exit.is_none() {
+                rss.get(&h.session.pid()).copied().flatten()
+            } else {
+                None
+            },
         })
         .collect();
-    drop(sessions);
     list.sort_by(|a, b| a.started_at.cmp(&b.started_at));
     let store = shared.store();
     let (queued, running) = store.delegation_counts().unwrap_or((0, 0));
@@ -289,6 +341,15 @@ fn run(shared: &Arc<Shared>, spec: RunSpec) -> ServerMsg {
     {
         return ServerMsg::error("internal", e.to_string());
     }
+    if let Some(path) = &spec.flags.events_file {
+        match crate::events::EventsFile::open(std::path::Path::new(path)) {
+            Ok(f) => bus.add_sink(Arc::new(f)),
+            Err(e) => {
+                let _ = shared.store().end_session(&id, None, "spawn-failed");
+                return ServerMsg::error("spawn_failed", format!("events file {path}: {e}"));
+            }
+        }
+    }
     let req = super::SpawnRequest {
         id: id.clone(),
         argv: spec.argv.clone(),
@@ -296,6 +357,7 @@ fn run(shared: &Arc<Shared>, spec: RunSpec) -> ServerMsg {
         env: spec.env.clone(),
         cols: spec.cols,
         rows: spec.rows,
+        flags: spec.flags.clone(),
         events: bus.clone(),
     };
     let session = match shared.opts.backend.spawn(req) {
@@ -306,6 +368,11 @@ fn run(shared: &Arc<Shared>, spec: RunSpec) -> ServerMsg {
         }
     };
     let pid = session.pid();
+    if let Some(start) = super::process_start(pid)
+        && let Err(e) = shared.store().set_session_process(&id, pid, start)
+    {
+        tracing::warn!(error = %e, "cannot record the session's process");
+    }
     let hosted = Arc::new(Hosted {
         session,
         command: spec.argv,
@@ -333,47 +400,48 @@ fn run(shared: &Arc<Shared>, spec: RunSpec) -> ServerMsg {
     ServerMsg::Spawned { session: id, pid }
 }
 
-/// Backlog then (with `follow`) live events. Subscribe first, read the backlog, then skip live
-/// events the backlog already had (by sequence number): nothing lost, nothing twice.
-fn events(
+/// Stored events matching `filter`, then `EndOfEvents`; returns the last sequence number sent.
+fn backlog(
+    shared: &Arc<Shared>,
+    writer: &Mutex<UnixStream>,
+    filter: &EventFilter,
+) -> Result<i64, FrameError> {
+    let mut last = filter.after_seq.unwrap_or(0);
+    match shared.store().events(filter) {
+        Ok(events) => {
+            for (seq, event) in events {
+                last = last.max(seq);
+                send(
+                    writer,
+                    &ServerMsg::Event {
+                        seq,
+                        event: Box::new(event),
+                    },
+                )?;
+            }
+            send(writer, &ServerMsg::EndOfEvents)?;
+        }
+        Err(e) => send(writer, &ServerMsg::error("internal", e.to_string()))?,
+    }
+    Ok(last)
+}
+
+/// Backlog, then live events until the client goes away. Subscribe first, read the backlog, then
+/// skip live events the backlog already had (by sequence number): nothing lost, nothing twice.
+fn follow(
     shared: &Arc<Shared>,
     writer: &Mutex<UnixStream>,
     stream: UnixStream,
     filter: EventFilter,
-    follow: bool,
 ) -> Result<(), FrameError> {
-    let live = follow.then(|| {
-        let (tx, rx) = crossbeam_channel::unbounded();
-        shared
-            .fanout
-            .followers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(tx);
-        rx
-    });
-    let backlog = match shared.store().events(&filter) {
-        Ok(b) => b,
-        Err(e) => {
-            send(writer, &ServerMsg::error("internal", e.to_string()))?;
-            return Ok(());
-        }
-    };
-    let mut last = filter.after_seq.unwrap_or(0);
-    for (seq, event) in backlog {
-        last = last.max(seq);
-        send(
-            writer,
-            &ServerMsg::Event {
-                seq,
-                event: Box::new(event),
-            },
-        )?;
-    }
-    send(writer, &ServerMsg::EndOfEvents)?;
-    let Some(live) = live else {
-        return Ok(());
-    };
+    let (tx, live) = crossbeam_channel::unbounded();
+    shared
+        .fanout
+        .followers
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(tx);
+    let last = backlog(shared, writer, &filter)?;
     let closed = watch_close(stream);
     loop {
         select! {
@@ -465,12 +533,18 @@ fn attach(
                             }
                         }
                         Err(_) => {
-                            // Output ended (or we fell behind): report the end if the session is gone.
-                            let code = out_h.session.wait();
-                            let _ = send(&out_writer, &ServerMsg::SessionEnded {
-                                session: out_h.session.id().into(),
-                                exit_code: code,
-                            });
+                            // Output ended: the session is gone, or this client fell behind.
+                            let msg = match out_h.session.try_wait() {
+                                Some(code) => ServerMsg::SessionEnded {
+                                    session: out_h.session.id().into(),
+                                    exit_code: code,
+                                },
+                                None => ServerMsg::error(
+                                    "too_slow",
+                                    "this client fell behind the session's output; attach again",
+                                ),
+                            };
+                            let _ = send(&out_writer, &msg);
                             if let Ok(w) = out_writer.lock() {
                                 let _ = w.shutdown(std::net::Shutdown::Both);
                             }
