@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Sender, TrySendError};
 
 use super::backend::{Attachment, HostedSession, SessionBackend, SpawnError, SpawnRequest};
-use crate::config::Config;
+use crate::config::{self, Config, Overrides, paths};
 use crate::events::EventBody;
 use crate::pty::{OutputSink, PtyConfig, PtySession, WinSize};
 use crate::supervisor::{Supervisor, SupervisorOptions};
@@ -23,15 +23,37 @@ const SUBSCRIBER_BACKLOG: usize = 4096;
 
 /// Hosts sessions on PTYs with the full supervisor.
 pub struct PtyBackend {
-    config: Config,
     patterns: Vec<PathBuf>,
     state_dir: PathBuf,
 }
 
 impl PtyBackend {
-    /// `state_dir` holds each session's delegation output under `sessions/<id>/`.
-    pub fn new(config: Config, patterns: Vec<PathBuf>, state_dir: PathBuf) -> Self {
-        PtyBackend { config, patterns, state_dir }
+    /// `patterns`: the daemon's own `--patterns`; `state_dir` holds each session's delegation
+    /// output under `sessions/<id>/`.
+    pub fn new(patterns: Vec<PathBuf>, state_dir: PathBuf) -> Self {
+        PtyBackend { patterns, state_dir }
+    }
+
+    /// The configuration a client's `mpm run` would have had in-process: the user file, the
+    /// project file of the client's working directory, the daemon's environment, then the
+    /// client's flags.
+    fn config_for(&self, req: &SpawnRequest) -> Result<Config, SpawnError> {
+        let f = &req.flags;
+        let mut ov = Overrides::default();
+        ov.config_file = f.config.as_ref().map(PathBuf::from);
+        if let Some(p) = &f.profile {
+            ov.set("profile", p.clone(), "--profile");
+        }
+        if f.no_detect {
+            ov.set("run.detect", false, "--no-detect");
+        }
+        if f.no_exec {
+            ov.set("run.exec", false, "--no-exec");
+        }
+        let files = [paths::config_dir().join("config.yaml"), req.cwd.join(".mpm/config.yaml")];
+        config::load_from(&files, std::env::vars(), &ov)
+            .map(|l| l.config)
+            .map_err(|e| SpawnError::Other(e.to_string()))
     }
 }
 
@@ -71,11 +93,17 @@ impl SessionBackend for PtyBackend {
         if req.argv.is_empty() {
             return Err(SpawnError::EmptyCommand);
         }
-        let cfg = &self.config;
+        let cfg = &self.config_for(&req)?;
+        let mut patterns = self.patterns.clone();
+        let project_patterns = req.cwd.join(".mpm/patterns");
+        if project_patterns.is_dir() && req.cwd != std::env::current_dir().unwrap_or_default() {
+            patterns.insert(0, project_patterns);
+        }
+        patterns.extend(req.flags.patterns.iter().map(PathBuf::from));
         let (cols, rows) = (req.cols.max(1), req.rows.max(1));
         let mut sup = Supervisor::start(SupervisorOptions {
             config: cfg,
-            patterns: &self.patterns,
+            patterns: &patterns,
             bus: req.events.clone(),
             output_dir: self.state_dir.join("sessions").join(&req.id),
             cols,
