@@ -351,6 +351,26 @@ impl PtySession {
     }
 }
 
+impl Drop for PtySession {
+    /// A session dropped before its child was reaped stops the tree (off-thread, with the grace),
+    /// so no caller can leak an agent by forgetting to `stop`/`wait`.
+    fn drop(&mut self) {
+        let reaped = self.reaped.clone();
+        let (pid, grace) = (self.pid, self.grace);
+        if *reaped.lock().unwrap_or_else(|e| e.into_inner()) {
+            return;
+        }
+        let _ = std::thread::Builder::new()
+            .name("mpm-pty-drop".into())
+            .spawn(move || {
+                let reaped = reaped.lock().unwrap_or_else(|e| e.into_inner());
+                if !*reaped {
+                    crate::process::stop_tree(pid, grace);
+                }
+            });
+    }
+}
+
 /// Block until `pid` has exited, leaving it a zombie (not reaped).
 fn wait_exited(pid: i32) {
     loop {
@@ -439,5 +459,86 @@ fn read_loop(
         if let Some(t) = tap {
             t.push(chunk);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl OutputSink for Shared {
+        fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
+            self.0.lock().unwrap().extend_from_slice(chunk);
+            Ok(())
+        }
+    }
+
+    impl OutputConsumer for Shared {
+        fn feed(&mut self, bytes: &[u8]) {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+        }
+    }
+
+    fn config(argv: &[&str], out: Shared, tap: Shared) -> PtyConfig {
+        PtyConfig {
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            env: vec![("MPM_TEST_VAR".into(), "v1".into())],
+            cwd: None,
+            size: WinSize { cols: 77, rows: 11 },
+            termios: None,
+            rlimits: None,
+            grace: Duration::from_millis(200),
+            output: Box::new(out),
+            consumer: Some(Box::new(tap)),
+            tap_capacity_bytes: 1 << 20,
+            recorder: None,
+        }
+    }
+
+    /// The socket-less API the daemon builds on: input, size, env, output sink and tap, exit.
+    #[test]
+    fn input_output_size_and_exit_without_a_terminal() {
+        let (out, tap) = (Shared::default(), Shared::default());
+        let script = "stty size; echo $MPM_TEST_VAR; read x; echo got-$x; exit 7";
+        let s = PtySession::spawn(config(&["sh", "-c", script], out.clone(), tap.clone())).unwrap();
+        assert!(s.pid() > 1);
+        s.write_input(b"hello\n").unwrap();
+        let exit = s.wait();
+        assert_eq!(exit.code(), Some(7));
+        assert!(exit.drained);
+        let text = String::from_utf8_lossy(&out.0.lock().unwrap()).into_owned();
+        assert!(text.contains("11 77\r\n"), "{text:?}");
+        assert!(text.contains("v1\r\n"), "{text:?}");
+        assert!(text.contains("got-hello\r\n"), "{text:?}");
+        // The consumer got every byte too (joined by `wait`).
+        assert_eq!(*tap.0.lock().unwrap(), *out.0.lock().unwrap());
+        assert_eq!(exit.output_bytes as usize, out.0.lock().unwrap().len());
+    }
+
+    #[test]
+    fn stop_ends_a_child_that_ignores_sigterm() {
+        let (out, tap) = (Shared::default(), Shared::default());
+        let s = PtySession::spawn(config(
+            &[
+                "sh",
+                "-c",
+                "trap '' TERM HUP; echo up; while :; do sleep 1; done",
+            ],
+            out.clone(),
+            tap,
+        ))
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !String::from_utf8_lossy(&out.0.lock().unwrap()).contains("up") {
+            assert!(Instant::now() < deadline, "child never started");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        s.stop(Duration::from_millis(100));
+        let exit = s.wait();
+        assert_eq!(exit.signal(), Some(9));
+        assert!(crate::process::tree_members(s.pid()).is_empty());
     }
 }
