@@ -244,3 +244,19 @@ fn command_not_found_is_127_and_not_executable_is_126() {
     assert_eq!(out.status.code(), Some(127), "{err}");
     assert!(err.contains("profiles.claude.command"), "{err}");
 }
+
+/// An exec failure after raw mode was entered (a script whose interpreter is missing): 126, and
+/// the terminal is restored on this setup-error path too.
+#[test]
+fn setup_error_after_raw_mode_restores_the_terminal() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = TestEnv::new();
+    let script = env.path("bad-interp.sh");
+    std::fs::write(&script, "#!/nonexistent/interpreter\necho hi\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut p = Spawn::new(&env, &["run", "--", script.to_str().unwrap()]).start();
+    let before = p.termios();
+    assert_eq!(p.wait_output().code(), Some(126), "{}", p.text());
+    assert!(p.text().contains("bad interpreter"), "{}", p.text());
+    assert_eq!(termios_key(&p.termios()), termios_key(&before));
+}
