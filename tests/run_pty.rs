@@ -125,7 +125,7 @@ fn exit_codes_pass_through_and_termios_is_restored() {
         )
         .start();
         // The harness's PTY starts with the kernel defaults, like a fresh terminal.
-        let before = p.termios();
+        let before = p.initial_termios.clone();
         p.expect("READY");
         let during = p.termios();
         assert!(
@@ -161,7 +161,7 @@ fn sigterm_to_mpm_restores_the_terminal_and_stops_the_tree() {
         ],
     )
     .start();
-    let before = p.termios();
+    let before = p.initial_termios.clone();
     p.expect("READY");
     let pids = vec![read_pid(&agent_pid), read_pid(&gc_pid)];
     let _guard = KillOnDrop(pids.clone());
@@ -215,7 +215,7 @@ fn sigkill_of_mpm_leaves_no_orphan() {
 fn command_not_found_is_127_and_not_executable_is_126() {
     let env = TestEnv::new();
     let mut p = Spawn::new(&env, &["run", "--", "no-such-agent-xyz"]).start();
-    let before = p.termios();
+    let before = p.initial_termios.clone();
     assert_eq!(p.wait_output().code(), Some(127));
     assert!(
         p.text().contains("command not found: no-such-agent-xyz"),
@@ -255,7 +255,7 @@ fn setup_error_after_raw_mode_restores_the_terminal() {
     std::fs::write(&script, "#!/nonexistent/interpreter\necho hi\n").unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     let mut p = Spawn::new(&env, &["run", "--", script.to_str().unwrap()]).start();
-    let before = p.termios();
+    let before = p.initial_termios.clone();
     assert_eq!(p.wait_output().code(), Some(126), "{}", p.text());
     assert!(p.text().contains("bad interpreter"), "{}", p.text());
     assert_eq!(termios_key(&p.termios()), termios_key(&before));

@@ -126,6 +126,8 @@ pub fn termios_key(t: &Termios) -> String {
 /// `mpm` running on a PTY of its own.
 pub struct PtyProc {
     pub master: Arc<OwnedFd>,
+    /// The terminal's line settings before mpm started.
+    pub initial_termios: Termios,
     pub child: Child,
     output: Arc<Mutex<Vec<u8>>>,
     reader: Option<JoinHandle<()>>,
@@ -167,6 +169,7 @@ impl<'a> Spawn<'a> {
         .unwrap();
         let master = unsafe { OwnedFd::from_raw_fd(master.into_raw_fd()) };
         set_size(&master, self.cols, self.rows);
+        let initial_termios = tcgetattr(master.as_fd()).expect("tcgetattr");
         let mut cmd = Command::new(mpm_bin());
         cmd.args(&self.args)
             .envs(self.env)
@@ -211,6 +214,7 @@ impl<'a> Spawn<'a> {
         };
         PtyProc {
             master,
+            initial_termios,
             child,
             output,
             reader: Some(reader),
