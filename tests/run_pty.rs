@@ -260,3 +260,13 @@ fn setup_error_after_raw_mode_restores_the_terminal() {
     assert!(p.text().contains("bad interpreter"), "{}", p.text());
     assert_eq!(termios_key(&p.termios()), termios_key(&before));
 }
+
+/// Ctrl-\ is a byte too: the agent's PTY turns it into SIGQUIT for the agent (131), not for mpm.
+#[test]
+fn ctrl_backslash_reaches_the_child_as_sigquit() {
+    let env = TestEnv::new();
+    let mut p = Spawn::new(&env, &["run", "--", &fake_agent(), "ready", "sleep:0"]).start();
+    p.expect("READY");
+    p.send(b"\x1c");
+    assert_eq!(p.wait().code(), Some(128 + 3), "{}", p.text());
+}

@@ -56,7 +56,7 @@ impl OutputSink for io::Sink {
 
 /// How to start a [`PtySession`].
 pub struct PtyConfig {
-    /// The final argv (argv[0] is resolved on the child's PATH).
+    /// The final argv (`argv[0]` is resolved on the child's PATH).
     pub argv: Vec<String>,
     /// Added to the inherited environment.
     pub env: Vec<(String, String)>,
