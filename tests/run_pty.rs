@@ -144,34 +144,36 @@ fn exit_codes_pass_through_and_termios_is_restored() {
 }
 
 #[test]
-fn sigterm_to_mpm_restores_the_terminal_and_stops_the_tree() {
-    let env = TestEnv::new();
-    let agent_pid = env.path("agent.pid");
-    let gc_pid = env.path("gc.pid");
-    let mut p = Spawn::new(
-        &env,
-        &[
-            "run",
-            "--",
-            &fake_agent(),
-            &format!("pid:{}", agent_pid.display()),
-            &format!("grandchild:{}:hup", gc_pid.display()),
-            "ready",
-            "sleep:0",
-        ],
-    )
-    .start();
-    let before = p.initial_termios.clone();
-    p.expect("READY");
-    let pids = vec![read_pid(&agent_pid), read_pid(&gc_pid)];
-    let _guard = KillOnDrop(pids.clone());
-    assert!(pids.iter().all(|&x| alive(x)));
-    p.signal(Signal::SIGTERM);
-    assert_eq!(p.wait().code(), Some(128 + 15));
-    assert_eq!(termios_key(&p.termios()), termios_key(&before));
-    // mpm waits for the tree before exiting; nothing may be left.
-    for pid in pids {
-        assert!(!alive(pid), "{pid} survived");
+fn sigterm_sighup_sigint_to_mpm_restore_the_terminal_and_stop_the_tree() {
+    for sig in [Signal::SIGTERM, Signal::SIGHUP, Signal::SIGINT] {
+        let env = TestEnv::new();
+        let agent_pid = env.path("agent.pid");
+        let gc_pid = env.path("gc.pid");
+        let mut p = Spawn::new(
+            &env,
+            &[
+                "run",
+                "--",
+                &fake_agent(),
+                &format!("pid:{}", agent_pid.display()),
+                &format!("grandchild:{}:hup", gc_pid.display()),
+                "ready",
+                "sleep:0",
+            ],
+        )
+        .start();
+        let before = p.initial_termios.clone();
+        p.expect("READY");
+        let pids = vec![read_pid(&agent_pid), read_pid(&gc_pid)];
+        let _guard = KillOnDrop(pids.clone());
+        assert!(pids.iter().all(|&x| alive(x)));
+        p.signal(sig);
+        assert_eq!(p.wait().code(), Some(128 + sig as i32), "{sig}");
+        assert_eq!(termios_key(&p.termios()), termios_key(&before), "{sig}");
+        // mpm waits for the tree before exiting; nothing may be left.
+        for pid in pids {
+            assert!(!alive(pid), "{sig}: {pid} survived");
+        }
     }
 }
 
