@@ -139,7 +139,8 @@ impl OutputSink for StdoutSink {
             } else {
                 libc::SIGHUP
             };
-            let _ = self.ctl.send(sig);
+            // Negative: "as if signalled", from the output side (never escalates to SIGKILL).
+            let _ = self.ctl.send(-sig);
         }
         r
     }
@@ -264,7 +265,12 @@ pub fn run_in_terminal(mut opts: SessionOptions) -> Result<SessionOutcome, Sessi
             }
             recv(ctl_rx) -> sig => {
                 let Ok(sig) = sig else { continue };
-                if stopped_by.load(Ordering::Relaxed) == 0 {
+                let (sig, from_output) = (sig.abs(), sig < 0);
+                if stopped_by.load(Ordering::Relaxed) != 0 && !from_output {
+                    // Asked twice: no more grace.
+                    tracing::info!(pid, signal = sig, "mpm signalled again: killing the agent tree");
+                    pty.kill_now();
+                } else if stopped_by.load(Ordering::Relaxed) == 0 {
                     terminal::restore();
                     stopped_by.store(sig, Ordering::Relaxed);
                     tracing::info!(pid, signal = sig, "mpm signalled: stopping the agent tree");

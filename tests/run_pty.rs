@@ -272,3 +272,36 @@ fn ctrl_backslash_reaches_the_child_as_sigquit() {
     p.send(b"\x1c");
     assert_eq!(p.wait().code(), Some(128 + 3), "{}", p.text());
 }
+
+/// A second SIGTERM while the grace period runs kills the tree at once (here the grace is 600 s and
+/// the grandchild ignores SIGTERM, so only the escalation can end the session within the deadline).
+#[test]
+fn second_sigterm_skips_the_grace_period() {
+    let env = TestEnv::new();
+    let gc_pid = env.path("gc.pid");
+    let mut spawn = Spawn::new(
+        &env,
+        &[
+            "run",
+            "--",
+            &fake_agent(),
+            &format!("grandchild:{}:hup", gc_pid.display()),
+            "ready",
+            "sleep:0",
+        ],
+    );
+    spawn.env.push(("MPM_RUN__GRACE_SECS".into(), "600".into()));
+    let mut p = spawn.start();
+    p.expect("READY");
+    let gc = read_pid(&gc_pid);
+    let _guard = KillOnDrop(vec![gc]);
+    p.signal(Signal::SIGTERM);
+    // The first one was handled once mpm gave the terminal back (two pending signals would merge).
+    assert!(wait_until(DEADLINE, || p
+        .termios()
+        .local_flags
+        .contains(LocalFlags::ICANON)));
+    p.signal(Signal::SIGTERM);
+    assert_eq!(p.wait().code(), Some(128 + 15));
+    assert!(!alive(gc), "grandchild {gc} survived");
+}

@@ -114,6 +114,8 @@ pub struct PtySession {
     recorder: Option<Arc<Mutex<Recorder>>>,
     /// True once the child was reaped; stop() must not signal a pid that may be reused.
     reaped: Arc<Mutex<bool>>,
+    /// Set just before the child is reaped, readable without waiting for a stop in progress.
+    reaping: Arc<AtomicBool>,
     exit_rx: Receiver<PtyExit>,
     exit: Mutex<Option<PtyExit>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -180,9 +182,11 @@ impl PtySession {
         }
 
         let reaped = Arc::new(Mutex::new(false));
+        let reaping = Arc::new(AtomicBool::new(false));
         let (exit_tx, exit_rx) = crossbeam_channel::bounded(1);
         let waiter = {
             let reaped = reaped.clone();
+            let reaping = reaping.clone();
             let tap = tap.clone();
             let grace = cfg.grace;
             let mut child = spawned.child;
@@ -194,6 +198,7 @@ impl PtySession {
                     let outcome = {
                         let mut reaped = reaped.lock().unwrap_or_else(|e| e.into_inner());
                         let outcome = crate::process::stop_tree(pid, grace);
+                        reaping.store(true, Ordering::SeqCst);
                         let status = loop {
                             match child.wait() {
                                 Ok(s) => break s,
@@ -235,6 +240,7 @@ impl PtySession {
             tap,
             recorder,
             reaped,
+            reaping,
             exit_rx,
             exit: Mutex::new(None),
             threads: Mutex::new(threads),
@@ -290,6 +296,16 @@ impl PtySession {
         let reaped = self.reaped.lock().unwrap_or_else(|e| e.into_inner());
         if !*reaped {
             crate::process::stop_tree(self.pid, grace);
+        }
+    }
+
+    /// SIGKILL the whole tree now, without waiting for a [`stop`] in progress (a second Ctrl-C or
+    /// SIGTERM while the grace period runs). Does nothing once the child is being reaped.
+    ///
+    /// [`stop`]: PtySession::stop
+    pub fn kill_now(&self) {
+        if !self.reaping.load(Ordering::SeqCst) {
+            crate::process::signal_tree(self.pid, nix::sys::signal::Signal::SIGKILL);
         }
     }
 
