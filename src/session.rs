@@ -9,7 +9,12 @@
 //!
 //! The terminal is restored on every exit path: the raw-mode guard on return and on error, the
 //! panic hook, and the signal thread (SIGTERM/SIGHUP/SIGINT/SIGQUIT to mpm restore at once, stop
-//! the tree, and make mpm exit 128+N).
+//! the tree — SIGTERM, grace, SIGKILL; a second such signal kills at once — and make mpm exit
+//! 128+N). When stdout goes away (a closed pipe, a hung-up terminal) the session ends as if mpm had
+//! got SIGPIPE (141) or SIGHUP (129), like any writer in a pipeline.
+//!
+//! The terminal summary (one line per delegation, `run.summary`) belongs after this returns, when
+//! the terminal is the user's again: see `cli::run::after_session`.
 
 use std::io::{self, Read};
 use std::os::fd::BorrowedFd;
