@@ -305,3 +305,15 @@ fn second_sigterm_skips_the_grace_period() {
     assert_eq!(p.wait().code(), Some(128 + 15));
     assert!(!alive(gc), "grandchild {gc} survived");
 }
+
+/// Ctrl-Z is a byte too: the agent's PTY sends SIGTSTP to the agent, which may handle it.
+#[test]
+fn ctrl_z_reaches_the_child_as_sigtstp() {
+    let env = TestEnv::new();
+    let script = "trap 'echo got-TSTP; exit 5' TSTP; echo READY; while :; do sleep 0.05; done";
+    let mut p = Spawn::new(&env, &["run", "--", "sh", "-c", script]).start();
+    p.expect("READY");
+    p.send(b"\x1a");
+    p.expect("got-TSTP");
+    assert_eq!(p.wait().code(), Some(5), "{}", p.text());
+}
