@@ -124,6 +124,15 @@ pub struct PtySession {
 impl PtySession {
     /// Spawn the child and start the reader, waiter and (with a consumer) tap threads.
     pub fn spawn(cfg: PtyConfig) -> Result<PtySession, PtyError> {
+        // The tap first: a failure after the child exists would have to kill it.
+        let (tap, tap_thread) = match cfg.consumer {
+            Some(c) => {
+                let (tap, h) = Tap::start(c, cfg.tap_capacity_bytes)
+                    .map_err(|e| PtyError::sys("start tap thread", e))?;
+                (Some(tap), Some(h))
+            }
+            None => (None, None),
+        };
         let spawned = spawn(&SpawnSpec {
             argv: &cfg.argv,
             env: &cfg.env,
@@ -135,14 +144,6 @@ impl PtySession {
         let pid = spawned.child.id() as i32;
         let master = Arc::new(spawned.master);
         let mut threads = Vec::new();
-        let (tap, tap_thread) = match cfg.consumer {
-            Some(c) => {
-                let (tap, h) = Tap::start(c, cfg.tap_capacity_bytes)
-                    .map_err(|e| PtyError::sys("start tap thread", e))?;
-                (Some(tap), Some(h))
-            }
-            None => (None, None),
-        };
         let recorder = cfg.recorder.map(|r| Arc::new(Mutex::new(r)));
         let bytes = Arc::new(AtomicU64::new(0));
         let reading = Arc::new(AtomicBool::new(false));
@@ -174,7 +175,7 @@ impl PtySession {
                     }
                     drop(done_tx);
                 })
-                .map_err(|e| PtyError::sys("start reader thread", e))?
+                .map_err(|e| abandon(pid, PtyError::sys("start reader thread", e)))?
         };
         threads.push(reader);
         if let Some(h) = tap_thread {
@@ -228,7 +229,7 @@ impl PtySession {
                         drained,
                     });
                 })
-                .map_err(|e| PtyError::sys("start waiter thread", e))?
+                .map_err(|e| abandon(pid, PtyError::sys("start waiter thread", e)))?
         };
         threads.push(waiter);
 
@@ -385,6 +386,13 @@ impl Drop for PtySession {
                 }
             });
     }
+}
+
+/// Setup failed after the child was spawned: kill its tree (it stays an unreaped zombie, so its pid
+/// cannot be reused meanwhile) and pass the error on.
+fn abandon(pid: i32, e: PtyError) -> PtyError {
+    crate::process::stop_tree(pid, Duration::ZERO);
+    e
 }
 
 /// Block until `pid` has exited, leaving it a zombie (not reaped).
