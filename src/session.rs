@@ -59,8 +59,9 @@ pub struct SessionOptions {
     pub argv_hook: Option<ArgvHook>,
     /// Called with the agent's pid right after the spawn (e.g. to register it with the governor).
     pub on_spawn: Option<Box<dyn FnOnce(i32) + Send>>,
-    /// Start the orphan watchdog (`mpm __watchdog`); on unless mpm is not the running binary.
-    pub watchdog: bool,
+    /// The `mpm` binary to start as the orphan watchdog (`mpm __watchdog`, see `pty::watchdog`);
+    /// `None` = no watchdog. `mpm run` passes its own executable.
+    pub watchdog_exe: Option<PathBuf>,
 }
 
 impl SessionOptions {
@@ -79,7 +80,7 @@ impl SessionOptions {
             bus,
             argv_hook: None,
             on_spawn: None,
-            watchdog: true,
+            watchdog_exe: None,
         }
     }
 }
@@ -178,16 +179,15 @@ pub fn run_in_terminal(mut opts: SessionOptions) -> Result<SessionOutcome, Sessi
         })?),
         None => None,
     };
-    let mut watchdog = if opts.watchdog {
-        match std::env::current_exe().and_then(|exe| Watchdog::spawn(&exe, opts.grace)) {
+    let mut watchdog = match &opts.watchdog_exe {
+        Some(exe) => match Watchdog::spawn(exe, opts.grace) {
             Ok(w) => Some(w),
             Err(e) => {
-                tracing::warn!(error = %e, "cannot start the orphan watchdog");
+                tracing::warn!(error = %e, exe = %exe.display(), "cannot start the orphan watchdog");
                 None
             }
-        }
-    } else {
-        None
+        },
+        None => None,
     };
 
     // Signals first (so a SIGTERM during setup cannot leave a raw terminal), then raw mode.
