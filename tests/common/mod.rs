@@ -74,7 +74,11 @@ impl TestEnv {
     /// `mpm` with this environment (no terminal).
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(mpm_bin());
-        c.args(args).envs(self.vars()).current_dir(repo_root());
+        c.args(args)
+            .envs(self.vars())
+            .env_remove("COLUMNS")
+            .env_remove("LINES")
+            .current_dir(repo_root());
         c
     }
 }
