@@ -74,12 +74,22 @@ impl TestEnv {
     /// `mpm` with this environment (no terminal).
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(mpm_bin());
+        clear_mpm_vars(&mut c);
         c.args(args)
             .envs(self.vars())
             .env_remove("COLUMNS")
             .env_remove("LINES")
             .current_dir(repo_root());
         c
+    }
+}
+
+/// Drop the developer's own `MPM_*` settings from a child's environment (tests set their own).
+pub fn clear_mpm_vars(c: &mut Command) {
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("MPM_") {
+            c.env_remove(k);
+        }
     }
 }
 
@@ -175,6 +185,7 @@ impl<'a> Spawn<'a> {
         set_size(&master, self.cols, self.rows);
         let initial_termios = tcgetattr(master.as_fd()).expect("tcgetattr");
         let mut cmd = Command::new(mpm_bin());
+        clear_mpm_vars(&mut cmd);
         cmd.args(&self.args)
             .envs(self.env)
             .env("TERM", "xterm-256color")
