@@ -2,7 +2,9 @@
 //! outer PTY that this program drains, as a terminal would.
 //!
 //! 1. Throughput: `cat` of a 256 MiB file (in /dev/shm) through `mpm run --` vs `script -qec`,
-//!    with a direct `cat` on the outer PTY as the raw-drain reference. Median of 3, interleaved.
+//!    with a direct `cat` on the outer PTY as the raw-drain reference; interleaved rounds, best
+//!    and median wall time, and the CPU time of relay + cat (wait4), which a busy machine disturbs
+//!    far less than wall time.
 //! 2. Keystroke echo latency: one byte typed into the outer PTY until its echo (made by the inner
 //!    PTY's line discipline under `cat`) comes back out; p50/p99 over 2000 keystrokes (`MPM_BENCH_KEYS`).
 //! 3. Idle CPU: `mpm run -- sleep S` (S = 10, scaled to 60 s), user+system time of mpm and its
@@ -97,17 +99,30 @@ fn env_vars(dir: &Path) -> Vec<(String, String)> {
     ]
 }
 
-fn throughput(label: &str, program: &str, args: &[&str], env: &[(String, String)]) -> (f64, u64) {
+/// Wall seconds and CPU seconds (the relay plus its reaped children, from wait4) of one run.
+fn throughput(label: &str, program: &str, args: &[&str], env: &[(String, String)]) -> (f64, f64) {
     let start = Instant::now();
-    let mut o = spawn_outer(program, args, env);
+    let o = spawn_outer(program, args, env);
+    let pid = o.child.id() as i32;
     let n = drain(&o.master);
-    let _ = o.child.wait();
+    let mut status = 0;
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
     let secs = start.elapsed().as_secs_f64();
+    let cpu = tv(ru.ru_utime) + tv(ru.ru_stime);
     eprintln!(
-        "  {label:<8} {:>7.1} MiB/s ({n} bytes, {secs:.2} s)",
+        "  {label:<8} {:>7.1} MiB/s ({n} bytes, {secs:.2} s wall, {cpu:.2} s CPU)",
         n as f64 / secs / (1 << 20) as f64
     );
-    (secs, n)
+    (secs, cpu)
+}
+
+fn tv(t: libc::timeval) -> f64 {
+    t.tv_sec as f64 + t.tv_usec as f64 / 1e6
+}
+
+fn min(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::INFINITY, f64::min)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -169,7 +184,6 @@ fn cpu_of(program: &str, args: &[&str], env: &[(String, String)]) -> (f64, f64) 
     let wall = start.elapsed().as_secs_f64();
     drop(o.master);
     let _ = reader.join();
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     (tv(ru.ru_utime) + tv(ru.ru_stime), wall)
 }
 
@@ -186,6 +200,7 @@ fn main() {
     let mib = knob("MPM_BENCH_MIB", 256, 2) as usize;
     let sleep_s = knob("MPM_BENCH_SLEEP", 10, 1);
     let keys = knob("MPM_BENCH_KEYS", 2000, 50) as usize;
+    let rounds = knob("MPM_BENCH_ROUNDS", 3, 1) as usize;
     let base = if Path::new("/dev/shm").is_dir() {
         "/dev/shm"
     } else {
@@ -215,29 +230,54 @@ fn main() {
     let data_s = data.display().to_string();
     let script_cmd = format!("cat {data_s}");
 
-    println!("== throughput: {mib} MiB through an outer PTY (median of 3) ==");
+    println!("== throughput: {mib} MiB through an outer PTY ({rounds} interleaved rounds) ==");
     let (mut raw, mut via_mpm, mut via_script) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..3 {
-        raw.push(throughput("raw cat", "cat", &[&data_s], &env).0);
-        via_mpm.push(throughput("mpm", mpm(), &["run", "--", "cat", &data_s], &env).0);
-        via_script.push(
-            throughput(
-                "script",
-                "script",
-                &["-qec", &script_cmd, "/dev/null"],
-                &env,
-            )
-            .0,
-        );
+    for _ in 0..rounds {
+        raw.push(throughput("raw cat", "cat", &[&data_s], &env));
+        via_mpm.push(throughput(
+            "mpm",
+            mpm(),
+            &["run", "--", "cat", &data_s],
+            &env,
+        ));
+        via_script.push(throughput(
+            "script",
+            "script",
+            &["-qec", &script_cmd, "/dev/null"],
+            &env,
+        ));
     }
     let mb = mib as f64;
-    let (r, m, s) = (median(raw), median(via_mpm), median(via_script));
-    println!("raw cat : {:>7.1} MiB/s", mb / r);
-    println!("mpm     : {:>7.1} MiB/s", mb / m);
-    println!("script  : {:>7.1} MiB/s", mb / s);
+    let wall = |v: &[(f64, f64)]| v.iter().map(|x| x.0).collect::<Vec<_>>();
+    let cpu = |v: &[(f64, f64)]| median(v.iter().map(|x| x.1).collect());
+    let (r, m, s) = (
+        min(&wall(&raw)),
+        min(&wall(&via_mpm)),
+        min(&wall(&via_script)),
+    );
+    let (mr, ms) = (median(wall(&via_mpm)), median(wall(&via_script)));
     println!(
-        "mpm/script throughput ratio: {:.3} (goal >= 0.95); mpm/raw: {:.3}",
+        "raw cat : best {:>7.1} MiB/s, CPU {:.2} s",
+        mb / r,
+        cpu(&raw)
+    );
+    println!(
+        "mpm     : best {:>7.1} MiB/s, median {:>7.1} MiB/s, CPU {:.2} s (mpm + cat)",
+        mb / m,
+        mb / mr,
+        cpu(&via_mpm)
+    );
+    println!(
+        "script  : best {:>7.1} MiB/s, median {:>7.1} MiB/s, CPU {:.2} s (script + cat)",
+        mb / s,
+        mb / ms,
+        cpu(&via_script)
+    );
+    println!(
+        "mpm/script throughput ratio: best {:.3}, median {:.3} (goal >= 0.95); CPU ratio mpm/script {:.3}; mpm/raw best {:.3}",
         s / m,
+        ms / mr,
+        cpu(&via_mpm) / cpu(&via_script),
         r / m
     );
 

@@ -9,10 +9,15 @@
 //!
 //! The terminal is restored on every exit path: the raw-mode guard on return and on error, the
 //! panic hook, and the signal thread (SIGTERM/SIGHUP/SIGINT/SIGQUIT to mpm restore at once, stop
-//! the tree, and make mpm exit 128+N).
+//! the tree — SIGTERM, grace, SIGKILL; a second such signal kills at once — and make mpm exit
+//! 128+N). When stdout goes away (a closed pipe, a hung-up terminal) the session ends as if mpm had
+//! got SIGPIPE (141) or SIGHUP (129), like any writer in a pipeline.
+//!
+//! The terminal summary (one line per delegation, `run.summary`) belongs after this returns, when
+//! the terminal is the user's again: see `cli::run::after_session`.
 
-use std::io::{self, Read};
-use std::os::fd::BorrowedFd;
+use std::io;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -54,8 +59,9 @@ pub struct SessionOptions {
     pub argv_hook: Option<ArgvHook>,
     /// Called with the agent's pid right after the spawn (e.g. to register it with the governor).
     pub on_spawn: Option<Box<dyn FnOnce(i32) + Send>>,
-    /// Start the orphan watchdog (`mpm __watchdog`); on unless mpm is not the running binary.
-    pub watchdog: bool,
+    /// The `mpm` binary to start as the orphan watchdog (`mpm __watchdog`, see `pty::watchdog`);
+    /// `None` = no watchdog. `mpm run` passes its own executable.
+    pub watchdog_exe: Option<PathBuf>,
 }
 
 impl SessionOptions {
@@ -74,7 +80,7 @@ impl SessionOptions {
             bus,
             argv_hook: None,
             on_spawn: None,
-            watchdog: true,
+            watchdog_exe: None,
         }
     }
 }
@@ -139,7 +145,8 @@ impl OutputSink for StdoutSink {
             } else {
                 libc::SIGHUP
             };
-            let _ = self.ctl.send(sig);
+            // Negative: "as if signalled", from the output side (never escalates to SIGKILL).
+            let _ = self.ctl.send(-sig);
         }
         r
     }
@@ -172,16 +179,15 @@ pub fn run_in_terminal(mut opts: SessionOptions) -> Result<SessionOutcome, Sessi
         })?),
         None => None,
     };
-    let mut watchdog = if opts.watchdog {
-        match std::env::current_exe().and_then(|exe| Watchdog::spawn(&exe, opts.grace)) {
+    let mut watchdog = match &opts.watchdog_exe {
+        Some(exe) => match Watchdog::spawn(exe, opts.grace) {
             Ok(w) => Some(w),
             Err(e) => {
-                tracing::warn!(error = %e, "cannot start the orphan watchdog");
+                tracing::warn!(error = %e, exe = %exe.display(), "cannot start the orphan watchdog");
                 None
             }
-        }
-    } else {
-        None
+        },
+        None => None,
     };
 
     // Signals first (so a SIGTERM during setup cannot leave a raw terminal), then raw mode.
@@ -251,7 +257,7 @@ pub fn run_in_terminal(mut opts: SessionOptions) -> Result<SessionOutcome, Sessi
         tracing::debug!(error = %e, "cannot resize the pty");
     }
 
-    start_stdin_thread(pty.clone(), stdin_is_tty);
+    let stdin_pump = start_stdin_thread(pty.clone(), stdin_is_tty);
 
     let stopped_by = AtomicI32::new(0);
     let exit = loop {
@@ -264,7 +270,12 @@ pub fn run_in_terminal(mut opts: SessionOptions) -> Result<SessionOutcome, Sessi
             }
             recv(ctl_rx) -> sig => {
                 let Ok(sig) = sig else { continue };
-                if stopped_by.load(Ordering::Relaxed) == 0 {
+                let (sig, from_output) = (sig.abs(), sig < 0);
+                if stopped_by.load(Ordering::Relaxed) != 0 && !from_output {
+                    // Asked twice: no more grace.
+                    tracing::info!(pid, signal = sig, "mpm signalled again: killing the agent tree");
+                    pty.kill_now();
+                } else if stopped_by.load(Ordering::Relaxed) == 0 {
                     terminal::restore();
                     stopped_by.store(sig, Ordering::Relaxed);
                     tracing::info!(pid, signal = sig, "mpm signalled: stopping the agent tree");
@@ -277,6 +288,7 @@ pub fn run_in_terminal(mut opts: SessionOptions) -> Result<SessionOutcome, Sessi
             }
         }
     };
+    drop(stdin_pump);
     drop(raw);
     terminal::restore();
     signals.close();
@@ -320,49 +332,91 @@ fn tty_size() -> Option<WinSize> {
     })
 }
 
-/// Copy stdin to the agent. A terminal is copied as it is (raw mode: Ctrl-C, Ctrl-Z and Ctrl-\
-/// are bytes). From a pipe or file, EOF is delivered as the PTY's EOF character; see [`eof_bytes`].
-fn start_stdin_thread(pty: Arc<PtySession>, is_tty: bool) {
+/// The stdin-to-agent copier. Dropping it stops the thread at its next wake-up without consuming
+/// more input, so keystrokes typed after the session (while delegations finish, say) stay with the
+/// user's shell.
+struct StdinPump {
+    _stop: OwnedFd,
+}
+
+/// Copy stdin to the agent on a thread. A terminal is copied as it is (raw mode: Ctrl-C, Ctrl-Z
+/// and Ctrl-\ are bytes). From a pipe or file, EOF is delivered as the PTY's EOF character; see
+/// [`eof_bytes`]. The thread blocks in `poll` on stdin and a stop pipe (no timeout).
+fn start_stdin_thread(pty: Arc<PtySession>, is_tty: bool) -> Option<StdinPump> {
+    let (stop_r, stop_w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot create the stdin stop pipe");
+            return None;
+        }
+    };
     let spawned = std::thread::Builder::new()
         .name("mpm-stdin".into())
-        .spawn(move || {
-            let mut stdin = io::stdin().lock();
-            let mut buf = vec![0u8; 16 * 1024];
-            let mut last: Option<u8> = None;
-            loop {
-                let n = match stdin.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        crate::pty::fdio::wait_fd(0, libc::POLLIN);
-                        continue;
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "stdin read failed");
-                        break;
-                    }
-                };
-                last = Some(buf[n - 1]);
-                if pty.write_input(&buf[..n]).is_err() {
-                    return; // the agent is gone
-                }
+        .spawn(move || pump_stdin(&pty, is_tty, &stop_r));
+    match spawned {
+        Ok(_) => Some(StdinPump { _stop: stop_w }),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the stdin thread");
+            None
+        }
+    }
+}
+
+fn pump_stdin(pty: &PtySession, is_tty: bool, stop: &OwnedFd) {
+    use std::os::fd::AsRawFd;
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut last: Option<u8> = None;
+    loop {
+        let mut fds = [
+            libc::pollfd {
+                fd: 0,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: stop.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: two valid pollfds; infinite timeout (a blocking wait, not a polling loop).
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if rc < 0 {
+            if nix::errno::Errno::last() == nix::errno::Errno::EINTR {
+                continue;
             }
-            if is_tty {
-                return;
+            return;
+        }
+        if fds[1].revents != 0 {
+            return; // the session is over
+        }
+        // SAFETY: fd 0 stays open for the life of the process.
+        let stdin = unsafe { BorrowedFd::borrow_raw(0) };
+        let n = match nix::unistd::read(stdin, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::EAGAIN) => continue,
+            Err(e) => {
+                tracing::debug!(error = %e, "stdin read failed");
+                break;
             }
-            match pty.termios() {
-                Ok(t) => {
-                    let bytes = eof_bytes(&t, last);
-                    if let Err(e) = pty.write_input(&bytes) {
-                        tracing::debug!(error = %e, "cannot deliver EOF to the agent");
-                    }
-                }
-                Err(e) => tracing::debug!(error = %e, "cannot read the pty's termios"),
+        };
+        last = Some(buf[n - 1]);
+        if pty.write_input(&buf[..n]).is_err() {
+            return; // the agent is gone
+        }
+    }
+    if is_tty {
+        return;
+    }
+    match pty.termios() {
+        Ok(t) => {
+            let bytes = eof_bytes(&t, last);
+            if let Err(e) = pty.write_input(&bytes) {
+                tracing::debug!(error = %e, "cannot deliver EOF to the agent");
             }
-        });
-    if let Err(e) = spawned {
-        tracing::error!(error = %e, "cannot start the stdin thread");
+        }
+        Err(e) => tracing::debug!(error = %e, "cannot read the pty's termios"),
     }
 }
 

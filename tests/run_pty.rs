@@ -125,7 +125,7 @@ fn exit_codes_pass_through_and_termios_is_restored() {
         )
         .start();
         // The harness's PTY starts with the kernel defaults, like a fresh terminal.
-        let before = p.termios();
+        let before = p.initial_termios.clone();
         p.expect("READY");
         let during = p.termios();
         assert!(
@@ -144,34 +144,36 @@ fn exit_codes_pass_through_and_termios_is_restored() {
 }
 
 #[test]
-fn sigterm_to_mpm_restores_the_terminal_and_stops_the_tree() {
-    let env = TestEnv::new();
-    let agent_pid = env.path("agent.pid");
-    let gc_pid = env.path("gc.pid");
-    let mut p = Spawn::new(
-        &env,
-        &[
-            "run",
-            "--",
-            &fake_agent(),
-            &format!("pid:{}", agent_pid.display()),
-            &format!("grandchild:{}:hup", gc_pid.display()),
-            "ready",
-            "sleep:0",
-        ],
-    )
-    .start();
-    let before = p.termios();
-    p.expect("READY");
-    let pids = vec![read_pid(&agent_pid), read_pid(&gc_pid)];
-    let _guard = KillOnDrop(pids.clone());
-    assert!(pids.iter().all(|&x| alive(x)));
-    p.signal(Signal::SIGTERM);
-    assert_eq!(p.wait().code(), Some(128 + 15));
-    assert_eq!(termios_key(&p.termios()), termios_key(&before));
-    // mpm waits for the tree before exiting; nothing may be left.
-    for pid in pids {
-        assert!(!alive(pid), "{pid} survived");
+fn sigterm_sighup_sigint_to_mpm_restore_the_terminal_and_stop_the_tree() {
+    for sig in [Signal::SIGTERM, Signal::SIGHUP, Signal::SIGINT] {
+        let env = TestEnv::new();
+        let agent_pid = env.path("agent.pid");
+        let gc_pid = env.path("gc.pid");
+        let mut p = Spawn::new(
+            &env,
+            &[
+                "run",
+                "--",
+                &fake_agent(),
+                &format!("pid:{}", agent_pid.display()),
+                &format!("grandchild:{}:hup", gc_pid.display()),
+                "ready",
+                "sleep:0",
+            ],
+        )
+        .start();
+        let before = p.initial_termios.clone();
+        p.expect("READY");
+        let pids = vec![read_pid(&agent_pid), read_pid(&gc_pid)];
+        let _guard = KillOnDrop(pids.clone());
+        assert!(pids.iter().all(|&x| alive(x)));
+        p.signal(sig);
+        assert_eq!(p.wait().code(), Some(128 + sig as i32), "{sig}");
+        assert_eq!(termios_key(&p.termios()), termios_key(&before), "{sig}");
+        // mpm waits for the tree before exiting; nothing may be left.
+        for pid in pids {
+            assert!(!alive(pid), "{sig}: {pid} survived");
+        }
     }
 }
 
@@ -215,7 +217,7 @@ fn sigkill_of_mpm_leaves_no_orphan() {
 fn command_not_found_is_127_and_not_executable_is_126() {
     let env = TestEnv::new();
     let mut p = Spawn::new(&env, &["run", "--", "no-such-agent-xyz"]).start();
-    let before = p.termios();
+    let before = p.initial_termios.clone();
     assert_eq!(p.wait_output().code(), Some(127));
     assert!(
         p.text().contains("command not found: no-such-agent-xyz"),
@@ -243,4 +245,75 @@ fn command_not_found_is_127_and_not_executable_is_126() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(127), "{err}");
     assert!(err.contains("profiles.claude.command"), "{err}");
+}
+
+/// An exec failure after raw mode was entered (a script whose interpreter is missing): 126, and
+/// the terminal is restored on this setup-error path too.
+#[test]
+fn setup_error_after_raw_mode_restores_the_terminal() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = TestEnv::new();
+    let script = env.path("bad-interp.sh");
+    std::fs::write(&script, "#!/nonexistent/interpreter\necho hi\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut p = Spawn::new(&env, &["run", "--", script.to_str().unwrap()]).start();
+    let before = p.initial_termios.clone();
+    assert_eq!(p.wait_output().code(), Some(126), "{}", p.text());
+    assert!(p.text().contains("bad interpreter"), "{}", p.text());
+    assert_eq!(termios_key(&p.termios()), termios_key(&before));
+}
+
+/// Ctrl-\ is a byte too: the agent's PTY turns it into SIGQUIT for the agent (131), not for mpm.
+#[test]
+fn ctrl_backslash_reaches_the_child_as_sigquit() {
+    let env = TestEnv::new();
+    let mut p = Spawn::new(&env, &["run", "--", &fake_agent(), "ready", "sleep:0"]).start();
+    p.expect("READY");
+    p.send(b"\x1c");
+    assert_eq!(p.wait().code(), Some(128 + 3), "{}", p.text());
+}
+
+/// A second SIGTERM while the grace period runs kills the tree at once (here the grace is 600 s and
+/// the grandchild ignores SIGTERM, so only the escalation can end the session within the deadline).
+#[test]
+fn second_sigterm_skips_the_grace_period() {
+    let env = TestEnv::new();
+    let gc_pid = env.path("gc.pid");
+    let mut spawn = Spawn::new(
+        &env,
+        &[
+            "run",
+            "--",
+            &fake_agent(),
+            &format!("grandchild:{}:hup", gc_pid.display()),
+            "ready",
+            "sleep:0",
+        ],
+    );
+    spawn.env.push(("MPM_RUN__GRACE_SECS".into(), "600".into()));
+    let mut p = spawn.start();
+    p.expect("READY");
+    let gc = read_pid(&gc_pid);
+    let _guard = KillOnDrop(vec![gc]);
+    p.signal(Signal::SIGTERM);
+    // The first one was handled once mpm gave the terminal back (two pending signals would merge).
+    assert!(wait_until(DEADLINE, || p
+        .termios()
+        .local_flags
+        .contains(LocalFlags::ICANON)));
+    p.signal(Signal::SIGTERM);
+    assert_eq!(p.wait().code(), Some(128 + 15));
+    assert!(!alive(gc), "grandchild {gc} survived");
+}
+
+/// Ctrl-Z is a byte too: the agent's PTY sends SIGTSTP to the agent, which may handle it.
+#[test]
+fn ctrl_z_reaches_the_child_as_sigtstp() {
+    let env = TestEnv::new();
+    let script = "trap 'echo got-TSTP; exit 5' TSTP; echo READY; while :; do sleep 0.05; done";
+    let mut p = Spawn::new(&env, &["run", "--", "sh", "-c", script]).start();
+    p.expect("READY");
+    p.send(b"\x1a");
+    p.expect("got-TSTP");
+    assert_eq!(p.wait().code(), Some(5), "{}", p.text());
 }

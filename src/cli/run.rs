@@ -90,6 +90,12 @@ pub fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<i32> {
     opts.tap_capacity_bytes = cfg.run.tap_capacity_bytes;
     opts.record = a.record.clone();
     opts.rlimits = Some(cfg.limits.rlimits.clone());
+    match std::env::current_exe() {
+        Ok(exe) => opts.watchdog_exe = Some(exe),
+        Err(e) => {
+            tracing::warn!(error = %e, "no orphan watchdog: cannot find mpm's own executable")
+        }
+    }
     // Wiring points for the lead (detection, executor, governor):
     // - `opts.consumer = Some(Box::new(pipeline))` when `cfg.run.detect` (the text pipeline);
     // - `opts.argv_hook` to add `--session-id <uuid>` for claude (transcript tailing);

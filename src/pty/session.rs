@@ -56,7 +56,7 @@ impl OutputSink for io::Sink {
 
 /// How to start a [`PtySession`].
 pub struct PtyConfig {
-    /// The final argv (argv[0] is resolved on the child's PATH).
+    /// The final argv (`argv[0]` is resolved on the child's PATH).
     pub argv: Vec<String>,
     /// Added to the inherited environment.
     pub env: Vec<(String, String)>,
@@ -114,6 +114,8 @@ pub struct PtySession {
     recorder: Option<Arc<Mutex<Recorder>>>,
     /// True once the child was reaped; stop() must not signal a pid that may be reused.
     reaped: Arc<Mutex<bool>>,
+    /// Set just before the child is reaped, readable without waiting for a stop in progress.
+    reaping: Arc<AtomicBool>,
     exit_rx: Receiver<PtyExit>,
     exit: Mutex<Option<PtyExit>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -122,6 +124,15 @@ pub struct PtySession {
 impl PtySession {
     /// Spawn the child and start the reader, waiter and (with a consumer) tap threads.
     pub fn spawn(cfg: PtyConfig) -> Result<PtySession, PtyError> {
+        // The tap first: a failure after the child exists would have to kill it.
+        let (tap, tap_thread) = match cfg.consumer {
+            Some(c) => {
+                let (tap, h) = Tap::start(c, cfg.tap_capacity_bytes)
+                    .map_err(|e| PtyError::sys("start tap thread", e))?;
+                (Some(tap), Some(h))
+            }
+            None => (None, None),
+        };
         let spawned = spawn(&SpawnSpec {
             argv: &cfg.argv,
             env: &cfg.env,
@@ -133,14 +144,6 @@ impl PtySession {
         let pid = spawned.child.id() as i32;
         let master = Arc::new(spawned.master);
         let mut threads = Vec::new();
-        let (tap, tap_thread) = match cfg.consumer {
-            Some(c) => {
-                let (tap, h) = Tap::start(c, cfg.tap_capacity_bytes)
-                    .map_err(|e| PtyError::sys("start tap thread", e))?;
-                (Some(tap), Some(h))
-            }
-            None => (None, None),
-        };
         let recorder = cfg.recorder.map(|r| Arc::new(Mutex::new(r)));
         let bytes = Arc::new(AtomicU64::new(0));
         let reading = Arc::new(AtomicBool::new(false));
@@ -172,7 +175,7 @@ impl PtySession {
                     }
                     drop(done_tx);
                 })
-                .map_err(|e| PtyError::sys("start reader thread", e))?
+                .map_err(|e| abandon(pid, PtyError::sys("start reader thread", e)))?
         };
         threads.push(reader);
         if let Some(h) = tap_thread {
@@ -180,9 +183,11 @@ impl PtySession {
         }
 
         let reaped = Arc::new(Mutex::new(false));
+        let reaping = Arc::new(AtomicBool::new(false));
         let (exit_tx, exit_rx) = crossbeam_channel::bounded(1);
         let waiter = {
             let reaped = reaped.clone();
+            let reaping = reaping.clone();
             let tap = tap.clone();
             let grace = cfg.grace;
             let mut child = spawned.child;
@@ -194,6 +199,7 @@ impl PtySession {
                     let outcome = {
                         let mut reaped = reaped.lock().unwrap_or_else(|e| e.into_inner());
                         let outcome = crate::process::stop_tree(pid, grace);
+                        reaping.store(true, Ordering::SeqCst);
                         let status = loop {
                             match child.wait() {
                                 Ok(s) => break s,
@@ -223,7 +229,7 @@ impl PtySession {
                         drained,
                     });
                 })
-                .map_err(|e| PtyError::sys("start waiter thread", e))?
+                .map_err(|e| abandon(pid, PtyError::sys("start waiter thread", e)))?
         };
         threads.push(waiter);
 
@@ -235,6 +241,7 @@ impl PtySession {
             tap,
             recorder,
             reaped,
+            reaping,
             exit_rx,
             exit: Mutex::new(None),
             threads: Mutex::new(threads),
@@ -290,6 +297,16 @@ impl PtySession {
         let reaped = self.reaped.lock().unwrap_or_else(|e| e.into_inner());
         if !*reaped {
             crate::process::stop_tree(self.pid, grace);
+        }
+    }
+
+    /// SIGKILL the whole tree now, without waiting for a [`stop`] in progress (a second Ctrl-C or
+    /// SIGTERM while the grace period runs). Does nothing once the child is being reaped.
+    ///
+    /// [`stop`]: PtySession::stop
+    pub fn kill_now(&self) {
+        if !self.reaping.load(Ordering::SeqCst) {
+            crate::process::signal_tree(self.pid, nix::sys::signal::Signal::SIGKILL);
         }
     }
 
@@ -349,6 +366,33 @@ impl PtySession {
             }
         }
     }
+}
+
+impl Drop for PtySession {
+    /// A session dropped before its child was reaped stops the tree (off-thread, with the grace),
+    /// so no caller can leak an agent by forgetting to `stop`/`wait`.
+    fn drop(&mut self) {
+        let reaped = self.reaped.clone();
+        let (pid, grace) = (self.pid, self.grace);
+        if *reaped.lock().unwrap_or_else(|e| e.into_inner()) {
+            return;
+        }
+        let _ = std::thread::Builder::new()
+            .name("mpm-pty-drop".into())
+            .spawn(move || {
+                let reaped = reaped.lock().unwrap_or_else(|e| e.into_inner());
+                if !*reaped {
+                    crate::process::stop_tree(pid, grace);
+                }
+            });
+    }
+}
+
+/// Setup failed after the child was spawned: kill its tree (it stays an unreaped zombie, so its pid
+/// cannot be reused meanwhile) and pass the error on.
+fn abandon(pid: i32, e: PtyError) -> PtyError {
+    crate::process::stop_tree(pid, Duration::ZERO);
+    e
 }
 
 /// Block until `pid` has exited, leaving it a zombie (not reaped).
@@ -439,5 +483,86 @@ fn read_loop(
         if let Some(t) = tap {
             t.push(chunk);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl OutputSink for Shared {
+        fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
+            self.0.lock().unwrap().extend_from_slice(chunk);
+            Ok(())
+        }
+    }
+
+    impl OutputConsumer for Shared {
+        fn feed(&mut self, bytes: &[u8]) {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+        }
+    }
+
+    fn config(argv: &[&str], out: Shared, tap: Shared) -> PtyConfig {
+        PtyConfig {
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            env: vec![("MPM_TEST_VAR".into(), "v1".into())],
+            cwd: None,
+            size: WinSize { cols: 77, rows: 11 },
+            termios: None,
+            rlimits: None,
+            grace: Duration::from_millis(200),
+            output: Box::new(out),
+            consumer: Some(Box::new(tap)),
+            tap_capacity_bytes: 1 << 20,
+            recorder: None,
+        }
+    }
+
+    /// The socket-less API the daemon builds on: input, size, env, output sink and tap, exit.
+    #[test]
+    fn input_output_size_and_exit_without_a_terminal() {
+        let (out, tap) = (Shared::default(), Shared::default());
+        let script = "stty size; echo $MPM_TEST_VAR; read x; echo got-$x; exit 7";
+        let s = PtySession::spawn(config(&["sh", "-c", script], out.clone(), tap.clone())).unwrap();
+        assert!(s.pid() > 1);
+        s.write_input(b"hello\n").unwrap();
+        let exit = s.wait();
+        assert_eq!(exit.code(), Some(7));
+        assert!(exit.drained);
+        let text = String::from_utf8_lossy(&out.0.lock().unwrap()).into_owned();
+        assert!(text.contains("11 77\r\n"), "{text:?}");
+        assert!(text.contains("v1\r\n"), "{text:?}");
+        assert!(text.contains("got-hello\r\n"), "{text:?}");
+        // The consumer got every byte too (joined by `wait`).
+        assert_eq!(*tap.0.lock().unwrap(), *out.0.lock().unwrap());
+        assert_eq!(exit.output_bytes as usize, out.0.lock().unwrap().len());
+    }
+
+    #[test]
+    fn stop_ends_a_child_that_ignores_sigterm() {
+        let (out, tap) = (Shared::default(), Shared::default());
+        let s = PtySession::spawn(config(
+            &[
+                "sh",
+                "-c",
+                "trap '' TERM HUP; echo up; while :; do sleep 1; done",
+            ],
+            out.clone(),
+            tap,
+        ))
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !String::from_utf8_lossy(&out.0.lock().unwrap()).contains("up") {
+            assert!(Instant::now() < deadline, "child never started");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        s.stop(Duration::from_millis(100));
+        let exit = s.wait();
+        assert_eq!(exit.signal(), Some(9));
+        assert!(crate::process::tree_members(s.pid()).is_empty());
     }
 }

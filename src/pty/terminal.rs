@@ -90,7 +90,12 @@ pub struct RawModeGuard {
 impl RawModeGuard {
     /// Put stdin into raw mode if it is a terminal; `Ok(None)` when it is not.
     pub fn enter() -> std::io::Result<Option<RawModeGuard>> {
-        let fd = stdin_fd();
+        Self::enter_on(stdin_fd())
+    }
+
+    /// Put terminal `fd` into raw mode; `Ok(None)` when it is not a terminal. The fd must stay
+    /// open while the guard lives.
+    pub fn enter_on(fd: BorrowedFd<'_>) -> std::io::Result<Option<RawModeGuard>> {
         if !is_tty(fd) {
             return Ok(None);
         }
@@ -140,6 +145,37 @@ pub fn install_panic_hook() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nix::sys::termios::LocalFlags;
+
+    /// Raw mode on a PTY, then a panic: the hook restores the terminal before unwinding.
+    #[test]
+    fn panic_hook_restores_the_terminal() {
+        let master = nix::pty::posix_openpt(nix::fcntl::OFlag::O_RDWR).unwrap();
+        nix::pty::grantpt(&master).unwrap();
+        nix::pty::unlockpt(&master).unwrap();
+        let name = nix::pty::ptsname_r(&master).unwrap();
+        let slave = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(name)
+            .unwrap();
+        let before = tcgetattr(&slave).unwrap();
+        assert!(before.local_flags.contains(LocalFlags::ICANON));
+        let result = std::panic::catch_unwind(|| {
+            let _guard = RawModeGuard::enter_on(slave.as_fd()).unwrap().unwrap();
+            let raw = tcgetattr(&slave).unwrap();
+            assert!(!raw.local_flags.contains(LocalFlags::ICANON));
+            // The guard is leaked, as when a panic aborts or a thread that does not own it panics.
+            std::mem::forget(_guard);
+            panic!("boom");
+        });
+        assert!(result.is_err());
+        let after = tcgetattr(&slave).unwrap();
+        assert_eq!(
+            format!("{:?} {:?}", after.local_flags, after.control_chars),
+            format!("{:?} {:?}", before.local_flags, before.control_chars)
+        );
+    }
 
     #[test]
     fn env_size_falls_back_to_80x24() {

@@ -74,8 +74,22 @@ impl TestEnv {
     /// `mpm` with this environment (no terminal).
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(mpm_bin());
-        c.args(args).envs(self.vars()).current_dir(repo_root());
+        clear_mpm_vars(&mut c);
+        c.args(args)
+            .envs(self.vars())
+            .env_remove("COLUMNS")
+            .env_remove("LINES")
+            .current_dir(repo_root());
         c
+    }
+}
+
+/// Drop the developer's own `MPM_*` settings from a child's environment (tests set their own).
+pub fn clear_mpm_vars(c: &mut Command) {
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("MPM_") {
+            c.env_remove(k);
+        }
     }
 }
 
@@ -126,6 +140,8 @@ pub fn termios_key(t: &Termios) -> String {
 /// `mpm` running on a PTY of its own.
 pub struct PtyProc {
     pub master: Arc<OwnedFd>,
+    /// The terminal's line settings before mpm started.
+    pub initial_termios: Termios,
     pub child: Child,
     output: Arc<Mutex<Vec<u8>>>,
     reader: Option<JoinHandle<()>>,
@@ -167,7 +183,9 @@ impl<'a> Spawn<'a> {
         .unwrap();
         let master = unsafe { OwnedFd::from_raw_fd(master.into_raw_fd()) };
         set_size(&master, self.cols, self.rows);
+        let initial_termios = tcgetattr(master.as_fd()).expect("tcgetattr");
         let mut cmd = Command::new(mpm_bin());
+        clear_mpm_vars(&mut cmd);
         cmd.args(&self.args)
             .envs(self.env)
             .env("TERM", "xterm-256color")
@@ -211,6 +229,7 @@ impl<'a> Spawn<'a> {
         };
         PtyProc {
             master,
+            initial_termios,
             child,
             output,
             reader: Some(reader),
