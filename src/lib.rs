@@ -21,6 +21,7 @@
 //! | [`store`] | SQLite store of sessions, events, delegations, tickets |
 //! | [`protocol`] | daemon socket frames and messages |
 //! | [`daemon`] | the long-running supervisor and its socket server |
+//! | [`supervisor`] | assembles one session: engine, pipeline, transcript, executor, governor |
 //! | [`logging`] | tracing setup |
 
 pub mod cli;
@@ -38,3 +39,4 @@ pub mod pty;
 pub mod screen;
 pub mod session;
 pub mod store;
+pub mod supervisor;

@@ -59,6 +59,8 @@ pub struct SessionOptions {
     pub argv_hook: Option<ArgvHook>,
     /// Called with the agent's pid right after the spawn (e.g. to register it with the governor).
     pub on_spawn: Option<Box<dyn FnOnce(i32) + Send>>,
+    /// The resource governor's mode, reported in `session.started`.
+    pub governor_mode: Option<String>,
     /// The `mpm` binary to start as the orphan watchdog (`mpm __watchdog`, see `pty::watchdog`);
     /// `None` = no watchdog. `mpm run` passes its own executable.
     pub watchdog_exe: Option<PathBuf>,
@@ -80,6 +82,7 @@ impl SessionOptions {
             bus,
             argv_hook: None,
             on_spawn: None,
+            governor_mode: opts.governor_mode.take(),
             watchdog_exe: None,
         }
     }
@@ -245,7 +248,7 @@ pub fn run_in_terminal(mut opts: SessionOptions) -> Result<SessionOutcome, Sessi
         pid: pid as u32,
         cols: size.cols,
         rows: size.rows,
-        governor_mode: None,
+        governor_mode: opts.governor_mode.take(),
     });
     if let Some(f) = opts.on_spawn.take() {
         f(pid);

@@ -11,7 +11,11 @@ use super::{GlobalArgs, load_config};
 use crate::config::Overrides;
 use crate::events::{Bus, Context, EventsFile};
 use crate::pty::PtyError;
-use crate::session::{SessionError, SessionOptions, SessionOutcome, run_in_terminal};
+use crate::config::paths;
+use crate::protocol::{RunFlags, RunSpec};
+use crate::session::{SessionError, SessionOptions, run_in_terminal};
+use crate::store::Store;
+use crate::supervisor::{Supervisor, SupervisorOptions};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -73,12 +77,57 @@ pub fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<i32> {
         .into());
     }
 
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    // With a daemon running, the daemon hosts the session (so it survives a closed terminal) and
+    // this process is its terminal. `--record` needs the bytes here, so it stays in-process.
+    if !a.no_daemon && a.record.is_none() {
+        let socket = super::daemon_cmd::daemon_socket(None, cfg.daemon.socket.as_deref());
+        match crate::daemon::client::Client::connect(&socket) {
+            Ok(client) => {
+                let spec = daemon_spec(g, &a, &command, &cwd, profile)?;
+                return super::client::run_in_daemon(client, spec);
+            }
+            Err(e) => tracing::debug!(error = %e, socket = %socket.display(), "no daemon; running in-process"),
+        }
+    }
+
     let bus = Bus::new(Context::new());
     if let Some(path) = &a.events_file {
         let sink = EventsFile::open(path)
             .with_context(|| format!("cannot open events file {}", path.display()))?;
         bus.add_sink(Arc::new(sink));
     }
+    // In-process sessions write to the daemon's store too, so `mpm tickets` sees them later.
+    let state_dir = cfg.daemon.state_dir.clone().unwrap_or_else(paths::state_dir);
+    match Store::open_in(&state_dir) {
+        Ok(store) => {
+            if let Err(e) = Arc::new(store).add_to_bus(&bus, &command, &cwd.display().to_string()) {
+                tracing::warn!(error = %e, "cannot record the session in the store");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "no store: events go to the events file only"),
+    }
+
+    let (cols, rows) = {
+        let size = crate::pty::terminal::user_size();
+        (size.cols, size.rows)
+    };
+    let output_dir = cfg
+        .executor
+        .output_dir
+        .clone()
+        .unwrap_or_else(|| state_dir.join("sessions"))
+        .join(&bus.context().session);
+    let mut supervisor = Supervisor::start(SupervisorOptions {
+        config: cfg,
+        patterns: &g.patterns,
+        bus: bus.clone(),
+        output_dir,
+        cols,
+        rows,
+        cwd: cwd.clone(),
+    })?;
+    let command = supervisor.prepare_argv(command, profile.transcript);
 
     let mut opts = SessionOptions::new(command.clone(), bus.clone());
     opts.env = profile
@@ -90,33 +139,55 @@ pub fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<i32> {
     opts.tap_capacity_bytes = cfg.run.tap_capacity_bytes;
     opts.record = a.record.clone();
     opts.rlimits = Some(cfg.limits.rlimits.clone());
+    opts.consumer = supervisor.consumer();
+    opts.on_spawn = Some(supervisor.on_spawn());
+    opts.governor_mode = supervisor.governor_mode();
     match std::env::current_exe() {
         Ok(exe) => opts.watchdog_exe = Some(exe),
         Err(e) => {
             tracing::warn!(error = %e, "no orphan watchdog: cannot find mpm's own executable")
         }
     }
-    // Wiring points for the lead (detection, executor, governor):
-    // - `opts.consumer = Some(Box::new(pipeline))` when `cfg.run.detect` (the text pipeline);
-    // - `opts.argv_hook` to add `--session-id <uuid>` for claude (transcript tailing);
-    // - `opts.on_spawn` to hand the agent's pid to the governor;
-    // - executor: subscribe to `bus` before the session, drain per `executor.on_session_exit` after.
     let result = run_in_terminal(opts);
+    let summaries = supervisor.finish();
+    bus.close();
     let outcome = match result {
         Ok(o) => o,
-        Err(e) => {
-            bus.close();
-            return Ok(report_start_failure(&e, &command, &cfg.profile, &a));
-        }
+        Err(e) => return Ok(report_start_failure(&e, &command, &cfg.profile, &a)),
     };
-    after_session(&outcome);
-    bus.close();
+    if cfg.run.summary && !summaries.is_empty() {
+        // The terminal is the user's again: one line per delegation.
+        eprint!("{}", crate::executor::format_summary(&summaries));
+    }
     Ok(outcome.status)
 }
 
-/// Where the per-delegation summary lines go once the executor is wired (`run.summary`): the
-/// terminal is the user's again here.
-fn after_session(_outcome: &SessionOutcome) {}
+/// The daemon's view of this `mpm run`: argv, absolute paths, the profile's environment.
+fn daemon_spec(
+    g: &GlobalArgs,
+    a: &RunArgs,
+    command: &[String],
+    cwd: &std::path::Path,
+    profile: &crate::config::Profile,
+) -> anyhow::Result<RunSpec> {
+    let abs = |p: &PathBuf| cwd.join(p).display().to_string();
+    let size = crate::pty::terminal::user_size();
+    Ok(RunSpec {
+        argv: command.to_vec(),
+        cwd: cwd.display().to_string(),
+        env: profile.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        cols: size.cols,
+        rows: size.rows,
+        flags: RunFlags {
+            no_detect: a.no_detect,
+            no_exec: a.no_exec,
+            profile: g.profile.clone(),
+            config: g.config.as_ref().map(abs),
+            patterns: g.patterns.iter().map(abs).collect(),
+            events_file: a.events_file.as_ref().map(abs),
+        },
+    })
+}
 
 /// Say why the agent could not start, in one line with the fix, and return the exit status.
 fn report_start_failure(e: &SessionError, command: &[String], profile: &str, a: &RunArgs) -> i32 {

@@ -16,6 +16,7 @@
 pub mod backend;
 pub mod client;
 pub mod notify;
+pub mod pty_backend;
 mod server;
 pub mod socket;
 
