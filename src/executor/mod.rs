@@ -31,6 +31,7 @@ pub mod argv;
 pub mod guards;
 pub mod registry;
 pub mod run;
+pub mod spawn;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt::Write as _;
@@ -679,17 +680,28 @@ async fn run_delegation(shared: Arc<Shared>, job: Job) {
         ),
         AttemptEnd::SpawnFailed(why) => (DelegationStatus::Failed, None, Some(why.clone())),
     };
-    let output_path = if attempts > 0 && stdout_path.exists() {
-        let result_path = shared.state_dir.join(format!("{id}.result.md"));
-        let (src, dst) = (stdout_path.clone(), result_path.clone());
-        let wrote = tokio::task::spawn_blocking(move || {
-            run::extract_result(&src).is_some_and(|text| std::fs::write(&dst, text).is_ok())
-        })
-        .await
-        .unwrap_or(false);
-        Some(if wrote { result_path } else { stdout_path })
+    let stdout_len = if attempts > 0 {
+        std::fs::metadata(&stdout_path).ok().map(|m| m.len())
     } else {
         None
+    };
+    let output_path = match stdout_len {
+        None => None,
+        Some(0) => Some(stdout_path),
+        Some(len) => {
+            let result_path = shared.state_dir.join(format!("{id}.result.md"));
+            let (src, dst) = (stdout_path.clone(), result_path.clone());
+            let save = move || {
+                run::extract_result(&src).is_some_and(|text| std::fs::write(&dst, text).is_ok())
+            };
+            // Small outputs are scanned in place; large ones off the scheduler's thread.
+            let wrote = if len <= 256 << 10 {
+                save()
+            } else {
+                tokio::task::spawn_blocking(save).await.unwrap_or(false)
+            };
+            Some(if wrote { result_path } else { stdout_path })
+        }
     };
     let breaker_outcome = match status {
         DelegationStatus::Success => Some(true),

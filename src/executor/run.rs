@@ -1,7 +1,7 @@
 //! Running one attempt of a delegation: spawn, wait with timeout and cancellation, stop the tree.
 //!
-//! The sub-agent is spawned directly (`Command::new(argv[0]).args(..)`, no shell) as a session
-//! leader (`setsid` in `pre_exec`), with stdin from /dev/null, so it has no controlling terminal and
+//! The sub-agent is spawned directly (argv as given, no shell) as a session leader (see
+//! [`super::spawn`]), with stdin from /dev/null, so it has no controlling terminal and
 //! cannot touch the user's. Its stdout and stderr go straight to `<id>.stdout` / `<id>.stderr` in
 //! the session's output folder: the kernel writes them, so there is no pipe that could fill and
 //! stall the child, nothing is buffered in mpm, and a grandchild that keeps the descriptor open
@@ -15,15 +15,14 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use nix::sys::signal::killpg;
 use nix::unistd::Pid;
 use tokio::sync::watch;
 
+use super::spawn;
 use crate::process;
 
 /// Everything needed to run one attempt.
@@ -65,32 +64,23 @@ pub async fn run_attempt(
             return AttemptEnd::SpawnFailed(format!("cannot create output file: {e}"));
         }
     };
-    let Some((program, args)) = spec.argv.split_first() else {
-        return AttemptEnd::SpawnFailed("empty argv".into());
+    let pid = match spawn::spawn(&spawn::SpawnSpec {
+        argv: &spec.argv,
+        env: &spec.env,
+        cwd: spec.cwd.as_deref(),
+        stdout: &stdout,
+        stderr: &stderr,
+    }) {
+        Ok(pid) => pid,
+        Err(e) => {
+            let program = spec.argv.first().map(String::as_str).unwrap_or("");
+            return AttemptEnd::SpawnFailed(format!("cannot start {program:?}: {e}"));
+        }
     };
-    let mut cmd = std::process::Command::new(program);
-    cmd.args(args)
-        .envs(&spec.env)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(stdout))
-        .stderr(Stdio::from(stderr));
-    if let Some(dir) = &spec.cwd {
-        cmd.current_dir(dir);
-    }
-    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::unistd::setsid().map_err(std::io::Error::from)?;
-            Ok(())
-        });
-    }
-    let mut child = match tokio::process::Command::from(cmd).spawn() {
-        Ok(c) => c,
-        Err(e) => return AttemptEnd::SpawnFailed(format!("cannot start {program:?}: {e}")),
-    };
-    let Some(pid) = child.id() else {
-        return AttemptEnd::SpawnFailed("child exited before its pid was read".into());
-    };
+    // The child has its own copies of the output descriptors.
+    drop((stdout, stderr));
+    let mut child = spawn::Leader::new(pid);
+    let pid = pid as u32;
     on_start(pid);
 
     let stop = |grace: Duration| async move {
