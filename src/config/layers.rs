@@ -469,7 +469,7 @@ mod tests {
     fn bad_yaml_names_file_line_col() {
         let dir = tempfile::tempdir().unwrap();
         let f = write(dir.path(), "bad.yaml", "executor:\n  max_parallel: [1\n");
-        let e = load_from(&[f.clone()], Vec::new(), &Overrides::default()).unwrap_err();
+        let e = load_from(std::slice::from_ref(&f), Vec::new(), &Overrides::default()).unwrap_err();
         let msg = e.to_string();
         assert!(msg.starts_with(&format!("{}:", f.display())), "{msg}");
         assert!(
@@ -482,7 +482,7 @@ mod tests {
     fn unknown_key_and_wrong_type_are_located() {
         let dir = tempfile::tempdir().unwrap();
         let f = write(dir.path(), "bad.yaml", "executor:\n  max_paralel: 3\n");
-        let e = load_from(&[f.clone()], Vec::new(), &Overrides::default()).unwrap_err();
+        let e = load_from(std::slice::from_ref(&f), Vec::new(), &Overrides::default()).unwrap_err();
         match &e {
             ConfigError::Yaml { line, message, .. } => {
                 assert_eq!(*line, 2, "{e}");
