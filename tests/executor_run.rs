@@ -85,9 +85,10 @@ fn events_of_one_delegation_share_a_step_and_report_output() {
     );
     assert_eq!(std::fs::read_to_string(path).unwrap(), "hello world\n");
     assert!(
-        h.out()
+        !h.out()
             .join(format!("{}.stderr", delegation.delegation_id))
-            .exists()
+            .exists(),
+        "a silent stream leaves no file"
     );
 }
 

@@ -25,7 +25,8 @@
 //!
 //! Output: `<state_dir>/<id>.stdout`, `<id>.stderr` and, when stdout holds a stream-json/json
 //! `result` line, `<id>.result.md`; `output_path` points at the result file when there is one,
-//! else at the stdout file.
+//! else at the stdout file, else (the sub-agent wrote nothing to stdout: no file) it is null.
+//! Each stream's file is created on its first byte.
 
 pub mod argv;
 pub mod guards;

@@ -13,7 +13,6 @@
 //! `waitpid(WNOHANG)`.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
@@ -29,8 +28,10 @@ pub struct SpawnSpec<'a> {
     /// Added to (and overriding) mpm's own environment.
     pub env: &'a BTreeMap<String, String>,
     pub cwd: Option<&'a Path>,
-    pub stdout: &'a File,
-    pub stderr: &'a File,
+    /// Becomes the child's stdout (fd 1).
+    pub stdout: &'a OwnedFd,
+    /// Becomes the child's stderr (fd 2).
+    pub stderr: &'a OwnedFd,
 }
 
 /// Spawn as a session leader; returns the pid. The caller must reap it ([`Leader::wait`]).
@@ -326,8 +327,8 @@ mod tests {
             .build()
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let out = File::create(dir.path().join("o")).unwrap();
-        let err = File::create(dir.path().join("e")).unwrap();
+        let out = OwnedFd::from(std::fs::File::create(dir.path().join("o")).unwrap());
+        let err = OwnedFd::from(std::fs::File::create(dir.path().join("e")).unwrap());
         let argv: Vec<String> = [
             "sh",
             "-c",
