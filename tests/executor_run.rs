@@ -462,3 +462,32 @@ fn a_missing_program_fails_cleanly() {
     assert_eq!(status(fin), "failed");
     assert!(reason(fin).contains("cannot start"), "{}", reason(fin));
 }
+
+#[test]
+fn an_escaped_process_holding_the_output_pipe_does_not_hang_the_delegation() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("escaped.pid");
+    // The child forks a process that leaves the session (setsid) but keeps stdout open.
+    let code = format!(
+        "import os, sys, time\nif os.fork() == 0:\n    os.setsid()\n    open({:?}, 'w').write(str(os.getpid()))\n    time.sleep(60)\n    os._exit(0)\nprint(sys.argv[1], flush=True)\n",
+        pidfile.display().to_string()
+    );
+    let agent = mpm::config::AgentConfig {
+        argv: vec!["python3".into(), "-c".into(), code, "{task}".into()],
+        ..Default::default()
+    };
+    let mut h = Harness::start(&config(vec![("escape", agent)]));
+    h.submit("escape", "hello");
+    let escaped = PidGuard(vec![read_pid(&pidfile, DEADLINE)]);
+    h.until_finished(1);
+    let fin = h.finished("hello");
+    assert_eq!(status(fin), "success", "{}", h.dump());
+    let EventBody::DelegationFinished { output_path, .. } = &fin.body else {
+        unreachable!()
+    };
+    assert_eq!(
+        std::fs::read_to_string(output_path.as_deref().unwrap()).unwrap(),
+        "hello\n"
+    );
+    drop(escaped);
+}

@@ -630,7 +630,7 @@ async fn run_delegation(shared: Arc<Shared>, job: Job) {
                     break AttemptEnd::Cancelled;
                 }
                 attempts += 1;
-                let end = run::run_attempt(&spec, &mut cancel, |pid| {
+                let end = run::run_attempt(&spec, attempts, &mut cancel, |pid| {
                     shared.bus.emit_step(
                         EventBody::DelegationStarted {
                             delegation: job.delegation(),

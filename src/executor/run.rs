@@ -52,16 +52,19 @@ pub enum AttemptEnd {
     SpawnFailed(String),
 }
 
-/// Run one attempt. `on_start` gets the pid once the child is running. `cancel` flips to true when
+/// Run attempt number `attempt` (from 1). `on_start` gets the pid once the child is running. `cancel` flips to true when
 /// the session cancels running delegations.
 pub async fn run_attempt(
     spec: &AttemptSpec,
+    attempt: u32,
     cancel: &mut watch::Receiver<bool>,
     on_start: impl FnOnce(u32),
 ) -> AttemptEnd {
     // Output of an earlier attempt must not survive into this one.
-    for p in [&spec.stdout_path, &spec.stderr_path] {
-        let _ = std::fs::remove_file(p);
+    if attempt > 1 {
+        for p in [&spec.stdout_path, &spec.stderr_path] {
+            let _ = std::fs::remove_file(p);
+        }
     }
     let pipes = (
         nix::unistd::pipe2(OFlag::O_CLOEXEC),
