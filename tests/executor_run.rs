@@ -491,3 +491,24 @@ fn an_escaped_process_holding_the_output_pipe_does_not_hang_the_delegation() {
     );
     drop(escaped);
 }
+
+#[test]
+fn a_detection_event_is_the_parent_step_of_its_delegation() {
+    let cfg = config(vec![("ok", fake_agent(&["{task}"]))]);
+    let bus = mpm::events::Bus::new(mpm::events::Context::new());
+    let rx = bus.subscribe();
+    let dir = tempfile::tempdir().unwrap();
+    let handle = mpm::executor::Executor::start(&cfg, bus.clone(), dir.path().join("out")).unwrap();
+    let det = bus.emit(EventBody::Detection(delegation("ok", "print:child")));
+    assert!(handle.submit_event(&det).is_some());
+    let summaries = handle.shutdown(SessionExitPolicy::Wait);
+    assert_eq!(summaries.len(), 1);
+    let delegation_events: Vec<_> = rx
+        .try_iter()
+        .filter(|e| e.kind().starts_with("delegation."))
+        .collect();
+    assert_eq!(delegation_events.len(), 3);
+    for e in &delegation_events {
+        assert_eq!(e.parent_step_id.as_deref(), Some(det.step_id.as_str()));
+    }
+}

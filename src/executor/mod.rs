@@ -46,7 +46,7 @@ use serde::Serialize;
 use tokio::sync::{Notify, watch};
 
 use crate::config::{Config, SessionExitPolicy};
-use crate::events::{Bus, Delegation, DelegationStatus, Detection, EventBody, new_id};
+use crate::events::{Bus, Delegation, DelegationStatus, Detection, Event, EventBody, new_id};
 
 pub use registry::{Agent, AgentRegistry, Resolution};
 
@@ -110,6 +110,17 @@ pub fn format_summary(summaries: &[DelegationSummary]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The default output folder of a session: `executor.output_dir` when set (then per session below
+/// it), else `$XDG_STATE_HOME/mpm/sessions/<session>/`.
+pub fn session_output_dir(cfg: &Config, session: &str) -> PathBuf {
+    match &cfg.executor.output_dir {
+        Some(dir) => dir.join(session),
+        None => crate::config::paths::state_dir()
+            .join("sessions")
+            .join(session),
+    }
 }
 
 /// The executor's entry point.
@@ -213,6 +224,20 @@ impl ExecutorHandle {
     /// Returns the delegation id when the delegation was queued.
     pub fn submit_with_parent(&self, det: &Detection, parent: Option<String>) -> Option<String> {
         self.inner.shared.submit(det, parent)
+    }
+
+    /// Offer a `detection` event from the bus: its detection, with the event's step as the parent
+    /// of the delegation's events. Other kinds are ignored.
+    pub fn submit_event(&self, event: &Event) -> Option<String> {
+        match &event.body {
+            EventBody::Detection(det) => self.submit_with_parent(det, Some(event.step_id.clone())),
+            _ => None,
+        }
+    }
+
+    /// The folder delegation output goes to.
+    pub fn output_dir(&self) -> &std::path::Path {
+        &self.inner.shared.state_dir
     }
 
     /// The agent registry this executor resolves names with.
@@ -438,16 +463,12 @@ impl Shared {
                 return None;
             }
             let now = Instant::now();
-            let refusal = if st.breakers.get(&name).is_some_and(|b| b.is_open(now)) {
-                let mut b = st
-                    .breakers
-                    .get(&name)
-                    .cloned()
-                    .unwrap_or_else(|| self.new_breaker());
-                match b.decide(&name, now) {
-                    BreakerDecision::Reject(r) => Some(r),
-                    _ => Some(format!("circuit breaker open for agent {name}")),
-                }
+            let open = st
+                .breakers
+                .get(&name)
+                .and_then(|b| b.open_reason(&name, now));
+            let refusal = if let Some(reason) = open {
+                Some(reason)
             } else if st.queue.len() + st.reserved >= self.queue_capacity {
                 Some(format!(
                     "queue full ({} delegations waiting)",
