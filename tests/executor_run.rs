@@ -85,9 +85,10 @@ fn events_of_one_delegation_share_a_step_and_report_output() {
     );
     assert_eq!(std::fs::read_to_string(path).unwrap(), "hello world\n");
     assert!(
-        h.out()
+        !h.out()
             .join(format!("{}.stderr", delegation.delegation_id))
-            .exists()
+            .exists(),
+        "a silent stream leaves no file"
     );
 }
 
@@ -460,4 +461,54 @@ fn a_missing_program_fails_cleanly() {
     let fin = h.finished("do it");
     assert_eq!(status(fin), "failed");
     assert!(reason(fin).contains("cannot start"), "{}", reason(fin));
+}
+
+#[test]
+fn an_escaped_process_holding_the_output_pipe_does_not_hang_the_delegation() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("escaped.pid");
+    // The child forks a process that leaves the session (setsid) but keeps stdout open.
+    let code = format!(
+        "import os, sys, time\nif os.fork() == 0:\n    os.setsid()\n    open({:?}, 'w').write(str(os.getpid()))\n    time.sleep(60)\n    os._exit(0)\nprint(sys.argv[1], flush=True)\n",
+        pidfile.display().to_string()
+    );
+    let agent = mpm::config::AgentConfig {
+        argv: vec!["python3".into(), "-c".into(), code, "{task}".into()],
+        ..Default::default()
+    };
+    let mut h = Harness::start(&config(vec![("escape", agent)]));
+    h.submit("escape", "hello");
+    let escaped = PidGuard(vec![read_pid(&pidfile, DEADLINE)]);
+    h.until_finished(1);
+    let fin = h.finished("hello");
+    assert_eq!(status(fin), "success", "{}", h.dump());
+    let EventBody::DelegationFinished { output_path, .. } = &fin.body else {
+        unreachable!()
+    };
+    assert_eq!(
+        std::fs::read_to_string(output_path.as_deref().unwrap()).unwrap(),
+        "hello\n"
+    );
+    drop(escaped);
+}
+
+#[test]
+fn a_detection_event_is_the_parent_step_of_its_delegation() {
+    let cfg = config(vec![("ok", fake_agent(&["{task}"]))]);
+    let bus = mpm::events::Bus::new(mpm::events::Context::new());
+    let rx = bus.subscribe();
+    let dir = tempfile::tempdir().unwrap();
+    let handle = mpm::executor::Executor::start(&cfg, bus.clone(), dir.path().join("out")).unwrap();
+    let det = bus.emit(EventBody::Detection(delegation("ok", "print:child")));
+    assert!(handle.submit_event(&det).is_some());
+    let summaries = handle.shutdown(SessionExitPolicy::Wait);
+    assert_eq!(summaries.len(), 1);
+    let delegation_events: Vec<_> = rx
+        .try_iter()
+        .filter(|e| e.kind().starts_with("delegation."))
+        .collect();
+    assert_eq!(delegation_events.len(), 3);
+    for e in &delegation_events {
+        assert_eq!(e.parent_step_id.as_deref(), Some(det.step_id.as_str()));
+    }
 }

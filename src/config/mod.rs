@@ -109,11 +109,16 @@ pub enum SessionExitPolicy {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ExecutorConfig {
+    /// Delegations running at once, all agents together.
     pub max_parallel: usize,
+    /// Delegations waiting to start; a full queue rejects new ones (`delegation.finished` `rejected`).
     pub queue_capacity: usize,
+    /// Per-attempt timeout when the agent sets none.
     pub timeout_secs: u64,
+    /// Delegations admitted per minute per session (sliding window); 0 = no cap.
     pub rate_per_minute: u32,
     pub on_unknown_agent: UnknownAgentPolicy,
+    /// Where unknown agent names go under `on_unknown_agent: default`.
     pub default_agent: String,
     pub on_session_exit: SessionExitPolicy,
     /// Consecutive failures that open an agent's circuit breaker.

@@ -98,17 +98,23 @@ impl Breaker {
         self.open_until.is_some_and(|t| now < t)
     }
 
+    /// While open: why a delegation of `agent` is rejected now.
+    pub fn open_reason(&self, agent: &str, now: Instant) -> Option<String> {
+        let until = self.open_until.filter(|t| now < *t)?;
+        let left = until.duration_since(now).as_secs_f64();
+        Some(format!(
+            "circuit breaker open for agent {agent} after {} consecutive failures ({left:.1}s of cool-down left)",
+            self.failures
+        ))
+    }
+
     /// Decide for a delegation about to start; a `Trial` marks the trial as running.
     pub fn decide(&mut self, agent: &str, now: Instant) -> BreakerDecision {
-        let Some(until) = self.open_until else {
+        if self.open_until.is_none() {
             return BreakerDecision::Run;
-        };
-        if now < until {
-            let left = until.duration_since(now).as_secs_f64();
-            return BreakerDecision::Reject(format!(
-                "circuit breaker open for agent {agent} after {} consecutive failures ({left:.1}s of cool-down left)",
-                self.failures
-            ));
+        }
+        if let Some(reason) = self.open_reason(agent, now) {
+            return BreakerDecision::Reject(reason);
         }
         if self.trial_running {
             return BreakerDecision::Reject(format!(

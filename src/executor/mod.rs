@@ -1,9 +1,10 @@
 //! The executor: runs detected delegations as sub-agent processes, in parallel, within bounds.
 //!
 //! A session starts one [`Executor`] and feeds it `delegation` detections through the returned
-//! [`ExecutorHandle`] (`submit` never blocks). Internally a current-thread tokio runtime runs on one
-//! dedicated, long-lived thread (`mpm-executor`): every child is spawned from there, so callers on
-//! plain threads never see tokio.
+//! [`ExecutorHandle`] (`submit` never blocks). Internally the executor owns a small tokio runtime
+//! (up to 4 worker threads, living as long as the executor) driven from one dedicated thread
+//! (`mpm-executor`); every child is spawned from a runtime worker, never from a short-lived
+//! thread, and callers on plain threads never see tokio.
 //!
 //! Admission happens synchronously in `submit`, in this order, each failure ending the delegation
 //! right away: not a delegation / `handled_by_agent` (ignored: the detection itself is the record)
@@ -25,12 +26,14 @@
 //!
 //! Output: `<state_dir>/<id>.stdout`, `<id>.stderr` and, when stdout holds a stream-json/json
 //! `result` line, `<id>.result.md`; `output_path` points at the result file when there is one,
-//! else at the stdout file.
+//! else at the stdout file, else (the sub-agent wrote nothing to stdout: no file) it is null.
+//! Each stream's file is created on its first byte.
 
 pub mod argv;
 pub mod guards;
 pub mod registry;
 pub mod run;
+pub mod spawn;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt::Write as _;
@@ -43,7 +46,7 @@ use serde::Serialize;
 use tokio::sync::{Notify, watch};
 
 use crate::config::{Config, SessionExitPolicy};
-use crate::events::{Bus, Delegation, DelegationStatus, Detection, EventBody, new_id};
+use crate::events::{Bus, Delegation, DelegationStatus, Detection, Event, EventBody, new_id};
 
 pub use registry::{Agent, AgentRegistry, Resolution};
 
@@ -109,6 +112,17 @@ pub fn format_summary(summaries: &[DelegationSummary]) -> String {
     out
 }
 
+/// The default output folder of a session: `executor.output_dir` when set (then per session below
+/// it), else `$XDG_STATE_HOME/mpm/sessions/<session>/`.
+pub fn session_output_dir(cfg: &Config, session: &str) -> PathBuf {
+    match &cfg.executor.output_dir {
+        Some(dir) => dir.join(session),
+        None => crate::config::paths::state_dir()
+            .join("sessions")
+            .join(session),
+    }
+}
+
 /// The executor's entry point.
 pub struct Executor;
 
@@ -124,12 +138,17 @@ impl Executor {
             path: state_dir.clone(),
             source,
         })?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
+        let ex = &cfg.executor;
+        // Spawning blocks the spawning thread until the child has exec'd (posix_spawn is
+        // vfork-like), so spawns run on a few long-lived workers in parallel: one per permitted
+        // parallel delegation, at most 4. Measured: a single thread made parallelism 4 no faster
+        // than 1 for short delegations.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(ex.max_parallel.clamp(1, 4))
             .enable_all()
-            .thread_name("mpm-executor-blocking")
+            .thread_name("mpm-executor")
             .build()
             .map_err(ExecutorError::Runtime)?;
-        let ex = &cfg.executor;
         let (cancel, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             session: bus.context().session.clone(),
@@ -205,6 +224,20 @@ impl ExecutorHandle {
     /// Returns the delegation id when the delegation was queued.
     pub fn submit_with_parent(&self, det: &Detection, parent: Option<String>) -> Option<String> {
         self.inner.shared.submit(det, parent)
+    }
+
+    /// Offer a `detection` event from the bus: its detection, with the event's step as the parent
+    /// of the delegation's events. Other kinds are ignored.
+    pub fn submit_event(&self, event: &Event) -> Option<String> {
+        match &event.body {
+            EventBody::Detection(det) => self.submit_with_parent(det, Some(event.step_id.clone())),
+            _ => None,
+        }
+    }
+
+    /// The folder delegation output goes to.
+    pub fn output_dir(&self) -> &std::path::Path {
+        &self.inner.shared.state_dir
     }
 
     /// The agent registry this executor resolves names with.
@@ -430,16 +463,12 @@ impl Shared {
                 return None;
             }
             let now = Instant::now();
-            let refusal = if st.breakers.get(&name).is_some_and(|b| b.is_open(now)) {
-                let mut b = st
-                    .breakers
-                    .get(&name)
-                    .cloned()
-                    .unwrap_or_else(|| self.new_breaker());
-                match b.decide(&name, now) {
-                    BreakerDecision::Reject(r) => Some(r),
-                    _ => Some(format!("circuit breaker open for agent {name}")),
-                }
+            let open = st
+                .breakers
+                .get(&name)
+                .and_then(|b| b.open_reason(&name, now));
+            let refusal = if let Some(reason) = open {
+                Some(reason)
             } else if st.queue.len() + st.reserved >= self.queue_capacity {
                 Some(format!(
                     "queue full ({} delegations waiting)",
@@ -628,7 +657,7 @@ async fn run_delegation(shared: Arc<Shared>, job: Job) {
                     break AttemptEnd::Cancelled;
                 }
                 attempts += 1;
-                let end = run::run_attempt(&spec, &mut cancel, |pid| {
+                let end = run::run_attempt(&spec, attempts, &mut cancel, |pid| {
                     shared.bus.emit_step(
                         EventBody::DelegationStarted {
                             delegation: job.delegation(),
@@ -679,17 +708,28 @@ async fn run_delegation(shared: Arc<Shared>, job: Job) {
         ),
         AttemptEnd::SpawnFailed(why) => (DelegationStatus::Failed, None, Some(why.clone())),
     };
-    let output_path = if attempts > 0 && stdout_path.exists() {
-        let result_path = shared.state_dir.join(format!("{id}.result.md"));
-        let (src, dst) = (stdout_path.clone(), result_path.clone());
-        let wrote = tokio::task::spawn_blocking(move || {
-            run::extract_result(&src).is_some_and(|text| std::fs::write(&dst, text).is_ok())
-        })
-        .await
-        .unwrap_or(false);
-        Some(if wrote { result_path } else { stdout_path })
+    let stdout_len = if attempts > 0 {
+        std::fs::metadata(&stdout_path).ok().map(|m| m.len())
     } else {
         None
+    };
+    let output_path = match stdout_len {
+        None => None,
+        Some(0) => Some(stdout_path),
+        Some(len) => {
+            let result_path = shared.state_dir.join(format!("{id}.result.md"));
+            let (src, dst) = (stdout_path.clone(), result_path.clone());
+            let save = move || {
+                run::extract_result(&src).is_some_and(|text| std::fs::write(&dst, text).is_ok())
+            };
+            // Small outputs are scanned in place; large ones off the scheduler's thread.
+            let wrote = if len <= 256 << 10 {
+                save()
+            } else {
+                tokio::task::spawn_blocking(save).await.unwrap_or(false)
+            };
+            Some(if wrote { result_path } else { stdout_path })
+        }
     };
     let breaker_outcome = match status {
         DelegationStatus::Success => Some(true),

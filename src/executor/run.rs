@@ -1,11 +1,12 @@
 //! Running one attempt of a delegation: spawn, wait with timeout and cancellation, stop the tree.
 //!
-//! The sub-agent is spawned directly (`Command::new(argv[0]).args(..)`, no shell) as a session
-//! leader (`setsid` in `pre_exec`), with stdin from /dev/null, so it has no controlling terminal and
-//! cannot touch the user's. Its stdout and stderr go straight to `<id>.stdout` / `<id>.stderr` in
-//! the session's output folder: the kernel writes them, so there is no pipe that could fill and
-//! stall the child, nothing is buffered in mpm, and a grandchild that keeps the descriptor open
-//! cannot hang the executor.
+//! The sub-agent is spawned directly (argv as given, no shell) as a session leader (see
+//! [`super::spawn`]), with stdin from /dev/null, so it has no controlling terminal and
+//! cannot touch the user's. Its stdout and stderr are pipes read continuously (64 KiB at a time,
+//! so a chatty child never stalls on a full pipe) into `<id>.stdout` / `<id>.stderr` in the
+//! session's output folder; a file is created on its stream's first byte (an ext4 inode per empty
+//! stream was the executor's largest cost for short delegations). Reading stops at end-of-file,
+//! or a bounded time after the tree is gone when an escaped process keeps a pipe open.
 //!
 //! On timeout or cancellation the whole tree is stopped with [`process::stop_tree`] (SIGTERM to the
 //! group and every member, grace, SIGKILL). After a normal exit, anything left in the sub-agent's
@@ -14,16 +15,18 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt as _;
+use std::io::{BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
+use nix::fcntl::OFlag;
 use nix::sys::signal::killpg;
 use nix::unistd::Pid;
+use tokio::io::AsyncReadExt as _;
+use tokio::net::unix::pipe;
 use tokio::sync::watch;
 
+use super::spawn;
 use crate::process;
 
 /// Everything needed to run one attempt.
@@ -49,48 +52,59 @@ pub enum AttemptEnd {
     SpawnFailed(String),
 }
 
-/// Run one attempt. `on_start` gets the pid once the child is running. `cancel` flips to true when
+/// Run attempt number `attempt` (from 1). `on_start` gets the pid once the child is running. `cancel` flips to true when
 /// the session cancels running delegations.
 pub async fn run_attempt(
     spec: &AttemptSpec,
+    attempt: u32,
     cancel: &mut watch::Receiver<bool>,
     on_start: impl FnOnce(u32),
 ) -> AttemptEnd {
-    let (stdout, stderr) = match (
-        File::create(&spec.stdout_path),
-        File::create(&spec.stderr_path),
+    // Output of an earlier attempt must not survive into this one.
+    if attempt > 1 {
+        for p in [&spec.stdout_path, &spec.stderr_path] {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+    let pipes = (
+        nix::unistd::pipe2(OFlag::O_CLOEXEC),
+        nix::unistd::pipe2(OFlag::O_CLOEXEC),
+    );
+    let ((out_r, out_w), (err_r, err_w)) = match pipes {
+        (Ok(o), Ok(e)) => (o, e),
+        (Err(e), _) | (_, Err(e)) => {
+            return AttemptEnd::SpawnFailed(format!("cannot create output pipes: {e}"));
+        }
+    };
+    let readers = match (
+        pipe::Receiver::from_owned_fd(out_r),
+        pipe::Receiver::from_owned_fd(err_r),
     ) {
         (Ok(o), Ok(e)) => (o, e),
         (Err(e), _) | (_, Err(e)) => {
-            return AttemptEnd::SpawnFailed(format!("cannot create output file: {e}"));
+            return AttemptEnd::SpawnFailed(format!("cannot register output pipes: {e}"));
         }
     };
-    let Some((program, args)) = spec.argv.split_first() else {
-        return AttemptEnd::SpawnFailed("empty argv".into());
+    let spawned = spawn::spawn(&spawn::SpawnSpec {
+        argv: &spec.argv,
+        env: &spec.env,
+        cwd: spec.cwd.as_deref(),
+        stdout: &out_w,
+        stderr: &err_w,
+    });
+    // Only the child may hold the write ends, or the readers would never see end-of-file.
+    drop((out_w, err_w));
+    let pid = match spawned {
+        Ok(pid) => pid,
+        Err(e) => {
+            let program = spec.argv.first().map(String::as_str).unwrap_or("");
+            return AttemptEnd::SpawnFailed(format!("cannot start {program:?}: {e}"));
+        }
     };
-    let mut cmd = std::process::Command::new(program);
-    cmd.args(args)
-        .envs(&spec.env)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(stdout))
-        .stderr(Stdio::from(stderr));
-    if let Some(dir) = &spec.cwd {
-        cmd.current_dir(dir);
-    }
-    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::unistd::setsid().map_err(std::io::Error::from)?;
-            Ok(())
-        });
-    }
-    let mut child = match tokio::process::Command::from(cmd).spawn() {
-        Ok(c) => c,
-        Err(e) => return AttemptEnd::SpawnFailed(format!("cannot start {program:?}: {e}")),
-    };
-    let Some(pid) = child.id() else {
-        return AttemptEnd::SpawnFailed("child exited before its pid was read".into());
-    };
+    let out_task = tokio::spawn(drain(readers.0, spec.stdout_path.clone()));
+    let err_task = tokio::spawn(drain(readers.1, spec.stderr_path.clone()));
+    let mut child = spawn::Leader::new(pid);
+    let pid = pid as u32;
     on_start(pid);
 
     let stop = |grace: Duration| async move {
@@ -119,7 +133,51 @@ pub async fn run_attempt(
         tracing::debug!(pid, "delegation left processes behind; stopping them");
         stop(spec.grace).await;
     }
+    // The tree is gone, so the pipes are closed, unless a process that left the session keeps
+    // them open: give the readers a bounded time, then stop reading.
+    for (task, what) in [(out_task, "stdout"), (err_task, "stderr")] {
+        let abort = task.abort_handle();
+        match tokio::time::timeout(DRAIN_AFTER_EXIT, task).await {
+            Ok(Ok(Ok(_))) => {}
+            Ok(Ok(Err(e))) => {
+                tracing::warn!(pid, what, error = %e, "cannot save delegation output")
+            }
+            Ok(Err(_)) => {}
+            Err(_) => {
+                abort.abort();
+                tracing::warn!(
+                    pid,
+                    what,
+                    "output still open after the delegation ended; stopped reading"
+                );
+            }
+        }
+    }
     end
+}
+
+/// How long output is still read after the sub-agent's tree is gone.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+
+/// Copy a pipe to `path` until end-of-file. The file is created on the first byte, so silent
+/// streams leave no empty files. Returns the bytes copied.
+async fn drain(mut rx: pipe::Receiver, path: PathBuf) -> std::io::Result<u64> {
+    let mut buf = vec![0u8; 64 << 10];
+    let mut file: Option<File> = None;
+    let mut total = 0u64;
+    loop {
+        let n = rx.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(total);
+        }
+        let f = match &mut file {
+            Some(f) => f,
+            None => file.insert(File::create(&path)?),
+        };
+        // A local file write lands in the page cache; not worth a blocking-pool round trip.
+        f.write_all(&buf[..n])?;
+        total += n as u64;
+    }
 }
 
 /// Resolves once cancellation is requested (never, if the sender is gone).
