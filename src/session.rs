@@ -82,7 +82,7 @@ impl SessionOptions {
             bus,
             argv_hook: None,
             on_spawn: None,
-            governor_mode: opts.governor_mode.take(),
+            governor_mode: None,
             watchdog_exe: None,
         }
     }

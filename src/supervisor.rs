@@ -89,7 +89,8 @@ impl Supervisor {
                     &limits_cfg.limits,
                     limits_cfg.agents.get(agent).and_then(|a| a.limits.as_ref()),
                 );
-                Some(gov.watch(pid, limits, bus.clone(), Some(delegation_id.to_string())))
+                let watch = gov.watch(pid, limits, bus.clone(), Some(delegation_id.to_string()));
+                Some(Box::new(watch) as crate::executor::SpawnGuard)
             }));
             Some(handle)
         } else {

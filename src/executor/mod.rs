@@ -161,6 +161,7 @@ impl Executor {
                 .unwrap_or(Duration::from_secs(3)),
             breaker_failures: ex.breaker_failures,
             breaker_cooldown: Duration::from_secs(ex.breaker_cooldown_secs),
+            spawn_hook: Mutex::new(None),
             state: Mutex::new(State {
                 accepting: true,
                 cancelling: false,
@@ -238,6 +239,11 @@ impl ExecutorHandle {
     /// The folder delegation output goes to.
     pub fn output_dir(&self) -> &std::path::Path {
         &self.inner.shared.state_dir
+    }
+
+    /// Install the hook called when each sub-agent attempt has started (see [`SpawnHook`]).
+    pub fn set_spawn_hook(&self, hook: SpawnHook) {
+        *lock(&self.inner.shared.spawn_hook) = Some(hook);
     }
 
     /// The agent registry this executor resolves names with.
@@ -356,7 +362,15 @@ struct Shared {
     state: Mutex<State>,
     wake: Notify,
     cancel: watch::Sender<bool>,
+    spawn_hook: Mutex<Option<SpawnHook>>,
 }
+
+/// Something kept alive while one attempt's process tree runs.
+pub type SpawnGuard = Box<dyn Send>;
+
+/// Called with (pid, agent name, delegation id) when a sub-agent started; the guard it returns is
+/// dropped when the attempt ends. The session uses it to put the tree under the governor.
+pub type SpawnHook = Box<dyn Fn(u32, &str, &str) -> Option<SpawnGuard> + Send + Sync>;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -650,6 +664,7 @@ async fn run_delegation(shared: Arc<Shared>, job: Job) {
                 stderr_path: stderr_path.clone(),
                 timeout: job.agent.timeout(),
                 grace: shared.grace,
+                rlimits: job.agent.rlimits.clone(),
             };
             let retry = &job.agent.retry;
             loop {
@@ -657,7 +672,12 @@ async fn run_delegation(shared: Arc<Shared>, job: Job) {
                     break AttemptEnd::Cancelled;
                 }
                 attempts += 1;
+                // Kept for the attempt's lifetime (e.g. the governor's watch of the tree).
+                let mut _spawn_guard: Option<SpawnGuard> = None;
                 let end = run::run_attempt(&spec, attempts, &mut cancel, |pid| {
+                    if let Some(hook) = lock(&shared.spawn_hook).as_ref() {
+                        _spawn_guard = hook(pid, &job.agent.name, &id);
+                    }
                     shared.bus.emit_step(
                         EventBody::DelegationStarted {
                             delegation: job.delegation(),

@@ -32,6 +32,10 @@ pub struct Agent {
     /// Delegations of this agent running at once; `None` = only the global limit.
     pub max_parallel: Option<usize>,
     pub retry: RetryConfig,
+    /// setrlimit values for this agent's sub-agents (its own `limits.rlimits`, else the global ones
+    /// when any is set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rlimits: Option<crate::config::Rlimits>,
     /// Why this agent cannot run (a bad argv template); its delegations are rejected with it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub invalid: Option<String>,
@@ -130,6 +134,11 @@ impl AgentRegistry {
             timeout_secs: ac.timeout_secs.unwrap_or(cfg.executor.timeout_secs),
             max_parallel: ac.max_parallel,
             retry: ac.retry.clone(),
+            rlimits: ac
+                .limits
+                .as_ref()
+                .and_then(|l| l.rlimits.clone())
+                .or_else(|| Some(cfg.limits.rlimits.clone()).filter(|r| *r != Default::default())),
             invalid,
         }
     }

@@ -39,6 +39,8 @@ pub struct AttemptSpec {
     pub stderr_path: PathBuf,
     pub timeout: Duration,
     pub grace: Duration,
+    /// setrlimit values applied in the child before exec.
+    pub rlimits: Option<crate::config::Rlimits>,
 }
 
 /// How an attempt ended.
@@ -91,6 +93,7 @@ pub async fn run_attempt(
         cwd: spec.cwd.as_deref(),
         stdout: &out_w,
         stderr: &err_w,
+        rlimits: spec.rlimits.as_ref(),
     });
     // Only the child may hold the write ends, or the readers would never see end-of-file.
     drop((out_w, err_w));

@@ -32,12 +32,14 @@ pub struct SpawnSpec<'a> {
     pub stdout: &'a OwnedFd,
     /// Becomes the child's stderr (fd 2).
     pub stderr: &'a OwnedFd,
+    /// setrlimit values applied before exec (forces the fork-based path: posix_spawn has no hook).
+    pub rlimits: Option<&'a crate::config::Rlimits>,
 }
 
 /// Spawn as a session leader; returns the pid. The caller must reap it ([`Leader::wait`]).
 pub fn spawn(spec: &SpawnSpec<'_>) -> io::Result<i32> {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if spec.cwd.is_none() {
+    if spec.cwd.is_none() && spec.rlimits.is_none() {
         return posix::spawn(spec);
     }
     spawn_std(spec)
@@ -59,10 +61,15 @@ fn spawn_std(spec: &SpawnSpec<'_>) -> io::Result<i32> {
     if let Some(dir) = spec.cwd {
         cmd.current_dir(dir);
     }
-    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    let rlimits = spec.rlimits.cloned();
+    // SAFETY: setsid and setrlimit are async-signal-safe and touch no memory of the parent
+    // (`rlimits` was cloned before the fork).
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             nix::unistd::setsid().map_err(io::Error::from)?;
+            if let Some(r) = &rlimits {
+                crate::governor::apply_rlimits(r)?;
+            }
             Ok(())
         });
     }
