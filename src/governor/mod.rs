@@ -8,8 +8,18 @@
 //! tree's pids (see [`proc`]). Thresholds and their hysteresis are in [`thresholds`]; spawn-time
 //! limits in [`rlimits`]; the main session's restart policy in [`restart`].
 //!
-//! Usage: `Governor::start` once, then `watch(root, resolve_limits(..), bus, delegation_id)` for each
-//! tree; keep the [`WatchHandle`] while the tree runs and drop it when the tree ends.
+//! Wiring:
+//! - once per mpm process (or session): `Governor::start(&cfg.limits, grace)`; put
+//!   `governor.mode().as_str()` into `session.started`'s `governor_mode` and `mpm status`;
+//! - per tree (main session, each delegation): `limits = resolve_limits(&cfg.limits,
+//!   agent.limits.as_ref())`; spawn the child as a session leader with
+//!   `pre_exec(|| { setsid; apply_rlimits(&limits.rlimits) })`; then
+//!   `watch(child_pid, limits, bus, delegation_id)` and keep the [`WatchHandle`] until the child is
+//!   reaped;
+//! - main session restart: when the child exits and `handle.limit_reached()`, wait for
+//!   `handle.wait_ended(grace + 1 s)` (so `resource.limit` precedes `session.exited`), then ask
+//!   `RestartPolicy::next_delay(now)`; on `Some(d)` sleep `d` and respawn with
+//!   `resume_argv(&argv, claude_session_id)` for claude.
 
 pub mod cgroup;
 pub mod proc;

@@ -68,6 +68,10 @@ pub fn read_pid_stat(pid: i32) -> Option<PidStat> {
     parse_pid_stat(&text)
 }
 
+fn open_stat(pid: i32) -> Option<File> {
+    File::open(format!("/proc/{pid}/stat")).ok()
+}
+
 /// Re-read an open `/proc/<pid>/stat`. The descriptor stays bound to the process it was opened
 /// for, so a dead process reads as an error (`None`) even if its pid was reused.
 fn reread(file: &File, buf: &mut [u8]) -> Option<PidStat> {
@@ -148,17 +152,23 @@ pub struct TreeSample {
     pub cpu_secs: f64,
 }
 
+/// Members per tree whose `/proc` files stay open (two descriptors each); beyond this the files
+/// are opened per tick, so a huge tree cannot exhaust mpm's descriptors.
+pub const KEEP_OPEN_MAX: usize = 64;
+
 /// A known member: its open `stat` file, start time and CPU ticks at the last sample.
 #[derive(Debug)]
 struct Member {
-    stat: File,
+    /// `None` past [`KEEP_OPEN_MAX`] members: then re-opened each tick.
+    stat: Option<File>,
     children: Option<File>,
     start: u64,
     ticks: u64,
 }
 
-/// Tracks the members of the tree rooted at session leader `root` across ticks, keeping each
-/// member's `/proc/<pid>/stat` open (one `pread` per member per tick, immune to pid reuse).
+/// Tracks the members of the tree rooted at session leader `root` across ticks, keeping the first
+/// [`KEEP_OPEN_MAX`] members' `/proc/<pid>/stat` open (one `pread` per member per tick; an open
+/// descriptor is immune to pid reuse, a re-opened one is checked by start time).
 #[derive(Debug)]
 pub struct TreeTracker {
     root: i32,
@@ -215,21 +225,24 @@ impl TreeTracker {
             // A known member is re-read through its open descriptor; a dead one drops out and
             // its pid, if reused, comes back only when reached through a live member.
             let (file, mut kept, st, prev) = match old.remove(&pid) {
-                Some(m) => match reread(&m.stat, &mut buf) {
-                    Some(st) if st.start == m.start => (m.stat, m.children, st, Some(m.ticks)),
-                    _ => {
-                        seen.remove(&pid);
-                        continue;
+                Some(m) => {
+                    let file = m.stat.or_else(|| open_stat(pid));
+                    match file.as_ref().and_then(|f| reread(f, &mut buf)) {
+                        Some(st) if st.start == m.start => (file, m.children, st, Some(m.ticks)),
+                        _ => {
+                            seen.remove(&pid);
+                            continue;
+                        }
                     }
-                },
+                }
                 None => {
-                    let Ok(file) = File::open(format!("/proc/{pid}/stat")) else {
+                    let Some(file) = open_stat(pid) else {
                         continue;
                     };
                     let Some(st) = reread(&file, &mut buf) else {
                         continue;
                     };
-                    (file, None, st, None)
+                    (Some(file), None, st, None)
                 }
             };
             if st.state == 'Z' || st.state == 'X' {
@@ -238,13 +251,17 @@ impl TreeTracker {
             ticks_delta += prev.map_or(st.cpu_ticks, |p| st.cpu_ticks.saturating_sub(p));
             sample.members += 1;
             sample.rss_bytes += st.rss_pages * page_size();
+            let keep = self.known.len() < KEEP_OPEN_MAX;
             kids.clear();
             children(pid, st.threads, &mut kept, &mut kids);
             queue.extend(kids.iter().copied());
+            if !keep {
+                kept = None;
+            }
             self.known.insert(
                 pid,
                 Member {
-                    stat: file,
+                    stat: if keep { file } else { None },
                     children: kept,
                     start: st.start,
                     ticks: st.cpu_ticks,
@@ -313,6 +330,34 @@ mod tests {
         let _ = child.wait();
         assert_eq!(first, 1);
         assert_eq!(n, 2, "the sleep child was not discovered");
+    }
+
+    #[test]
+    fn a_tree_larger_than_the_open_file_budget_is_fully_counted() {
+        use std::os::unix::process::CommandExt;
+        let n = KEEP_OPEN_MAX + 6;
+        let mut child = std::process::Command::new("sh")
+            .args([
+                "-c",
+                &format!("for i in $(seq {n}); do sleep 100 & done; wait"),
+            ])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let root = child.id() as i32;
+        let mut t = TreeTracker::new(root, 0);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut first = t.sample().members;
+        while first < n + 1 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            first = t.sample().members;
+        }
+        let second = t.sample().members;
+        let open = t.known.values().filter(|m| m.stat.is_some()).count();
+        crate::process::stop_tree(root, std::time::Duration::from_millis(100));
+        let _ = child.wait();
+        assert_eq!((first, second), (n + 1, n + 1));
+        assert_eq!(open, KEEP_OPEN_MAX);
     }
 
     #[test]
