@@ -110,7 +110,7 @@ fn binary_lifecycle_with_every_client_command() {
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["sessions"][0]["id"], id.as_str());
     assert_eq!(v["sessions"][0]["pid"], pid);
-    assert_eq!(v["governor_mode"], "none");
+    assert_eq!(v["governor_mode"], "polling");
     assert!(v["delegations_queued"].is_u64());
 
     // A ticket, published like a hook would, then tickets list/show/close.
@@ -249,7 +249,18 @@ fn binary_lifecycle_with_every_client_command() {
 fn kill_9_keeps_every_acknowledged_event_and_restart_recovers() {
     let env = Env::new();
     let mut daemon = env.start_daemon(None);
-    let (id, pid) = spawn_session(&env, &mut daemon, &["sleep:0"]);
+    // The agent ignores the hang-up the daemon's death sends through the PTY: only the restarted
+    // daemon's recovery can end it.
+    let (id, pid) = spawn_session(&env, &mut daemon, &["nohup", "sleep:0"]);
+    wait_for("the agent to ignore SIGHUP", T, || {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                let line = s.lines().find(|l| l.starts_with("SigIgn:"))?.to_string();
+                u64::from_str_radix(line["SigIgn:".len()..].trim(), 16).ok()
+            })
+            .is_some_and(|mask| mask & 1 != 0)
+    });
 
     // Writers: two clients publishing as fast as acknowledgements come back.
     let acked: Arc<Mutex<Vec<String>>> = Arc::default();

@@ -345,7 +345,6 @@ pub fn attach(g: &GlobalArgs, a: AttachArgs) -> anyhow::Result<i32> {
 
 /// `mpm run` with a daemon: spawn `spec` in the daemon and relay this terminal to it. Returns the
 /// session's exit status, or 0 after a detach (the session keeps running).
-#[allow(dead_code)] // `mpm run` calls it once the PTY session is merged (the lead wires it).
 pub fn run_in_daemon(mut c: Client, mut spec: RunSpec) -> anyhow::Result<i32> {
     if let Some((cols, rows)) = terminal_size() {
         spec.cols = cols;

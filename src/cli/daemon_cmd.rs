@@ -37,10 +37,9 @@ pub struct ServiceInstallArgs {
 /// The unit file shipped in the repository; `service install` fills in the binary path.
 pub const UNIT_TEMPLATE: &str = include_str!("../../systemd/mpm.service");
 
-/// The session backend the daemon hosts sessions with. Until the PTY session is merged this is the
-/// pipe backend (no PTY, no detection); the merge swaps in the real one here.
-fn backend() -> Arc<dyn SessionBackend> {
-    Arc::new(crate::daemon::PipeBackend)
+/// The session backend the daemon hosts sessions with: PTY sessions with the full supervisor.
+fn backend(patterns: &[PathBuf], state_dir: &Path) -> Arc<dyn SessionBackend> {
+    Arc::new(crate::daemon::pty_backend::PtyBackend::new(patterns.to_vec(), state_dir.to_path_buf()))
 }
 
 /// The daemon socket (daemon and clients alike): `--socket`, `MPM_SOCKET`, `daemon.socket`, then
@@ -65,12 +64,12 @@ pub fn daemon(g: &GlobalArgs, a: DaemonArgs) -> anyhow::Result<i32> {
         .state_dir
         .or(cfg.daemon.state_dir.clone())
         .unwrap_or_else(paths::state_dir);
-    let mut opts = DaemonOptions::new(socket.clone(), state_dir);
+    let mut opts = DaemonOptions::new(socket.clone(), state_dir.clone());
     opts.private_dir = socket.parent() == Some(paths::runtime_dir().as_path());
     opts.max_frame_bytes = cfg.daemon.max_frame_bytes.max(4096);
     opts.retention_days = cfg.daemon.retention_days;
     opts.stop_grace = Duration::from_secs_f64(cfg.daemon.stop_grace_secs.clamp(0.0, 3600.0));
-    opts.backend = backend();
+    opts.backend = backend(&g.patterns, &state_dir);
     opts.handle_signals = true;
     let d = Daemon::bind(opts).context("cannot start the daemon")?;
     d.run().context("daemon failed")?;

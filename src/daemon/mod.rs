@@ -11,7 +11,7 @@
 //! its [`Bus`](crate::events::Bus) (with the store and live followers as sinks) and hands both to
 //! the backend in a [`SpawnRequest`]; the backend runs the child, emits the session's events on that
 //! bus, and serves input, resize, attach snapshots, stop and wait through [`HostedSession`].
-//! The binary uses [`PipeBackend`] until the PTY session replaces it (`cli::daemon_cmd::backend`).
+//! The binary hosts sessions with [`pty_backend::PtyBackend`]: the same supervisor as `mpm run`.
 
 pub mod backend;
 pub mod client;
@@ -33,7 +33,7 @@ use crossbeam_channel::Sender;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 pub use backend::{
-    Attachment, HostedSession, PipeBackend, SessionBackend, SpawnError, SpawnRequest,
+    Attachment, HostedSession, SessionBackend, SpawnError, SpawnRequest,
 };
 
 use crate::events::{Event, Sink};
@@ -57,17 +57,18 @@ pub struct DaemonOptions {
 }
 
 impl DaemonOptions {
-    /// Defaults for a socket and state folder: our uid, 1 MiB frames, 30 days, 5 s grace, pipes.
+    /// Defaults for a socket and state folder: our uid, 1 MiB frames, 30 days, 5 s grace, PTY
+    /// sessions with the full supervisor.
     pub fn new(socket: PathBuf, state_dir: PathBuf) -> Self {
         DaemonOptions {
             socket,
             private_dir: false,
-            state_dir,
+            state_dir: state_dir.clone(),
             max_frame_bytes: crate::protocol::DEFAULT_MAX_FRAME,
             retention_days: 30,
             stop_grace: Duration::from_secs(5),
             allowed_uid: nix::unistd::getuid().as_raw(),
-            backend: Arc::new(PipeBackend),
+            backend: Arc::new(pty_backend::PtyBackend::new(Vec::new(), state_dir.clone())),
             handle_signals: false,
         }
     }

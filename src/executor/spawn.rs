@@ -351,6 +351,7 @@ mod tests {
             cwd: None,
             stdout: &out,
             stderr: &err,
+            rlimits: None,
         })
         .unwrap();
         let status = rt.block_on(async { Leader::new(pid).wait().await.unwrap() });
@@ -365,5 +366,34 @@ mod tests {
             std::fs::read_to_string(dir.path().join("e")).unwrap(),
             "oops\n"
         );
+    }
+
+    #[test]
+    fn rlimits_are_applied_before_exec() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let out = OwnedFd::from(std::fs::File::create(dir.path().join("o")).unwrap());
+        let err = OwnedFd::from(std::fs::File::create(dir.path().join("e")).unwrap());
+        let argv: Vec<String> = ["sh", "-c", "ulimit -n"].iter().map(|s| s.to_string()).collect();
+        let limits = crate::config::Rlimits {
+            nofile: Some(77),
+            ..Default::default()
+        };
+        let pid = spawn(&SpawnSpec {
+            argv: &argv,
+            env: &BTreeMap::new(),
+            cwd: None,
+            stdout: &out,
+            stderr: &err,
+            rlimits: Some(&limits),
+        })
+        .unwrap();
+        let status = rt.block_on(async { Leader::new(pid).wait().await.unwrap() });
+        assert_eq!(status.code(), Some(0));
+        let n = std::fs::read_to_string(dir.path().join("o")).unwrap();
+        assert_eq!(n.trim(), "77");
     }
 }
