@@ -3,53 +3,14 @@
 //! run `.ci/install-claude.sh`.
 
 mod common;
+mod realclient;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 
 use common::*;
+use realclient::*;
 
 const VERSION: &str = "2.1.331";
-
-/// The claude binary: `MPM_CLAUDE_BIN`, else the cache folder `.ci/install-claude.sh` uses.
-fn claude_bin() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("MPM_CLAUDE_BIN") {
-        return Some(PathBuf::from(p)).filter(|p| p.exists());
-    }
-    let prefix = std::env::var_os("MPM_CLAUDE_PREFIX")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/mpm-ci/claude"))
-        })?;
-    Some(prefix.join("node_modules/.bin/claude")).filter(|p| p.exists())
-}
-
-/// `shared/realclient`: `MPM_SHARED_DIR`, else `shared/` beside the repository (as CI clones it).
-fn realclient_dir() -> Option<PathBuf> {
-    let candidates: Vec<PathBuf> = match std::env::var_os("MPM_SHARED_DIR") {
-        Some(d) => vec![PathBuf::from(d)],
-        None => vec![
-            repo_root().join("../shared"),
-            repo_root().join("../../shared"),
-        ],
-    };
-    candidates
-        .into_iter()
-        .map(|d| d.join("realclient"))
-        .find(|d| d.join("fake_anthropic.py").exists())
-}
-
-fn skip(what: &str) {
-    eprintln!(
-        "SKIPPED: {what}; run .ci/install-claude.sh (and keep shared/ beside the repository, or set MPM_SHARED_DIR)"
-    );
-}
-
-/// The claude bin folder first on PATH, so `mpm run -- claude` finds it by name.
-fn path_with(bin: &std::path::Path) -> String {
-    let dir = bin.parent().unwrap().display().to_string();
-    format!("{dir}:{}", std::env::var("PATH").unwrap_or_default())
-}
 
 #[test]
 fn claude_version_through_mpm() {
@@ -71,16 +32,6 @@ fn claude_version_through_mpm() {
     );
 }
 
-/// The fake Anthropic server, killed on drop.
-struct FakeServer(Child);
-
-impl Drop for FakeServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn interactive_claude_session_shows_the_reply_and_exits_0() {
     let Some(bin) = claude_bin() else {
@@ -90,39 +41,10 @@ fn interactive_claude_session_shows_the_reply_and_exits_0() {
         return skip("shared/realclient not found");
     };
     let env = TestEnv::new();
-    let port_file = env.path("port");
-    let server = Command::new("python3")
-        .arg(rc.join("fake_anthropic.py"))
-        .arg("--scenario")
-        .arg(rc.join("scenarios/delegation.json"))
-        .args(["--port", "0", "--port-file"])
-        .arg(&port_file)
-        .arg("--log")
-        .arg(env.path("requests.jsonl"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start fake_anthropic.py");
-    let _server = FakeServer(server);
-    assert!(
-        wait_until(DEADLINE, || std::fs::read_to_string(&port_file)
-            .is_ok_and(|p| p.trim().parse::<u16>().is_ok())),
-        "fake server did not write its port"
-    );
-    let port = std::fs::read_to_string(&port_file)
-        .unwrap()
-        .trim()
-        .to_string();
+    let server = FakeServer::start(&rc, "delegation.json", env.dir.path());
     let home = env.path("home");
     let work = env.path("work");
-    let st = Command::new("bash")
-        .arg(rc.join("setup_home.sh"))
-        .arg(&home)
-        .arg(&work)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success());
+    setup_home(&rc, &home, &work);
 
     let events = env.path("events.jsonl");
     let mut spawn = Spawn::new(
@@ -143,19 +65,9 @@ fn interactive_claude_session_shows_the_reply_and_exits_0() {
     spawn.env.extend([
         ("PATH".to_string(), path_with(&bin)),
         ("HOME".to_string(), home.display().to_string()),
-        (
-            "ANTHROPIC_BASE_URL".to_string(),
-            format!("http://127.0.0.1:{port}"),
-        ),
-        ("ANTHROPIC_API_KEY".to_string(), "sk-test-dummy".to_string()),
-        (
-            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC".to_string(),
-            "1".to_string(),
-        ),
-        ("DISABLE_TELEMETRY".to_string(), "1".to_string()),
-        ("DISABLE_AUTOUPDATER".to_string(), "1".to_string()),
         ("CLAUDE_CODE_NO_FLICKER".to_string(), "0".to_string()),
     ]);
+    spawn.env.extend(server.claude_env());
     let mut p = spawn.start();
     p.expect("\u{276f}"); // ❯, the prompt
     p.send(b"please delegate the fibonacci task");
@@ -171,4 +83,99 @@ fn interactive_claude_session_shows_the_reply_and_exits_0() {
     let text = std::fs::read_to_string(&events).unwrap();
     assert!(text.contains("\"kind\":\"session.exited\""), "{text}");
     assert!(text.contains("\"exit_code\":0"), "{text}");
+}
+
+/// Issue 4 end to end: `mpm run -- claude` with the delegation scenario detects the delegations on
+/// screen (and in the transcript, de-duplicated), runs each through `claude -p` against the fake
+/// server, and every `delegation.finished` says `success`.
+#[test]
+fn mpm_run_claude_detects_and_runs_each_delegation() {
+    let Some(bin) = claude_bin() else {
+        return skip("real claude CLI not installed");
+    };
+    let Some(rc) = realclient_dir() else {
+        return skip("shared/realclient not found");
+    };
+    let env = TestEnv::new();
+    let server = FakeServer::start(&rc, "delegation.json", env.dir.path());
+    let home = env.path("home");
+    let work = env.path("work");
+    setup_home(&rc, &home, &work);
+
+    let events = env.path("events.jsonl");
+    let mut spawn = Spawn::new(
+        &env,
+        &[
+            "run",
+            "--events-file",
+            events.to_str().unwrap(),
+            "--",
+            "claude",
+            "--permission-mode",
+            "acceptEdits",
+        ],
+    );
+    spawn.cols = 100;
+    spawn.rows = 30;
+    spawn.cwd = Some(&work);
+    spawn.env.extend([
+        ("PATH".to_string(), path_with(&bin)),
+        ("HOME".to_string(), home.display().to_string()),
+        ("CLAUDE_CODE_NO_FLICKER".to_string(), "0".to_string()),
+        // Let the delegations finish after /exit instead of cancelling them.
+        ("MPM_EXECUTOR__ON_SESSION_EXIT".to_string(), "wait".to_string()),
+    ]);
+    spawn.env.extend(server.claude_env());
+    let mut p = spawn.start();
+    p.expect("\u{276f}");
+    p.send(b"please delegate the fibonacci task");
+    p.expect("fibonacci");
+    p.send(b"\r");
+    p.expect("Inline");
+    p.send(b"/exit");
+    p.expect("/exit");
+    p.send(b"\r");
+    assert_eq!(p.wait().code(), Some(0), "terminal:\n{}", p.text());
+
+    let evs: Vec<serde_json::Value> = std::fs::read_to_string(&events)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let of = |kind: &str| -> Vec<&serde_json::Value> {
+        evs.iter().filter(|e| e["kind"] == kind).collect()
+    };
+    let mut delegations: Vec<(String, String)> = of("detection")
+        .into_iter()
+        .filter(|e| e["category"] == "delegation")
+        .map(|e| {
+            (
+                e["agent"].as_str().unwrap_or("").to_string(),
+                e["task"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    delegations.sort();
+    let agents: Vec<&str> = delegations.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(
+        agents,
+        ["documentation", "engineer", "engineer", "engineer", "qa", "qa"],
+        "{delegations:#?}"
+    );
+    assert!(
+        delegations
+            .iter()
+            .any(|(_, t)| t.starts_with("This is a deliberately long") && t.ends_with("report back.")),
+        "the wrapped delegation keeps its whole task: {delegations:#?}"
+    );
+    let finished = of("delegation.finished");
+    assert_eq!(finished.len(), 6, "{finished:#?}");
+    for f in &finished {
+        assert_eq!(f["status"], "success", "{f}");
+        let out = f["output_path"].as_str().expect("output_path");
+        assert!(std::path::Path::new(out).exists(), "{out}");
+    }
+    assert_eq!(of("delegation.started").len(), 6);
+    // The inline-forms line is prose: nothing for Ops.
+    assert!(!delegations.iter().any(|(a, _)| a == "ops"));
 }
