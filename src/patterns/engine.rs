@@ -69,11 +69,63 @@ struct Set {
     always: bool,
 }
 
+/// A literal prefilter.
 #[derive(Debug)]
-struct Gate {
-    ac: AhoCorasick,
-    /// Only at the content start (prefix literals of `^` patterns), or anywhere.
-    at_start: bool,
+enum Gate {
+    /// Prefix literals of `^` patterns, checked at the content start only: a table of their first
+    /// two bytes rejects most lines with one lookup, then an anchored Aho-Corasick run confirms.
+    Start {
+        pairs: Box<PairSet>,
+        ac: AhoCorasick,
+    },
+    /// Literals anywhere in the line: Teddy (SIMD) when the set is small enough, else Aho-Corasick.
+    Anywhere {
+        teddy: Option<aho_corasick::packed::Searcher>,
+        ac: AhoCorasick,
+    },
+}
+
+/// A set of two-byte prefixes (64 Ki bits = 8 KiB).
+struct PairSet([u64; 1024]);
+
+impl std::fmt::Debug for PairSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PairSet")
+    }
+}
+
+impl PairSet {
+    fn index(a: u8, b: u8) -> usize {
+        (usize::from(a) << 8) | usize::from(b)
+    }
+    fn insert(&mut self, a: u8, b: u8) {
+        let i = Self::index(a, b);
+        self.0[i / 64] |= 1 << (i % 64);
+    }
+    fn contains(&self, s: &[u8]) -> bool {
+        match s {
+            [a, b, ..] => {
+                let i = Self::index(*a, *b);
+                self.0[i / 64] & (1 << (i % 64)) != 0
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Gate {
+    fn admits(&self, content: &str) -> bool {
+        match self {
+            Gate::Start { pairs, ac } => {
+                pairs.contains(content.as_bytes())
+                    && ac.is_match(AcInput::new(content).anchored(AcAnchored::Yes))
+            }
+            Gate::Anywhere { teddy: Some(t), .. } if content.len() >= t.minimum_len() => {
+                t.find(content).is_some()
+            }
+            Gate::Anywhere { ac, .. } => ac.is_match(content),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -100,14 +152,7 @@ impl Set {
         if self.regex.is_none() {
             return false;
         }
-        self.always
-            || self.gates.iter().any(|g| {
-                if g.at_start {
-                    g.ac.is_match(AcInput::new(content).anchored(AcAnchored::Yes))
-                } else {
-                    g.ac.is_match(content)
-                }
-            })
+        self.always || self.gates.iter().any(|g| g.admits(content))
     }
 
     fn build(hirs: &[Hir], members: Vec<Member>, lits: Lits) -> Result<Set, PatternError> {
@@ -126,9 +171,25 @@ impl Set {
             Some(r)
         };
         let mut gates = Vec::new();
-        for (at_start, l) in [(true, lits.start), (false, lits.anywhere)] {
-            if let Some(ac) = build_ac(l, at_start)? {
-                gates.push(Gate { ac, at_start });
+        if !lits.start.is_empty() {
+            let mut pairs = Box::new(PairSet([0; 1024]));
+            for l in &lits.start {
+                // Prefix literals have at least MIN_PREFIX_LITERAL (2) bytes.
+                if let [a, b, ..] = l.as_slice() {
+                    pairs.insert(*a, *b);
+                }
+            }
+            if let Some(ac) = build_ac(lits.start, true)? {
+                gates.push(Gate::Start { pairs, ac });
+            }
+        }
+        if !lits.anywhere.is_empty() {
+            let mut config = aho_corasick::packed::Config::new();
+            config.match_kind(aho_corasick::packed::MatchKind::LeftmostFirst);
+            let mut b = config.builder();
+            let teddy = b.extend(&lits.anywhere).build();
+            if let Some(ac) = build_ac(lits.anywhere, false)? {
+                gates.push(Gate::Anywhere { teddy, ac });
             }
         }
         Ok(Set {
