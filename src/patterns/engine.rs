@@ -1,17 +1,19 @@
-//! The compiled engine: literal prefilters plus one multi-pattern regex.
+//! The compiled engine: literal prefilters plus multi-pattern regexes.
 //!
-//! Cost model, per line (see `bench-notes/engine.md` for figures):
+//! Cost model, per line (figures in `bench-notes/engine.md`):
 //! 1. [`normalize_line`]: a few byte checks at the line start.
-//! 2. The line-start prefilter: an anchored Aho-Corasick search of the prefix literals of every
-//!    `^`-anchored pattern, at the content start only (a handful of bytes, whatever the pack size).
-//! 3. The anywhere prefilter: one unanchored Aho-Corasick pass over the line for the literals of
-//!    patterns that are not line-anchored (in the built-in packs only a few, so it runs at memchr speed).
-//! 4. Only when a prefilter hits (or a pattern has no usable literal): one leftmost-first search of
-//!    the multi-pattern regex (`regex_automata::meta`), which gives the pattern id and its captures in
-//!    one pass.
+//! 2. Line-start gate: the prefix literals of every `^`-anchored pattern, checked at the content start
+//!    only — a two-byte table lookup, then an anchored Aho-Corasick run when the table hits.
+//! 3. Anywhere gate: `literals:` and the prefix literals of unanchored patterns, one SIMD (Teddy) or
+//!    Aho-Corasick pass over the line; [`Engine::detect_text`] runs it once over a whole block.
+//! 4. Only when a gate hits: one search of the multi-pattern regex (`regex_automata::meta`, built with
+//!    `new_many` semantics from all patterns) that yields the pattern id and span — anchored at the
+//!    start for the `^` set, which dies within a few bytes; then the captures of that one pattern,
+//!    from its own small regex inside the span, so the capture cost does not grow with the pack.
 //!
 //! A line with no literal hit costs steps 1–3. Word boundaries `\b`/`\B` are ASCII (rewritten in the
-//! syntax tree) so the regex stays on the lazy DFA; `\w`, `.` and classes stay Unicode.
+//! syntax tree) so the regexes stay on the lazy DFA; `\w`, `.` and classes stay Unicode. Literals are
+//! case-sensitive.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
