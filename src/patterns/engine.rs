@@ -223,6 +223,12 @@ impl Engine {
         &self.infos
     }
 
+    /// The agent-name resolver the engine uses (registry names and aliases), for callers that get an
+    /// agent name from elsewhere (a transcript `tool_use` block, a socket request).
+    pub fn resolver(&self) -> &AgentResolver {
+        &self.resolver
+    }
+
     /// All detections in one logical line of already de-styled text: at most one per category (the
     /// leftmost match; at one position the earlier pattern wins). Pure; no I/O; allocates only when
     /// a prefilter hits. Only the first [`MAX_LINE_BYTES`] are examined.
