@@ -417,7 +417,11 @@ fn a_50_mb_line_costs_one_capped_scan() {
     let line = unit.repeat((50 << 20) / unit.len() + 1);
     assert!(line.len() >= 50 << 20);
     assert!(engine.detect(&line, TextSource::Screen).is_empty());
-    assert!(engine.detect_bytes(line.as_bytes(), TextSource::Screen).is_empty());
+    assert!(
+        engine
+            .detect_bytes(line.as_bytes(), TextSource::Screen)
+            .is_empty()
+    );
     // A real ticket at the start of such a line is still found, with its text capped.
     let ticket = format!("TODO: {line}");
     let d = engine.detect(&ticket, TextSource::Text);
@@ -431,6 +435,9 @@ fn a_50_mb_line_costs_one_capped_scan() {
 #[test]
 fn resolver_is_exposed() {
     let engine = engine();
-    assert_eq!(engine.resolver().resolve("Version Control Agent"), Some("version-control"));
+    assert_eq!(
+        engine.resolver().resolve("Version Control Agent"),
+        Some("version-control")
+    );
     assert_eq!(engine.resolver().resolve("general-purpose"), None);
 }
