@@ -3,7 +3,12 @@
 //! Pattern files (built-in `patterns/*.yaml`, compiled into the binary, then user files) are merged
 //! by id in contract order — built-in < `$XDG_CONFIG_HOME/mpm/patterns/*.yaml` <
 //! `./.mpm/patterns/*.yaml` < `--patterns` — and every active pattern is compiled into one
-//! [`Engine`]: a literal prefilter plus one multi-pattern regex. See [`Engine`] for costs.
+//! [`Engine`]: literal prefilters plus multi-pattern regexes. See [`Engine`] for costs.
+//!
+//! Callers: [`Engine::detect`] per logical line (screen rows after line assembly),
+//! [`Engine::detect_text`] for a block of lines (transcript text, `-p` output, plain text; faster),
+//! [`CodeFence`] to skip fenced code in markdown sources. Lines are normalised inside
+//! ([`normalize_line`]); callers pass de-styled text with decorations still on.
 //!
 //! ```
 //! use mpm::events::TextSource;
@@ -17,6 +22,7 @@
 
 mod agents;
 mod engine;
+mod fence;
 mod file;
 mod normalize;
 
@@ -27,6 +33,7 @@ use serde::Serialize;
 
 pub use agents::AgentResolver;
 pub use engine::{Engine, MAX_LINE_BYTES};
+pub use fence::CodeFence;
 pub use normalize::{MAX_STRIP_STEPS, normalize_line};
 
 use crate::config::AgentConfig;

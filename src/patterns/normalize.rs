@@ -2,7 +2,7 @@
 //! line-anchored patterns (`^TODO:`, `^\*\*X Agent\*\*:`) see the content itself.
 //!
 //! Stripped, repeatedly and in any order (at most [`MAX_STRIP_STEPS`] markers): leading whitespace
-//! (ASCII and U+00A0), claude's TUI decorations `●` `⏺` `⎿` `▎` `❯` `│`, markdown blockquote `>`,
+//! (ASCII and U+00A0) and control characters, claude's TUI decorations `●` `⏺` `⎿` `▎` `❯` `│`, markdown blockquote `>`,
 //! list markers `-` `*` `+` `1.` `1)` and task boxes `[ ]` `[x]` (each only when followed by a
 //! space or the end of the line). Trailing whitespace (incl. `\r`) is stripped too.
 //!
@@ -33,8 +33,10 @@ fn is_ws(c: char) -> bool {
     c == ' ' || c == '\t' || c == '\u{a0}' || c == '\r'
 }
 
+/// Leading whitespace and C0 control characters (a BEL or other control left over by a naive
+/// escape stripper is not content).
 fn trim_start_ws(s: &str) -> &str {
-    s.trim_start_matches(is_ws)
+    s.trim_start_matches(|c: char| is_ws(c) || c.is_ascii_control())
 }
 
 /// `rest` when `s` is `marker` followed by whitespace or nothing.
@@ -129,6 +131,7 @@ mod tests {
             ("-", ""),
             ("1234. x", "1234. x"),
             ("TODO: x\r", "TODO: x"),
+            ("\u{7}error: API Error: 400", "error: API Error: 400"),
         ];
         for (input, want) in cases {
             assert_eq!(normalize_line(input), *want, "input {input:?}");
