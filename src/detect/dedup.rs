@@ -13,7 +13,7 @@
 //!
 //! The handle is cheap to clone and shared between the screen pipeline and the transcript tailer.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use crate::events::Detection;
@@ -26,7 +26,7 @@ const MAX_KEYS: usize = 100_000;
 struct State {
     exact: HashSet<String>,
     /// Normalised texts per `category + agent/type` group, for the prefix rule.
-    groups: HashMap<String, Vec<String>>,
+    groups: HashMap<String, BTreeSet<String>>,
 }
 
 /// The session's de-duplication memory; clones share it.
@@ -74,10 +74,13 @@ fn key_parts(d: &Detection) -> (String, String) {
     )
 }
 
-fn is_word_prefix(short: &str, long: &str) -> bool {
-    long.len() > short.len()
-        && long.starts_with(short)
-        && long[short.len()..].starts_with(' ')
+/// Is some recorded text `text` followed by a space and more words? O(log n): the candidates sort
+/// right after `"<text> "`.
+fn extends(set: &BTreeSet<String>, text: &str) -> bool {
+    let probe = format!("{text} ");
+    set.range::<str, _>((std::ops::Bound::Included(probe.as_str()), std::ops::Bound::Unbounded))
+        .next()
+        .is_some_and(|s| s.starts_with(&probe))
 }
 
 impl Dedup {
@@ -102,7 +105,7 @@ impl Dedup {
             && st
                 .groups
                 .get(&group)
-                .is_some_and(|v| v.iter().any(|s| is_word_prefix(&text, s)))
+                .is_some_and(|set| extends(set, &text))
         {
             return false;
         }
@@ -112,7 +115,7 @@ impl Dedup {
         }
         st.exact.insert(key);
         if prefix_rule {
-            st.groups.entry(group).or_default().push(text);
+            st.groups.entry(group).or_default().insert(text);
         }
         true
     }

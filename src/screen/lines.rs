@@ -125,56 +125,95 @@ impl LineReader {
             ReadKind::FeedEnd | ReadKind::PassEnd => screen.cursor_row(),
         };
         std::mem::swap(&mut self.scratch, screen.history_mut());
-        let nhist = self.scratch.len();
         {
-            let (hist, vis) = (&mut self.scratch, screen.rows_mut());
-            let mut view: Vec<&mut Row> = hist.iter_mut().collect();
-            view.extend(vis.iter_mut().take(limit));
-            assemble(&mut view, nhist, kind, cols, out);
+            let vis = screen.rows_mut();
+            let limit = limit.min(vis.len());
+            let mut rows = Rows {
+                hist: &mut self.scratch,
+                vis: &mut vis[..limit],
+            };
+            // Fast path: nothing changed since the last read (most pass ends during a redraw).
+            if rows.any_unseen() {
+                assemble(&mut rows, kind, cols, out);
+            }
         }
         let drained = std::mem::take(&mut self.scratch);
         screen.recycle(drained);
     }
 }
 
-fn assemble(view: &mut [&mut Row], nhist: usize, kind: ReadKind, cols: usize, out: &mut Vec<String>) {
-    let n = view.len();
+/// The rows being read: scrolled-out ones first, then the visible ones, without copying.
+struct Rows<'a> {
+    hist: &'a mut [Row],
+    vis: &'a mut [Row],
+}
+
+impl Rows<'_> {
+    fn len(&self) -> usize {
+        self.hist.len() + self.vis.len()
+    }
+
+    fn get(&self, i: usize) -> &Row {
+        if i < self.hist.len() {
+            &self.hist[i]
+        } else {
+            &self.vis[i - self.hist.len()]
+        }
+    }
+
+    fn get_mut(&mut self, i: usize) -> &mut Row {
+        if i < self.hist.len() {
+            &mut self.hist[i]
+        } else {
+            &mut self.vis[i - self.hist.len()]
+        }
+    }
+
+    fn any_unseen(&self) -> bool {
+        self.hist.iter().chain(self.vis.iter()).any(|r| !r.seen)
+    }
+
+    /// Row `i` with its text built.
+    fn text(&mut self, i: usize) -> &Row {
+        self.get_mut(i).ensure_text();
+        self.get(i)
+    }
+}
+
+fn assemble(rows: &mut Rows<'_>, kind: ReadKind, cols: usize, out: &mut Vec<String>) {
+    let n = rows.len();
+    let nhist = rows.hist.len();
     let mut i = 0;
     while i < n {
-        if view[i].is_blank() {
-            view[i].seen = true;
+        if rows.text(i).cached_text().is_empty() {
+            rows.get_mut(i).seen = true;
             i += 1;
             continue;
         }
-        let (first_start, _) = text_start(view[i].text());
+        let (first_start, _) = text_start(rows.get(i).cached_text());
         let mut j = i;
         while j + 1 < n && j - i + 1 < MAX_JOIN_ROWS {
-            let a_wrapped = view[j].wrapped;
-            let (a, b) = {
-                let (left, right) = view.split_at_mut(j + 1);
-                (left[j].text().to_owned(), right[0].text().to_owned())
-            };
-            if !continues(&a, a_wrapped, &b, first_start, cols) {
+            rows.text(j + 1);
+            let (a, b) = (rows.get(j), rows.get(j + 1));
+            if !continues(a.cached_text(), a.wrapped, b.cached_text(), first_start, cols) {
                 break;
             }
             j += 1;
         }
-        let last_wrapped = view[j].wrapped;
+        let last = rows.get(j);
         let incomplete = kind == ReadKind::FeedEnd
             && j + 1 == n
             && j >= nhist
-            && may_continue(view[j].text(), last_wrapped, cols);
+            && may_continue(last.cached_text(), last.wrapped, cols);
         if incomplete {
             break;
         }
-        if view[i..=j].iter().any(|r| !r.seen) {
+        if (i..=j).any(|k| !rows.get(k).seen) {
             let mut line = String::new();
             for k in i..=j {
-                let joined_by_wrap = k > i && view[k - 1].wrapped;
-                let t = view[k].text();
-                if k == i {
-                    line.push_str(t);
-                } else if joined_by_wrap {
+                let joined_by_wrap = k > i && rows.get(k - 1).wrapped;
+                let t = rows.get(k).cached_text();
+                if k == i || joined_by_wrap {
                     line.push_str(t);
                 } else {
                     line.push(' ');
@@ -190,8 +229,8 @@ fn assemble(view: &mut [&mut Row], nhist: usize, kind: ReadKind, cols: usize, ou
                 }
             }
             out.push(line);
-            for r in view[i..=j].iter_mut() {
-                r.seen = true;
+            for k in i..=j {
+                rows.get_mut(k).seen = true;
             }
         }
         i = j + 1;

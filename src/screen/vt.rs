@@ -60,6 +60,18 @@ impl Row {
 
     /// The row's text, trailing blanks removed, wide-character tails skipped.
     pub fn text(&mut self) -> &str {
+        self.ensure_text();
+        self.text.as_deref().unwrap_or("")
+    }
+
+    /// The text built by [`Row::text`] or [`Row::ensure_text`]; empty if it was not built since the
+    /// last change.
+    pub fn cached_text(&self) -> &str {
+        self.text.as_deref().unwrap_or("")
+    }
+
+    /// Build the cached text if a change dropped it.
+    pub fn ensure_text(&mut self) {
         if self.text.is_none() {
             let end = self
                 .cells
@@ -72,7 +84,6 @@ impl Row {
                 .collect();
             self.text = Some(s);
         }
-        self.text.as_deref().unwrap_or("")
     }
 
     /// True when every cell is blank.
