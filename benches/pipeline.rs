@@ -30,23 +30,25 @@ fn generate(target: usize) -> Vec<u8> {
     let mut i: u64 = 0;
     while out.len() < target {
         i += 1;
-        let line: String = match i % 16 {
+        // A 32-line cycle: 3 lines to detect (a delegation, a ticket, an error), the rest prose, code,
+        // tool output, status redraws and a synchronized frame, as a TUI session shows them.
+        let line: String = match i % 32 {
             0 => format!("\x1b[38;5;231m\u{25cf}\x1b[3G\x1b[39mI'll coordinate step {i} by delegating to the specialist\x1b[60Gagents.\r\r\n"),
             1 => format!("  \x1b[1mEngineer Agent\x1b[22m: implement feature {i} with tests and docs\x1b[K\r\n"),
-            2 => format!("\x1b[3GTODO:\x1b[9Gadd\x1b[13Ga\x1b[15Gbenchmark\x1b[25Gfor\x1b[29Gcase\x1b[34G{i}\r\n"),
-            3 => format!("\x1b[3G\x1b[94mdef\x1b[7G\x1b[33mfib{i}\x1b[39m(n:\x1b[20G\x1b[36mint\x1b[39m)\x1b[25G->\x1b[28G\x1b[36mint\x1b[39m:\r\n"),
-            4 => "\x1b[7G\x1b[94mreturn\x1b[14G\x1b[39ma + b\x1b[K\r\n".to_string(),
-            5 => format!("\x1b[3GDelegating\x1b[14Gto\x1b[17GQA\x1b[20GAgent:\x1b[27Gverify\x1b[34Gbuild\x1b[40G{i}\r\n"),
-            6 => format!("  Plain prose line number {i} that explains what the agent is doing right now.\r\n"),
-            7 => "\x1b[2K\x1b[1A\x1b[2K\x1b[1A\x1b[2K\x1b[G\x1b[38;5;174m\u{2722}\x1b[39m Composing\u{2026}\x1b[K\r\n\x1b[38;5;246m\u{2500}\u{2500}\u{2500}\u{2500}\u{2500}\u{2500}\u{2500}\u{2500}\x1b[39m\r\n".to_string(),
-            8 => format!("\x1b[3GError:\x1b[10GModuleNotFoundError:\x1b[31GNo\x1b[34Gmodule\x1b[41Gnamed\x1b[47Gm{i}\r\n"),
+            2 | 17 => format!("  Plain prose line number {i} that explains what the agent is doing right now.\r\n"),
+            3 | 18 => format!("\x1b[3G\x1b[94mdef\x1b[7G\x1b[33mfib{i}\x1b[39m(n:\x1b[20G\x1b[36mint\x1b[39m)\x1b[25G->\x1b[28G\x1b[36mint\x1b[39m:\r\n"),
+            4 | 19 => "\x1b[7G\x1b[94mreturn\x1b[14G\x1b[39ma + b\x1b[K\r\n".to_string(),
+            5 | 20 => format!("\x1b[3GThe\x1b[7Gchange\x1b[14Gtouches\x1b[22Gmodule\x1b[29G{i}\x1b[36Gand\x1b[40Gits\x1b[44Gtests.\r\n"),
+            6 => format!("\x1b[3GTODO:\x1b[9Gadd\x1b[13Ga\x1b[15Gbenchmark\x1b[25Gfor\x1b[29Gcase\x1b[34G{i}\r\n"),
+            7 | 23 => "\x1b[2K\x1b[1A\x1b[2K\x1b[1A\x1b[2K\x1b[G\x1b[38;5;174m\u{2722}\x1b[39m Composing\u{2026}\x1b[K\r\n\x1b[38;5;246m\u{2500}\u{2500}\u{2500}\u{2500}\u{2500}\u{2500}\u{2500}\u{2500}\x1b[39m\r\n".to_string(),
+            8 | 24 => format!("  \u{23bf}  Ran tool call {i} in 0.3 s\r\n"),
             9 => "\x1b[?2026h\x1b[2K\x1b[1A\x1b[2K\x1b[G\x1b[38;5;246mstatus: working\x1b[39m\r\n\x1b[?2026l".to_string(),
-            10 => format!("  \x1b[38;5;153mTask(Engineer: inline mention {i})\x1b[62G\x1b[39mand more prose here\r\n"),
-            11 => format!("\x1b]0;\u{25d0} Claude Code\x07  Another ordinary sentence, {i}, with \x1b[1mbold\x1b[22m and \x1b[3mitalic\x1b[23m words.\r\n"),
-            12 => format!("\x1b[3G\x1b[1mQA\x1b[6GAgent\x1b[22m:\x1b[13Gtest the\x1b[22Gimplementation\x1b[37G{i}\r\n"),
-            13 => "\r\n".to_string(),
-            14 => format!("  \u{23bf}  Ran tool call {i} in 0.3 s\r\n"),
-            _ => format!("\x1b[3GBUG:\x1b[8Gthing\x1b[14G{i}\x1b[22Gbreaks\x1b[29Gon\x1b[32Gedge\x1b[37Gcases\r\n"),
+            10 | 26 => format!("  \x1b[38;5;153mcargo test\x1b[62G\x1b[39mran {i} tests in the workspace\r\n"),
+            11 | 27 => format!("\x1b]0;\u{25d0} Claude Code\x07  Another ordinary sentence, {i}, with \x1b[1mbold\x1b[22m and \x1b[3mitalic\x1b[23m words.\r\n"),
+            12 => format!("\x1b[3GError:\x1b[10GModuleNotFoundError:\x1b[31GNo\x1b[34Gmodule\x1b[41Gnamed\x1b[47Gm{i}\r\n"),
+            13 | 29 => "\r\n".to_string(),
+            14 | 30 => format!("\x1b[3G-\x1b[5Gupdated\x1b[13Gsrc/lib{i}.rs\x1b[30Gand\x1b[34Gthe\x1b[38Gdocs\r\n"),
+            _ => format!("    let value_{i} = compute(input, {i}).unwrap_or_default();\r\n"),
         };
         out.extend_from_slice(line.as_bytes());
     }
@@ -149,6 +151,19 @@ fn main() {
         }
         found + p.finish().len()
     });
+    struct Null;
+    impl mpm::detect::Matcher for Null {
+        fn detect(&self, _: &str, _: TextSource) -> Vec<mpm::events::Detection> {
+            Vec::new()
+        }
+    }
+    let (t_lines, _) = best_of(3, || {
+        let mut p = Pipeline::with_matcher(Arc::new(Null), 100, 30);
+        for c in input.chunks(CHUNK) {
+            p.feed(c);
+        }
+        p.finish().len()
+    });
     let (t_screen, _) = best_of(3, || {
         let mut s = Screen::new(100, 30);
         for c in input.chunks(CHUNK) {
@@ -177,6 +192,7 @@ fn main() {
         println!("| {name} | {:.0} | {:.2}x |", mbps(n, t), t_pipe / t);
     };
     row("mpm pipeline: screen + lines + engine + dedup", t_pipe);
+    row("mpm screen model + line reader (engine stubbed out)", t_lines);
     row("mpm screen model alone", t_screen);
     row("vt100 0.16 parser alone (no lines, no engine)", t_vt100);
     row("naive strip + split + engine (wrong on real TUIs)", t_naive);

@@ -132,9 +132,14 @@ impl LineReader {
                 hist: &mut self.scratch,
                 vis: &mut vis[..limit],
             };
-            // Fast path: nothing changed since the last read (most pass ends during a redraw).
-            if rows.any_unseen() {
-                assemble(&mut rows, kind, cols, out);
+            // Only the rows around a change are grouped: nothing before the blank row above the first
+            // changed row (lines never span a blank row), nothing after the line holding the last.
+            if let Some((first, last)) = rows.unseen_span() {
+                let mut from = first;
+                while from > 0 && !rows.text(from - 1).cached_text().is_empty() {
+                    from -= 1;
+                }
+                assemble(&mut rows, from, last, kind, cols, out);
             }
         }
         let drained = std::mem::take(&mut self.scratch);
@@ -169,8 +174,15 @@ impl Rows<'_> {
         }
     }
 
-    fn any_unseen(&self) -> bool {
-        self.hist.iter().chain(self.vis.iter()).any(|r| !r.seen)
+    /// The first and last row whose content was not read yet.
+    fn unseen_span(&self) -> Option<(usize, usize)> {
+        let mut it = self.hist.iter().chain(self.vis.iter());
+        let first = it.position(|r| !r.seen)?;
+        let last = (first..self.len())
+            .rev()
+            .find(|&i| !self.get(i).seen)
+            .unwrap_or(first);
+        Some((first, last))
     }
 
     /// Row `i` with its text built.
@@ -180,11 +192,20 @@ impl Rows<'_> {
     }
 }
 
-fn assemble(rows: &mut Rows<'_>, kind: ReadKind, cols: usize, out: &mut Vec<String>) {
+/// Group rows `from..` into logical lines, up to the one that holds row `last`, and emit those with a
+/// changed row.
+fn assemble(
+    rows: &mut Rows<'_>,
+    from: usize,
+    last: usize,
+    kind: ReadKind,
+    cols: usize,
+    out: &mut Vec<String>,
+) {
     let n = rows.len();
     let nhist = rows.hist.len();
-    let mut i = 0;
-    while i < n {
+    let mut i = from;
+    while i < n && i <= last {
         if rows.text(i).cached_text().is_empty() {
             rows.get_mut(i).seen = true;
             i += 1;

@@ -870,6 +870,11 @@ impl Screen {
         self.rows[top..=bottom].rotate_left(n);
         if self.history.len() >= HISTORY_CAP {
             obs(self, Hook::HistoryFull);
+            // An observer that does not drain: keep the newest rows only (bounded memory).
+            if self.history.len() >= HISTORY_CAP {
+                let old: Vec<Row> = self.history.drain(..HISTORY_CAP / 2).collect();
+                self.recycle(old);
+            }
         }
     }
 
