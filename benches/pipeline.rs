@@ -141,7 +141,10 @@ fn main() {
     let engine = Arc::new(Engine::builder().build().expect("built-in engine"));
     let input = generate(50 * 1024 * 1024);
     let n = input.len();
-    println!("input: {:.1} MB generated session, fed in {CHUNK}-byte reads\n", n as f64 / 1e6);
+    println!(
+        "input: {:.1} MB generated session, fed in {CHUNK}-byte reads\n",
+        n as f64 / 1e6
+    );
 
     let (t_pipe, found) = best_of(3, || {
         let mut p = Pipeline::new(engine.clone(), 100, 30);
@@ -192,11 +195,16 @@ fn main() {
         println!("| {name} | {:.0} | {:.2}x |", mbps(n, t), t_pipe / t);
     };
     row("mpm pipeline: screen + lines + engine + dedup", t_pipe);
-    row("mpm screen model + line reader (engine stubbed out)", t_lines);
+    row(
+        "mpm screen model + line reader (engine stubbed out)",
+        t_lines,
+    );
     row("mpm screen model alone", t_screen);
     row("vt100 0.16 parser alone (no lines, no engine)", t_vt100);
     row("naive strip + split + engine (wrong on real TUIs)", t_naive);
-    println!("\npipeline detections (after dedup): {found}; naive loop matches (no dedup): {naive_found}");
+    println!(
+        "\npipeline detections (after dedup): {found}; naive loop matches (no dedup): {naive_found}"
+    );
 
     let Some(dir) = shared_captures() else {
         println!("\n(captures not found: set MPM_SHARED_DIR for the correctness comparison)");
@@ -205,18 +213,33 @@ fn main() {
     println!("\nScreen rows vs vt100 0.16 at every recorded read burst (100x30):\n");
     println!("| capture | snapshots | differing | first difference |");
     println!("| --- | ---: | ---: | --- |");
-    for name in ["fullscreen", "classic", "screenreader", "agent_classic", "print_mode"] {
-        let Ok(bytes) = std::fs::read(dir.join(format!("{name}.raw"))) else { continue };
-        let tsv = std::fs::read_to_string(dir.join(format!("{name}.raw.timing.tsv"))).unwrap_or_default();
+    for name in [
+        "fullscreen",
+        "classic",
+        "screenreader",
+        "agent_classic",
+        "print_mode",
+    ] {
+        let Ok(bytes) = std::fs::read(dir.join(format!("{name}.raw"))) else {
+            continue;
+        };
+        let tsv =
+            std::fs::read_to_string(dir.join(format!("{name}.raw.timing.tsv"))).unwrap_or_default();
         let cuts: Vec<usize> = tsv
             .lines()
             .filter(|l| l.contains("\tout "))
             .filter_map(|l| l.split('\t').next()?.parse().ok())
             .collect();
         let (s, b, d) = compare_with_vt100(&bytes, &cuts);
-        println!("| {name} (recorded reads) | {s} | {b} | {} |", d.unwrap_or_default().replace('\n', " "));
+        println!(
+            "| {name} (recorded reads) | {s} | {b} | {} |",
+            d.unwrap_or_default().replace('\n', " ")
+        );
         let every: Vec<usize> = (1..bytes.len()).collect();
         let (s1, b1, d1) = compare_with_vt100(&bytes, &every);
-        println!("| {name} (every byte) | {s1} | {b1} | {} |", d1.unwrap_or_default().replace('\n', " "));
+        println!(
+            "| {name} (every byte) | {s1} | {b1} | {} |",
+            d1.unwrap_or_default().replace('\n', " ")
+        );
     }
 }

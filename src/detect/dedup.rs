@@ -63,11 +63,7 @@ fn key_parts(d: &Detection) -> (String, String) {
         .as_deref()
         .or(d.ticket_type.as_deref())
         .unwrap_or("");
-    let what = d
-        .task
-        .as_deref()
-        .or(d.title.as_deref())
-        .unwrap_or(&d.text);
+    let what = d.task.as_deref().or(d.title.as_deref()).unwrap_or(&d.text);
     (
         format!("{}\u{1f}{}", d.category, who.to_lowercase()),
         normalize_key_text(what),
@@ -78,9 +74,12 @@ fn key_parts(d: &Detection) -> (String, String) {
 /// right after `"<text> "`.
 fn extends(set: &BTreeSet<String>, text: &str) -> bool {
     let probe = format!("{text} ");
-    set.range::<str, _>((std::ops::Bound::Included(probe.as_str()), std::ops::Bound::Unbounded))
-        .next()
-        .is_some_and(|s| s.starts_with(&probe))
+    set.range::<str, _>((
+        std::ops::Bound::Included(probe.as_str()),
+        std::ops::Bound::Unbounded,
+    ))
+    .next()
+    .is_some_and(|s| s.starts_with(&probe))
 }
 
 impl Dedup {
@@ -102,10 +101,7 @@ impl Dedup {
         let prefix_rule = d.category == "delegation" || d.category == "ticket";
         if prefix_rule
             && !text.is_empty()
-            && st
-                .groups
-                .get(&group)
-                .is_some_and(|set| extends(set, &text))
+            && st.groups.get(&group).is_some_and(|set| extends(set, &text))
         {
             return false;
         }
@@ -157,7 +153,11 @@ mod tests {
     #[test]
     fn word_prefix_of_a_recorded_task_is_a_repeat() {
         let d = Dedup::new();
-        assert!(d.admit(&deleg("engineer", "a long task that wraps", TextSource::Screen)));
+        assert!(d.admit(&deleg(
+            "engineer",
+            "a long task that wraps",
+            TextSource::Screen
+        )));
         assert!(!d.admit(&deleg("engineer", "a long task that", TextSource::Screen)));
         // Not a whole-word prefix: a different task.
         assert!(d.admit(&deleg("engineer", "a long task th", TextSource::Screen)));
@@ -173,6 +173,9 @@ mod tests {
 
     #[test]
     fn normalisation() {
-        assert_eq!(normalize_key_text("● API Error: 400  Bad.\n"), "api error: 400 bad");
+        assert_eq!(
+            normalize_key_text("● API Error: 400  Bad.\n"),
+            "api error: 400 bad"
+        );
     }
 }

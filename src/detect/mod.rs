@@ -284,7 +284,10 @@ mod tests {
         d.extend(p.finish());
         assert_eq!(d.len(), 1);
         let mut t = Pipeline::with_matcher(Arc::new(Stub), 1, 1).with_dedup(p.dedup());
-        assert!(t.feed_markdown("QA Agent: test it.", TextSource::Transcript).is_empty());
+        assert!(
+            t.feed_markdown("QA Agent: test it.", TextSource::Transcript)
+                .is_empty()
+        );
     }
 
     #[test]

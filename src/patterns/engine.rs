@@ -16,9 +16,9 @@
 use std::collections::BTreeMap;
 
 use aho_corasick::{AhoCorasick, Anchored as AcAnchored, Input as AcInput, MatchKind, StartKind};
+use regex_automata::Input;
 use regex_automata::meta;
 use regex_automata::util::captures::Captures;
-use regex_automata::Input;
 use regex_syntax::hir::literal::{ExtractKind, Extractor};
 use regex_syntax::hir::{Hir, HirKind, Look};
 

@@ -216,7 +216,13 @@ fn assemble(
         while j + 1 < n && j - i + 1 < MAX_JOIN_ROWS {
             rows.text(j + 1);
             let (a, b) = (rows.get(j), rows.get(j + 1));
-            if !continues(a.cached_text(), a.wrapped, b.cached_text(), first_start, cols) {
+            if !continues(
+                a.cached_text(),
+                a.wrapped,
+                b.cached_text(),
+                first_start,
+                cols,
+            ) {
                 break;
             }
             j += 1;
@@ -328,7 +334,11 @@ negative input, keep it O(n) time and O(1) space, and report back."
 
     #[test]
     fn redraw_of_identical_text_is_not_read_again() {
-        let out = lines_of(40, 5, b"  TODO: a\r\n\x1b[H  TODO: a\r\n\x1b[H  TODO: b\r\n");
+        let out = lines_of(
+            40,
+            5,
+            b"  TODO: a\r\n\x1b[H  TODO: a\r\n\x1b[H  TODO: b\r\n",
+        );
         assert_eq!(out, ["  TODO: a", "  TODO: b"]);
     }
 }
@@ -341,9 +351,17 @@ mod dump {
     #[ignore]
     fn dump_captures() {
         let dir = std::env::var("MPM_SHARED_DIR").unwrap_or("../../shared".into());
-        for name in ["fullscreen", "classic", "screenreader", "agent_classic", "print_mode"] {
+        for name in [
+            "fullscreen",
+            "classic",
+            "screenreader",
+            "agent_classic",
+            "print_mode",
+        ] {
             let path = format!("{dir}/realclient/captures/{name}.raw");
-            let Ok(bytes) = std::fs::read(&path) else { continue };
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
             let mut s = Screen::new(100, 30);
             let mut r = LineReader::new();
             let mut out = Vec::new();

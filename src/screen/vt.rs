@@ -937,7 +937,11 @@ mod tests {
             let mut s = Screen::new(20, 2);
             s.feed(&bytes[..cut], &mut |_, _| {});
             s.feed(&bytes[cut..], &mut |_, _| {});
-            assert_eq!(s.contents().lines().next(), Some("\u{25cf} Agent"), "cut {cut}");
+            assert_eq!(
+                s.contents().lines().next(),
+                Some("\u{25cf} Agent"),
+                "cut {cut}"
+            );
         }
     }
 
@@ -982,9 +986,10 @@ mod tests {
     fn moving_up_ends_a_pass() {
         let mut s = Screen::new(10, 3);
         let mut hooks = Vec::new();
-        s.feed(b"a\r\nb\x1b[H\x1b[?2026hx\x1b[Hy\x1b[?2026l", &mut |_, h| {
-            hooks.push(h)
-        });
+        s.feed(
+            b"a\r\nb\x1b[H\x1b[?2026hx\x1b[Hy\x1b[?2026l",
+            &mut |_, h| hooks.push(h),
+        );
         assert_eq!(hooks, [Hook::PassEnd, Hook::PassEnd]);
     }
 }
