@@ -50,7 +50,13 @@ pub fn normalize_key_text(s: &str) -> String {
         .char_indices()
         .find(|(_, c)| c.is_alphanumeric() || *c == '[' || *c == '(')
         .map_or(out.len(), |(i, _)| i);
-    let trimmed = out[start..].trim_end_matches(|c: char| {
+    // The screen reader prints errors as `error: <text>`; `<text>` is what the other sources show.
+    let body = &out[start..];
+    let body = match body.strip_prefix("error: ") {
+        Some(rest) if rest.contains("error") => rest,
+        _ => body,
+    };
+    let trimmed = body.trim_end_matches(|c: char| {
         c.is_whitespace() || matches!(c, '.' | ',' | ';' | ':' | '!' | '?' | '*' | '_' | '`')
     });
     trimmed.to_string()
