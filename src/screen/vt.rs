@@ -318,6 +318,13 @@ impl Screen {
                     self.print_ascii(&bytes[start..i], obs);
                     continue;
                 }
+                // Fast path: a whole CSI sequence inside this chunk.
+                if bytes[i] == 0x1b
+                    && let Some(next) = self.fast_csi(bytes, i, obs)
+                {
+                    i = next;
+                    continue;
+                }
             }
             let b = bytes[i];
             i += 1;
@@ -325,27 +332,100 @@ impl Screen {
         }
     }
 
-    fn print_ascii<F: FnMut(&mut Screen, Hook)>(&mut self, run: &[u8], obs: &mut F) {
-        for &b in run {
+    /// Parse and run the CSI sequence at `bytes[at]` (ESC) when it is complete and plain; returns the
+    /// index after it, or `None` to let the byte-wise parser handle it (split or unusual sequences).
+    fn fast_csi<F: FnMut(&mut Screen, Hook)>(
+        &mut self,
+        bytes: &[u8],
+        at: usize,
+        obs: &mut F,
+    ) -> Option<usize> {
+        if bytes.get(at + 1) != Some(&b'[') {
+            return None;
+        }
+        let mut i = at + 2;
+        self.nparams = 0;
+        self.cur_param = None;
+        self.private = 0;
+        self.intermediate = false;
+        if let Some(&p @ b'<'..=b'?') = bytes.get(i) {
+            self.private = p;
+            i += 1;
+        }
+        while i < bytes.len() {
+            let b = bytes[i];
+            match b {
+                b'0'..=b'9' => {
+                    let d = u32::from(b - b'0');
+                    self.cur_param = Some(
+                        self.cur_param
+                            .unwrap_or(0)
+                            .saturating_mul(10)
+                            .saturating_add(d)
+                            .min(65535),
+                    );
+                }
+                b';' | b':' => self.push_param(),
+                0x20..=0x2f => self.intermediate = true,
+                0x40..=0x7e => {
+                    self.push_param();
+                    self.csi_dispatch(b, obs);
+                    return Some(i + 1);
+                }
+                // Controls inside, a late private marker, or anything odd: the slow path decides.
+                _ => return None,
+            }
+            i += 1;
+        }
+        None
+    }
+
+    fn print_ascii<F: FnMut(&mut Screen, Hook)>(&mut self, mut run: &[u8], obs: &mut F) {
+        while !run.is_empty() {
             if self.pending_wrap || self.x >= self.cols {
                 self.wrap(obs);
             }
+            let (x, cols) = (self.x, self.cols);
+            let n = run.len().min(cols - x);
             let row = &mut self.rows[self.y];
-            let c = char::from(b);
-            if row.cells[self.x] != c {
-                if row.cells[self.x] == WIDE_TAIL && self.x > 0 {
-                    row.cells[self.x - 1] = ' ';
+            // Half of a wide character at either edge of the written span becomes blank.
+            let left_tail = row.cells[x] == WIDE_TAIL && x > 0;
+            let right_tail = x + n < cols && row.cells[x + n] == WIDE_TAIL;
+            let mut changed = false;
+            for (cell, &b) in row.cells[x..x + n].iter_mut().zip(&run[..n]) {
+                let c = char::from(b);
+                if *cell != c {
+                    *cell = c;
+                    changed = true;
                 }
-                row.cells[self.x] = c;
-                if self.x + 1 < self.cols && row.cells[self.x + 1] == WIDE_TAIL {
-                    row.cells[self.x + 1] = ' ';
+            }
+            if changed {
+                if left_tail {
+                    row.cells[x - 1] = ' ';
+                }
+                if right_tail {
+                    row.cells[x + n] = ' ';
                 }
                 row.touch();
             }
-            if self.x + 1 >= self.cols {
-                self.pending_wrap = self.autowrap;
+            run = &run[n..];
+            if x + n >= cols {
+                self.x = cols - 1;
+                if self.autowrap {
+                    self.pending_wrap = true;
+                } else {
+                    // No autowrap: the rest overwrites the last column; only its last byte remains.
+                    if let Some(&last) = run.last() {
+                        let row = &mut self.rows[self.y];
+                        if row.cells[cols - 1] != char::from(last) {
+                            row.cells[cols - 1] = char::from(last);
+                            row.touch();
+                        }
+                    }
+                    run = &[];
+                }
             } else {
-                self.x += 1;
+                self.x = x + n;
             }
         }
     }
@@ -980,6 +1060,26 @@ mod tests {
         s.feed(b"abcdef", &mut |_, _| {});
         assert!(s.row_mut(0).is_some_and(|r| r.wrapped));
         assert_eq!(s.contents(), "abcd\nef\n\n");
+    }
+
+    #[test]
+    fn ascii_runs_wrap_and_respect_wide_chars() {
+        assert_eq!(render(4, 3, b"abcdefghij"), "abcd\nefgh\nij\n");
+        assert_eq!(render(4, 2, b"\x1b[?7labcdefg"), "abcg\n\n");
+        // Overwriting half of a wide character blanks the other half (both here).
+        assert_eq!(render(6, 1, "\u{4e2d}\u{6587}\x1b[2Gxy".as_bytes()), " xy\n");
+    }
+
+    #[test]
+    fn csi_split_anywhere_equals_whole() {
+        let input = b"ab\x1b[3;5Hcd\x1b[?1049h\x1b[2J\x1b[Hx\x1b[?1049l\x1b[1;2r\x1b[2S\x1b[>4;2mz";
+        let whole = render(10, 5, input);
+        for cut in 0..input.len() {
+            let mut s = Screen::new(10, 5);
+            s.feed(&input[..cut], &mut |_, _| {});
+            s.feed(&input[cut..], &mut |_, _| {});
+            assert_eq!(s.contents(), whole, "cut {cut}");
+        }
     }
 
     #[test]
