@@ -383,7 +383,8 @@ mod tests {
     #[test]
     fn user_input_rows_are_not_the_agents_words() {
         let mut p = pipe();
-        let mut d = p.feed("\u{276f} TODO: typed by the user\r\nyou: TODO: also typed\r\n".as_bytes());
+        let mut d =
+            p.feed("\u{276f} TODO: typed by the user\r\nyou: TODO: also typed\r\n".as_bytes());
         d.extend(p.finish());
         assert!(d.is_empty(), "{d:?}");
     }

@@ -81,12 +81,22 @@ fn text_start(s: &str) -> (usize, bool) {
     (indent, false)
 }
 
-/// Does row `b` continue row `a` (the first row of the line starts at `first_start`)?
-fn continues(a: &str, a_wrapped: bool, b: &str, first_start: usize, cols: usize) -> bool {
+/// Does row `b` continue row `a` (`a_chars` characters; the first row of the line starts at
+/// `first_start`)?
+fn continues(
+    a: &str,
+    a_chars: usize,
+    a_wrapped: bool,
+    b: &str,
+    first_start: usize,
+    cols: usize,
+) -> bool {
     if a_wrapped {
         return true;
     }
-    if a.trim().is_empty() || b.trim().is_empty() {
+    // Rows are right-trimmed: empty means blank. Cheap rejection next: even all of `b` as one word
+    // would have fitted on `a`.
+    if a.is_empty() || b.is_empty() || a_chars + 1 + b.len() <= cols.saturating_sub(2) {
         return false;
     }
     let (b_start, b_marker) = text_start(b);
@@ -97,7 +107,7 @@ fn continues(a: &str, a_wrapped: bool, b: &str, first_start: usize, cols: usize)
         .split(' ')
         .next()
         .map_or(0, |w| w.chars().count());
-    a.chars().count() + 1 + word > cols.saturating_sub(2)
+    a_chars + 1 + word > cols.saturating_sub(2)
 }
 
 /// Could a row of this length still get a continuation row?
@@ -218,6 +228,7 @@ fn assemble(
             let (a, b) = (rows.get(j), rows.get(j + 1));
             if !continues(
                 a.cached_text(),
+                a.cached_chars(),
                 a.wrapped,
                 b.cached_text(),
                 first_start,

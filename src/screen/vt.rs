@@ -30,8 +30,12 @@ pub struct Row {
     pub wrapped: bool,
     /// True once the line reader has taken the current content; any change clears it.
     pub seen: bool,
-    /// The row's text, built lazily; `None` after a change.
-    text: Option<String>,
+    /// The row's text, rebuilt lazily after a change (the buffer is reused).
+    text: String,
+    /// `text` matches the cells.
+    text_valid: bool,
+    /// Characters in `text` (for the wrap-width check without re-counting).
+    text_chars: usize,
 }
 
 impl Row {
@@ -40,7 +44,9 @@ impl Row {
             cells: vec![' '; cols],
             wrapped: false,
             seen: true,
-            text: Some(String::new()),
+            text: String::new(),
+            text_valid: true,
+            text_chars: 0,
         }
     }
 
@@ -49,40 +55,51 @@ impl Row {
         self.cells.resize(cols, ' ');
         self.wrapped = false;
         self.seen = true;
-        self.text = Some(String::new());
+        self.text.clear();
+        self.text_valid = true;
+        self.text_chars = 0;
     }
 
     #[inline]
     fn touch(&mut self) {
         self.seen = false;
-        self.text = None;
+        self.text_valid = false;
     }
 
     /// The row's text, trailing blanks removed, wide-character tails skipped.
     pub fn text(&mut self) -> &str {
         self.ensure_text();
-        self.text.as_deref().unwrap_or("")
+        &self.text
     }
 
-    /// The text built by [`Row::text`] or [`Row::ensure_text`]; empty if it was not built since the
-    /// last change.
+    /// The text built by [`Row::text`] or [`Row::ensure_text`] (stale if neither ran since the last
+    /// change).
     pub fn cached_text(&self) -> &str {
-        self.text.as_deref().unwrap_or("")
+        &self.text
     }
 
-    /// Build the cached text if a change dropped it.
+    /// The number of characters of [`Row::cached_text`].
+    pub fn cached_chars(&self) -> usize {
+        self.text_chars
+    }
+
+    /// Rebuild the cached text if a change made it stale.
     pub fn ensure_text(&mut self) {
-        if self.text.is_none() {
+        if !self.text_valid {
             let end = self
                 .cells
                 .iter()
                 .rposition(|&c| c != ' ' && c != WIDE_TAIL)
                 .map_or(0, |i| i + 1);
-            let s: String = self.cells[..end]
-                .iter()
-                .filter(|&&c| c != WIDE_TAIL)
-                .collect();
-            self.text = Some(s);
+            self.text.clear();
+            self.text_chars = 0;
+            for &c in &self.cells[..end] {
+                if c != WIDE_TAIL {
+                    self.text.push(c);
+                    self.text_chars += 1;
+                }
+            }
+            self.text_valid = true;
         }
     }
 
@@ -1067,7 +1084,10 @@ mod tests {
         assert_eq!(render(4, 3, b"abcdefghij"), "abcd\nefgh\nij\n");
         assert_eq!(render(4, 2, b"\x1b[?7labcdefg"), "abcg\n\n");
         // Overwriting half of a wide character blanks the other half (both here).
-        assert_eq!(render(6, 1, "\u{4e2d}\u{6587}\x1b[2Gxy".as_bytes()), " xy\n");
+        assert_eq!(
+            render(6, 1, "\u{4e2d}\u{6587}\x1b[2Gxy".as_bytes()),
+            " xy\n"
+        );
     }
 
     #[test]
