@@ -235,6 +235,32 @@ fn main() {
             "| {name} (recorded reads) | {s} | {b} | {} |",
             d.unwrap_or_default().replace('\n', " ")
         );
+        // Two pieces, cut at every offset: does the final screen equal the one-piece screen?
+        let (mut ours_bad, mut vt_bad) = (0, 0);
+        let whole_ours = {
+            let mut o = Screen::new(100, 30);
+            o.feed(&bytes, &mut |_, _| {});
+            o.contents()
+        };
+        let whole_vt = {
+            let mut v = vt100::Parser::new(30, 100, 0);
+            v.process(&bytes);
+            v.screen().contents()
+        };
+        for cut in 1..bytes.len() {
+            let mut o = Screen::new(100, 30);
+            o.feed(&bytes[..cut], &mut |_, _| {});
+            o.feed(&bytes[cut..], &mut |_, _| {});
+            ours_bad += usize::from(o.contents() != whole_ours);
+            let mut v = vt100::Parser::new(30, 100, 0);
+            v.process(&bytes[..cut]);
+            v.process(&bytes[cut..]);
+            vt_bad += usize::from(v.screen().contents() != whole_vt);
+        }
+        println!(
+            "| {name} (two pieces, every cut: final screen differs, ours / vt100) | {} | {ours_bad} / {vt_bad} | |",
+            bytes.len() - 1
+        );
         let every: Vec<usize> = (1..bytes.len()).collect();
         let (s1, b1, d1) = compare_with_vt100(&bytes, &every);
         println!(
