@@ -209,3 +209,33 @@ fn a_50_mb_line_costs_bounded_memory() {
         assert!(rss_kb < 40 * 1024, "{mode}: max RSS {rss_kb} KB");
     }
 }
+
+#[test]
+fn patterns_flag_adds_a_pack_and_bad_packs_exit_2() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let pack = dir.path().join("deploy.yaml");
+    std::fs::write(
+        &pack,
+        "version: 1\npatterns:\n  - id: deploy-line\n    category: deploy\n    regex: '^DEPLOY: (?P<title>.+)'\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let p = pack.to_string_lossy().to_string();
+    let (code, d, _) = scan_stdin(
+        &["--patterns", &p, "--input", "text"],
+        b"DEPLOY: prod\nTODO: x\n",
+    );
+    assert_eq!(code, 0);
+    let cats: Vec<&str> = d.iter().filter_map(|v| v["category"].as_str()).collect();
+    assert_eq!(cats, ["deploy", "ticket"]);
+
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "version: 1\npatterns:\n  - id: x\n    category: c\n    regex: '('\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let b = bad.to_string_lossy().to_string();
+    let (code, d, _) = scan_stdin(&["--patterns", &b, "--input", "text"], b"TODO: x\n");
+    assert_eq!(code, 2);
+    assert!(d.is_empty());
+}

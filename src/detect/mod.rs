@@ -381,6 +381,13 @@ mod tests {
     }
 
     #[test]
+    fn pipeline_can_move_to_a_tap_thread() {
+        fn send<T: Send>() {}
+        send::<Pipeline>();
+        send::<Dedup>();
+    }
+
+    #[test]
     fn user_input_rows_are_not_the_agents_words() {
         let mut p = pipe();
         let mut d =
