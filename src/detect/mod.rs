@@ -8,8 +8,21 @@
 //! * **text**: plain lines.
 //!
 //! Decoration (`● `, `⎿ `, `▎ `, `❯ `, the indent, list markers) is left in the lines: the engine's
-//! own normalisation removes it, so it is done once. Every detection goes through the session's shared
-//! [`Dedup`].
+//! own normalisation removes it, so it is done once. Rows the user typed (`❯ …`, screen-reader
+//! `you: …`) are skipped. Every detection goes through the session's shared [`Dedup`].
+//!
+//! Wiring a live session:
+//! ```text
+//! let mut pipe = Pipeline::new(engine.clone(), cols, rows);      // on the tap thread
+//! for chunk in tap { for d in pipe.feed(&chunk) { emit(d) } }   // raw PTY output, any chunking
+//! on SIGWINCH: for d in pipe.resize(cols, rows) { emit(d) }
+//! at exit:     for d in pipe.finish() { emit(d) }
+//! claude profile: let a = prepare_args(&user_args);             // spawn claude with a.args
+//!   if let Some(id) = &a.session_id {
+//!       let tail = transcript_tap(engine, pipe.dedup(), transcript_path(&home, &cwd, id),
+//!                                 a.resumed, move |d| emit(d))?;   // tail.stop() at exit
+//!   }
+//! ```
 
 pub mod claude;
 pub mod dedup;

@@ -1102,6 +1102,33 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Any bytes, any sizes, resizes in between: no panic, the cursor stays on the screen.
+        #[test]
+        fn never_panics(
+            chunks in proptest::collection::vec(proptest::collection::vec(proptest::sample::select(
+                vec![0x1bu8, b'[', b'?', b';', b'1', b'0', b'9', b'H', b'A', b'J', b'K', b'S', b'T', b'r',
+                     b'h', b'l', b'L', b'M', b'P', b'@', b'X', b'7', b'8', b'M', b'c', b'\n', b'\r',
+                     0x08, 0x09, b'x', 0xe2, 0x97, 0x8f, 0xe4, 0xb8, 0xad, 0xff, b']', 0x07]), 0..64), 0..32),
+            sizes in proptest::collection::vec((1u16..12, 1u16..8), 1..4),
+        ) {
+            let (c0, r0) = sizes[0];
+            let mut s = Screen::new(c0, r0);
+            for (k, chunk) in chunks.iter().enumerate() {
+                s.feed(chunk, &mut |s, _| {
+                    let _ = s.contents();
+                    s.history_mut().clear();
+                });
+                if let Some(&(c, r)) = sizes.get(k % 4) {
+                    if k % 5 == 4 {
+                        s.resize(c, r);
+                    }
+                }
+                proptest::prop_assert!(s.cursor_row() < s.rows() && s.cursor_col() < s.cols());
+            }
+        }
+    }
+
     #[test]
     fn moving_up_ends_a_pass() {
         let mut s = Screen::new(10, 3);
