@@ -1119,10 +1119,10 @@ mod tests {
                     let _ = s.contents();
                     s.history_mut().clear();
                 });
-                if let Some(&(c, r)) = sizes.get(k % 4) {
-                    if k % 5 == 4 {
-                        s.resize(c, r);
-                    }
+                if let Some(&(c, r)) = sizes.get(k % 4)
+                    && k % 5 == 4
+                {
+                    s.resize(c, r);
                 }
                 proptest::prop_assert!(s.cursor_row() < s.rows() && s.cursor_col() < s.cols());
             }
