@@ -14,11 +14,11 @@
 //! syntax tree) so the regex stays on the lazy DFA; `\w`, `.` and classes stay Unicode.
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 use aho_corasick::{AhoCorasick, Anchored as AcAnchored, Input as AcInput, MatchKind, StartKind};
-use regex_automata::Input;
 use regex_automata::meta;
-use regex_automata::util::captures::Captures;
+use regex_automata::{Anchored, Input};
 use regex_syntax::hir::literal::{ExtractKind, Extractor};
 use regex_syntax::hir::{Hir, HirKind, Look};
 
@@ -33,8 +33,8 @@ use crate::events::{Detection, TextSource};
 /// one 64 KiB scan and no copy beyond it. Real delegation, ticket and error lines are far shorter.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
 
-/// How many regex searches one line may cost at most (a rejected `require_known_agent` match
-/// restarts the search one character later).
+/// How many regex searches one line may cost at most in the floating set (a rejected
+/// `require_known_agent` match restarts the search one character later).
 const MAX_SEARCHES_PER_LINE: usize = 16;
 
 /// Prefix literals shorter than this are useless as a prefilter (`[A-Z]` gives 26 one-byte ones).
@@ -47,30 +47,166 @@ const MAX_PREFIX_LITERALS: usize = 64;
 pub struct Engine {
     /// Every merged pattern (active and disabled), in priority order.
     infos: Vec<PatternInfo>,
-    /// Per regex pattern id: index into `infos`, and its compiled data.
-    active: Vec<Active>,
-    regex: Option<meta::Regex>,
-    start_ac: Option<AhoCorasick>,
-    anywhere_ac: Option<AhoCorasick>,
-    /// Some active pattern has no usable literal: every line goes to the regex.
-    every_line: bool,
+    /// Patterns anchored at the line start (`^...`): one multi-pattern regex searched anchored at the
+    /// content start, which dies after a few bytes on most lines.
+    anchored: Set,
+    /// The other patterns: one multi-pattern regex searched over the line.
+    floating: Set,
     resolver: AgentResolver,
     /// Examples kept for `check`, per `infos` index.
     examples: Vec<(Resolved, bool)>,
 }
 
+/// One multi-pattern regex and the prefilters that admit a line to it.
+#[derive(Debug, Default)]
+struct Set {
+    regex: Option<meta::Regex>,
+    /// Per regex pattern id.
+    members: Vec<Member>,
+    /// Literal automata; a line goes to `regex` when one of them hits.
+    gates: Vec<Gate>,
+    /// Some member has no usable literal: every line goes to `regex`.
+    always: bool,
+}
+
+/// A literal prefilter.
 #[derive(Debug)]
-struct Active {
+enum Gate {
+    /// Prefix literals of `^` patterns, checked at the content start only: a table of their first
+    /// two bytes rejects most lines with one lookup, then an anchored Aho-Corasick run confirms.
+    Start {
+        pairs: Box<PairSet>,
+        ac: AhoCorasick,
+    },
+    /// Literals anywhere in the line: Teddy (SIMD) when the set is small enough, else Aho-Corasick.
+    Anywhere {
+        teddy: Option<aho_corasick::packed::Searcher>,
+        ac: AhoCorasick,
+    },
+}
+
+/// A set of two-byte prefixes (64 Ki bits = 8 KiB).
+struct PairSet([u64; 1024]);
+
+impl std::fmt::Debug for PairSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PairSet")
+    }
+}
+
+impl PairSet {
+    fn index(a: u8, b: u8) -> usize {
+        (usize::from(a) << 8) | usize::from(b)
+    }
+    fn insert(&mut self, a: u8, b: u8) {
+        let i = Self::index(a, b);
+        self.0[i / 64] |= 1 << (i % 64);
+    }
+    fn contains(&self, s: &[u8]) -> bool {
+        match s {
+            [a, b, ..] => {
+                let i = Self::index(*a, *b);
+                self.0[i / 64] & (1 << (i % 64)) != 0
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Gate {
+    fn admits(&self, content: &str) -> bool {
+        match self {
+            Gate::Start { pairs, ac } => {
+                pairs.contains(content.as_bytes())
+                    && ac.is_match(AcInput::new(content).anchored(AcAnchored::Yes))
+            }
+            Gate::Anywhere { teddy: Some(t), .. } if content.len() >= t.minimum_len() => {
+                t.find(content).is_some()
+            }
+            Gate::Anywhere { ac, .. } => ac.is_match(content),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Member {
     info: usize,
-    /// The named groups of this pattern: (group index, name).
-    names: Vec<(usize, String)>,
+    hir: Hir,
+    /// Named groups; empty means no capture pass at all.
+    names: Vec<String>,
+    /// This pattern alone, built on first use, for its captures inside a match the set found
+    /// (a small automaton, so the capture pass does not grow with the pack).
+    captures: OnceLock<Option<meta::Regex>>,
 }
 
 /// One match with its captures, for examples and for building a detection.
 struct Found {
     info: usize,
+    start: usize,
     detection: Detection,
     captures: BTreeMap<String, String>,
+}
+
+impl Set {
+    fn admits(&self, content: &str) -> bool {
+        if self.regex.is_none() {
+            return false;
+        }
+        self.always || self.gates.iter().any(|g| g.admits(content))
+    }
+
+    fn build(hirs: &[Hir], members: Vec<Member>, lits: Lits) -> Result<Set, PatternError> {
+        let regex = if hirs.is_empty() {
+            None
+        } else {
+            let config = meta::Config::new()
+                .nfa_size_limit(Some(512 << 20))
+                .hybrid_cache_capacity(16 << 20)
+                // The capture pass runs on per-pattern regexes; the set only finds (id, span).
+                .which_captures(regex_automata::nfa::thompson::WhichCaptures::Implicit);
+            let r = meta::Builder::new()
+                .configure(config)
+                .build_many_from_hir(hirs)
+                .map_err(|e| PatternError::Compile(format!("compiling the pattern set: {e}")))?;
+            Some(r)
+        };
+        let mut gates = Vec::new();
+        if !lits.start.is_empty() {
+            let mut pairs = Box::new(PairSet([0; 1024]));
+            for l in &lits.start {
+                // Prefix literals have at least MIN_PREFIX_LITERAL (2) bytes.
+                if let [a, b, ..] = l.as_slice() {
+                    pairs.insert(*a, *b);
+                }
+            }
+            if let Some(ac) = build_ac(lits.start, true)? {
+                gates.push(Gate::Start { pairs, ac });
+            }
+        }
+        if !lits.anywhere.is_empty() {
+            let mut config = aho_corasick::packed::Config::new();
+            config.match_kind(aho_corasick::packed::MatchKind::LeftmostFirst);
+            let mut b = config.builder();
+            let teddy = b.extend(&lits.anywhere).build();
+            if let Some(ac) = build_ac(lits.anywhere, false)? {
+                gates.push(Gate::Anywhere { teddy, ac });
+            }
+        }
+        Ok(Set {
+            regex,
+            members,
+            gates,
+            always: lits.always,
+        })
+    }
+}
+
+/// Literals collected for one set while compiling.
+#[derive(Default)]
+struct Lits {
+    start: Vec<Vec<u8>>,
+    anywhere: Vec<Vec<u8>>,
+    always: bool,
 }
 
 impl Engine {
@@ -85,7 +221,7 @@ impl Engine {
     }
 
     /// All detections in one logical line of already de-styled text: at most one per category (the
-    /// leftmost match; at one position the earlier pattern wins). Pure; no I/O, no allocation unless
+    /// leftmost match; at one position the earlier pattern wins). Pure; no I/O; allocates only when
     /// a prefilter hits. Only the first [`MAX_LINE_BYTES`] are examined.
     pub fn detect(&self, line: &str, source: TextSource) -> Vec<Detection> {
         self.find(line, source, false)
@@ -101,99 +237,105 @@ impl Engine {
         self.detect(&String::from_utf8_lossy(capped), source)
     }
 
-    /// Would any prefilter admit this (already normalised) content to the regex?
-    fn admits(&self, content: &str) -> bool {
-        if self.every_line {
-            return true;
-        }
-        if let Some(ac) = &self.start_ac
-            && ac.is_match(AcInput::new(content).anchored(AcAnchored::Yes))
-        {
-            return true;
-        }
-        if let Some(ac) = &self.anywhere_ac
-            && ac.is_match(content)
-        {
-            return true;
-        }
-        false
-    }
-
     fn find(&self, line: &str, source: TextSource, want_captures: bool) -> Vec<Found> {
-        let line = cap(line);
-        let content = normalize_line(line);
-        if content.is_empty() || !self.admits(content) {
+        let content = normalize_line(cap(line));
+        if content.is_empty() {
             return Vec::new();
         }
-        let Some(regex) = &self.regex else {
-            return Vec::new();
-        };
-        let mut caps = regex.create_captures();
         let mut out: Vec<Found> = Vec::new();
-        let mut at = 0;
-        for _ in 0..MAX_SEARCHES_PER_LINE {
-            if at > content.len() {
-                break;
-            }
-            regex.search_captures(&Input::new(content).span(at..content.len()), &mut caps);
-            let Some(m) = caps.get_match() else { break };
-            let active = &self.active[m.pattern().as_usize()];
-            let info = &self.infos[active.info];
-            match self.detection(content, source, &caps, info) {
-                Some(detection) => {
-                    if !out
-                        .iter()
-                        .any(|f| f.detection.category == detection.category)
-                    {
-                        let captures = if want_captures {
-                            named_captures(content, &caps, active)
-                        } else {
-                            BTreeMap::new()
-                        };
-                        out.push(Found {
-                            info: active.info,
-                            detection,
-                            captures,
-                        });
-                    }
-                    at = if m.end() > m.start() {
-                        m.end()
-                    } else {
-                        next_boundary(content, m.end())
-                    };
+        if self.anchored.admits(content)
+            && let Some(regex) = &self.anchored.regex
+        {
+            let input = Input::new(content).anchored(Anchored::Yes);
+            if let Some(m) = regex.search(&input) {
+                // require_known_agent members come last in this set, so a rejected match hides no
+                // other anchored pattern.
+                let member = &self.anchored.members[m.pattern().as_usize()];
+                if let Some(f) = self.found(content, source, member, m.range(), want_captures) {
+                    out.push(f);
                 }
-                // Rejected (unknown agent for a require_known_agent pattern): no pattern of higher
-                // priority matched here, so try again one character later.
-                None => at = next_boundary(content, m.start()),
             }
+        }
+        if self.floating.admits(content)
+            && let Some(regex) = &self.floating.regex
+        {
+            let mut at = 0;
+            for _ in 0..MAX_SEARCHES_PER_LINE {
+                if at > content.len() {
+                    break;
+                }
+                let Some(m) = regex.search(&Input::new(content).span(at..content.len())) else {
+                    break;
+                };
+                let member = &self.floating.members[m.pattern().as_usize()];
+                match self.found(content, source, member, m.range(), want_captures) {
+                    Some(f) => {
+                        out.push(f);
+                        at = if m.is_empty() {
+                            next_boundary(content, m.end())
+                        } else {
+                            m.end()
+                        };
+                    }
+                    // Rejected: try again one character later.
+                    None => at = next_boundary(content, m.start()),
+                }
+            }
+        }
+        if out.len() > 1 {
+            // One per category: the leftmost, then the earlier pattern.
+            out.sort_by_key(|f| (f.start, f.info));
+            let mut seen: Vec<String> = Vec::new();
+            out.retain(|f| {
+                if seen.contains(&f.detection.category) {
+                    false
+                } else {
+                    seen.push(f.detection.category.clone());
+                    true
+                }
+            });
         }
         out
     }
 
     /// The detection for one match, or `None` when the pattern's conditions reject it.
-    fn detection(
+    fn found(
         &self,
         content: &str,
         source: TextSource,
-        caps: &Captures,
-        info: &PatternInfo,
-    ) -> Option<Detection> {
-        let get = |name: &str| -> Option<String> {
-            let span = caps.get_group_by_name(name)?;
-            let s = content[span.range()].trim();
-            (!s.is_empty()).then(|| s.to_string())
-        };
-        let spoken = get("agent");
-        let agent = match &spoken {
-            Some(s) => match self.resolver.resolve(s) {
+        member: &Member,
+        range: std::ops::Range<usize>,
+        want_captures: bool,
+    ) -> Option<Found> {
+        let info = &self.infos[member.info];
+        let mut captures = BTreeMap::new();
+        if !member.names.is_empty()
+            && let Some(re) = member
+                .captures
+                .get_or_init(|| meta::Builder::new().build_from_hir(&member.hir).ok())
+        {
+            let mut caps = re.create_captures();
+            let input = Input::new(content)
+                .span(range.clone())
+                .anchored(Anchored::Yes);
+            re.search_captures(&input, &mut caps);
+            for name in &member.names {
+                if let Some(span) = caps.get_group_by_name(name) {
+                    captures.insert(name.clone(), content[span.range()].trim().to_string());
+                }
+            }
+        }
+        let get = |name: &str| captures.get(name).filter(|s| !s.is_empty()).cloned();
+        let agent = match get("agent") {
+            Some(s) => match self.resolver.resolve(&s) {
                 Some(name) => Some(name.to_string()),
                 None if info.require_known_agent => return None,
-                None => Some(s.clone()),
+                None => Some(s),
             },
             None if info.require_known_agent => return None,
             None => None,
         };
-        Some(Detection {
+        let detection = Detection {
             category: info.category.clone(),
             pattern: info.id.clone(),
             text: content.to_string(),
@@ -204,6 +346,15 @@ impl Engine {
             title: get("title"),
             priority: get("priority"),
             handled_by_agent: info.handled_by_agent,
+        };
+        if !want_captures {
+            captures.clear();
+        }
+        Some(Found {
+            info: member.info,
+            start: range.start,
+            detection,
+            captures,
         })
     }
 
@@ -216,12 +367,11 @@ impl Engine {
     ) -> (Option<Engine>, Vec<PatternError>) {
         let mut errors = Vec::new();
         let mut infos = Vec::with_capacity(merged.len());
-        let mut hirs = Vec::new();
-        let mut active = Vec::new();
-        let mut start_lits: Vec<Vec<u8>> = Vec::new();
-        let mut anywhere_lits: Vec<Vec<u8>> = Vec::new();
-        let mut every_line = false;
         let mut examples = Vec::with_capacity(merged.len());
+        // (hir, member, gated) per set, in priority order.
+        let mut anchored: Vec<(Hir, Member, bool)> = Vec::new();
+        let mut floating: Vec<(Hir, Member, bool)> = Vec::new();
+        let (mut a_lits, mut f_lits) = (Lits::default(), Lits::default());
 
         for r in merged {
             let mut info = PatternInfo {
@@ -253,64 +403,55 @@ impl Engine {
                 continue;
             }
             if r.enabled {
+                let is_anchored = hir.properties().look_set_prefix().contains(Look::Start);
                 let (prefilter, lits) = literals_for(&hir, r.literals.as_deref());
                 info.prefilter = Some(prefilter);
                 info.literals = lits
                     .iter()
                     .map(|l| String::from_utf8_lossy(l).into_owned())
                     .collect();
+                let (set, set_lits) = if is_anchored {
+                    (&mut anchored, &mut a_lits)
+                } else {
+                    (&mut floating, &mut f_lits)
+                };
                 match prefilter {
-                    Prefilter::LineStart => start_lits.extend(lits),
-                    Prefilter::Anywhere => anywhere_lits.extend(lits),
-                    Prefilter::EveryLine => every_line = true,
+                    Prefilter::LineStart => set_lits.start.extend(lits),
+                    Prefilter::Anywhere => set_lits.anywhere.extend(lits),
+                    Prefilter::EveryLine => set_lits.always = true,
                 }
-                let names = named_groups(&hir);
-                active.push(Active {
+                let member = Member {
                     info: infos.len(),
-                    names,
-                });
-                hirs.push(hir);
+                    hir: hir.clone(),
+                    names: named_groups(&hir),
+                    captures: OnceLock::new(),
+                };
+                set.push((hir, member, r.require_known_agent));
             }
             let enabled = r.enabled;
             infos.push(info);
             examples.push((r, enabled));
         }
-        let regex = if hirs.is_empty() {
-            None
-        } else {
-            let config = meta::Config::new()
-                .nfa_size_limit(Some(256 << 20))
-                .hybrid_cache_capacity(8 << 20);
-            match meta::Builder::new()
-                .configure(config)
-                .build_many_from_hir(&hirs)
-            {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    errors.push(PatternError::Compile(format!(
-                        "compiling the pattern set: {e}"
-                    )));
-                    return (None, errors);
-                }
-            }
+        // Gated patterns last in the anchored set (see `find`); stable, so priority is kept otherwise.
+        anchored.sort_by_key(|(_, _, gated)| *gated);
+        let split = |v: Vec<(Hir, Member, bool)>| -> (Vec<Hir>, Vec<Member>) {
+            v.into_iter().map(|(h, m, _)| (h, m)).unzip()
         };
-        let (start_ac, anywhere_ac) = match (
-            build_ac(start_lits, StartKind::Anchored),
-            build_ac(anywhere_lits, StartKind::Unanchored),
-        ) {
-            (Ok(a), Ok(b)) => (a, b),
-            (Err(e), _) | (_, Err(e)) => {
+        let (a_hirs, a_members) = split(anchored);
+        let (f_hirs, f_members) = split(floating);
+        let sets = Set::build(&a_hirs, a_members, a_lits)
+            .and_then(|a| Ok((a, Set::build(&f_hirs, f_members, f_lits)?)));
+        let (anchored, floating) = match sets {
+            Ok(s) => s,
+            Err(e) => {
                 errors.push(e);
                 return (None, errors);
             }
         };
         let engine = Engine {
             infos,
-            active,
-            regex,
-            start_ac,
-            anywhere_ac,
-            every_line,
+            anchored,
+            floating,
             resolver: AgentResolver::new(agents),
             examples,
         };
@@ -364,16 +505,6 @@ fn captures_mismatch(ex: &MatchExample, got: &BTreeMap<String, String>) -> Optio
         }
     }
     None
-}
-
-fn named_captures(content: &str, caps: &Captures, active: &Active) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for (_, name) in &active.names {
-        if let Some(span) = caps.get_group_by_name(name) {
-            out.insert(name.clone(), content[span.range()].trim().to_string());
-        }
-    }
-    out
 }
 
 /// The first [`MAX_LINE_BYTES`] of `line`, cut at a character boundary.
@@ -452,13 +583,13 @@ fn ascii_word_boundaries(hir: Hir) -> Hir {
     }
 }
 
-/// Named capture groups (index, name) of one pattern's tree.
-fn named_groups(hir: &Hir) -> Vec<(usize, String)> {
-    fn walk(h: &Hir, out: &mut Vec<(usize, String)>) {
+/// Named capture groups of one pattern's tree.
+fn named_groups(hir: &Hir) -> Vec<String> {
+    fn walk(h: &Hir, out: &mut Vec<String>) {
         match h.kind() {
             HirKind::Capture(c) => {
                 if let Some(n) = &c.name {
-                    out.push((c.index as usize, n.to_string()));
+                    out.push(n.to_string());
                 }
                 walk(&c.sub, out);
             }
@@ -476,14 +607,14 @@ fn named_groups(hir: &Hir) -> Vec<(usize, String)> {
 
 /// Which prefilter admits lines to this pattern, and with which literals (lower case).
 ///
-/// Given `literals:` are trusted (a line must contain one, case-insensitively) and searched
+/// Given `literals:` are trusted (a line must contain one, case-sensitively) and searched
 /// anywhere. Otherwise the regex's own prefix literals are used when they are usable (finite, at
 /// least two bytes each): at the line start when the regex begins with `^`, anywhere otherwise.
 fn literals_for(hir: &Hir, given: Option<&[String]>) -> (Prefilter, Vec<Vec<u8>>) {
     if let Some(given) = given {
         let lits = given
             .iter()
-            .map(|l| l.as_bytes().to_ascii_lowercase())
+            .map(|l| l.as_bytes().to_vec())
             .collect::<Vec<_>>();
         return (Prefilter::Anywhere, lits);
     }
@@ -498,10 +629,7 @@ fn literals_for(hir: &Hir, given: Option<&[String]>) -> (Prefilter, Vec<Vec<u8>>
     let Some(lits) = usable else {
         return (Prefilter::EveryLine, Vec::new());
     };
-    let mut lits: Vec<Vec<u8>> = lits
-        .iter()
-        .map(|l| l.as_bytes().to_ascii_lowercase())
-        .collect();
+    let mut lits: Vec<Vec<u8>> = lits.iter().map(|l| l.as_bytes().to_vec()).collect();
     lits.sort();
     lits.dedup();
     let anchored = hir.properties().look_set_prefix().contains(Look::Start);
@@ -513,14 +641,18 @@ fn literals_for(hir: &Hir, given: Option<&[String]>) -> (Prefilter, Vec<Vec<u8>>
     (kind, lits)
 }
 
-fn build_ac(mut lits: Vec<Vec<u8>>, kind: StartKind) -> Result<Option<AhoCorasick>, PatternError> {
+fn build_ac(mut lits: Vec<Vec<u8>>, at_start: bool) -> Result<Option<AhoCorasick>, PatternError> {
     if lits.is_empty() {
         return Ok(None);
     }
     lits.sort();
     lits.dedup();
+    let kind = if at_start {
+        StartKind::Anchored
+    } else {
+        StartKind::Unanchored
+    };
     AhoCorasick::builder()
-        .ascii_case_insensitive(true)
         .start_kind(kind)
         .match_kind(MatchKind::Standard)
         .build(&lits)

@@ -17,6 +17,7 @@
 
 mod agents;
 mod engine;
+mod fence;
 mod file;
 mod normalize;
 
@@ -27,6 +28,7 @@ use serde::Serialize;
 
 pub use agents::AgentResolver;
 pub use engine::{Engine, MAX_LINE_BYTES};
+pub use fence::CodeFence;
 pub use normalize::{MAX_STRIP_STEPS, normalize_line};
 
 use crate::config::AgentConfig;
