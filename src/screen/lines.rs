@@ -135,6 +135,7 @@ impl LineReader {
             ReadKind::FeedEnd | ReadKind::PassEnd => screen.cursor_row(),
         };
         std::mem::swap(&mut self.scratch, screen.history_mut());
+        let mut stop = usize::MAX;
         {
             let vis = screen.rows_mut();
             let limit = limit.min(vis.len());
@@ -149,10 +150,17 @@ impl LineReader {
                 while from > 0 && !rows.text(from - 1).cached_text().is_empty() {
                     from -= 1;
                 }
-                assemble(&mut rows, from, last, kind, cols, out);
+                stop = assemble(&mut rows, from, last, kind, cols, out);
             }
         }
-        let drained = std::mem::take(&mut self.scratch);
+        let mut drained = std::mem::take(&mut self.scratch);
+        if kind == ReadKind::History && stop < drained.len() {
+            // The last paragraph may go on in rows still on screen: keep it for the next read.
+            let keep = drained.split_off(stop);
+            let hist = screen.history_mut();
+            let newer = std::mem::replace(hist, keep);
+            hist.extend(newer);
+        }
         screen.recycle(drained);
     }
 }
@@ -203,7 +211,7 @@ impl Rows<'_> {
 }
 
 /// Group rows `from..` into logical lines, up to the one that holds row `last`, and emit those with a
-/// changed row.
+/// changed row. Returns the first row of a last line held back as possibly incomplete, or `usize::MAX`.
 fn assemble(
     rows: &mut Rows<'_>,
     from: usize,
@@ -211,7 +219,7 @@ fn assemble(
     kind: ReadKind,
     cols: usize,
     out: &mut Vec<String>,
-) {
+) -> usize {
     let n = rows.len();
     let nhist = rows.hist.len();
     let mut i = from;
@@ -239,12 +247,18 @@ fn assemble(
             j += 1;
         }
         let last = rows.get(j);
-        let incomplete = kind == ReadKind::FeedEnd
-            && j + 1 == n
-            && j >= nhist
+        // A read that stops short of the writer may see a paragraph without its last rows: after a
+        // read burst (the rows below the cursor are still to come) and when only scrolled-out rows are
+        // read (the rest is on screen).
+        let incomplete = j + 1 == n
+            && match kind {
+                ReadKind::FeedEnd => j >= nhist,
+                ReadKind::History => true,
+                _ => false,
+            }
             && may_continue(last.cached_text(), last.wrapped, cols);
         if incomplete {
-            break;
+            return i;
         }
         if (i..=j).any(|k| !rows.get(k).seen) {
             let mut line = String::new();
@@ -273,6 +287,7 @@ fn assemble(
         }
         i = j + 1;
     }
+    usize::MAX
 }
 
 #[cfg(test)]
@@ -341,6 +356,33 @@ negative input, keep it O(n) time and O(1) space, and report back."
         r.read(&mut s, ReadKind::FeedEnd, &mut out);
         assert_eq!(out.len(), 2);
         assert!(out[0].ends_with("report back."));
+    }
+
+    #[test]
+    fn a_flood_keeps_a_paragraph_that_straddles_the_history_cap_whole() {
+        // 254 short lines, a 3-row paragraph, 40 more lines, all in one feed: the history cap (256 rows)
+        // is reached while the paragraph's last row is still on screen.
+        let mut input = Vec::new();
+        for k in 0..254 {
+            input.extend_from_slice(format!("line {k}\r\n").as_bytes());
+        }
+        input.extend_from_slice(&LONG[..LONG.len() - 14]);
+        for k in 0..40 {
+            input.extend_from_slice(format!("tail {k}\r\n").as_bytes());
+        }
+        let out = lines_of(100, 5, &input);
+        assert!(
+            out.iter()
+                .any(|l| l.starts_with("  Engineer Agent:") && l.ends_with("report back.")),
+            "{:?}",
+            out.iter()
+                .filter(|l| l.contains("Agent"))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            out.iter().filter(|l| l.contains("Engineer Agent")).count(),
+            1
+        );
     }
 
     #[test]
