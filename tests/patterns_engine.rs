@@ -408,3 +408,29 @@ fn long_lines_are_capped_and_bytes_are_decoded_lossily() {
 fn normalize_is_exported() {
     assert_eq!(normalize_line("  ● API Error: 400"), "API Error: 400");
 }
+
+#[test]
+fn a_50_mb_line_costs_one_capped_scan() {
+    let engine = engine();
+    // Junk full of near-literals, no newline: nothing is detected, nothing is copied beyond the cap.
+    let unit = "Agent: **x** Error: TODO Task( ";
+    let line = unit.repeat((50 << 20) / unit.len() + 1);
+    assert!(line.len() >= 50 << 20);
+    assert!(engine.detect(&line, TextSource::Screen).is_empty());
+    assert!(engine.detect_bytes(line.as_bytes(), TextSource::Screen).is_empty());
+    // A real ticket at the start of such a line is still found, with its text capped.
+    let ticket = format!("TODO: {line}");
+    let d = engine.detect(&ticket, TextSource::Text);
+    assert_eq!(d.len(), 1);
+    assert!(d[0].text.len() <= MAX_LINE_BYTES);
+    let bulk = engine.detect_text(&ticket, TextSource::Text);
+    assert_eq!(bulk.len(), 1);
+    assert_eq!(bulk[0].0, 0..ticket.len());
+}
+
+#[test]
+fn resolver_is_exposed() {
+    let engine = engine();
+    assert_eq!(engine.resolver().resolve("Version Control Agent"), Some("version-control"));
+    assert_eq!(engine.resolver().resolve("general-purpose"), None);
+}

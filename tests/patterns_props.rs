@@ -90,3 +90,48 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+    /// The bulk path gives exactly what the per-line path gives.
+    #[test]
+    fn detect_text_equals_detect_per_line(lines in prop::collection::vec(line(), 0..20)) {
+        let text = lines.join("\n");
+        let bulk = engine().detect_text(&text, TextSource::Transcript);
+        let mut per_line = Vec::new();
+        let mut start = 0;
+        for l in text.split('\n') {
+            for d in engine().detect(l, TextSource::Transcript) {
+                per_line.push((start..start + l.len(), d));
+            }
+            start += l.len() + 1;
+        }
+        prop_assert_eq!(bulk, per_line);
+    }
+}
+
+#[test]
+fn detect_text_on_the_reply() {
+    let text = "I'll coordinate this.\n\n**Engineer Agent**: build it\r\nTask(Engineer: implement fibonacci function)\n  Engineer Agent: rendered\nprose with Delegating to QA Agent: x\nTODO: last line without newline";
+    let found = engine().detect_text(text, TextSource::Transcript);
+    let got: Vec<(&str, Option<&str>)> = found
+        .iter()
+        .map(|(r, d)| (&text[r.clone()], d.task.as_deref().or(d.title.as_deref())))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("**Engineer Agent**: build it\r", Some("build it")),
+            (
+                "Task(Engineer: implement fibonacci function)",
+                Some("implement fibonacci function")
+            ),
+            ("  Engineer Agent: rendered", Some("rendered")),
+            (
+                "TODO: last line without newline",
+                Some("last line without newline")
+            ),
+        ]
+    );
+}

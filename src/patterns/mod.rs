@@ -3,7 +3,12 @@
 //! Pattern files (built-in `patterns/*.yaml`, compiled into the binary, then user files) are merged
 //! by id in contract order — built-in < `$XDG_CONFIG_HOME/mpm/patterns/*.yaml` <
 //! `./.mpm/patterns/*.yaml` < `--patterns` — and every active pattern is compiled into one
-//! [`Engine`]: a literal prefilter plus one multi-pattern regex. See [`Engine`] for costs.
+//! [`Engine`]: literal prefilters plus multi-pattern regexes. See [`Engine`] for costs.
+//!
+//! Callers: [`Engine::detect`] per logical line (screen rows after line assembly),
+//! [`Engine::detect_text`] for a block of lines (transcript text, `-p` output, plain text; faster),
+//! [`CodeFence`] to skip fenced code in markdown sources. Lines are normalised inside
+//! ([`normalize_line`]); callers pass de-styled text with decorations still on.
 //!
 //! ```
 //! use mpm::events::TextSource;
