@@ -410,6 +410,23 @@ mod tests {
     }
 
     #[test]
+    fn resize_reflow_gives_one_detection() {
+        let mut p = pipe();
+        let mut d = p.feed(b"  QA Agent: check the whole release candidate build and report the results\r\n");
+        d.extend(p.resize(40, 10));
+        // The TUI repaints the paragraph wrapped at the new width.
+        d.extend(p.feed(
+            b"\x1b[2J\x1b[H  QA Agent: check the whole release\r\n  candidate build and report the results\r\n",
+        ));
+        d.extend(p.finish());
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(
+            d[0].task.as_deref(),
+            Some("check the whole release candidate build and report the results")
+        );
+    }
+
+    #[test]
     fn redraws_give_one_detection() {
         let mut p = pipe();
         let mut d = Vec::new();

@@ -284,7 +284,9 @@ impl Screen {
                 if cols > 0 && r.cells[cols - 1] == WIDE_TAIL {
                     r.cells[cols - 1] = ' ';
                 }
-                r.touch();
+                // The caller read every row before resizing: a row cut short by a narrower screen is
+                // not new text (reading it again would yield a truncated line).
+                r.text_valid = false;
             }
         }
         if nrows < self.nrows {
