@@ -412,7 +412,9 @@ mod tests {
     #[test]
     fn resize_reflow_gives_one_detection() {
         let mut p = pipe();
-        let mut d = p.feed(b"  QA Agent: check the whole release candidate build and report the results\r\n");
+        let mut d = p.feed(
+            b"  QA Agent: check the whole release candidate build and report the results\r\n",
+        );
         d.extend(p.resize(40, 10));
         // The TUI repaints the paragraph wrapped at the new width.
         d.extend(p.feed(
