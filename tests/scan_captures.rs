@@ -27,7 +27,11 @@ type Row = (String, String, String, bool);
 
 fn scan(args: &[&str], file: &str) -> Vec<Row> {
     let path = captures_dir().join(file);
-    assert!(path.exists(), "capture missing: {} (set MPM_SHARED_DIR)", path.display());
+    assert!(
+        path.exists(),
+        "capture missing: {} (set MPM_SHARED_DIR)",
+        path.display()
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_mpm"))
         .arg("scan")
         .args(args)
@@ -48,7 +52,11 @@ fn scan(args: &[&str], file: &str) -> Vec<Row> {
                 assert!(v.get(absent).is_none(), "{absent} in {l}");
             }
             let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-            let who = if s("agent").is_empty() { s("ticket_type") } else { s("agent") };
+            let who = if s("agent").is_empty() {
+                s("ticket_type")
+            } else {
+                s("agent")
+            };
             let what = [s("task"), s("title"), s("text")]
                 .into_iter()
                 .find(|x| !x.is_empty())
@@ -83,13 +91,29 @@ fn delegation_exchange(api_error: Option<&str>) -> Vec<Row> {
         row("delegation", "engineer", "implement fibonacci function"),
         row("delegation", "qa", "test the implementation"),
         row("ticket", "TODO", "add a memoization benchmark for large n"),
-        row("ticket", "BUG", "fib(-1) recurses forever instead of raising ValueError"),
+        row(
+            "ticket",
+            "BUG",
+            "fib(-1) recurses forever instead of raising ValueError",
+        ),
         row("ticket", "TICKET", "ENG-42 document the fibonacci API"),
-        row("error", "", "Error: ModuleNotFoundError: No module named 'fibonacci'"),
+        row(
+            "error",
+            "",
+            "Error: ModuleNotFoundError: No module named 'fibonacci'",
+        ),
         row("delegation", "engineer", LONG_TASK),
         row("ticket", "TODO", "a ticket inside a bullet list item"),
-        row("delegation", "qa", "a delegation inside a numbered list item"),
-        row("delegation", "documentation", "a delegation inside a blockquote"),
+        row(
+            "delegation",
+            "qa",
+            "a delegation inside a numbered list item",
+        ),
+        row(
+            "delegation",
+            "documentation",
+            "a delegation inside a blockquote",
+        ),
     ];
     // The last line, "Inline forms: `Task(...)` and *Delegating to Ops Agent: deploy*.", is prose:
     // nothing for it.

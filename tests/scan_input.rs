@@ -7,6 +7,8 @@ use std::process::{Command, Stdio};
 use serde_json::Value;
 
 /// Run `mpm scan <args> -` with `input` on stdin; (exit code, detections, max RSS of the child in KB).
+// The child is reaped with wait4 (for its own rusage) before anything can fail.
+#[allow(clippy::zombie_processes)]
 fn scan_stdin(args: &[&str], input: &[u8]) -> (i32, Vec<Value>, i64) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_mpm"))
         .arg("scan")
@@ -40,7 +42,11 @@ fn scan_stdin(args: &[&str], input: &[u8]) -> (i32, Vec<Value>, i64) {
     };
     let _ = writer.join();
     let stdout_bytes = reader.join().unwrap_or_default();
-    let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { -1 };
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
     let dets = String::from_utf8_lossy(&stdout_bytes)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
@@ -51,10 +57,14 @@ fn scan_stdin(args: &[&str], input: &[u8]) -> (i32, Vec<Value>, i64) {
 #[test]
 fn claude_jsonl_transcript() {
     let input = concat!(
-        r#"{"type":"user","message":{"content":"TODO: not from the agent"}}"#, "\n",
-        r#"{"type":"assistant","message":{"content":[{"type":"text","text":"Plan:\n\n**Engineer Agent**: implement fib\n\n```\n// TODO: in code\n```\nTODO: write docs"},{"type":"tool_use","name":"Agent","input":{"description":"QA: test fib","prompt":"x","subagent_type":"general-purpose"}}]}}"#, "\n",
-        r#"{"type":"assistant","isSidechain":true,"message":{"content":[{"type":"text","text":"BUG: sub-agent text"}]}}"#, "\n",
-        r#"{"type":"assistant","isApiErrorMessage":true,"message":{"content":[{"type":"text","text":"API Error: 400 bad request"}]}}"#, "\n",
+        r#"{"type":"user","message":{"content":"TODO: not from the agent"}}"#,
+        "\n",
+        r#"{"type":"assistant","message":{"content":[{"type":"text","text":"Plan:\n\n**Engineer Agent**: implement fib\n\n```\n// TODO: in code\n```\nTODO: write docs"},{"type":"tool_use","name":"Agent","input":{"description":"QA: test fib","prompt":"x","subagent_type":"general-purpose"}}]}}"#,
+        "\n",
+        r#"{"type":"assistant","isSidechain":true,"message":{"content":[{"type":"text","text":"BUG: sub-agent text"}]}}"#,
+        "\n",
+        r#"{"type":"assistant","isApiErrorMessage":true,"message":{"content":[{"type":"text","text":"API Error: 400 bad request"}]}}"#,
+        "\n",
         "not json at all\n",
         r#"{"type":"assistant","message":{"content":[{"type":"text","text":"**Engineer Agent**: implement fib."}]}}"#,
     );
@@ -83,10 +93,14 @@ fn claude_jsonl_transcript() {
 #[test]
 fn stream_json_lines() {
     let input = concat!(
-        r#"{"type":"system","subtype":"init","tools":["Bash"]}"#, "\n",
-        r#"{"type":"assistant","message":{"content":[{"type":"text","text":"Delegating to QA Agent: test it"}]},"parent_tool_use_id":null}"#, "\n",
-        r#"{"type":"assistant","message":{"content":[{"type":"text","text":"TODO: sub-agent"}]},"parent_tool_use_id":"toolu_1"}"#, "\n",
-        r#"{"type":"result","subtype":"success","result":"Delegating to QA Agent: test it"}"#, "\n",
+        r#"{"type":"system","subtype":"init","tools":["Bash"]}"#,
+        "\n",
+        r#"{"type":"assistant","message":{"content":[{"type":"text","text":"Delegating to QA Agent: test it"}]},"parent_tool_use_id":null}"#,
+        "\n",
+        r#"{"type":"assistant","message":{"content":[{"type":"text","text":"TODO: sub-agent"}]},"parent_tool_use_id":"toolu_1"}"#,
+        "\n",
+        r#"{"type":"result","subtype":"success","result":"Delegating to QA Agent: test it"}"#,
+        "\n",
     );
     let (code, d, _) = scan_stdin(&["--input", "stream-json"], input.as_bytes());
     assert_eq!(code, 0);
@@ -109,13 +123,20 @@ fn text_lines() {
 /// Deterministic junk: every byte value, escape-sequence fragments, invalid UTF-8.
 fn junk(len: usize) -> Vec<u8> {
     let mut x: u32 = 0x9e37_79b9;
-    let frags: [&[u8]; 6] = [b"\x1b[", b"\x1b]0;", b"\xe2\x97", b"\x1bP", b"\r\n", b"\x1b[?2026h"];
+    let frags: [&[u8]; 6] = [
+        b"\x1b[",
+        b"\x1b]0;",
+        b"\xe2\x97",
+        b"\x1bP",
+        b"\r\n",
+        b"\x1b[?2026h",
+    ];
     let mut out = Vec::with_capacity(len);
     while out.len() < len {
         x ^= x << 13;
         x ^= x >> 17;
         x ^= x << 5;
-        if x % 11 == 0 {
+        if x.is_multiple_of(11) {
             out.extend_from_slice(frags[(x as usize / 11) % frags.len()]);
         } else {
             out.push(x as u8);
@@ -135,6 +156,8 @@ fn binary_junk_gives_nothing_in_every_mode() {
 }
 
 /// Run `mpm scan --input MODE FILE`; (detections, the child's own peak RSS in KB).
+// The child is reaped with wait4 (for its own rusage) before anything can fail.
+#[allow(clippy::zombie_processes)]
 fn scan_file_rss(mode: &str, path: &std::path::Path) -> (Vec<Value>, i64) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_mpm"))
         .args(["scan", "--input", mode])
@@ -153,7 +176,10 @@ fn scan_file_rss(mode: &str, path: &std::path::Path) -> (Vec<Value>, i64) {
         libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut ru);
         ru.ru_maxrss
     };
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{mode}: status {status}");
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{mode}: status {status}"
+    );
     let dets = String::from_utf8_lossy(&out)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
@@ -173,7 +199,8 @@ fn a_50_mb_line_costs_bounded_memory() {
         for _ in 0..mb {
             f.write_all(&block).unwrap_or_else(|e| panic!("{e}"));
         }
-        f.write_all(b"\nTODO: after the long line\n").unwrap_or_else(|e| panic!("{e}"));
+        f.write_all(b"\nTODO: after the long line\n")
+            .unwrap_or_else(|e| panic!("{e}"));
         drop(f);
         let (d, rss_kb) = scan_file_rss(mode, &path);
         let titles: Vec<&str> = d.iter().filter_map(|v| v["title"].as_str()).collect();
@@ -181,4 +208,34 @@ fn a_50_mb_line_costs_bounded_memory() {
         assert_eq!(d.len(), 1, "{mode}");
         assert!(rss_kb < 40 * 1024, "{mode}: max RSS {rss_kb} KB");
     }
+}
+
+#[test]
+fn patterns_flag_adds_a_pack_and_bad_packs_exit_2() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let pack = dir.path().join("deploy.yaml");
+    std::fs::write(
+        &pack,
+        "version: 1\npatterns:\n  - id: deploy-line\n    category: deploy\n    regex: '^DEPLOY: (?P<title>.+)'\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let p = pack.to_string_lossy().to_string();
+    let (code, d, _) = scan_stdin(
+        &["--patterns", &p, "--input", "text"],
+        b"DEPLOY: prod\nTODO: x\n",
+    );
+    assert_eq!(code, 0);
+    let cats: Vec<&str> = d.iter().filter_map(|v| v["category"].as_str()).collect();
+    assert_eq!(cats, ["deploy", "ticket"]);
+
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "version: 1\npatterns:\n  - id: x\n    category: c\n    regex: '('\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let b = bad.to_string_lossy().to_string();
+    let (code, d, _) = scan_stdin(&["--patterns", &b, "--input", "text"], b"TODO: x\n");
+    assert_eq!(code, 2);
+    assert!(d.is_empty());
 }

@@ -78,7 +78,11 @@ fn byte_by_byte_equals_one_piece() {
         assert!(!whole.is_empty(), "{name}");
         let every: Vec<usize> = (1..b.len()).collect();
         assert_eq!(run(&b, &every), whole, "{name} byte by byte");
-        assert_eq!(run(&b, &recorded_cuts(name)), whole, "{name} recorded bursts");
+        assert_eq!(
+            run(&b, &recorded_cuts(name)),
+            whole,
+            "{name} recorded bursts"
+        );
     }
 }
 

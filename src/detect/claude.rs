@@ -126,8 +126,7 @@ pub fn project_dir_name(cwd: &Path) -> String {
                 c.len_utf16()
             };
             let keep = if n == 0 { Some(c) } else { None };
-            keep.into_iter()
-                .chain(std::iter::repeat_n('-', n))
+            keep.into_iter().chain(std::iter::repeat_n('-', n))
         })
         .collect()
 }
@@ -252,7 +251,11 @@ pub struct TranscriptTailer {
 impl TranscriptTailer {
     /// Start following `path`. With `from_end`, lines already in the file are skipped. `on_line` is
     /// called on the tailer thread for each complete line.
-    pub fn spawn<F>(path: PathBuf, from_end: bool, mut on_line: F) -> std::io::Result<TranscriptTailer>
+    pub fn spawn<F>(
+        path: PathBuf,
+        from_end: bool,
+        mut on_line: F,
+    ) -> std::io::Result<TranscriptTailer>
     where
         F: FnMut(&str) + Send + 'static,
     {
@@ -295,13 +298,13 @@ fn tail_loop(path: &Path, from_end: bool, stop: &AtomicBool, on_line: &mut dyn F
     loop {
         // Read the stop flag first, so the last pass still drains what was written before stop().
         let last = stop.load(Ordering::SeqCst);
-        if file.is_none() {
-            if let Ok(mut f) = File::open(path) {
-                if from_end {
-                    pos = f.seek(SeekFrom::End(0)).unwrap_or(0);
-                }
-                file = Some(f);
+        if file.is_none()
+            && let Ok(mut f) = File::open(path)
+        {
+            if from_end {
+                pos = f.seek(SeekFrom::End(0)).unwrap_or(0);
             }
+            file = Some(f);
         }
         if let Some(f) = file.as_mut() {
             // A shorter file was truncated or replaced: start over.
@@ -366,11 +369,18 @@ mod tests {
     #[test]
     fn respects_the_users_session_choice() {
         let a = prepare_args(&v(&["--session-id=abc"]));
-        assert_eq!((a.args, a.session_id), (v(&["--session-id=abc"]), Some("abc".into())));
+        assert_eq!(
+            (a.args, a.session_id),
+            (v(&["--session-id=abc"]), Some("abc".into()))
+        );
         let r = prepare_args(&v(&["-r", "abc"]));
         assert_eq!(r.session_id.as_deref(), Some("abc"));
         assert!(r.resumed);
-        for args in [&["-c"][..], &["--resume"][..], &["--resume", "x", "--fork-session"][..]] {
+        for args in [
+            &["-c"][..],
+            &["--resume"][..],
+            &["--resume", "x", "--fork-session"][..],
+        ] {
             let c = prepare_args(&v(args));
             assert_eq!(c.args, v(args));
             assert_eq!(c.session_id, None, "{args:?}");
@@ -379,7 +389,10 @@ mod tests {
 
     #[test]
     fn project_dir_and_path() {
-        assert_eq!(project_dir_name(Path::new("/tmp/mpm_cc.work-x")), "-tmp-mpm-cc-work-x");
+        assert_eq!(
+            project_dir_name(Path::new("/tmp/mpm_cc.work-x")),
+            "-tmp-mpm-cc-work-x"
+        );
         assert_eq!(
             transcript_path(Path::new("/h"), Path::new("/a b"), "id"),
             PathBuf::from("/h/.claude/projects/-a-b/id.jsonl")
@@ -400,7 +413,10 @@ mod tests {
             ]
         );
         let err = r#"{"type":"assistant","isApiErrorMessage":true,"message":{"content":[{"type":"text","text":"API Error: 400 x"}]}}"#;
-        assert_eq!(parse_line(err), vec![Item::ApiError("API Error: 400 x".into())]);
+        assert_eq!(
+            parse_line(err),
+            vec![Item::ApiError("API Error: 400 x".into())]
+        );
         let side = r#"{"type":"assistant","isSidechain":true,"message":{"content":"TODO: x"}}"#;
         assert!(parse_line(side).is_empty());
         assert!(parse_line("not json {").is_empty());
@@ -426,9 +442,15 @@ mod tests {
         let mut f = File::create(&path).unwrap_or_else(|e| panic!("{e}"));
         f.write_all(b"one\ntw").unwrap_or_else(|e| panic!("{e}"));
         f.flush().unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(rx.recv_timeout(Duration::from_secs(10)).ok().as_deref(), Some("one"));
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(10)).ok().as_deref(),
+            Some("one")
+        );
         f.write_all(b"o\n").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(rx.recv_timeout(Duration::from_secs(10)).ok().as_deref(), Some("two"));
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(10)).ok().as_deref(),
+            Some("two")
+        );
         f.write_all(b"three\n").unwrap_or_else(|e| panic!("{e}"));
         t.stop();
         // stop() drains what was written before it.

@@ -13,7 +13,7 @@
 //!
 //! The handle is cheap to clone and shared between the screen pipeline and the transcript tailer.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use crate::events::Detection;
@@ -26,7 +26,7 @@ const MAX_KEYS: usize = 100_000;
 struct State {
     exact: HashSet<String>,
     /// Normalised texts per `category + agent/type` group, for the prefix rule.
-    groups: HashMap<String, Vec<String>>,
+    groups: HashMap<String, BTreeSet<String>>,
 }
 
 /// The session's de-duplication memory; clones share it.
@@ -50,7 +50,13 @@ pub fn normalize_key_text(s: &str) -> String {
         .char_indices()
         .find(|(_, c)| c.is_alphanumeric() || *c == '[' || *c == '(')
         .map_or(out.len(), |(i, _)| i);
-    let trimmed = out[start..].trim_end_matches(|c: char| {
+    // The screen reader prints errors as `error: <text>`; `<text>` is what the other sources show.
+    let body = &out[start..];
+    let body = match body.strip_prefix("error: ") {
+        Some(rest) if rest.contains("error") => rest,
+        _ => body,
+    };
+    let trimmed = body.trim_end_matches(|c: char| {
         c.is_whitespace() || matches!(c, '.' | ',' | ';' | ':' | '!' | '?' | '*' | '_' | '`')
     });
     trimmed.to_string()
@@ -63,21 +69,23 @@ fn key_parts(d: &Detection) -> (String, String) {
         .as_deref()
         .or(d.ticket_type.as_deref())
         .unwrap_or("");
-    let what = d
-        .task
-        .as_deref()
-        .or(d.title.as_deref())
-        .unwrap_or(&d.text);
+    let what = d.task.as_deref().or(d.title.as_deref()).unwrap_or(&d.text);
     (
         format!("{}\u{1f}{}", d.category, who.to_lowercase()),
         normalize_key_text(what),
     )
 }
 
-fn is_word_prefix(short: &str, long: &str) -> bool {
-    long.len() > short.len()
-        && long.starts_with(short)
-        && long[short.len()..].starts_with(' ')
+/// Is some recorded text `text` followed by a space and more words? O(log n): the candidates sort
+/// right after `"<text> "`.
+fn extends(set: &BTreeSet<String>, text: &str) -> bool {
+    let probe = format!("{text} ");
+    set.range::<str, _>((
+        std::ops::Bound::Included(probe.as_str()),
+        std::ops::Bound::Unbounded,
+    ))
+    .next()
+    .is_some_and(|s| s.starts_with(&probe))
 }
 
 impl Dedup {
@@ -99,10 +107,7 @@ impl Dedup {
         let prefix_rule = d.category == "delegation" || d.category == "ticket";
         if prefix_rule
             && !text.is_empty()
-            && st
-                .groups
-                .get(&group)
-                .is_some_and(|v| v.iter().any(|s| is_word_prefix(&text, s)))
+            && st.groups.get(&group).is_some_and(|set| extends(set, &text))
         {
             return false;
         }
@@ -112,7 +117,7 @@ impl Dedup {
         }
         st.exact.insert(key);
         if prefix_rule {
-            st.groups.entry(group).or_default().push(text);
+            st.groups.entry(group).or_default().insert(text);
         }
         true
     }
@@ -154,7 +159,11 @@ mod tests {
     #[test]
     fn word_prefix_of_a_recorded_task_is_a_repeat() {
         let d = Dedup::new();
-        assert!(d.admit(&deleg("engineer", "a long task that wraps", TextSource::Screen)));
+        assert!(d.admit(&deleg(
+            "engineer",
+            "a long task that wraps",
+            TextSource::Screen
+        )));
         assert!(!d.admit(&deleg("engineer", "a long task that", TextSource::Screen)));
         // Not a whole-word prefix: a different task.
         assert!(d.admit(&deleg("engineer", "a long task th", TextSource::Screen)));
@@ -170,6 +179,9 @@ mod tests {
 
     #[test]
     fn normalisation() {
-        assert_eq!(normalize_key_text("● API Error: 400  Bad.\n"), "api error: 400 bad");
+        assert_eq!(
+            normalize_key_text("● API Error: 400  Bad.\n"),
+            "api error: 400 bad"
+        );
     }
 }

@@ -8,8 +8,21 @@
 //! * **text**: plain lines.
 //!
 //! Decoration (`● `, `⎿ `, `▎ `, `❯ `, the indent, list markers) is left in the lines: the engine's
-//! own normalisation removes it, so it is done once. Every detection goes through the session's shared
-//! [`Dedup`].
+//! own normalisation removes it, so it is done once. Rows the user typed (`❯ …`, screen-reader
+//! `you: …`) are skipped. Every detection goes through the session's shared [`Dedup`].
+//!
+//! Wiring a live session:
+//! ```text
+//! let mut pipe = Pipeline::new(engine.clone(), cols, rows);      // on the tap thread
+//! for chunk in tap { for d in pipe.feed(&chunk) { emit(d) } }   // raw PTY output, any chunking
+//! on SIGWINCH: for d in pipe.resize(cols, rows) { emit(d) }
+//! at exit:     for d in pipe.finish() { emit(d) }
+//! claude profile: let a = prepare_args(&user_args);             // spawn claude with a.args
+//!   if let Some(id) = &a.session_id {
+//!       let tail = transcript_tap(engine, pipe.dedup(), transcript_path(&home, &cwd, id),
+//!                                 a.resumed, move |d| emit(d))?;   // tail.stop() at exit
+//!   }
+//! ```
 
 pub mod claude;
 pub mod dedup;
@@ -65,6 +78,13 @@ fn agent_tool_row(line: &str) -> Option<&str> {
     let t = t.strip_prefix("● ").or_else(|| t.strip_prefix("⏺ "))?;
     let inner = t.strip_prefix("Agent(")?.strip_suffix(')')?;
     (!inner.trim().is_empty()).then_some(inner)
+}
+
+/// A row with what the user typed: claude's prompt `❯ …` (input box and echoed prompts) and the
+/// screen reader's `you: …`. The user's words are not the agent's.
+fn is_user_input_row(line: &str) -> bool {
+    let t = line.trim_start();
+    t.starts_with('❯') || t.starts_with("you: ")
 }
 
 impl Pipeline {
@@ -214,10 +234,13 @@ impl Pipeline {
     }
 
     fn match_line(&self, line: &str, source: TextSource) -> Vec<Detection> {
-        if source == TextSource::Screen
-            && let Some(desc) = agent_tool_row(line)
-        {
-            return vec![self.agent_tool(desc, None, line, source)];
+        if source == TextSource::Screen {
+            if is_user_input_row(line) {
+                return Vec::new();
+            }
+            if let Some(desc) = agent_tool_row(line) {
+                return vec![self.agent_tool(desc, None, line, source)];
+            }
         }
         self.matcher.detect(line, source)
     }
@@ -235,6 +258,28 @@ impl Pipeline {
         self.lines.clear();
         out
     }
+}
+
+/// Follow claude's transcript at `path` on a thread, feeding each line through a pipeline that
+/// shares `dedup` with the screen pipeline; `on_detection` gets each new detection (on the tailer
+/// thread). With `from_end` (a resumed session), lines already in the file are skipped.
+pub fn transcript_tap<F>(
+    engine: Arc<crate::patterns::Engine>,
+    dedup: Dedup,
+    path: std::path::PathBuf,
+    from_end: bool,
+    mut on_detection: F,
+) -> std::io::Result<TranscriptTailer>
+where
+    F: FnMut(Detection) + Send + 'static,
+{
+    // The transcript needs no screen: a 1x1 model costs nothing.
+    let mut p = Pipeline::new(engine, 1, 1).with_dedup(dedup);
+    TranscriptTailer::spawn(path, from_end, move |line| {
+        for d in p.feed_json_line(line, TextSource::Transcript) {
+            on_detection(d);
+        }
+    })
 }
 
 #[cfg(test)]
@@ -284,7 +329,10 @@ mod tests {
         d.extend(p.finish());
         assert_eq!(d.len(), 1);
         let mut t = Pipeline::with_matcher(Arc::new(Stub), 1, 1).with_dedup(p.dedup());
-        assert!(t.feed_markdown("QA Agent: test it.", TextSource::Transcript).is_empty());
+        assert!(
+            t.feed_markdown("QA Agent: test it.", TextSource::Transcript)
+                .is_empty()
+        );
     }
 
     #[test]
@@ -311,6 +359,73 @@ mod tests {
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].category, "error");
         assert_eq!(d[0].pattern, API_ERROR_PATTERN);
+    }
+
+    #[test]
+    fn transcript_tap_shares_dedup_with_the_screen() {
+        use std::io::Write;
+        let engine = Arc::new(
+            crate::patterns::Engine::builder()
+                .build()
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+        let mut screen = Pipeline::new(engine.clone(), 100, 30);
+        let mut d = screen.feed(b"  \x1b[1mEngineer Agent\x1b[22m: implement fib\r\n");
+        d.extend(screen.finish());
+        assert_eq!(d.len(), 1);
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("s.jsonl");
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let tap = transcript_tap(engine, screen.dedup(), path.clone(), false, move |d| {
+            let _ = tx.send(d);
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut f = std::fs::File::create(&path).unwrap_or_else(|e| panic!("{e}"));
+        let line = r#"{"type":"assistant","message":{"content":[{"type":"text","text":"**Engineer Agent**: implement fib\n\nTODO: add tests"}]}}"#;
+        writeln!(f, "{line}").unwrap_or_else(|e| panic!("{e}"));
+        let got = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("{e}"));
+        tap.stop();
+        // The delegation was already seen on screen: only the ticket is new.
+        assert_eq!(got.category, "ticket");
+        assert_eq!(got.source, TextSource::Transcript);
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn pipeline_can_move_to_a_tap_thread() {
+        fn send<T: Send>() {}
+        send::<Pipeline>();
+        send::<Dedup>();
+    }
+
+    #[test]
+    fn user_input_rows_are_not_the_agents_words() {
+        let mut p = pipe();
+        let mut d =
+            p.feed("\u{276f} TODO: typed by the user\r\nyou: TODO: also typed\r\n".as_bytes());
+        d.extend(p.finish());
+        assert!(d.is_empty(), "{d:?}");
+    }
+
+    #[test]
+    fn resize_reflow_gives_one_detection() {
+        let mut p = pipe();
+        let mut d = p.feed(
+            b"  QA Agent: check the whole release candidate build and report the results\r\n",
+        );
+        d.extend(p.resize(40, 10));
+        // The TUI repaints the paragraph wrapped at the new width.
+        d.extend(p.feed(
+            b"\x1b[2J\x1b[H  QA Agent: check the whole release\r\n  candidate build and report the results\r\n",
+        ));
+        d.extend(p.finish());
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(
+            d[0].task.as_deref(),
+            Some("check the whole release candidate build and report the results")
+        );
     }
 
     #[test]

@@ -41,7 +41,8 @@ impl LineSplitter {
         if bytes.len() > room {
             self.truncated = true;
         }
-        self.partial.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        self.partial
+            .extend_from_slice(&bytes[..bytes.len().min(room)]);
     }
 
     fn emit(&mut self, on_line: &mut dyn FnMut(&str)) {

@@ -81,12 +81,22 @@ fn text_start(s: &str) -> (usize, bool) {
     (indent, false)
 }
 
-/// Does row `b` continue row `a` (the first row of the line starts at `first_start`)?
-fn continues(a: &str, a_wrapped: bool, b: &str, first_start: usize, cols: usize) -> bool {
+/// Does row `b` continue row `a` (`a_chars` characters; the first row of the line starts at
+/// `first_start`)?
+fn continues(
+    a: &str,
+    a_chars: usize,
+    a_wrapped: bool,
+    b: &str,
+    first_start: usize,
+    cols: usize,
+) -> bool {
     if a_wrapped {
         return true;
     }
-    if a.trim().is_empty() || b.trim().is_empty() {
+    // Rows are right-trimmed: empty means blank. Cheap rejection next: even all of `b` as one word
+    // would have fitted on `a`.
+    if a.is_empty() || b.is_empty() || a_chars + 1 + b.len() <= cols.saturating_sub(2) {
         return false;
     }
     let (b_start, b_marker) = text_start(b);
@@ -97,7 +107,7 @@ fn continues(a: &str, a_wrapped: bool, b: &str, first_start: usize, cols: usize)
         .split(' ')
         .next()
         .map_or(0, |w| w.chars().count());
-    a.chars().count() + 1 + word > cols.saturating_sub(2)
+    a_chars + 1 + word > cols.saturating_sub(2)
 }
 
 /// Could a row of this length still get a continuation row?
@@ -125,56 +135,137 @@ impl LineReader {
             ReadKind::FeedEnd | ReadKind::PassEnd => screen.cursor_row(),
         };
         std::mem::swap(&mut self.scratch, screen.history_mut());
-        let nhist = self.scratch.len();
+        let mut stop = usize::MAX;
         {
-            let (hist, vis) = (&mut self.scratch, screen.rows_mut());
-            let mut view: Vec<&mut Row> = hist.iter_mut().collect();
-            view.extend(vis.iter_mut().take(limit));
-            assemble(&mut view, nhist, kind, cols, out);
+            let vis = screen.rows_mut();
+            let limit = limit.min(vis.len());
+            let mut rows = Rows {
+                hist: &mut self.scratch,
+                vis: &mut vis[..limit],
+            };
+            // Only the rows around a change are grouped: nothing before the blank row above the first
+            // changed row (lines never span a blank row), nothing after the line holding the last.
+            if let Some((first, last)) = rows.unseen_span() {
+                let mut from = first;
+                while from > 0 && !rows.text(from - 1).cached_text().is_empty() {
+                    from -= 1;
+                }
+                stop = assemble(&mut rows, from, last, kind, cols, out);
+            }
         }
-        let drained = std::mem::take(&mut self.scratch);
+        let mut drained = std::mem::take(&mut self.scratch);
+        if kind == ReadKind::History && stop < drained.len() {
+            // The last paragraph may go on in rows still on screen: keep it for the next read.
+            let keep = drained.split_off(stop);
+            let hist = screen.history_mut();
+            let newer = std::mem::replace(hist, keep);
+            hist.extend(newer);
+        }
         screen.recycle(drained);
     }
 }
 
-fn assemble(view: &mut [&mut Row], nhist: usize, kind: ReadKind, cols: usize, out: &mut Vec<String>) {
-    let n = view.len();
-    let mut i = 0;
-    while i < n {
-        if view[i].is_blank() {
-            view[i].seen = true;
+/// The rows being read: scrolled-out ones first, then the visible ones, without copying.
+struct Rows<'a> {
+    hist: &'a mut [Row],
+    vis: &'a mut [Row],
+}
+
+impl Rows<'_> {
+    fn len(&self) -> usize {
+        self.hist.len() + self.vis.len()
+    }
+
+    fn get(&self, i: usize) -> &Row {
+        if i < self.hist.len() {
+            &self.hist[i]
+        } else {
+            &self.vis[i - self.hist.len()]
+        }
+    }
+
+    fn get_mut(&mut self, i: usize) -> &mut Row {
+        if i < self.hist.len() {
+            &mut self.hist[i]
+        } else {
+            &mut self.vis[i - self.hist.len()]
+        }
+    }
+
+    /// The first and last row whose content was not read yet.
+    fn unseen_span(&self) -> Option<(usize, usize)> {
+        let mut it = self.hist.iter().chain(self.vis.iter());
+        let first = it.position(|r| !r.seen)?;
+        let last = (first..self.len())
+            .rev()
+            .find(|&i| !self.get(i).seen)
+            .unwrap_or(first);
+        Some((first, last))
+    }
+
+    /// Row `i` with its text built.
+    fn text(&mut self, i: usize) -> &Row {
+        self.get_mut(i).ensure_text();
+        self.get(i)
+    }
+}
+
+/// Group rows `from..` into logical lines, up to the one that holds row `last`, and emit those with a
+/// changed row. Returns the first row of a last line held back as possibly incomplete, or `usize::MAX`.
+fn assemble(
+    rows: &mut Rows<'_>,
+    from: usize,
+    last: usize,
+    kind: ReadKind,
+    cols: usize,
+    out: &mut Vec<String>,
+) -> usize {
+    let n = rows.len();
+    let nhist = rows.hist.len();
+    let mut i = from;
+    while i < n && i <= last {
+        if rows.text(i).cached_text().is_empty() {
+            rows.get_mut(i).seen = true;
             i += 1;
             continue;
         }
-        let (first_start, _) = text_start(view[i].text());
+        let (first_start, _) = text_start(rows.get(i).cached_text());
         let mut j = i;
         while j + 1 < n && j - i + 1 < MAX_JOIN_ROWS {
-            let a_wrapped = view[j].wrapped;
-            let (a, b) = {
-                let (left, right) = view.split_at_mut(j + 1);
-                (left[j].text().to_owned(), right[0].text().to_owned())
-            };
-            if !continues(&a, a_wrapped, &b, first_start, cols) {
+            rows.text(j + 1);
+            let (a, b) = (rows.get(j), rows.get(j + 1));
+            if !continues(
+                a.cached_text(),
+                a.cached_chars(),
+                a.wrapped,
+                b.cached_text(),
+                first_start,
+                cols,
+            ) {
                 break;
             }
             j += 1;
         }
-        let last_wrapped = view[j].wrapped;
-        let incomplete = kind == ReadKind::FeedEnd
-            && j + 1 == n
-            && j >= nhist
-            && may_continue(view[j].text(), last_wrapped, cols);
+        let last = rows.get(j);
+        // A read that stops short of the writer may see a paragraph without its last rows: after a
+        // read burst (the rows below the cursor are still to come) and when only scrolled-out rows are
+        // read (the rest is on screen).
+        let incomplete = j + 1 == n
+            && match kind {
+                ReadKind::FeedEnd => j >= nhist,
+                ReadKind::History => true,
+                _ => false,
+            }
+            && may_continue(last.cached_text(), last.wrapped, cols);
         if incomplete {
-            break;
+            return i;
         }
-        if view[i..=j].iter().any(|r| !r.seen) {
+        if (i..=j).any(|k| !rows.get(k).seen) {
             let mut line = String::new();
             for k in i..=j {
-                let joined_by_wrap = k > i && view[k - 1].wrapped;
-                let t = view[k].text();
-                if k == i {
-                    line.push_str(t);
-                } else if joined_by_wrap {
+                let joined_by_wrap = k > i && rows.get(k - 1).wrapped;
+                let t = rows.get(k).cached_text();
+                if k == i || joined_by_wrap {
                     line.push_str(t);
                 } else {
                     line.push(' ');
@@ -190,12 +281,13 @@ fn assemble(view: &mut [&mut Row], nhist: usize, kind: ReadKind, cols: usize, ou
                 }
             }
             out.push(line);
-            for r in view[i..=j].iter_mut() {
-                r.seen = true;
+            for k in i..=j {
+                rows.get_mut(k).seen = true;
             }
         }
         i = j + 1;
     }
+    usize::MAX
 }
 
 #[cfg(test)]
@@ -267,8 +359,39 @@ negative input, keep it O(n) time and O(1) space, and report back."
     }
 
     #[test]
+    fn a_flood_keeps_a_paragraph_that_straddles_the_history_cap_whole() {
+        // 254 short lines, a 3-row paragraph, 40 more lines, all in one feed: the history cap (256 rows)
+        // is reached while the paragraph's last row is still on screen.
+        let mut input = Vec::new();
+        for k in 0..254 {
+            input.extend_from_slice(format!("line {k}\r\n").as_bytes());
+        }
+        input.extend_from_slice(&LONG[..LONG.len() - 14]);
+        for k in 0..40 {
+            input.extend_from_slice(format!("tail {k}\r\n").as_bytes());
+        }
+        let out = lines_of(100, 5, &input);
+        assert!(
+            out.iter()
+                .any(|l| l.starts_with("  Engineer Agent:") && l.ends_with("report back.")),
+            "{:?}",
+            out.iter()
+                .filter(|l| l.contains("Agent"))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            out.iter().filter(|l| l.contains("Engineer Agent")).count(),
+            1
+        );
+    }
+
+    #[test]
     fn redraw_of_identical_text_is_not_read_again() {
-        let out = lines_of(40, 5, b"  TODO: a\r\n\x1b[H  TODO: a\r\n\x1b[H  TODO: b\r\n");
+        let out = lines_of(
+            40,
+            5,
+            b"  TODO: a\r\n\x1b[H  TODO: a\r\n\x1b[H  TODO: b\r\n",
+        );
         assert_eq!(out, ["  TODO: a", "  TODO: b"]);
     }
 }
@@ -281,9 +404,17 @@ mod dump {
     #[ignore]
     fn dump_captures() {
         let dir = std::env::var("MPM_SHARED_DIR").unwrap_or("../../shared".into());
-        for name in ["fullscreen", "classic", "screenreader", "agent_classic", "print_mode"] {
+        for name in [
+            "fullscreen",
+            "classic",
+            "screenreader",
+            "agent_classic",
+            "print_mode",
+        ] {
             let path = format!("{dir}/realclient/captures/{name}.raw");
-            let Ok(bytes) = std::fs::read(&path) else { continue };
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
             let mut s = Screen::new(100, 30);
             let mut r = LineReader::new();
             let mut out = Vec::new();

@@ -30,8 +30,12 @@ pub struct Row {
     pub wrapped: bool,
     /// True once the line reader has taken the current content; any change clears it.
     pub seen: bool,
-    /// The row's text, built lazily; `None` after a change.
-    text: Option<String>,
+    /// The row's text, rebuilt lazily after a change (the buffer is reused).
+    text: String,
+    /// `text` matches the cells.
+    text_valid: bool,
+    /// Characters in `text` (for the wrap-width check without re-counting).
+    text_chars: usize,
 }
 
 impl Row {
@@ -40,7 +44,9 @@ impl Row {
             cells: vec![' '; cols],
             wrapped: false,
             seen: true,
-            text: Some(String::new()),
+            text: String::new(),
+            text_valid: true,
+            text_chars: 0,
         }
     }
 
@@ -49,30 +55,52 @@ impl Row {
         self.cells.resize(cols, ' ');
         self.wrapped = false;
         self.seen = true;
-        self.text = Some(String::new());
+        self.text.clear();
+        self.text_valid = true;
+        self.text_chars = 0;
     }
 
     #[inline]
     fn touch(&mut self) {
         self.seen = false;
-        self.text = None;
+        self.text_valid = false;
     }
 
     /// The row's text, trailing blanks removed, wide-character tails skipped.
     pub fn text(&mut self) -> &str {
-        if self.text.is_none() {
+        self.ensure_text();
+        &self.text
+    }
+
+    /// The text built by [`Row::text`] or [`Row::ensure_text`] (stale if neither ran since the last
+    /// change).
+    pub fn cached_text(&self) -> &str {
+        &self.text
+    }
+
+    /// The number of characters of [`Row::cached_text`].
+    pub fn cached_chars(&self) -> usize {
+        self.text_chars
+    }
+
+    /// Rebuild the cached text if a change made it stale.
+    pub fn ensure_text(&mut self) {
+        if !self.text_valid {
             let end = self
                 .cells
                 .iter()
                 .rposition(|&c| c != ' ' && c != WIDE_TAIL)
                 .map_or(0, |i| i + 1);
-            let s: String = self.cells[..end]
-                .iter()
-                .filter(|&&c| c != WIDE_TAIL)
-                .collect();
-            self.text = Some(s);
+            self.text.clear();
+            self.text_chars = 0;
+            for &c in &self.cells[..end] {
+                if c != WIDE_TAIL {
+                    self.text.push(c);
+                    self.text_chars += 1;
+                }
+            }
+            self.text_valid = true;
         }
-        self.text.as_deref().unwrap_or("")
     }
 
     /// True when every cell is blank.
@@ -256,7 +284,9 @@ impl Screen {
                 if cols > 0 && r.cells[cols - 1] == WIDE_TAIL {
                     r.cells[cols - 1] = ' ';
                 }
-                r.touch();
+                // The caller read every row before resizing: a row cut short by a narrower screen is
+                // not new text (reading it again would yield a truncated line).
+                r.text_valid = false;
             }
         }
         if nrows < self.nrows {
@@ -307,6 +337,13 @@ impl Screen {
                     self.print_ascii(&bytes[start..i], obs);
                     continue;
                 }
+                // Fast path: a whole CSI sequence inside this chunk.
+                if bytes[i] == 0x1b
+                    && let Some(next) = self.fast_csi(bytes, i, obs)
+                {
+                    i = next;
+                    continue;
+                }
             }
             let b = bytes[i];
             i += 1;
@@ -314,27 +351,100 @@ impl Screen {
         }
     }
 
-    fn print_ascii<F: FnMut(&mut Screen, Hook)>(&mut self, run: &[u8], obs: &mut F) {
-        for &b in run {
+    /// Parse and run the CSI sequence at `bytes[at]` (ESC) when it is complete and plain; returns the
+    /// index after it, or `None` to let the byte-wise parser handle it (split or unusual sequences).
+    fn fast_csi<F: FnMut(&mut Screen, Hook)>(
+        &mut self,
+        bytes: &[u8],
+        at: usize,
+        obs: &mut F,
+    ) -> Option<usize> {
+        if bytes.get(at + 1) != Some(&b'[') {
+            return None;
+        }
+        let mut i = at + 2;
+        self.nparams = 0;
+        self.cur_param = None;
+        self.private = 0;
+        self.intermediate = false;
+        if let Some(&p @ b'<'..=b'?') = bytes.get(i) {
+            self.private = p;
+            i += 1;
+        }
+        while i < bytes.len() {
+            let b = bytes[i];
+            match b {
+                b'0'..=b'9' => {
+                    let d = u32::from(b - b'0');
+                    self.cur_param = Some(
+                        self.cur_param
+                            .unwrap_or(0)
+                            .saturating_mul(10)
+                            .saturating_add(d)
+                            .min(65535),
+                    );
+                }
+                b';' | b':' => self.push_param(),
+                0x20..=0x2f => self.intermediate = true,
+                0x40..=0x7e => {
+                    self.push_param();
+                    self.csi_dispatch(b, obs);
+                    return Some(i + 1);
+                }
+                // Controls inside, a late private marker, or anything odd: the slow path decides.
+                _ => return None,
+            }
+            i += 1;
+        }
+        None
+    }
+
+    fn print_ascii<F: FnMut(&mut Screen, Hook)>(&mut self, mut run: &[u8], obs: &mut F) {
+        while !run.is_empty() {
             if self.pending_wrap || self.x >= self.cols {
                 self.wrap(obs);
             }
+            let (x, cols) = (self.x, self.cols);
+            let n = run.len().min(cols - x);
             let row = &mut self.rows[self.y];
-            let c = char::from(b);
-            if row.cells[self.x] != c {
-                if row.cells[self.x] == WIDE_TAIL && self.x > 0 {
-                    row.cells[self.x - 1] = ' ';
+            // Half of a wide character at either edge of the written span becomes blank.
+            let left_tail = row.cells[x] == WIDE_TAIL && x > 0;
+            let right_tail = x + n < cols && row.cells[x + n] == WIDE_TAIL;
+            let mut changed = false;
+            for (cell, &b) in row.cells[x..x + n].iter_mut().zip(&run[..n]) {
+                let c = char::from(b);
+                if *cell != c {
+                    *cell = c;
+                    changed = true;
                 }
-                row.cells[self.x] = c;
-                if self.x + 1 < self.cols && row.cells[self.x + 1] == WIDE_TAIL {
-                    row.cells[self.x + 1] = ' ';
+            }
+            if changed {
+                if left_tail {
+                    row.cells[x - 1] = ' ';
+                }
+                if right_tail {
+                    row.cells[x + n] = ' ';
                 }
                 row.touch();
             }
-            if self.x + 1 >= self.cols {
-                self.pending_wrap = self.autowrap;
+            run = &run[n..];
+            if x + n >= cols {
+                self.x = cols - 1;
+                if self.autowrap {
+                    self.pending_wrap = true;
+                } else {
+                    // No autowrap: the rest overwrites the last column; only its last byte remains.
+                    if let Some(&last) = run.last() {
+                        let row = &mut self.rows[self.y];
+                        if row.cells[cols - 1] != char::from(last) {
+                            row.cells[cols - 1] = char::from(last);
+                            row.touch();
+                        }
+                    }
+                    run = &[];
+                }
             } else {
-                self.x += 1;
+                self.x = x + n;
             }
         }
     }
@@ -859,6 +969,11 @@ impl Screen {
         self.rows[top..=bottom].rotate_left(n);
         if self.history.len() >= HISTORY_CAP {
             obs(self, Hook::HistoryFull);
+            // An observer that does not drain: keep the newest rows only (bounded memory).
+            if self.history.len() >= HISTORY_CAP {
+                let old: Vec<Row> = self.history.drain(..HISTORY_CAP / 2).collect();
+                self.recycle(old);
+            }
         }
     }
 
@@ -921,7 +1036,11 @@ mod tests {
             let mut s = Screen::new(20, 2);
             s.feed(&bytes[..cut], &mut |_, _| {});
             s.feed(&bytes[cut..], &mut |_, _| {});
-            assert_eq!(s.contents().lines().next(), Some("\u{25cf} Agent"), "cut {cut}");
+            assert_eq!(
+                s.contents().lines().next(),
+                Some("\u{25cf} Agent"),
+                "cut {cut}"
+            );
         }
     }
 
@@ -963,12 +1082,63 @@ mod tests {
     }
 
     #[test]
+    fn ascii_runs_wrap_and_respect_wide_chars() {
+        assert_eq!(render(4, 3, b"abcdefghij"), "abcd\nefgh\nij\n");
+        assert_eq!(render(4, 2, b"\x1b[?7labcdefg"), "abcg\n\n");
+        // Overwriting half of a wide character blanks the other half (both here).
+        assert_eq!(
+            render(6, 1, "\u{4e2d}\u{6587}\x1b[2Gxy".as_bytes()),
+            " xy\n"
+        );
+    }
+
+    #[test]
+    fn csi_split_anywhere_equals_whole() {
+        let input = b"ab\x1b[3;5Hcd\x1b[?1049h\x1b[2J\x1b[Hx\x1b[?1049l\x1b[1;2r\x1b[2S\x1b[>4;2mz";
+        let whole = render(10, 5, input);
+        for cut in 0..input.len() {
+            let mut s = Screen::new(10, 5);
+            s.feed(&input[..cut], &mut |_, _| {});
+            s.feed(&input[cut..], &mut |_, _| {});
+            assert_eq!(s.contents(), whole, "cut {cut}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Any bytes, any sizes, resizes in between: no panic, the cursor stays on the screen.
+        #[test]
+        fn never_panics(
+            chunks in proptest::collection::vec(proptest::collection::vec(proptest::sample::select(
+                vec![0x1bu8, b'[', b'?', b';', b'1', b'0', b'9', b'H', b'A', b'J', b'K', b'S', b'T', b'r',
+                     b'h', b'l', b'L', b'M', b'P', b'@', b'X', b'7', b'8', b'M', b'c', b'\n', b'\r',
+                     0x08, 0x09, b'x', 0xe2, 0x97, 0x8f, 0xe4, 0xb8, 0xad, 0xff, b']', 0x07]), 0..64), 0..32),
+            sizes in proptest::collection::vec((1u16..12, 1u16..8), 1..4),
+        ) {
+            let (c0, r0) = sizes[0];
+            let mut s = Screen::new(c0, r0);
+            for (k, chunk) in chunks.iter().enumerate() {
+                s.feed(chunk, &mut |s, _| {
+                    let _ = s.contents();
+                    s.history_mut().clear();
+                });
+                if let Some(&(c, r)) = sizes.get(k % 4)
+                    && k % 5 == 4
+                {
+                    s.resize(c, r);
+                }
+                proptest::prop_assert!(s.cursor_row() < s.rows() && s.cursor_col() < s.cols());
+            }
+        }
+    }
+
+    #[test]
     fn moving_up_ends_a_pass() {
         let mut s = Screen::new(10, 3);
         let mut hooks = Vec::new();
-        s.feed(b"a\r\nb\x1b[H\x1b[?2026hx\x1b[Hy\x1b[?2026l", &mut |_, h| {
-            hooks.push(h)
-        });
+        s.feed(
+            b"a\r\nb\x1b[H\x1b[?2026hx\x1b[Hy\x1b[?2026l",
+            &mut |_, h| hooks.push(h),
+        );
         assert_eq!(hooks, [Hook::PassEnd, Hook::PassEnd]);
     }
 }
