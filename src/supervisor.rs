@@ -130,12 +130,10 @@ impl Supervisor {
         if let Some(id) = prepared.session_id {
             let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"));
             let path = claude::transcript_path(&home, &self.cwd, &id);
-            let mut pipeline = Pipeline::new(engine, self.cols, self.rows).with_dedup(self.dedup.clone());
             let bus = self.bus.clone();
             let executor = self.executor.clone();
-            match claude::TranscriptTailer::spawn(path, prepared.resumed, move |line| {
-                let found = pipeline.feed_json_line(line, crate::events::TextSource::Transcript);
-                publish(&bus, executor.as_ref(), found);
+            match crate::detect::transcript_tap(engine, self.dedup.clone(), path, prepared.resumed, move |d| {
+                publish(&bus, executor.as_ref(), vec![d]);
             }) {
                 Ok(t) => self.tailer = Some(t),
                 Err(e) => tracing::warn!(error = %e, "cannot tail the claude transcript"),
