@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::config::{Config, SessionExitPolicy};
 use crate::detect::{Pipeline, claude};
@@ -26,6 +27,8 @@ pub enum SupervisorError {
     Executor(#[from] crate::executor::ExecutorError),
     #[error(transparent)]
     Governor(#[from] crate::governor::GovernorError),
+    #[error("cannot start the detection dispatcher: {0}")]
+    Thread(#[source] std::io::Error),
 }
 
 /// Build the engine from the built-in packs, the configured pattern folders and `extra` files, with
@@ -65,6 +68,7 @@ pub struct Supervisor {
     governor: Option<Arc<Governor>>,
     main_watch: Arc<Mutex<Option<WatchHandle>>>,
     tailer: Option<claude::TranscriptTailer>,
+    dispatcher: Option<Dispatcher>,
     exit_policy: SessionExitPolicy,
     config: Config,
     cols: u16,
@@ -77,7 +81,11 @@ impl Supervisor {
     /// governor always.
     pub fn start(o: SupervisorOptions<'_>) -> Result<Supervisor, SupervisorError> {
         let cfg = o.config;
-        let engine = if cfg.run.detect { Some(build_engine(cfg, o.patterns)?) } else { None };
+        let engine = if cfg.run.detect {
+            Some(build_engine(cfg, o.patterns)?)
+        } else {
+            None
+        };
         let governor = Arc::new(Governor::start(&cfg.limits, grace(cfg))?);
         let executor = if cfg.run.detect && cfg.run.exec {
             let gov = governor.clone();
@@ -96,7 +104,19 @@ impl Supervisor {
         } else {
             None
         };
+        let dispatcher = match &engine {
+            Some(_) => Some(
+                Dispatcher::start(
+                    o.bus.clone(),
+                    executor.clone(),
+                    Duration::from_millis(cfg.run.settle_ms),
+                )
+                .map_err(SupervisorError::Thread)?,
+            ),
+            None => None,
+        };
         Ok(Supervisor {
+            dispatcher,
             bus: o.bus,
             engine,
             dedup: crate::detect::Dedup::new(),
@@ -114,13 +134,17 @@ impl Supervisor {
 
     /// `cgroup` or `polling`.
     pub fn governor_mode(&self) -> Option<String> {
-        self.governor.as_ref().map(|g| g.mode().as_str().to_string())
+        self.governor
+            .as_ref()
+            .map(|g| g.mode().as_str().to_string())
     }
 
     /// For a claude command: pin the transcript with `--session-id` (unless the user chose a session)
     /// and start tailing it. Returns the argv to spawn.
     pub fn prepare_argv(&mut self, argv: Vec<String>, transcript: bool) -> Vec<String> {
-        let Some(engine) = self.engine.clone() else { return argv };
+        let Some(engine) = self.engine.clone() else {
+            return argv;
+        };
         if !transcript || !is_claude(&argv) {
             return argv;
         }
@@ -128,13 +152,22 @@ impl Supervisor {
         let mut out = vec![argv[0].clone()];
         out.extend(prepared.args);
         if let Some(id) = prepared.session_id {
-            let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"));
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/"));
             let path = claude::transcript_path(&home, &self.cwd, &id);
-            let bus = self.bus.clone();
-            let executor = self.executor.clone();
-            match crate::detect::transcript_tap(engine, self.dedup.clone(), path, prepared.resumed, move |d| {
-                publish(&bus, executor.as_ref(), vec![d]);
-            }) {
+            let out = self.dispatcher.as_ref().map(Dispatcher::sender);
+            match crate::detect::transcript_tap(
+                engine,
+                self.dedup.clone(),
+                path,
+                prepared.resumed,
+                move |d| {
+                    if let Some(out) = &out {
+                        let _ = out.send(DispatchMsg::Found(d));
+                    }
+                },
+            ) {
                 Ok(t) => self.tailer = Some(t),
                 Err(e) => tracing::warn!(error = %e, "cannot tail the claude transcript"),
             }
@@ -146,7 +179,8 @@ impl Supervisor {
     pub fn consumer(&self) -> Option<Box<dyn OutputConsumer>> {
         let engine = self.engine.clone()?;
         let pipeline = Pipeline::new(engine, self.cols, self.rows).with_dedup(self.dedup.clone());
-        Some(Box::new(ScreenConsumer { pipeline, bus: self.bus.clone(), executor: self.executor.clone() }))
+        let out = self.dispatcher.as_ref()?.sender();
+        Some(Box::new(ScreenConsumer { pipeline, out }))
     }
 
     /// Called with the agent's pid right after the spawn: the governor watches its tree.
@@ -165,7 +199,11 @@ impl Supervisor {
 
     /// True when the governor stopped the main session at its hard limit.
     pub fn main_limit_reached(&self) -> bool {
-        self.main_watch.lock().unwrap_or_else(|e| e.into_inner()).as_ref().is_some_and(|w| w.limit_reached())
+        self.main_watch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|w| w.limit_reached())
     }
 
     /// After the session: read the rest of the transcript, then cancel or await delegations per
@@ -174,7 +212,13 @@ impl Supervisor {
         if let Some(t) = self.tailer.take() {
             t.stop();
         }
-        self.main_watch.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(d) = self.dispatcher.take() {
+            d.close();
+        }
+        self.main_watch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         let summaries = match self.executor.take() {
             Some(x) => x.shutdown(self.exit_policy),
             None => Vec::new(),
@@ -184,8 +228,8 @@ impl Supervisor {
     }
 }
 
-fn grace(cfg: &Config) -> std::time::Duration {
-    std::time::Duration::from_secs_f64(cfg.run.grace_secs.clamp(0.0, 3600.0))
+fn grace(cfg: &Config) -> Duration {
+    Duration::from_secs_f64(cfg.run.grace_secs.clamp(0.0, 3600.0))
 }
 
 /// True when argv[0] is the claude CLI.
@@ -197,36 +241,259 @@ pub fn is_claude(argv: &[String]) -> bool {
 
 /// Emit detections as events and hand executable delegations to the executor, each with its
 /// detection's step as parent.
-fn publish(bus: &Bus, executor: Option<&ExecutorHandle>, found: Vec<Detection>) {
-    for d in found {
-        let is_delegation = d.category == "delegation" && !d.handled_by_agent;
-        let ev = bus.emit(EventBody::Detection(d.clone()));
-        if is_delegation && let Some(x) = executor {
-            x.submit_with_parent(&d, Some(ev.step_id.clone()));
+fn publish(bus: &Bus, executor: Option<&ExecutorHandle>, d: Detection) {
+    let is_delegation = d.category == "delegation" && !d.handled_by_agent;
+    let ev = bus.emit(EventBody::Detection(d.clone()));
+    if is_delegation && let Some(x) = executor {
+        x.submit_with_parent(&d, Some(ev.step_id.clone()));
+    }
+}
+
+enum DispatchMsg {
+    Found(Detection),
+    Close,
+}
+
+/// Holds each detection for a short settle window before it is published. A TUI grows a
+/// paragraph row by row while the model streams, so the screen can show a wrapped delegation
+/// before its last row exists; the settle window lets the complete line replace its prefix, so
+/// one thing said gives one detection and one delegation runs with the whole task.
+///
+/// Rule: a held detection whose text (task, title, or line) is a whole-word prefix of a newer one
+/// of the same category and agent/ticket type is replaced by the newer one (which is held from the
+/// older one's deadline); a newer one that is a prefix of a held one is dropped. Everything else is
+/// published when its window ends, in arrival order, and all held detections are published on close.
+struct Dispatcher {
+    tx: crossbeam_channel::Sender<DispatchMsg>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+struct Held {
+    due: Instant,
+    group: String,
+    text: String,
+    d: Detection,
+}
+
+impl Dispatcher {
+    fn start(
+        bus: Bus,
+        executor: Option<ExecutorHandle>,
+        settle: Duration,
+    ) -> std::io::Result<Dispatcher> {
+        let (tx, rx) = crossbeam_channel::unbounded::<DispatchMsg>();
+        let thread = std::thread::Builder::new()
+            .name("mpm-dispatch".into())
+            .spawn(move || {
+                let mut held: Vec<Held> = Vec::new();
+                loop {
+                    let msg = match held.first() {
+                        Some(h) => rx.recv_deadline(h.due),
+                        None => rx
+                            .recv()
+                            .map_err(|_| crossbeam_channel::RecvTimeoutError::Disconnected),
+                    };
+                    match msg {
+                        Ok(DispatchMsg::Found(d)) => hold(&mut held, d, settle),
+                        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                        Ok(DispatchMsg::Close)
+                        | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                            for h in held.drain(..) {
+                                publish(&bus, executor.as_ref(), h.d);
+                            }
+                            return;
+                        }
+                    }
+                    let now = Instant::now();
+                    while held.first().is_some_and(|h| h.due <= now) {
+                        let h = held.remove(0);
+                        publish(&bus, executor.as_ref(), h.d);
+                    }
+                }
+            })?;
+        Ok(Dispatcher {
+            tx,
+            thread: Some(thread),
+        })
+    }
+
+    fn sender(&self) -> crossbeam_channel::Sender<DispatchMsg> {
+        self.tx.clone()
+    }
+
+    /// Publish everything still held and stop.
+    fn close(mut self) {
+        let _ = self.tx.send(DispatchMsg::Close);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
+}
+
+fn key_parts(d: &Detection) -> (String, String) {
+    let who = d
+        .agent
+        .as_deref()
+        .or(d.ticket_type.as_deref())
+        .unwrap_or("");
+    let text = d.task.as_deref().or(d.title.as_deref()).unwrap_or(&d.text);
+    let norm = text
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase();
+    (
+        format!(
+            "{}\u{1f}{}\u{1f}{}",
+            d.category,
+            who.to_lowercase(),
+            d.handled_by_agent
+        ),
+        norm,
+    )
+}
+
+/// True when `short` is `long` cut at a word boundary.
+fn word_prefix(short: &str, long: &str) -> bool {
+    long.len() > short.len()
+        && long.starts_with(short)
+        && long[short.len()..].starts_with(|c: char| c.is_whitespace() || c.is_ascii_punctuation())
+}
+
+fn hold(held: &mut Vec<Held>, d: Detection, settle: Duration) {
+    let (group, text) = key_parts(&d);
+    for h in held.iter_mut() {
+        if h.group != group {
+            continue;
+        }
+        if word_prefix(&h.text, &text) {
+            h.text = text;
+            h.d = d;
+            return;
+        }
+        if word_prefix(&text, &h.text) || h.text == text {
+            return;
+        }
+    }
+    held.push(Held {
+        due: Instant::now() + settle,
+        group,
+        text,
+        d,
+    });
 }
 
 /// The screen pipeline as the tap's consumer.
 struct ScreenConsumer {
     pipeline: Pipeline,
-    bus: Bus,
-    executor: Option<ExecutorHandle>,
+    out: crossbeam_channel::Sender<DispatchMsg>,
+}
+
+impl ScreenConsumer {
+    fn send(&self, found: Vec<Detection>) {
+        for d in found {
+            let _ = self.out.send(DispatchMsg::Found(d));
+        }
+    }
 }
 
 impl OutputConsumer for ScreenConsumer {
     fn feed(&mut self, bytes: &[u8]) {
         let found = self.pipeline.feed(bytes);
-        publish(&self.bus, self.executor.as_ref(), found);
+        self.send(found);
     }
 
     fn resize(&mut self, cols: u16, rows: u16) {
         let found = self.pipeline.resize(cols, rows);
-        publish(&self.bus, self.executor.as_ref(), found);
+        self.send(found);
     }
 
     fn finish(&mut self) {
         let found = self.pipeline.finish();
-        publish(&self.bus, self.executor.as_ref(), found);
+        self.send(found);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::TextSource;
+
+    fn delegation(agent: &str, task: &str) -> Detection {
+        Detection {
+            category: "delegation".into(),
+            pattern: "p".into(),
+            text: format!("{agent} Agent: {task}"),
+            source: TextSource::Screen,
+            agent: Some(agent.into()),
+            task: Some(task.into()),
+            ticket_type: None,
+            title: None,
+            priority: None,
+            handled_by_agent: false,
+        }
+    }
+
+    fn tasks(held: &[Held]) -> Vec<&str> {
+        held.iter().map(|h| h.d.task.as_deref().unwrap()).collect()
+    }
+
+    #[test]
+    fn a_longer_line_replaces_its_held_prefix() {
+        let mut held = Vec::new();
+        let settle = Duration::from_secs(1);
+        hold(
+            &mut held,
+            delegation("engineer", "implement fib(n) iteratively, add"),
+            settle,
+        );
+        hold(
+            &mut held,
+            delegation("engineer", "implement fib(n) iteratively, add type hints."),
+            settle,
+        );
+        assert_eq!(
+            tasks(&held),
+            ["implement fib(n) iteratively, add type hints."]
+        );
+        // The prefix seen again (a redraw) does not come back.
+        hold(
+            &mut held,
+            delegation("engineer", "implement fib(n)"),
+            settle,
+        );
+        assert_eq!(held.len(), 1);
+    }
+
+    #[test]
+    fn different_agents_words_and_categories_stay_apart() {
+        let mut held = Vec::new();
+        let settle = Duration::from_secs(1);
+        hold(&mut held, delegation("engineer", "test the api"), settle);
+        hold(&mut held, delegation("qa", "test the api and more"), settle);
+        hold(&mut held, delegation("engineer", "test the apis"), settle);
+        assert_eq!(
+            tasks(&held),
+            ["test the api", "test the api and more", "test the apis"]
+        );
+    }
+
+    #[test]
+    fn dispatcher_publishes_everything_held_on_close() {
+        let bus = Bus::new(crate::events::Context::new());
+        let rx = bus.subscribe();
+        let d = Dispatcher::start(bus.clone(), None, Duration::from_secs(3600)).unwrap();
+        let tx = d.sender();
+        tx.send(DispatchMsg::Found(delegation("qa", "check it")))
+            .unwrap();
+        tx.send(DispatchMsg::Found(delegation("qa", "check it twice")))
+            .unwrap();
+        d.close();
+        let got: Vec<_> = rx.try_iter().collect();
+        assert_eq!(got.len(), 1);
+        match &got[0].body {
+            EventBody::Detection(det) => assert_eq!(det.task.as_deref(), Some("check it twice")),
+            other => panic!("{other:?}"),
+        }
     }
 }

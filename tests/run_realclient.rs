@@ -123,7 +123,10 @@ fn mpm_run_claude_detects_and_runs_each_delegation() {
         ("HOME".to_string(), home.display().to_string()),
         ("CLAUDE_CODE_NO_FLICKER".to_string(), "0".to_string()),
         // Let the delegations finish after /exit instead of cancelling them.
-        ("MPM_EXECUTOR__ON_SESSION_EXIT".to_string(), "wait".to_string()),
+        (
+            "MPM_EXECUTOR__ON_SESSION_EXIT".to_string(),
+            "wait".to_string(),
+        ),
     ]);
     spawn.env.extend(server.claude_env());
     let mut p = spawn.start();
@@ -159,13 +162,21 @@ fn mpm_run_claude_detects_and_runs_each_delegation() {
     let agents: Vec<&str> = delegations.iter().map(|(a, _)| a.as_str()).collect();
     assert_eq!(
         agents,
-        ["documentation", "engineer", "engineer", "engineer", "qa", "qa"],
+        [
+            "documentation",
+            "engineer",
+            "engineer",
+            "engineer",
+            "qa",
+            "qa"
+        ],
         "{delegations:#?}"
     );
     assert!(
         delegations
             .iter()
-            .any(|(_, t)| t.starts_with("This is a deliberately long") && t.ends_with("report back.")),
+            .any(|(_, t)| t.starts_with("This is a deliberately long")
+                && t.ends_with("report back.")),
         "the wrapped delegation keeps its whole task: {delegations:#?}"
     );
     let finished = of("delegation.finished");

@@ -39,7 +39,10 @@ pub const UNIT_TEMPLATE: &str = include_str!("../../systemd/mpm.service");
 
 /// The session backend the daemon hosts sessions with: PTY sessions with the full supervisor.
 fn backend(patterns: &[PathBuf], state_dir: &Path) -> Arc<dyn SessionBackend> {
-    Arc::new(crate::daemon::pty_backend::PtyBackend::new(patterns.to_vec(), state_dir.to_path_buf()))
+    Arc::new(crate::daemon::pty_backend::PtyBackend::new(
+        patterns.to_vec(),
+        state_dir.to_path_buf(),
+    ))
 }
 
 /// The daemon socket (daemon and clients alike): `--socket`, `MPM_SOCKET`, `daemon.socket`, then

@@ -9,10 +9,10 @@ use clap::Args;
 
 use super::{GlobalArgs, load_config};
 use crate::config::Overrides;
-use crate::events::{Bus, Context, EventsFile};
-use crate::pty::PtyError;
 use crate::config::paths;
+use crate::events::{Bus, Context, EventsFile};
 use crate::protocol::{RunFlags, RunSpec};
+use crate::pty::PtyError;
 use crate::session::{SessionError, SessionOptions, run_in_terminal};
 use crate::store::Store;
 use crate::supervisor::{Supervisor, SupervisorOptions};
@@ -87,7 +87,9 @@ pub fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<i32> {
                 let spec = daemon_spec(g, &a, &command, &cwd, profile)?;
                 return super::client::run_in_daemon(client, spec);
             }
-            Err(e) => tracing::debug!(error = %e, socket = %socket.display(), "no daemon; running in-process"),
+            Err(e) => {
+                tracing::debug!(error = %e, socket = %socket.display(), "no daemon; running in-process")
+            }
         }
     }
 
@@ -98,7 +100,11 @@ pub fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<i32> {
         bus.add_sink(Arc::new(sink));
     }
     // In-process sessions write to the daemon's store too, so `mpm tickets` sees them later.
-    let state_dir = cfg.daemon.state_dir.clone().unwrap_or_else(paths::state_dir);
+    let state_dir = cfg
+        .daemon
+        .state_dir
+        .clone()
+        .unwrap_or_else(paths::state_dir);
     match Store::open_in(&state_dir) {
         Ok(store) => {
             if let Err(e) = Arc::new(store).add_to_bus(&bus, &command, &cwd.display().to_string()) {
@@ -175,7 +181,11 @@ fn daemon_spec(
     Ok(RunSpec {
         argv: command.to_vec(),
         cwd: cwd.display().to_string(),
-        env: profile.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        env: profile
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         cols: size.cols,
         rows: size.rows,
         flags: RunFlags {

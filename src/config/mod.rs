@@ -75,6 +75,9 @@ pub struct RunConfig {
     pub exec: bool,
     /// Print one line per delegation after the session.
     pub summary: bool,
+    /// Milliseconds a detection is held before it is published, so a wrapped line that the screen
+    /// shows row by row while it streams yields one detection with its whole text.
+    pub settle_ms: u64,
 }
 
 impl Default for RunConfig {
@@ -85,6 +88,7 @@ impl Default for RunConfig {
             detect: true,
             exec: true,
             summary: true,
+            settle_ms: 500,
         }
     }
 }

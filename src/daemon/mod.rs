@@ -32,9 +32,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
-pub use backend::{
-    Attachment, HostedSession, SessionBackend, SpawnError, SpawnRequest,
-};
+pub use backend::{Attachment, HostedSession, SessionBackend, SpawnError, SpawnRequest};
 
 use crate::events::{Event, Sink};
 use crate::store::{Store, StoreError};

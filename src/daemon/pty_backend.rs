@@ -31,7 +31,10 @@ impl PtyBackend {
     /// `patterns`: the daemon's own `--patterns`; `state_dir` holds each session's delegation
     /// output under `sessions/<id>/`.
     pub fn new(patterns: Vec<PathBuf>, state_dir: PathBuf) -> Self {
-        PtyBackend { patterns, state_dir }
+        PtyBackend {
+            patterns,
+            state_dir,
+        }
     }
 
     /// The configuration a client's `mpm run` would have had in-process: the user file, the
@@ -39,8 +42,10 @@ impl PtyBackend {
     /// client's flags.
     fn config_for(&self, req: &SpawnRequest) -> Result<Config, SpawnError> {
         let f = &req.flags;
-        let mut ov = Overrides::default();
-        ov.config_file = f.config.as_ref().map(PathBuf::from);
+        let mut ov = Overrides {
+            config_file: f.config.as_ref().map(PathBuf::from),
+            ..Overrides::default()
+        };
         if let Some(p) = &f.profile {
             ov.set("profile", p.clone(), "--profile");
         }
@@ -50,7 +55,10 @@ impl PtyBackend {
         if f.no_exec {
             ov.set("run.exec", false, "--no-exec");
         }
-        let files = [paths::config_dir().join("config.yaml"), req.cwd.join(".mpm/config.yaml")];
+        let files = [
+            paths::config_dir().join("config.yaml"),
+            req.cwd.join(".mpm/config.yaml"),
+        ];
         config::load_from(&files, std::env::vars(), &ov)
             .map(|l| l.config)
             .map_err(|e| SpawnError::Other(e.to_string()))
@@ -134,7 +142,10 @@ impl SessionBackend for PtyBackend {
             tap_capacity_bytes: cfg.run.tap_capacity_bytes,
             recorder: None,
         })
-        .map_err(|e| SpawnError::Start { program: argv[0].clone(), source: std::io::Error::other(e.to_string()) })?;
+        .map_err(|e| SpawnError::Start {
+            program: argv[0].clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
         let pty = Arc::new(pty);
         let pid = pty.pid();
         (sup.on_spawn())(pid);
@@ -221,14 +232,18 @@ impl HostedSession for PtyHosted {
         if !s.closed {
             s.subscribers.push(tx);
         }
-        Attachment { snapshot, output: rx }
+        Attachment {
+            snapshot,
+            output: rx,
+        }
     }
 
     fn stop(&self, grace: Duration) {
         if self.try_wait().is_some() {
             return;
         }
-        self.pty.stop(if grace.is_zero() { self.grace } else { grace });
+        self.pty
+            .stop(if grace.is_zero() { self.grace } else { grace });
         self.wait();
     }
 

@@ -377,7 +377,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = OwnedFd::from(std::fs::File::create(dir.path().join("o")).unwrap());
         let err = OwnedFd::from(std::fs::File::create(dir.path().join("e")).unwrap());
-        let argv: Vec<String> = ["sh", "-c", "ulimit -n"].iter().map(|s| s.to_string()).collect();
+        let argv: Vec<String> = ["sh", "-c", "ulimit -n"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let limits = crate::config::Rlimits {
             nofile: Some(77),
             ..Default::default()

@@ -96,7 +96,10 @@ impl FakeServer {
     /// The environment claude needs to talk to this server offline.
     pub fn claude_env(&self) -> Vec<(String, String)> {
         [
-            ("ANTHROPIC_BASE_URL", format!("http://127.0.0.1:{}", self.port)),
+            (
+                "ANTHROPIC_BASE_URL",
+                format!("http://127.0.0.1:{}", self.port),
+            ),
             ("ANTHROPIC_API_KEY", "sk-test-dummy".to_string()),
             ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1".to_string()),
             ("DISABLE_TELEMETRY", "1".to_string()),
