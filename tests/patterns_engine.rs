@@ -238,7 +238,7 @@ fn formats_and_agent_resolution() {
             Delegation("data-engineer", "design the schema"),
         ),
         (
-            "**Git**: push the branch",
+            "**VCS**: push the branch",
             Delegation("version-control", "push the branch"),
         ),
         // Unknown agents are kept as spoken (the executor applies its policy)...

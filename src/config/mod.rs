@@ -405,11 +405,14 @@ impl Default for Config {
                 },
             );
         }
+        // Aliases are what a model calls an agent. Words that are also common section labels
+        // ("Testing", "Deployment", "Data", "Analysis") are left out on purpose: `**X**:` starts an
+        // agent when X is a registered name or alias, and a bold label must not.
         let mut agents = BTreeMap::new();
         agents.insert(
             s("engineer"),
             agent(
-                &["Engineer", "Software Engineer", "Engineering", "Developer", "Dev"],
+                &["Engineer", "Software Engineer", "Developer"],
                 "Implements code changes",
                 "You are the Engineer Agent. Implement the task you are given with focused, tested code changes, then report what you changed.",
             ),
@@ -417,7 +420,7 @@ impl Default for Config {
         agents.insert(
             s("qa"),
             agent(
-                &["QA", "Quality Assurance", "Tester", "Test", "Testing"],
+                &["QA", "Quality Assurance", "Tester", "QA Engineer"],
                 "Tests and verifies",
                 "You are the QA Agent. Test and verify the work described in the task; report failures precisely.",
             ),
@@ -425,7 +428,7 @@ impl Default for Config {
         agents.insert(
             s("research"),
             agent(
-                &["Research", "Researcher", "Analyst", "Analysis"],
+                &["Research", "Researcher", "Analyst"],
                 "Investigates and reports",
                 "You are the Research Agent. Investigate the question in the task and report findings with sources.",
             ),
@@ -441,7 +444,7 @@ impl Default for Config {
         agents.insert(
             s("ops"),
             agent(
-                &["Ops", "DevOps", "Operations", "Deployment", "Infrastructure"],
+                &["Ops", "DevOps", "Operations Engineer", "SRE"],
                 "Builds, deploys and operates",
                 "You are the Ops Agent. Handle the build, deployment or operations task you are given.",
             ),
@@ -457,7 +460,7 @@ impl Default for Config {
         agents.insert(
             s("version-control"),
             agent(
-                &["Version Control", "VersionControl", "Git", "VCS"],
+                &["Version Control", "VersionControl", "VCS"],
                 "Manages branches, commits and merges",
                 "You are the Version Control Agent. Perform the git task you are given and report the result.",
             ),
@@ -465,7 +468,7 @@ impl Default for Config {
         agents.insert(
             s("data-engineer"),
             agent(
-                &["Data Engineer", "Data Engineering", "Data"],
+                &["Data Engineer"],
                 "Builds data pipelines and schemas",
                 "You are the Data Engineer Agent. Implement the data pipeline or schema task you are given.",
             ),
