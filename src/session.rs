@@ -61,6 +61,9 @@ pub struct SessionOptions {
     pub on_spawn: Option<Box<dyn FnOnce(i32) + Send>>,
     /// The resource governor's mode, reported in `session.started`.
     pub governor_mode: Option<String>,
+    /// Called after the child is gone and before `session.exited` is emitted (e.g. so the
+    /// governor's `resource.limit` for this tree comes first).
+    pub before_exit: Option<Box<dyn FnOnce() + Send>>,
     /// The `mpm` binary to start as the orphan watchdog (`mpm __watchdog`, see `pty::watchdog`);
     /// `None` = no watchdog. `mpm run` passes its own executable.
     pub watchdog_exe: Option<PathBuf>,
@@ -83,6 +86,7 @@ impl SessionOptions {
             argv_hook: None,
             on_spawn: None,
             governor_mode: None,
+            before_exit: None,
             watchdog_exe: None,
         }
     }
@@ -318,6 +322,9 @@ pub fn run_in_terminal(mut opts: SessionOptions) -> Result<SessionOutcome, Sessi
         );
     }
     tracing::info!(pid, status = outcome.status, ?stopped_by, "session exited");
+    if let Some(hook) = opts.before_exit.take() {
+        hook();
+    }
     opts.bus.emit(EventBody::SessionExited {
         exit_code: outcome.exit_code,
         signal: outcome.signal,

@@ -69,6 +69,7 @@ pub struct Supervisor {
     main_watch: Arc<Mutex<Option<WatchHandle>>>,
     tailer: Option<claude::TranscriptTailer>,
     dispatcher: Option<Dispatcher>,
+    claude_session: Option<String>,
     exit_policy: SessionExitPolicy,
     config: Config,
     cols: u16,
@@ -116,6 +117,7 @@ impl Supervisor {
             None => None,
         };
         Ok(Supervisor {
+            claude_session: None,
             dispatcher,
             bus: o.bus,
             engine,
@@ -151,6 +153,7 @@ impl Supervisor {
         let prepared = claude::prepare_args(&argv[1..]);
         let mut out = vec![argv[0].clone()];
         out.extend(prepared.args);
+        self.claude_session = prepared.session_id.clone();
         if let Some(id) = prepared.session_id {
             let home = std::env::var_os("HOME")
                 .map(PathBuf::from)
@@ -175,6 +178,11 @@ impl Supervisor {
         out
     }
 
+    /// The claude session id mpm pinned or followed (for `--resume` on a restart).
+    pub fn claude_session(&self) -> Option<&str> {
+        self.claude_session.as_deref()
+    }
+
     /// The screen pipeline for the output tap (None when detection is off).
     pub fn consumer(&self) -> Option<Box<dyn OutputConsumer>> {
         let engine = self.engine.clone()?;
@@ -193,6 +201,19 @@ impl Supervisor {
             if let Some(g) = governor {
                 let handle = g.watch(pid as u32, limits, bus, None);
                 *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+            }
+        })
+    }
+
+    /// Called before `session.exited`: when the governor is stopping the main tree at its limit,
+    /// wait (bounded) until it has, so `resource.limit` precedes `session.exited`.
+    pub fn before_exit(&self) -> Box<dyn FnOnce() + Send> {
+        let slot = self.main_watch.clone();
+        let wait = grace(&self.config) + Duration::from_secs(1);
+        Box::new(move || {
+            let guard = slot.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(w) = guard.as_ref().filter(|w| w.limit_reached()) {
+                w.wait_ended(wait);
             }
         })
     }

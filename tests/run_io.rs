@@ -248,3 +248,65 @@ fn rlimits_from_the_config_apply_to_the_agent() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "77\r\n77\r\n");
 }
+
+/// Issue 5: the governor stops the main session at its hard limit, the restart policy starts it
+/// again (once, per `max_per_hour: 1`), and the second stop ends the run. Every stop is a
+/// `resource.limit` event and the tree is gone each time.
+#[test]
+fn main_session_restarts_after_a_limit_stop_within_the_policy() {
+    let env = TestEnv::new();
+    let events = env.path("events.jsonl");
+    let fake = fake_agent();
+    let mut cmd = env.command(&[
+        "run",
+        "--events-file",
+        events.to_str().unwrap(),
+        "--no-detect",
+        "--",
+        "python3",
+        &fake,
+        "alloc-steps:40:8:50",
+        "sleep:0",
+    ]);
+    for (k, v) in [
+        ("MPM_LIMITS__INTERVAL_MS", "100"),
+        ("MPM_LIMITS__MEMORY_MB__WARNING", "60"),
+        ("MPM_LIMITS__MEMORY_MB__CRITICAL", "90"),
+        ("MPM_LIMITS__MEMORY_MB__HARD", "120"),
+        ("MPM_LIMITS__RESTART__ENABLED", "true"),
+        ("MPM_LIMITS__RESTART__MAX_PER_HOUR", "1"),
+        ("MPM_LIMITS__RESTART__BACKOFF_MS", "50"),
+    ] {
+        cmd.env(k, v);
+    }
+    let out = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let text = std::fs::read_to_string(&events).unwrap();
+    let kinds: Vec<String> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["kind"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let count = |k: &str| kinds.iter().filter(|x| *x == k).count();
+    assert_eq!(count("session.started"), 2, "{kinds:?}\n{stderr}");
+    assert_eq!(count("resource.limit"), 2, "{kinds:?}");
+    assert!(stderr.contains("restarting"), "{stderr}");
+    // Killed by the governor: SIGTERM (143) — the child's status is mpm's.
+    assert_eq!(out.status.code(), Some(143), "{stderr}");
+    // Restarted with the same argv (not claude: no --resume).
+    let started: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == "session.started")
+        .collect();
+    assert_eq!(started[0]["command"], started[1]["command"]);
+}

@@ -11,6 +11,7 @@ use super::{GlobalArgs, load_config};
 use crate::config::Overrides;
 use crate::config::paths;
 use crate::events::{Bus, Context, EventsFile};
+use crate::governor::{RestartPolicy, resume_argv};
 use crate::protocol::{RunFlags, RunSpec};
 use crate::pty::PtyError;
 use crate::session::{SessionError, SessionOptions, run_in_terminal};
@@ -135,26 +136,53 @@ pub fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<i32> {
     })?;
     let command = supervisor.prepare_argv(command, profile.transcript);
 
-    let mut opts = SessionOptions::new(command.clone(), bus.clone());
-    opts.env = profile
-        .env
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    opts.grace = Duration::from_secs_f64(cfg.run.grace_secs.max(0.0));
-    opts.tap_capacity_bytes = cfg.run.tap_capacity_bytes;
-    opts.record = a.record.clone();
-    opts.rlimits = Some(cfg.limits.rlimits.clone());
-    opts.consumer = supervisor.consumer();
-    opts.on_spawn = Some(supervisor.on_spawn());
-    opts.governor_mode = supervisor.governor_mode();
-    match std::env::current_exe() {
-        Ok(exe) => opts.watchdog_exe = Some(exe),
-        Err(e) => {
-            tracing::warn!(error = %e, "no orphan watchdog: cannot find mpm's own executable")
+    // The main session runs once, or again after the governor stopped it at its hard limit when
+    // `limits.restart.enabled` (claude continues its conversation with `--resume <id>`).
+    let mut restart = RestartPolicy::new(&cfg.limits.restart);
+    let mut command = command;
+    let result = loop {
+        let mut opts = SessionOptions::new(command.clone(), bus.clone());
+        opts.env = profile
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        opts.grace = Duration::from_secs_f64(cfg.run.grace_secs.max(0.0));
+        opts.tap_capacity_bytes = cfg.run.tap_capacity_bytes;
+        opts.record = a.record.clone();
+        opts.rlimits = Some(cfg.limits.rlimits.clone());
+        opts.consumer = supervisor.consumer();
+        opts.on_spawn = Some(supervisor.on_spawn());
+        opts.before_exit = Some(supervisor.before_exit());
+        opts.governor_mode = supervisor.governor_mode();
+        match std::env::current_exe() {
+            Ok(exe) => opts.watchdog_exe = Some(exe),
+            Err(e) => {
+                tracing::warn!(error = %e, "no orphan watchdog: cannot find mpm's own executable")
+            }
         }
-    }
-    let result = run_in_terminal(opts);
+        let result = run_in_terminal(opts);
+        let limited =
+            matches!(&result, Ok(o) if o.stopped_by.is_none()) && supervisor.main_limit_reached();
+        let delay = if limited {
+            restart.next_delay(std::time::Instant::now())
+        } else {
+            None
+        };
+        match delay {
+            Some(delay) => {
+                eprintln!(
+                    "mpm: the agent was stopped at its resource limit; restarting in {:.1}s",
+                    delay.as_secs_f64()
+                );
+                std::thread::sleep(delay);
+                if let Some(id) = supervisor.claude_session() {
+                    command = resume_argv(&command, id);
+                }
+            }
+            None => break result,
+        }
+    };
     let summaries = supervisor.finish();
     bus.close();
     let outcome = match result {

@@ -171,6 +171,7 @@ impl SessionBackend for PtyBackend {
             .name("mpm-hosted-wait".into())
             .spawn(move || {
                 let exit = h.pty.wait();
+                (sup.before_exit())();
                 let summaries = sup.finish();
                 for s in summaries {
                     tracing::info!(session = %h.id, agent = %s.agent, status = s.status.as_str(), "delegation ended");
