@@ -212,6 +212,8 @@ pub(crate) fn validate(origin: &str, file: &mut PatternFile) -> Vec<PatternError
             Some("empty regex")
         } else if p.regex.is_some() && p.category.as_deref().is_none_or(|c| c.trim().is_empty()) {
             Some("a pattern with a regex needs a non-empty category")
+        } else if p.literals.as_ref().is_some_and(Vec::is_empty) {
+            Some("empty `literals` list: no line could ever match (omit it to let mpm derive literals)")
         } else if p
             .literals
             .as_ref()

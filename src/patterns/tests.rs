@@ -53,6 +53,10 @@ fn rejected_files_give_one_line_errors_with_positions() {
             "FILE:2:9: pattern a: empty regex",
         ),
         (
+            "patterns:\n  - id: a\n    category: x\n    regex: 'a'\n    literals: []\n",
+            "FILE:2:9: pattern a: empty `literals` list: no line could ever match (omit it to let mpm derive literals)",
+        ),
+        (
             "patterns:\n  - id: a\n    category: x\n    regex: 'x*'\n",
             "FILE:2:9: pattern a: the regex matches the empty string",
         ),
