@@ -351,29 +351,6 @@ impl Dispatcher {
     }
 }
 
-fn key_parts(d: &Detection) -> (String, String) {
-    let who = d
-        .agent
-        .as_deref()
-        .or(d.ticket_type.as_deref())
-        .unwrap_or("");
-    let text = d.task.as_deref().or(d.title.as_deref()).unwrap_or(&d.text);
-    let norm = text
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .to_lowercase();
-    (
-        format!(
-            "{}\u{1f}{}\u{1f}{}",
-            d.category,
-            who.to_lowercase(),
-            d.handled_by_agent
-        ),
-        norm,
-    )
-}
-
 /// True when `short` is `long` cut at a word boundary.
 fn word_prefix(short: &str, long: &str) -> bool {
     long.len() > short.len()
@@ -382,7 +359,7 @@ fn word_prefix(short: &str, long: &str) -> bool {
 }
 
 fn hold(held: &mut Vec<Held>, d: Detection, settle: Duration) {
-    let (group, text) = key_parts(&d);
+    let (group, text) = crate::detect::dedup::key_parts(&d);
     for h in held.iter_mut() {
         if h.group != group {
             continue;

@@ -32,15 +32,18 @@ fn claude_version_through_mpm() {
     );
 }
 
-#[test]
-fn interactive_claude_session_shows_the_reply_and_exits_0() {
+/// Run the delegation exchange through `mpm run -- claude` (classic renderer, 100x30) against the
+/// fake server: prompt, reply, `/exit`. Returns the events file; `None` when the real client is
+/// not available (the test is skipped).
+fn delegation_exchange(env: &TestEnv, extra_env: &[(&str, &str)]) -> Option<std::path::PathBuf> {
     let Some(bin) = claude_bin() else {
-        return skip("real claude CLI not installed");
+        skip("real claude CLI not installed");
+        return None;
     };
     let Some(rc) = realclient_dir() else {
-        return skip("shared/realclient not found");
+        skip("shared/realclient not found");
+        return None;
     };
-    let env = TestEnv::new();
     let server = FakeServer::start(&rc, "delegation.json", env.dir.path());
     let home = env.path("home");
     let work = env.path("work");
@@ -48,7 +51,7 @@ fn interactive_claude_session_shows_the_reply_and_exits_0() {
 
     let events = env.path("events.jsonl");
     let mut spawn = Spawn::new(
-        &env,
+        env,
         &[
             "run",
             "--events-file",
@@ -68,6 +71,11 @@ fn interactive_claude_session_shows_the_reply_and_exits_0() {
         ("CLAUDE_CODE_NO_FLICKER".to_string(), "0".to_string()),
     ]);
     spawn.env.extend(server.claude_env());
+    spawn.env.extend(
+        extra_env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
     let mut p = spawn.start();
     p.expect("\u{276f}"); // ❯, the prompt
     p.send(b"please delegate the fibonacci task");
@@ -80,6 +88,15 @@ fn interactive_claude_session_shows_the_reply_and_exits_0() {
     p.expect("/exit");
     p.send(b"\r");
     assert_eq!(p.wait().code(), Some(0), "terminal:\n{}", p.text());
+    Some(events)
+}
+
+#[test]
+fn interactive_claude_session_shows_the_reply_and_exits_0() {
+    let env = TestEnv::new();
+    let Some(events) = delegation_exchange(&env, &[]) else {
+        return;
+    };
     let text = std::fs::read_to_string(&events).unwrap();
     assert!(text.contains("\"kind\":\"session.exited\""), "{text}");
     assert!(text.contains("\"exit_code\":0"), "{text}");
@@ -90,56 +107,12 @@ fn interactive_claude_session_shows_the_reply_and_exits_0() {
 /// server, and every `delegation.finished` says `success`.
 #[test]
 fn mpm_run_claude_detects_and_runs_each_delegation() {
-    let Some(bin) = claude_bin() else {
-        return skip("real claude CLI not installed");
-    };
-    let Some(rc) = realclient_dir() else {
-        return skip("shared/realclient not found");
-    };
     let env = TestEnv::new();
-    let server = FakeServer::start(&rc, "delegation.json", env.dir.path());
-    let home = env.path("home");
-    let work = env.path("work");
-    setup_home(&rc, &home, &work);
-
-    let events = env.path("events.jsonl");
-    let mut spawn = Spawn::new(
-        &env,
-        &[
-            "run",
-            "--events-file",
-            events.to_str().unwrap(),
-            "--",
-            "claude",
-            "--permission-mode",
-            "acceptEdits",
-        ],
-    );
-    spawn.cols = 100;
-    spawn.rows = 30;
-    spawn.cwd = Some(&work);
-    spawn.env.extend([
-        ("PATH".to_string(), path_with(&bin)),
-        ("HOME".to_string(), home.display().to_string()),
-        ("CLAUDE_CODE_NO_FLICKER".to_string(), "0".to_string()),
-        // Let the delegations finish after /exit instead of cancelling them.
-        (
-            "MPM_EXECUTOR__ON_SESSION_EXIT".to_string(),
-            "wait".to_string(),
-        ),
-    ]);
-    spawn.env.extend(server.claude_env());
-    let mut p = spawn.start();
-    p.expect("\u{276f}");
-    p.send(b"please delegate the fibonacci task");
-    p.expect("fibonacci");
-    p.send(b"\r");
-    p.expect("Inline");
-    p.send(b"/exit");
-    p.expect("/exit");
-    p.send(b"\r");
-    assert_eq!(p.wait().code(), Some(0), "terminal:\n{}", p.text());
-
+    // Let the delegations finish after /exit instead of cancelling them.
+    let Some(events) = delegation_exchange(&env, &[("MPM_EXECUTOR__ON_SESSION_EXIT", "wait")])
+    else {
+        return;
+    };
     let evs: Vec<serde_json::Value> = std::fs::read_to_string(&events)
         .unwrap()
         .lines()

@@ -62,8 +62,9 @@ pub fn normalize_key_text(s: &str) -> String {
     trimmed.to_string()
 }
 
-/// `(group, text)` for a detection: the group is category plus agent or ticket type.
-fn key_parts(d: &Detection) -> (String, String) {
+/// `(group, text)` for a detection: the group is category plus agent or ticket type; the text is
+/// the normalised task, title or line.
+pub fn key_parts(d: &Detection) -> (String, String) {
     let who = d
         .agent
         .as_deref()
