@@ -55,6 +55,28 @@ pub struct SupervisorOptions<'a> {
     pub rows: u16,
     /// The working directory of the agent (for claude's transcript path).
     pub cwd: PathBuf,
+    /// A compiled engine to share (the daemon shares one per pattern set); `None` builds one.
+    pub engine: Option<Arc<Engine>>,
+    /// A governor to share (one sampler thread for every session of a daemon); `None` starts one.
+    pub governor: Option<Arc<Governor>>,
+}
+
+/// Starts the session's executor when the first delegation needs it.
+type StartExecutor = Box<dyn FnOnce() -> Option<ExecutorHandle> + Send>;
+
+/// The executor, started on first use.
+struct LazyExecutor {
+    start: Option<StartExecutor>,
+    handle: Option<ExecutorHandle>,
+}
+
+impl LazyExecutor {
+    fn get(&mut self) -> Option<&ExecutorHandle> {
+        if let Some(start) = self.start.take() {
+            self.handle = start();
+        }
+        self.handle.as_ref()
+    }
 }
 
 /// One session's detection, execution and governance. Create before the spawn, hand
@@ -64,7 +86,6 @@ pub struct Supervisor {
     bus: Bus,
     engine: Option<Arc<Engine>>,
     dedup: crate::detect::Dedup,
-    executor: Option<ExecutorHandle>,
     governor: Option<Arc<Governor>>,
     main_watch: Arc<Mutex<Option<WatchHandle>>>,
     tailer: Option<claude::TranscriptTailer>,
@@ -82,26 +103,41 @@ impl Supervisor {
     /// governor always.
     pub fn start(o: SupervisorOptions<'_>) -> Result<Supervisor, SupervisorError> {
         let cfg = o.config;
-        let engine = if cfg.run.detect {
-            Some(build_engine(cfg, o.patterns)?)
-        } else {
-            None
+        let engine = match (cfg.run.detect, o.engine) {
+            (false, _) => None,
+            (true, Some(shared)) => Some(shared),
+            (true, None) => Some(build_engine(cfg, o.patterns)?),
         };
-        let governor = Arc::new(Governor::start(&cfg.limits, grace(cfg))?);
-        let executor = if cfg.run.detect && cfg.run.exec {
+        let governor = match o.governor {
+            Some(shared) => shared,
+            None => Arc::new(Governor::start(&cfg.limits, grace(cfg))?),
+        };
+        // The executor (a runtime and its threads) starts with the first delegation: an idle
+        // session costs none of it.
+        let executor: Option<StartExecutor> = if cfg.run.detect && cfg.run.exec {
             let gov = governor.clone();
-            let limits_cfg = cfg.clone();
+            let cfg = cfg.clone();
             let bus = o.bus.clone();
-            let handle = Executor::start(cfg, o.bus.clone(), o.output_dir)?;
-            handle.set_spawn_hook(Box::new(move |pid, agent, delegation_id| {
-                let limits = resolve_limits(
-                    &limits_cfg.limits,
-                    limits_cfg.agents.get(agent).and_then(|a| a.limits.as_ref()),
-                );
-                let watch = gov.watch(pid, limits, bus.clone(), Some(delegation_id.to_string()));
-                Some(Box::new(watch) as crate::executor::SpawnGuard)
-            }));
-            Some(handle)
+            let output_dir = o.output_dir;
+            Some(Box::new(move || {
+                let handle = match Executor::start(&cfg, bus.clone(), output_dir) {
+                    Ok(h) => h,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot start the executor: delegations are recorded, not run");
+                        return None;
+                    }
+                };
+                handle.set_spawn_hook(Box::new(move |pid, agent, delegation_id| {
+                    let limits = resolve_limits(
+                        &cfg.limits,
+                        cfg.agents.get(agent).and_then(|a| a.limits.as_ref()),
+                    );
+                    let watch =
+                        gov.watch(pid, limits, bus.clone(), Some(delegation_id.to_string()));
+                    Some(Box::new(watch) as crate::executor::SpawnGuard)
+                }));
+                Some(handle)
+            }))
         } else {
             None
         };
@@ -109,7 +145,10 @@ impl Supervisor {
             Some(_) => Some(
                 Dispatcher::start(
                     o.bus.clone(),
-                    executor.clone(),
+                    LazyExecutor {
+                        start: executor,
+                        handle: None,
+                    },
                     Duration::from_millis(cfg.run.settle_ms),
                 )
                 .map_err(SupervisorError::Thread)?,
@@ -122,7 +161,6 @@ impl Supervisor {
             bus: o.bus,
             engine,
             dedup: crate::detect::Dedup::new(),
-            executor,
             governor: Some(governor),
             main_watch: Arc::new(Mutex::new(None)),
             tailer: None,
@@ -233,14 +271,12 @@ impl Supervisor {
         if let Some(t) = self.tailer.take() {
             t.stop();
         }
-        if let Some(d) = self.dispatcher.take() {
-            d.close();
-        }
+        let executor = self.dispatcher.take().and_then(Dispatcher::close);
         self.main_watch
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        let summaries = match self.executor.take() {
+        let summaries = match executor {
             Some(x) => x.shutdown(self.exit_policy),
             None => Vec::new(),
         };
@@ -262,10 +298,10 @@ pub fn is_claude(argv: &[String]) -> bool {
 
 /// Emit detections as events and hand executable delegations to the executor, each with its
 /// detection's step as parent.
-fn publish(bus: &Bus, executor: Option<&ExecutorHandle>, d: Detection) {
+fn publish(bus: &Bus, executor: &mut LazyExecutor, d: Detection) {
     let is_delegation = d.category == "delegation" && !d.handled_by_agent;
     let ev = bus.emit(EventBody::Detection(d.clone()));
-    if is_delegation && let Some(x) = executor {
+    if is_delegation && let Some(x) = executor.get() {
         x.submit_with_parent(&d, Some(ev.step_id.clone()));
     }
 }
@@ -286,7 +322,7 @@ enum DispatchMsg {
 /// published when its window ends, in arrival order, and all held detections are published on close.
 struct Dispatcher {
     tx: crossbeam_channel::Sender<DispatchMsg>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: Option<std::thread::JoinHandle<Option<ExecutorHandle>>>,
 }
 
 struct Held {
@@ -299,7 +335,7 @@ struct Held {
 impl Dispatcher {
     fn start(
         bus: Bus,
-        executor: Option<ExecutorHandle>,
+        mut executor: LazyExecutor,
         settle: Duration,
     ) -> std::io::Result<Dispatcher> {
         let (tx, rx) = crossbeam_channel::unbounded::<DispatchMsg>();
@@ -320,15 +356,15 @@ impl Dispatcher {
                         Ok(DispatchMsg::Close)
                         | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
                             for h in held.drain(..) {
-                                publish(&bus, executor.as_ref(), h.d);
+                                publish(&bus, &mut executor, h.d);
                             }
-                            return;
+                            return executor.handle;
                         }
                     }
                     let now = Instant::now();
                     while held.first().is_some_and(|h| h.due <= now) {
                         let h = held.remove(0);
-                        publish(&bus, executor.as_ref(), h.d);
+                        publish(&bus, &mut executor, h.d);
                     }
                 }
             })?;
@@ -342,12 +378,10 @@ impl Dispatcher {
         self.tx.clone()
     }
 
-    /// Publish everything still held and stop.
-    fn close(mut self) {
+    /// Publish everything still held and stop; returns the executor if one was started.
+    fn close(mut self) -> Option<ExecutorHandle> {
         let _ = self.tx.send(DispatchMsg::Close);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.thread.take().and_then(|t| t.join().ok().flatten())
     }
 }
 
@@ -480,7 +514,11 @@ mod tests {
     fn dispatcher_publishes_everything_held_on_close() {
         let bus = Bus::new(crate::events::Context::new());
         let rx = bus.subscribe();
-        let d = Dispatcher::start(bus.clone(), None, Duration::from_secs(3600)).unwrap();
+        let lazy = LazyExecutor {
+            start: None,
+            handle: None,
+        };
+        let d = Dispatcher::start(bus.clone(), lazy, Duration::from_secs(3600)).unwrap();
         let tx = d.sender();
         tx.send(DispatchMsg::Found(delegation("qa", "check it")))
             .unwrap();

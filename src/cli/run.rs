@@ -133,6 +133,8 @@ pub fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<i32> {
         cols,
         rows,
         cwd: cwd.clone(),
+        engine: None,
+        governor: None,
     })?;
     let command = supervisor.prepare_argv(command, profile.transcript);
 

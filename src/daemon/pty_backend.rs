@@ -15,17 +15,26 @@ use crossbeam_channel::{Sender, TrySendError};
 use super::backend::{Attachment, HostedSession, SessionBackend, SpawnError, SpawnRequest};
 use crate::config::{self, Config, Overrides, paths};
 use crate::events::EventBody;
+use crate::governor::Governor;
+use crate::patterns::Engine;
 use crate::pty::{OutputSink, PtyConfig, PtySession, WinSize};
 use crate::supervisor::{Supervisor, SupervisorOptions};
 
 /// Output chunks an attached client may fall behind by before its stream is dropped.
 const SUBSCRIBER_BACKLOG: usize = 4096;
 
-/// Hosts sessions on PTYs with the full supervisor.
+/// Hosts sessions on PTYs with the full supervisor. Sessions share one governor (one sampler
+/// thread) and one compiled engine per pattern set, so an idle session costs little more than its
+/// agent.
 pub struct PtyBackend {
     patterns: Vec<PathBuf>,
     state_dir: PathBuf,
+    governor: Mutex<Option<Arc<Governor>>>,
+    engines: Mutex<Vec<(String, Arc<Engine>)>>,
 }
+
+/// Compiled engines kept for reuse (distinct pattern sets; the oldest is dropped first).
+const ENGINE_CACHE: usize = 8;
 
 impl PtyBackend {
     /// `patterns`: the daemon's own `--patterns`; `state_dir` holds each session's delegation
@@ -34,7 +43,58 @@ impl PtyBackend {
         PtyBackend {
             patterns,
             state_dir,
+            governor: Mutex::new(None),
+            engines: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The shared governor, started with the first session's `limits` (interval, cgroup mode).
+    fn governor(&self, cfg: &Config) -> Result<Arc<Governor>, SpawnError> {
+        let mut g = self.governor.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(g) = g.as_ref() {
+            return Ok(g.clone());
+        }
+        let grace = Duration::from_secs_f64(cfg.run.grace_secs.clamp(0.0, 3600.0));
+        let started =
+            Governor::start(&cfg.limits, grace).map_err(|e| SpawnError::Other(e.to_string()))?;
+        let started = Arc::new(started);
+        *g = Some(started.clone());
+        Ok(started)
+    }
+
+    /// The engine for this pattern set and agent registry: reused while the files are unchanged
+    /// (path, size and modification time are part of the key).
+    fn engine_for(
+        &self,
+        cfg: &Config,
+        patterns: &[PathBuf],
+    ) -> Result<Option<Arc<Engine>>, SpawnError> {
+        if !cfg.run.detect {
+            return Ok(None);
+        }
+        let files = crate::patterns::configured_sources(patterns);
+        let mut key = serde_json::to_string(&cfg.agents).unwrap_or_default();
+        for f in &files {
+            let meta = std::fs::metadata(f).ok();
+            let stamp = meta.as_ref().and_then(|m| m.modified().ok());
+            key.push_str(&format!(
+                "\n{}|{:?}|{:?}",
+                f.display(),
+                meta.map(|m| m.len()),
+                stamp
+            ));
+        }
+        let mut cache = self.engines.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, e)) = cache.iter().find(|(k, _)| *k == key) {
+            return Ok(Some(e.clone()));
+        }
+        let engine = crate::supervisor::build_engine(cfg, patterns)
+            .map_err(|e| SpawnError::Other(e.to_string()))?;
+        if cache.len() >= ENGINE_CACHE {
+            cache.remove(0);
+        }
+        cache.push((key, engine.clone()));
+        Ok(Some(engine))
     }
 
     /// The configuration a client's `mpm run` would have had in-process: the user file, the
@@ -117,6 +177,8 @@ impl SessionBackend for PtyBackend {
             cols,
             rows,
             cwd: req.cwd.clone(),
+            engine: self.engine_for(cfg, &patterns)?,
+            governor: Some(self.governor(cfg)?),
         })
         .map_err(|e| SpawnError::Other(e.to_string()))?;
         let transcript = cfg.active_profile().map(|p| p.transcript).unwrap_or(false);

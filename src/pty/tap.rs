@@ -102,7 +102,18 @@ impl Tap {
     }
 }
 
+/// Niceness of the consumer thread: under CPU contention the pass-through threads win, and a
+/// consumer that falls behind shows up as counted overrun instead of a slower terminal.
+const CONSUMER_NICE: libc::c_int = 10;
+
 fn consume(consumer: &mut dyn OutputConsumer, rx: &Receiver<TapMsg>, queued: &AtomicUsize) {
+    // SAFETY: plain syscalls on this thread's own id. Linux applies nice per thread.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        if libc::setpriority(libc::PRIO_PROCESS, tid, CONSUMER_NICE) != 0 {
+            tracing::debug!("cannot lower the tap consumer's priority");
+        }
+    }
     while let Ok(msg) = rx.recv() {
         match msg {
             TapMsg::Data(bytes) => {
