@@ -63,7 +63,8 @@ pub fn tree_members(root: i32) -> Vec<i32> {
     tree_members_in(root, &all_processes())
 }
 
-fn tree_members_in(root: i32, procs: &[ProcStat]) -> Vec<i32> {
+/// [`tree_members`] over a snapshot of [`all_processes`] (one scan shared by many trees).
+pub fn tree_members_in(root: i32, procs: &[ProcStat]) -> Vec<i32> {
     let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
     for p in procs {
         children.entry(p.ppid).or_default().push(p.pid);

@@ -220,10 +220,10 @@ struct Measure {
 }
 
 impl Meter {
-    fn measure(&mut self, root: i32) -> Measure {
+    fn measure(&mut self, root: i32, snapshot: Option<&[process::ProcStat]>) -> Measure {
         match self {
             Meter::Proc(t) => {
-                let s = t.sample();
+                let s = t.sample_with(snapshot);
                 Measure {
                     alive: s.members > 0,
                     rss_bytes: s.rss_bytes,
@@ -285,8 +285,6 @@ pub struct Governor {
     shared: Arc<Shared>,
     next_id: AtomicU64,
     interval: Duration,
-    /// `limits.rescan_ticks`.
-    rescan: u64,
 }
 
 impl Governor {
@@ -307,11 +305,12 @@ impl Governor {
         let interval = Duration::from_millis(limits.interval_ms.max(10));
         let (tx, rx) = crossbeam_channel::unbounded();
         let shared = Arc::new(Shared::default());
+        let rescan = limits.rescan_ticks;
         let thread = {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name("mpm-governor".into())
-                .spawn(move || sampler(rx, interval, grace, shared))
+                .spawn(move || sampler(rx, interval, grace, rescan, shared))
                 .map_err(GovernorError::Thread)?
         };
         Ok(Governor {
@@ -322,7 +321,6 @@ impl Governor {
             shared,
             next_id: AtomicU64::new(1),
             interval,
-            rescan: limits.rescan_ticks,
         })
     }
 
@@ -370,10 +368,11 @@ impl Governor {
                 }
                 Err(e) => {
                     tracing::warn!(root, error = %e, "tree cgroup failed; polling this tree");
-                    Meter::Proc(proc::TreeTracker::new(root, self.rescan))
+                    Meter::Proc(proc::TreeTracker::new(root, 0))
                 }
             },
-            GovernorMode::Polling => Meter::Proc(proc::TreeTracker::new(root, self.rescan)),
+            // The sampler hands every tree its shared /proc snapshot (see `sampler`).
+            GovernorMode::Polling => Meter::Proc(proc::TreeTracker::new(root, 0)),
         };
         let state = Arc::new(WatchState::new());
         let w = Watched {
@@ -486,8 +485,15 @@ fn thread_cpu() -> Duration {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
-fn sampler(rx: Receiver<Command>, interval: Duration, grace: Duration, shared: Arc<Shared>) {
+fn sampler(
+    rx: Receiver<Command>,
+    interval: Duration,
+    grace: Duration,
+    rescan: u64,
+    shared: Arc<Shared>,
+) {
     let mut trees: Vec<Watched> = Vec::new();
+    let mut rescan_tick: u64 = 0;
     let mut next = Instant::now() + interval;
     loop {
         let wait = next.saturating_duration_since(Instant::now());
@@ -518,9 +524,13 @@ fn sampler(rx: Receiver<Command>, interval: Duration, grace: Duration, shared: A
         if trees.is_empty() {
             continue;
         }
+        // One full /proc scan every `rescan` ticks, shared by every tree.
+        rescan_tick += 1;
+        let snapshot =
+            (rescan > 0 && rescan_tick.is_multiple_of(rescan)).then(process::all_processes);
         let mut i = 0;
         while i < trees.len() {
-            if tick(&mut trees[i], grace) {
+            if tick(&mut trees[i], grace, snapshot.as_deref()) {
                 let t = trees.swap_remove(i);
                 if !t.stopping {
                     // Exited on its own; a limited tree is released by its stopper.
@@ -552,8 +562,8 @@ fn release(t: &Watched) {
 }
 
 /// Sample one tree, emit its crossings, start the stop at a hard limit. True when the tree is done.
-fn tick(t: &mut Watched, grace: Duration) -> bool {
-    let m = t.meter.measure(t.root);
+fn tick(t: &mut Watched, grace: Duration, snapshot: Option<&[process::ProcStat]>) -> bool {
+    let m = t.meter.measure(t.root, snapshot);
     if !m.alive {
         return true;
     }

@@ -201,16 +201,38 @@ impl TreeTracker {
         v
     }
 
-    /// Measure the tree now. `members == 0` means the tree is gone.
+    /// Measure the tree now, rescanning `/proc` on this tracker's own schedule. `members == 0`
+    /// means the tree is gone.
     pub fn sample(&mut self) -> TreeSample {
         let rescan = self.ticks == 0
             || (self.rescan_every > 0 && self.ticks.is_multiple_of(self.rescan_every));
+        if rescan {
+            let all = crate::process::all_processes();
+            self.sample_with(Some(&all))
+        } else {
+            self.sample_with(None)
+        }
+    }
+
+    /// Measure the tree now; with a `/proc` snapshot (shared by every tree the sampler watches,
+    /// so many trees cost one scan), also look for members that left by a double fork. The first
+    /// sample always scans.
+    pub fn sample_with(&mut self, snapshot: Option<&[crate::process::ProcStat]>) -> TreeSample {
+        let own;
+        let snapshot = match snapshot {
+            Some(s) => Some(s),
+            None if self.ticks == 0 => {
+                own = crate::process::all_processes();
+                Some(own.as_slice())
+            }
+            None => None,
+        };
         self.ticks += 1;
         let me = std::process::id() as i32;
         let mut queue: Vec<i32> = vec![self.root];
         queue.extend(self.known.keys().copied());
-        if rescan {
-            queue.extend(crate::process::tree_members(self.root));
+        if let Some(all) = snapshot {
+            queue.extend(crate::process::tree_members_in(self.root, all));
         }
         let mut old = std::mem::take(&mut self.known);
         let mut seen: HashSet<i32> = HashSet::with_capacity(queue.len() * 2);
