@@ -3,7 +3,7 @@
 //! Measures the daemon's resident memory (goal < 30 MB) and its CPU over a window (goal < 0.1% of
 //! one core, default window 60 s; `MPM_BENCH_SECS` changes it), against baselines taken in the same
 //! run: the same daemon with no session, and one idle fake agent. Also the round trip of a `status`
-//! request. Sessions run on the daemon's interim pipe backend until the PTY session is merged.
+//! request. Sessions run on the PTY backend with the full supervisor (detection, governor).
 //!
 //! Run: `cargo bench --bench daemon` (release build).
 
@@ -139,7 +139,7 @@ fn main() {
     let res = 100.0 / hz / el.as_secs_f64();
 
     println!(
-        "daemon bench: {SESSIONS} idle sessions (pipe backend, fake agent sleep:0), {secs} s window"
+        "daemon bench: {SESSIONS} idle sessions (PTY backend with the supervisor, fake agent sleep:0), {secs} s window"
     );
     println!("  daemon RSS, no sessions (baseline): {rss_empty:.1} MB");
     println!(

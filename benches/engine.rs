@@ -3,7 +3,7 @@
 //!
 //! `cargo bench --bench engine` (set `MPM_BENCH_MB` to change the transcript size). Prints MB/s
 //! for the built-in packs, then with 100 and 1000 extra generated patterns, the Python figures on a
-//! prefix of the same transcript, and the ratios. Notes and figures: `bench-notes/engine.md`.
+//! prefix of the same transcript, and the ratios. Notes and figures: BENCHMARKS.md.
 
 use std::fmt::Write as _;
 use std::path::Path;

@@ -1,6 +1,6 @@
 //! The compiled engine: literal prefilters plus multi-pattern regexes.
 //!
-//! Cost model, per line (figures in `bench-notes/engine.md`):
+//! Cost model, per line (figures in BENCHMARKS.md):
 //! 1. [`normalize_line`]: a few byte checks at the line start.
 //! 2. Line-start gate: the prefix literals of every `^`-anchored pattern, checked at the content start
 //!    only — a two-byte table lookup, then an anchored Aho-Corasick run when the table hits.
