@@ -539,3 +539,57 @@ fn daemon_socket_from_the_config_is_used_by_daemon_and_clients() {
     kill(Pid::from_raw(daemon.pid()), Signal::SIGTERM).unwrap();
     assert_eq!(daemon.wait_exit(T), Some(0));
 }
+
+/// With a daemon running, `mpm run` hands the session to it and becomes its terminal: the agent's
+/// output comes through, mpm exits with the agent's status, and the session is the daemon's (its
+/// events are in the daemon's store). `--no-daemon` keeps the session in-process.
+#[test]
+fn mpm_run_is_a_thin_client_of_a_running_daemon() {
+    let env = Env::new();
+    let mut daemon = env.start_daemon(None);
+    let agent = agent_argv(&["print:via-daemon", "exit:3"]);
+    let mut args = vec!["run", "--"];
+    args.extend(agent.iter().map(String::as_str));
+    let mut child = env
+        .mpm(&args)
+        .env("MPM_SOCKET", env.socket())
+        .stdin(Stdio::piped()) // kept open: end of input would detach
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _stdin = child.stdin.take();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut g = Guard::new(child);
+    let code = g.wait_exit(T);
+    let mut out = String::new();
+    stdout.read_to_string(&mut out).unwrap();
+    assert_eq!(code, Some(3), "{out}");
+    assert!(out.contains("via-daemon"), "{out:?}");
+
+    let (code, events, err) = env.client(&["events", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let exited: Vec<serde_json::Value> = events
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["kind"] == "session.exited")
+        .collect();
+    assert_eq!(exited.len(), 1, "{events}");
+    assert_eq!(exited[0]["exit_code"], 3);
+
+    // --no-daemon: same result, but the daemon never hears of it.
+    let mut args = vec!["run", "--no-daemon", "--"];
+    args.extend(agent.iter().map(String::as_str));
+    let out = env
+        .mpm(&args)
+        .env("MPM_SOCKET", env.socket())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let (_, status, _) = env.client(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(status.trim()).unwrap();
+    assert_eq!(v["sessions"].as_array().map(Vec::len), Some(1), "{status}");
+    kill(Pid::from_raw(daemon.pid()), Signal::SIGTERM).unwrap();
+    assert_eq!(daemon.wait_exit(T), Some(0));
+}
