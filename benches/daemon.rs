@@ -82,10 +82,12 @@ fn start_daemon(dir: &Path) -> Kill {
 }
 
 fn main() {
+    // `cargo test --all-targets` runs bench binaries without `--bench`: a quick smoke run then.
+    let smoke = !std::env::args().any(|a| a == "--bench");
     let secs: u64 = std::env::var("MPM_BENCH_SECS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(60);
+        .unwrap_or(if smoke { 2 } else { 60 });
     let dir = tempfile::tempdir().expect("tempdir");
     let agent = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/fake_agent.py");
     let mut d = start_daemon(dir.path());

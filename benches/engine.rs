@@ -300,7 +300,9 @@ fn python(
 }
 
 fn main() {
-    let mb = env_usize("MPM_BENCH_MB", 50);
+    // `cargo test --all-targets` runs bench binaries without `--bench`: a quick smoke run then.
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    let mb = env_usize("MPM_BENCH_MB", if smoke { 1 } else { 50 });
     let text = transcript(mb << 20);
     let dir = tempfile::tempdir().expect("temp dir");
     let transcript_path = dir.path().join("transcript.txt");
@@ -340,7 +342,7 @@ fn main() {
     let only: Option<usize> = std::env::var("MPM_BENCH_ONLY")
         .ok()
         .and_then(|v| v.parse().ok());
-    let skip_python = std::env::var_os("MPM_BENCH_NO_PYTHON").is_some();
+    let skip_python = smoke || std::env::var_os("MPM_BENCH_NO_PYTHON").is_some();
     for (label, extra, py_bytes) in configs {
         if only.is_some_and(|o| o != *extra) {
             continue;

@@ -153,10 +153,12 @@ fn main() {
     );
 
     // The sampler thread at the default 1 s interval.
+    // `cargo test --all-targets` runs bench binaries without `--bench`: a quick smoke run then.
+    let smoke = !std::env::args().any(|a| a == "--bench");
     let secs: u64 = std::env::var("MPM_BENCH_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
+        .unwrap_or(if smoke { 2 } else { 20 });
     let cfg = LimitsConfig {
         cgroup: "off".into(),
         ..LimitsConfig::default()
