@@ -45,29 +45,42 @@ fn piped_stdin_lines_reach_the_agent_and_eof_is_delivered_once() {
     assert_eq!(out.stdout, b"");
 }
 
-#[test]
-fn events_file_has_session_started_and_exited() {
-    let env = TestEnv::new();
-    let events = env.path("events.jsonl");
+/// `mpm run --events-file F [flags] -- fake_agent STEPS` with `env_vars` set and stdin closed:
+/// the process output and the events it wrote, parsed.
+fn run_with_events(
+    env: &TestEnv,
+    name: &str,
+    flags: &[&str],
+    steps: &[&str],
+    env_vars: &[(&str, &str)],
+) -> (std::process::Output, Vec<serde_json::Value>) {
+    let events = env.path(name);
+    let fake = fake_agent();
+    let mut args = vec!["run", "--events-file", events.to_str().unwrap()];
+    args.extend_from_slice(flags);
+    args.push("--");
+    args.push(&fake);
+    args.extend_from_slice(steps);
     let out = env
-        .command(&[
-            "run",
-            "--events-file",
-            events.to_str().unwrap(),
-            "--",
-            &fake_agent(),
-            "exit:3",
-        ])
+        .command(&args)
+        .envs(env_vars.iter().copied())
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(3));
     let text = std::fs::read_to_string(&events).unwrap();
-    let lines: Vec<serde_json::Value> = text
+    let parsed = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 2, "{text}");
+    (out, parsed)
+}
+
+#[test]
+fn events_file_has_session_started_and_exited() {
+    let env = TestEnv::new();
+    let (out, lines) = run_with_events(&env, "events.jsonl", &[], &["exit:3"], &[]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(lines.len(), 2, "{lines:?}");
     let (s, e) = (&lines[0], &lines[1]);
     for ev in [s, e] {
         for key in [
@@ -95,22 +108,9 @@ fn events_file_has_session_started_and_exited() {
     assert_eq!(e["tap_overrun_bytes"], 0);
 
     // Death by signal: exit_code null, signal the number.
-    let events = env.path("events2.jsonl");
-    let out = env
-        .command(&[
-            "run",
-            "--events-file",
-            events.to_str().unwrap(),
-            "--",
-            &fake_agent(),
-            "signal:TERM",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let (out, lines) = run_with_events(&env, "events2.jsonl", &[], &["signal:TERM"], &[]);
     assert_eq!(out.status.code(), Some(143));
-    let text = std::fs::read_to_string(&events).unwrap();
-    let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let last = lines.last().unwrap();
     assert!(last["exit_code"].is_null());
     assert_eq!(last["signal"], 15);
 }
@@ -255,57 +255,32 @@ fn rlimits_from_the_config_apply_to_the_agent() {
 #[test]
 fn main_session_restarts_after_a_limit_stop_within_the_policy() {
     let env = TestEnv::new();
-    let events = env.path("events.jsonl");
-    let fake = fake_agent();
-    let mut cmd = env.command(&[
-        "run",
-        "--events-file",
-        events.to_str().unwrap(),
-        "--no-detect",
-        "--",
-        "python3",
-        &fake,
-        "alloc-steps:40:8:50",
-        "sleep:0",
-    ]);
-    for (k, v) in [
-        ("MPM_LIMITS__INTERVAL_MS", "100"),
-        ("MPM_LIMITS__MEMORY_MB__WARNING", "60"),
-        ("MPM_LIMITS__MEMORY_MB__CRITICAL", "90"),
-        ("MPM_LIMITS__MEMORY_MB__HARD", "120"),
-        ("MPM_LIMITS__RESTART__ENABLED", "true"),
-        ("MPM_LIMITS__RESTART__MAX_PER_HOUR", "1"),
-        ("MPM_LIMITS__RESTART__BACKOFF_MS", "50"),
-    ] {
-        cmd.env(k, v);
-    }
-    let out = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
+    let (out, evs) = run_with_events(
+        &env,
+        "events.jsonl",
+        &["--no-detect"],
+        &["alloc-steps:40:8:50", "sleep:0"],
+        &[
+            ("MPM_LIMITS__INTERVAL_MS", "100"),
+            ("MPM_LIMITS__MEMORY_MB__WARNING", "60"),
+            ("MPM_LIMITS__MEMORY_MB__CRITICAL", "90"),
+            ("MPM_LIMITS__MEMORY_MB__HARD", "120"),
+            ("MPM_LIMITS__RESTART__ENABLED", "true"),
+            ("MPM_LIMITS__RESTART__MAX_PER_HOUR", "1"),
+            ("MPM_LIMITS__RESTART__BACKOFF_MS", "50"),
+        ],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let text = std::fs::read_to_string(&events).unwrap();
-    let kinds: Vec<String> = text
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["kind"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
-    let count = |k: &str| kinds.iter().filter(|x| *x == k).count();
+    let kinds: Vec<&str> = evs.iter().map(|v| v["kind"].as_str().unwrap()).collect();
+    let count = |k: &str| kinds.iter().filter(|x| **x == k).count();
     assert_eq!(count("session.started"), 2, "{kinds:?}\n{stderr}");
     assert_eq!(count("resource.limit"), 2, "{kinds:?}");
     assert!(stderr.contains("restarting"), "{stderr}");
     // Killed by the governor: SIGTERM (143) — the child's status is mpm's.
     assert_eq!(out.status.code(), Some(143), "{stderr}");
     // Restarted with the same argv (not claude: no --resume).
-    let started: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+    let started: Vec<&serde_json::Value> = evs
+        .iter()
         .filter(|v| v["kind"] == "session.started")
         .collect();
     assert_eq!(started[0]["command"], started[1]["command"]);

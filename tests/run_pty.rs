@@ -143,29 +143,36 @@ fn exit_codes_pass_through_and_termios_is_restored() {
     }
 }
 
+/// `mpm run` of the fake agent with a grandchild that ignores SIGHUP and SIGTERM, once the agent
+/// is ready: the session, the pids of agent and grandchild, and a guard that kills them.
+fn agent_with_stubborn_grandchild(env: &TestEnv) -> (PtyProc, Vec<i32>, KillOnDrop) {
+    let agent_pid = env.path("agent.pid");
+    let gc_pid = env.path("gc.pid");
+    let p = Spawn::new(
+        env,
+        &[
+            "run",
+            "--",
+            &fake_agent(),
+            &format!("pid:{}", agent_pid.display()),
+            &format!("grandchild:{}:hup", gc_pid.display()),
+            "ready",
+            "sleep:0",
+        ],
+    )
+    .start();
+    p.expect("READY");
+    let pids = vec![read_pid(&agent_pid), read_pid(&gc_pid)];
+    let guard = KillOnDrop(pids.clone());
+    (p, pids, guard)
+}
+
 #[test]
 fn sigterm_sighup_sigint_to_mpm_restore_the_terminal_and_stop_the_tree() {
     for sig in [Signal::SIGTERM, Signal::SIGHUP, Signal::SIGINT] {
         let env = TestEnv::new();
-        let agent_pid = env.path("agent.pid");
-        let gc_pid = env.path("gc.pid");
-        let mut p = Spawn::new(
-            &env,
-            &[
-                "run",
-                "--",
-                &fake_agent(),
-                &format!("pid:{}", agent_pid.display()),
-                &format!("grandchild:{}:hup", gc_pid.display()),
-                "ready",
-                "sleep:0",
-            ],
-        )
-        .start();
+        let (mut p, pids, _guard) = agent_with_stubborn_grandchild(&env);
         let before = p.initial_termios.clone();
-        p.expect("READY");
-        let pids = vec![read_pid(&agent_pid), read_pid(&gc_pid)];
-        let _guard = KillOnDrop(pids.clone());
         assert!(pids.iter().all(|&x| alive(x)));
         p.signal(sig);
         assert_eq!(p.wait().code(), Some(128 + sig as i32), "{sig}");
@@ -180,24 +187,7 @@ fn sigterm_sighup_sigint_to_mpm_restore_the_terminal_and_stop_the_tree() {
 #[test]
 fn sigkill_of_mpm_leaves_no_orphan() {
     let env = TestEnv::new();
-    let agent_pid = env.path("agent.pid");
-    let gc_pid = env.path("gc.pid");
-    let mut p = Spawn::new(
-        &env,
-        &[
-            "run",
-            "--",
-            &fake_agent(),
-            &format!("pid:{}", agent_pid.display()),
-            &format!("grandchild:{}:hup", gc_pid.display()),
-            "ready",
-            "sleep:0",
-        ],
-    )
-    .start();
-    p.expect("READY");
-    let pids = vec![read_pid(&agent_pid), read_pid(&gc_pid)];
-    let _guard = KillOnDrop(pids.clone());
+    let (mut p, pids, _guard) = agent_with_stubborn_grandchild(&env);
     p.signal(Signal::SIGKILL);
     assert_eq!(
         std::os::unix::process::ExitStatusExt::signal(&p.wait()),

@@ -374,16 +374,7 @@ impl Screen {
         while i < bytes.len() {
             let b = bytes[i];
             match b {
-                b'0'..=b'9' => {
-                    let d = u32::from(b - b'0');
-                    self.cur_param = Some(
-                        self.cur_param
-                            .unwrap_or(0)
-                            .saturating_mul(10)
-                            .saturating_add(d)
-                            .min(65535),
-                    );
-                }
+                b'0'..=b'9' => self.push_digit(b),
                 b';' | b':' => self.push_param(),
                 0x20..=0x2f => self.intermediate = true,
                 0x40..=0x7e => {
@@ -668,18 +659,21 @@ impl Screen {
         }
     }
 
+    /// One decimal digit of the current CSI parameter (clamped, never overflows).
+    fn push_digit(&mut self, b: u8) {
+        let d = u32::from(b - b'0');
+        self.cur_param = Some(
+            self.cur_param
+                .unwrap_or(0)
+                .saturating_mul(10)
+                .saturating_add(d)
+                .min(65535),
+        );
+    }
+
     fn csi_byte<F: FnMut(&mut Screen, Hook)>(&mut self, b: u8, obs: &mut F) {
         match b {
-            b'0'..=b'9' => {
-                let d = u32::from(b - b'0');
-                self.cur_param = Some(
-                    self.cur_param
-                        .unwrap_or(0)
-                        .saturating_mul(10)
-                        .saturating_add(d)
-                        .min(65535),
-                );
-            }
+            b'0'..=b'9' => self.push_digit(b),
             b';' | b':' => self.push_param(),
             b'<'..=b'?' => {
                 if self.nparams == 0 && self.cur_param.is_none() {
