@@ -149,6 +149,26 @@ fn main() {
         n as f64 / 1e6
     );
 
+    // `MPM_BENCH_PHASE=pipeline|lines|screen` runs one phase alone (for profiling).
+    let phase = std::env::var("MPM_BENCH_PHASE").ok();
+    if let Some(p) = phase.as_deref() {
+        let t = Instant::now();
+        for _ in 0..rounds {
+            let mut p2 = Pipeline::new(engine.clone(), 100, 30);
+            let mut s = Screen::new(100, 30);
+            for c in input.chunks(CHUNK) {
+                match p {
+                    "pipeline" => drop(p2.feed(c)),
+                    _ => s.feed(c, &mut |_, _| {}),
+                }
+            }
+        }
+        println!(
+            "{p}: {:.0} MB/s",
+            mbps(n * rounds, t.elapsed().as_secs_f64())
+        );
+        return;
+    }
     let (t_pipe, found) = best_of(rounds, || {
         let mut p = Pipeline::new(engine.clone(), 100, 30);
         let mut found = 0;

@@ -66,26 +66,71 @@ struct Set {
     regex: Option<meta::Regex>,
     /// Per regex pattern id.
     members: Vec<Member>,
-    /// Literal automata; a line goes to `regex` when one of them hits.
-    gates: Vec<Gate>,
+    /// The prefix literals of its `^` members, checked at the content start.
+    start: Option<StartGate>,
+    /// `literals:` and the prefix literals of unanchored members, searched anywhere in the line.
+    /// (One automaton per set: merging both sets' literals measured slower, because literals
+    /// starting with a space defeat the prefilters of the bigger set's automaton.)
+    anywhere: Option<AnyGate>,
     /// Some member has no usable literal: every line goes to `regex`.
     always: bool,
 }
 
-/// A literal prefilter.
+/// Prefix literals of `^` patterns, checked at the content start only: a table of their first two
+/// bytes rejects most lines with one lookup, then an anchored Aho-Corasick run confirms.
 #[derive(Debug)]
-enum Gate {
-    /// Prefix literals of `^` patterns, checked at the content start only: a table of their first
-    /// two bytes rejects most lines with one lookup, then an anchored Aho-Corasick run confirms.
-    Start {
-        pairs: Box<PairSet>,
-        ac: AhoCorasick,
-    },
-    /// Literals anywhere in the line: Teddy (SIMD) when the set is small enough, else Aho-Corasick.
-    Anywhere {
-        teddy: Option<aho_corasick::packed::Searcher>,
-        ac: AhoCorasick,
-    },
+struct StartGate {
+    pairs: Box<PairSet>,
+    ac: AhoCorasick,
+}
+
+impl StartGate {
+    fn admits(&self, content: &str) -> bool {
+        self.pairs.contains(content.as_bytes())
+            && self
+                .ac
+                .is_match(AcInput::new(content).anchored(AcAnchored::Yes))
+    }
+}
+
+/// Which set a line is admitted to (bits of [`Engine::admitted`]).
+const ANCHORED: u8 = 1;
+const FLOATING: u8 = 2;
+
+/// Literals that may occur anywhere in a line: Teddy (SIMD) when they are few enough, else
+/// Aho-Corasick.
+#[derive(Debug)]
+struct AnyGate {
+    teddy: Option<aho_corasick::packed::Searcher>,
+    ac: AhoCorasick,
+}
+
+impl AnyGate {
+    fn build(mut lits: Vec<Vec<u8>>) -> Result<Option<AnyGate>, PatternError> {
+        lits.sort();
+        lits.dedup();
+        let Some(ac) = build_ac(lits.clone(), false)? else {
+            return Ok(None);
+        };
+        let mut config = aho_corasick::packed::Config::new();
+        config.match_kind(aho_corasick::packed::MatchKind::LeftmostFirst);
+        let mut b = config.builder();
+        let teddy = b.extend(&lits).build();
+        Ok(Some(AnyGate { teddy, ac }))
+    }
+
+    /// The start of the first literal at or after `at`.
+    fn find(&self, hay: &[u8], at: usize) -> Option<usize> {
+        match &self.teddy {
+            Some(t) if hay.len() - at >= t.minimum_len() => t
+                .find_in(hay, aho_corasick::Span::from(at..hay.len()))
+                .map(|m| m.start()),
+            _ => self
+                .ac
+                .find(AcInput::new(hay).span(at..hay.len()))
+                .map(|m| m.start()),
+        }
+    }
 }
 
 /// A set of two-byte prefixes (64 Ki bits = 8 KiB).
@@ -116,21 +161,6 @@ impl PairSet {
     }
 }
 
-impl Gate {
-    fn admits(&self, content: &str) -> bool {
-        match self {
-            Gate::Start { pairs, ac } => {
-                pairs.contains(content.as_bytes())
-                    && ac.is_match(AcInput::new(content).anchored(AcAnchored::Yes))
-            }
-            Gate::Anywhere { teddy: Some(t), .. } if content.len() >= t.minimum_len() => {
-                t.find(content).is_some()
-            }
-            Gate::Anywhere { ac, .. } => ac.is_match(content),
-        }
-    }
-}
-
 #[derive(Debug)]
 struct Member {
     info: usize,
@@ -139,7 +169,93 @@ struct Member {
     names: Vec<String>,
     /// This pattern alone, built on first use, for its captures inside a match the set found
     /// (a small automaton, so the capture pass does not grow with the pack).
-    captures: OnceLock<Option<meta::Regex>>,
+    captures: OnceLock<Option<CaptureRe>>,
+}
+
+/// The detection fields a capture group can fill, in [`CaptureRe::fields`] order.
+const FIELDS: [&str; 5] = ["agent", "task", "ticket_type", "title", "priority"];
+/// Capture slots kept on the stack; a pattern with more groups uses the heap.
+const STACK_SLOTS: usize = 32;
+
+/// One pattern's own regex for its capture pass, with the group index of each detection field
+/// resolved once, so a match costs one search and no name lookups.
+#[derive(Debug)]
+struct CaptureRe {
+    re: meta::Regex,
+    /// The same pattern with every class cut down to ASCII, for an ASCII span (almost every
+    /// line): on ASCII input it matches exactly what `re` matches, with a fraction of the states
+    /// (Unicode `\w` alone compiles to hundreds), which made the capture pass several times faster.
+    ascii: Option<meta::Regex>,
+    /// Group index per [`FIELDS`] entry.
+    fields: [Option<usize>; FIELDS.len()],
+    /// Slots a search needs (two per group, the whole match included).
+    slots: usize,
+    /// Groups that enclosed a trailing repetition cut off the capture regex: they end where the
+    /// whole match ends.
+    tail_groups: Vec<usize>,
+}
+
+impl CaptureRe {
+    fn new(hir: &Hir) -> Option<CaptureRe> {
+        let mut tail_groups = Vec::new();
+        let (hir, cut) = strip_tail(hir.clone(), &mut tail_groups);
+        if cut {
+            // The whole match too.
+            tail_groups.push(0);
+        }
+        let re = capture_regex(&hir)?;
+        let ascii = capture_regex(&ascii_classes(hir))
+            .filter(|a| a.group_info().slot_len() == re.group_info().slot_len());
+        let info = re.group_info();
+        let pid = regex_automata::PatternID::ZERO;
+        let fields = FIELDS.map(|name| info.to_index(pid, name));
+        let slots = info.slot_len();
+        Some(CaptureRe {
+            re,
+            ascii,
+            fields,
+            slots,
+            tail_groups: tail_groups.into_iter().map(|g| g as usize).collect(),
+        })
+    }
+
+    /// Search inside `range` (anchored; the whole pattern matched exactly `range`) and call
+    /// `each(group index, text)` for every group that took part in the match.
+    fn each_group<'c>(
+        &self,
+        content: &'c str,
+        range: Range<usize>,
+        mut each: impl FnMut(usize, &'c str),
+    ) {
+        let re = match &self.ascii {
+            Some(a) if content.as_bytes()[range.clone()].is_ascii() => a,
+            _ => &self.re,
+        };
+        let end = range.end;
+        let input = Input::new(content).span(range).anchored(Anchored::Yes);
+        let mut stack = [None; STACK_SLOTS];
+        let mut heap = Vec::new();
+        let slots: &mut [Option<regex_automata::util::primitives::NonMaxUsize>] =
+            if self.slots <= STACK_SLOTS {
+                &mut stack[..self.slots]
+            } else {
+                heap.resize(self.slots, None);
+                &mut heap
+            };
+        if re.search_slots(&input, slots).is_none() {
+            return;
+        }
+        for (group, pair) in slots.chunks_exact(2).enumerate() {
+            if let [Some(a), Some(b)] = pair {
+                let b = if self.tail_groups.contains(&group) {
+                    end
+                } else {
+                    b.get()
+                };
+                each(group, &content[a.get()..b]);
+            }
+        }
+    }
 }
 
 /// One match with its captures, for examples and for building a detection.
@@ -151,14 +267,22 @@ struct Found {
 }
 
 impl Set {
-    fn admits(&self, content: &str) -> bool {
-        if self.regex.is_none() {
-            return false;
-        }
-        self.always || self.gates.iter().any(|g| g.admits(content))
+    /// Admitted without the anywhere literals: every line, or by the start gate.
+    fn admits_at_start(&self, content: &str) -> bool {
+        self.regex.is_some()
+            && (self.always || self.start.as_ref().is_some_and(|g| g.admits(content)))
     }
 
-    fn build(hirs: &[Hir], members: Vec<Member>, lits: Lits) -> Result<Set, PatternError> {
+    /// Does an anywhere literal admit the line?
+    fn admits_anywhere(&self, content: &str) -> bool {
+        self.regex.is_some()
+            && self
+                .anywhere
+                .as_ref()
+                .is_some_and(|g| g.find(content.as_bytes(), 0).is_some())
+    }
+
+    fn build(hirs: &[Hir], members: Vec<Member>, lits: &mut Lits) -> Result<Set, PatternError> {
         let regex = if hirs.is_empty() {
             None
         } else {
@@ -173,7 +297,7 @@ impl Set {
                 .map_err(|e| PatternError::Compile(format!("compiling the pattern set: {e}")))?;
             Some(r)
         };
-        let mut gates = Vec::new();
+        let mut start = None;
         if !lits.start.is_empty() {
             let mut pairs = Box::new(PairSet([0; 1024]));
             for l in &lits.start {
@@ -182,23 +306,15 @@ impl Set {
                     pairs.insert(*a, *b);
                 }
             }
-            if let Some(ac) = build_ac(lits.start, true)? {
-                gates.push(Gate::Start { pairs, ac });
-            }
-        }
-        if !lits.anywhere.is_empty() {
-            let mut config = aho_corasick::packed::Config::new();
-            config.match_kind(aho_corasick::packed::MatchKind::LeftmostFirst);
-            let mut b = config.builder();
-            let teddy = b.extend(&lits.anywhere).build();
-            if let Some(ac) = build_ac(lits.anywhere, false)? {
-                gates.push(Gate::Anywhere { teddy, ac });
+            if let Some(ac) = build_ac(std::mem::take(&mut lits.start), true)? {
+                start = Some(StartGate { pairs, ac });
             }
         }
         Ok(Set {
             regex,
             members,
-            gates,
+            start,
+            anywhere: AnyGate::build(std::mem::take(&mut lits.anywhere))?,
             always: lits.always,
         })
     }
@@ -257,13 +373,10 @@ impl Engine {
         // Lines an anywhere literal hits, ascending start offsets.
         let mut marked: Vec<usize> = Vec::new();
         for set in [&self.anchored, &self.floating] {
-            if set.regex.is_none() {
-                continue;
-            }
-            for gate in &set.gates {
-                if let Gate::Anywhere { .. } = gate {
-                    mark_lines(gate, bytes, &mut marked);
-                }
+            if let Some(gate) = &set.anywhere
+                && set.regex.is_some()
+            {
+                mark_lines(gate, bytes, &mut marked);
             }
         }
         marked.sort_unstable();
@@ -292,15 +405,20 @@ impl Engine {
         out
     }
 
-    /// The start-literal gates alone (the anywhere gates ran over the whole block already).
+    /// The start-literal gates alone (the anywhere gate ran over the whole block already).
     fn start_gate_admits(&self, content: &str) -> bool {
-        [&self.anchored, &self.floating].iter().any(|set| {
-            set.regex.is_some()
-                && set
-                    .gates
-                    .iter()
-                    .any(|g| matches!(g, Gate::Start { .. }) && g.admits(content))
-        })
+        self.anchored.admits_at_start(content) || self.floating.admits_at_start(content)
+    }
+
+    /// Which sets see this line: the start gate first (a table lookup), then the anywhere scan.
+    fn admitted(&self, content: &str) -> u8 {
+        let mut ok = 0;
+        for (set, bit) in [(&self.anchored, ANCHORED), (&self.floating, FLOATING)] {
+            if set.admits_at_start(content) || set.admits_anywhere(content) {
+                ok |= bit;
+            }
+        }
+        ok
     }
 
     fn find(&self, line: &str, source: TextSource, want_captures: bool) -> Vec<Found> {
@@ -308,8 +426,12 @@ impl Engine {
         if content.is_empty() {
             return Vec::new();
         }
+        let admitted = self.admitted(content);
+        if admitted == 0 {
+            return Vec::new();
+        }
         let mut out: Vec<Found> = Vec::new();
-        if self.anchored.admits(content)
+        if admitted & ANCHORED != 0
             && let Some(regex) = &self.anchored.regex
         {
             let input = Input::new(content).anchored(Anchored::Yes);
@@ -322,7 +444,7 @@ impl Engine {
                 }
             }
         }
-        if self.floating.admits(content)
+        if admitted & FLOATING != 0
             && let Some(regex) = &self.floating.regex
         {
             let mut at = 0;
@@ -375,26 +497,37 @@ impl Engine {
     ) -> Option<Found> {
         let info = &self.infos[member.info];
         let mut captures = BTreeMap::new();
+        let mut fields: [Option<&str>; FIELDS.len()] = [None; FIELDS.len()];
         if !member.names.is_empty()
-            && let Some(re) = member.captures.get_or_init(|| capture_regex(&member.hir))
+            && let Some(cre) = member.captures.get_or_init(|| CaptureRe::new(&member.hir))
         {
-            let mut caps = re.create_captures();
-            let input = Input::new(content)
-                .span(range.clone())
-                .anchored(Anchored::Yes);
-            re.search_captures(&input, &mut caps);
-            for name in &member.names {
-                if let Some(span) = caps.get_group_by_name(name) {
-                    captures.insert(name.clone(), content[span.range()].trim().to_string());
+            let names = cre
+                .re
+                .group_info()
+                .pattern_names(regex_automata::PatternID::ZERO);
+            let names: Vec<Option<&str>> = if want_captures {
+                names.collect()
+            } else {
+                Vec::new()
+            };
+            cre.each_group(content, range.clone(), |group, text| {
+                let text = text.trim();
+                if let Some(f) = cre.fields.iter().position(|&g| g == Some(group))
+                    && !text.is_empty()
+                {
+                    fields[f] = Some(text);
                 }
-            }
+                if let Some(Some(name)) = names.get(group) {
+                    captures.insert((*name).to_string(), text.to_string());
+                }
+            });
         }
-        let get = |name: &str| captures.get(name).filter(|s| !s.is_empty()).cloned();
-        let agent = match get("agent") {
-            Some(s) => match self.resolver.resolve(&s) {
+        let [agent, task, ticket_type, title, priority] = fields;
+        let agent = match agent {
+            Some(s) => match self.resolver.resolve(s) {
                 Some(name) => Some(name.to_string()),
                 None if info.require_known_agent => return None,
-                None => Some(s),
+                None => Some(s.to_string()),
             },
             None if info.require_known_agent => return None,
             None => None,
@@ -405,15 +538,12 @@ impl Engine {
             text: content.to_string(),
             source,
             agent,
-            task: get("task"),
-            ticket_type: get("ticket_type"),
-            title: get("title"),
-            priority: get("priority"),
+            task: task.map(str::to_string),
+            ticket_type: ticket_type.map(str::to_string),
+            title: title.map(str::to_string),
+            priority: priority.map(str::to_string),
             handled_by_agent: info.handled_by_agent,
         };
-        if !want_captures {
-            captures.clear();
-        }
         Some(Found {
             info: member.info,
             start: range.start,
@@ -503,8 +633,8 @@ impl Engine {
         };
         let (a_hirs, a_members) = split(anchored);
         let (f_hirs, f_members) = split(floating);
-        let sets = Set::build(&a_hirs, a_members, a_lits)
-            .and_then(|a| Ok((a, Set::build(&f_hirs, f_members, f_lits)?)));
+        let sets = Set::build(&a_hirs, a_members, &mut a_lits)
+            .and_then(|a| Ok((a, Set::build(&f_hirs, f_members, &mut f_lits)?)));
         let (anchored, floating) = match sets {
             Ok(s) => s,
             Err(e) => {
@@ -571,21 +701,14 @@ fn captures_mismatch(ex: &MatchExample, got: &BTreeMap<String, String>) -> Optio
     None
 }
 
-/// Push the start offset of every line in which an anywhere gate's literal occurs (a superset of
-/// the lines `find` admits: it looks at the raw line, uncapped and with its decoration).
-fn mark_lines(gate: &Gate, bytes: &[u8], marked: &mut Vec<usize>) {
+/// Push the start offset of every line in which an anywhere literal occurs (a superset of the
+/// lines `find` admits: it looks at the raw line, uncapped and with its decoration).
+fn mark_lines(gate: &AnyGate, bytes: &[u8], marked: &mut Vec<usize>) {
     let mut at = 0;
     while at < bytes.len() {
-        let hit = match gate {
-            Gate::Anywhere { teddy: Some(t), .. } if bytes.len() - at >= t.minimum_len() => t
-                .find_in(bytes, aho_corasick::Span::from(at..bytes.len()))
-                .map(|m| m.start()),
-            Gate::Anywhere { ac, .. } => ac
-                .find(AcInput::new(bytes).span(at..bytes.len()))
-                .map(|m| m.start()),
-            Gate::Start { .. } => None,
+        let Some(p) = gate.find(bytes, at) else {
+            break;
         };
-        let Some(p) = hit else { break };
         let line_start = memchr::memrchr(b'\n', &bytes[..p]).map_or(0, |i| i + 1);
         marked.push(line_start);
         // One hit per line is enough: continue after this line.
@@ -639,7 +762,7 @@ fn one_line_regex_error(e: &regex_syntax::Error) -> String {
 
 /// Replace Unicode word-boundary assertions with their ASCII forms, everywhere in the tree.
 fn ascii_word_boundaries(hir: Hir) -> Hir {
-    match hir.into_kind() {
+    map_leaves(hir, &|leaf| match leaf.kind() {
         HirKind::Look(look) => Hir::look(match look {
             Look::WordUnicode => Look::WordAscii,
             Look::WordUnicodeNegate => Look::WordAsciiNegate,
@@ -647,26 +770,99 @@ fn ascii_word_boundaries(hir: Hir) -> Hir {
             Look::WordEndUnicode => Look::WordEndAscii,
             Look::WordStartHalfUnicode => Look::WordStartHalfAscii,
             Look::WordEndHalfUnicode => Look::WordEndHalfAscii,
-            other => other,
+            other => *other,
         }),
+        _ => leaf,
+    })
+}
+
+/// Rebuild the tree with `leaf` applied to every leaf (look-around, class, literal, empty).
+fn map_leaves(hir: Hir, leaf: &impl Fn(Hir) -> Hir) -> Hir {
+    match hir.kind() {
+        HirKind::Repetition(_) | HirKind::Capture(_) => {}
+        HirKind::Concat(_) | HirKind::Alternation(_) => {}
+        _ => return leaf(hir),
+    }
+    match hir.into_kind() {
         HirKind::Repetition(mut rep) => {
             let sub = std::mem::replace(&mut rep.sub, Box::new(Hir::empty()));
-            rep.sub = Box::new(ascii_word_boundaries(*sub));
+            rep.sub = Box::new(map_leaves(*sub, leaf));
             Hir::repetition(rep)
         }
         HirKind::Capture(mut cap) => {
             let sub = std::mem::replace(&mut cap.sub, Box::new(Hir::empty()));
-            cap.sub = Box::new(ascii_word_boundaries(*sub));
+            cap.sub = Box::new(map_leaves(*sub, leaf));
             Hir::capture(cap)
         }
-        HirKind::Concat(subs) => Hir::concat(subs.into_iter().map(ascii_word_boundaries).collect()),
-        HirKind::Alternation(subs) => {
-            Hir::alternation(subs.into_iter().map(ascii_word_boundaries).collect())
+        HirKind::Concat(subs) => {
+            Hir::concat(subs.into_iter().map(|h| map_leaves(h, leaf)).collect())
         }
+        HirKind::Alternation(subs) => {
+            Hir::alternation(subs.into_iter().map(|h| map_leaves(h, leaf)).collect())
+        }
+        // Leaves were handled above.
         HirKind::Empty => Hir::empty(),
         HirKind::Literal(lit) => Hir::literal(lit.0),
+        HirKind::Look(look) => Hir::look(look),
         HirKind::Class(class) => Hir::class(class),
     }
+}
+
+/// Cut a trailing repetition that may match nothing and has no groups (`.*`, `\s*`, ...) off the tree, noting the
+/// capture groups that enclose it (pushed onto `groups`). Such a tail never decides whether or how
+/// the rest matches — it always succeeds, at worst empty — so the rest's leftmost-first captures
+/// are the same, and the enclosing groups end where the whole match ends. The capture pass then
+/// walks the line's head only (`**Engineer Agent**: ` instead of the whole task text).
+fn strip_tail(hir: Hir, groups: &mut Vec<u32>) -> (Hir, bool) {
+    match hir.kind() {
+        // Only a tail without groups of its own: their captures would be lost.
+        HirKind::Repetition(r) if r.min == 0 && r.sub.properties().explicit_captures_len() == 0 => {
+            (Hir::empty(), true)
+        }
+        HirKind::Capture(cap) => {
+            let (sub, cut) = strip_tail((*cap.sub).clone(), groups);
+            if !cut {
+                return (hir, false);
+            }
+            groups.push(cap.index);
+            let mut cap = cap.clone();
+            cap.sub = Box::new(sub);
+            (Hir::capture(cap), true)
+        }
+        HirKind::Concat(subs) => {
+            let Some((last, head)) = subs.split_last() else {
+                return (hir, false);
+            };
+            let (last, cut) = strip_tail(last.clone(), groups);
+            if !cut {
+                return (hir, false);
+            }
+            let mut subs = head.to_vec();
+            subs.push(last);
+            (Hir::concat(subs), true)
+        }
+        _ => (hir, false),
+    }
+}
+
+/// The same tree with every character class intersected with ASCII. On an ASCII haystack it
+/// matches exactly what the original matches (a non-ASCII class member can never match there).
+/// A class left empty becomes the never-matching empty class, which is still a valid regex.
+fn ascii_classes(hir: Hir) -> Hir {
+    use regex_syntax::hir::{Class, ClassBytes, ClassBytesRange, ClassUnicode, ClassUnicodeRange};
+    map_leaves(hir, &|leaf| match leaf.kind() {
+        HirKind::Class(Class::Unicode(c)) => {
+            let mut c = c.clone();
+            c.intersect(&ClassUnicode::new([ClassUnicodeRange::new('\0', '\x7f')]));
+            Hir::class(Class::Unicode(c))
+        }
+        HirKind::Class(Class::Bytes(c)) => {
+            let mut c = c.clone();
+            c.intersect(&ClassBytes::new([ClassBytesRange::new(0, 0x7f)]));
+            Hir::class(Class::Bytes(c))
+        }
+        _ => leaf,
+    })
 }
 
 /// Named capture groups of one pattern's tree.
@@ -760,5 +956,76 @@ impl Engine {
 /// One pattern's regex for its capture pass (run only inside a span the set already matched).
 /// Measured: the bounded backtracker beats the PikeVM here by ~30% despite clearing its visited set.
 fn capture_regex(hir: &Hir) -> Option<meta::Regex> {
-    meta::Builder::new().build_from_hir(hir).ok()
+    // The span is known already: no DFA pass to find it first, straight to the capture engines
+    // (one-pass DFA when the pattern allows, else the bounded backtracker).
+    let config = meta::Config::new().hybrid(false).dfa(false);
+    meta::Builder::new()
+        .configure(config)
+        .build_from_hir(hir)
+        .ok()
+}
+
+#[cfg(test)]
+mod capture_tests {
+    use super::*;
+
+    /// The capture pass (tail cut off, classes cut down to ASCII for ASCII spans) gives exactly the
+    /// groups of each pattern's plain regex, on every example line of every built-in pattern, with
+    /// and without non-ASCII text around and inside.
+    #[test]
+    fn capture_pass_equals_the_plain_regex() {
+        let e = Engine::builder().build().expect("built-in engine");
+        let mut lines: Vec<String> = vec![
+            "**Ingénieur Agent**: réparer le café".into(),
+            "Task(Engineer: implement ünïcode)".into(),
+            "TODO (Hohe Priorität): prüfen".into(),
+            "Error: ☕ überlauf".into(),
+        ];
+        for (r, _) in &e.examples {
+            for ex in &r.examples.matches {
+                let l = ex.line();
+                lines.push(l.to_string());
+                lines.push(format!("{l} é ü"));
+                lines.push(l.replacen(' ', " é", 1));
+            }
+        }
+        let mut compared = 0;
+        for set in [&e.anchored, &e.floating] {
+            for m in &set.members {
+                let plain = meta::Regex::builder()
+                    .build_from_hir(&m.hir)
+                    .expect("plain regex");
+                let cre = CaptureRe::new(&m.hir).expect("capture regex");
+                for line in &lines {
+                    let content = normalize_line(line);
+                    let mut caps = plain.create_captures();
+                    plain.search_captures(&Input::new(content), &mut caps);
+                    let Some(whole) = caps.get_match() else {
+                        continue;
+                    };
+                    let want: Vec<Option<&str>> = (0..caps.group_len())
+                        .map(|g| caps.get_group(g).map(|s| &content[s.range()]))
+                        .collect();
+                    let mut got = vec![None; caps.group_len()];
+                    cre.each_group(content, whole.range(), |g, t| got[g] = Some(t));
+                    assert_eq!(got, want, "pattern {} on {content:?}", e.infos[m.info].id);
+                    compared += 1;
+                }
+            }
+        }
+        assert!(compared > 50, "only {compared} comparisons");
+    }
+
+    #[test]
+    fn only_group_free_tails_are_cut() {
+        let hir = parse_regex(r"^a(?P<x>b.*)(?:c(?P<y>d))?").expect("regex");
+        let mut groups = Vec::new();
+        let (_, cut) = strip_tail(hir, &mut groups);
+        assert!(!cut, "a tail with a group must stay");
+        let hir = parse_regex(r"^a(?P<x>b(?P<z>c).*)").expect("regex");
+        let (cut_hir, cut) = strip_tail(hir, &mut groups);
+        assert!(cut);
+        assert_eq!(groups, [1]);
+        assert_eq!(cut_hir.properties().explicit_captures_len(), 2);
+    }
 }
