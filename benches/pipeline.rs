@@ -151,6 +151,22 @@ fn main() {
 
     // `MPM_BENCH_PHASE=pipeline|lines|screen` runs one phase alone (for profiling).
     let phase = std::env::var("MPM_BENCH_PHASE").ok();
+    let random = std::env::var_os("MPM_BENCH_RANDOM").is_some();
+    let input = if random {
+        // What `cargo bench --bench run` pipes through `cat`: pseudo-random bytes.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        (0..input.len())
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    } else {
+        input
+    };
+    let n = input.len();
     if let Some(p) = phase.as_deref() {
         let t = Instant::now();
         for _ in 0..rounds {

@@ -35,7 +35,7 @@ pub use dedup::Dedup;
 pub use split::LineSplitter;
 
 use crate::events::{Detection, TextSource};
-use crate::screen::{LineReader, ReadKind, Screen};
+use crate::screen::{LineReader, Lines, ReadKind, Screen};
 
 /// Anything that turns one line into detections: the compiled pattern engine, or a stand-in in tests.
 pub trait Matcher: Send + Sync {
@@ -60,7 +60,7 @@ pub struct Pipeline {
     screen: Screen,
     reader: LineReader,
     dedup: Dedup,
-    lines: Vec<String>,
+    lines: Lines,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -100,7 +100,7 @@ impl Pipeline {
             screen: Screen::new(cols, rows),
             reader: LineReader::new(),
             dedup: Dedup::new(),
-            lines: Vec::new(),
+            lines: Lines::new(),
         }
     }
 
@@ -247,15 +247,15 @@ impl Pipeline {
 
     fn drain_lines(&mut self) -> Vec<Detection> {
         let mut out = Vec::new();
-        let lines = std::mem::take(&mut self.lines);
-        for l in &lines {
+        let mut lines = std::mem::take(&mut self.lines);
+        for l in lines.iter() {
             let found = self.match_line(l, TextSource::Screen);
             if !found.is_empty() {
                 out.extend(self.dedup.filter(found));
             }
         }
+        lines.clear();
         self.lines = lines;
-        self.lines.clear();
         out
     }
 }

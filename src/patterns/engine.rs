@@ -23,7 +23,7 @@ use aho_corasick::{AhoCorasick, Anchored as AcAnchored, Input as AcInput, MatchK
 use regex_automata::meta;
 use regex_automata::{Anchored, Input};
 use regex_syntax::hir::literal::{ExtractKind, Extractor};
-use regex_syntax::hir::{Hir, HirKind, Look};
+use regex_syntax::hir::{Hir, HirKind, Look, Repetition};
 
 use super::agents::AgentResolver;
 use super::file::MatchExample;
@@ -40,6 +40,8 @@ pub const MAX_LINE_BYTES: usize = 64 * 1024;
 /// `require_known_agent` match restarts the search one character later).
 const MAX_SEARCHES_PER_LINE: usize = 16;
 
+/// Start-gate literals up to this many are compiled to an Aho-Corasick DFA.
+const MAX_START_DFA_LITERALS: usize = 2000;
 /// Prefix literals shorter than this are useless as a prefilter (`[A-Z]` gives 26 one-byte ones).
 const MIN_PREFIX_LITERAL: usize = 2;
 /// At most this many auto-extracted prefix literals per pattern.
@@ -170,6 +172,9 @@ struct Member {
     /// This pattern alone, built on first use, for its captures inside a match the set found
     /// (a small automaton, so the capture pass does not grow with the pack).
     captures: OnceLock<Option<CaptureRe>>,
+    /// A trailing `.*` left out of the set's copy of the pattern, so the set's lazy DFA stops
+    /// after the head of the line instead of walking to its end; the match end is computed.
+    tail: Tail,
 }
 
 /// The detection fields a capture group can fill, in [`CaptureRe::fields`] order.
@@ -198,8 +203,8 @@ struct CaptureRe {
 impl CaptureRe {
     fn new(hir: &Hir) -> Option<CaptureRe> {
         let mut tail_groups = Vec::new();
-        let (hir, cut) = strip_tail(hir.clone(), &mut tail_groups);
-        if cut {
+        let (hir, cut) = strip_tail(hir.clone(), &mut tail_groups, &|_| true);
+        if cut.is_some() {
             // The whole match too.
             tail_groups.push(0);
         }
@@ -267,19 +272,29 @@ struct Found {
 }
 
 impl Set {
+    /// `bit` when a gate admits the line to this set, else 0.
+    #[inline]
+    fn admits(&self, content: &str, bit: u8) -> u8 {
+        if self.regex.is_none() {
+            return 0;
+        }
+        let start = self.start.as_ref().is_some_and(|g| g.admits(content));
+        let anywhere = || {
+            self.anywhere
+                .as_ref()
+                .is_some_and(|g| g.find(content.as_bytes(), 0).is_some())
+        };
+        if self.always || start || anywhere() {
+            bit
+        } else {
+            0
+        }
+    }
+
     /// Admitted without the anywhere literals: every line, or by the start gate.
     fn admits_at_start(&self, content: &str) -> bool {
         self.regex.is_some()
             && (self.always || self.start.as_ref().is_some_and(|g| g.admits(content)))
-    }
-
-    /// Does an anywhere literal admit the line?
-    fn admits_anywhere(&self, content: &str) -> bool {
-        self.regex.is_some()
-            && self
-                .anywhere
-                .as_ref()
-                .is_some_and(|g| g.find(content.as_bytes(), 0).is_some())
     }
 
     fn build(hirs: &[Hir], members: Vec<Member>, lits: &mut Lits) -> Result<Set, PatternError> {
@@ -349,7 +364,13 @@ impl Engine {
     /// leftmost match; at one position the earlier pattern wins). Pure; no I/O; allocates only when
     /// a prefilter hits. Only the first [`MAX_LINE_BYTES`] are examined.
     pub fn detect(&self, line: &str, source: TextSource) -> Vec<Detection> {
-        self.find(line, source, false)
+        // Most lines stop at the gates: no call into the matcher proper.
+        let content = normalize_line(cap(line));
+        let admitted = self.admitted(content);
+        if admitted == 0 {
+            return Vec::new();
+        }
+        self.find_admitted(content, admitted, source, false)
             .into_iter()
             .map(|f| f.detection)
             .collect()
@@ -411,23 +432,25 @@ impl Engine {
     }
 
     /// Which sets see this line: the start gate first (a table lookup), then the anywhere scan.
+    #[inline]
     fn admitted(&self, content: &str) -> u8 {
-        let mut ok = 0;
-        for (set, bit) in [(&self.anchored, ANCHORED), (&self.floating, FLOATING)] {
-            if set.admits_at_start(content) || set.admits_anywhere(content) {
-                ok |= bit;
-            }
-        }
-        ok
+        self.anchored.admits(content, ANCHORED) | self.floating.admits(content, FLOATING)
     }
 
     fn find(&self, line: &str, source: TextSource, want_captures: bool) -> Vec<Found> {
         let content = normalize_line(cap(line));
-        if content.is_empty() {
-            return Vec::new();
-        }
-        let admitted = self.admitted(content);
-        if admitted == 0 {
+        self.find_admitted(content, self.admitted(content), source, want_captures)
+    }
+
+    /// [`Engine::find`] on normalised `content` that the gates admitted to the sets in `admitted`.
+    fn find_admitted(
+        &self,
+        content: &str,
+        admitted: u8,
+        source: TextSource,
+        want_captures: bool,
+    ) -> Vec<Found> {
+        if content.is_empty() || admitted == 0 {
             return Vec::new();
         }
         let mut out: Vec<Found> = Vec::new();
@@ -439,7 +462,8 @@ impl Engine {
                 // require_known_agent members come last in this set, so a rejected match hides no
                 // other anchored pattern.
                 let member = &self.anchored.members[m.pattern().as_usize()];
-                if let Some(f) = self.found(content, source, member, m.range(), want_captures) {
+                let range = m.start()..member.tail.end(content, m.end());
+                if let Some(f) = self.found(content, source, member, range, want_captures) {
                     out.push(f);
                 }
             }
@@ -456,13 +480,14 @@ impl Engine {
                     break;
                 };
                 let member = &self.floating.members[m.pattern().as_usize()];
-                match self.found(content, source, member, m.range(), want_captures) {
+                let range = m.start()..member.tail.end(content, m.end());
+                match self.found(content, source, member, range.clone(), want_captures) {
                     Some(f) => {
                         out.push(f);
-                        at = if m.is_empty() {
-                            next_boundary(content, m.end())
+                        at = if range.is_empty() {
+                            next_boundary(content, range.end)
                         } else {
-                            m.end()
+                            range.end
                         };
                     }
                     // Rejected: try again one character later.
@@ -614,13 +639,17 @@ impl Engine {
                     Prefilter::Anywhere => set_lits.anywhere.extend(lits),
                     Prefilter::EveryLine => set_lits.always = true,
                 }
+                let (set_hir, cut) =
+                    strip_tail(hir.clone(), &mut Vec::new(), &|r| Tail::of(r).is_some());
+                let tail = cut.as_ref().and_then(Tail::of).unwrap_or(Tail::Kept);
                 let member = Member {
                     info: infos.len(),
-                    hir: hir.clone(),
                     names: named_groups(&hir),
+                    hir,
                     captures: OnceLock::new(),
+                    tail,
                 };
-                set.push((hir, member, r.require_known_agent));
+                set.push((set_hir, member, r.require_known_agent));
             }
             let enabled = r.enabled;
             infos.push(info);
@@ -813,35 +842,86 @@ fn map_leaves(hir: Hir, leaf: &impl Fn(Hir) -> Hir) -> Hir {
 /// the rest matches — it always succeeds, at worst empty — so the rest's leftmost-first captures
 /// are the same, and the enclosing groups end where the whole match ends. The capture pass then
 /// walks the line's head only (`**Engineer Agent**: ` instead of the whole task text).
-fn strip_tail(hir: Hir, groups: &mut Vec<u32>) -> (Hir, bool) {
+fn strip_tail(
+    hir: Hir,
+    groups: &mut Vec<u32>,
+    accept: &impl Fn(&Repetition) -> bool,
+) -> (Hir, Option<Repetition>) {
     match hir.kind() {
         // Only a tail without groups of its own: their captures would be lost.
-        HirKind::Repetition(r) if r.min == 0 && r.sub.properties().explicit_captures_len() == 0 => {
-            (Hir::empty(), true)
+        HirKind::Repetition(r)
+            if r.min == 0 && r.sub.properties().explicit_captures_len() == 0 && accept(r) =>
+        {
+            (Hir::empty(), Some(r.clone()))
         }
         HirKind::Capture(cap) => {
-            let (sub, cut) = strip_tail((*cap.sub).clone(), groups);
-            if !cut {
-                return (hir, false);
+            let (sub, cut) = strip_tail((*cap.sub).clone(), groups, accept);
+            if cut.is_none() {
+                return (hir, None);
             }
             groups.push(cap.index);
             let mut cap = cap.clone();
             cap.sub = Box::new(sub);
-            (Hir::capture(cap), true)
+            (Hir::capture(cap), cut)
         }
         HirKind::Concat(subs) => {
             let Some((last, head)) = subs.split_last() else {
-                return (hir, false);
+                return (hir, None);
             };
-            let (last, cut) = strip_tail(last.clone(), groups);
-            if !cut {
-                return (hir, false);
+            let (last, cut) = strip_tail(last.clone(), groups, accept);
+            if cut.is_none() {
+                return (hir, None);
             }
             let mut subs = head.to_vec();
             subs.push(last);
-            (Hir::concat(subs), true)
+            (Hir::concat(subs), cut)
         }
-        _ => (hir, false),
+        _ => (hir, None),
+    }
+}
+
+/// Where a match whose trailing repetition was cut off the set's copy of its pattern really
+/// ends. Only a greedy `.*` is cut there: its end is the next newline (or, with `(?s)`, the end).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tail {
+    /// Nothing was cut: the set reports the true end.
+    Kept,
+    /// `.*`: up to the next `\n` or the end of the line.
+    ToNewline,
+    /// `(?s).*`: to the end of the line.
+    ToEnd,
+}
+
+impl Tail {
+    /// The end of the whole match, given where its head ended.
+    fn end(self, content: &str, head_end: usize) -> usize {
+        match self {
+            Tail::Kept => head_end,
+            Tail::ToEnd => content.len(),
+            Tail::ToNewline => memchr::memchr(b'\n', &content.as_bytes()[head_end..])
+                .map_or(content.len(), |i| head_end + i),
+        }
+    }
+
+    /// The tail a greedy `.*` repetition stands for, if it is one.
+    fn of(r: &Repetition) -> Option<Tail> {
+        use regex_syntax::hir::{Class, ClassUnicode, ClassUnicodeRange};
+        if !r.greedy || r.max.is_some() {
+            return None;
+        }
+        let HirKind::Class(Class::Unicode(c)) = r.sub.kind() else {
+            return None;
+        };
+        let any = ClassUnicode::new([ClassUnicodeRange::new('\0', char::MAX)]);
+        let mut but_newline = any.clone();
+        but_newline.difference(&ClassUnicode::new([ClassUnicodeRange::new('\n', '\n')]));
+        if *c == but_newline {
+            Some(Tail::ToNewline)
+        } else if *c == any {
+            Some(Tail::ToEnd)
+        } else {
+            None
+        }
     }
 }
 
@@ -934,9 +1014,14 @@ fn build_ac(mut lits: Vec<Vec<u8>>, at_start: bool) -> Result<Option<AhoCorasick
     } else {
         StartKind::Unanchored
     };
+    // An anchored start gate walks a few bytes per line: a DFA step is a table lookup, where the
+    // default (an NFA for this size) was measured at ~7 ns a byte. Bounded: a few thousand
+    // literals make a DFA of a few MB; past that the builder picks.
+    let dfa = at_start && lits.len() <= MAX_START_DFA_LITERALS;
     AhoCorasick::builder()
         .start_kind(kind)
         .match_kind(MatchKind::Standard)
+        .kind(dfa.then_some(aho_corasick::AhoCorasickKind::DFA))
         .build(&lits)
         .map(Some)
         .map_err(|e| PatternError::Compile(format!("building the literal prefilter: {e}")))
@@ -1020,11 +1105,11 @@ mod capture_tests {
     fn only_group_free_tails_are_cut() {
         let hir = parse_regex(r"^a(?P<x>b.*)(?:c(?P<y>d))?").expect("regex");
         let mut groups = Vec::new();
-        let (_, cut) = strip_tail(hir, &mut groups);
-        assert!(!cut, "a tail with a group must stay");
+        let (_, cut) = strip_tail(hir, &mut groups, &|_| true);
+        assert!(cut.is_none(), "a tail with a group must stay");
         let hir = parse_regex(r"^a(?P<x>b(?P<z>c).*)").expect("regex");
-        let (cut_hir, cut) = strip_tail(hir, &mut groups);
-        assert!(cut);
+        let (cut_hir, cut) = strip_tail(hir, &mut groups, &|_| true);
+        assert!(cut.is_some());
         assert_eq!(groups, [1]);
         assert_eq!(cut_hir.properties().explicit_captures_len(), 2);
     }

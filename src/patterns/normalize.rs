@@ -19,6 +19,31 @@ const DECORATIONS: [char; 6] = ['●', '⏺', '⎿', '▎', '❯', '│'];
 /// The content of one line without leading decoration, indent, list or quote markers, and without
 /// trailing whitespace. Borrowed from `line`; O(prefix length), no allocation.
 pub fn normalize_line(line: &str) -> &str {
+    // Fast paths (every line pays for this function): content that starts with a byte no strip
+    // rule looks at, and ends with a byte that is not whitespace.
+    let s = match line.as_bytes().first() {
+        Some(&b) if starts_content(b) => line,
+        _ => strip_start(line),
+    };
+    match s.as_bytes().last() {
+        Some(&b) if b.is_ascii() && !is_ascii_space(b) => s,
+        _ => s.trim_end_matches(|c: char| c.is_whitespace()),
+    }
+}
+
+/// An ASCII byte that no leading strip rule applies to (not whitespace or a control character,
+/// not a quote, list or task-box marker, not a digit); bytes of non-ASCII characters go the slow
+/// way (decorations are non-ASCII).
+fn starts_content(b: u8) -> bool {
+    b.is_ascii_graphic() && !matches!(b, b'>' | b'-' | b'*' | b'+' | b'[' | b'0'..=b'9')
+}
+
+/// ASCII whitespace as [`char::is_whitespace`] has it (incl. vertical tab).
+fn is_ascii_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r')
+}
+
+fn strip_start(line: &str) -> &str {
     let mut s = trim_start_ws(line);
     for _ in 0..MAX_STRIP_STEPS {
         match strip_marker(s) {
@@ -26,7 +51,7 @@ pub fn normalize_line(line: &str) -> &str {
             None => break,
         }
     }
-    s.trim_end_matches(|c: char| c.is_whitespace())
+    s
 }
 
 fn is_ws(c: char) -> bool {
@@ -36,7 +61,13 @@ fn is_ws(c: char) -> bool {
 /// Leading whitespace and C0 control characters (a BEL or other control left over by a naive
 /// escape stripper is not content).
 fn trim_start_ws(s: &str) -> &str {
-    s.trim_start_matches(|c: char| is_ws(c) || c.is_ascii_control())
+    // ASCII first, byte-wise (controls, space, DEL); the only non-ASCII one is U+00A0.
+    let n = s.bytes().take_while(|&b| b <= b' ' || b == 0x7f).count();
+    let s = &s[n..];
+    match s.as_bytes().first() {
+        Some(&b) if b >= 0x80 => s.trim_start_matches(|c: char| is_ws(c) || c.is_ascii_control()),
+        _ => s,
+    }
 }
 
 /// `rest` when `s` is `marker` followed by whitespace or nothing.
@@ -50,12 +81,13 @@ fn followed_by_space(rest: &str) -> Option<&str> {
 
 /// Strip one leading marker, or `None` when `s` starts with content.
 fn strip_marker(s: &str) -> Option<&str> {
-    let first = s.chars().next()?;
-    if DECORATIONS.contains(&first) {
+    let &b0 = s.as_bytes().first()?;
+    if b0 >= 0x80 {
+        let first = s.chars().next()?;
         // Decorations are stripped even when glued to text (`●API Error`): they never start content.
-        return Some(&s[first.len_utf8()..]);
+        return DECORATIONS.contains(&first).then(|| &s[first.len_utf8()..]);
     }
-    match first {
+    match char::from(b0) {
         '>' => {
             // Nested quotes `>>` count as one marker each.
             let rest = &s[1..];
@@ -135,6 +167,28 @@ mod tests {
         ];
         for (input, want) in cases {
             assert_eq!(normalize_line(input), *want, "input {input:?}");
+        }
+    }
+
+    /// The fast paths agree with the general rule on every one- and two-byte ASCII start and end.
+    #[test]
+    fn fast_paths_agree_with_the_slow_rule() {
+        fn slow(l: &str) -> &str {
+            super::strip_start(l).trim_end_matches(|c: char| c.is_whitespace())
+        }
+        for a in 0u8..128 {
+            for b in [b' ', b'x', b'1', b'.', b'\t', b'\x0b'] {
+                for line in [
+                    format!("{}{}TODO: x{}", a as char, b as char, a as char),
+                    format!("{}", a as char),
+                    format!("x{}", a as char),
+                ] {
+                    assert_eq!(normalize_line(&line), slow(&line), "line {line:?}");
+                }
+            }
+        }
+        for line in ["TODO: x\u{3000}", "x\u{a0}", "\u{a0}x", "●x", "é TODO"] {
+            assert_eq!(normalize_line(line), slow(line), "line {line:?}");
         }
     }
 

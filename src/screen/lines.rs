@@ -60,14 +60,17 @@ const MARKERS: &[&str] = &["● ", "⏺ ", "⎿  ", "⎿ ", "▎ ", "❯ ", "✻
 fn text_start(s: &str) -> (usize, bool) {
     let indent = s.len() - s.trim_start_matches(' ').len();
     let rest = &s[indent..];
-    for m in MARKERS {
-        // A marker alone on its row (`❯` with trailing blanks trimmed) counts too.
-        if rest == m.trim_end() {
-            return (indent + m.chars().count(), true);
-        }
-        if let Some(r) = rest.strip_prefix(m) {
-            let extra = r.len() - r.trim_start_matches([' ', '\u{a0}']).len();
-            return (indent + m.chars().count() + extra, true);
+    // Every marker starts with a non-ASCII symbol; a row of text skips the table.
+    if !rest.is_empty() && !rest.as_bytes()[0].is_ascii() {
+        for m in MARKERS {
+            // A marker alone on its row (`❯` with trailing blanks trimmed) counts too.
+            if rest.len() < m.len() && m.starts_with(rest) && m[rest.len()..].trim().is_empty() {
+                return (indent + m.chars().count(), true);
+            }
+            if let Some(r) = rest.strip_prefix(m) {
+                let extra = r.len() - r.trim_start_matches([' ', '\u{a0}']).len();
+                return (indent + m.chars().count() + extra, true);
+            }
         }
     }
     // Markdown list markers kept as text by the renderer: `- `, `* `, `12. `.
@@ -115,6 +118,57 @@ fn may_continue(a: &str, a_wrapped: bool, cols: usize) -> bool {
     a_wrapped || a.chars().count() + 1 + LONG_WORD > cols.saturating_sub(2)
 }
 
+/// Logical lines read off the screen, in order. The line buffers are kept and reused from one
+/// read to the next ([`Lines::clear`]), so reading costs no allocation once warm.
+#[derive(Debug, Default)]
+pub struct Lines {
+    bufs: Vec<String>,
+    len: usize,
+}
+
+/// A buffer bigger than this is dropped at [`Lines::clear`] rather than kept.
+const KEEP_LINE_CAPACITY: usize = 4096;
+
+impl Lines {
+    pub fn new() -> Self {
+        Lines::default()
+    }
+
+    /// The lines read since the last [`Lines::clear`].
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.bufs[..self.len].iter().map(String::as_str)
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Forget the lines, keeping their buffers (all but the oversized ones).
+    pub fn clear(&mut self) {
+        for b in &mut self.bufs[..self.len] {
+            if b.capacity() > KEEP_LINE_CAPACITY {
+                *b = String::new();
+            }
+        }
+        self.len = 0;
+    }
+
+    /// A cleared buffer for the next line.
+    fn push_new(&mut self) -> &mut String {
+        if self.len == self.bufs.len() {
+            self.bufs.push(String::new());
+        }
+        let b = &mut self.bufs[self.len];
+        b.clear();
+        self.len += 1;
+        b
+    }
+}
+
 /// Turns screen rows into logical lines; holds only scratch space.
 #[derive(Debug, Default)]
 pub struct LineReader {
@@ -127,7 +181,7 @@ impl LineReader {
     }
 
     /// Read the screen as `kind` says and push each new or changed logical line onto `out`.
-    pub fn read(&mut self, screen: &mut Screen, kind: ReadKind, out: &mut Vec<String>) {
+    pub fn read(&mut self, screen: &mut Screen, kind: ReadKind, out: &mut Lines) {
         let cols = screen.cols();
         let limit = match kind {
             ReadKind::All => screen.rows(),
@@ -218,7 +272,7 @@ fn assemble(
     last: usize,
     kind: ReadKind,
     cols: usize,
-    out: &mut Vec<String>,
+    out: &mut Lines,
 ) -> usize {
     let n = rows.len();
     let nhist = rows.hist.len();
@@ -261,7 +315,7 @@ fn assemble(
             return i;
         }
         if (i..=j).any(|k| !rows.get(k).seen) {
-            let mut line = String::new();
+            let line = out.push_new();
             for k in i..=j {
                 let joined_by_wrap = k > i && rows.get(k - 1).wrapped;
                 let t = rows.get(k).cached_text();
@@ -280,7 +334,6 @@ fn assemble(
                     break;
                 }
             }
-            out.push(line);
             for k in i..=j {
                 rows.get_mut(k).seen = true;
             }
@@ -297,10 +350,37 @@ mod tests {
     fn lines_of(cols: u16, rows: u16, input: &[u8]) -> Vec<String> {
         let mut s = Screen::new(cols, rows);
         let mut r = LineReader::new();
-        let mut out = Vec::new();
+        let mut out = Lines::new();
         s.feed(input, &mut |s, h| r.read(s, h.into(), &mut out));
         r.read(&mut s, ReadKind::All, &mut out);
-        out
+        out.iter().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn every_marker_starts_with_a_non_ascii_symbol() {
+        // `text_start` skips the marker table for rows that start with ASCII.
+        assert!(MARKERS.iter().all(|m| !m.as_bytes()[0].is_ascii()));
+    }
+
+    #[test]
+    fn a_lone_marker_row_counts_as_marker() {
+        assert_eq!(text_start("  ⎿"), (5, true));
+        assert_eq!(text_start("❯"), (2, true));
+        assert_eq!(text_start("  ⎿  done"), (5, true));
+        assert_eq!(text_start("  plain"), (2, false));
+    }
+
+    #[test]
+    fn line_buffers_are_reused_after_clear() {
+        let mut l = Lines::new();
+        l.push_new().push_str("first line");
+        l.push_new().push_str("second");
+        assert_eq!(l.iter().collect::<Vec<_>>(), ["first line", "second"]);
+        l.clear();
+        assert!(l.is_empty());
+        l.push_new().push('x');
+        assert_eq!(l.iter().collect::<Vec<_>>(), ["x"]);
+        assert_eq!(l.len(), 1);
     }
 
     const LONG: &[u8] = b"\x1b[3G\x1b[1mEngineer\x1b[12GAgent\x1b[22m:\x1b[19GThis\x1b[24Gis a deliberately long delegation line to check wrapping, so it keeps\x1b[94Ggoing\r\r\n\
@@ -346,7 +426,7 @@ negative input, keep it O(n) time and O(1) space, and report back."
     fn feed_end_waits_for_a_possible_continuation() {
         let mut s = Screen::new(100, 30);
         let mut r = LineReader::new();
-        let mut out = Vec::new();
+        let mut out = Lines::new();
         // First two rows of LONG only.
         let cut = LONG.windows(3).position(|w| w == b"neg").unwrap_or(0) - 4;
         s.feed(&LONG[..cut], &mut |s, h| r.read(s, h.into(), &mut out));
@@ -355,7 +435,11 @@ negative input, keep it O(n) time and O(1) space, and report back."
         s.feed(&LONG[cut..], &mut |s, h| r.read(s, h.into(), &mut out));
         r.read(&mut s, ReadKind::FeedEnd, &mut out);
         assert_eq!(out.len(), 2);
-        assert!(out[0].ends_with("report back."));
+        assert!(
+            out.iter()
+                .next()
+                .is_some_and(|l| l.ends_with("report back."))
+        );
     }
 
     #[test]
@@ -417,11 +501,11 @@ mod dump {
             };
             let mut s = Screen::new(100, 30);
             let mut r = LineReader::new();
-            let mut out = Vec::new();
+            let mut out = Lines::new();
             s.feed(&bytes, &mut |s, h| r.read(s, h.into(), &mut out));
             r.read(&mut s, ReadKind::All, &mut out);
             println!("===== {name}");
-            for l in out {
+            for l in out.iter() {
                 println!("|{l}");
             }
         }

@@ -11,5 +11,5 @@
 pub mod lines;
 pub mod vt;
 
-pub use lines::{LineReader, ReadKind};
+pub use lines::{LineReader, Lines, ReadKind};
 pub use vt::{Hook, Row, Screen};

@@ -86,17 +86,26 @@ impl Row {
     /// Rebuild the cached text if a change made it stale.
     pub fn ensure_text(&mut self) {
         if !self.text_valid {
-            let end = self
-                .cells
-                .iter()
-                .rposition(|&c| c != ' ' && c != WIDE_TAIL)
-                .map_or(0, |i| i + 1);
+            let end = trimmed_len(&self.cells);
+            let cells = &self.cells[..end];
             self.text.clear();
-            self.text_chars = 0;
-            for &c in &self.cells[..end] {
-                if c != WIDE_TAIL {
-                    self.text.push(c);
-                    self.text_chars += 1;
+            // Almost every row is plain ASCII (no wide-character tails, which follow a non-ASCII
+            // head): copy it as bytes in one go instead of encoding char by char.
+            // (A max over the whole row vectorises; `all` would stop early and not.)
+            let max = cells.iter().map(|&c| u32::from(c).wrapping_sub(1)).max();
+            if max.is_none_or(|m| m < 0x7f) {
+                let mut bytes = std::mem::take(&mut self.text).into_bytes();
+                bytes.extend(cells.iter().map(|&c| c as u8));
+                self.text = String::from_utf8(bytes)
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+                self.text_chars = cells.len();
+            } else {
+                self.text_chars = 0;
+                for &c in cells {
+                    if c != WIDE_TAIL {
+                        self.text.push(c);
+                        self.text_chars += 1;
+                    }
                 }
             }
             self.text_valid = true;
@@ -107,6 +116,24 @@ impl Row {
     pub fn is_blank(&mut self) -> bool {
         self.text().is_empty()
     }
+}
+
+/// The number of cells up to the last one that is not blank.
+fn trimmed_len(cells: &[char]) -> usize {
+    let blank = |c: char| c == ' ' || c == WIDE_TAIL;
+    let mut end = cells.len();
+    // Eight cells at a time while all are blank (a branch-free fold that vectorises), then one by one.
+    while end >= 8
+        && cells[end - 8..end]
+            .iter()
+            .fold(true, |all, &c| all & blank(c))
+    {
+        end -= 8;
+    }
+    while end > 0 && blank(cells[end - 1]) {
+        end -= 1;
+    }
+    end
 }
 
 /// Why the screen asks its observer to read rows now.
