@@ -3,19 +3,21 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use foldhash::fast::RandomState;
+
 use crate::config::AgentConfig;
 
 /// Maps spoken agent names to registry names, case-insensitively, through names and aliases.
 #[derive(Debug, Clone, Default)]
 pub struct AgentResolver {
     /// Folded spoken form -> registry name.
-    names: HashMap<String, String>,
+    names: HashMap<String, String, RandomState>,
 }
 
 impl AgentResolver {
     /// A resolver over a registry: each name (also with `-`/`_` read as spaces) and each alias.
     pub fn new(agents: &BTreeMap<String, AgentConfig>) -> Self {
-        let mut names = HashMap::new();
+        let mut names = HashMap::default();
         // Aliases first, names last: a registry name always wins over another agent's alias.
         for (name, agent) in agents {
             for alias in &agent.aliases {
@@ -64,7 +66,13 @@ fn fold(s: &str) -> String {
         if !out.is_empty() {
             out.push(' ');
         }
-        out.push_str(&word.to_lowercase());
+        if word.is_ascii() {
+            let at = out.len();
+            out.push_str(word);
+            out[at..].make_ascii_lowercase();
+        } else {
+            out.push_str(&word.to_lowercase());
+        }
     }
     match out.strip_prefix("the ") {
         Some(rest) => rest.to_string(),

@@ -428,13 +428,12 @@ impl Screen {
             // Half of a wide character at either edge of the written span becomes blank.
             let left_tail = row.cells[x] == WIDE_TAIL && x > 0;
             let right_tail = x + n < cols && row.cells[x + n] == WIDE_TAIL;
+            // Branch-free so that it vectorises: compare and store every cell.
             let mut changed = false;
             for (cell, &b) in row.cells[x..x + n].iter_mut().zip(&run[..n]) {
                 let c = char::from(b);
-                if *cell != c {
-                    *cell = c;
-                    changed = true;
-                }
+                changed |= *cell != c;
+                *cell = c;
             }
             if changed {
                 if left_tail {
