@@ -340,7 +340,7 @@ fn main() {
         cpu_sleep
     );
     println!(
-        "idle cost: {:.5} s CPU per 60 s = {:.4}% of a core (goal < 0.1%); whole run incl. start-up: {:.4}% of a core over 60 s",
+        "difference, scaled: {:.5} s CPU per 60 s = {:.4}% of a core (start-up variance dominates it: read the steady state); whole run incl. start-up: {:.4}% of a core over 60 s",
         idle / sleep_s as f64 * 60.0,
         idle / sleep_s as f64 * 100.0,
         (cpu_true + idle / sleep_s as f64 * 60.0) / 60.0 * 100.0

@@ -45,15 +45,16 @@ impl Tap {
         // The byte budget is the real bound; the message bound only keeps tiny chunks in check.
         let (tx, rx) = crossbeam_channel::bounded((capacity / 256).clamp(64, 1 << 16));
         let queued = Arc::new(AtomicUsize::new(0));
-        let q = queued.clone();
+        let overrun = Arc::new(AtomicU64::new(0));
+        let (q, o) = (queued.clone(), overrun.clone());
         let handle = std::thread::Builder::new()
             .name("mpm-tap".into())
-            .spawn(move || consume(&mut *consumer, &rx, &q))?;
+            .spawn(move || consume(&mut *consumer, &rx, &q, &o))?;
         Ok((
             Tap {
                 tx,
                 queued,
-                overrun: Arc::new(AtomicU64::new(0)),
+                overrun,
                 capacity,
             },
             handle,
@@ -106,7 +107,22 @@ impl Tap {
 /// consumer that falls behind shows up as counted overrun instead of a slower terminal.
 const CONSUMER_NICE: libc::c_int = 10;
 
-fn consume(consumer: &mut dyn OutputConsumer, rx: &Receiver<TapMsg>, queued: &AtomicUsize) {
+/// While the producer is dropping chunks (a flood faster than the consumer, with the queue full),
+/// the consumer rests after each chunk for this many times the chunk's processing time: it then
+/// takes about a tenth of a core, and the pass-through threads (on a small machine, possibly the
+/// same physical core's other hyperthread) keep more of their speed. What it skips meanwhile is
+/// what the full queue drops anyway; once the producer stops dropping, the backlog is processed at
+/// full speed. Measured with `cargo bench --bench run` (BENCHMARKS.md).
+const FLOOD_REST_FACTOR: u32 = 9;
+/// One rest is never longer than this (a chunk that was slow for another reason).
+const MAX_FLOOD_REST: std::time::Duration = std::time::Duration::from_millis(20);
+
+fn consume(
+    consumer: &mut dyn OutputConsumer,
+    rx: &Receiver<TapMsg>,
+    queued: &AtomicUsize,
+    overrun: &AtomicU64,
+) {
     // SAFETY: plain syscalls on this thread's own id. Linux applies nice per thread.
     unsafe {
         let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
@@ -114,11 +130,18 @@ fn consume(consumer: &mut dyn OutputConsumer, rx: &Receiver<TapMsg>, queued: &At
             tracing::debug!("cannot lower the tap consumer's priority");
         }
     }
+    let mut dropped_seen = overrun.load(Ordering::Relaxed);
     while let Ok(msg) = rx.recv() {
         match msg {
             TapMsg::Data(bytes) => {
                 queued.fetch_sub(bytes.len(), Ordering::AcqRel);
+                let started = std::time::Instant::now();
                 consumer.feed(&bytes);
+                let dropped = overrun.load(Ordering::Relaxed);
+                if dropped != dropped_seen {
+                    dropped_seen = dropped;
+                    std::thread::sleep((started.elapsed() * FLOOD_REST_FACTOR).min(MAX_FLOOD_REST));
+                }
             }
             TapMsg::Resize(c, r) => consumer.resize(c, r),
             TapMsg::End => break,
