@@ -138,6 +138,16 @@ impl Shared {
     pub fn store(&self) -> &Store {
         &self.fanout.store
     }
+
+    /// The hosted sessions right now (a snapshot: the lock is not held afterwards).
+    pub fn hosted(&self) -> Vec<Arc<Hosted>> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
 }
 
 /// Triggers shutdown of a running daemon from another thread (tests, embedding).
@@ -267,13 +277,7 @@ impl Daemon {
         }
         // Stop accepting: nobody can connect once the file is gone and the listener closed.
         self.sock.unlink();
-        let sessions: Vec<Arc<Hosted>> = shared
-            .sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let sessions = shared.hosted();
         let grace = shared.opts.stop_grace;
         let stoppers: Vec<_> = sessions
             .into_iter()

@@ -269,13 +269,7 @@ fn find(shared: &Shared, id: &str) -> Option<Arc<Hosted>> {
 }
 
 fn status(shared: &Shared) -> StatusReport {
-    let hosted: Vec<Arc<Hosted>> = shared
-        .sessions
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .values()
-        .cloned()
-        .collect();
+    let hosted = shared.hosted();
     let exits: Vec<Option<Option<i32>>> = hosted.iter().map(|h| h.session.try_wait()).collect();
     let running_pids: Vec<u32> = hosted
         .iter()

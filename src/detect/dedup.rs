@@ -52,20 +52,7 @@ pub fn normalize_key_text(s: &str) -> String {
 /// [`normalize_key_text`] of `s`, appended to `out`.
 fn push_key_text(s: &str, out: &mut String) {
     let base = out.len();
-    for w in s.split_whitespace() {
-        if out.len() > base {
-            out.push(' ');
-        }
-        if w.is_ascii() {
-            let at = out.len();
-            out.push_str(w);
-            out[at..].make_ascii_lowercase();
-        } else {
-            for c in w.chars() {
-                out.extend(c.to_lowercase());
-            }
-        }
-    }
+    crate::patterns::push_lower_words(s, out);
     let body = &out[base..];
     let start = body
         .char_indices()
@@ -99,9 +86,7 @@ fn write_key(d: &Detection, key: &mut String) -> usize {
     let what = d.task.as_deref().or(d.title.as_deref()).unwrap_or(&d.text);
     key.push_str(&d.category);
     key.push(SEP);
-    for c in who.chars() {
-        key.extend(c.to_lowercase());
-    }
+    crate::patterns::push_lowercase(who, key);
     let group_len = key.len();
     key.push(SEP);
     push_key_text(what, key);

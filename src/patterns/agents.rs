@@ -62,18 +62,7 @@ impl AgentResolver {
 /// Lower case, `-`/`_` kept, runs of whitespace as one space, trimmed; a leading "the " dropped.
 fn fold(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
-    for word in s.split_whitespace() {
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        if word.is_ascii() {
-            let at = out.len();
-            out.push_str(word);
-            out[at..].make_ascii_lowercase();
-        } else {
-            out.push_str(&word.to_lowercase());
-        }
-    }
+    super::push_lower_words(s, &mut out);
     match out.strip_prefix("the ") {
         Some(rest) => rest.to_string(),
         None => out,

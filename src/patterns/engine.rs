@@ -291,26 +291,26 @@ impl Set {
     /// `bit` when a gate admits the line to this set, else 0.
     #[inline]
     fn admits(&self, content: &str, bit: u8) -> u8 {
-        if self.regex.is_none() {
-            return 0;
-        }
-        let start = self.start.as_ref().is_some_and(|g| g.admits(content));
         let anywhere = || {
             self.anywhere
                 .as_ref()
                 .is_some_and(|g| g.admits(content.as_bytes()))
         };
-        if self.always || start || anywhere() {
+        if self.admits_at_start(content, bit) != 0 || (self.regex.is_some() && anywhere()) {
             bit
         } else {
             0
         }
     }
 
-    /// Admitted without the anywhere literals: every line, or by the start gate.
-    fn admits_at_start(&self, content: &str) -> bool {
-        self.regex.is_some()
-            && (self.always || self.start.as_ref().is_some_and(|g| g.admits(content)))
+    /// [`Set::admits`] without the anywhere literals: every line, or by the start gate.
+    fn admits_at_start(&self, content: &str, bit: u8) -> u8 {
+        let start = || self.start.as_ref().is_some_and(|g| g.admits(content));
+        if self.regex.is_some() && (self.always || start()) {
+            bit
+        } else {
+            0
+        }
     }
 
     fn build(hirs: &[Hir], members: Vec<Member>, lits: &mut Lits) -> Result<Set, PatternError> {
@@ -429,10 +429,16 @@ impl Engine {
                 next_marked.next();
             }
             let is_marked = next_marked.peek() == Some(&start);
-            if always || is_marked || self.start_gate_admits(normalize_line(cap(line))) {
-                for f in self.find(line, source, false) {
-                    out.push((start..end, f.detection));
-                }
+            let content = normalize_line(cap(line));
+            // A line no anywhere literal marked has none: the start gates alone decide it.
+            let admitted = if always || is_marked {
+                self.admitted(content)
+            } else {
+                self.anchored.admits_at_start(content, ANCHORED)
+                    | self.floating.admits_at_start(content, FLOATING)
+            };
+            for f in self.find_admitted(content, admitted, source, false) {
+                out.push((start..end, f.detection));
             }
             if end == bytes.len() {
                 break;
@@ -440,11 +446,6 @@ impl Engine {
             start = end + 1;
         }
         out
-    }
-
-    /// The start-literal gates alone (the anywhere gate ran over the whole block already).
-    fn start_gate_admits(&self, content: &str) -> bool {
-        self.anchored.admits_at_start(content) || self.floating.admits_at_start(content)
     }
 
     /// Which sets see this line: the start gate first (a table lookup), then the anywhere scan.

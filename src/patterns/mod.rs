@@ -34,7 +34,7 @@ use serde::Serialize;
 pub use agents::AgentResolver;
 pub use engine::{Engine, MAX_LINE_BYTES};
 pub use fence::CodeFence;
-pub use normalize::{MAX_STRIP_STEPS, normalize_line};
+pub use normalize::{MAX_STRIP_STEPS, normalize_line, push_lower_words, push_lowercase};
 
 use crate::config::AgentConfig;
 use file::{Examples, PatternFile};

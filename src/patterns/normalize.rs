@@ -54,6 +54,29 @@ fn strip_start(line: &str) -> &str {
     s
 }
 
+/// Append `s` lower-cased to `out` (ASCII in place, without a temporary).
+pub fn push_lowercase(s: &str, out: &mut String) {
+    let at = out.len();
+    if s.is_ascii() {
+        out.push_str(s);
+        out[at..].make_ascii_lowercase();
+    } else {
+        out.push_str(&s.to_lowercase());
+    }
+}
+
+/// Append the words of `s` to `out`, lower-cased and one space apart (leading, trailing and repeated
+/// whitespace dropped): the folding that agent names and dedup keys share.
+pub fn push_lower_words(s: &str, out: &mut String) {
+    let base = out.len();
+    for word in s.split_whitespace() {
+        if out.len() > base {
+            out.push(' ');
+        }
+        push_lowercase(word, out);
+    }
+}
+
 fn is_ws(c: char) -> bool {
     c == ' ' || c == '\t' || c == '\u{a0}' || c == '\r'
 }
