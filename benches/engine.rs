@@ -168,6 +168,8 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok());
     let skip_python = smoke || std::env::var_os("MPM_BENCH_NO_PYTHON").is_some();
+    // Best of this many passes per figure (the machine is shared: more passes, steadier figures).
+    let reps = env_usize("MPM_BENCH_REPS", 3);
     for (label, extra, py_bytes) in configs {
         if only.is_some_and(|o| o != *extra) {
             continue;
@@ -181,8 +183,8 @@ fn main() {
         let t = Instant::now();
         let engine = builder.build().expect("patterns compile");
         let build = t.elapsed();
-        let run = measure(&engine, &text, 3);
-        let (bulk_mb_s, bulk_detections) = measure_bulk(&engine, &text, 3);
+        let run = measure(&engine, &text, reps);
+        let (bulk_mb_s, bulk_detections) = measure_bulk(&engine, &text, reps);
         assert_eq!(
             bulk_detections, run.detections,
             "detect_text and detect agree"

@@ -36,9 +36,18 @@ impl AgentResolver {
     }
 
     /// The registry name for a spoken name, with or without a trailing "Agent"; `None` when the
-    /// registry has no such agent.
+    /// registry has no such agent. A short ASCII name (every name seen in practice) is folded on
+    /// the stack: this runs for every delegation a pattern finds, and for every bold label.
     pub fn resolve(&self, spoken: &str) -> Option<&str> {
-        let folded = fold(spoken);
+        let mut buf = [0u8; STACK_NAME];
+        let heap;
+        let folded = match fold_ascii(spoken, &mut buf) {
+            Some(f) => f,
+            None => {
+                heap = fold(spoken);
+                heap.as_str()
+            }
+        };
         if folded.is_empty() {
             return None;
         }
@@ -46,18 +55,27 @@ impl AgentResolver {
             .strip_suffix(" agent")
             .or_else(|| folded.strip_suffix("agent").filter(|s| !s.is_empty()))
             .map(str::trim_end);
-        let candidates = [Some(folded.as_str()), stripped];
+        let candidates = [Some(folded), stripped];
         for c in candidates.into_iter().flatten() {
             if let Some(n) = self.names.get(c) {
                 return Some(n);
             }
-            if let Some(n) = self.names.get(&c.replace(['-', '_', ' '], "")) {
+            let mut buf = [0u8; STACK_NAME];
+            let squeezed = squeeze(c, &mut buf);
+            let key = match &squeezed {
+                Ok(k) => k,
+                Err(heap) => heap.as_str(),
+            };
+            if let Some(n) = self.names.get(key) {
                 return Some(n);
             }
         }
         None
     }
 }
+
+/// Names up to this many bytes are folded on the stack.
+const STACK_NAME: usize = 64;
 
 /// Lower case, `-`/`_` kept, runs of whitespace as one space, trimmed; a leading "the " dropped.
 fn fold(s: &str) -> String {
@@ -69,10 +87,67 @@ fn fold(s: &str) -> String {
     }
 }
 
+/// [`fold`] into `buf` for an ASCII name that fits; `None` otherwise.
+fn fold_ascii<'b>(s: &str, buf: &'b mut [u8; STACK_NAME]) -> Option<&'b str> {
+    if !s.is_ascii() {
+        return None;
+    }
+    let mut n = 0;
+    for word in s.split_whitespace() {
+        let at = n + usize::from(n > 0);
+        let end = at + word.len();
+        let dst = buf.get_mut(at..end)?;
+        dst.copy_from_slice(word.as_bytes());
+        dst.make_ascii_lowercase();
+        if n > 0 {
+            buf[n] = b' ';
+        }
+        n = end;
+    }
+    let folded = std::str::from_utf8(&buf[..n]).ok()?;
+    Some(folded.strip_prefix("the ").unwrap_or(folded))
+}
+
+/// `c` without `-`, `_` and spaces ("version-control" and "Version Control" both as
+/// "versioncontrol"): on the stack when it fits, `Err` with a heap copy when not.
+fn squeeze<'b>(c: &str, buf: &'b mut [u8; STACK_NAME]) -> Result<&'b str, String> {
+    let drop = |b: &u8| matches!(b, b'-' | b'_' | b' ');
+    if c.len() > STACK_NAME {
+        return Err(c.replace(['-', '_', ' '], ""));
+    }
+    let mut n = 0;
+    for &b in c.as_bytes().iter().filter(|b| !drop(b)) {
+        buf[n] = b;
+        n += 1;
+    }
+    // Only ASCII bytes were removed, so what is left is still UTF-8.
+    std::str::from_utf8(&buf[..n]).map_err(|_| c.replace(['-', '_', ' '], ""))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::AgentResolver;
+    use super::*;
     use crate::config::Config;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The stack folds agree with the heap ones wherever they apply.
+        #[test]
+        fn stack_folds_agree(s in "(?:[ -~]|\t|\x0b|é){0,80}") {
+            let mut buf = [0u8; STACK_NAME];
+            if let Some(f) = fold_ascii(&s, &mut buf) {
+                prop_assert_eq!(f, fold(&s));
+            } else {
+                prop_assert!(!s.is_ascii() || fold(&s).len() + 4 > STACK_NAME);
+            }
+            let mut buf = [0u8; STACK_NAME];
+            let want = s.replace(['-', '_', ' '], "");
+            match squeeze(&s, &mut buf) {
+                Ok(k) => prop_assert_eq!(k, want),
+                Err(h) => prop_assert_eq!(h, want),
+            }
+        }
+    }
 
     #[test]
     fn resolves_names_and_aliases() {

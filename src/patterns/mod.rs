@@ -25,6 +25,7 @@ mod engine;
 mod fence;
 mod file;
 mod normalize;
+mod scan;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
