@@ -3,8 +3,9 @@
 //!
 //! `cargo bench --bench engine` (set `MPM_BENCH_MB` to change the transcript size). Prints MB/s
 //! for the built-in packs, then with 100 and 1000 extra generated patterns, the Python figures
-//! (whole transcript for the built-in packs, a prefix with more patterns), and the ratios: best of
-//! `MPM_BENCH_ROUNDS` (3) turns each, mpm and Python alternating. Notes and figures: BENCHMARKS.md.
+//! (whole transcript for the built-in packs, a prefix with more patterns), and the ratios: mpm and
+//! Python take `MPM_BENCH_ROUNDS` (5) turns; MB/s are each side's best turn, ratios the median of
+//! the turns' ratios. Notes and figures: BENCHMARKS.md.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -171,10 +172,11 @@ fn main() {
     let skip_python = smoke || std::env::var_os("MPM_BENCH_NO_PYTHON").is_some();
     // Best of this many passes per figure (the machine is shared: more passes, steadier figures).
     let reps = env_usize("MPM_BENCH_REPS", 3);
-    // mpm and Python take turns this many times; each side's best counts. On a shared machine
-    // the speed moves by a third within a minute, and one turn each put the two sides in
-    // different phases (the built-in ratio moved between 76x and 151x from run to run).
-    let rounds = env_usize("MPM_BENCH_ROUNDS", if smoke { 1 } else { 3 });
+    // mpm and Python take turns this many times: the MB/s columns are each side's best turn, the
+    // ratios the median of the turns' ratios. On a shared machine the speed moves by a third
+    // within a minute, and one turn each put the two sides in different phases (the built-in
+    // ratio moved between 76x and 151x from run to run).
+    let rounds = env_usize("MPM_BENCH_ROUNDS", if smoke { 1 } else { 5 });
     for (label, extra, py_bytes) in configs {
         if only.is_some_and(|o| o != *extra) {
             continue;
@@ -191,7 +193,8 @@ fn main() {
         let mut run: Option<Run> = None;
         let mut bulk_mb_s: f64 = 0.0;
         let mut py: Option<(f64, serde_json::Value)> = None;
-        let mut turns = Vec::new();
+        // Per turn: (per-line ratio, bulk ratio), mpm and Python measured seconds apart.
+        let mut turns: Vec<(f64, f64)> = Vec::new();
         for _ in 0..rounds {
             let r = measure(&engine, &text, reps);
             let (bulk, bulk_detections) = measure_bulk(&engine, &text, reps);
@@ -205,7 +208,7 @@ fn main() {
                 python(&engine, &transcript_path, dir.path(), *py_bytes)
             };
             if let Some((p_mb_s, _)) = &p {
-                turns.push(format!("{:.0}x", r.mb_s / p_mb_s));
+                turns.push((r.mb_s / p_mb_s, bulk / p_mb_s));
             }
             bulk_mb_s = bulk_mb_s.max(bulk);
             if run.as_ref().is_none_or(|best| r.mb_s > best.mb_s) {
@@ -219,11 +222,13 @@ fn main() {
         }
         let run = run.expect("at least one round");
         let active = engine.patterns().iter().filter(|p| p.enabled).count();
+        // The ratios are the median over the turns: each turn compares the two sides in the same
+        // phase of the machine, where the two sides' best turns may come from different phases.
         let (py_s, ratio, bulk_ratio) = match &py {
             Some((p, _)) => (
                 format!("{p:.2}"),
-                format!("{:.0}x", run.mb_s / p),
-                format!("{:.0}x", bulk_mb_s / p),
+                format!("{:.0}x", median(turns.iter().map(|t| t.0))),
+                format!("{:.0}x", median(turns.iter().map(|t| t.1))),
             ),
             None => ("n/a".into(), "n/a".into(), "n/a".into()),
         };
@@ -236,15 +241,23 @@ fn main() {
         );
         if let Some((_, v)) = py {
             println!("    python (best turn): {v}");
-            println!(
-                "    per-line ratio of each turn, mpm then Python: {}",
-                turns.join(" ")
-            );
+            let each: Vec<String> = turns
+                .iter()
+                .map(|(l, b)| format!("{l:.0}x/{b:.0}x"))
+                .collect();
+            println!("    ratio of each turn, per line/bulk: {}", each.join(" "));
         }
     }
     if only.is_none() {
         pipeline(&text, smoke);
     }
+}
+
+/// The median of some figures (the upper one of the middle two for an even count).
+fn median(xs: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = xs.collect();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// The whole pipeline from raw PTY bytes (screen model, line reader, engine, dedup) on the same
