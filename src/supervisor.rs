@@ -289,7 +289,7 @@ fn grace(cfg: &Config) -> Duration {
     Duration::from_secs_f64(cfg.run.grace_secs.clamp(0.0, 3600.0))
 }
 
-/// True when argv[0] is the claude CLI.
+/// True when `argv[0]` is the claude CLI.
 pub fn is_claude(argv: &[String]) -> bool {
     argv.first()
         .and_then(|p| Path::new(p).file_name())

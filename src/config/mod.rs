@@ -40,7 +40,7 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Profile {
-    /// argv of the agent CLI; extra arguments after `--` replace everything after argv[0].
+    /// argv of the agent CLI; extra arguments after `--` replace everything after `argv[0]`.
     pub command: Vec<String>,
     /// Environment added to the agent's.
     pub env: BTreeMap<String, String>,

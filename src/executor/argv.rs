@@ -4,7 +4,7 @@
 //! - Placeholders `{task}`, `{role}`, `{agent}`, `{session}`, `{delegation_id}` are substituted inside
 //!   argv elements, in one pass: substituted text is never scanned again, so a task containing
 //!   `{role}` stays literal. Other `{...}` text is left alone (JSON arguments stay valid).
-//! - A template has exactly one `{task}`, and argv[0] holds no placeholder: the program is always
+//! - A template has exactly one `{task}`, and `argv[0]` holds no placeholder: the program is always
 //!   the configured one and the task is always exactly one argv element.
 //! - Flag guard: when an element *starts* with a placeholder and the substituted element starts
 //!   with `-`, one space is put in front of it, unless the previous element is exactly `--`. No
