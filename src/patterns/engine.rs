@@ -31,7 +31,7 @@ use regex_syntax::hir::{Hir, HirKind, Look, Repetition};
 use super::agents::AgentResolver;
 use super::file::MatchExample;
 use super::normalize::normalize_line;
-use super::scan::{self, byte_rank};
+use super::scan::{self, rare_bytes};
 use super::{PatternError, PatternInfo, Prefilter, Resolved};
 use crate::config::AgentConfig;
 use crate::events::{Detection, TextSource};
@@ -86,14 +86,14 @@ struct Set {
 /// bytes rejects most lines with one lookup, then an anchored Aho-Corasick run confirms.
 #[derive(Debug)]
 struct StartGate {
-    pairs: Box<PairSet>,
+    pairs: scan::PairSet,
     ac: AhoCorasick,
 }
 
 impl StartGate {
     #[inline(always)]
     fn admits(&self, content: &str) -> bool {
-        self.pairs.contains(content.as_bytes())
+        self.pairs.starts(content.as_bytes())
             && self
                 .ac
                 .is_match(AcInput::new(content).anchored(AcAnchored::Yes))
@@ -172,34 +172,6 @@ impl AnyGate {
                 .ac
                 .find(AcInput::new(hay).span(at..hay.len()))
                 .map(|m| m.start()),
-        }
-    }
-}
-
-/// A set of two-byte prefixes (64 Ki bits = 8 KiB).
-struct PairSet([u64; 1024]);
-
-impl std::fmt::Debug for PairSet {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PairSet")
-    }
-}
-
-impl PairSet {
-    fn index(a: u8, b: u8) -> usize {
-        (usize::from(a) << 8) | usize::from(b)
-    }
-    fn insert(&mut self, a: u8, b: u8) {
-        let i = Self::index(a, b);
-        self.0[i / 64] |= 1 << (i % 64);
-    }
-    fn contains(&self, s: &[u8]) -> bool {
-        match s {
-            [a, b, ..] => {
-                let i = Self::index(*a, *b);
-                self.0[i / 64] & (1 << (i % 64)) != 0
-            }
-            _ => false,
         }
     }
 }
@@ -365,7 +337,7 @@ impl Set {
         };
         let mut start = None;
         if !lits.start.is_empty() {
-            let mut pairs = Box::new(PairSet([0; 1024]));
+            let mut pairs = scan::PairSet::new();
             for l in &lits.start {
                 // Prefix literals have at least MIN_PREFIX_LITERAL (2) bytes.
                 if let [a, b, ..] = l.as_slice() {
@@ -571,18 +543,15 @@ impl Engine {
             return;
         }
         out.extend(anchored);
-        if out.len() > 1 {
-            // One per category: the leftmost, then the earlier pattern.
-            out.sort_by_key(|f| (f.start, f.info));
-            let mut seen: Vec<&str> = Vec::new();
-            for f in out {
-                if !seen.contains(&self.infos[f.info].category.as_str()) {
-                    seen.push(&self.infos[f.info].category);
-                    sink(f);
-                }
+        // One per category: the leftmost, then the earlier pattern.
+        out.sort_by_key(|f| (f.start, f.info));
+        let mut seen: Vec<&str> = Vec::new();
+        for f in out {
+            let category = self.infos[f.info].category.as_str();
+            if !seen.contains(&category) {
+                seen.push(category);
+                sink(f);
             }
-        } else {
-            out.into_iter().for_each(sink);
         }
     }
 
@@ -821,24 +790,6 @@ fn mark_lines(gate: &AnyGate, bytes: &[u8], marked: &mut Vec<usize>) {
         // One hit per line is enough: continue after this line.
         at = memchr::memchr(b'\n', &bytes[p..]).map_or(bytes.len(), |i| p + i + 1);
     }
-}
-
-/// Up to three bytes, one of which occurs in every literal, all rarer than code punctuation: the
-/// rarest byte of each literal (preferring one already picked). `None` when that takes more than
-/// three bytes or a common one (then the `memchr` would pass most lines and only cost time).
-fn rare_bytes(lits: &[Vec<u8>]) -> Option<Vec<u8>> {
-    let mut picked: Vec<u8> = Vec::new();
-    for lit in lits {
-        if lit.iter().any(|b| picked.contains(b)) {
-            continue;
-        }
-        let &best = lit.iter().min_by_key(|&&b| byte_rank(b))?;
-        if byte_rank(best) > 4 || picked.len() == 3 {
-            return None;
-        }
-        picked.push(best);
-    }
-    (!picked.is_empty()).then_some(picked)
 }
 
 /// The first [`MAX_LINE_BYTES`] of `line`, cut at a character boundary.
@@ -1232,27 +1183,6 @@ mod gate_tests {
 
     fn lits(xs: &[&str]) -> Vec<Vec<u8>> {
         xs.iter().map(|x| x.as_bytes().to_vec()).collect()
-    }
-
-    #[test]
-    fn rare_bytes_cover_every_literal_or_give_up() {
-        let builtin = lits(&[
-            " Agent:",
-            " Agent should",
-            " FAILED",
-            "Error: ",
-            "Exception: ",
-            "Segmentation fault",
-        ]);
-        let rare = rare_bytes(&builtin).expect("rare bytes for the built-in literals");
-        assert!(rare.len() <= 3);
-        for l in &builtin {
-            assert!(l.iter().any(|b| rare.contains(b)), "{l:?} not covered");
-        }
-        // Only common bytes (`svc12-`): no pre-check.
-        assert_eq!(rare_bytes(&lits(&["svc12-", "svc13-"])), None);
-        // Four literals with four different rare bytes: more than memchr3 takes.
-        assert_eq!(rare_bytes(&lits(&["A:", "B:", "C:", "D:"])), None);
     }
 
     proptest! {

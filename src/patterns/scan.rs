@@ -1,5 +1,9 @@
-//! The pair pre-check in front of the per-line literal search: does a line contain one of a few
-//! two-byte pairs, one taken from each literal?
+//! Byte pairs for the literal gates, and how the pre-checks' bytes are picked.
+//!
+//! [`PairSet`] is a 64 Ki-bit table of two-byte pairs: the start gate looks up a line's first two
+//! bytes in it. [`Pairs`] is the pre-check in front of the per-line literal search: does a line
+//! contain one of a few pairs, one taken from each literal ([`pick_pairs`]; [`rare_bytes`] when no
+//! pairs fit)?
 //!
 //! A single rare byte per literal (`memchr3` on `A`, `E`, `S` for the built-in literals) let
 //! through every line with a capitalised `And`, `Edge` or `README`, and each such line then paid
@@ -9,12 +13,48 @@
 //! table lookup per position. Per line this measured 13-19% faster than `memchr3` followed by Teddy
 //! on the engine bench's transcript (BENCHMARKS.md).
 
+/// A set of two-byte pairs (64 Ki bits = 8 KiB): one lookup per question.
+pub(crate) struct PairSet(Box<[u64; 1024]>);
+
+impl std::fmt::Debug for PairSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PairSet")
+    }
+}
+
+impl PairSet {
+    pub(crate) fn new() -> PairSet {
+        PairSet(Box::new([0; 1024]))
+    }
+
+    fn index(a: u8, b: u8) -> usize {
+        (usize::from(a) << 8) | usize::from(b)
+    }
+
+    pub(crate) fn insert(&mut self, a: u8, b: u8) {
+        let i = Self::index(a, b);
+        self.0[i / 64] |= 1 << (i % 64);
+    }
+
+    /// Is `a` followed by `b` in the set?
+    #[inline]
+    pub(crate) fn has(&self, a: u8, b: u8) -> bool {
+        let i = Self::index(a, b);
+        self.0[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    /// Do the first two bytes of `s` make a pair in the set?
+    #[inline]
+    pub(crate) fn starts(&self, s: &[u8]) -> bool {
+        matches!(s, [a, b, ..] if self.has(*a, *b))
+    }
+}
+
 /// At most this many pairs; a literal set that needs more gets no pair pre-check.
 pub(crate) const MAX_PAIRS: usize = 8;
 
 /// A set of 1 to [`MAX_PAIRS`] byte pairs. [`Pairs::contains`] is a pre-check: true exactly for the
 /// lines that hold one of the pairs.
-#[derive(Clone)]
 pub(crate) struct Pairs {
     /// Each pair's first and second byte, repeated 32 times (ready for a vector load).
     first: [[u8; 32]; MAX_PAIRS],
@@ -23,8 +63,8 @@ pub(crate) struct Pairs {
     /// The CPU has AVX2 (checked once, when built): 32 positions a step instead of 16.
     #[cfg(target_arch = "x86_64")]
     avx2: bool,
-    /// The same pairs as a 64 Ki-bit table, for short lines.
-    table: Box<[u64; 1024]>,
+    /// The same pairs as a table, for short lines.
+    table: PairSet,
 }
 
 impl std::fmt::Debug for Pairs {
@@ -69,13 +109,12 @@ impl Pairs {
             len: distinct.len(),
             #[cfg(target_arch = "x86_64")]
             avx2: std::arch::is_x86_feature_detected!("avx2"),
-            table: Box::new([0; 1024]),
+            table: PairSet::new(),
         };
         for (k, &(a, b)) in distinct.iter().enumerate() {
             p.first[k] = [a; 32];
             p.second[k] = [b; 32];
-            let i = (usize::from(a) << 8) | usize::from(b);
-            p.table[i / 64] |= 1 << (i % 64);
+            p.table.insert(a, b);
         }
         Some(p)
     }
@@ -94,14 +133,7 @@ impl Pairs {
                 return unsafe { with_len!(self.len, contains_sse2(self, hay)) };
             }
         }
-        self.contains_scalar(hay)
-    }
-
-    fn contains_scalar(&self, hay: &[u8]) -> bool {
-        hay.windows(2).any(|w| {
-            let i = (usize::from(w[0]) << 8) | usize::from(w[1]);
-            self.table[i / 64] & (1 << (i % 64)) != 0
-        })
+        hay.windows(2).any(|w| self.table.has(w[0], w[1]))
     }
 }
 
@@ -213,10 +245,32 @@ pub(crate) fn pick_pairs(lits: &[Vec<u8>]) -> Option<Vec<(u8, u8)>> {
         .collect()
 }
 
+/// Up to three bytes, one of which occurs in every literal, all rarer than code punctuation: the
+/// rarest byte of each literal (preferring one already picked). `None` when that takes more than
+/// three bytes or a common one (then the `memchr` would pass most lines and only cost time).
+pub(crate) fn rare_bytes(lits: &[Vec<u8>]) -> Option<Vec<u8>> {
+    let mut picked: Vec<u8> = Vec::new();
+    for lit in lits {
+        if lit.iter().any(|b| picked.contains(b)) {
+            continue;
+        }
+        let &best = lit.iter().min_by_key(|&&b| byte_rank(b))?;
+        if byte_rank(best) > 4 || picked.len() == 3 {
+            return None;
+        }
+        picked.push(best);
+    }
+    (!picked.is_empty()).then_some(picked)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn lits(xs: &[&str]) -> Vec<Vec<u8>> {
+        xs.iter().map(|x| x.as_bytes().to_vec()).collect()
+    }
 
     #[test]
     fn finds_a_pair_at_every_position_and_length() {
@@ -247,13 +301,35 @@ mod tests {
     }
 
     #[test]
+    fn rare_bytes_cover_every_literal_or_give_up() {
+        let builtin = lits(&[
+            " Agent:",
+            " Agent should",
+            " FAILED",
+            "Error: ",
+            "Exception: ",
+            "Segmentation fault",
+        ]);
+        let rare = rare_bytes(&builtin).expect("rare bytes for the built-in literals");
+        assert!(rare.len() <= 3);
+        for l in &builtin {
+            assert!(l.iter().any(|b| rare.contains(b)), "{l:?} not covered");
+        }
+        // Only common bytes (`svc12-`): no pre-check.
+        assert_eq!(rare_bytes(&lits(&["svc12-", "svc13-"])), None);
+        // Four literals with four different rare bytes: more than memchr3 takes.
+        assert_eq!(rare_bytes(&lits(&["A:", "B:", "C:", "D:"])), None);
+    }
+
+    #[test]
     fn picks_a_rare_pair_per_literal_or_gives_up() {
-        let lits: Vec<Vec<u8>> = [" Agent:", " FAILED", "Error: ", "Segmentation fault"]
-            .iter()
-            .map(|l| l.as_bytes().to_vec())
-            .collect();
         assert_eq!(
-            pick_pairs(&lits),
+            pick_pairs(&lits(&[
+                " Agent:",
+                " FAILED",
+                "Error: ",
+                "Segmentation fault"
+            ])),
             Some(vec![(b' ', b'A'), (b'F', b'A'), (b'E', b'r'), (b'S', b'e')])
         );
         assert_eq!(pick_pairs(&[b"svc-".to_vec()]), Some(vec![(b'c', b'-')]));
