@@ -1,7 +1,7 @@
 //! The real binary: `mpm daemon` with its clients, systemd notify, SIGTERM, kill -9 durability,
 //! restart after a crash, and `mpm attach` over pipes.
 
-mod daemon_support;
+use crate::daemon_support;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixDatagram;

@@ -2,7 +2,7 @@
 //! controller): detection, per-tree child cgroups with memory.max/cpu.max, pids moved in through
 //! cgroup.procs, accounting from memory.current, cgroup.kill, and the kernel OOM kill.
 
-mod governor_support;
+use crate::governor_support;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

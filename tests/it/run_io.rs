@@ -1,6 +1,6 @@
 //! `mpm run` with pipes, `--events-file` and `--record`.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::process::Stdio;

@@ -1,6 +1,6 @@
 //! The polling governor against real process trees of the fake agent.
 
-mod governor_support;
+use crate::governor_support;
 
 use std::time::Duration;
 

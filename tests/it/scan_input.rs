@@ -156,31 +156,39 @@ fn binary_junk_gives_nothing_in_every_mode() {
 }
 
 /// Run `mpm scan --input MODE FILE`; (detections, the child's own peak RSS in KB).
-// The child is reaped with wait4 (for its own rusage) before anything can fail.
-#[allow(clippy::zombie_processes)]
+///
+/// The peak is measured by a small Python parent that forks and execs `mpm`: a child spawned
+/// straight from this (large, multi-threaded) test binary shares its address space until exec, and
+/// the kernel carries that address space's peak RSS over into the child's `ru_maxrss`.
 fn scan_file_rss(mode: &str, path: &std::path::Path) -> (Vec<Value>, i64) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mpm"))
-        .args(["scan", "--input", mode])
+    const MEASURE: &str = "import os, sys\n\
+pid = os.fork()\n\
+if pid == 0:\n    os.execv(sys.argv[1], sys.argv[1:])\n\
+_, st, ru = os.wait4(pid, 0)\n\
+sys.stderr.write('MAXRSS %d\\n' % ru.ru_maxrss)\n\
+sys.exit(os.waitstatus_to_exitcode(st))\n";
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            MEASURE,
+            env!("CARGO_BIN_EXE_mpm"),
+            "scan",
+            "--input",
+            mode,
+        ])
         .arg(path)
         .env("XDG_CONFIG_HOME", "/nonexistent-mpm-test")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn: {e}"));
-    let mut stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
-    let mut out = Vec::new();
-    let _ = std::io::Read::read_to_end(&mut stdout, &mut out);
-    let mut status = 0;
-    // SAFETY: wait4 only writes the status and rusage we pass; the child is ours and not yet reaped.
-    let rss = unsafe {
-        let mut ru: libc::rusage = std::mem::zeroed();
-        libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut ru);
-        ru.ru_maxrss
-    };
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "{mode}: status {status}"
-    );
-    let dets = String::from_utf8_lossy(&out)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("spawn python3: {e}"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{mode}: {:?} {err}", out.status);
+    let rss = err
+        .lines()
+        .find_map(|l| l.strip_prefix("MAXRSS "))
+        .and_then(|n| n.trim().parse::<i64>().ok())
+        .unwrap_or_else(|| panic!("{mode}: no MAXRSS line in {err}"));
+    let dets = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();

@@ -1,7 +1,7 @@
 //! Spawn-time limits: a child started with `apply_rlimits` in its pre_exec hook shows them in
 //! `/proc/<pid>/limits`.
 
-mod governor_support;
+use crate::governor_support;
 
 use governor_support::*;
 use mpm::config::Rlimits;

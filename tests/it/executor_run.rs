@@ -2,7 +2,7 @@
 //! output capture, session end. Every wait is on events from the bus (or a polled condition) with a
 //! deadline; nothing sleeps to synchronise.
 
-mod executor_support;
+use crate::executor_support;
 
 use std::time::Duration;
 

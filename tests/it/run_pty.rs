@@ -1,6 +1,6 @@
 //! `mpm run` driven through a real PTY: pass-through, resize, exit codes, Ctrl-C, termios restore.
 
-mod common;
+use crate::common;
 
 use std::io::Read;
 use std::process::Stdio;

@@ -2,8 +2,8 @@
 //! Anthropic server. Skipped, with a clear message, when the CLI or `shared/` is not there:
 //! run `.ci/install-claude.sh`.
 
-mod common;
-mod realclient;
+use crate::common;
+use crate::realclient;
 
 use std::process::Stdio;
 

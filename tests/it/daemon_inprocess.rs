@@ -1,7 +1,7 @@
 //! The daemon run in-process (library API) with the pipe backend: protocol robustness, uid check,
 //! run/attach/detach/re-attach, stop, events follow with two clients, tickets, shutdown.
 
-mod daemon_support;
+use crate::daemon_support;
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;

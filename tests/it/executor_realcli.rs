@@ -4,8 +4,8 @@
 //!
 //! Finds claude and the shared folder as every real-client test does (`tests/realclient`).
 
-mod executor_support;
-mod realclient;
+use crate::executor_support;
+use crate::realclient;
 
 use executor_support::*;
 use mpm::config::{Config, SessionExitPolicy};
