@@ -39,6 +39,7 @@ fn executor_round(n: usize, p: usize, dir: &std::path::Path) -> Duration {
             title: None,
             priority: None,
             handled_by_agent: false,
+            is_final: true,
         });
     }
     let summaries = handle.shutdown(SessionExitPolicy::Wait);

@@ -96,6 +96,38 @@ pub enum EventBody {
         /// Why the delegation ended this way (rejection reason, error text), when there is one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+        /// The worker that ran it (`null` for the local backend).
+        #[serde(default)]
+        worker: Option<String>,
+        /// The readable result file (`<agent>-<short id>.md`), when one was written.
+        #[serde(default)]
+        result_path: Option<String>,
+    },
+    #[serde(rename = "session.state")]
+    SessionState {
+        state: SessionState,
+        previous: Option<SessionState>,
+        /// Which signal decided (e.g. `transcript`, `hook:Stop`, `screen:prompt`, `title`, `exit`).
+        reason: String,
+        /// For `blocked`: when the limit resets, as shown by the agent.
+        #[serde(default)]
+        resets_at: Option<String>,
+    },
+    #[serde(rename = "delegation.progress")]
+    DelegationProgress {
+        #[serde(flatten)]
+        delegation: Delegation,
+        last_tool: Option<String>,
+        tokens: u64,
+        elapsed_ms: u64,
+        stalled: bool,
+    },
+    #[serde(rename = "delegation.feedback")]
+    DelegationFeedback {
+        /// The batch of delegations whose results were handed to the main agent.
+        delegation_ids: Vec<String>,
+        via: FeedbackVia,
+        bytes: u64,
     },
     #[serde(rename = "resource.warning")]
     ResourceWarning(Resource),
@@ -115,6 +147,9 @@ impl EventBody {
             EventBody::DelegationQueued(_) => "delegation.queued",
             EventBody::DelegationStarted { .. } => "delegation.started",
             EventBody::DelegationFinished { .. } => "delegation.finished",
+            EventBody::SessionState { .. } => "session.state",
+            EventBody::DelegationProgress { .. } => "delegation.progress",
+            EventBody::DelegationFeedback { .. } => "delegation.feedback",
             EventBody::ResourceWarning(_) => "resource.warning",
             EventBody::ResourceCritical(_) => "resource.critical",
             EventBody::ResourceLimit(_) => "resource.limit",
@@ -165,6 +200,60 @@ pub struct Detection {
     /// recorded, never executed by mpm.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub handled_by_agent: bool,
+    /// Final (`true`) when the detection's block is complete: text was drawn below it in the same
+    /// reply, the turn ended, or an exact source (transcript, hook, stream) carries it. A
+    /// provisional (`false`) detection may still grow; only final delegations dispatch.
+    #[serde(rename = "final", default = "final_default")]
+    pub is_final: bool,
+}
+
+/// Detections read back without a `final` field (older events files, stores) were final.
+fn final_default() -> bool {
+    true
+}
+
+/// The published state of a session (`session.state` events, `mpm status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionState {
+    /// Spawned; the agent has not shown its prompt yet.
+    Starting,
+    /// The agent is working on a turn.
+    Working,
+    /// Waiting for the user's next prompt.
+    Idle,
+    /// A permission dialog or a question waits for the user.
+    NeedsInput,
+    /// A usage limit was reached (`resets_at` when shown).
+    Blocked,
+    /// The agent process ended.
+    Exited,
+}
+
+impl SessionState {
+    /// The contract's name of this state.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionState::Starting => "starting",
+            SessionState::Working => "working",
+            SessionState::Idle => "idle",
+            SessionState::NeedsInput => "needs_input",
+            SessionState::Blocked => "blocked",
+            SessionState::Exited => "exited",
+        }
+    }
+}
+
+/// How a batch of finished delegation results reached the main agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FeedbackVia {
+    /// claude's Stop hook blocked with the results as the reason.
+    StopHook,
+    /// Added as context to the user's next prompt (claude's UserPromptSubmit hook).
+    NextPrompt,
+    /// Typed into the PTY as one bracketed paste while the session was idle.
+    Paste,
 }
 
 /// The identity of one delegation, shared by its queued/started/finished events.
@@ -457,6 +546,8 @@ mod tests {
             duration_ms: 5,
             output_path: None,
             reason: None,
+            worker: None,
+            result_path: None,
         };
         let ev = Event {
             ts: now_ts(),

@@ -615,6 +615,7 @@ mod tests {
             title: Some(title.into()),
             priority: None,
             handled_by_agent: false,
+            is_final: true,
         })
     }
 
@@ -694,6 +695,8 @@ mod tests {
             duration_ms: 1,
             output_path: None,
             reason: None,
+            worker: None,
+            result_path: None,
         });
         assert_eq!(store.delegation_counts().unwrap(), (1, 0));
         // Hosted by a dead process (the crashed daemon) vs. a live one (an in-process `mpm run`).

@@ -463,6 +463,7 @@ mod tests {
             title: None,
             priority: None,
             handled_by_agent: false,
+            is_final: true,
         }
     }
 

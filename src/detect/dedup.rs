@@ -183,6 +183,7 @@ mod tests {
             title: None,
             priority: None,
             handled_by_agent: false,
+            is_final: true,
         }
     }
 

@@ -185,6 +185,7 @@ impl Pipeline {
                         title: None,
                         priority: None,
                         handled_by_agent: false,
+                        is_final: true,
                     });
                 }
                 self.dedup.filter(found)
@@ -227,6 +228,7 @@ impl Pipeline {
             title: None,
             priority: None,
             handled_by_agent: true,
+            is_final: true,
         });
         d.text = crate::patterns::normalize_line(text).to_string();
         d.handled_by_agent = true;
@@ -302,6 +304,7 @@ mod tests {
                 title: (cat == "ticket").then(|| rest.trim().to_string()),
                 priority: None,
                 handled_by_agent: false,
+                is_final: true,
             };
             if let Some(r) = t.strip_prefix("TODO:") {
                 return vec![mk("ticket", None, r)];

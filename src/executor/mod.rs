@@ -404,6 +404,8 @@ impl Shared {
                 duration_ms: e.duration_ms,
                 output_path: e.output_path.map(|p| p.display().to_string()),
                 reason: e.reason,
+                worker: None,
+                result_path: None,
             },
             e.step,
             e.parent,

@@ -613,6 +613,7 @@ impl Engine {
             title: title.map(str::to_string),
             priority: priority.map(str::to_string),
             handled_by_agent: info.handled_by_agent,
+            is_final: true,
         };
         Some(Found {
             info: member.info,

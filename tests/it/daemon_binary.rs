@@ -132,6 +132,7 @@ fn binary_lifecycle_with_every_client_command() {
             title: Some("parser drops CR".into()),
             priority: Some("High".into()),
             handled_by_agent: false,
+            is_final: true,
         }),
     };
     assert_eq!(

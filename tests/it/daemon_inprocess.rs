@@ -373,6 +373,7 @@ fn ticket_event(session: &str, title: &str) -> Event {
             title: Some(title.into()),
             priority: None,
             handled_by_agent: false,
+            is_final: true,
         }),
     }
 }

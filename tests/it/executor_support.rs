@@ -54,6 +54,7 @@ pub fn delegation(agent: &str, task: &str) -> Detection {
         title: None,
         priority: None,
         handled_by_agent: false,
+        is_final: true,
     }
 }
 
