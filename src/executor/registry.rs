@@ -1,17 +1,19 @@
 //! The agent registry: delegation targets by name, resolved from the free text a model writes.
 //!
 //! Built from `config.agents` (built-ins from the embedded defaults, merged key by key with the
-//! user's files by `config::load`). A name resolves case-insensitively against registry names and
-//! aliases, with or without a trailing "Agent", and with `-`, `_` and runs of spaces treated alike,
-//! so "QA Agent", "quality assurance" and "Version-Control" all find their agent.
+//! user's files by `config::load`). A name resolves through [`AgentResolver`], the one resolver the
+//! pattern engine uses too: case-insensitively against registry names and aliases, with or without
+//! a trailing "Agent", and with `-`, `_` and spaces ignored, so "QA Agent", "quality assurance" and
+//! "Version-Control" all find their agent.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::config::{AgentConfig, Config, RetryConfig, UnknownAgentPolicy, default_agent_argv};
+use crate::patterns::AgentResolver;
 
 use super::argv::{self, TemplateError};
 
@@ -59,27 +61,13 @@ pub enum Resolution {
     Rejected { requested: String, reason: String },
 }
 
-/// The registry: agents by name, plus a lookup table from normalised names and aliases.
+/// The registry: agents by name, plus the resolver of spoken names and aliases.
 #[derive(Debug, Clone)]
 pub struct AgentRegistry {
     agents: BTreeMap<String, Agent>,
-    lookup: HashMap<String, String>,
+    resolver: AgentResolver,
     policy: UnknownAgentPolicy,
     default_agent: String,
-}
-
-/// Lower-case, `-`/`_`/whitespace runs folded to one space, trailing " agent" removed.
-pub fn normalise_name(name: &str) -> String {
-    let folded: Vec<String> = name
-        .split(|c: char| c.is_whitespace() || c == '-' || c == '_')
-        .filter(|w| !w.is_empty())
-        .map(|w| w.to_lowercase())
-        .collect();
-    let mut words = folded;
-    if words.len() > 1 && words.last().is_some_and(|w| w == "agent") {
-        words.pop();
-    }
-    words.join(" ")
 }
 
 impl AgentRegistry {
@@ -87,7 +75,6 @@ impl AgentRegistry {
     /// kept (so `mpm agents list` shows them) but marked `invalid`.
     pub fn from_config(cfg: &Config) -> Self {
         let mut agents = BTreeMap::new();
-        let mut lookup = HashMap::new();
         for (name, ac) in &cfg.agents {
             let agent = Self::agent_from(name, ac, cfg);
             if let Some(why) = &agent.invalid {
@@ -95,20 +82,9 @@ impl AgentRegistry {
             }
             agents.insert(name.clone(), agent);
         }
-        // Names win over aliases: insert aliases first, then names overwrite.
-        for (name, agent) in &agents {
-            for alias in &agent.aliases {
-                lookup
-                    .entry(normalise_name(alias))
-                    .or_insert_with(|| name.clone());
-            }
-        }
-        for name in agents.keys() {
-            lookup.insert(normalise_name(name), name.clone());
-        }
         AgentRegistry {
             agents,
-            lookup,
+            resolver: AgentResolver::new(&cfg.agents),
             policy: cfg.executor.on_unknown_agent,
             default_agent: cfg.executor.default_agent.clone(),
         }
@@ -155,9 +131,7 @@ impl AgentRegistry {
 
     /// The registry name for a name or alias, if known.
     pub fn lookup(&self, requested: &str) -> Option<&str> {
-        self.lookup
-            .get(&normalise_name(requested))
-            .map(String::as_str)
+        self.resolver.resolve(requested)
     }
 
     /// Resolve a requested agent name, applying `on_unknown_agent`.
@@ -195,17 +169,6 @@ mod tests {
         let mut cfg = Config::default();
         cfg.executor.on_unknown_agent = policy;
         AgentRegistry::from_config(&cfg)
-    }
-
-    #[test]
-    fn normalises_names() {
-        assert_eq!(normalise_name("QA Agent"), "qa");
-        assert_eq!(
-            normalise_name("  Version-Control   Agent "),
-            "version control"
-        );
-        assert_eq!(normalise_name("data_engineer"), "data engineer");
-        assert_eq!(normalise_name("Agent"), "agent");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! Pattern files (built-in `patterns/*.yaml`, compiled into the binary, then user files) are merged
 //! by id in contract order — built-in < `$XDG_CONFIG_HOME/mpm/patterns/*.yaml` <
 //! `./.mpm/patterns/*.yaml` < `--patterns` — and every active pattern is compiled into one
-//! [`Engine`]: literal prefilters plus multi-pattern regexes. See [`Engine`] for costs.
+//! [`Engine`]: literal prefilters plus multi-pattern regexes, within the memory limits of
+//! [`limits`]. See [`Engine`] for costs.
 //!
 //! Callers: [`Engine::detect`] per logical line (screen rows after line assembly),
 //! [`Engine::detect_text`] for a block of lines (transcript text, `-p` output, plain text; faster),
@@ -24,17 +25,21 @@ mod agents;
 mod engine;
 mod fence;
 mod file;
+mod limits;
 mod normalize;
-mod scan;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-pub use agents::AgentResolver;
+pub use agents::{AgentResolver, agent_key};
 pub use engine::{Engine, MAX_LINE_BYTES};
 pub use fence::CodeFence;
+pub use limits::{
+    DFA_CACHE_BYTES, MAX_PATTERN_NFA_BYTES, MAX_PATTERNS, MAX_REGEX_BYTES, MAX_TOTAL_NFA_BYTES,
+    NEST_LIMIT,
+};
 pub use normalize::{MAX_STRIP_STEPS, normalize_line, push_lower_words, push_lowercase};
 
 use crate::config::AgentConfig;
