@@ -57,11 +57,12 @@ pub fn agents(g: &GlobalArgs, c: AgentsCommand) -> anyhow::Result<i32> {
                     let _ = writeln!(out, "  INVALID:      {why}");
                 }
             }
-            // A closed pipe (`mpm agents list | head`) is not an error worth a panic.
-            match std::io::stdout().lock().write_all(out.as_bytes()) {
-                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-                _ => Ok(0),
-            }
+            // A closed pipe (`mpm agents list | head`) ends quietly (see `output`).
+            std::io::stdout()
+                .lock()
+                .write_all(out.as_bytes())
+                .map_err(super::output::stdout_error)?;
+            Ok(0)
         }
     }
 }

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use clap::{Args, Subcommand};
 
 use super::GlobalArgs;
+use super::output::{errln, outln};
 use crate::daemon::client::{Client, unexpected};
 use crate::protocol::{ClientMsg, EventFilter, Frame, RunSpec, ServerMsg, StatusReport, Ticket};
 
@@ -135,19 +136,26 @@ pub fn status(g: &GlobalArgs, a: StatusArgs) -> anyhow::Result<i32> {
         m => return Err(unexpected(m).into()),
     };
     if a.json {
-        println!("{}", json_line(&r));
+        outln!("{}", json_line(&r))?;
         return Ok(0);
     }
-    println!(
+    outln!(
         "mpm daemon {} (pid {}, up {}s, {:.1} MB) on {}",
-        r.version, r.daemon_pid, r.uptime_secs, r.daemon_rss_mb, r.socket
-    );
-    println!(
+        r.version,
+        r.daemon_pid,
+        r.uptime_secs,
+        r.daemon_rss_mb,
+        r.socket
+    )?;
+    outln!(
         "governor: {}   delegations: {} queued, {} running   events stored: {}",
-        r.governor_mode, r.delegations_queued, r.delegations_running, r.events_stored
-    );
+        r.governor_mode,
+        r.delegations_queued,
+        r.delegations_running,
+        r.events_stored
+    )?;
     if r.sessions.is_empty() {
-        println!("no sessions");
+        outln!("no sessions")?;
     }
     for s in &r.sessions {
         let rss = s
@@ -158,7 +166,7 @@ pub fn status(g: &GlobalArgs, a: StatusArgs) -> anyhow::Result<i32> {
             ("ended", Some(c)) => format!("ended ({c})"),
             (st, _) => st.to_string(),
         };
-        println!(
+        outln!(
             "{}  pid {:<7} {:<11} {:>9}  attached {}  {}  ({})",
             s.id,
             s.pid,
@@ -167,15 +175,14 @@ pub fn status(g: &GlobalArgs, a: StatusArgs) -> anyhow::Result<i32> {
             s.attached,
             s.command.join(" "),
             s.cwd
-        );
+        )?;
     }
     Ok(0)
 }
 
-fn print_event(ev: &crate::events::Event, json: bool) {
+fn print_event(ev: &crate::events::Event, json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", ev.to_json_line());
-        return;
+        return outln!("{}", ev.to_json_line());
     }
     let v = serde_json::to_value(ev).unwrap_or_default();
     let mut extra = Vec::new();
@@ -195,13 +202,13 @@ fn print_event(ev: &crate::events::Event, json: bool) {
             extra.push(format!("{k}={s}"));
         }
     }
-    println!(
+    outln!(
         "{} {} {:<20} {}",
         ev.ts,
         short(&ev.session),
         ev.kind(),
         extra.join(" ")
-    );
+    )
 }
 
 pub fn events(g: &GlobalArgs, a: EventsArgs) -> anyhow::Result<i32> {
@@ -226,13 +233,10 @@ pub fn events(g: &GlobalArgs, a: EventsArgs) -> anyhow::Result<i32> {
         },
         follow: a.follow,
     })?;
-    let stdout = std::io::stdout();
     loop {
         match c.recv_msg() {
-            Ok(ServerMsg::Event { event, .. }) => {
-                print_event(&event, a.json);
-                let _ = stdout.lock().flush();
-            }
+            // `outln!` flushes per event: `--follow` is read live.
+            Ok(ServerMsg::Event { event, .. }) => print_event(&event, a.json)?,
             Ok(ServerMsg::EndOfEvents) if !a.follow => return Ok(0),
             Ok(ServerMsg::EndOfEvents) => {}
             Ok(m) => return Err(unexpected(m).into()),
@@ -253,24 +257,29 @@ fn ticket_id(s: &str) -> anyhow::Result<i64> {
         .map_err(|_| super::UsageError(format!("ticket id must be a number, got {s:?}")).into())
 }
 
-fn print_ticket(t: &Ticket, json: bool, long: bool) {
+fn print_ticket(t: &Ticket, json: bool, long: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", json_line(t));
+        outln!("{}", json_line(t))?;
     } else if long {
-        println!("#{} {} {} [{}]", t.id, t.ticket_type, t.title, t.status);
+        outln!("#{} {} {} [{}]", t.id, t.ticket_type, t.title, t.status)?;
         if let Some(p) = &t.priority {
-            println!("  priority:   {p}");
+            outln!("  priority:   {p}")?;
         }
-        println!("  project:    {}", t.project);
-        println!("  session:    {}", t.source_session);
-        println!("  first seen: {}", t.first_seen);
-        println!("  last seen:  {} ({} times)", t.last_seen, t.seen_count);
+        outln!("  project:    {}", t.project)?;
+        outln!("  session:    {}", t.source_session)?;
+        outln!("  first seen: {}", t.first_seen)?;
+        outln!("  last seen:  {} ({} times)", t.last_seen, t.seen_count)?;
     } else {
-        println!(
+        outln!(
             "#{:<5} {:<8} {:<6} {}  ({})",
-            t.id, t.ticket_type, t.status, t.title, t.project
-        );
+            t.id,
+            t.ticket_type,
+            t.status,
+            t.title,
+            t.project
+        )?;
     }
+    Ok(())
 }
 
 pub fn tickets(g: &GlobalArgs, cmd: TicketsCommand) -> anyhow::Result<i32> {
@@ -283,12 +292,12 @@ pub fn tickets(g: &GlobalArgs, cmd: TicketsCommand) -> anyhow::Result<i32> {
             })? {
                 ServerMsg::Tickets { tickets } => {
                     if a.json {
-                        println!("{}", json_line(&tickets));
+                        outln!("{}", json_line(&tickets))?;
                     } else if tickets.is_empty() {
-                        println!("no tickets");
+                        outln!("no tickets")?;
                     } else {
                         for t in &tickets {
-                            print_ticket(t, false, false);
+                            print_ticket(t, false, false)?;
                         }
                     }
                     Ok(0)
@@ -311,7 +320,7 @@ fn ticket_one(g: &GlobalArgs, a: TicketArgs, close: bool) -> anyhow::Result<i32>
     };
     match c.request(&msg)? {
         ServerMsg::Ticket { ticket } => {
-            print_ticket(&ticket, a.json, !close);
+            print_ticket(&ticket, a.json, !close)?;
             Ok(0)
         }
         m => Err(unexpected(m).into()),
@@ -323,8 +332,8 @@ pub fn stop(g: &GlobalArgs, a: StopArgs) -> anyhow::Result<i32> {
     match c.request(&ClientMsg::Stop { session: a.session })? {
         ServerMsg::Stopped { session, exit_code } => {
             match exit_code {
-                Some(code) => println!("stopped {session} (exit status {code})"),
-                None => println!("stopped {session}"),
+                Some(code) => outln!("stopped {session} (exit status {code})")?,
+                None => outln!("stopped {session}")?,
             }
             Ok(0)
         }
@@ -336,7 +345,7 @@ pub fn attach(g: &GlobalArgs, a: AttachArgs) -> anyhow::Result<i32> {
     let c = a.socket.connect(g)?;
     match relay(c, &a.session)? {
         RelayEnd::Detached => {
-            eprintln!("\r\n[mpm: detached from {}]", short(&a.session));
+            errln!("\r\n[mpm: detached from {}]", short(&a.session));
             Ok(0)
         }
         RelayEnd::Ended(code) => Ok(code.unwrap_or(1)),
@@ -356,7 +365,7 @@ pub fn run_in_daemon(mut c: Client, mut spec: RunSpec) -> anyhow::Result<i32> {
     };
     match relay(c, &id)? {
         RelayEnd::Detached => {
-            eprintln!("\r\n[mpm: detached; the session keeps running: mpm attach {id}]");
+            errln!("\r\n[mpm: detached; the session keeps running: mpm attach {id}]");
             Ok(0)
         }
         RelayEnd::Ended(code) => Ok(code.unwrap_or(1)),
@@ -437,7 +446,7 @@ pub fn relay(mut c: Client, session: &str) -> anyhow::Result<RelayEnd> {
     match c.recv_msg()? {
         ServerMsg::Attached { .. } => {}
         ServerMsg::SessionEnded { exit_code, .. } => {
-            eprintln!("mpm: session {} has ended", short(session));
+            errln!("mpm: session {} has ended", short(session));
             return Ok(RelayEnd::Ended(exit_code));
         }
         m => return Err(unexpected(m).into()),

@@ -2,6 +2,7 @@
 
 use clap::{Args, Subcommand};
 
+use super::output::{out, outln};
 use super::{GlobalArgs, load_config};
 use crate::config::Overrides;
 
@@ -23,12 +24,12 @@ pub fn config(g: &GlobalArgs, cmd: ConfigCommand) -> anyhow::Result<i32> {
         ConfigCommand::Show(a) => {
             let layered = load_config(g, Overrides::default())?;
             if a.json {
-                println!("{}", serde_json::to_string_pretty(&layered.show_json())?);
+                outln!("{}", serde_json::to_string_pretty(&layered.show_json())?)?;
             } else {
                 for f in &layered.files {
-                    println!("# read {}", f.display());
+                    outln!("# read {}", f.display())?;
                 }
-                print!("{}", layered.show());
+                out!("{}", layered.show())?;
             }
             Ok(0)
         }

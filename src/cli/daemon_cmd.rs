@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 
 use super::GlobalArgs;
+use super::output::{errln, outln};
 use crate::config::{Overrides, paths};
 use crate::daemon::{Daemon, DaemonOptions, SessionBackend};
 
@@ -60,7 +61,7 @@ pub(super) fn daemon_socket(flag: Option<&Path>, configured: Option<&Path>) -> P
 pub fn daemon(g: &GlobalArgs, a: DaemonArgs) -> anyhow::Result<i32> {
     let cfg = super::load_config(g, Overrides::default())?.config;
     if let Err(msg) = crate::logging::init(&cfg.log, g.log_stderr) {
-        eprintln!("mpm: {msg}");
+        errln!("mpm: {msg}");
     }
     let socket = daemon_socket(a.socket.as_deref(), cfg.daemon.socket.as_deref());
     let state_dir = a
@@ -129,11 +130,11 @@ pub fn service(_g: &GlobalArgs, c: ServiceCommand) -> anyhow::Result<i32> {
     }
     std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
     let user = std::env::var("USER").unwrap_or_else(|_| "$USER".into());
-    println!("wrote {}", path.display());
-    println!("start it now and at every login:");
-    println!("  systemctl --user daemon-reload && systemctl --user enable --now mpm");
-    println!("user services stop at logout; to keep sessions running after you log out:");
-    println!("  loginctl enable-linger {user}");
+    outln!("wrote {}", path.display())?;
+    outln!("start it now and at every login:")?;
+    outln!("  systemctl --user daemon-reload && systemctl --user enable --now mpm")?;
+    outln!("user services stop at logout; to keep sessions running after you log out:")?;
+    outln!("  loginctl enable-linger {user}")?;
     Ok(0)
 }
 

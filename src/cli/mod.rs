@@ -8,6 +8,7 @@ mod agents;
 mod client;
 mod config_cmd;
 mod daemon_cmd;
+pub mod output;
 mod patterns_cmd;
 mod run;
 mod scan;
@@ -16,6 +17,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use self::output::errln;
 use crate::config::{ConfigError, LayeredConfig, Overrides};
 
 /// A supervisor for CLI coding agents: transparent PTY, delegation detection, bounded executor,
@@ -92,6 +94,7 @@ pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
+            // `--help | head` must not panic either: clap's print returns the error, dropped.
             let _ = e.print();
             return match e.kind() {
                 clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
@@ -101,8 +104,10 @@ pub fn main() -> i32 {
     };
     match dispatch(cli) {
         Ok(code) => code,
+        // A closed stdout ends the command quietly (see `output`).
+        Err(e) if output::is_closed(&e) => output::CLOSED_STATUS,
         Err(e) => {
-            eprintln!("mpm: {}", one_line(&e));
+            errln!("mpm: {}", one_line(&e));
             exit_code_for(&e)
         }
     }

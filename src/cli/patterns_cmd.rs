@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 use super::GlobalArgs;
+use super::output::{errln, outln};
 use crate::patterns::{Engine, EngineBuilder, configured_sources};
 
 #[derive(Debug, Subcommand)]
@@ -62,7 +63,7 @@ fn check(g: &GlobalArgs, a: CheckArgs) -> anyhow::Result<i32> {
         return Ok(0);
     }
     for p in &problems {
-        eprintln!("{p}");
+        errln!("{p}");
     }
     Ok(2)
 }
@@ -72,7 +73,7 @@ fn list(g: &GlobalArgs, a: ListArgs) -> anyhow::Result<i32> {
     let shown = engine.patterns().iter().filter(|p| a.all || p.enabled);
     if a.json {
         for p in shown {
-            println!("{}", serde_json::to_string(p)?);
+            outln!("{}", serde_json::to_string(p)?)?;
         }
         return Ok(0);
     }
@@ -84,13 +85,13 @@ fn list(g: &GlobalArgs, a: ListArgs) -> anyhow::Result<i32> {
         .max()
         .unwrap_or(8)
         .max(8);
-    println!("{:w_id$}  {:w_cat$}  SOURCE", "ID", "CATEGORY");
+    outln!("{:w_id$}  {:w_cat$}  SOURCE", "ID", "CATEGORY")?;
     for p in rows {
         let mut source = p.source.clone();
         if !p.enabled {
             source.push_str(" (disabled)");
         }
-        println!("{:w_id$}  {:w_cat$}  {source}", p.id, p.category);
+        outln!("{:w_id$}  {:w_cat$}  {source}", p.id, p.category)?;
     }
     Ok(0)
 }

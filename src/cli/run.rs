@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 
+use super::output::{err, errln};
 use super::{GlobalArgs, load_config};
 use crate::config::Overrides;
 use crate::config::paths;
@@ -62,7 +63,7 @@ pub fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<i32> {
     let cfg = &layered.config;
     // Before any session owns the terminal: a log file that cannot be opened is said once, here.
     if let Err(e) = crate::logging::init(&cfg.log, g.log_stderr) {
-        eprintln!("mpm: {e} (logs are dropped)");
+        errln!("mpm: {e} (logs are dropped)");
     }
     let profile = cfg.active_profile()?;
     let command = if a.command.is_empty() {
@@ -173,7 +174,7 @@ pub fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<i32> {
         };
         match delay {
             Some(delay) => {
-                eprintln!(
+                errln!(
                     "mpm: the agent was stopped at its resource limit; restarting in {:.1}s",
                     delay.as_secs_f64()
                 );
@@ -193,7 +194,7 @@ pub fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<i32> {
     };
     if cfg.run.summary && !summaries.is_empty() {
         // The terminal is the user's again: one line per delegation.
-        eprint!("{}", crate::executor::format_summary(&summaries));
+        err!("{}", crate::executor::format_summary(&summaries));
     }
     Ok(outcome.status)
 }
@@ -239,12 +240,12 @@ fn report_start_failure(e: &SessionError, command: &[String], profile: &str, a: 
     };
     match e {
         SessionError::Spawn(PtyError::NotFound { .. }) => {
-            eprintln!("mpm: command not found: {name} ({hint})");
+            errln!("mpm: command not found: {name} ({hint})");
         }
         SessionError::Spawn(PtyError::NotExecutable { path, reason, .. }) => {
-            eprintln!("mpm: cannot execute {name} ({path}): {reason}; check its permissions");
+            errln!("mpm: cannot execute {name} ({path}): {reason}; check its permissions");
         }
-        other => eprintln!("mpm: {other}"),
+        other => errln!("mpm: {other}"),
     }
     e.exit_status()
 }

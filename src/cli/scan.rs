@@ -70,10 +70,8 @@ pub fn scan(g: &GlobalArgs, a: ScanArgs) -> anyhow::Result<i32> {
         scan_one(&mut p, a.input, &mut *input, &mut out)
             .with_context(|| format!("scanning {}", path.display()))?;
     }
-    match out.flush() {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
-        r => r.map(|_| 0).map_err(Into::into),
-    }
+    out.flush().map_err(super::output::stdout_error)?;
+    Ok(0)
 }
 
 fn scan_one(
@@ -121,12 +119,7 @@ fn scan_one(
 fn write_all(out: &mut dyn Write, found: &mut Vec<Detection>) -> anyhow::Result<()> {
     for d in found.drain(..) {
         let line = serde_json::to_string(&d)?;
-        if let Err(e) = writeln!(out, "{line}") {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                return Ok(());
-            }
-            return Err(e.into());
-        }
+        writeln!(out, "{line}").map_err(super::output::stdout_error)?;
     }
     Ok(())
 }

@@ -257,15 +257,14 @@ fn check_layer(layer: &Value) -> Result<(), String> {
 /// Read one YAML file as a layer: typed check first (for positions), then as a generic tree.
 /// Returns None when the file does not exist and `required` is false.
 fn read_file_layer(path: &Path, required: bool) -> Result<Option<Value>, ConfigError> {
-    let text = match std::fs::read_to_string(path) {
+    let text = match read_utf8(path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok(None),
-        Err(e) => {
-            return Err(ConfigError::Io {
-                path: path.to_path_buf(),
-                source: e,
-            });
+        Err(ConfigError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound && !required =>
+        {
+            return Ok(None);
         }
+        Err(e) => return Err(e),
     };
     if text.trim().is_empty() {
         return Ok(Some(Value::Object(Map::new())));
@@ -284,6 +283,28 @@ fn read_file_layer(path: &Path, required: bool) -> Result<Option<Value>, ConfigE
             message: "the configuration must be a mapping".into(),
         }),
     }
+}
+
+/// Read a text file; bytes that are not UTF-8 are a `file:line:col` error at the first bad byte
+/// (the column counts characters, as the YAML parser's positions do).
+pub(crate) fn read_utf8(path: &Path) -> Result<String, ConfigError> {
+    let bytes = std::fs::read(path).map_err(|e| ConfigError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    String::from_utf8(bytes).map_err(|e| {
+        let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        // The prefix is valid UTF-8 by construction.
+        let good = std::str::from_utf8(good).unwrap_or_default();
+        let line = good.matches('\n').count() as u64 + 1;
+        let col = good.rsplit('\n').next().unwrap_or("").chars().count() as u64 + 1;
+        ConfigError::Yaml {
+            path: path.to_path_buf(),
+            line,
+            col,
+            message: "invalid UTF-8 (a YAML file must be UTF-8 text)".into(),
+        }
+    })
 }
 
 /// A `file:line:col: message` error from a serde-saphyr error.
@@ -503,6 +524,71 @@ mod tests {
             e.to_string().starts_with("MPM_EXECUTOR__MAX_PARALLEL: "),
             "{e}"
         );
+    }
+
+    #[test]
+    fn invalid_utf8_names_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.yaml");
+        std::fs::write(&p, b"log:\n  level: \"\xc3\xa9\xff\"\n").unwrap();
+        let e = load_from(std::slice::from_ref(&p), Vec::new(), &Overrides::default()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfigError::Yaml {
+                    line: 2,
+                    col: 12,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("UTF-8"), "{e}");
+    }
+
+    #[test]
+    fn values_out_of_range_are_located_or_named() {
+        let dir = tempfile::tempdir().unwrap();
+        for (yaml, line, col) in [
+            ("run:\n  grace_secs: 1e308\n", 2, 15),
+            ("executor:\n  max_parallel: 0\n", 2, 17),
+            ("limits:\n  interval_ms: 0\n", 2, 16),
+            ("limits:\n  cpu: {warning_percent: .nan}\n", 2, 26),
+            ("daemon:\n  stop_grace_secs: -1\n", 2, 20),
+            ("agents:\n  qa:\n    timeout_secs: 0\n", 3, 19),
+            ("limits:\n  memory_mb: {hard: 99999999999999}\n", 2, 21),
+        ] {
+            let f = write(dir.path(), "r.yaml", yaml);
+            let e =
+                load_from(std::slice::from_ref(&f), Vec::new(), &Overrides::default()).unwrap_err();
+            let msg = e.to_string();
+            assert!(msg.contains("out of range"), "{yaml:?}: {msg}");
+            assert!(
+                msg.starts_with(&format!("{}:{line}:{col}: ", f.display())),
+                "{yaml:?}: {msg}"
+            );
+        }
+        for (var, value) in [
+            ("MPM_RUN__GRACE_SECS", "1e308"),
+            ("MPM_RUN__GRACE_SECS", "-0.5"),
+            ("MPM_EXECUTOR__TIMEOUT_SECS", "0"),
+            ("MPM_DAEMON__MAX_FRAME_BYTES", "1"),
+        ] {
+            let env = vec![(var.to_string(), value.to_string())];
+            let e = load_from(&[], env, &Overrides::default()).unwrap_err();
+            let msg = e.to_string();
+            assert!(
+                msg.starts_with(&format!("{var}: ")) && msg.contains("out of range"),
+                "{msg}"
+            );
+        }
+        // In range stays accepted, at both ends.
+        let env = vec![
+            ("MPM_RUN__GRACE_SECS".to_string(), "3600".to_string()),
+            ("MPM_EXECUTOR__MAX_PARALLEL".to_string(), "1".to_string()),
+        ];
+        let c = load_from(&[], env, &Overrides::default()).unwrap();
+        assert_eq!(c.config.run.grace_secs, 3600.0);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! mistake is reported as `file:line:col: message` from the YAML parser's own positions.
 
 mod layers;
+mod ranges;
 
 /// Shared with the pattern loader, which reports YAML errors the same way.
 pub(crate) use layers::first_line_message;
@@ -66,8 +67,10 @@ impl Default for Profile {
 #[serde(default, deny_unknown_fields)]
 pub struct RunConfig {
     /// Seconds between SIGTERM and SIGKILL when a process tree is stopped.
+    #[serde(deserialize_with = "ranges::secs_f64::<_, 3600>")]
     pub grace_secs: f64,
     /// Bytes the output tap may hold for the text pipeline before it counts an overrun.
+    #[serde(deserialize_with = "ranges::usize_in::<_, 4096, { 1 << 30 }>")]
     pub tap_capacity_bytes: usize,
     /// Run the text pipeline (detection) at all.
     pub detect: bool,
@@ -77,6 +80,7 @@ pub struct RunConfig {
     pub summary: bool,
     /// Milliseconds a detection is held before it is published, so a wrapped line that the screen
     /// shows row by row while it streams yields one detection with its whole text.
+    #[serde(deserialize_with = "ranges::u64_in::<_, 0, 60_000>")]
     pub settle_ms: u64,
 }
 
@@ -114,20 +118,26 @@ pub enum SessionExitPolicy {
 #[serde(default, deny_unknown_fields)]
 pub struct ExecutorConfig {
     /// Delegations running at once, all agents together.
+    #[serde(deserialize_with = "ranges::usize_in::<_, 1, 1024>")]
     pub max_parallel: usize,
     /// Delegations waiting to start; a full queue rejects new ones (`delegation.finished` `rejected`).
+    #[serde(deserialize_with = "ranges::usize_in::<_, 1, 1_000_000>")]
     pub queue_capacity: usize,
     /// Per-attempt timeout when the agent sets none.
+    #[serde(deserialize_with = "ranges::u64_in::<_, 1, { ranges::WEEK }>")]
     pub timeout_secs: u64,
     /// Delegations admitted per minute per session (sliding window); 0 = no cap.
+    #[serde(deserialize_with = "ranges::u32_in::<_, 0, 1_000_000>")]
     pub rate_per_minute: u32,
     pub on_unknown_agent: UnknownAgentPolicy,
     /// Where unknown agent names go under `on_unknown_agent: default`.
     pub default_agent: String,
     pub on_session_exit: SessionExitPolicy,
     /// Consecutive failures that open an agent's circuit breaker.
+    #[serde(deserialize_with = "ranges::u32_in::<_, 1, 1_000_000>")]
     pub breaker_failures: u32,
     /// Seconds an open breaker rejects before it lets one delegation try again.
+    #[serde(deserialize_with = "ranges::u64_in::<_, 0, { ranges::DAY }>")]
     pub breaker_cooldown_secs: u64,
     /// Where delegation output goes; default `$XDG_STATE_HOME/mpm/sessions/<session>/`.
     pub output_dir: Option<PathBuf>,
@@ -155,10 +165,12 @@ impl Default for ExecutorConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct RetryConfig {
     /// Extra attempts after the first.
+    #[serde(deserialize_with = "ranges::u32_in::<_, 0, 100>")]
     pub max_retries: u32,
     /// Exit codes that count as transient (worth a retry).
     pub transient_exit_codes: Vec<i32>,
     /// First backoff; doubles per attempt.
+    #[serde(deserialize_with = "ranges::u64_in::<_, 0, { ranges::HOUR_MS }>")]
     pub backoff_ms: u64,
 }
 
@@ -186,8 +198,10 @@ pub struct AgentConfig {
     pub cwd: Option<PathBuf>,
     pub env: BTreeMap<String, String>,
     /// Per-delegation timeout; default the executor's.
+    #[serde(deserialize_with = "ranges::opt_u64_in::<_, 1, { ranges::WEEK }>")]
     pub timeout_secs: Option<u64>,
     /// Delegations of this agent running at once; default unlimited (the global limit applies).
+    #[serde(deserialize_with = "ranges::opt_usize_in::<_, 1, 1024>")]
     pub max_parallel: Option<usize>,
     pub retry: RetryConfig,
     /// Resource limits for this agent's delegations; unset fields fall back to `limits`.
@@ -208,6 +222,7 @@ pub struct AgentLimits {
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Sampling interval.
+    #[serde(deserialize_with = "ranges::u64_in::<_, 10, { ranges::HOUR_MS }>")]
     pub interval_ms: u64,
     pub memory_mb: MemoryLimits,
     pub cpu: CpuLimits,
@@ -240,8 +255,11 @@ impl Default for LimitsConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MemoryLimits {
+    #[serde(deserialize_with = "ranges::opt_u64_in::<_, 1, { ranges::MAX_MB }>")]
     pub warning: Option<u64>,
+    #[serde(deserialize_with = "ranges::opt_u64_in::<_, 1, { ranges::MAX_MB }>")]
     pub critical: Option<u64>,
+    #[serde(deserialize_with = "ranges::opt_u64_in::<_, 1, { ranges::MAX_MB }>")]
     pub hard: Option<u64>,
 }
 
@@ -259,8 +277,11 @@ impl Default for MemoryLimits {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CpuLimits {
+    #[serde(deserialize_with = "ranges::opt_percent")]
     pub warning_percent: Option<f64>,
+    #[serde(deserialize_with = "ranges::u64_in::<_, 1, { ranges::DAY }>")]
     pub window_secs: u64,
+    #[serde(deserialize_with = "ranges::opt_percent")]
     pub hard_percent: Option<f64>,
 }
 
@@ -278,8 +299,11 @@ impl Default for CpuLimits {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Rlimits {
+    #[serde(deserialize_with = "ranges::opt_u64_in::<_, 1, { 1 << 30 }>")]
     pub nofile: Option<u64>,
+    #[serde(deserialize_with = "ranges::opt_u64_in::<_, 0, { ranges::MAX_MB }>")]
     pub core_mb: Option<u64>,
+    #[serde(deserialize_with = "ranges::opt_u64_in::<_, 1, { ranges::MAX_MB }>")]
     pub address_space_mb: Option<u64>,
 }
 
@@ -288,7 +312,9 @@ pub struct Rlimits {
 #[serde(default, deny_unknown_fields)]
 pub struct RestartConfig {
     pub enabled: bool,
+    #[serde(deserialize_with = "ranges::u32_in::<_, 0, 3600>")]
     pub max_per_hour: u32,
+    #[serde(deserialize_with = "ranges::u64_in::<_, 0, { ranges::HOUR_MS }>")]
     pub backoff_ms: u64,
 }
 
@@ -330,10 +356,13 @@ pub struct DaemonConfig {
     /// State folder (database, session output); default `$XDG_STATE_HOME/mpm`.
     pub state_dir: Option<PathBuf>,
     /// Events older than this are pruned from the store.
+    #[serde(deserialize_with = "ranges::u32_in::<_, 1, 36_500>")]
     pub retention_days: u32,
     /// Largest protocol frame accepted, bytes.
+    #[serde(deserialize_with = "ranges::usize_in::<_, 4096, { 256 << 20 }>")]
     pub max_frame_bytes: usize,
     /// Seconds a session gets between SIGTERM and SIGKILL on `mpm stop` and daemon shutdown.
+    #[serde(deserialize_with = "ranges::secs_f64::<_, 3600>")]
     pub stop_grace_secs: f64,
 }
 

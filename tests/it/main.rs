@@ -18,6 +18,7 @@ mod executor_run;
 mod governor_cgroup;
 mod governor_polling;
 mod governor_rlimits;
+mod harden_pipe;
 mod patterns_cli;
 mod patterns_engine;
 mod patterns_props;
