@@ -142,6 +142,25 @@ impl SessionError {
     }
 }
 
+/// Find the agent's program on its PATH (`env`'s last `PATH`, else mpm's own when `inherit`), so
+/// that "not found" (127) and "not executable" (126) are known before anything starts.
+pub fn resolve_agent(
+    argv: &[String],
+    env: &[(String, String)],
+    inherit: bool,
+) -> Result<PathBuf, PtyError> {
+    let child_path = env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| std::ffi::OsString::from(v))
+        .or_else(|| inherit.then(|| std::env::var_os("PATH")).flatten());
+    crate::pty::resolve_command(
+        argv.first().map(String::as_str).unwrap_or(""),
+        child_path.as_deref(),
+    )
+}
+
 /// Where a session's delegation output goes: `executor.output_dir` (default `<state>/sessions`),
 /// then the session id.
 pub fn delegation_output_dir(cfg: &Config, state_dir: &std::path::Path, session: &str) -> PathBuf {
@@ -310,22 +329,7 @@ impl Session {
             env.extend(p.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
         env.retain(|(k, _)| k != "NOTIFY_SOCKET");
-        let child_path = env
-            .iter()
-            .rev()
-            .find(|(k, _)| k == "PATH")
-            .map(|(_, v)| std::ffi::OsString::from(v))
-            .or_else(|| {
-                if spec.env.is_some() {
-                    None
-                } else {
-                    std::env::var_os("PATH")
-                }
-            });
-        crate::pty::resolve_command(
-            spec.argv.first().map(String::as_str).unwrap_or(""),
-            child_path.as_deref(),
-        )?;
+        resolve_agent(&spec.argv, &env, spec.env.is_none())?;
         let mut supervisor = Supervisor::start(SupervisorOptions {
             config: &spec.config,
             patterns: &spec.patterns,

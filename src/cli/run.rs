@@ -76,6 +76,20 @@ pub fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<i32> {
     }
 
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    // Not found / not executable: said here, the same way for both hosts, before anything starts.
+    let profile_env: Vec<(String, String)> = profile
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if let Err(e) = crate::session::resolve_agent(&command, &profile_env, true) {
+        return Ok(report_start_failure(
+            &SessionError::Spawn(e),
+            &command,
+            &cfg.profile,
+            &a,
+        ));
+    }
     // With a daemon running, the daemon hosts the session (so it survives a closed terminal) and
     // this process is its terminal. `--record` needs the bytes here, so it stays in-process.
     if !a.no_daemon && a.record.is_none() {
