@@ -110,6 +110,7 @@ fn main() {
                 cols: 120,
                 rows: 40,
                 flags: Default::default(),
+                client: None,
             }))
             .expect("run")
         {

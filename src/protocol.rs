@@ -159,7 +159,26 @@ pub struct RunSpec {
     /// The `mpm run` flags that shape the session (passed through to the backend).
     #[serde(default)]
     pub flags: RunFlags,
+    /// What the client resolved and what its terminal is (`None`: an older client; then `env` is
+    /// added to the daemon's environment and the daemon loads the configuration itself).
+    #[serde(default)]
+    pub client: Option<RunClient>,
 }
+
+/// The client's side of a daemon-hosted `mpm run`: the daemon starts the agent with exactly this.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunClient {
+    /// The configuration the client resolved (files, its `MPM_*` variables, its flags), as JSON.
+    pub config: serde_json::Value,
+    /// `RunSpec::env` is the client's whole environment (it replaces the daemon's).
+    pub full_env: bool,
+    /// Whether the client's stdin is a terminal (else: input is forwarded and EOF delivered once).
+    pub stdin_tty: bool,
+    /// Whether the client's stdout is a terminal (else: exactly the PTY's output, no redraw).
+    pub stdout_tty: bool,
+}
+
+impl Eq for RunClient {}
 
 /// `mpm run` options a daemon-hosted session honours like an in-process one.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -276,6 +295,9 @@ pub enum ClientMsg {
     },
     /// While attached: leave the session running and end the stream.
     Detach,
+    /// While attached: the client's (non-terminal) input ended; the agent gets the terminal's EOF
+    /// character once. The stream stays open for the output.
+    Eof,
     /// Record an event in the store and pass it to followers (hooks, in-process sessions reporting
     /// to a daemon). Acknowledged with `Ok` once durably written.
     Publish {
@@ -375,6 +397,9 @@ pub enum ServerMsg {
     SessionEnded {
         session: String,
         exit_code: Option<i32>,
+        /// The end-of-session delegation summary (`run.summary`), for the client's stderr.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        summary: Option<String>,
     },
     /// The stream ended because of a detach.
     Detached,

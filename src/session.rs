@@ -1,98 +1,84 @@
-//! One supervised agent session in the user's terminal: the in-terminal relay built on
-//! [`PtySession`].
+//! One supervised agent session, and the host that puts it in the user's terminal.
 //!
-//! [`run_in_terminal`] resolves the command (so "not found" is reported before the terminal is
-//! touched), starts the orphan watchdog, registers the signal thread, puts stdin into raw mode
-//! (when it is a terminal), spawns the agent on a PTY of the user's size, and relays:
-//! stdin → PTY on a thread of its own, PTY → stdout on the session's reader thread. It emits
-//! `session.started` and `session.exited` on the bus and returns the [`SessionOutcome`].
+//! [`Session`] is the one assembly path of a session, used by `mpm run --no-daemon` and by the
+//! daemon alike: [`Session::assemble`] resolves the command (so "not found" = 127 and "not
+//! executable" = 126 are known before anything is touched) and starts the [`Supervisor`]
+//! (detection, executor, governor); [`Session::run`] spawns the agent on a PTY, emits
+//! `session.started` / `session.exited`, restarts it per `limits.restart` when the governor stopped
+//! it at its hard limit, and at the end collects the delegation summaries (so `delegation.finished
+//! (cancelled)` always comes after `session.exited`). The session owns its PTY; everything else
+//! talks to it through a [`SessionHandle`] (input, EOF, resize, stop), so the two hosts differ only
+//! in where the terminal's bytes come from and go to ([`Host`]):
 //!
-//! The terminal is restored on every exit path: the raw-mode guard on return and on error, the
-//! panic hook, and the signal thread (SIGTERM/SIGHUP/SIGINT/SIGQUIT to mpm restore at once, stop
-//! the tree — SIGTERM, grace, SIGKILL; a second such signal kills at once — and make mpm exit
-//! 128+N). When stdout goes away (a closed pipe, a hung-up terminal) the session ends as if mpm had
-//! got SIGPIPE (141) or SIGHUP (129), like any writer in a pipeline.
+//! - in-process ([`run_in_terminal`]): stdout is the sink, stdin is pumped into the handle on its own
+//!   thread, raw mode, the signal thread, the orphan watchdog, job control (Ctrl-Z);
+//! - the daemon (`daemon::pty_backend`): a broadcast sink with a screen model for attaching
+//!   clients, input from whichever client is attached.
 //!
-//! The terminal summary (one line per delegation, `run.summary`) belongs after this returns, when
-//! the terminal is the user's again: see `cli::run::after_session`.
+//! The terminal is restored on every exit path of the in-process host: the raw-mode guard on
+//! return and on error, the panic hook, and the signal thread (SIGTERM/SIGHUP/SIGINT/SIGQUIT to mpm
+//! restore at once, stop the tree — SIGTERM, grace, SIGKILL; a second such signal kills at once —
+//! and make mpm exit 128+N). When stdout goes away (a closed pipe, a hung-up terminal) the session
+//! ends as if mpm had got SIGPIPE (141) or SIGHUP (129), like any writer in a pipeline.
 
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::config::Rlimits;
+use crossbeam_channel::{Receiver, Sender};
+use nix::sys::termios::Termios;
+
+use crate::config::Config;
 use crate::events::{Bus, EventBody};
+use crate::executor::DelegationSummary;
+use crate::governor::{Governor, RestartPolicy, resume_argv};
+use crate::patterns::Engine;
 use crate::pty::record::Recorder;
-use crate::pty::signals::{SESSION_SIGNALS, SignalThread};
+use crate::pty::signals::SignalThread;
 use crate::pty::terminal::{self, RawModeGuard};
 use crate::pty::watchdog::Watchdog;
-use crate::pty::{OutputConsumer, OutputSink, PtyConfig, PtyError, PtySession, WinSize};
+use crate::pty::{OutputSink, PtyConfig, PtyError, PtySession, WinSize};
+use crate::supervisor::{Supervisor, SupervisorError, SupervisorOptions};
 
-/// Rewrites the agent's argv just before the spawn.
-pub type ArgvHook = Box<dyn FnOnce(&mut Vec<String>) + Send>;
-
-/// Everything [`run_in_terminal`] needs.
-pub struct SessionOptions {
-    /// The agent's argv.
-    pub command: Vec<String>,
-    /// Added to the inherited environment (the profile's `env`).
-    pub env: Vec<(String, String)>,
-    pub cwd: Option<PathBuf>,
-    /// The PTY size; `None` = the user's terminal size (or `COLUMNS`/`LINES`, or 80x24).
-    pub size: Option<WinSize>,
-    /// SIGTERM-to-SIGKILL grace when the tree is stopped (`run.grace_secs`).
-    pub grace: Duration,
-    /// Applied with setrlimit in the child (`limits.rlimits`).
-    pub rlimits: Option<Rlimits>,
+/// What a session runs, as the user asked for it (in-process: this process's view; daemon: the
+/// client's, sent in the `run` request).
+pub struct SessionSpec {
+    /// The agent's argv (non-empty; the profile's command when the user gave none).
+    pub argv: Vec<String>,
+    /// The agent's working directory (also the ticket project).
+    pub cwd: PathBuf,
+    /// `Some`: the agent's whole environment (the daemon passes its client's); `None`: this
+    /// process's. The profile's `env` is added on top either way.
+    pub env: Option<Vec<(String, String)>>,
+    /// The resolved configuration.
+    pub config: Config,
+    /// `--patterns` files and folders.
+    pub patterns: Vec<PathBuf>,
+    /// The initial PTY size.
+    pub size: WinSize,
+    /// Line settings for the PTY (the user's terminal's); `None` = kernel defaults.
+    pub termios: Option<Termios>,
     /// Write an asciicast v2 recording here.
     pub record: Option<PathBuf>,
-    /// The text pipeline; fed through the bounded tap on its own thread.
-    pub consumer: Option<Box<dyn OutputConsumer>>,
-    /// The tap's capacity (`run.tap_capacity_bytes`).
-    pub tap_capacity_bytes: usize,
-    /// Where `session.started` / `session.exited` go.
-    pub bus: Bus,
-    /// Called with the final argv just before the spawn (e.g. to add `--session-id <uuid>`).
-    pub argv_hook: Option<ArgvHook>,
-    /// Called with the agent's pid right after the spawn (e.g. to register it with the governor).
-    pub on_spawn: Option<Box<dyn FnOnce(i32) + Send>>,
-    /// The resource governor's mode, reported in `session.started`.
-    pub governor_mode: Option<String>,
-    /// Called after the child is gone and before `session.exited` is emitted (e.g. so the
-    /// governor's `resource.limit` for this tree comes first).
-    pub before_exit: Option<Box<dyn FnOnce() + Send>>,
-    /// The `mpm` binary to start as the orphan watchdog (`mpm __watchdog`, see `pty::watchdog`);
-    /// `None` = no watchdog. `mpm run` passes its own executable.
+    /// The `mpm` binary to start as the orphan watchdog (`mpm __watchdog`); `None` = none.
     pub watchdog_exe: Option<PathBuf>,
+    /// Where this session's delegation output goes (`executor.output_dir`, default
+    /// `<state>/sessions`, joined with the session id).
+    pub output_dir: PathBuf,
 }
 
-impl SessionOptions {
-    /// Options with the defaults of `run` config for `command`.
-    pub fn new(command: Vec<String>, bus: Bus) -> Self {
-        SessionOptions {
-            command,
-            env: Vec::new(),
-            cwd: None,
-            size: None,
-            grace: Duration::from_secs(3),
-            rlimits: None,
-            record: None,
-            consumer: None,
-            tap_capacity_bytes: 8 << 20,
-            bus,
-            argv_hook: None,
-            on_spawn: None,
-            governor_mode: None,
-            before_exit: None,
-            watchdog_exe: None,
-        }
-    }
+/// Parts a host shares between its sessions (the daemon: one governor, one engine per pattern
+/// set). `Default` = the session starts its own.
+#[derive(Default)]
+pub struct SharedParts {
+    pub engine: Option<Arc<Engine>>,
+    pub governor: Option<Arc<Governor>>,
 }
 
-/// How a session ended.
+/// How one run of the agent ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionOutcome {
     pub pid: i32,
@@ -109,11 +95,33 @@ pub struct SessionOutcome {
     pub tap_overrun_bytes: u64,
 }
 
+/// How a whole session ended (after every restart), with its delegations.
+pub struct SessionEnd {
+    /// The last run's outcome, or why the agent could not start.
+    pub result: Result<SessionOutcome, SessionError>,
+    /// One per delegation, after `executor.on_session_exit` was applied.
+    pub summaries: Vec<DelegationSummary>,
+    /// The text for the user's stderr when `run.summary` and there were delegations.
+    pub summary: Option<String>,
+}
+
+impl SessionEnd {
+    /// What mpm exits with: the agent's status, or 127/126/1 when it could not start.
+    pub fn status(&self) -> i32 {
+        match &self.result {
+            Ok(o) => o.status,
+            Err(e) => e.exit_status(),
+        }
+    }
+}
+
 /// Errors before the session could start (after a start, everything ends in a [`SessionOutcome`]).
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
     #[error(transparent)]
     Spawn(#[from] PtyError),
+    #[error(transparent)]
+    Supervisor(#[from] SupervisorError),
     #[error("cannot set up the terminal: {0}")]
     Terminal(#[source] io::Error),
     #[error("cannot create the recording {path}: {source}")]
@@ -134,11 +142,423 @@ impl SessionError {
     }
 }
 
+/// Find the agent's program on its PATH (`env`'s last `PATH`, else mpm's own when `inherit`), so
+/// that "not found" (127) and "not executable" (126) are known before anything starts.
+pub fn resolve_agent(
+    argv: &[String],
+    env: &[(String, String)],
+    inherit: bool,
+) -> Result<PathBuf, PtyError> {
+    let child_path = env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| std::ffi::OsString::from(v))
+        .or_else(|| inherit.then(|| std::env::var_os("PATH")).flatten());
+    crate::pty::resolve_command(
+        argv.first().map(String::as_str).unwrap_or(""),
+        child_path.as_deref(),
+    )
+}
+
+/// Where a session's delegation output goes: `executor.output_dir` (default `<state>/sessions`),
+/// then the session id.
+pub fn delegation_output_dir(cfg: &Config, state_dir: &std::path::Path, session: &str) -> PathBuf {
+    cfg.executor
+        .output_dir
+        .clone()
+        .unwrap_or_else(|| state_dir.join("sessions"))
+        .join(session)
+}
+
+/// Why the agent could not start, in one line with the fix (`hint` says how to provide the
+/// command), as both hosts print it.
+pub fn start_failure_message(e: &SessionError, name: &str, hint: &str) -> String {
+    match e {
+        SessionError::Spawn(PtyError::NotFound { .. }) => {
+            format!("command not found: {name} ({hint})")
+        }
+        SessionError::Spawn(PtyError::NotExecutable { path, reason, .. }) => {
+            format!("cannot execute {name} ({path}): {reason}; check its permissions")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Where a session's terminal bytes go and what the host does around each run of the agent.
+pub trait Host {
+    /// The sink for one run of the agent (a restart asks again).
+    fn output(&mut self) -> Box<dyn OutputSink>;
+    /// The agent of one run is running (after `session.started`).
+    fn started(&mut self, _pty: &Arc<PtySession>) {}
+    /// The agent of one run is gone (before `session.exited`).
+    fn exited(&mut self) {}
+    /// A line for the user (a restart notice).
+    fn notice(&mut self, text: &str) {
+        crate::cli::output::errln!("mpm: {text}");
+    }
+}
+
+/// A request to the session's run loop.
+enum Ctl {
+    /// Stop the tree (SIGTERM, grace, SIGKILL) and do not restart. `signal`: what ended it (a
+    /// signal to mpm, 0 for a plain stop); `from_output`: the output side went away (never
+    /// escalates); `grace`: `None` = `run.grace_secs`.
+    Stop {
+        signal: i32,
+        from_output: bool,
+        grace: Option<Duration>,
+    },
+}
+
+/// No input byte yet (see [`HandleInner::last_input`]).
+const NO_INPUT: u16 = 256;
+
+struct HandleInner {
+    /// The PTY of the current run (none between runs and after the end).
+    pty: Mutex<Option<Arc<PtySession>>>,
+    ctl: Sender<Ctl>,
+    /// The last input byte (for where the EOF character must go), or [`NO_INPUT`].
+    last_input: AtomicU16,
+}
+
+/// Talk to a running [`Session`] from any thread: input, EOF, resize, stop.
+#[derive(Clone)]
+pub struct SessionHandle(Arc<HandleInner>);
+
+impl SessionHandle {
+    fn pty(&self) -> Option<Arc<PtySession>> {
+        self.0.pty.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Terminal input for the agent (blocks while the PTY's input queue is full). An error when no
+    /// agent runs.
+    pub fn write_input(&self, bytes: &[u8]) -> io::Result<()> {
+        let Some(last) = bytes.last() else {
+            return Ok(());
+        };
+        let pty = self.pty().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotConnected, "the agent is not running")
+        })?;
+        self.0.last_input.store(u16::from(*last), Ordering::Relaxed);
+        pty.write_input(bytes)
+    }
+
+    /// The input (not a terminal) ended: write the PTY's EOF character, once or twice as the
+    /// line discipline needs it (see [`eof_bytes`]).
+    pub fn eof(&self) {
+        let Some(pty) = self.pty() else { return };
+        let last = u8::try_from(self.0.last_input.load(Ordering::Relaxed)).ok();
+        match pty.termios() {
+            Ok(t) => {
+                if let Err(e) = pty.write_input(&eof_bytes(&t, last)) {
+                    tracing::debug!(error = %e, "cannot deliver EOF to the agent");
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot read the pty's termios"),
+        }
+    }
+
+    /// Resize the PTY (and the screen pipeline).
+    pub fn resize(&self, size: WinSize) {
+        if let Some(pty) = self.pty()
+            && let Err(e) = pty.resize(size)
+        {
+            tracing::warn!(error = %e, "cannot resize the pty");
+        }
+    }
+
+    /// The current agent's pid.
+    pub fn pid(&self) -> Option<i32> {
+        self.pty().map(|p| p.pid())
+    }
+
+    /// End the session: stop the tree (`grace`, `None` = `run.grace_secs`) and do not restart.
+    pub fn stop(&self, grace: Option<Duration>) {
+        let _ = self.0.ctl.send(Ctl::Stop {
+            signal: 0,
+            from_output: false,
+            grace,
+        });
+    }
+
+    /// mpm got `signal` (SIGTERM, SIGHUP, ...): stop; a second one kills at once. mpm then exits
+    /// 128+`signal`.
+    pub fn signalled(&self, signal: i32) {
+        let _ = self.0.ctl.send(Ctl::Stop {
+            signal,
+            from_output: false,
+            grace: None,
+        });
+    }
+
+    /// The output side went away: end as if mpm got `signal` (SIGPIPE, SIGHUP); never escalates.
+    pub fn output_gone(&self, signal: i32) {
+        let _ = self.0.ctl.send(Ctl::Stop {
+            signal,
+            from_output: true,
+            grace: None,
+        });
+    }
+}
+
+/// One agent session: the supervisor assembled around it, and the agent's runs. See the module
+/// docs.
+pub struct Session {
+    spec: SessionSpec,
+    bus: Bus,
+    supervisor: Supervisor,
+    argv: Vec<String>,
+    env: Vec<(String, String)>,
+    handle: SessionHandle,
+    ctl_rx: Receiver<Ctl>,
+}
+
+impl Session {
+    /// Assemble the session: resolve the command on the agent's PATH (127/126 before anything
+    /// else happens), start the supervisor (`shared` parts are reused), prepare the argv (claude:
+    /// `--session-id`). Nothing is spawned yet.
+    pub fn assemble(
+        spec: SessionSpec,
+        bus: Bus,
+        shared: SharedParts,
+    ) -> Result<Session, SessionError> {
+        let profile = spec.config.active_profile().ok();
+        let mut env = spec.env.clone().unwrap_or_default();
+        if let Some(p) = profile {
+            env.extend(p.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        env.retain(|(k, _)| k != "NOTIFY_SOCKET");
+        resolve_agent(&spec.argv, &env, spec.env.is_none())?;
+        let mut supervisor = Supervisor::start(SupervisorOptions {
+            config: &spec.config,
+            patterns: &spec.patterns,
+            bus: bus.clone(),
+            output_dir: spec.output_dir.clone(),
+            cols: spec.size.cols,
+            rows: spec.size.rows,
+            cwd: spec.cwd.clone(),
+            engine: shared.engine,
+            governor: shared.governor,
+        })?;
+        let transcript = profile.is_some_and(|p| p.transcript);
+        let argv = supervisor.prepare_argv(spec.argv.clone(), transcript);
+        let (ctl, ctl_rx) = crossbeam_channel::unbounded();
+        Ok(Session {
+            spec,
+            bus,
+            supervisor,
+            argv,
+            env,
+            handle: SessionHandle(Arc::new(HandleInner {
+                pty: Mutex::new(None),
+                ctl,
+                last_input: AtomicU16::new(NO_INPUT),
+            })),
+            ctl_rx,
+        })
+    }
+
+    /// The session's handle (input, EOF, resize, stop from any thread).
+    pub fn handle(&self) -> SessionHandle {
+        self.handle.clone()
+    }
+
+    /// The configuration the session runs with.
+    pub fn config(&self) -> &Config {
+        &self.spec.config
+    }
+
+    /// The argv the agent is started with (after `prepare_argv`).
+    pub fn argv(&self) -> &[String] {
+        &self.argv
+    }
+
+    /// Set the PTY's line settings before the first run (the in-process host reads the user's
+    /// terminal just before raw mode).
+    pub fn set_termios(&mut self, termios: Option<Termios>) {
+        self.spec.termios = termios;
+    }
+
+    /// Run the agent until it ends (restarting per `limits.restart` when the governor stopped it
+    /// at its hard limit), then finish the supervisor. Blocks.
+    pub fn run(mut self, host: &mut dyn Host) -> SessionEnd {
+        let cfg = self.spec.config.clone();
+        let grace = Duration::from_secs_f64(cfg.run.grace_secs.clamp(0.0, 3600.0));
+        let mut restart = RestartPolicy::new(&cfg.limits.restart);
+        let mut recorder = match self.spec.record.clone() {
+            Some(p) => match Recorder::create(&p, self.spec.size) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    return self.end(Err(SessionError::Record {
+                        path: p.display().to_string(),
+                        source: e,
+                    }));
+                }
+            },
+            None => None,
+        };
+        let mut watchdog = match &self.spec.watchdog_exe {
+            Some(exe) => match Watchdog::spawn(exe, grace) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::warn!(error = %e, exe = %exe.display(), "cannot start the orphan watchdog");
+                    None
+                }
+            },
+            None => None,
+        };
+        let mut stopped: Option<i32> = None;
+        let result = loop {
+            let r = self.run_once(host, grace, recorder.take(), &mut watchdog, &mut stopped);
+            let limited = matches!(&r, Ok(o) if o.stopped_by.is_none())
+                && stopped.is_none()
+                && self.supervisor.main_limit_reached();
+            let delay = if limited {
+                restart.next_delay(Instant::now())
+            } else {
+                None
+            };
+            let Some(delay) = delay else { break r };
+            host.notice(&format!(
+                "the agent was stopped at its resource limit; restarting in {:.1}s",
+                delay.as_secs_f64()
+            ));
+            // A stop during the delay ends the session instead.
+            if self.ctl_rx.recv_timeout(delay).is_ok() {
+                break r;
+            }
+            if let Some(id) = self.supervisor.claude_session() {
+                self.argv = resume_argv(&self.argv, id);
+            }
+        };
+        if let Some(mut w) = watchdog {
+            // The waiter already stopped the tree; the root's pid may be reused from now on.
+            w.disarm();
+        }
+        self.end(result)
+    }
+
+    fn end(self, result: Result<SessionOutcome, SessionError>) -> SessionEnd {
+        *self.handle.0.pty.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        let show = self.spec.config.run.summary;
+        let summaries = self.supervisor.finish();
+        let summary =
+            (show && !summaries.is_empty()).then(|| crate::executor::format_summary(&summaries));
+        SessionEnd {
+            result,
+            summaries,
+            summary,
+        }
+    }
+
+    /// One run of the agent.
+    fn run_once(
+        &mut self,
+        host: &mut dyn Host,
+        grace: Duration,
+        recorder: Option<Recorder>,
+        watchdog: &mut Option<Watchdog>,
+        stopped: &mut Option<i32>,
+    ) -> Result<SessionOutcome, SessionError> {
+        let cfg = &self.spec.config;
+        let size = self.spec.size;
+        let pty = PtySession::spawn(PtyConfig {
+            argv: self.argv.clone(),
+            env: self.env.clone(),
+            env_clear: self.spec.env.is_some(),
+            cwd: Some(self.spec.cwd.clone()),
+            size,
+            termios: self.spec.termios.clone(),
+            rlimits: Some(cfg.limits.rlimits.clone()),
+            grace,
+            output: host.output(),
+            consumer: self.supervisor.consumer(),
+            tap_capacity_bytes: cfg.run.tap_capacity_bytes,
+            recorder,
+        })?;
+        let start = Instant::now();
+        let pty = Arc::new(pty);
+        let pid = pty.pid();
+        *self.handle.0.pty.lock().unwrap_or_else(|e| e.into_inner()) = Some(pty.clone());
+        if let Some(w) = watchdog
+            && let Err(e) = w.arm(pid)
+        {
+            tracing::warn!(error = %e, "cannot arm the orphan watchdog");
+        }
+        tracing::info!(pid, command = ?self.argv, cols = size.cols, rows = size.rows, "session started");
+        self.bus.emit(EventBody::SessionStarted {
+            command: self.argv.clone(),
+            pid: pid as u32,
+            cols: size.cols,
+            rows: size.rows,
+            governor_mode: self.supervisor.governor_mode(),
+        });
+        (self.supervisor.on_spawn())(pid);
+        host.started(&pty);
+
+        let exit = loop {
+            crossbeam_channel::select! {
+                recv(pty.exit_channel()) -> exit => {
+                    break match exit {
+                        Ok(e) => pty.complete(e),
+                        Err(_) => pty.wait(),
+                    };
+                }
+                recv(self.ctl_rx) -> ctl => {
+                    let Ok(Ctl::Stop { signal, from_output, grace: g }) = ctl else { continue };
+                    if stopped.is_some() && !from_output {
+                        // Asked twice: no more grace.
+                        tracing::info!(pid, signal, "stopped again: killing the agent tree");
+                        pty.kill_now();
+                    } else if stopped.is_none() {
+                        *stopped = Some(signal);
+                        tracing::info!(pid, signal, "stopping the agent tree");
+                        let p = pty.clone();
+                        let g = g.unwrap_or(grace);
+                        let _ = std::thread::Builder::new()
+                            .name("mpm-stop".into())
+                            .spawn(move || p.stop(g));
+                    }
+                }
+            }
+        };
+        *self.handle.0.pty.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        host.exited();
+        let duration = start.elapsed();
+        let stopped_by = stopped.filter(|s| *s != 0);
+        let outcome = SessionOutcome {
+            pid,
+            exit_code: exit.code(),
+            signal: exit.signal(),
+            status: stopped_by.map_or(exit.shell_status(), |s| 128 + s),
+            stopped_by,
+            duration,
+            tap_overrun_bytes: exit.tap_overrun_bytes,
+        };
+        if exit.tap_overrun_bytes > 0 {
+            tracing::warn!(
+                bytes = exit.tap_overrun_bytes,
+                "the text pipeline fell behind: output bytes skipped for detection"
+            );
+        }
+        tracing::info!(pid, status = outcome.status, ?stopped_by, "session exited");
+        (self.supervisor.before_exit())();
+        self.bus.emit(EventBody::SessionExited {
+            exit_code: outcome.exit_code,
+            signal: outcome.signal,
+            duration_ms: duration.as_millis() as u64,
+            tap_overrun_bytes: exit.tap_overrun_bytes,
+        });
+        Ok(outcome)
+    }
+}
+
 /// The user's stdout as an [`OutputSink`]: a plain blocking `write` per chunk. When stdout goes
 /// away (a closed pipe: `mpm run -- cmd | head`; a hung-up terminal) the session is ended the way
 /// the shell would end a writer: as if mpm got SIGPIPE (or SIGHUP).
 struct StdoutSink {
-    ctl: crossbeam_channel::Sender<i32>,
+    handle: SessionHandle,
 }
 
 impl OutputSink for StdoutSink {
@@ -152,186 +572,79 @@ impl OutputSink for StdoutSink {
             } else {
                 libc::SIGHUP
             };
-            // Negative: "as if signalled", from the output side (never escalates to SIGKILL).
-            let _ = self.ctl.send(-sig);
+            self.handle.output_gone(sig);
         }
         r
     }
 }
 
-/// Run `opts.command` under a PTY in this terminal until it exits. See the module docs.
-pub fn run_in_terminal(mut opts: SessionOptions) -> Result<SessionOutcome, SessionError> {
-    let mut argv = std::mem::take(&mut opts.command);
-    if let Some(hook) = opts.argv_hook.take() {
-        hook(&mut argv);
+/// The in-process host: this process's stdin, stdout and terminal.
+struct TerminalHost {
+    handle: SessionHandle,
+    stdin_is_tty: bool,
+    pump: Option<StdinPump>,
+}
+
+impl Host for TerminalHost {
+    fn output(&mut self) -> Box<dyn OutputSink> {
+        Box::new(StdoutSink {
+            handle: self.handle.clone(),
+        })
     }
-    // Not found / not executable: say so before the terminal is touched.
-    let child_path = opts
-        .env
-        .iter()
-        .rev()
-        .find(|(k, _)| k == "PATH")
-        .map(|(_, v)| std::ffi::OsString::from(v))
-        .or_else(|| std::env::var_os("PATH"));
-    crate::pty::resolve_command(
-        argv.first().map(String::as_str).unwrap_or(""),
-        child_path.as_deref(),
-    )?;
 
-    let size = opts.size.unwrap_or_else(terminal::user_size);
-    let recorder = match &opts.record {
-        Some(p) => Some(Recorder::create(p, size).map_err(|e| SessionError::Record {
-            path: p.display().to_string(),
-            source: e,
-        })?),
-        None => None,
-    };
-    let mut watchdog = match &opts.watchdog_exe {
-        Some(exe) => match Watchdog::spawn(exe, opts.grace) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::warn!(error = %e, exe = %exe.display(), "cannot start the orphan watchdog");
-                None
-            }
-        },
-        None => None,
-    };
+    fn started(&mut self, pty: &Arc<PtySession>) {
+        // A resize between reading the size and the spawn would otherwise be lost.
+        if let Some(s) = tty_size()
+            && let Err(e) = pty.resize(s)
+        {
+            tracing::debug!(error = %e, "cannot resize the pty");
+        }
+        if self.pump.is_none() {
+            self.pump = start_stdin_thread(self.handle.clone(), self.stdin_is_tty);
+        }
+    }
+}
 
+/// Run `session` in this terminal until it ends (the in-process host). See the module docs.
+pub fn run_in_terminal(mut session: Session) -> SessionEnd {
+    let handle = session.handle();
     // Signals first (so a SIGTERM during setup cannot leave a raw terminal), then raw mode.
-    let (ctl_tx, ctl_rx) = crossbeam_channel::unbounded::<i32>();
-    let session_slot: Arc<std::sync::OnceLock<Arc<PtySession>>> = Arc::default();
-    let stdout_sink = StdoutSink {
-        ctl: ctl_tx.clone(),
-    };
     let signals = {
-        let slot = session_slot.clone();
-        SignalThread::start(&SESSION_SIGNALS, move |sig| {
+        let handle = handle.clone();
+        SignalThread::start(&crate::pty::signals::SESSION_SIGNALS, move |sig| {
             if sig == libc::SIGWINCH {
-                if let (Some(s), Some(size)) = (slot.get(), tty_size())
-                    && let Err(e) = s.resize(size)
-                {
-                    tracing::warn!(error = %e, "cannot resize the pty");
+                if let Some(size) = tty_size() {
+                    handle.resize(size);
                 }
             } else {
                 // Give the user their terminal back at once; the tree stop may take the grace.
                 terminal::restore();
-                let _ = ctl_tx.send(sig);
+                handle.signalled(sig);
             }
         })
-        .map_err(SessionError::Terminal)?
+    };
+    let signals = match signals {
+        Ok(s) => s,
+        Err(e) => return session.end(Err(SessionError::Terminal(e))),
     };
     let termios = terminal::stdin_termios();
     let stdin_is_tty = termios.is_some();
-    let raw = RawModeGuard::enter().map_err(SessionError::Terminal)?;
-
-    let pty = PtySession::spawn(PtyConfig {
-        argv: argv.clone(),
-        env: opts.env,
-        cwd: opts.cwd,
-        size,
-        termios,
-        rlimits: opts.rlimits,
-        grace: opts.grace,
-        output: Box::new(stdout_sink),
-        consumer: opts.consumer,
-        tap_capacity_bytes: opts.tap_capacity_bytes,
-        recorder,
-    })?;
-    let start = Instant::now();
-    let pty = Arc::new(pty);
-    let _ = session_slot.set(pty.clone());
-    let pid = pty.pid();
-    if let Some(w) = &mut watchdog
-        && let Err(e) = w.arm(pid)
-    {
-        tracing::warn!(error = %e, "cannot arm the orphan watchdog");
-    }
-    tracing::info!(pid, command = ?argv, cols = size.cols, rows = size.rows, "session started");
-    opts.bus.emit(EventBody::SessionStarted {
-        command: argv,
-        pid: pid as u32,
-        cols: size.cols,
-        rows: size.rows,
-        governor_mode: opts.governor_mode.take(),
-    });
-    if let Some(f) = opts.on_spawn.take() {
-        f(pid);
-    }
-    // A resize between reading the size and the spawn would otherwise be lost.
-    if let Some(s) = tty_size()
-        && let Err(e) = pty.resize(s)
-    {
-        tracing::debug!(error = %e, "cannot resize the pty");
-    }
-
-    let stdin_pump = start_stdin_thread(pty.clone(), stdin_is_tty);
-
-    let stopped_by = AtomicI32::new(0);
-    let exit = loop {
-        crossbeam_channel::select! {
-            recv(pty.exit_channel()) -> exit => {
-                break match exit {
-                    Ok(e) => pty.complete(e),
-                    Err(_) => pty.wait(),
-                };
-            }
-            recv(ctl_rx) -> sig => {
-                let Ok(sig) = sig else { continue };
-                let (sig, from_output) = (sig.abs(), sig < 0);
-                if stopped_by.load(Ordering::Relaxed) != 0 && !from_output {
-                    // Asked twice: no more grace.
-                    tracing::info!(pid, signal = sig, "mpm signalled again: killing the agent tree");
-                    pty.kill_now();
-                } else if stopped_by.load(Ordering::Relaxed) == 0 {
-                    terminal::restore();
-                    stopped_by.store(sig, Ordering::Relaxed);
-                    tracing::info!(pid, signal = sig, "mpm signalled: stopping the agent tree");
-                    let p = pty.clone();
-                    let grace = opts.grace;
-                    let _ = std::thread::Builder::new()
-                        .name("mpm-stop".into())
-                        .spawn(move || p.stop(grace));
-                }
-            }
-        }
+    session.set_termios(termios);
+    let raw = match RawModeGuard::enter() {
+        Ok(r) => r,
+        Err(e) => return session.end(Err(SessionError::Terminal(e))),
     };
-    drop(stdin_pump);
+    let mut host = TerminalHost {
+        handle,
+        stdin_is_tty,
+        pump: None,
+    };
+    let end = session.run(&mut host);
+    drop(host.pump.take());
     drop(raw);
     terminal::restore();
     signals.close();
-    if let Some(mut w) = watchdog {
-        // The waiter already stopped the tree; the root's pid may be reused from now on.
-        w.disarm();
-    }
-
-    let duration = start.elapsed();
-    let stopped_by = Some(stopped_by.load(Ordering::Relaxed)).filter(|s| *s != 0);
-    let outcome = SessionOutcome {
-        pid,
-        exit_code: exit.code(),
-        signal: exit.signal(),
-        status: stopped_by.map_or(exit.shell_status(), |s| 128 + s),
-        stopped_by,
-        duration,
-        tap_overrun_bytes: exit.tap_overrun_bytes,
-    };
-    if exit.tap_overrun_bytes > 0 {
-        tracing::warn!(
-            bytes = exit.tap_overrun_bytes,
-            "the text pipeline fell behind: output bytes skipped for detection"
-        );
-    }
-    tracing::info!(pid, status = outcome.status, ?stopped_by, "session exited");
-    if let Some(hook) = opts.before_exit.take() {
-        hook();
-    }
-    opts.bus.emit(EventBody::SessionExited {
-        exit_code: outcome.exit_code,
-        signal: outcome.signal,
-        duration_ms: duration.as_millis() as u64,
-        tap_overrun_bytes: exit.tap_overrun_bytes,
-    });
-    Ok(outcome)
+    end
 }
 
 /// The user's terminal size now (stdin, stdout or stderr), if any of them is a terminal.
@@ -352,7 +665,7 @@ struct StdinPump {
 /// Copy stdin to the agent on a thread. A terminal is copied as it is (raw mode: Ctrl-C, Ctrl-Z
 /// and Ctrl-\ are bytes). From a pipe or file, EOF is delivered as the PTY's EOF character; see
 /// [`eof_bytes`]. The thread blocks in `poll` on stdin and a stop pipe (no timeout).
-fn start_stdin_thread(pty: Arc<PtySession>, is_tty: bool) -> Option<StdinPump> {
+fn start_stdin_thread(handle: SessionHandle, is_tty: bool) -> Option<StdinPump> {
     let (stop_r, stop_w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
         Ok(p) => p,
         Err(e) => {
@@ -362,7 +675,7 @@ fn start_stdin_thread(pty: Arc<PtySession>, is_tty: bool) -> Option<StdinPump> {
     };
     let spawned = std::thread::Builder::new()
         .name("mpm-stdin".into())
-        .spawn(move || pump_stdin(&pty, is_tty, &stop_r));
+        .spawn(move || pump_stdin(&handle, is_tty, &stop_r));
     match spawned {
         Ok(_) => Some(StdinPump { _stop: stop_w }),
         Err(e) => {
@@ -372,10 +685,9 @@ fn start_stdin_thread(pty: Arc<PtySession>, is_tty: bool) -> Option<StdinPump> {
     }
 }
 
-fn pump_stdin(pty: &PtySession, is_tty: bool, stop: &OwnedFd) {
+fn pump_stdin(handle: &SessionHandle, is_tty: bool, stop: &OwnedFd) {
     use std::os::fd::AsRawFd;
     let mut buf = vec![0u8; 16 * 1024];
-    let mut last: Option<u8> = None;
     loop {
         let mut fds = [
             libc::pollfd {
@@ -411,22 +723,12 @@ fn pump_stdin(pty: &PtySession, is_tty: bool, stop: &OwnedFd) {
                 break;
             }
         };
-        last = Some(buf[n - 1]);
-        if pty.write_input(&buf[..n]).is_err() {
+        if handle.write_input(&buf[..n]).is_err() {
             return; // the agent is gone
         }
     }
-    if is_tty {
-        return;
-    }
-    match pty.termios() {
-        Ok(t) => {
-            let bytes = eof_bytes(&t, last);
-            if let Err(e) = pty.write_input(&bytes) {
-                tracing::debug!(error = %e, "cannot deliver EOF to the agent");
-            }
-        }
-        Err(e) => tracing::debug!(error = %e, "cannot read the pty's termios"),
+    if !is_tty {
+        handle.eof();
     }
 }
 

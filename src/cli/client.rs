@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use clap::{Args, Subcommand};
 
 use super::GlobalArgs;
-use super::output::{errln, outln};
+use super::output::{err, errln, outln};
 use crate::daemon::client::{Client, unexpected};
 use crate::protocol::{ClientMsg, EventFilter, Frame, RunSpec, ServerMsg, StatusReport, Ticket};
 
@@ -343,12 +343,30 @@ pub fn stop(g: &GlobalArgs, a: StopArgs) -> anyhow::Result<i32> {
 
 pub fn attach(g: &GlobalArgs, a: AttachArgs) -> anyhow::Result<i32> {
     let c = a.socket.connect(g)?;
-    match relay(c, &a.session)? {
-        RelayEnd::Detached => {
-            errln!("\r\n[mpm: detached from {}]", short(&a.session));
-            Ok(0)
+    let end = relay(c, &a.session, false)?;
+    Ok(report_end(&end, &a.session, false))
+}
+
+/// Say truthfully how the relay ended, and return the exit status.
+fn report_end(end: &RelayEnd, id: &str, from_run: bool) -> i32 {
+    match end {
+        RelayEnd::Detached if from_run => {
+            errln!("\r\n[mpm: detached; the session keeps running: mpm attach {id}]");
+            0
         }
-        RelayEnd::Ended(code) => Ok(code.unwrap_or(1)),
+        RelayEnd::Detached => {
+            errln!("\r\n[mpm: detached from {}; it keeps running]", short(id));
+            0
+        }
+        RelayEnd::Ended(code) => code.unwrap_or(1),
+        RelayEnd::Lost => {
+            errln!(
+                "\r\n[mpm: lost the connection to the daemon; see `mpm status` for session {}]",
+                short(id)
+            );
+            1
+        }
+        RelayEnd::OutputGone => 128 + libc::SIGPIPE,
     }
 }
 
@@ -359,17 +377,24 @@ pub fn run_in_daemon(mut c: Client, mut spec: RunSpec) -> anyhow::Result<i32> {
         spec.cols = cols;
         spec.rows = rows;
     }
-    let id = match c.request(&ClientMsg::Run(spec))? {
-        ServerMsg::Spawned { session, .. } => session,
-        m => return Err(unexpected(m).into()),
-    };
-    match relay(c, &id)? {
-        RelayEnd::Detached => {
-            errln!("\r\n[mpm: detached; the session keeps running: mpm attach {id}]");
-            Ok(0)
+    let id = match c.request(&ClientMsg::Run(spec)) {
+        Ok(ServerMsg::Spawned { session, .. }) => session,
+        Ok(m) => return Err(unexpected(m).into()),
+        // Not found / not executable: the shell's statuses, as in-process.
+        Err(crate::daemon::client::ClientError::Refused { code, message })
+            if code == "command_not_found" || code == "not_executable" =>
+        {
+            errln!("mpm: {message}");
+            return Ok(if code == "command_not_found" {
+                127
+            } else {
+                126
+            });
         }
-        RelayEnd::Ended(code) => Ok(code.unwrap_or(1)),
-    }
+        Err(e) => return Err(e.into()),
+    };
+    let end = relay(c, &id, true)?;
+    Ok(report_end(&end, &id, true))
 }
 
 /// How an attach ended.
@@ -379,6 +404,10 @@ pub enum RelayEnd {
     Detached,
     /// The session ended with this status.
     Ended(Option<i32>),
+    /// The connection to the daemon broke: whether the session runs is unknown here.
+    Lost,
+    /// Our stdout (not a terminal) went away: the session ends as a writer into a closed pipe.
+    OutputGone,
 }
 
 /// The detach key: Ctrl-] (as in telnet), alone in one read.
@@ -435,8 +464,9 @@ fn send_on(w: &Mutex<UnixStream>, f: &Frame) -> bool {
 }
 
 /// Attach to `session` and relay this terminal until detach (Ctrl-], end of stdin, SIGHUP or
-/// SIGTERM) or the session's end.
-pub fn relay(mut c: Client, session: &str) -> anyhow::Result<RelayEnd> {
+/// SIGTERM) or the session's end. `own_session`: this is `mpm run`'s own session, so stdin that is
+/// not a terminal is the agent's input to its end (no detach key; its end is the agent's EOF).
+pub fn relay(mut c: Client, session: &str, own_session: bool) -> anyhow::Result<RelayEnd> {
     let size = terminal_size();
     c.send(&ClientMsg::Attach {
         session: session.to_string(),
@@ -452,17 +482,22 @@ pub fn relay(mut c: Client, session: &str) -> anyhow::Result<RelayEnd> {
         m => return Err(unexpected(m).into()),
     }
     let writer = Arc::new(Mutex::new(c.writer()?));
+    let pipe_input = own_session && !crate::pty::terminal::is_tty(std::io::stdin().as_fd());
+    let stdout_tty = crate::pty::terminal::is_tty(std::io::stdout().as_fd());
     let _raw = RawMode::enter();
 
-    // stdin -> socket.
+    // stdin -> socket. A terminal: the detach key or a hang-up detaches. Not a terminal: the end
+    // of input is the terminal's EOF for the agent, and the session goes on to its end.
     let w = writer.clone();
     std::thread::spawn(move || {
         let mut stdin = std::io::stdin().lock();
         let mut buf = [0u8; 8192];
         loop {
             match stdin.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) if buf[..n] == [DETACH_KEY] => break,
+                Ok(0) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+                Ok(n) if !pipe_input && buf[..n] == [DETACH_KEY] => break,
                 Ok(n) => {
                     if !send_on(&w, &Frame::Data(buf[..n].to_vec())) {
                         return;
@@ -470,7 +505,11 @@ pub fn relay(mut c: Client, session: &str) -> anyhow::Result<RelayEnd> {
                 }
             }
         }
-        send_on(&w, &Frame::json(&ClientMsg::Detach));
+        if pipe_input {
+            send_on(&w, &Frame::json(&ClientMsg::Eof));
+        } else {
+            send_on(&w, &Frame::json(&ClientMsg::Detach));
+        }
     });
 
     // Signals: resize on SIGWINCH; a closed terminal (SIGHUP) or SIGTERM detaches.
@@ -498,17 +537,26 @@ pub fn relay(mut c: Client, session: &str) -> anyhow::Result<RelayEnd> {
     loop {
         let frame = match c.recv() {
             Ok(f) => f,
-            Err(_) => return Ok(RelayEnd::Detached),
+            Err(_) => return Ok(RelayEnd::Lost),
         };
         match frame {
             Frame::Data(bytes) => {
                 if out.write_all(&bytes).and_then(|_| out.flush()).is_err() {
                     send_on(&writer, &Frame::json(&ClientMsg::Detach));
+                    if own_session && !stdout_tty {
+                        return Ok(RelayEnd::OutputGone);
+                    }
                 }
             }
             f => match f.parse::<ServerMsg>() {
                 Ok(ServerMsg::Detached) => return Ok(RelayEnd::Detached),
-                Ok(ServerMsg::SessionEnded { exit_code, .. }) => {
+                Ok(ServerMsg::SessionEnded {
+                    exit_code, summary, ..
+                }) => {
+                    drop(_raw);
+                    if let Some(text) = summary {
+                        err!("{text}");
+                    }
                     return Ok(RelayEnd::Ended(exit_code));
                 }
                 Ok(ServerMsg::Error { code, message }) if code == "too_slow" => {

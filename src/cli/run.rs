@@ -12,12 +12,9 @@ use super::{GlobalArgs, load_config};
 use crate::config::Overrides;
 use crate::config::paths;
 use crate::events::{Bus, Context, EventsFile};
-use crate::governor::{RestartPolicy, resume_argv};
-use crate::protocol::{RunFlags, RunSpec};
-use crate::pty::PtyError;
-use crate::session::{SessionError, SessionOptions, run_in_terminal};
+use crate::protocol::{RunClient, RunFlags, RunSpec};
+use crate::session::{Session, SessionError, SessionSpec, SharedParts, run_in_terminal};
 use crate::store::Store;
-use crate::supervisor::{Supervisor, SupervisorOptions};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -80,13 +77,27 @@ pub fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<i32> {
     }
 
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    // Not found / not executable: said here, the same way for both hosts, before anything starts.
+    let profile_env: Vec<(String, String)> = profile
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if let Err(e) = crate::session::resolve_agent(&command, &profile_env, true) {
+        return Ok(report_start_failure(
+            &SessionError::Spawn(e),
+            &command,
+            &cfg.profile,
+            &a,
+        ));
+    }
     // With a daemon running, the daemon hosts the session (so it survives a closed terminal) and
     // this process is its terminal. `--record` needs the bytes here, so it stays in-process.
     if !a.no_daemon && a.record.is_none() {
         let socket = super::daemon_cmd::daemon_socket(None, cfg.daemon.socket.as_deref());
         match crate::daemon::client::Client::connect(&socket) {
             Ok(client) => {
-                let spec = daemon_spec(g, &a, &command, &cwd, profile)?;
+                let spec = daemon_spec(g, &a, &command, &cwd, cfg)?;
                 return super::client::run_in_daemon(client, spec);
             }
             Err(e) => {
@@ -115,108 +126,70 @@ pub fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<i32> {
         }
         Err(e) => tracing::warn!(error = %e, "no store: events go to the events file only"),
     }
-
-    let (cols, rows) = {
-        let size = crate::pty::terminal::user_size();
-        (size.cols, size.rows)
-    };
-    let output_dir = cfg
-        .executor
-        .output_dir
-        .clone()
-        .unwrap_or_else(|| state_dir.join("sessions"))
-        .join(&bus.context().session);
-    let mut supervisor = Supervisor::start(SupervisorOptions {
-        config: cfg,
-        patterns: &g.patterns,
-        bus: bus.clone(),
-        output_dir,
-        cols,
-        rows,
-        cwd: cwd.clone(),
-        engine: None,
-        governor: None,
-    })?;
-    let command = supervisor.prepare_argv(command, profile.transcript);
-
-    // The main session runs once, or again after the governor stopped it at its hard limit when
-    // `limits.restart.enabled` (claude continues its conversation with `--resume <id>`).
-    let mut restart = RestartPolicy::new(&cfg.limits.restart);
-    let mut command = command;
-    let result = loop {
-        let mut opts = SessionOptions::new(command.clone(), bus.clone());
-        opts.env = profile
-            .env
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        opts.grace = Duration::from_secs_f64(cfg.run.grace_secs.max(0.0));
-        opts.tap_capacity_bytes = cfg.run.tap_capacity_bytes;
-        opts.record = a.record.clone();
-        opts.rlimits = Some(cfg.limits.rlimits.clone());
-        opts.consumer = supervisor.consumer();
-        opts.on_spawn = Some(supervisor.on_spawn());
-        opts.before_exit = Some(supervisor.before_exit());
-        opts.governor_mode = supervisor.governor_mode();
-        match std::env::current_exe() {
-            Ok(exe) => opts.watchdog_exe = Some(exe),
-            Err(e) => {
-                tracing::warn!(error = %e, "no orphan watchdog: cannot find mpm's own executable")
-            }
-        }
-        let result = run_in_terminal(opts);
-        let limited =
-            matches!(&result, Ok(o) if o.stopped_by.is_none()) && supervisor.main_limit_reached();
-        let delay = if limited {
-            restart.next_delay(std::time::Instant::now())
-        } else {
+    let output_dir = crate::session::delegation_output_dir(cfg, &state_dir, &bus.context().session);
+    let watchdog_exe = match std::env::current_exe() {
+        Ok(exe) => Some(exe),
+        Err(e) => {
+            tracing::warn!(error = %e, "no orphan watchdog: cannot find mpm's own executable");
             None
-        };
-        match delay {
-            Some(delay) => {
-                errln!(
-                    "mpm: the agent was stopped at its resource limit; restarting in {:.1}s",
-                    delay.as_secs_f64()
-                );
-                std::thread::sleep(delay);
-                if let Some(id) = supervisor.claude_session() {
-                    command = resume_argv(&command, id);
-                }
-            }
-            None => break result,
         }
     };
-    let summaries = supervisor.finish();
-    bus.close();
-    let outcome = match result {
-        Ok(o) => o,
-        Err(e) => return Ok(report_start_failure(&e, &command, &cfg.profile, &a)),
+    let spec = SessionSpec {
+        argv: command.clone(),
+        cwd: cwd.clone(),
+        env: None,
+        config: cfg.clone(),
+        patterns: g.patterns.clone(),
+        size: crate::pty::terminal::user_size(),
+        termios: None,
+        record: a.record.clone(),
+        watchdog_exe,
+        output_dir,
     };
-    if cfg.run.summary && !summaries.is_empty() {
-        // The terminal is the user's again: one line per delegation.
-        err!("{}", crate::executor::format_summary(&summaries));
+    let end = match Session::assemble(spec, bus.clone(), SharedParts::default()) {
+        Ok(session) => run_in_terminal(session),
+        Err(e) => {
+            bus.close();
+            return Ok(report_start_failure(&e, &command, &cfg.profile, &a));
+        }
+    };
+    bus.close();
+    if let Err(e) = &end.result {
+        return Ok(report_start_failure(e, &command, &cfg.profile, &a));
     }
-    Ok(outcome.status)
+    if let Some(text) = &end.summary {
+        // The terminal is the user's again: one line per delegation.
+        err!("{text}");
+    }
+    Ok(end.status())
 }
 
-/// The daemon's view of this `mpm run`: argv, absolute paths, the profile's environment.
+/// The daemon's view of this `mpm run`: argv, absolute paths, this process's whole environment,
+/// the configuration resolved here (files, `MPM_*` variables, flags) and what stdin and stdout are.
 fn daemon_spec(
     g: &GlobalArgs,
     a: &RunArgs,
     command: &[String],
     cwd: &std::path::Path,
-    profile: &crate::config::Profile,
+    cfg: &crate::config::Config,
 ) -> anyhow::Result<RunSpec> {
+    use std::os::fd::AsFd as _;
     let abs = |p: &PathBuf| cwd.join(p).display().to_string();
     let size = crate::pty::terminal::user_size();
+    let env = std::env::vars_os()
+        .filter_map(|(k, v)| match (k.into_string(), v.into_string()) {
+            (Ok(k), Ok(v)) => Some((k, v)),
+            (k, _) => {
+                tracing::warn!(variable = ?k, "not passed to the daemon: not UTF-8");
+                None
+            }
+        })
+        .collect();
+    let config = serde_json::to_value(cfg).context("cannot encode the configuration")?;
     Ok(RunSpec {
         argv: command.to_vec(),
         cwd: cwd.display().to_string(),
-        env: profile
-            .env
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+        env,
         cols: size.cols,
         rows: size.rows,
         flags: RunFlags {
@@ -227,6 +200,12 @@ fn daemon_spec(
             patterns: g.patterns.iter().map(abs).collect(),
             events_file: a.events_file.as_ref().map(abs),
         },
+        client: Some(RunClient {
+            config,
+            full_env: true,
+            stdin_tty: crate::pty::terminal::is_tty(std::io::stdin().as_fd()),
+            stdout_tty: crate::pty::terminal::is_tty(std::io::stdout().as_fd()),
+        }),
     })
 }
 
@@ -238,15 +217,10 @@ fn report_start_failure(e: &SessionError, command: &[String], profile: &str, a: 
     } else {
         "install it or check the name and PATH".to_string()
     };
-    match e {
-        SessionError::Spawn(PtyError::NotFound { .. }) => {
-            errln!("mpm: command not found: {name} ({hint})");
-        }
-        SessionError::Spawn(PtyError::NotExecutable { path, reason, .. }) => {
-            errln!("mpm: cannot execute {name} ({path}): {reason}; check its permissions");
-        }
-        other => errln!("mpm: {other}"),
-    }
+    errln!(
+        "mpm: {}",
+        crate::session::start_failure_message(e, name, &hint)
+    );
     e.exit_status()
 }
 

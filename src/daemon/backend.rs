@@ -26,6 +26,9 @@ pub struct SpawnRequest {
     /// `mpm run` flags (no-detect, no-exec, profile, config, patterns); the daemon has already
     /// added the `events_file` sink to `events` when one was asked for.
     pub flags: crate::protocol::RunFlags,
+    /// The client's resolved configuration, whole environment and terminal kind (`None`: an older
+    /// client).
+    pub client: Option<crate::protocol::RunClient>,
     /// The session's event bus (store and followers are already sinks of it). The backend emits
     /// `session.started` once the child runs and `session.exited` when it is gone, plus whatever its
     /// pipeline detects.
@@ -42,8 +45,23 @@ pub enum SpawnError {
         program: String,
         source: std::io::Error,
     },
+    /// The command cannot run: not found (127) or not executable (126), as a shell says it.
+    #[error("{message}")]
+    Command { status: i32, message: String },
     #[error("{0}")]
     Other(String),
+}
+
+impl SpawnError {
+    /// The protocol error code: `command_not_found` (exit 127), `not_executable` (exit 126), else
+    /// `spawn_failed`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SpawnError::Command { status: 127, .. } => "command_not_found",
+            SpawnError::Command { status: 126, .. } => "not_executable",
+            _ => "spawn_failed",
+        }
+    }
 }
 
 /// What an attaching client gets, taken atomically: the bytes that redraw the current screen, and
@@ -78,4 +96,10 @@ pub trait HostedSession: Send + Sync {
     fn wait(&self) -> Option<i32>;
     /// The status if it has exited, without blocking.
     fn try_wait(&self) -> Option<Option<i32>>;
+    /// The client's (non-terminal) input ended: deliver the terminal's EOF character once.
+    fn eof(&self) {}
+    /// The end-of-session delegation summary, once the session has ended (and `run.summary`).
+    fn summary(&self) -> Option<String> {
+        None
+    }
 }

@@ -1,12 +1,14 @@
-//! The daemon's real backend: each hosted session is a [`PtySession`] wrapped by the same
-//! [`Supervisor`] `mpm run` uses in-process (pattern engine, screen pipeline, claude transcript,
-//! executor, governor), so a session behaves the same whether a terminal or the daemon owns it.
-//!
-//! Output goes to a broadcast sink that keeps a vt100 screen model of the session: an attaching
-//! client gets the bytes that redraw the current screen and, atomically under the same lock, a
-//! subscription to every later chunk.
+//! The daemon's real backend: each hosted session is the same [`Session`] `mpm run` runs
+//! in-process (one assembly path: supervisor, restarts, summary, event order), started with
+//! exactly what the client sent (argv, cwd, its whole environment, its resolved configuration).
+//! Only the host differs: output goes to a broadcast sink that keeps a vt100 screen model of the
+//! session; an attaching client gets the bytes that redraw the current screen and, atomically
+//! under the same lock, a subscription to every later chunk. A client whose stdout is not a
+//! terminal gets, instead, exactly what the PTY produced from the first byte (no redraw), with
+//! backpressure.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,11 +16,10 @@ use crossbeam_channel::{Sender, TrySendError};
 
 use super::backend::{Attachment, HostedSession, SessionBackend, SpawnError, SpawnRequest};
 use crate::config::{self, Config, Overrides, paths};
-use crate::events::EventBody;
 use crate::governor::Governor;
 use crate::patterns::Engine;
-use crate::pty::{OutputSink, PtyConfig, PtySession, WinSize};
-use crate::supervisor::{Supervisor, SupervisorOptions};
+use crate::pty::{OutputSink, PtySession, WinSize};
+use crate::session::{Host, Session, SessionError, SessionHandle, SessionSpec, SharedParts};
 
 /// Output chunks an attached client may fall behind by before its stream is dropped.
 const SUBSCRIBER_BACKLOG: usize = 4096;
@@ -125,35 +126,151 @@ impl PtyBackend {
     }
 }
 
+/// How the first attaching client gets the output.
+enum FirstClient {
+    /// A terminal: a redraw of the current screen, then live output (lossy when it falls behind).
+    Terminal,
+    /// A pipe, not yet attached: output waits for it (bounded by [`PIPE_ATTACH_WAIT`]).
+    PipeWaiting,
+    /// A pipe, attached: every byte from the start, no redraw, with backpressure.
+    Pipe(Sender<Arc<[u8]>>),
+}
+
+/// How long a pipe session's output waits for its client's attach before it goes on without it.
+const PIPE_ATTACH_WAIT: Duration = Duration::from_secs(10);
+
 struct Screen {
     parser: vt100::Parser,
     subscribers: Vec<Sender<Arc<[u8]>>>,
+    first: FirstClient,
     closed: bool,
 }
 
-/// The PTY's output: into the screen model and to every attached client.
-struct BroadcastSink(Arc<Mutex<Screen>>);
+/// The screen model and its subscribers, with the condition a pipe session's output waits on.
+struct ScreenState {
+    screen: Mutex<Screen>,
+    attached: Condvar,
+}
 
-impl OutputSink for BroadcastSink {
-    fn write(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+impl ScreenState {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Screen> {
+        self.screen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One chunk into the screen model and to every attached client.
+    fn broadcast(&self, chunk: &[u8]) -> Option<Sender<Arc<[u8]>>> {
         let chunk: Arc<[u8]> = chunk.into();
-        let mut s = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = self.lock();
+        if matches!(s.first, FirstClient::PipeWaiting) {
+            let deadline = Instant::now() + PIPE_ATTACH_WAIT;
+            while matches!(s.first, FirstClient::PipeWaiting) {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    tracing::warn!("the pipe client did not attach: its output is not kept");
+                    s.first = FirstClient::Terminal;
+                    break;
+                }
+                s = self
+                    .attached
+                    .wait_timeout(s, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+        }
         s.parser.process(&chunk);
         s.subscribers.retain(|tx| match tx.try_send(chunk.clone()) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
         });
+        match &s.first {
+            FirstClient::Pipe(tx) => Some(tx.clone()),
+            _ => None,
+        }
+    }
+
+    /// The session is over: end every stream and free the screen model.
+    fn close(&self) {
+        let mut s = self.lock();
+        s.closed = true;
+        s.subscribers.clear();
+        s.first = FirstClient::Terminal;
+        s.parser = vt100::Parser::new(1, 1, 0);
+        self.attached.notify_all();
+    }
+}
+
+/// The PTY's output: into the screen model and to every attached client. A pipe client gets every
+/// chunk with backpressure (a blocking send outside the lock); when it goes away the session ends
+/// as a writer into a closed pipe would.
+struct BroadcastSink {
+    state: Arc<ScreenState>,
+    handle: SessionHandle,
+}
+
+impl OutputSink for BroadcastSink {
+    fn write(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        if let Some(pipe) = self.state.broadcast(chunk)
+            && pipe.send(chunk.into()).is_err()
+        {
+            let mut s = self.state.lock();
+            if matches!(s.first, FirstClient::Pipe(_)) {
+                s.first = FirstClient::Terminal;
+                drop(s);
+                tracing::info!("the pipe client went away: ending the session");
+                self.handle.output_gone(libc::SIGPIPE);
+            }
+        }
         Ok(())
+    }
+}
+
+/// The daemon host of a [`Session`]: output to the screen model and attached clients.
+struct DaemonHost {
+    state: Arc<ScreenState>,
+    handle: SessionHandle,
+    pid: Arc<AtomicI32>,
+    started: Option<Sender<Result<i32, SpawnError>>>,
+}
+
+impl Host for DaemonHost {
+    fn output(&mut self) -> Box<dyn OutputSink> {
+        Box::new(BroadcastSink {
+            state: self.state.clone(),
+            handle: self.handle.clone(),
+        })
+    }
+
+    fn started(&mut self, pty: &Arc<PtySession>) {
+        self.pid.store(pty.pid(), Ordering::SeqCst);
+        if let Some(tx) = self.started.take() {
+            let _ = tx.send(Ok(pty.pid()));
+        }
+    }
+
+    fn notice(&mut self, text: &str) {
+        self.state
+            .broadcast(format!("\r\n[mpm: {text}]\r\n").as_bytes());
     }
 }
 
 struct PtyHosted {
     id: String,
-    pty: Arc<PtySession>,
-    screen: Arc<Mutex<Screen>>,
-    grace: Duration,
-    exit: Mutex<Option<Option<i32>>>,
+    handle: SessionHandle,
+    state: Arc<ScreenState>,
+    pid: Arc<AtomicI32>,
+    /// The end: status and the delegation summary.
+    exit: Mutex<Option<(Option<i32>, Option<String>)>>,
     exited: Condvar,
+}
+
+/// A start failure as the daemon reports it (127/126 keep their meaning).
+fn spawn_error(e: &SessionError, argv0: &str) -> SpawnError {
+    let message =
+        crate::session::start_failure_message(e, argv0, "install it or check the name and PATH");
+    match e.exit_status() {
+        status @ (126 | 127) => SpawnError::Command { status, message },
+        _ => SpawnError::Other(message),
+    }
 }
 
 impl SessionBackend for PtyBackend {
@@ -161,100 +278,116 @@ impl SessionBackend for PtyBackend {
         if req.argv.is_empty() {
             return Err(SpawnError::EmptyCommand);
         }
-        let cfg = &self.config_for(&req)?;
+        // The client's configuration and environment when it sent them (a current client always
+        // does); else the daemon's view (an older client).
+        let (cfg, env) = match &req.client {
+            Some(c) => {
+                let cfg: Config = serde_json::from_value(c.config.clone()).map_err(|e| {
+                    SpawnError::Other(format!("the client's configuration is not valid: {e}"))
+                })?;
+                let env = if c.full_env {
+                    req.env.clone()
+                } else {
+                    std::env::vars().chain(req.env.iter().cloned()).collect()
+                };
+                (cfg, env)
+            }
+            None => (
+                self.config_for(&req)?,
+                std::env::vars().chain(req.env.iter().cloned()).collect(),
+            ),
+        };
+        let pipe_out = req.client.as_ref().is_some_and(|c| !c.stdout_tty);
         let mut patterns = self.patterns.clone();
         let project_patterns = req.cwd.join(".mpm/patterns");
         if project_patterns.is_dir() && req.cwd != std::env::current_dir().unwrap_or_default() {
             patterns.insert(0, project_patterns);
         }
         patterns.extend(req.flags.patterns.iter().map(PathBuf::from));
-        let (cols, rows) = (req.cols.max(1), req.rows.max(1));
-        let mut sup = Supervisor::start(SupervisorOptions {
-            config: cfg,
-            patterns: &patterns,
-            bus: req.events.clone(),
-            output_dir: self.state_dir.join("sessions").join(&req.id),
-            cols,
-            rows,
+        let size = WinSize {
+            cols: req.cols.clamp(1, MAX_SIDE),
+            rows: req.rows.clamp(1, MAX_SIDE),
+        };
+        let shared = SharedParts {
+            engine: self.engine_for(&cfg, &patterns)?,
+            governor: Some(self.governor(&cfg)?),
+        };
+        let argv0 = req.argv[0].clone();
+        let spec = SessionSpec {
+            argv: req.argv.clone(),
             cwd: req.cwd.clone(),
-            engine: self.engine_for(cfg, &patterns)?,
-            governor: Some(self.governor(cfg)?),
-        })
-        .map_err(|e| SpawnError::Other(e.to_string()))?;
-        let transcript = cfg.active_profile().map(|p| p.transcript).unwrap_or(false);
-        let argv = sup.prepare_argv(req.argv.clone(), transcript);
-        let grace = Duration::from_secs_f64(cfg.run.grace_secs.clamp(0.0, 3600.0));
-        let screen = Arc::new(Mutex::new(Screen {
-            parser: vt100::Parser::new(rows, cols, 0),
-            subscribers: Vec::new(),
-            closed: false,
-        }));
-        let mut env = req.env.clone();
-        env.retain(|(k, _)| k != "NOTIFY_SOCKET");
-        let pty = PtySession::spawn(PtyConfig {
-            argv: argv.clone(),
-            env,
-            cwd: Some(req.cwd.clone()),
-            size: WinSize { cols, rows },
+            env: Some(env),
+            output_dir: crate::session::delegation_output_dir(&cfg, &self.state_dir, &req.id),
+            config: cfg,
+            patterns,
+            size,
             termios: None,
-            rlimits: Some(cfg.limits.rlimits.clone()),
-            grace,
-            output: Box::new(BroadcastSink(screen.clone())),
-            consumer: sup.consumer(),
-            tap_capacity_bytes: cfg.run.tap_capacity_bytes,
-            recorder: None,
-        })
-        .map_err(|e| SpawnError::Start {
-            program: argv[0].clone(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
-        let pty = Arc::new(pty);
-        let pid = pty.pid();
-        (sup.on_spawn())(pid);
-        let started = Instant::now();
-        req.events.emit(EventBody::SessionStarted {
-            command: argv,
-            pid: pid as u32,
-            cols,
-            rows,
-            governor_mode: sup.governor_mode(),
+            record: None,
+            watchdog_exe: None,
+        };
+        let session = Session::assemble(spec, req.events.clone(), shared)
+            .map_err(|e| spawn_error(&e, &argv0))?;
+        let handle = session.handle();
+        let state = Arc::new(ScreenState {
+            screen: Mutex::new(Screen {
+                parser: vt100::Parser::new(size.rows, size.cols, 0),
+                subscribers: Vec::new(),
+                first: if pipe_out {
+                    FirstClient::PipeWaiting
+                } else {
+                    FirstClient::Terminal
+                },
+                closed: false,
+            }),
+            attached: Condvar::new(),
         });
+        let pid = Arc::new(AtomicI32::new(0));
         let hosted = Arc::new(PtyHosted {
             id: req.id.clone(),
-            pty: pty.clone(),
-            screen,
-            grace,
+            handle: handle.clone(),
+            state: state.clone(),
+            pid: pid.clone(),
             exit: Mutex::new(None),
             exited: Condvar::new(),
         });
+        let (started_tx, started_rx) = crossbeam_channel::bounded(1);
         let h = hosted.clone();
-        let bus = req.events.clone();
         std::thread::Builder::new()
-            .name("mpm-hosted-wait".into())
+            .name("mpm-hosted".into())
             .spawn(move || {
-                let exit = h.pty.wait();
-                (sup.before_exit())();
-                let summaries = sup.finish();
-                for s in summaries {
+                let mut host = DaemonHost {
+                    state,
+                    handle,
+                    pid,
+                    started: Some(started_tx),
+                };
+                let end = session.run(&mut host);
+                if let (Some(tx), Err(e)) = (host.started.take(), &end.result) {
+                    let _ = tx.send(Err(spawn_error(e, &argv0)));
+                }
+                for s in &end.summaries {
                     tracing::info!(session = %h.id, agent = %s.agent, status = s.status.as_str(), "delegation ended");
                 }
                 // The seam's order: exit event stored, status visible, then streams end.
-                bus.emit(EventBody::SessionExited {
-                    exit_code: exit.code(),
-                    signal: exit.signal(),
-                    duration_ms: started.elapsed().as_millis() as u64,
-                    tap_overrun_bytes: exit.tap_overrun_bytes,
-                });
-                *h.exit.lock().unwrap_or_else(|e| e.into_inner()) = Some(Some(exit.shell_status()));
+                *h.exit.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some((Some(end.status()), end.summary.clone()));
                 h.exited.notify_all();
-                let mut s = h.screen.lock().unwrap_or_else(|e| e.into_inner());
-                s.closed = true;
-                s.subscribers.clear();
+                h.state.close();
             })
-            .map_err(|e| SpawnError::Other(format!("cannot start the session's waiter: {e}")))?;
-        Ok(hosted)
+            .map_err(|e| SpawnError::Other(format!("cannot start the session's thread: {e}")))?;
+        match started_rx.recv() {
+            Ok(Ok(_)) => Ok(hosted),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(SpawnError::Other(
+                "the session ended before it started".into(),
+            )),
+        }
     }
 }
+
+/// The largest PTY side the daemon accepts (larger requests are clamped: a screen model of
+/// 65535x65535 cells would not fit in memory).
+const MAX_SIDE: u16 = 4096;
 
 impl HostedSession for PtyHosted {
     fn id(&self) -> &str {
@@ -262,29 +395,42 @@ impl HostedSession for PtyHosted {
     }
 
     fn pid(&self) -> u32 {
-        self.pty.pid() as u32
+        self.pid.load(Ordering::SeqCst) as u32
     }
 
     fn write_input(&self, bytes: &[u8]) {
-        if let Err(e) = self.pty.write_input(bytes) {
+        if let Err(e) = self.handle.write_input(bytes) {
             tracing::debug!(session = %self.id, error = %e, "input to an ended session");
         }
     }
 
+    fn eof(&self) {
+        self.handle.eof();
+    }
+
     fn resize(&self, cols: u16, rows: u16) {
-        let (cols, rows) = (cols.max(1), rows.max(1));
+        let (cols, rows) = (cols.clamp(1, MAX_SIDE), rows.clamp(1, MAX_SIDE));
         {
-            let mut s = self.screen.lock().unwrap_or_else(|e| e.into_inner());
-            s.parser.screen_mut().set_size(rows, cols);
+            let mut s = self.state.lock();
+            if !s.closed {
+                s.parser.screen_mut().set_size(rows, cols);
+            }
         }
-        if let Err(e) = self.pty.resize(WinSize { cols, rows }) {
-            tracing::warn!(session = %self.id, error = %e, "cannot resize the pty");
-        }
+        self.handle.resize(WinSize { cols, rows });
     }
 
     fn attach(&self) -> Attachment {
         let (tx, rx) = crossbeam_channel::bounded(SUBSCRIBER_BACKLOG);
-        let mut s = self.screen.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = self.state.lock();
+        if matches!(s.first, FirstClient::PipeWaiting) {
+            // The pipe client: no redraw, every byte from the start.
+            s.first = FirstClient::Pipe(tx);
+            self.state.attached.notify_all();
+            return Attachment {
+                snapshot: Vec::new(),
+                output: rx,
+            };
+        }
         let screen = s.parser.screen();
         let mut snapshot = Vec::new();
         if screen.alternate_screen() {
@@ -305,22 +451,34 @@ impl HostedSession for PtyHosted {
         if self.try_wait().is_some() {
             return;
         }
-        self.pty
-            .stop(if grace.is_zero() { self.grace } else { grace });
+        self.handle
+            .stop(if grace.is_zero() { None } else { Some(grace) });
         self.wait();
     }
 
     fn wait(&self) -> Option<i32> {
         let mut exit = self.exit.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            if let Some(code) = *exit {
-                return code;
+            if let Some((code, _)) = &*exit {
+                return *code;
             }
             exit = self.exited.wait(exit).unwrap_or_else(|e| e.into_inner());
         }
     }
 
     fn try_wait(&self) -> Option<Option<i32>> {
-        *self.exit.lock().unwrap_or_else(|e| e.into_inner())
+        self.exit
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|(code, _)| *code)
+    }
+
+    fn summary(&self) -> Option<String> {
+        self.exit
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .and_then(|(_, s)| s.clone())
     }
 }

@@ -244,7 +244,7 @@ fn handle(shared: &Arc<Shared>, msg: ClientMsg) -> ServerMsg {
             Ok(_) => ServerMsg::Ok,
             Err(e) => ServerMsg::error("internal", e.to_string()),
         },
-        ClientMsg::Resize { .. } | ClientMsg::Detach => {
+        ClientMsg::Resize { .. } | ClientMsg::Detach | ClientMsg::Eof => {
             ServerMsg::error("unexpected", "not attached")
         }
         ClientMsg::Events { .. } | ClientMsg::Attach { .. } => {
@@ -352,13 +352,14 @@ fn run(shared: &Arc<Shared>, spec: RunSpec) -> ServerMsg {
         cols: spec.cols,
         rows: spec.rows,
         flags: spec.flags.clone(),
+        client: spec.client.clone(),
         events: bus.clone(),
     };
     let session = match shared.opts.backend.spawn(req) {
         Ok(s) => s,
         Err(e) => {
             let _ = shared.store().end_session(&id, None, "spawn-failed");
-            return ServerMsg::error("spawn_failed", e.to_string());
+            return ServerMsg::error(e.code(), e.to_string());
         }
     };
     let pid = session.pid();
@@ -487,6 +488,7 @@ fn attach(
             &ServerMsg::SessionEnded {
                 session: h.session.id().into(),
                 exit_code: code,
+                summary: h.session.summary(),
             },
         )?;
         return Ok(());
@@ -532,6 +534,7 @@ fn attach(
                                 Some(code) => ServerMsg::SessionEnded {
                                     session: out_h.session.id().into(),
                                     exit_code: code,
+                                    summary: out_h.session.summary(),
                                 },
                                 None => ServerMsg::error(
                                     "too_slow",
@@ -560,6 +563,7 @@ fn attach(
             Ok(f) => match f.parse::<ClientMsg>() {
                 Ok(ClientMsg::Resize { cols, rows }) => h.session.resize(cols, rows),
                 Ok(ClientMsg::Detach) => break,
+                Ok(ClientMsg::Eof) => h.session.eof(),
                 Ok(_) => {
                     let _ = send(
                         writer,

@@ -58,8 +58,10 @@ impl OutputSink for io::Sink {
 pub struct PtyConfig {
     /// The final argv (`argv[0]` is resolved on the child's PATH).
     pub argv: Vec<String>,
-    /// Added to the inherited environment.
+    /// Added to the inherited environment (or, with `env_clear`, the whole environment).
     pub env: Vec<(String, String)>,
+    /// Start from an empty environment instead of mpm's (a daemon passes its client's).
+    pub env_clear: bool,
     pub cwd: Option<PathBuf>,
     pub size: WinSize,
     /// Line settings for the PTY (the user's terminal's); `None` = kernel defaults.
@@ -136,6 +138,7 @@ impl PtySession {
         let spawned = spawn(&SpawnSpec {
             argv: &cfg.argv,
             env: &cfg.env,
+            env_clear: cfg.env_clear,
             cwd: cfg.cwd.as_deref(),
             size: cfg.size,
             termios: cfg.termios.as_ref(),
@@ -510,6 +513,7 @@ mod tests {
         PtyConfig {
             argv: argv.iter().map(|s| s.to_string()).collect(),
             env: vec![("MPM_TEST_VAR".into(), "v1".into())],
+            env_clear: false,
             cwd: None,
             size: WinSize { cols: 77, rows: 11 },
             termios: None,

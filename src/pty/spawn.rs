@@ -140,6 +140,8 @@ pub struct SpawnSpec<'a> {
     pub argv: &'a [String],
     /// Added to (or replacing in) the inherited environment.
     pub env: &'a [(String, String)],
+    /// Start from an empty environment: `env` is the whole of it.
+    pub env_clear: bool,
     pub cwd: Option<&'a Path>,
     pub size: WinSize,
     /// Line settings for the new PTY (the user's terminal's, so the child sees the same erase and
@@ -229,7 +231,13 @@ pub(crate) fn spawn(spec: &SpawnSpec<'_>) -> Result<Spawned, PtyError> {
         .rev()
         .find(|(k, _)| k == "PATH")
         .map(|(_, v)| OsString::from(v))
-        .or_else(|| std::env::var_os("PATH"));
+        .or_else(|| {
+            if spec.env_clear {
+                None
+            } else {
+                std::env::var_os("PATH")
+            }
+        });
     let program = resolve_command(argv0, child_path.as_deref())?;
 
     let (master, slave) = open_pty()?;
@@ -249,6 +257,9 @@ pub(crate) fn spawn(spec: &SpawnSpec<'_>) -> Result<Spawned, PtyError> {
         .stdin(stdio("dup pty slave")?)
         .stdout(stdio("dup pty slave")?)
         .stderr(stdio("dup pty slave")?);
+    if spec.env_clear {
+        cmd.env_clear();
+    }
     for (k, v) in spec.env {
         cmd.env(k, v);
     }

@@ -36,15 +36,91 @@ pub fn fake_agent() -> String {
         .to_string()
 }
 
-/// An isolated environment for mpm: XDG folders in a temp dir (logs, config), short grace.
+/// Which host runs `mpm run`'s session: this process (no daemon answers) or a daemon the test
+/// started (`mpm daemon --socket ... --state-dir ...`, found through `MPM_SOCKET`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostKind {
+    InProcess,
+    Daemon,
+}
+
+/// A daemon started by a test: SIGTERM (it stops its sessions) and, if need be, SIGKILL on drop.
+pub struct DaemonGuard {
+    pub child: Child,
+    pub socket: PathBuf,
+}
+
+impl Drop for DaemonGuard {
+    fn drop(&mut self) {
+        let pid = Pid::from_raw(self.child.id() as i32);
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = kill(pid, Signal::SIGTERM);
+            let gone = wait_until(DEADLINE, || self.child.try_wait().ok().flatten().is_some());
+            if !gone {
+                let _ = killpg(pid, Signal::SIGKILL);
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+    }
+}
+
+/// An isolated environment for mpm: XDG folders in a temp dir (logs, config), short grace; with
+/// [`HostKind::Daemon`], a daemon of its own that `mpm run` finds.
 pub struct TestEnv {
+    /// Dropped first: the daemon stops its sessions before the folder goes.
+    pub daemon: Option<DaemonGuard>,
     pub dir: tempfile::TempDir,
 }
 
 impl TestEnv {
     pub fn new() -> Self {
         TestEnv {
+            daemon: None,
             dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    /// An environment whose `mpm run` is hosted by `host`.
+    pub fn for_host(host: HostKind) -> Self {
+        let mut env = TestEnv::new();
+        if host == HostKind::Daemon {
+            let socket = env.path("daemon.sock");
+            let mut c = env.command(&[
+                "daemon",
+                "--socket",
+                socket.to_str().expect("utf-8 path"),
+                "--state-dir",
+                env.path("daemon-state").to_str().expect("utf-8 path"),
+            ]);
+            c.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .process_group(0);
+            let child = c.spawn().expect("spawn mpm daemon");
+            let guard = DaemonGuard {
+                child,
+                socket: socket.clone(),
+            };
+            assert!(
+                wait_until(DEADLINE, || std::os::unix::net::UnixStream::connect(
+                    &socket
+                )
+                .is_ok()),
+                "the daemon never listened on {}",
+                socket.display()
+            );
+            env.daemon = Some(guard);
+        }
+        env
+    }
+
+    /// The host this environment's `mpm run` uses.
+    pub fn host(&self) -> HostKind {
+        if self.daemon.is_some() {
+            HostKind::Daemon
+        } else {
+            HostKind::InProcess
         }
     }
 
@@ -54,7 +130,7 @@ impl TestEnv {
 
     pub fn vars(&self) -> Vec<(String, String)> {
         let d = self.dir.path();
-        vec![
+        let mut v = vec![
             (
                 "XDG_STATE_HOME".into(),
                 d.join("state").display().to_string(),
@@ -68,7 +144,11 @@ impl TestEnv {
                 d.join("run").display().to_string(),
             ),
             ("MPM_RUN__GRACE_SECS".into(), "0.5".into()),
-        ]
+        ];
+        if let Some(d) = &self.daemon {
+            v.push(("MPM_SOCKET".into(), d.socket.display().to_string()));
+        }
+        v
     }
 
     /// `mpm` with this environment (no terminal).
@@ -296,11 +376,17 @@ impl PtyProc {
 
     /// Wait for mpm to exit; panics after the deadline.
     pub fn wait(&mut self) -> ExitStatus {
+        self.wait_within(DEADLINE)
+    }
+
+    /// Wait for mpm to exit; panics after `deadline` (for sessions that move a lot of data on a
+    /// machine that may be busy: the deadline only bounds a failure).
+    pub fn wait_within(&mut self, deadline: Duration) -> ExitStatus {
         if let Some(s) = self.status {
             return s;
         }
         let mut status = None;
-        let ok = wait_until(DEADLINE, || {
+        let ok = wait_until(deadline, || {
             status = self.child.try_wait().expect("try_wait");
             status.is_some()
         });
@@ -330,6 +416,26 @@ impl Drop for PtyProc {
         // Anything of the tree that survived (the test failed half-way): gone now.
         mpm::process::stop_tree(pid, Duration::from_millis(100));
     }
+}
+
+/// A test that runs once per host: `both_hosts!(name);` after `fn name(host: HostKind)` makes
+/// `name::in_process` and `name::daemon`.
+#[macro_export]
+macro_rules! both_hosts {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn in_process() {
+                    super::$name($crate::common::HostKind::InProcess)
+                }
+                #[test]
+                fn daemon() {
+                    super::$name($crate::common::HostKind::Daemon)
+                }
+            }
+        )*
+    };
 }
 
 /// Kill these pids on drop (processes a test created indirectly, e.g. grandchildren).

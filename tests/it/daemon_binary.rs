@@ -35,6 +35,7 @@ fn spawn_session(env: &Env, guard: &mut Guard, steps: &[&str]) -> (String, u32) 
             cols: 80,
             rows: 24,
             flags: Default::default(),
+            client: None,
         }))
         .unwrap()
     {

@@ -63,6 +63,7 @@ impl Running {
                 cols: 80,
                 rows: 24,
                 flags: Default::default(),
+                client: None,
             }))
             .unwrap();
         match reply {
@@ -283,7 +284,8 @@ fn attach_detach_reattach_redraws_the_screen() {
         end.parse::<ServerMsg>().unwrap(),
         ServerMsg::SessionEnded {
             session: id,
-            exit_code: Some(0)
+            exit_code: Some(0),
+            summary: None,
         }
     );
 }
@@ -493,6 +495,7 @@ fn run_with_events_file_writes_the_session_events_there_too() {
                 events_file: Some(path.display().to_string()),
                 ..Default::default()
             },
+            client: None,
         }))
         .unwrap();
     let ServerMsg::Spawned { session, .. } = reply else {
@@ -523,6 +526,7 @@ fn run_with_events_file_writes_the_session_events_there_too() {
             events_file: Some("/proc/nope/events.jsonl".into()),
             ..Default::default()
         },
+        client: None,
     }));
     assert!(matches!(reply, Err(ClientError::Refused { code, .. }) if code == "spawn_failed"));
     // So is a missing program.
@@ -533,8 +537,12 @@ fn run_with_events_file_writes_the_session_events_there_too() {
         cols: 80,
         rows: 24,
         flags: Default::default(),
+        client: None,
     }));
-    assert!(matches!(reply, Err(ClientError::Refused { code, .. }) if code == "spawn_failed"));
+    assert!(
+        matches!(&reply, Err(ClientError::Refused { code, .. }) if code == "command_not_found"),
+        "{reply:?}"
+    );
 }
 
 #[test]

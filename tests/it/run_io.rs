@@ -21,9 +21,8 @@ fn run_with_stdin(env: &TestEnv, args: &[&str], input: &[u8]) -> std::process::O
     child.wait_with_output().unwrap()
 }
 
-#[test]
-fn piped_stdin_partial_last_line_then_eof() {
-    let env = TestEnv::new();
+fn piped_stdin_partial_last_line_then_eof(host: HostKind) {
+    let env = TestEnv::for_host(host);
     let out = run_with_stdin(&env, &["run", "--", "cat"], b"a\nb");
     assert_eq!(out.status.code(), Some(0));
     // The PTY echoes the input ("a\r\nb"), then cat prints what it read: "a\n" and, after the first
@@ -31,9 +30,8 @@ fn piped_stdin_partial_last_line_then_eof() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "a\r\nba\r\nb");
 }
 
-#[test]
-fn piped_stdin_lines_reach_the_agent_and_eof_is_delivered_once() {
-    let env = TestEnv::new();
+fn piped_stdin_lines_reach_the_agent_and_eof_is_delivered_once(host: HostKind) {
+    let env = TestEnv::for_host(host);
     let out = run_with_stdin(&env, &["run", "--", &fake_agent(), "echo"], b"hi\n");
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
@@ -285,3 +283,55 @@ fn main_session_restarts_after_a_limit_stop_within_the_policy() {
         .collect();
     assert_eq!(started[0]["command"], started[1]["command"]);
 }
+
+crate::both_hosts!(
+    piped_stdin_partial_last_line_then_eof,
+    piped_stdin_lines_reach_the_agent_and_eof_is_delivered_once,
+);
+
+/// The agent sees the user's environment (through a daemon too: the client's, not the daemon's),
+/// and the client's `MPM_*` configuration layer shapes the session (here the profile's `env`).
+fn environment_reaches_the_agent(host: HostKind) {
+    let env = TestEnv::for_host(host);
+    let out = env
+        .command(&[
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "echo foo=$MPM_TEST_FOO bar=$mpm_test_bar; exit 5",
+        ])
+        .env("MPM_TEST_FOO", "from-the-user")
+        // Keys of `MPM_*` variables are lowercased: this sets `profiles.claude.env.mpm_test_bar`.
+        .env("MPM_PROFILES__CLAUDE__ENV__MPM_TEST_BAR", "from-the-config")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(5), "{text}");
+    assert_eq!(text, "foo=from-the-user bar=from-the-config\r\n");
+}
+
+/// Output into a pipe is exactly what the PTY produced: every line, no redraw, in both hosts.
+fn output_into_a_pipe_is_complete(host: HostKind) {
+    let env = TestEnv::for_host(host);
+    let out = env
+        .command(&["run", "--", "seq", "1", "50000"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let expected: String = (1..=50000).map(|i| format!("{i}\r\n")).collect();
+    assert!(
+        out.stdout == expected.as_bytes(),
+        "{} bytes, want {}; starts {:?}",
+        out.stdout.len(),
+        expected.len(),
+        String::from_utf8_lossy(&out.stdout[..out.stdout.len().min(80)])
+    );
+}
+
+crate::both_hosts!(
+    environment_reaches_the_agent,
+    output_into_a_pipe_is_complete
+);

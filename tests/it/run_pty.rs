@@ -27,9 +27,8 @@ fn onlcr(bytes: &[u8]) -> Vec<u8> {
 /// applied. The agent's PTY gets the outer terminal's line settings, which are the kernel
 /// defaults here (`OPOST|ONLCR` and nothing else in `c_oflag`), so ONLCR is the whole transform.
 /// This is exact and independent of another relay (`script` would itself be under test).
-#[test]
-fn passes_16_mib_of_random_bytes_exactly() {
-    let env = TestEnv::new();
+fn passes_16_mib_of_random_bytes_exactly(host: HostKind) {
+    let env = TestEnv::for_host(host);
     const N: usize = 16 << 20;
     let step = format!("random:{N}:7");
     let expected = {
@@ -49,7 +48,8 @@ fn passes_16_mib_of_random_bytes_exactly() {
         pipe_r.read_to_end(&mut all).unwrap();
         all
     });
-    assert_eq!(p.wait().code(), Some(0), "terminal:\n{}", p.text());
+    let status = p.wait_within(DEADLINE * 6);
+    assert_eq!(status.code(), Some(0), "terminal:\n{}", p.text());
     let got = collector.join().unwrap();
     assert_eq!(got.len(), expected.len(), "length differs");
     if let Some(i) = got.iter().zip(&expected).position(|(a, b)| a != b) {
@@ -57,9 +57,8 @@ fn passes_16_mib_of_random_bytes_exactly() {
     }
 }
 
-#[test]
-fn resize_reaches_the_child_and_ctrl_c_is_a_byte() {
-    let env = TestEnv::new();
+fn resize_reaches_the_child_and_ctrl_c_is_a_byte(host: HostKind) {
+    let env = TestEnv::for_host(host);
     let mut p = Spawn::new(
         &env,
         &[
@@ -84,9 +83,8 @@ fn resize_reaches_the_child_and_ctrl_c_is_a_byte() {
     assert_eq!(p.wait().code(), Some(130));
 }
 
-#[test]
-fn ctrl_c_reaches_a_trapping_child() {
-    let env = TestEnv::new();
+fn ctrl_c_reaches_a_trapping_child(host: HostKind) {
+    let env = TestEnv::for_host(host);
     let mut p = Spawn::new(
         &env,
         &["run", "--", &fake_agent(), "trapint", "ready", "echo"],
@@ -104,10 +102,14 @@ fn ctrl_c_reaches_a_trapping_child() {
 
 /// Exit statuses pass through, and the outer terminal's termios after == before, after having
 /// been raw during the session.
-#[test]
-fn exit_codes_pass_through_and_termios_is_restored() {
-    for (step, code) in [("exit:0", 0), ("exit:3", 3), ("signal:KILL", 137)] {
-        let env = TestEnv::new();
+fn exit_codes_pass_through_and_termios_is_restored(host: HostKind) {
+    for (step, code) in [
+        ("exit:0", 0),
+        ("exit:3", 3),
+        ("exit:5", 5),
+        ("signal:KILL", 137),
+    ] {
+        let env = TestEnv::for_host(host);
         let gate = env.path("gate");
         let mut p = Spawn::new(
             &env,
@@ -203,9 +205,8 @@ fn sigkill_of_mpm_leaves_no_orphan() {
     }
 }
 
-#[test]
-fn command_not_found_is_127_and_not_executable_is_126() {
-    let env = TestEnv::new();
+fn command_not_found_is_127_and_not_executable_is_126(host: HostKind) {
+    let env = TestEnv::for_host(host);
     let mut p = Spawn::new(&env, &["run", "--", "no-such-agent-xyz"]).start();
     let before = p.initial_termios.clone();
     assert_eq!(p.wait_output().code(), Some(127));
@@ -239,10 +240,9 @@ fn command_not_found_is_127_and_not_executable_is_126() {
 
 /// An exec failure after raw mode was entered (a script whose interpreter is missing): 126, and
 /// the terminal is restored on this setup-error path too.
-#[test]
-fn setup_error_after_raw_mode_restores_the_terminal() {
+fn setup_error_after_raw_mode_restores_the_terminal(host: HostKind) {
     use std::os::unix::fs::PermissionsExt;
-    let env = TestEnv::new();
+    let env = TestEnv::for_host(host);
     let script = env.path("bad-interp.sh");
     std::fs::write(&script, "#!/nonexistent/interpreter\necho hi\n").unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -254,9 +254,8 @@ fn setup_error_after_raw_mode_restores_the_terminal() {
 }
 
 /// Ctrl-\ is a byte too: the agent's PTY turns it into SIGQUIT for the agent (131), not for mpm.
-#[test]
-fn ctrl_backslash_reaches_the_child_as_sigquit() {
-    let env = TestEnv::new();
+fn ctrl_backslash_reaches_the_child_as_sigquit(host: HostKind) {
+    let env = TestEnv::for_host(host);
     let mut p = Spawn::new(&env, &["run", "--", &fake_agent(), "ready", "sleep:0"]).start();
     p.expect("READY");
     p.send(b"\x1c");
@@ -307,3 +306,13 @@ fn ctrl_z_reaches_the_child_as_sigtstp() {
     p.expect("got-TSTP");
     assert_eq!(p.wait().code(), Some(5), "{}", p.text());
 }
+
+crate::both_hosts!(
+    passes_16_mib_of_random_bytes_exactly,
+    resize_reaches_the_child_and_ctrl_c_is_a_byte,
+    ctrl_c_reaches_a_trapping_child,
+    exit_codes_pass_through_and_termios_is_restored,
+    command_not_found_is_127_and_not_executable_is_126,
+    setup_error_after_raw_mode_restores_the_terminal,
+    ctrl_backslash_reaches_the_child_as_sigquit,
+);
