@@ -7,7 +7,8 @@
 //! power loss may drop the last transactions, never corrupt the file.
 //!
 //! Tickets are de-duplicated per project (the session's working directory) by ticket type and
-//! normalised title (lower case, whitespace collapsed, trailing punctuation dropped).
+//! normalised title (the session identity of [`crate::detect::identity`]: markdown, width,
+//! whitespace and case folded, trailing punctuation dropped).
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -121,17 +122,11 @@ pub struct Store {
     conn: Mutex<Option<Connection>>,
 }
 
-/// Lower case, whitespace collapsed, trailing punctuation dropped: the ticket de-duplication key.
+/// The ticket de-duplication key: the session's one identity of a text
+/// ([`crate::detect::identity::normalize`]: markdown, width, whitespace and case folded, trailing
+/// punctuation dropped), so a ticket seen on screen and in the transcript is one row.
 pub fn normalise_title(title: &str) -> String {
-    let collapsed = title
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .to_lowercase();
-    collapsed
-        .trim_end_matches(|c: char| c.is_ascii_punctuation())
-        .trim()
-        .to_string()
+    crate::detect::identity::normalize(title)
 }
 
 impl Store {
@@ -815,5 +810,6 @@ mod tests {
     #[test]
     fn normalise() {
         assert_eq!(normalise_title("  Fix   THE bug!! "), "fix the bug");
+        assert_eq!(normalise_title("Fix `parse()` **now**"), "fix parse() now");
     }
 }

@@ -1,15 +1,15 @@
 //! One detection per thing said, per session.
 //!
-//! The key is the category plus the agent (delegations) or ticket type (tickets) plus the task, title
-//! or (for other categories) the matched text, each normalised: lower case, whitespace collapsed,
-//! leading decoration and trailing punctuation removed. Redraws, resizes, reprints and the same line
-//! seen on screen and in the transcript therefore collapse into one detection.
+//! The key is the detection's [`Fingerprint`] (see [`crate::detect::identity`]): category plus agent
+//! or ticket type plus the task, title or line, folded for markdown, width, whitespace and case.
+//! Redraws, resizes, reprints and the same line seen on screen and in the transcript therefore
+//! collapse into one detection.
 //!
 //! A delegation or ticket whose text is a whole-word *prefix* of one already recorded (same category
 //! and agent/type) is also a repeat: a narrower terminal shows the wrapped paragraph's first row alone
 //! when the wrap width is not known (e.g. `mpm scan` over a capture that was resized), and the
-//! screen-reader renderer reprints a live line half-written. The reverse order (prefix first) cannot be
-//! retracted; the screen reader only reads complete lines to make it rare.
+//! screen-reader renderer reprints a live line half-written. The reverse order (prefix first) is the
+//! dispatcher's business: a provisional detection is replaced by its longer version there.
 //!
 //! The handle is cheap to clone and shared between the screen pipeline and the transcript tailer.
 
@@ -18,14 +18,12 @@ use std::sync::{Arc, Mutex};
 
 use foldhash::fast::RandomState;
 
+use crate::detect::identity::Fingerprint;
 use crate::events::Detection;
 
 /// Keys kept per session at most; past that the memory is reset (a very long session may then see a
 /// repeat of something said long ago).
 const MAX_KEYS: usize = 100_000;
-
-/// Separates the parts of a key (a control character no normalised text contains).
-const SEP: char = '\u{1f}';
 
 #[derive(Debug, Default)]
 struct State {
@@ -42,65 +40,15 @@ pub struct Dedup {
     inner: Arc<Mutex<State>>,
 }
 
-/// Lower case, whitespace collapsed, leading decoration and trailing punctuation stripped.
+/// The identity's text normalisation ([`crate::detect::identity::normalize`]).
 pub fn normalize_key_text(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    push_key_text(s, &mut out);
-    out
+    crate::detect::identity::normalize(s)
 }
 
-/// [`normalize_key_text`] of `s`, appended to `out`.
-fn push_key_text(s: &str, out: &mut String) {
-    let base = out.len();
-    crate::patterns::push_lower_words(s, out);
-    let body = &out[base..];
-    let start = body
-        .char_indices()
-        .find(|(_, c)| c.is_alphanumeric() || *c == '[' || *c == '(')
-        .map_or(body.len(), |(i, _)| i);
-    let mut body = &body[start..];
-    // The screen reader prints errors as `error: <text>`; `<text>` is what the other sources show.
-    if let Some(rest) = body.strip_prefix("error: ")
-        && rest.contains("error")
-    {
-        body = rest;
-    }
-    let trimmed = body.trim_end_matches(|c: char| {
-        c.is_whitespace() || matches!(c, '.' | ',' | ';' | ':' | '!' | '?' | '*' | '_' | '`')
-    });
-    // Offsets of the kept text inside `out`.
-    let from = trimmed.as_ptr() as usize - out.as_ptr() as usize;
-    let to = from + trimmed.len();
-    out.truncate(to);
-    out.drain(base..from);
-}
-
-/// Write the key of `d` into `key` (cleared first): `group SEP text`. Returns the group's length.
-fn write_key(d: &Detection, key: &mut String) -> usize {
-    key.clear();
-    let who = d
-        .agent
-        .as_deref()
-        .or(d.ticket_type.as_deref())
-        .unwrap_or("");
-    let what = d.task.as_deref().or(d.title.as_deref()).unwrap_or(&d.text);
-    key.push_str(&d.category);
-    key.push(SEP);
-    crate::patterns::push_lowercase(who, key);
-    let group_len = key.len();
-    key.push(SEP);
-    push_key_text(what, key);
-    group_len
-}
-
-/// `(group, text)` for a detection: the group is category plus agent or ticket type; the text is
-/// the normalised task, title or line.
+/// `(group, text)` for a detection: its [`Fingerprint`]'s parts.
 pub fn key_parts(d: &Detection) -> (String, String) {
-    let mut key = String::new();
-    let group_len = write_key(d, &mut key);
-    let text = key[group_len + SEP.len_utf8()..].to_string();
-    key.truncate(group_len);
-    (key, text)
+    let f = Fingerprint::of(d);
+    (f.group, f.text)
 }
 
 /// Is some recorded text `text` followed by a space and more words? O(log n): the candidates sort
@@ -124,9 +72,9 @@ impl Dedup {
 
     /// True when `d` is new: it is recorded and should be reported. False for a repeat.
     pub fn admit(&self, d: &Detection) -> bool {
-        let mut key = String::with_capacity(64 + d.text.len());
-        let group_len = write_key(d, &mut key);
-        let (group, text) = (&key[..group_len], &key[group_len + SEP.len_utf8()..]);
+        let f = Fingerprint::of(d);
+        let key = f.key();
+        let (group, text) = (f.group.as_str(), f.text.as_str());
         let mut st = match self.inner.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -193,6 +141,21 @@ mod tests {
         assert!(d.admit(&deleg("engineer", "Implement  fib.", TextSource::Screen)));
         assert!(!d.admit(&deleg("engineer", "implement fib", TextSource::Transcript)));
         assert!(d.admit(&deleg("qa", "implement fib", TextSource::Transcript)));
+    }
+
+    #[test]
+    fn inline_code_and_emphasis_do_not_make_another_delegation() {
+        let d = Dedup::new();
+        assert!(d.admit(&deleg(
+            "engineer",
+            "implement fib(n) in fib.py",
+            TextSource::Screen
+        )));
+        assert!(!d.admit(&deleg(
+            "Engineer",
+            "implement `fib(n)` in **fib.py**.",
+            TextSource::Transcript
+        )));
     }
 
     #[test]

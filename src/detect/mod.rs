@@ -26,12 +26,14 @@
 
 pub mod claude;
 pub mod dedup;
+pub mod identity;
 pub mod split;
 
 use std::sync::Arc;
 
 pub use claude::{ClaudeArgs, Item, TranscriptTailer, prepare_args, transcript_path};
 pub use dedup::Dedup;
+pub use identity::Fingerprint;
 pub use split::LineSplitter;
 
 use crate::events::{Detection, TextSource};

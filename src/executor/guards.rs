@@ -5,15 +5,10 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-/// The dedup key of a delegation: registry agent name plus the task with whitespace runs folded to
-/// one space, trimmed and lower-cased.
-pub fn dedup_key(agent: &str, task: &str) -> (String, String) {
-    let task = task
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .to_lowercase();
-    (agent.to_string(), task)
+/// The dedup key of a delegation: the session's one identity ([`crate::detect::Fingerprint`]) of
+/// the registry agent name and the task, folded for markdown, width, whitespace and case.
+pub fn dedup_key(agent: &str, task: &str) -> crate::detect::Fingerprint {
+    crate::detect::Fingerprint::delegation(agent, task)
 }
 
 /// At most `per_minute` admissions in any 60 s window (0 = no cap). Holds at most `per_minute`
@@ -159,6 +154,11 @@ mod tests {
             dedup_key("qa", "run the tests")
         );
         assert_ne!(dedup_key("qa", "a"), dedup_key("engineer", "a"));
+        // The screen's and the transcript's forms of one task are one key.
+        assert_eq!(
+            dedup_key("qa", "run `cargo test` on **all** crates."),
+            dedup_key("qa", "run cargo test on all crates")
+        );
     }
 
     #[test]

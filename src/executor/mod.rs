@@ -9,7 +9,7 @@
 //! Admission happens synchronously in `submit`, in this order, each failure ending the delegation
 //! right away: not a delegation / `handled_by_agent` (ignored: the detection itself is the record)
 //! → agent resolution (`on_unknown_agent`; rejected names get `rejected`) → invalid argv template
-//! (`rejected`) → dedup (an identical agent + task, whitespace and case folded, already admitted in
+//! (`rejected`) → dedup (the same agent + task by [`crate::detect::Fingerprint`], already admitted in
 //! this session: dropped silently, logged) → circuit breaker open (`rejected`) → queue full
 //! (`rejected`) → rate cap (`rejected`; `rate_per_minute: 0` = no cap). A delegation rejected at
 //! admission gets only a `delegation.finished` with status `rejected` and a `reason`: it never
@@ -322,7 +322,7 @@ struct State {
     reserved: usize,
     running: usize,
     running_by_agent: HashMap<String, usize>,
-    seen: HashSet<(String, String)>,
+    seen: HashSet<crate::detect::Fingerprint>,
     rate: RateWindow,
     breakers: HashMap<String, Breaker>,
     summaries: Vec<DelegationSummary>,
