@@ -8,6 +8,7 @@ mod agents;
 mod client;
 mod config_cmd;
 mod daemon_cmd;
+mod delegations;
 mod patterns_cmd;
 mod run;
 mod scan;
@@ -77,6 +78,9 @@ pub enum Command {
     /// Install the systemd user unit.
     #[command(subcommand)]
     Service(daemon_cmd::ServiceCommand),
+    /// Delegations of live and past sessions: list, show, logs.
+    #[command(subcommand)]
+    Delegations(delegations::DelegationsCommand),
     /// Internal: the orphan watchdog of a session (see `pty::watchdog`).
     #[command(name = "__watchdog", hide = true)]
     Watchdog(run::WatchdogArgs),
@@ -123,6 +127,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Tickets(c) => client::tickets(&g, c),
         Command::Stop(a) => client::stop(&g, a),
         Command::Attach(a) => client::attach(&g, a),
+        Command::Delegations(c) => delegations::delegations(&g, c),
         Command::Watchdog(a) => run::watchdog(a),
     }
 }

@@ -100,6 +100,7 @@ pub fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<i32> {
             .with_context(|| format!("cannot open events file {}", path.display()))?;
         bus.add_sink(Arc::new(sink));
     }
+    let tally = crate::feedback::summary::Tally::attach(&bus);
     // In-process sessions write to the daemon's store too, so `mpm tickets` sees them later.
     let state_dir = cfg
         .daemon
@@ -191,9 +192,13 @@ pub fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<i32> {
         Ok(o) => o,
         Err(e) => return Ok(report_start_failure(&e, &command, &cfg.profile, &a)),
     };
-    if cfg.run.summary && !summaries.is_empty() {
-        // The terminal is the user's again: one line per delegation.
-        eprint!("{}", crate::executor::format_summary(&summaries));
+    if cfg.run.summary {
+        // The terminal is the user's again: per delegation its task and result file.
+        let width = crate::pty::terminal::user_size().cols as usize;
+        eprint!(
+            "{}",
+            crate::feedback::summary::format(&summaries, tally.tickets(), tally.errors(), width)
+        );
     }
     Ok(outcome.status)
 }
