@@ -10,6 +10,7 @@ mod config_cmd;
 mod daemon_cmd;
 mod delegations;
 mod patterns_cmd;
+mod prompt_cmd;
 mod run;
 mod scan;
 
@@ -81,6 +82,8 @@ pub enum Command {
     /// Delegations of live and past sessions: list, show, logs.
     #[command(subcommand)]
     Delegations(delegations::DelegationsCommand),
+    /// Print the delegation protocol that `--mode inject` gives the main agent.
+    Prompt(prompt_cmd::PromptArgs),
     /// Internal: the orphan watchdog of a session (see `pty::watchdog`).
     #[command(name = "__watchdog", hide = true)]
     Watchdog(run::WatchdogArgs),
@@ -128,6 +131,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Stop(a) => client::stop(&g, a),
         Command::Attach(a) => client::attach(&g, a),
         Command::Delegations(c) => delegations::delegations(&g, c),
+        Command::Prompt(a) => prompt_cmd::prompt(&g, a),
         Command::Watchdog(a) => run::watchdog(a),
     }
 }

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// What mpm does with delegations (`--mode` / `orchestration.mode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum OrchestrationMode {
     /// Detect, run, and feed results back.
