@@ -17,6 +17,7 @@
 //! | [`patterns`] | YAML pattern packs, compiled engine |
 //! | [`detect`] | text sources → engine → dedup → detections |
 //! | [`executor`] | agent registry, bounded parallel delegation runner |
+//! | [`feedback`] | results back to the main agent; delegation records for the user |
 //! | [`governor`] | resource sampling, thresholds, actions, cgroups |
 //! | [`store`] | SQLite store of sessions, events, delegations, tickets |
 //! | [`protocol`] | daemon socket frames and messages |
@@ -30,6 +31,7 @@ pub mod daemon;
 pub mod detect;
 pub mod events;
 pub mod executor;
+pub mod feedback;
 pub mod governor;
 pub mod logging;
 pub mod patterns;

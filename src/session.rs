@@ -312,6 +312,8 @@ pub struct Session {
     env: Vec<(String, String)>,
     handle: SessionHandle,
     ctl_rx: Receiver<Ctl>,
+    /// Tickets and errors recorded, for the end-of-session summary.
+    tally: Arc<crate::feedback::summary::Tally>,
 }
 
 impl Session {
@@ -344,7 +346,9 @@ impl Session {
         let transcript = profile.is_some_and(|p| p.transcript);
         let argv = supervisor.prepare_argv(spec.argv.clone(), transcript);
         let (ctl, ctl_rx) = crossbeam_channel::unbounded();
+        let tally = crate::feedback::summary::Tally::attach(&bus);
         Ok(Session {
+            tally,
             spec,
             bus,
             supervisor,
@@ -443,8 +447,17 @@ impl Session {
         *self.handle.0.pty.lock().unwrap_or_else(|e| e.into_inner()) = None;
         let show = self.spec.config.run.summary;
         let summaries = self.supervisor.finish();
-        let summary =
-            (show && !summaries.is_empty()).then(|| crate::executor::format_summary(&summaries));
+        // Per delegation its task and result file, fitted to the terminal, and the tallies.
+        let summary = show
+            .then(|| {
+                crate::feedback::summary::format(
+                    &summaries,
+                    self.tally.tickets(),
+                    self.tally.errors(),
+                    self.spec.size.cols as usize,
+                )
+            })
+            .filter(|s| !s.is_empty());
         SessionEnd {
             result,
             summaries,

@@ -103,7 +103,9 @@ impl Supervisor {
     /// governor always.
     pub fn start(o: SupervisorOptions<'_>) -> Result<Supervisor, SupervisorError> {
         let cfg = o.config;
-        let engine = match (cfg.run.detect, o.engine) {
+        // `orchestration.mode`: observe never runs, passthrough never detects.
+        let (detect, exec) = cfg.orchestration.detect_exec(cfg.run.detect, cfg.run.exec);
+        let engine = match (detect, o.engine) {
             (false, _) => None,
             (true, Some(shared)) => Some(shared),
             (true, None) => Some(build_engine(cfg, o.patterns)?),
@@ -114,7 +116,7 @@ impl Supervisor {
         };
         // The executor (a runtime and its threads) starts with the first delegation: an idle
         // session costs none of it.
-        let executor: Option<StartExecutor> = if cfg.run.detect && cfg.run.exec {
+        let executor: Option<StartExecutor> = if detect && exec {
             let gov = governor.clone();
             let cfg = cfg.clone();
             let bus = o.bus.clone();
@@ -182,6 +184,7 @@ impl Supervisor {
     /// For a claude command: pin the transcript with `--session-id` (unless the user chose a session)
     /// and start tailing it. Returns the argv to spawn.
     pub fn prepare_argv(&mut self, argv: Vec<String>, transcript: bool) -> Vec<String> {
+        let argv = crate::feedback::prompt::inject_argv(&self.config, argv);
         let Some(engine) = self.engine.clone() else {
             return argv;
         };

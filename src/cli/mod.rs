@@ -8,8 +8,10 @@ mod agents;
 mod client;
 mod config_cmd;
 mod daemon_cmd;
+mod delegations;
 pub mod output;
 mod patterns_cmd;
+mod prompt_cmd;
 mod run;
 mod scan;
 
@@ -79,6 +81,11 @@ pub enum Command {
     /// Install the systemd user unit.
     #[command(subcommand)]
     Service(daemon_cmd::ServiceCommand),
+    /// Delegations of live and past sessions: list, show, logs.
+    #[command(subcommand)]
+    Delegations(delegations::DelegationsCommand),
+    /// Print the delegation protocol that `--mode inject` gives the main agent.
+    Prompt(prompt_cmd::PromptArgs),
     /// Internal: the orphan watchdog of a session (see `pty::watchdog`).
     #[command(name = "__watchdog", hide = true)]
     Watchdog(run::WatchdogArgs),
@@ -128,6 +135,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Tickets(c) => client::tickets(&g, c),
         Command::Stop(a) => client::stop(&g, a),
         Command::Attach(a) => client::attach(&g, a),
+        Command::Delegations(c) => delegations::delegations(&g, c),
+        Command::Prompt(a) => prompt_cmd::prompt(&g, a),
         Command::Watchdog(a) => run::watchdog(a),
     }
 }

@@ -30,6 +30,10 @@ pub struct RunArgs {
     /// Detect and record delegations, but never run them.
     #[arg(long)]
     pub no_exec: bool,
+    /// Orchestration mode: intercept (default), inject (also teach the agent the protocol),
+    /// observe (= --no-exec), passthrough (= --no-detect).
+    #[arg(long, value_name = "MODE")]
+    pub mode: Option<crate::config::OrchestrationMode>,
     /// Run in this process even when a daemon is running.
     #[arg(long)]
     pub no_daemon: bool,
@@ -55,6 +59,9 @@ pub fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<i32> {
     }
     if a.no_exec {
         overrides.set("run.exec", false, "--no-exec");
+    }
+    if let Some(m) = a.mode {
+        overrides.set("orchestration.mode", m.as_str(), "--mode");
     }
     let layered = load_config(g, overrides)?;
     let cfg = &layered.config;
@@ -193,8 +200,8 @@ fn daemon_spec(
         cols: size.cols,
         rows: size.rows,
         flags: RunFlags {
-            no_detect: a.no_detect,
-            no_exec: a.no_exec,
+            no_detect: a.no_detect || a.mode == Some(crate::config::OrchestrationMode::Passthrough),
+            no_exec: a.no_exec || a.mode == Some(crate::config::OrchestrationMode::Observe),
             profile: g.profile.clone(),
             config: g.config.as_ref().map(abs),
             patterns: g.patterns.iter().map(abs).collect(),

@@ -8,8 +8,15 @@
 //! Each file is first checked on its own against the typed schema (unknown keys are errors), so a
 //! mistake is reported as `file:line:col: message` from the YAML parser's own positions.
 
+mod budgets;
+mod event_hooks;
 mod layers;
+mod orchestration;
 mod ranges;
+
+pub use budgets::{AgentBudget, BudgetsConfig};
+pub use event_hooks::{EventHook, NotifyConfig};
+pub use orchestration::{FeedbackMode, OrchestrationConfig, OrchestrationMode};
 
 /// Shared with the pattern loader, which reports YAML errors the same way.
 pub(crate) use layers::first_line_message;
@@ -35,6 +42,10 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub log: LogConfig,
     pub daemon: DaemonConfig,
+    pub orchestration: OrchestrationConfig,
+    /// User commands run on events (argv, never a shell; the event as JSON on stdin).
+    pub hooks: Vec<EventHook>,
+    pub notify: NotifyConfig,
 }
 
 /// How to start one agent CLI and read its output.
@@ -49,6 +60,8 @@ pub struct Profile {
     pub transcript: bool,
     /// Scan the screen model of the PTY output.
     pub screen: bool,
+    /// How finished delegation results reach this CLI's main agent (opt-in except for claude).
+    pub feedback: FeedbackMode,
 }
 
 impl Default for Profile {
@@ -58,6 +71,7 @@ impl Default for Profile {
             env: BTreeMap::new(),
             transcript: false,
             screen: true,
+            feedback: FeedbackMode::Off,
         }
     }
 }
@@ -141,6 +155,7 @@ pub struct ExecutorConfig {
     pub breaker_cooldown_secs: u64,
     /// Where delegation output goes; default `$XDG_STATE_HOME/mpm/sessions/<session>/`.
     pub output_dir: Option<PathBuf>,
+    pub budgets: BudgetsConfig,
 }
 
 impl Default for ExecutorConfig {
@@ -156,6 +171,7 @@ impl Default for ExecutorConfig {
             breaker_failures: 5,
             breaker_cooldown_secs: 60,
             output_dir: None,
+            budgets: BudgetsConfig::default(),
         }
     }
 }
@@ -206,6 +222,8 @@ pub struct AgentConfig {
     pub retry: RetryConfig,
     /// Resource limits for this agent's delegations; unset fields fall back to `limits`.
     pub limits: Option<AgentLimits>,
+    /// What this agent's delegations may spend per session.
+    pub budget: Option<AgentBudget>,
 }
 
 /// Per-agent overrides of the governor's thresholds and spawn rlimits.
@@ -422,6 +440,7 @@ impl Default for Config {
             Profile {
                 command: strings(&["claude"]),
                 transcript: true,
+                feedback: FeedbackMode::OnIdle,
                 ..Profile::default()
             },
         );
@@ -511,6 +530,9 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             log: LogConfig::default(),
             daemon: DaemonConfig::default(),
+            orchestration: OrchestrationConfig::default(),
+            hooks: Vec::new(),
+            notify: NotifyConfig::default(),
         }
     }
 }

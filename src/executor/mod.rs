@@ -27,11 +27,19 @@
 //! Output: `<state_dir>/<id>.stdout`, `<id>.stderr` and, when stdout holds a stream-json/json
 //! `result` line, `<id>.result.md`; `output_path` points at the result file when there is one,
 //! else at the stdout file, else (the sub-agent wrote nothing to stdout: no file) it is null.
-//! Each stream's file is created on its first byte.
+//! Each stream's file is created on its first byte. Every delegation that ran also gets a readable
+//! `<agent>-<short id>.md` with a header ([`result_file`]), named by `result_path` in
+//! `delegation.finished`.
+//!
+//! Budgets ([`budget`]): after the other admission checks, a delegation is rejected when the
+//! session's (or its agent's) token or cost budget is used up, or when it would run deeper than
+//! `executor.budgets.max_depth`; each sub-agent gets `MPM_DEPTH` one above this session's.
 
 pub mod argv;
+pub mod budget;
 pub mod guards;
 pub mod registry;
+pub mod result_file;
 pub mod run;
 pub mod spawn;
 
@@ -83,6 +91,8 @@ pub struct DelegationSummary {
     pub reason: Option<String>,
     /// Attempts made (0 when it never started).
     pub attempts: u32,
+    /// The readable result file (`<agent>-<short id>.md`), when one was written.
+    pub result_path: Option<PathBuf>,
 }
 
 /// One line per delegation: agent, status, duration, result path (and the reason when there is
@@ -162,6 +172,7 @@ impl Executor {
             breaker_failures: ex.breaker_failures,
             breaker_cooldown: Duration::from_secs(ex.breaker_cooldown_secs),
             spawn_hook: Mutex::new(None),
+            budgets: budget::Budgets::new(cfg, budget::own_depth()),
             state: Mutex::new(State {
                 accepting: true,
                 cancelling: false,
@@ -312,6 +323,7 @@ struct Ending {
     output_path: Option<PathBuf>,
     reason: Option<String>,
     attempts: u32,
+    result_path: Option<PathBuf>,
 }
 
 struct State {
@@ -345,6 +357,7 @@ impl State {
             output_path: e.output_path.clone(),
             reason: e.reason.clone(),
             attempts: e.attempts,
+            result_path: e.result_path.clone(),
         });
     }
 }
@@ -363,6 +376,7 @@ struct Shared {
     wake: Notify,
     cancel: watch::Sender<bool>,
     spawn_hook: Mutex<Option<SpawnHook>>,
+    budgets: budget::Budgets,
 }
 
 /// Something kept alive while one attempt's process tree runs.
@@ -405,7 +419,7 @@ impl Shared {
                 output_path: e.output_path.map(|p| p.display().to_string()),
                 reason: e.reason,
                 worker: None,
-                result_path: None,
+                result_path: e.result_path.map(|p| p.display().to_string()),
             },
             e.step,
             e.parent,
@@ -423,6 +437,7 @@ impl Shared {
             output_path: None,
             reason: Some(reason),
             attempts: 0,
+            result_path: None,
         });
     }
 
@@ -470,6 +485,9 @@ impl Shared {
         };
         if let Some(why) = &agent.invalid {
             return rejected(&name, format!("agent {name} cannot run: {why}"));
+        }
+        if let Some(why) = self.budgets.check(&name) {
+            return rejected(&name, why);
         }
         {
             let mut st = self.state();
@@ -605,6 +623,7 @@ fn queued_ending(job: Job, status: DelegationStatus, reason: String) -> Ending {
         output_path: None,
         reason: Some(reason),
         attempts: 0,
+        result_path: None,
     }
 }
 
@@ -658,6 +677,10 @@ async fn run_delegation(shared: Arc<Shared>, job: Job) {
             env.insert("MPM_SESSION".into(), shared.session.clone());
             env.insert("MPM_DELEGATION_ID".into(), id.clone());
             env.insert("MPM_AGENT".into(), job.agent.name.clone());
+            env.insert(
+                budget::DEPTH_VAR.into(),
+                shared.budgets.child_depth().to_string(),
+            );
             let spec = AttemptSpec {
                 argv,
                 cwd: job.agent.cwd.clone(),
@@ -735,23 +758,63 @@ async fn run_delegation(shared: Arc<Shared>, job: Job) {
     } else {
         None
     };
+    let outcome = match stdout_len {
+        None | Some(0) => result_file::Outcome::default(),
+        // Small outputs are scanned in place; large ones off the scheduler's thread.
+        Some(len) if len <= 256 << 10 => result_file::read_outcome(&stdout_path),
+        Some(_) => {
+            let src = stdout_path.clone();
+            tokio::task::spawn_blocking(move || result_file::read_outcome(&src))
+                .await
+                .unwrap_or_default()
+        }
+    };
+    shared
+        .budgets
+        .record(&job.agent.name, outcome.tokens, outcome.cost_usd);
     let output_path = match stdout_len {
         None => None,
-        Some(0) => Some(stdout_path),
-        Some(len) => {
+        Some(0) => Some(stdout_path.clone()),
+        Some(_) => {
             let result_path = shared.state_dir.join(format!("{id}.result.md"));
-            let (src, dst) = (stdout_path.clone(), result_path.clone());
-            let save = move || {
-                run::extract_result(&src).is_some_and(|text| std::fs::write(&dst, text).is_ok())
-            };
-            // Small outputs are scanned in place; large ones off the scheduler's thread.
-            let wrote = if len <= 256 << 10 {
-                save()
+            let wrote = outcome
+                .result
+                .as_ref()
+                .is_some_and(|text| std::fs::write(&result_path, text).is_ok());
+            Some(if wrote {
+                result_path
             } else {
-                tokio::task::spawn_blocking(save).await.unwrap_or(false)
-            };
-            Some(if wrote { result_path } else { stdout_path })
+                stdout_path.clone()
+            })
         }
+    };
+    let duration_ms = started.elapsed().as_millis() as u64;
+    let result_path = if attempts > 0 {
+        let header = result_file::Header {
+            agent: &job.agent.name,
+            task: &job.task,
+            status,
+            duration_ms,
+            session: &shared.session,
+            delegation_id: &id,
+            exit_code,
+            reason: reason.as_deref(),
+        };
+        match result_file::write(
+            &shared.state_dir,
+            &header,
+            &outcome,
+            &stdout_path,
+            &stderr_path,
+        ) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::warn!(delegation = %id, error = %e, "cannot write the result file");
+                None
+            }
+        }
+    } else {
+        None
     };
     let breaker_outcome = match status {
         DelegationStatus::Success => Some(true),
@@ -776,10 +839,11 @@ async fn run_delegation(shared: Arc<Shared>, job: Job) {
         parent: job.parent.clone(),
         status,
         exit_code,
-        duration_ms: started.elapsed().as_millis() as u64,
+        duration_ms,
         output_path,
         reason,
         attempts,
+        result_path,
     });
     shared.wake.notify_one();
 }
@@ -800,6 +864,7 @@ mod tests {
             output_path: path.map(PathBuf::from),
             reason: None,
             attempts: 1,
+            result_path: None,
         };
         let text = format_summary(&[
             s(

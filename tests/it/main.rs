@@ -8,6 +8,7 @@ mod common;
 mod daemon_support;
 mod executor_support;
 mod governor_support;
+mod loop_support;
 mod realclient;
 
 mod daemon_binary;
@@ -19,6 +20,8 @@ mod governor_cgroup;
 mod governor_polling;
 mod governor_rlimits;
 mod harden_pipe;
+mod loop_delegations;
+mod loop_modes;
 mod patterns_cli;
 mod patterns_engine;
 mod patterns_props;
