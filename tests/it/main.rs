@@ -20,6 +20,7 @@ mod governor_polling;
 mod governor_rlimits;
 mod patterns_cli;
 mod patterns_engine;
+mod patterns_limits;
 mod patterns_props;
 mod run_io;
 mod run_pty;
