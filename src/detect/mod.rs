@@ -25,12 +25,14 @@
 //! ```
 
 pub mod claude;
+pub mod contain;
 pub mod dedup;
 pub mod split;
 
 use std::sync::Arc;
 
 pub use claude::{ClaudeArgs, Item, TranscriptTailer, prepare_args, transcript_path};
+pub use contain::Contained;
 pub use dedup::Dedup;
 pub use split::LineSplitter;
 

@@ -19,6 +19,7 @@ mod governor_cgroup;
 mod governor_polling;
 mod governor_rlimits;
 mod patterns_cli;
+mod patterns_contain;
 mod patterns_engine;
 mod patterns_limits;
 mod patterns_props;
