@@ -129,6 +129,17 @@ pub enum EventBody {
         via: FeedbackVia,
         bytes: u64,
     },
+    /// The live detection pipeline panicked: it was rebuilt, or (after repeated panics) stopped
+    /// for the rest of the session. The pass-through is not affected.
+    #[serde(rename = "detection.restarted")]
+    DetectionRestarted {
+        /// Panics so far in this session's detection.
+        panics: u32,
+        /// Detection stopped for the rest of the session.
+        stopped: bool,
+        /// The panic's message and location.
+        reason: String,
+    },
     #[serde(rename = "resource.warning")]
     ResourceWarning(Resource),
     #[serde(rename = "resource.critical")]
@@ -150,6 +161,7 @@ impl EventBody {
             EventBody::SessionState { .. } => "session.state",
             EventBody::DelegationProgress { .. } => "delegation.progress",
             EventBody::DelegationFeedback { .. } => "delegation.feedback",
+            EventBody::DetectionRestarted { .. } => "detection.restarted",
             EventBody::ResourceWarning(_) => "resource.warning",
             EventBody::ResourceCritical(_) => "resource.critical",
             EventBody::ResourceLimit(_) => "resource.limit",

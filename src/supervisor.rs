@@ -227,8 +227,16 @@ impl Supervisor {
     /// The screen pipeline for the output tap (None when detection is off).
     pub fn consumer(&self) -> Option<Box<dyn OutputConsumer>> {
         let engine = self.engine.clone()?;
-        let pipeline = Pipeline::new(engine, self.cols, self.rows).with_dedup(self.dedup.clone());
         let out = self.dispatcher.as_ref()?.sender();
+        let (dedup, bus) = (self.dedup.clone(), self.bus.clone());
+        let pipeline = crate::detect::Contained::new(
+            self.cols,
+            self.rows,
+            move |c, r| Pipeline::new(engine.clone(), c, r).with_dedup(dedup.clone()),
+            move |incident| {
+                bus.emit(incident.event());
+            },
+        );
         Some(Box::new(ScreenConsumer { pipeline, out }))
     }
 
@@ -420,7 +428,7 @@ fn hold(held: &mut Vec<Held>, d: Detection, settle: Duration) {
 
 /// The screen pipeline as the tap's consumer.
 struct ScreenConsumer {
-    pipeline: Pipeline,
+    pipeline: crate::detect::Contained,
     out: crossbeam_channel::Sender<DispatchMsg>,
 }
 

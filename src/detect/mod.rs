@@ -25,6 +25,7 @@
 //! ```
 
 pub mod claude;
+pub mod contain;
 pub mod dedup;
 pub mod identity;
 pub mod split;
@@ -32,6 +33,7 @@ pub mod split;
 use std::sync::Arc;
 
 pub use claude::{ClaudeArgs, Item, TranscriptTailer, prepare_args, transcript_path};
+pub use contain::Contained;
 pub use dedup::Dedup;
 pub use identity::Fingerprint;
 pub use split::LineSplitter;

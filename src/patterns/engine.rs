@@ -525,12 +525,25 @@ impl Engine {
         };
         let (a_hirs, a_members) = split(anchored);
         let (f_hirs, f_members) = split(floating);
-        let sets = Set::build(&a_hirs, a_members, a_lits)
-            .and_then(|a| Ok((a, Set::build(&f_hirs, f_members, f_lits)?)));
-        let (anchored, floating) = match sets {
+        // A set that cannot be built (past the budget's checks, not expected) is reported at its
+        // last pattern, so that the message still names a file and a pattern.
+        let last = |members: &[Member]| members.last().map(|m| m.info);
+        let (a_last, f_last) = (last(&a_members), last(&f_members));
+        let blame = |e: PatternError, at: Option<usize>| match at.and_then(|i| examples.get(i)) {
+            Some((r, _)) => r.error(format!("{e} (the set up to this pattern)")),
+            None => e,
+        };
+        let anchored = match Set::build(&a_hirs, a_members, a_lits) {
             Ok(s) => s,
             Err(e) => {
-                errors.push(e);
+                errors.push(blame(e, a_last));
+                return (None, errors);
+            }
+        };
+        let floating = match Set::build(&f_hirs, f_members, f_lits) {
+            Ok(s) => s,
+            Err(e) => {
+                errors.push(blame(e, f_last));
                 return (None, errors);
             }
         };

@@ -9,14 +9,16 @@
 //!
 //! - at most [`MAX_PATTERNS`] patterns after merging, each regex at most [`MAX_REGEX_BYTES`] long
 //!   and nested at most [`NEST_LIMIT`] deep;
-//! - each pattern compiles to at most [`MAX_PATTERN_NFA_BYTES`], and all of them together to at most
-//!   [`MAX_TOTAL_NFA_BYTES`] (the multi-pattern regex is built twice, forward and reverse);
+//! - each pattern compiles to at most [`MAX_PATTERN_NFA_BYTES`] a direction, and all of them
+//!   together, forward and reverse (the multi-pattern regex is built both ways), to at most
+//!   [`MAX_TOTAL_NFA_BYTES`];
 //! - the multi-pattern regex runs only as a lazy DFA with a cache of about [`DFA_CACHE_BYTES`] per
 //!   searching thread, configured never to give up (so no fallback engine, whose memory grows with
 //!   patterns x states, is ever built).
 //!
-//! Memory therefore stays below roughly `2 x MAX_TOTAL_NFA_BYTES` plus two caches per thread,
-//! whatever the files say; the cost of one more pattern is its own compiled size.
+//! Memory therefore stays below roughly `3 x MAX_TOTAL_NFA_BYTES` while compiling (the compiler's
+//! working memory) and `MAX_TOTAL_NFA_BYTES` plus two caches per searching thread after, whatever
+//! the files say; the cost of one more pattern is its own compiled size.
 
 use regex_automata::hybrid::dfa::{Config as DfaConfig, DFA};
 use regex_automata::hybrid::regex::Regex as DfaRegex;
@@ -30,10 +32,11 @@ pub const MAX_PATTERNS: usize = 2000;
 pub const MAX_REGEX_BYTES: usize = 16 * 1024;
 /// At most this deep a nesting of groups, repetitions and classes (regex-syntax's default is 250).
 pub const NEST_LIMIT: u32 = 64;
-/// One pattern, compiled, at most this many bytes.
-pub const MAX_PATTERN_NFA_BYTES: usize = 2 << 20;
-/// All patterns, compiled, at most this many bytes together.
-pub const MAX_TOTAL_NFA_BYTES: usize = 32 << 20;
+/// One pattern, compiled in one direction, at most this many bytes.
+pub const MAX_PATTERN_NFA_BYTES: usize = 4 << 20;
+/// All patterns, compiled forward and reverse, at most this many bytes together (1,000 patterns
+/// like `^NOTE1: (?P<title>\w+.*)` take about 56 MiB: Unicode classes cost).
+pub const MAX_TOTAL_NFA_BYTES: usize = 96 << 20;
 /// The lazy DFA's cache per searching thread and direction (raised to the minimum a large set
 /// needs, which the total limit bounds).
 pub const DFA_CACHE_BYTES: usize = 2 << 20;
@@ -58,22 +61,27 @@ impl Budget {
         Ok(())
     }
 
-    /// Admit one active pattern's compiled size: its own limit, then the running total.
+    /// Admit one active pattern's compiled size (forward and reverse, as the set builds it): its
+    /// own limit, then the running total. Costs about what the pattern adds to the set's build.
     pub(crate) fn compiled(&mut self, hir: &Hir) -> Result<(), String> {
-        let config = thompson::Config::new()
-            .nfa_size_limit(Some(MAX_PATTERN_NFA_BYTES))
-            .which_captures(WhichCaptures::None);
-        let nfa = thompson::Compiler::new()
-            .configure(config)
-            .build_from_hir(hir)
-            .map_err(|_| {
-                format!(
-                    "the regex compiles to more than {} (the per-pattern limit); counted \
-                     repetitions of Unicode classes such as (?:\\w+\\s+){{0,20}} grow fastest",
-                    mib(MAX_PATTERN_NFA_BYTES)
-                )
-            })?;
-        let bytes = nfa.memory_usage();
+        let mut bytes = 0;
+        for reverse in [false, true] {
+            let config = thompson::Config::new()
+                .nfa_size_limit(Some(MAX_PATTERN_NFA_BYTES))
+                .which_captures(WhichCaptures::None)
+                .reverse(reverse);
+            let nfa = thompson::Compiler::new()
+                .configure(config)
+                .build_from_hir(hir)
+                .map_err(|_| {
+                    format!(
+                        "the regex compiles to more than {} (the per-pattern limit); counted \
+                         repetitions of Unicode classes such as (?:\\w+\\s+){{0,20}} grow fastest",
+                        mib(MAX_PATTERN_NFA_BYTES)
+                    )
+                })?;
+            bytes += nfa.memory_usage();
+        }
         if self.nfa_bytes + bytes > MAX_TOTAL_NFA_BYTES {
             return Err(format!(
                 "with this pattern ({} compiled) the patterns exceed {} together (the limit)",
@@ -110,8 +118,10 @@ pub(crate) fn parser() -> regex_syntax::Parser {
 /// priority order, within the limits above.
 pub(crate) fn set_regex(hirs: &[Hir]) -> Result<DfaRegex, String> {
     let nfa = |reverse: bool| {
+        // A backstop only (the budget has checked each pattern): the compiler's working memory
+        // is about twice the NFA it produces.
         let config = thompson::Config::new()
-            .nfa_size_limit(Some(MAX_TOTAL_NFA_BYTES))
+            .nfa_size_limit(Some(2 * MAX_TOTAL_NFA_BYTES))
             .which_captures(WhichCaptures::None)
             .reverse(reverse);
         thompson::Compiler::new()

@@ -312,3 +312,42 @@ fn builtin_examples_pass() {
     let problems = Engine::builder().check();
     assert!(problems.is_empty(), "{problems:#?}");
 }
+
+#[test]
+fn regex_size_and_nesting_limits_name_the_pattern() {
+    let deep = format!("{}a{}", "(".repeat(100), ")".repeat(100));
+    let long = "a".repeat(super::MAX_REGEX_BYTES + 1);
+    let huge = r"^(?:\w+\s+){0,300}X(?P<title>.+)";
+    for (regex, want) in [
+        (deep.as_str(), "nested parentheses/brackets (64)"),
+        (long.as_str(), "bytes long, more than 16384 (the limit)"),
+        (huge, "the per-pattern limit"),
+    ] {
+        let text = format!("patterns:\n  - id: big\n    category: x\n    regex: '{regex}'\n");
+        let problems = problems_of(&text);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("FILE:2:9: pattern big: ") && problems[0].contains(want),
+            "{problems:?}"
+        );
+    }
+}
+
+#[test]
+fn patterns_past_the_cap_are_refused_at_the_first_one_beyond() {
+    let mut text = String::from("patterns:\n");
+    for i in 0..super::MAX_PATTERNS + 5 {
+        text.push_str(&format!(
+            "  - id: t{i}\n    category: x\n    regex: 'tok{i}x'\n"
+        ));
+    }
+    let problems = problems_of(&text);
+    let beyond = super::MAX_PATTERNS;
+    let line = 2 + 3 * beyond;
+    assert_eq!(
+        problems,
+        [format!(
+            "FILE:{line}:9: pattern t{beyond}: more than 2000 patterns (the limit); this and every later pattern is left out"
+        )]
+    );
+}

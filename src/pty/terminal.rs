@@ -136,6 +136,10 @@ pub fn install_panic_hook() {
     ONCE.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
+            // A panic the detection pipeline contains leaves the session's terminal alone.
+            if crate::detect::contain::absorb_panic(info) {
+                return;
+            }
             restore();
             previous(info);
         }));
