@@ -46,6 +46,9 @@ pub struct Recovery {
     /// The ended sessions' process identities (pid, start time in clock ticks since boot) where
     /// recorded, so the caller can stop trees the crashed host left behind.
     pub orphans: Vec<(u32, u64)>,
+    /// The pids of the dead hosts (daemon or `mpm run`) of those sessions: processes tagged with
+    /// their trees (`process::registry`) are what they left behind.
+    pub hosts: Vec<u32>,
 }
 
 /// A stored session row.
@@ -200,7 +203,13 @@ impl Store {
                     .collect()
             };
             let mut recovery = Recovery::default();
-            for (id, _, pid, start) in &orphans {
+            for (id, host, pid, start) in &orphans {
+                if let Some(h) = host
+                    && *h != me
+                    && !recovery.hosts.contains(h)
+                {
+                    recovery.hosts.push(*h);
+                }
                 if let (Some(pid), Some(start)) = (pid, start) {
                     recovery.orphans.push((*pid, *start as u64));
                 }

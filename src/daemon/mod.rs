@@ -183,6 +183,7 @@ impl Daemon {
             );
         }
         stop_orphans(&rec.orphans, opts.stop_grace);
+        crate::process::registry::stop_leftovers_in_background(rec.hosts.clone(), opts.stop_grace);
         match store.prune(opts.retention_days) {
             Ok(n) if n > 0 => tracing::info!(pruned = n, "pruned old events"),
             Ok(_) => {}

@@ -8,6 +8,9 @@
 //! stream was the executor's largest cost for short delegations). Reading stops at end-of-file,
 //! or a bounded time after the tree is gone when an escaped process keeps a pipe open.
 //!
+//! The root carries a fresh `MPM_TREE` tag and is registered while it runs
+//! ([`process::registry`]), so processes that leave its session are still its tree's.
+//!
 //! On timeout or cancellation the whole tree is stopped with [`process::stop_tree`] (SIGTERM to the
 //! group and every member, grace, SIGKILL). After a normal exit, anything left in the sub-agent's
 //! process group (background children) is stopped the same way: a finished delegation leaves no
@@ -20,8 +23,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::fcntl::OFlag;
-use nix::sys::signal::killpg;
-use nix::unistd::Pid;
 use tokio::io::AsyncReadExt as _;
 use tokio::net::unix::pipe;
 use tokio::sync::watch;
@@ -87,9 +88,16 @@ pub async fn run_attempt(
             return AttemptEnd::SpawnFailed(format!("cannot register output pipes: {e}"));
         }
     };
+    // The tag finds members that leave the session by a double fork (`process::registry`).
+    let tag = process::registry::new_tag();
+    let mut env = spec.env.clone();
+    env.insert(
+        process::registry::TREE_VAR.to_string(),
+        process::registry::env_value(&tag),
+    );
     let spawned = spawn::spawn(&spawn::SpawnSpec {
         argv: &spec.argv,
-        env: &spec.env,
+        env: &env,
         cwd: spec.cwd.as_deref(),
         stdout: &out_w,
         stderr: &err_w,
@@ -104,6 +112,7 @@ pub async fn run_attempt(
             return AttemptEnd::SpawnFailed(format!("cannot start {program:?}: {e}"));
         }
     };
+    process::registry::register(pid, &tag);
     let out_task = tokio::spawn(drain(readers.0, spec.stdout_path.clone()));
     let err_task = tokio::spawn(drain(readers.1, spec.stderr_path.clone()));
     let mut child = spawn::Leader::new(pid);
@@ -131,11 +140,10 @@ pub async fn run_attempt(
         // Reap the leader (already stopped above).
         let _ = child.wait().await;
     }
-    // Leftovers in the sub-agent's group (background children): stop them too. Signal 0 probes.
-    if killpg(Pid::from_raw(pid as i32), None).is_ok() {
-        tracing::debug!(pid, "delegation left processes behind; stopping them");
-        stop(spec.grace).await;
-    }
+    // Leftovers (background children, daemonised grandchildren found by the tag): stop them too.
+    // `stop_tree` returns at once when nothing is left.
+    stop(spec.grace).await;
+    process::registry::unregister(pid as i32);
     // The tree is gone, so the pipes are closed, unless a process that left the session keeps
     // them open: give the readers a bounded time, then stop reading.
     for (task, what) in [(out_task, "stdout"), (err_task, "stderr")] {
