@@ -132,6 +132,8 @@ pub(crate) struct Shared {
     pub next_conn: AtomicU64,
     pub started: Instant,
     pub stopping: AtomicBool,
+    /// Connections still in their handshake (see `server::Gate`).
+    pub gate: server::Gate,
 }
 
 impl Shared {
@@ -210,6 +212,7 @@ impl Daemon {
                 next_conn: AtomicU64::new(0),
                 started: Instant::now(),
                 stopping: AtomicBool::new(false),
+                gate: Default::default(),
             }),
             sock,
             wake_r,

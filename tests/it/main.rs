@@ -18,6 +18,7 @@ mod executor_run;
 mod governor_cgroup;
 mod governor_polling;
 mod governor_rlimits;
+mod harden_daemon;
 mod harden_pipe;
 mod harden_trees;
 mod patterns_cli;
