@@ -134,9 +134,11 @@ impl Executor {
         bus: Bus,
         state_dir: PathBuf,
     ) -> Result<ExecutorHandle, ExecutorError> {
-        std::fs::create_dir_all(&state_dir).map_err(|source| ExecutorError::StateDir {
-            path: state_dir.clone(),
-            source,
+        crate::config::paths::create_private_dir(&state_dir).map_err(|source| {
+            ExecutorError::StateDir {
+                path: state_dir.clone(),
+                source,
+            }
         })?;
         let ex = &cfg.executor;
         // Spawning blocks the spawning thread until the child has exec'd (posix_spawn is
@@ -161,6 +163,7 @@ impl Executor {
                 .unwrap_or(Duration::from_secs(3)),
             breaker_failures: ex.breaker_failures,
             breaker_cooldown: Duration::from_secs(ex.breaker_cooldown_secs),
+            max_output_bytes: ex.max_output_bytes,
             spawn_hook: Mutex::new(None),
             state: Mutex::new(State {
                 accepting: true,
@@ -359,6 +362,8 @@ struct Shared {
     grace: Duration,
     breaker_failures: u32,
     breaker_cooldown: Duration,
+    /// Bytes kept per output stream of one attempt (`executor.max_output_bytes`).
+    max_output_bytes: u64,
     state: Mutex<State>,
     wake: Notify,
     cancel: watch::Sender<bool>,
@@ -667,6 +672,7 @@ async fn run_delegation(shared: Arc<Shared>, job: Job) {
                 timeout: job.agent.timeout(),
                 grace: shared.grace,
                 rlimits: job.agent.rlimits.clone(),
+                max_output_bytes: shared.max_output_bytes,
             };
             let retry = &job.agent.retry;
             loop {
@@ -742,7 +748,16 @@ async fn run_delegation(shared: Arc<Shared>, job: Job) {
             let result_path = shared.state_dir.join(format!("{id}.result.md"));
             let (src, dst) = (stdout_path.clone(), result_path.clone());
             let save = move || {
-                run::extract_result(&src).is_some_and(|text| std::fs::write(&dst, text).is_ok())
+                run::extract_result(&src).is_some_and(|text| {
+                    use std::io::Write as _;
+                    crate::config::paths::private_file()
+                        .create(true)
+                        .write(true)
+                        .truncate(true)
+                        .open(&dst)
+                        .and_then(|mut f| f.write_all(text.as_bytes()))
+                        .is_ok()
+                })
             };
             // Small outputs are scanned in place; large ones off the scheduler's thread.
             let wrote = if len <= 256 << 10 {

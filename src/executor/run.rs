@@ -42,6 +42,8 @@ pub struct AttemptSpec {
     pub grace: Duration,
     /// setrlimit values applied in the child before exec.
     pub rlimits: Option<crate::config::Rlimits>,
+    /// Bytes kept per output stream; the rest is drained and counted (`executor.max_output_bytes`).
+    pub max_output_bytes: u64,
 }
 
 /// How an attempt ended.
@@ -113,8 +115,9 @@ pub async fn run_attempt(
         }
     };
     process::registry::register(pid, &tag);
-    let out_task = tokio::spawn(drain(readers.0, spec.stdout_path.clone()));
-    let err_task = tokio::spawn(drain(readers.1, spec.stderr_path.clone()));
+    let cap = spec.max_output_bytes;
+    let out_task = tokio::spawn(drain(readers.0, spec.stdout_path.clone(), cap));
+    let err_task = tokio::spawn(drain(readers.1, spec.stderr_path.clone(), cap));
     let mut child = spawn::Leader::new(pid);
     let pid = pid as u32;
     on_start(pid);
@@ -170,24 +173,46 @@ pub async fn run_attempt(
 /// How long output is still read after the sub-agent's tree is gone.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 
-/// Copy a pipe to `path` until end-of-file. The file is created on the first byte, so silent
-/// streams leave no empty files. Returns the bytes copied.
-async fn drain(mut rx: pipe::Receiver, path: PathBuf) -> std::io::Result<u64> {
+/// Copy a pipe to `path` until end-of-file, keeping at most `cap` bytes. The file is created
+/// (0600) on the first byte, so silent streams leave no empty files. Past the cap the pipe is
+/// still read (a blocked writer would hang the delegation) but dropped, and the file ends with a
+/// note `[mpm: output truncated: kept N bytes, dropped M]`. Returns the bytes read.
+async fn drain(mut rx: pipe::Receiver, path: PathBuf, cap: u64) -> std::io::Result<u64> {
     let mut buf = vec![0u8; 64 << 10];
     let mut file: Option<File> = None;
     let mut total = 0u64;
     loop {
         let n = rx.read(&mut buf).await?;
         if n == 0 {
+            if total > cap
+                && let Some(f) = &mut file
+            {
+                tracing::warn!(path = %path.display(), kept = cap, dropped = total - cap, "delegation output truncated");
+                writeln!(
+                    f,
+                    "\n[mpm: output truncated: kept {cap} bytes, dropped {}]",
+                    total - cap
+                )?;
+            }
             return Ok(total);
+        }
+        let keep = cap.saturating_sub(total).min(n as u64) as usize;
+        total += n as u64;
+        if keep == 0 {
+            continue;
         }
         let f = match &mut file {
             Some(f) => f,
-            None => file.insert(File::create(&path)?),
+            None => file.insert(
+                crate::config::paths::private_file()
+                    .create(true)
+                    .write(true)
+                    .truncate(true)
+                    .open(&path)?,
+            ),
         };
         // A local file write lands in the page cache; not worth a blocking-pool round trip.
-        f.write_all(&buf[..n])?;
-        total += n as u64;
+        f.write_all(&buf[..keep])?;
     }
 }
 

@@ -19,6 +19,7 @@ mod governor_cgroup;
 mod governor_polling;
 mod governor_rlimits;
 mod harden_daemon;
+mod harden_files;
 mod harden_pipe;
 mod harden_trees;
 mod patterns_cli;
