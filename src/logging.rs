@@ -2,7 +2,6 @@
 //! owns), or to stderr when asked (`--log-stderr`, or `MPM_LOG_STDERR=1`, or `JOURNAL_STREAM` set, as
 //! under systemd where stderr is the journal). The filter comes from `MPM_LOG`, else the config.
 
-use std::fs::OpenOptions;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -49,9 +48,10 @@ pub fn init(cfg: &LogConfig, stderr_flag: bool) -> Result<LogTarget, String> {
         }
         LogTarget::File(path) => {
             if let Some(dir) = path.parent() {
-                let _ = std::fs::create_dir_all(dir);
+                let _ = crate::config::paths::create_private_dir(dir);
             }
-            let file = OpenOptions::new()
+            let _ = crate::config::paths::make_private(path);
+            let file = crate::config::paths::private_file()
                 .create(true)
                 .append(true)
                 .open(path)

@@ -405,6 +405,79 @@ pub enum ServerMsg {
     Detached,
 }
 
+/// Largest terminal a client may ask for: bigger than any real screen, small enough that the
+/// screen model (cells x bytes per cell) stays in the tens of MB.
+pub const MAX_COLS: u16 = 2000;
+/// See [`MAX_COLS`].
+pub const MAX_ROWS: u16 = 1000;
+/// Most argv elements plus environment entries a `run` request may carry.
+pub const MAX_ARGS: usize = 16_384;
+/// Most bytes of argv plus environment a `run` request may carry (the kernel's own `ARG_MAX` is
+/// 2 MiB by default; exec would fail beyond it anyway).
+pub const MAX_ARG_BYTES: usize = 2 << 20;
+
+/// Whether a window size is one a session can be given (each side 1 to the maximum).
+pub fn window_ok(cols: u16, rows: u16) -> bool {
+    (1..=MAX_COLS).contains(&cols) && (1..=MAX_ROWS).contains(&rows)
+}
+
+impl ClientMsg {
+    /// Check the sizes a request carries before anything acts on it: a request out of bounds is
+    /// answered with an error (`invalid`), never an abort (a 65535x65535 screen would be 4 G cells).
+    pub fn validate(&self) -> Result<(), String> {
+        let window = |cols: u16, rows: u16| {
+            if window_ok(cols, rows) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "window {cols}x{rows} out of range (1x1 to {MAX_COLS}x{MAX_ROWS})"
+                ))
+            }
+        };
+        match self {
+            ClientMsg::Run(spec) => {
+                window(spec.cols, spec.rows)?;
+                if spec.argv.is_empty() || spec.argv[0].is_empty() {
+                    return Err("empty argv".into());
+                }
+                let count = spec.argv.len() + spec.env.len();
+                if count > MAX_ARGS {
+                    return Err(format!(
+                        "{count} argv and environment entries (at most {MAX_ARGS})"
+                    ));
+                }
+                let bytes: usize = spec.argv.iter().map(|a| a.len() + 1).sum::<usize>()
+                    + spec
+                        .env
+                        .iter()
+                        .map(|(k, v)| k.len() + v.len() + 2)
+                        .sum::<usize>();
+                if bytes > MAX_ARG_BYTES {
+                    return Err(format!(
+                        "{bytes} bytes of argv and environment (at most {MAX_ARG_BYTES})"
+                    ));
+                }
+                if spec.argv.iter().any(|a| a.contains('\0')) {
+                    return Err("a NUL byte in argv".into());
+                }
+                if let Some((k, _)) = spec.env.iter().find(|(k, v)| {
+                    k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0')
+                }) {
+                    return Err(format!("invalid environment variable name {k:?}"));
+                }
+                Ok(())
+            }
+            ClientMsg::Attach {
+                cols: Some(c),
+                rows: Some(r),
+                ..
+            } => window(*c, *r),
+            ClientMsg::Resize { cols, rows } => window(*cols, *rows),
+            _ => Ok(()),
+        }
+    }
+}
+
 impl ServerMsg {
     pub fn error(code: &str, message: impl Into<String>) -> ServerMsg {
         ServerMsg::Error {

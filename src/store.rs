@@ -47,6 +47,9 @@ pub struct Recovery {
     /// The ended sessions' process identities (pid, start time in clock ticks since boot) where
     /// recorded, so the caller can stop trees the crashed host left behind.
     pub orphans: Vec<(u32, u64)>,
+    /// The pids of the dead hosts (daemon or `mpm run`) of those sessions: processes tagged with
+    /// their trees (`process::registry`) are what they left behind.
+    pub hosts: Vec<u32>,
 }
 
 /// A stored session row.
@@ -132,11 +135,22 @@ pub fn normalise_title(title: &str) -> String {
 impl Store {
     /// Open (creating) the database `mpm.db` in `state_dir`, with WAL and the schema.
     pub fn open_in(state_dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::Dir {
+        crate::config::paths::create_private_dir(state_dir).map_err(|source| StoreError::Dir {
             path: state_dir.to_path_buf(),
             source,
         })?;
-        Store::open(&state_dir.join("mpm.db"))
+        let db = state_dir.join("mpm.db");
+        // Created 0600 before SQLite opens it: its -wal and -shm files copy the database's mode.
+        let _ = crate::config::paths::private_file()
+            .create(true)
+            .append(true)
+            .open(&db);
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = db.clone().into_os_string();
+            p.push(suffix);
+            let _ = crate::config::paths::make_private(std::path::Path::new(&p));
+        }
+        Store::open(&db)
     }
 
     /// Open (creating) the database at `path`.
@@ -195,7 +209,13 @@ impl Store {
                     .collect()
             };
             let mut recovery = Recovery::default();
-            for (id, _, pid, start) in &orphans {
+            for (id, host, pid, start) in &orphans {
+                if let Some(h) = host
+                    && *h != me
+                    && !recovery.hosts.contains(h)
+                {
+                    recovery.hosts.push(*h);
+                }
                 if let (Some(pid), Some(start)) = (pid, start) {
                     recovery.orphans.push((*pid, *start as u64));
                 }

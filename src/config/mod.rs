@@ -156,6 +156,10 @@ pub struct ExecutorConfig {
     /// Where delegation output goes; default `$XDG_STATE_HOME/mpm/sessions/<session>/`.
     pub output_dir: Option<PathBuf>,
     pub budgets: BudgetsConfig,
+    /// Bytes kept of each output stream (stdout, stderr) of one delegation attempt; the rest is
+    /// read and dropped, and the file ends with a note saying how much was dropped.
+    #[serde(deserialize_with = "ranges::u64_in::<_, 4096, { 1 << 40 }>")]
+    pub max_output_bytes: u64,
 }
 
 impl Default for ExecutorConfig {
@@ -172,9 +176,14 @@ impl Default for ExecutorConfig {
             breaker_cooldown_secs: 60,
             output_dir: None,
             budgets: BudgetsConfig::default(),
+            max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
         }
     }
 }
+
+/// `executor.max_output_bytes` by default: 16 MiB per stream, far above what an agent's report
+/// needs, far below what a runaway loop writes in a second.
+pub const DEFAULT_MAX_OUTPUT_BYTES: u64 = 16 << 20;
 
 /// Retry policy for one agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -582,6 +591,40 @@ pub mod paths {
             Some(v) if !v.is_empty() => PathBuf::from(v).join("mpm"),
             _ => std::env::temp_dir().join(format!("mpm-{}", nix::unistd::getuid())),
         }
+    }
+
+    /// Create `dir` and any missing parents with mode 0700 (state holds prompts, output and
+    /// logs: private to the user). An existing leaf folder is tightened to 0700 when it is ours.
+    pub fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        let meta = std::fs::metadata(dir)?;
+        if meta.uid() == nix::unistd::getuid().as_raw() && meta.mode() & 0o077 != 0 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+        Ok(())
+    }
+
+    /// Options that create a file with mode 0600 (the mode of an existing file is kept; see
+    /// [`make_private`]).
+    pub fn private_file() -> std::fs::OpenOptions {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut o = std::fs::OpenOptions::new();
+        o.mode(0o600);
+        o
+    }
+
+    /// Tighten an existing file of ours to 0600 (files created by older versions were 0644).
+    pub fn make_private(path: &std::path::Path) -> std::io::Result<()> {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let meta = std::fs::metadata(path)?;
+        if meta.uid() == nix::unistd::getuid().as_raw() && meta.mode() & 0o077 != 0 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        }
+        Ok(())
     }
 
     /// The daemon socket: `--socket`, then `MPM_SOCKET`, then `$XDG_RUNTIME_DIR/mpm/mpm.sock`.

@@ -132,6 +132,8 @@ pub(crate) struct Shared {
     pub next_conn: AtomicU64,
     pub started: Instant,
     pub stopping: AtomicBool,
+    /// Connections still in their handshake (see `server::Gate`).
+    pub gate: server::Gate,
 }
 
 impl Shared {
@@ -183,6 +185,7 @@ impl Daemon {
             );
         }
         stop_orphans(&rec.orphans, opts.stop_grace);
+        crate::process::registry::stop_leftovers_in_background(rec.hosts.clone(), opts.stop_grace);
         match store.prune(opts.retention_days) {
             Ok(n) if n > 0 => tracing::info!(pruned = n, "pruned old events"),
             Ok(_) => {}
@@ -209,6 +212,7 @@ impl Daemon {
                 next_conn: AtomicU64::new(0),
                 started: Instant::now(),
                 stopping: AtomicBool::new(false),
+                gate: Default::default(),
             }),
             sock,
             wake_r,

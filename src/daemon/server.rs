@@ -3,6 +3,13 @@
 //! Any malformed, oversized or unknown request gets an `Error` reply; only a frame that cannot be
 //! skipped (oversized: its body is never read) or a broken stream ends the connection. Nothing a
 //! client sends can take the daemon down: every failure stays inside this connection's thread.
+//!
+//! Bounds: a request's window size, argv and environment are checked ([`ClientMsg::validate`])
+//! and refused with an `invalid` error; frames are capped (`daemon.max_frame_bytes`). A client has
+//! [`HANDSHAKE_TIMEOUT`] to say hello, and at most [`MAX_PENDING`] connections may be in their
+//! handshake at once: a new one drops the oldest stalled one, so connections that send two bytes
+//! and hold ("slowloris") cannot take the [`MAX_CONNECTIONS`] slots from a live client. Only the
+//! daemon's own uid may connect at all, so the per-uid budget is the whole budget.
 
 use std::io::BufReader;
 use std::os::unix::net::UnixStream;
@@ -24,6 +31,56 @@ const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Connections served at once; more are refused with `busy` (a runaway script must not make the
 /// daemon spawn threads without bound).
 const MAX_CONNECTIONS: usize = 256;
+
+/// Connections that have not finished their handshake, at most; the oldest is dropped to make
+/// room for a new one, so clients that connect and stall cannot lock a live client out.
+const MAX_PENDING: usize = 32;
+
+/// How long a client has to send its `hello` after connecting.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The connections still in their handshake, oldest first (the daemon's admission gate).
+#[derive(Default)]
+pub(crate) struct Gate {
+    pending: Mutex<std::collections::VecDeque<(u64, UnixStream)>>,
+}
+
+impl Gate {
+    /// Admit connection `id`: drop the oldest pending connections beyond [`MAX_PENDING`] (and one
+    /// more when `full`, the connection cap being reached). Returns how many were dropped.
+    fn admit(&self, id: u64, stream: &UnixStream, full: bool) -> usize {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let keep = if full {
+            MAX_PENDING.min(pending.len()).saturating_sub(1)
+        } else {
+            MAX_PENDING - 1
+        };
+        let mut dropped = 0;
+        while pending.len() > keep {
+            if let Some((_, old)) = pending.pop_front() {
+                // Its thread's read fails at once and the thread ends.
+                let _ = old.shutdown(std::net::Shutdown::Both);
+                dropped += 1;
+            }
+        }
+        if let Ok(c) = stream.try_clone() {
+            pending.push_back((id, c));
+        }
+        dropped
+    }
+
+    /// Connection `id` finished its handshake (or ended).
+    fn done(&self, id: u64) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(i, _)| *i != id);
+    }
+
+    fn pending(&self) -> usize {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
 
 /// Refuse `stream` with one error frame. The frame is tiny and the socket buffer fresh, so this
 /// cannot block the accept loop.
@@ -56,7 +113,8 @@ pub(crate) fn spawn_connection(shared: &Arc<Shared>, stream: UnixStream) {
             );
         }
     }
-    if shared.conns.lock().unwrap_or_else(|e| e.into_inner()).len() >= MAX_CONNECTIONS {
+    let full = shared.conns.lock().unwrap_or_else(|e| e.into_inner()).len() >= MAX_CONNECTIONS;
+    if full && shared.gate.pending() == 0 {
         tracing::warn!("connection limit reached; refusing a client");
         return refuse(
             &stream,
@@ -65,6 +123,17 @@ pub(crate) fn spawn_connection(shared: &Arc<Shared>, stream: UnixStream) {
         );
     }
     let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    // A client must say hello in time, and stalled ones make room for new ones.
+    if let Err(e) = stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT)) {
+        tracing::debug!(error = %e, "cannot set a read timeout");
+    }
+    let dropped = shared.gate.admit(id, &stream, full);
+    if dropped > 0 {
+        tracing::warn!(
+            dropped,
+            "dropped clients that did not finish their handshake"
+        );
+    }
     // A client that stops reading must not pin a thread forever: its writes time out.
     if let Err(e) = stream.set_write_timeout(Some(WRITE_TIMEOUT)) {
         tracing::debug!(error = %e, "cannot set a write timeout");
@@ -80,9 +149,10 @@ pub(crate) fn spawn_connection(shared: &Arc<Shared>, stream: UnixStream) {
     let spawned = std::thread::Builder::new()
         .name(format!("mpm-conn-{id}"))
         .spawn(move || {
-            if let Err(e) = serve(&shared, stream) {
+            if let Err(e) = serve(&shared, stream, id) {
                 tracing::debug!(conn = id, error = %e, "connection ended");
             }
+            shared.gate.done(id);
             shared
                 .conns
                 .lock()
@@ -104,7 +174,7 @@ fn send_data(w: &Mutex<UnixStream>, bytes: &[u8]) -> std::io::Result<()> {
     write_frame(&mut *w, &Frame::Data(bytes.to_vec()))
 }
 
-fn serve(shared: &Arc<Shared>, stream: UnixStream) -> Result<(), FrameError> {
+fn serve(shared: &Arc<Shared>, stream: UnixStream, id: u64) -> Result<(), FrameError> {
     let max = shared.opts.max_frame_bytes;
     let writer = Arc::new(Mutex::new(stream.try_clone()?));
     let mut reader = BufReader::new(stream);
@@ -113,6 +183,9 @@ fn serve(shared: &Arc<Shared>, stream: UnixStream) -> Result<(), FrameError> {
     let hello = read_frame(&mut reader, max).and_then(|f| f.parse::<ClientMsg>());
     match hello {
         Ok(ClientMsg::Hello { protocol, .. }) if protocol == PROTOCOL_VERSION => {
+            // Handshake done: from now on the client may be idle (follow, attach, a REPL).
+            shared.gate.done(id);
+            reader.get_ref().set_read_timeout(None)?;
             send(
                 &writer,
                 &ServerMsg::Hello {
@@ -168,6 +241,10 @@ fn serve(shared: &Arc<Shared>, stream: UnixStream) -> Result<(), FrameError> {
                 continue;
             }
         };
+        if let Err(why) = msg.validate() {
+            send(&writer, &ServerMsg::error("invalid", why))?;
+            continue;
+        }
         match msg {
             ClientMsg::Events {
                 filter,
@@ -561,7 +638,13 @@ fn attach(
         match read_frame(&mut reader, max) {
             Ok(Frame::Data(bytes)) => h.session.write_input(&bytes),
             Ok(f) => match f.parse::<ClientMsg>() {
-                Ok(ClientMsg::Resize { cols, rows }) => h.session.resize(cols, rows),
+                Ok(ClientMsg::Resize { cols, rows }) if crate::protocol::window_ok(cols, rows) => {
+                    h.session.resize(cols, rows)
+                }
+                Ok(m @ ClientMsg::Resize { .. }) => {
+                    let why = m.validate().err().unwrap_or_default();
+                    let _ = send(writer, &ServerMsg::error("invalid", why));
+                }
                 Ok(ClientMsg::Detach) => break,
                 Ok(ClientMsg::Eof) => h.session.eof(),
                 Ok(_) => {

@@ -144,9 +144,11 @@ impl Executor {
         bus: Bus,
         state_dir: PathBuf,
     ) -> Result<ExecutorHandle, ExecutorError> {
-        std::fs::create_dir_all(&state_dir).map_err(|source| ExecutorError::StateDir {
-            path: state_dir.clone(),
-            source,
+        crate::config::paths::create_private_dir(&state_dir).map_err(|source| {
+            ExecutorError::StateDir {
+                path: state_dir.clone(),
+                source,
+            }
         })?;
         let ex = &cfg.executor;
         // Spawning blocks the spawning thread until the child has exec'd (posix_spawn is
@@ -171,6 +173,7 @@ impl Executor {
                 .unwrap_or(Duration::from_secs(3)),
             breaker_failures: ex.breaker_failures,
             breaker_cooldown: Duration::from_secs(ex.breaker_cooldown_secs),
+            max_output_bytes: ex.max_output_bytes,
             spawn_hook: Mutex::new(None),
             budgets: budget::Budgets::new(cfg, budget::own_depth()),
             state: Mutex::new(State {
@@ -372,6 +375,8 @@ struct Shared {
     grace: Duration,
     breaker_failures: u32,
     breaker_cooldown: Duration,
+    /// Bytes kept per output stream of one attempt (`executor.max_output_bytes`).
+    max_output_bytes: u64,
     state: Mutex<State>,
     wake: Notify,
     cancel: watch::Sender<bool>,
@@ -690,6 +695,7 @@ async fn run_delegation(shared: Arc<Shared>, job: Job) {
                 timeout: job.agent.timeout(),
                 grace: shared.grace,
                 rlimits: job.agent.rlimits.clone(),
+                max_output_bytes: shared.max_output_bytes,
             };
             let retry = &job.agent.retry;
             loop {
@@ -780,7 +786,16 @@ async fn run_delegation(shared: Arc<Shared>, job: Job) {
             let wrote = outcome
                 .result
                 .as_ref()
-                .is_some_and(|text| std::fs::write(&result_path, text).is_ok());
+                .is_some_and(|text| {
+                    use std::io::Write as _;
+                    crate::config::paths::private_file()
+                        .create(true)
+                        .write(true)
+                        .truncate(true)
+                        .open(&result_path)
+                        .and_then(|mut f| f.write_all(text.as_bytes()))
+                        .is_ok()
+                });
             Some(if wrote {
                 result_path
             } else {

@@ -210,7 +210,15 @@ pub fn write(
         }
         None => text.push_str("(the sub-agent wrote no output)\n"),
     }
-    std::fs::write(&path, text)?;
+    // Private like every state file: a result may quote the repository's secrets.
+    std::io::Write::write_all(
+        &mut crate::config::paths::private_file()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&path)?,
+        text.as_bytes(),
+    )?;
     Ok(path)
 }
 

@@ -8,6 +8,9 @@
 //! stream was the executor's largest cost for short delegations). Reading stops at end-of-file,
 //! or a bounded time after the tree is gone when an escaped process keeps a pipe open.
 //!
+//! The root carries a fresh `MPM_TREE` tag and is registered while it runs
+//! ([`process::registry`]), so processes that leave its session are still its tree's.
+//!
 //! On timeout or cancellation the whole tree is stopped with [`process::stop_tree`] (SIGTERM to the
 //! group and every member, grace, SIGKILL). After a normal exit, anything left in the sub-agent's
 //! process group (background children) is stopped the same way: a finished delegation leaves no
@@ -20,8 +23,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::fcntl::OFlag;
-use nix::sys::signal::killpg;
-use nix::unistd::Pid;
 use tokio::io::AsyncReadExt as _;
 use tokio::net::unix::pipe;
 use tokio::sync::watch;
@@ -41,6 +42,8 @@ pub struct AttemptSpec {
     pub grace: Duration,
     /// setrlimit values applied in the child before exec.
     pub rlimits: Option<crate::config::Rlimits>,
+    /// Bytes kept per output stream; the rest is drained and counted (`executor.max_output_bytes`).
+    pub max_output_bytes: u64,
 }
 
 /// How an attempt ended.
@@ -87,9 +90,16 @@ pub async fn run_attempt(
             return AttemptEnd::SpawnFailed(format!("cannot register output pipes: {e}"));
         }
     };
+    // The tag finds members that leave the session by a double fork (`process::registry`).
+    let tag = process::registry::new_tag();
+    let mut env = spec.env.clone();
+    env.insert(
+        process::registry::TREE_VAR.to_string(),
+        process::registry::env_value(&tag),
+    );
     let spawned = spawn::spawn(&spawn::SpawnSpec {
         argv: &spec.argv,
-        env: &spec.env,
+        env: &env,
         cwd: spec.cwd.as_deref(),
         stdout: &out_w,
         stderr: &err_w,
@@ -104,8 +114,10 @@ pub async fn run_attempt(
             return AttemptEnd::SpawnFailed(format!("cannot start {program:?}: {e}"));
         }
     };
-    let out_task = tokio::spawn(drain(readers.0, spec.stdout_path.clone()));
-    let err_task = tokio::spawn(drain(readers.1, spec.stderr_path.clone()));
+    process::registry::register(pid, &tag);
+    let cap = spec.max_output_bytes;
+    let out_task = tokio::spawn(drain(readers.0, spec.stdout_path.clone(), cap));
+    let err_task = tokio::spawn(drain(readers.1, spec.stderr_path.clone(), cap));
     let mut child = spawn::Leader::new(pid);
     let pid = pid as u32;
     on_start(pid);
@@ -131,11 +143,10 @@ pub async fn run_attempt(
         // Reap the leader (already stopped above).
         let _ = child.wait().await;
     }
-    // Leftovers in the sub-agent's group (background children): stop them too. Signal 0 probes.
-    if killpg(Pid::from_raw(pid as i32), None).is_ok() {
-        tracing::debug!(pid, "delegation left processes behind; stopping them");
-        stop(spec.grace).await;
-    }
+    // Leftovers (background children, daemonised grandchildren found by the tag): stop them too.
+    // `stop_tree` returns at once when nothing is left.
+    stop(spec.grace).await;
+    process::registry::unregister(pid as i32);
     // The tree is gone, so the pipes are closed, unless a process that left the session keeps
     // them open: give the readers a bounded time, then stop reading.
     for (task, what) in [(out_task, "stdout"), (err_task, "stderr")] {
@@ -162,24 +173,46 @@ pub async fn run_attempt(
 /// How long output is still read after the sub-agent's tree is gone.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 
-/// Copy a pipe to `path` until end-of-file. The file is created on the first byte, so silent
-/// streams leave no empty files. Returns the bytes copied.
-async fn drain(mut rx: pipe::Receiver, path: PathBuf) -> std::io::Result<u64> {
+/// Copy a pipe to `path` until end-of-file, keeping at most `cap` bytes. The file is created
+/// (0600) on the first byte, so silent streams leave no empty files. Past the cap the pipe is
+/// still read (a blocked writer would hang the delegation) but dropped, and the file ends with a
+/// note `[mpm: output truncated: kept N bytes, dropped M]`. Returns the bytes read.
+async fn drain(mut rx: pipe::Receiver, path: PathBuf, cap: u64) -> std::io::Result<u64> {
     let mut buf = vec![0u8; 64 << 10];
     let mut file: Option<File> = None;
     let mut total = 0u64;
     loop {
         let n = rx.read(&mut buf).await?;
         if n == 0 {
+            if total > cap
+                && let Some(f) = &mut file
+            {
+                tracing::warn!(path = %path.display(), kept = cap, dropped = total - cap, "delegation output truncated");
+                writeln!(
+                    f,
+                    "\n[mpm: output truncated: kept {cap} bytes, dropped {}]",
+                    total - cap
+                )?;
+            }
             return Ok(total);
+        }
+        let keep = cap.saturating_sub(total).min(n as u64) as usize;
+        total += n as u64;
+        if keep == 0 {
+            continue;
         }
         let f = match &mut file {
             Some(f) => f,
-            None => file.insert(File::create(&path)?),
+            None => file.insert(
+                crate::config::paths::private_file()
+                    .create(true)
+                    .write(true)
+                    .truncate(true)
+                    .open(&path)?,
+            ),
         };
         // A local file write lands in the page cache; not worth a blocking-pool round trip.
-        f.write_all(&buf[..n])?;
-        total += n as u64;
+        f.write_all(&buf[..keep])?;
     }
 }
 

@@ -12,61 +12,10 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::OnceLock;
 
-/// The fields of `/proc/<pid>/stat` the sampler uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PidStat {
-    pub pid: i32,
-    pub ppid: i32,
-    pub pgid: i32,
-    pub sid: i32,
-    pub state: char,
-    /// utime + stime, in clock ticks.
-    pub cpu_ticks: u64,
-    /// Threads (field 20).
-    pub threads: u64,
-    /// Start time after boot, in clock ticks: tells a reused pid from the original.
-    pub start: u64,
-    /// Resident set, in pages.
-    pub rss_pages: u64,
-}
-
-/// Parse one `/proc/<pid>/stat` line (the command name may hold spaces, parentheses and bytes
-/// that are not UTF-8).
-pub fn parse_pid_stat(text: &[u8]) -> Option<PidStat> {
-    let close = text.iter().rposition(|&b| b == b')')?;
-    let head = std::str::from_utf8(&text[..text.iter().position(|&b| b == b' ')?]).ok()?;
-    let pid = head.parse().ok()?;
-    let rest = std::str::from_utf8(&text[close + 1..]).ok()?;
-    // Field 3 (state) is index 0 after the closing parenthesis.
-    let mut f = [""; 22];
-    let mut n = 0;
-    for (slot, word) in f.iter_mut().zip(rest.split_ascii_whitespace()) {
-        *slot = word;
-        n += 1;
-    }
-    if n < f.len() {
-        return None;
-    }
-    let num = |i: usize| f[i].parse::<u64>().ok();
-    let int = |i: usize| f[i].parse::<i32>().ok();
-    Some(PidStat {
-        pid,
-        state: f[0].chars().next()?,
-        ppid: int(1)?,
-        pgid: int(2)?,
-        sid: int(3)?,
-        cpu_ticks: num(11)? + num(12)?,
-        threads: num(17)?,
-        start: num(19)?,
-        rss_pages: num(21)?,
-    })
-}
-
-/// Read and parse `/proc/<pid>/stat`; `None` when the process is gone.
-pub fn read_pid_stat(pid: i32) -> Option<PidStat> {
-    let text = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
-    parse_pid_stat(&text)
-}
+/// The one `/proc/<pid>/stat` parser lives in [`crate::process`]; these names are the sampler's.
+pub use crate::process::{
+    ProcStat as PidStat, parse_stat as parse_pid_stat, read_stat as read_pid_stat,
+};
 
 fn open_stat(pid: i32) -> Option<File> {
     File::open(format!("/proc/{pid}/stat")).ok()

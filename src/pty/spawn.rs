@@ -318,7 +318,14 @@ pub(crate) fn spawn(spec: &SpawnSpec<'_>) -> Result<Spawned, PtyError> {
             Ok(())
         });
     }
+    // The tree's tag (`process::registry`): members that leave the session are still found.
+    let tag = crate::process::registry::new_tag();
+    cmd.env(
+        crate::process::registry::TREE_VAR,
+        crate::process::registry::env_value(&tag),
+    );
     let child = cmd.spawn().map_err(|e| exec_error(argv0, &program, e))?;
+    crate::process::registry::register(child.id() as i32, &tag);
     drop(cmd); // closes the parent's copies of the slave
     drop(slave);
     Ok(Spawned { child, master })

@@ -14,6 +14,12 @@
 //! lives), the grace period, then SIGKILL. On a normal exit mpm has already stopped the tree, so the
 //! watchdog finds nothing and exits at once.
 //!
+//! Delegation trees are covered too: the watchdog listens to the process registry
+//! ([`crate::process::registry`]) for as long as mpm lives, with lines `+<root> <start> <tag>` and
+//! `-<root>`, and at EOF stops every tree still registered, finding members that left the session
+//! by the tree's `MPM_TREE` tag (reading every process's environment: mpm, their subreaper, is
+//! gone). `done` disarms the main agent's tree only.
+//!
 //! Starting the watchdog before the agent leaves no window in which the agent runs unwatched:
 //! if mpm dies before `arm`, the watchdog reads EOF with no pid and just exits (the agent, if it was
 //! being spawned, loses its terminal and gets SIGHUP from the kernel).
@@ -53,8 +59,12 @@ impl Watchdog {
             });
         }
         let child = cmd.spawn()?;
+        let pipe = std::fs::File::from(write_end);
+        // Every tree this process starts (delegations too) is reported to the watchdog for as
+        // long as this process lives: the registry keeps its own copy of the write end.
+        crate::process::registry::add_listener(pipe.try_clone()?);
         Ok(Watchdog {
-            pipe: Some(std::fs::File::from(write_end)),
+            pipe: Some(pipe),
             child: Some(child),
         })
     }
@@ -108,23 +118,52 @@ pub fn run(root: Option<i32>, grace: Duration, input: impl Read) -> i32 {
         libc::signal(libc::SIGINT, libc::SIG_IGN);
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
+    use crate::process::registry;
+    // mpm is gone: orphans of its trees went to init or another subreaper, not to us.
+    registry::set_thorough(true);
     let mut root = root;
     for line in BufReader::new(input).lines() {
-        match line {
-            Ok(l) if l.trim() == "done" => return 0,
-            Ok(l) => {
-                if let Ok(pid) = l.trim().parse::<i32>()
-                    && pid > 1
-                {
-                    root = Some(pid);
-                }
+        let Ok(l) = line else { break };
+        let l = l.trim();
+        if l == "done" {
+            // The main tree is stopped; keep watching the others until mpm exits.
+            root = None;
+        } else if let Some(rest) = l.strip_prefix('+') {
+            let mut f = rest.split(' ');
+            if let (Some(Ok(pid)), Some(Ok(start)), Some(tag)) = (
+                f.next().map(str::parse::<i32>),
+                f.next().map(str::parse::<u64>),
+                f.next(),
+            ) && pid > 1
+            {
+                registry::insert(registry::TreeEntry {
+                    root: pid,
+                    start,
+                    tag: tag.to_string(),
+                });
             }
-            Err(_) => break,
+        } else if let Some(Ok(pid)) = l.strip_prefix('-').map(str::parse::<i32>) {
+            registry::unregister(pid);
+        } else if let Ok(pid) = l.parse::<i32>()
+            && pid > 1
+        {
+            root = Some(pid);
         }
     }
     if let Some(pid) = root {
         let outcome = crate::process::stop_tree(pid, grace);
         tracing::info!(root = pid, ?outcome, "watchdog: parent gone, tree stopped");
+    }
+    for e in registry::trees() {
+        let same = crate::process::start_time(e.root).is_some_and(|s| s == e.start);
+        let outcome = if same || crate::process::start_time(e.root).is_none() {
+            // Alive, or gone with only orphans left: the root's session and tag find them.
+            crate::process::stop_tree(e.root, grace)
+        } else {
+            // The pid was reused: only the tag is trustworthy.
+            crate::process::stop_tagged(&e.tag, grace)
+        };
+        tracing::info!(root = e.root, tag = %e.tag, ?outcome, "watchdog: parent gone, tree stopped");
     }
     0
 }

@@ -1,5 +1,8 @@
 //! Process trees: finding every process that belongs to a supervised agent, and stopping them all.
 //!
+//! Trees are also tagged in their environment and mpm is their child subreaper ([`registry`]), so
+//! a grandchild that left the session and the group (setsid + double fork) is still a member.
+//!
 //! Every child mpm starts is a session leader (`setsid`), so its whole tree shares its session id
 //! even after intermediate parents die and grandchildren are re-parented to init. A tree is therefore
 //! "the processes whose session id is the leader's pid, plus the descendants of the leader by
@@ -7,14 +10,17 @@
 //! Stopping a tree is: SIGTERM to the process group and to every member, a grace period, then
 //! SIGKILL to whatever is left. This reads `/proc` directly: a handful of small files per process.
 
+pub mod registry;
+
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
-/// One line of `/proc/<pid>/stat`, the fields mpm uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The fields of `/proc/<pid>/stat` mpm uses: the one parser of that file (tree walks, the
+/// governor's sampler, pid-reuse checks by start time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ProcStat {
     pub pid: i32,
     pub ppid: i32,
@@ -22,29 +28,65 @@ pub struct ProcStat {
     pub sid: i32,
     /// 'R', 'S', 'Z', ...
     pub state: char,
+    /// utime + stime, in clock ticks.
+    pub cpu_ticks: u64,
+    /// Threads (field 20).
+    pub threads: u64,
+    /// Start time after boot, in clock ticks: tells a reused pid from the original.
+    pub start: u64,
+    /// Resident set, in pages.
+    pub rss_pages: u64,
 }
 
-/// Parse `/proc/<pid>/stat` (the command name may contain spaces and parentheses).
+impl ProcStat {
+    /// Alive and not a zombie.
+    pub fn is_live(&self) -> bool {
+        self.state != 'Z' && self.state != 'X'
+    }
+}
+
+/// Read and parse `/proc/<pid>/stat`; `None` when the process is gone.
 pub fn read_stat(pid: i32) -> Option<ProcStat> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let text = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
     parse_stat(&text)
 }
 
-fn parse_stat(text: &str) -> Option<ProcStat> {
-    let close = text.rfind(')')?;
-    let pid = text[..text.find(' ')?].parse().ok()?;
-    let mut rest = text[close + 1..].split_ascii_whitespace();
-    let state = rest.next()?.chars().next()?;
-    let ppid = rest.next()?.parse().ok()?;
-    let pgid = rest.next()?.parse().ok()?;
-    let sid = rest.next()?.parse().ok()?;
+/// Parse one `/proc/<pid>/stat` line (the command name may hold spaces, parentheses and bytes
+/// that are not UTF-8).
+pub fn parse_stat(text: &[u8]) -> Option<ProcStat> {
+    let close = text.iter().rposition(|&b| b == b')')?;
+    let head = std::str::from_utf8(&text[..text.iter().position(|&b| b == b' ')?]).ok()?;
+    let pid = head.parse().ok()?;
+    let rest = std::str::from_utf8(&text[close + 1..]).ok()?;
+    // Field 3 (state) is index 0 after the closing parenthesis.
+    let mut f = [""; 22];
+    let mut n = 0;
+    for (slot, word) in f.iter_mut().zip(rest.split_ascii_whitespace()) {
+        *slot = word;
+        n += 1;
+    }
+    if n < f.len() {
+        return None;
+    }
+    let num = |i: usize| f[i].parse::<u64>().ok();
+    let int = |i: usize| f[i].parse::<i32>().ok();
     Some(ProcStat {
         pid,
-        ppid,
-        pgid,
-        sid,
-        state,
+        state: f[0].chars().next()?,
+        ppid: int(1)?,
+        pgid: int(2)?,
+        sid: int(3)?,
+        cpu_ticks: num(11)? + num(12)?,
+        threads: num(17)?,
+        start: num(19)?,
+        rss_pages: num(21)?,
     })
+}
+
+/// The start time of `pid` (clock ticks after boot), to tell it from a later process that reuses
+/// the pid.
+pub fn start_time(pid: i32) -> Option<u64> {
+    read_stat(pid).map(|s| s.start)
 }
 
 /// Every process on the machine (pids readable in /proc).
@@ -77,6 +119,21 @@ pub fn tree_members_in(root: i32, procs: &[ProcStat]) -> Vec<i32> {
     if procs.iter().any(|p| p.pid == root) {
         set.insert(root);
     }
+    let me = std::process::id() as i32;
+    // Members that left the session and the group (setsid + double fork) carry the tree's tag.
+    if let Some(tag) = registry::tag_of(root) {
+        let thorough = registry::thorough();
+        for p in procs {
+            if p.is_live()
+                && p.pid != me
+                && (thorough || p.ppid == me || p.ppid == 1)
+                && !set.contains(&p.pid)
+                && registry::has_tag(p.pid, &tag)
+            {
+                set.insert(p.pid);
+            }
+        }
+    }
     let mut stack: Vec<i32> = set.iter().copied().collect();
     while let Some(p) = stack.pop() {
         for &c in children.get(&p).map(Vec::as_slice).unwrap_or(&[]) {
@@ -90,7 +147,12 @@ pub fn tree_members_in(root: i32, procs: &[ProcStat]) -> Vec<i32> {
         .filter(|p| p.state == 'Z')
         .map(|p| p.pid)
         .collect();
-    let me = std::process::id() as i32;
+    // A member re-parented to this process (the subreaper) is ours to reap.
+    for p in procs {
+        if p.ppid == me && p.pid != root && set.contains(&p.pid) {
+            registry::note_adopted(p.pid);
+        }
+    }
     let mut v: Vec<i32> = set
         .into_iter()
         .filter(|p| !zombies.contains(p) && *p != me)
@@ -131,19 +193,48 @@ pub enum StopOutcome {
 /// `reaped` is asked whether the leader itself has been reaped by its parent (a zombie leader still
 /// counts as gone). Blocking; call from a thread that may sleep.
 pub fn stop_tree(root: i32, grace: Duration) -> StopOutcome {
-    if tree_members(root).is_empty() {
+    stop_set(Some(root), &|| tree_members(root), grace)
+}
+
+/// Stop every live process that carries `tag` (a tree whose root's pid may have been reused, so
+/// neither the pid nor its group may be signalled). Reads every process's environment.
+pub fn stop_tagged(tag: &str, grace: Duration) -> StopOutcome {
+    stop_set(None, &|| tagged_processes(tag), grace)
+}
+
+/// The live processes whose environment carries `tag` (a full scan).
+pub fn tagged_processes(tag: &str) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    all_processes()
+        .into_iter()
+        .filter(|p| p.is_live() && p.pid != me && registry::has_tag(p.pid, tag))
+        .map(|p| p.pid)
+        .collect()
+}
+
+/// SIGCONT + SIGTERM to `group` and every member, the grace, then SIGKILL until none is left.
+fn stop_set(group: Option<i32>, members: &dyn Fn() -> Vec<i32>, grace: Duration) -> StopOutcome {
+    let signal = |sig: Signal| {
+        if let Some(g) = group {
+            let _ = killpg(Pid::from_raw(g), sig);
+        }
+        for pid in members() {
+            let _ = kill(Pid::from_raw(pid), sig);
+        }
+    };
+    if members().is_empty() {
         return StopOutcome::AlreadyGone;
     }
-    signal_tree(root, Signal::SIGCONT);
-    signal_tree(root, Signal::SIGTERM);
-    if wait_tree_gone(root, grace) {
+    signal(Signal::SIGCONT);
+    signal(Signal::SIGTERM);
+    if wait_gone(members, grace) {
         return StopOutcome::Terminated;
     }
     // Keep killing until nothing is left: a process can fork between the scan and the signal.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        signal_tree(root, Signal::SIGKILL);
-        if wait_tree_gone(root, Duration::from_millis(200)) || Instant::now() > deadline {
+        signal(Signal::SIGKILL);
+        if wait_gone(members, Duration::from_millis(200)) || Instant::now() > deadline {
             return StopOutcome::Killed;
         }
     }
@@ -152,10 +243,14 @@ pub fn stop_tree(root: i32, grace: Duration) -> StopOutcome {
 /// Wait until the tree has no live member, up to `timeout`. Polls /proc with a short back-off: a
 /// process outside our children cannot be waited for by any other means.
 pub fn wait_tree_gone(root: i32, timeout: Duration) -> bool {
+    wait_gone(&|| tree_members(root), timeout)
+}
+
+fn wait_gone(members: &dyn Fn() -> Vec<i32>, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     let mut pause = Duration::from_millis(5);
     loop {
-        if tree_members(root).is_empty() {
+        if members().is_empty() {
             return true;
         }
         let now = Instant::now();
@@ -183,16 +278,11 @@ mod tests {
 
     #[test]
     fn parses_stat_with_spaces_in_name() {
-        let s = parse_stat("123 (a b) c)) S 1 123 123 0 -1 4194560").unwrap();
+        let line = "123 (a b) c)) S 1 123 123 0 -1 4194560 0 0 0 0 7 5 0 0 20 0 1 0 9999 1000 321";
+        let s = parse_stat(line.as_bytes()).unwrap();
         assert_eq!(
-            s,
-            ProcStat {
-                pid: 123,
-                ppid: 1,
-                pgid: 123,
-                sid: 123,
-                state: 'S'
-            }
+            (s.pid, s.ppid, s.pgid, s.sid, s.state),
+            (123, 1, 123, 123, 'S')
         );
     }
 
@@ -204,6 +294,7 @@ mod tests {
             pgid: pid,
             sid,
             state,
+            ..ProcStat::default()
         };
         let procs = [
             p(10, 1, 10, 'S'),  // leader

@@ -1,0 +1,346 @@
+//! Every process tree this mpm started, so that none escapes: a tag in the environment, a child
+//! subreaper, a reaper for adopted orphans, and the feed of the orphan watchdog.
+//!
+//! Session ids, process groups and parent links lose a grandchild that calls `setsid` and
+//! double-forks (what a daemonising program does): it leaves the session and the group, and its
+//! parent dies. Two things bring it back:
+//!
+//! - **The tag.** Each tree's root is started with `MPM_TREE=<tag>` in its environment, which every
+//!   descendant inherits through fork and exec (a nested mpm appends its own: `outer:inner`). A
+//!   process whose `/proc/<pid>/environ` holds the tag belongs to the tree, whatever its session.
+//!   The tag is `<owner pid>-<owner start time>-<n>`, so a later mpm can tell the trees of a dead
+//!   owner (the daemon's start-up clean-up) from those of a live one.
+//! - **The subreaper.** Before the first tree starts, mpm calls `PR_SET_CHILD_SUBREAPER`: an
+//!   orphan in its trees is re-parented to mpm rather than to init. A tree walk therefore reads
+//!   the environment only of processes whose parent is mpm or init (cheap), except in
+//!   [`set_thorough`] mode (the watchdog after mpm died, the daemon's start-up clean-up), where it
+//!   reads every process's.
+//!
+//! A subreaper must reap what it adopts. The reaper thread (every [`REAP_EVERY`]) looks only at
+//! mpm's own children (`/proc/self/task/*/children`) and reaps those it adopted: a live child
+//! that is not a registered root but carries a registered tag is remembered as adopted; a zombie
+//! child that was adopted, or that shares a registered root's session or group, is reaped. It
+//! never waits for a child another part of mpm spawned (std, tokio and the executor reap their own),
+//! so no exit status is stolen. An adopted process that exits before the reaper first saw it alive
+//! (and left its tree's session) stays a zombie until mpm exits: bounded by what the trees do.
+//!
+//! The registry is a small map behind a mutex (registration is rare, lookups are one hash probe);
+//! the watchdog listens to it through pipes ([`add_listener`]) with lines `+<root> <start> <tag>`
+//! and `-<root>`.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, Once};
+use std::time::Duration;
+
+/// The environment variable that tags a tree.
+pub const TREE_VAR: &str = "MPM_TREE";
+
+/// How often the reaper looks at mpm's children.
+pub const REAP_EVERY: Duration = Duration::from_millis(250);
+
+/// One registered tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeEntry {
+    pub root: i32,
+    /// The root's start time (0 when unknown): a reused pid is not the root.
+    pub start: u64,
+    pub tag: String,
+}
+
+#[derive(Default)]
+struct Registry {
+    trees: HashMap<i32, TreeEntry>,
+    adopted: HashSet<i32>,
+    listeners: Vec<std::fs::File>,
+}
+
+static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
+static THOROUGH: AtomicBool = AtomicBool::new(false);
+static NEXT: AtomicU64 = AtomicU64::new(1);
+static SUBREAPER: Once = Once::new();
+
+fn registry() -> MutexGuard<'static, Option<Registry>> {
+    REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn with<T>(f: impl FnOnce(&mut Registry) -> T) -> T {
+    let mut g = registry();
+    f(g.get_or_insert_with(Registry::default))
+}
+
+/// Read every process's environment in tree walks (not only orphans'): for a process that is
+/// not the subreaper of the trees it looks for.
+pub fn set_thorough(on: bool) {
+    THOROUGH.store(on, Ordering::Relaxed);
+}
+
+pub(crate) fn thorough() -> bool {
+    THOROUGH.load(Ordering::Relaxed)
+}
+
+/// Make this process a child subreaper (once) and start the reaper thread. Called before the
+/// first tree is spawned ([`new_tag`] does it).
+pub fn become_subreaper() {
+    SUBREAPER.call_once(|| {
+        #[cfg(target_os = "linux")]
+        // SAFETY: prctl with an integer argument; no memory is passed.
+        let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+        #[cfg(not(target_os = "linux"))]
+        let rc = -1;
+        if rc != 0 {
+            tracing::warn!(
+                error = %std::io::Error::last_os_error(),
+                "cannot become a child subreaper: daemonising grandchildren go to init"
+            );
+        }
+        let _ = std::thread::Builder::new()
+            .name("mpm-reaper".into())
+            .spawn(|| {
+                for pass in 1u64.. {
+                    std::thread::sleep(REAP_EVERY);
+                    reap_adopted();
+                    if pass.is_multiple_of(16) {
+                        forget_finished();
+                    }
+                }
+            });
+    });
+}
+
+/// A fresh tag for a tree about to be spawned (and this process a subreaper from now on).
+pub fn new_tag() -> String {
+    become_subreaper();
+    let me = std::process::id() as i32;
+    let start = super::start_time(me).unwrap_or(0);
+    format!("{me}-{start}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The value of [`TREE_VAR`] for a new tree: this process's own tags (when it runs inside
+/// another mpm's tree) followed by `tag`, so the outer tree keeps its members.
+pub fn env_value(tag: &str) -> String {
+    match std::env::var(TREE_VAR) {
+        Ok(outer) if !outer.is_empty() => format!("{outer}:{tag}"),
+        _ => tag.to_string(),
+    }
+}
+
+/// Record a spawned tree. Its listeners (the watchdog) hear of it at once.
+pub fn register(root: i32, tag: &str) {
+    let entry = TreeEntry {
+        root,
+        start: super::start_time(root).unwrap_or(0),
+        tag: tag.to_string(),
+    };
+    let line = format!("+{} {} {}\n", entry.root, entry.start, entry.tag);
+    with(|r| {
+        r.trees.insert(root, entry);
+        r.listeners
+            .retain_mut(|l| l.write_all(line.as_bytes()).is_ok());
+    });
+}
+
+/// Forget a tree (it was stopped; its pid may be reused from now on).
+pub fn unregister(root: i32) {
+    let line = format!("-{root}\n");
+    with(|r| {
+        if r.trees.remove(&root).is_some() {
+            r.listeners
+                .retain_mut(|l| l.write_all(line.as_bytes()).is_ok());
+        }
+    });
+}
+
+/// The tag of the tree rooted at `root`, when registered.
+pub fn tag_of(root: i32) -> Option<String> {
+    with(|r| r.trees.get(&root).map(|e| e.tag.clone()))
+}
+
+/// Every registered tree.
+pub fn trees() -> Vec<TreeEntry> {
+    with(|r| r.trees.values().cloned().collect())
+}
+
+/// Send every registry change to `pipe` from now on, starting with the trees registered now.
+pub fn add_listener(mut pipe: std::fs::File) {
+    with(|r| {
+        for e in r.trees.values() {
+            if writeln!(pipe, "+{} {} {}", e.root, e.start, e.tag).is_err() {
+                return;
+            }
+        }
+        r.listeners.push(pipe);
+    });
+}
+
+/// Whether the environment of `pid` carries `tag` in [`TREE_VAR`].
+pub fn has_tag(pid: i32, tag: &str) -> bool {
+    tags_of(pid).is_some_and(|tags| tags.iter().any(|t| t == tag))
+}
+
+/// The tags in the environment of `pid` (None when unreadable or untagged).
+pub fn tags_of(pid: i32) -> Option<Vec<String>> {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let key = b"MPM_TREE=";
+    let entry = env.split(|&b| b == 0).find(|e| e.starts_with(key))?;
+    let value = std::str::from_utf8(&entry[key.len()..]).ok()?;
+    Some(value.split(':').map(str::to_string).collect())
+}
+
+/// Unregister the trees whose root is gone and that have no member left (nobody will stop them).
+pub fn forget_finished() {
+    for e in trees() {
+        let root_gone = super::read_stat(e.root)
+            .is_none_or(|st| !st.is_live() || (e.start != 0 && st.start != e.start));
+        if root_gone && super::tree_members(e.root).is_empty() {
+            unregister(e.root);
+        }
+    }
+}
+
+/// The owner (pid, start time) named by a tag `<pid>-<start>-<n>`.
+pub fn tag_owner(tag: &str) -> Option<(i32, u64)> {
+    let mut f = tag.split('-');
+    Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
+}
+
+/// Stop what dead owners left behind: every live process tagged by a tree whose owner's pid is
+/// in `owners` and that owner is no longer running (its pid is gone or was reused). Reads every
+/// process's environment once, then stops tag by tag. Returns the (pid, tag) pairs found.
+pub fn stop_leftovers(owners: &[u32], grace: Duration) -> Vec<(i32, String)> {
+    let me = std::process::id() as i32;
+    let dead = |tag: &str| {
+        tag_owner(tag).is_some_and(|(pid, start)| {
+            pid != me
+                && owners.contains(&(pid as u32))
+                && super::start_time(pid).is_none_or(|s| s != start)
+        })
+    };
+    let mut found = Vec::new();
+    for p in super::all_processes() {
+        if !p.is_live() || p.pid == me {
+            continue;
+        }
+        if let Some(tags) = tags_of(p.pid)
+            && let Some(t) = tags.into_iter().find(|t| dead(t))
+        {
+            found.push((p.pid, t));
+        }
+    }
+    let tags: HashSet<&str> = found.iter().map(|(_, t)| t.as_str()).collect();
+    for tag in tags {
+        let outcome = super::stop_tagged(tag, grace);
+        tracing::warn!(tag, ?outcome, "stopped a process tree left by a dead mpm");
+    }
+    found
+}
+
+/// [`stop_leftovers`] on a thread of its own (start-up must not wait for the grace period).
+pub fn stop_leftovers_in_background(owners: Vec<u32>, grace: Duration) {
+    if owners.is_empty() {
+        return;
+    }
+    let _ = std::thread::Builder::new()
+        .name("mpm-leftovers".into())
+        .spawn(move || {
+            for (pid, tag) in stop_leftovers(&owners, grace) {
+                tracing::warn!(pid, tag, "stopped a process left running by a dead mpm");
+            }
+        });
+}
+
+/// Record a tree heard of from another process (the watchdog's feed), as is.
+pub fn insert(entry: TreeEntry) {
+    with(|r| {
+        r.trees.insert(entry.root, entry);
+    });
+}
+
+/// Remember `pid` as adopted (a tree member re-parented to this process), to be reaped.
+pub(crate) fn note_adopted(pid: i32) {
+    with(|r| {
+        r.adopted.insert(pid);
+    });
+}
+
+/// The direct children of this process (every thread's).
+fn own_children() -> Vec<i32> {
+    let mut out = Vec::new();
+    crate::governor::proc::children_of(std::process::id() as i32, &mut out);
+    out
+}
+
+/// One pass of the reaper (see the module docs). Returns how many were reaped.
+pub fn reap_adopted() -> usize {
+    let (roots, tags): (HashSet<i32>, Vec<String>) = with(|r| {
+        (
+            r.trees.keys().copied().collect(),
+            r.trees.values().map(|e| e.tag.clone()).collect(),
+        )
+    });
+    let mut reaped = 0;
+    for pid in own_children() {
+        if roots.contains(&pid) {
+            continue;
+        }
+        let Some(st) = super::read_stat(pid) else {
+            continue;
+        };
+        let adopted = with(|r| r.adopted.contains(&pid));
+        if st.is_live() {
+            if !adopted
+                && !tags.is_empty()
+                && tags_of(pid).is_some_and(|t| t.iter().any(|t| tags.contains(t)))
+            {
+                note_adopted(pid);
+            }
+            continue;
+        }
+        let in_tree = roots.contains(&st.sid) || roots.contains(&st.pgid);
+        if adopted || in_tree {
+            let mut status = 0;
+            // SAFETY: waitpid on one pid this process adopted, with a valid out-pointer.
+            let rc = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+            if rc == pid {
+                reaped += 1;
+            }
+            with(|r| r.adopted.remove(&pid));
+        }
+    }
+    reaped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_are_unique_and_nest() {
+        let a = new_tag();
+        let b = new_tag();
+        assert_ne!(a, b);
+        assert!(a.starts_with(&format!("{}-", std::process::id())), "{a}");
+        assert!(env_value(&a).ends_with(&a));
+    }
+
+    #[test]
+    fn own_environment_tag_is_read() {
+        let tag = new_tag();
+        let mut child = std::process::Command::new("sleep")
+            .arg("100")
+            .env(TREE_VAR, format!("outer:{tag}"))
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        // Until the child has exec'd, its environment is still ours.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !has_tag(pid, &tag) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let found = has_tag(pid, &tag) && has_tag(pid, "outer") && !has_tag(pid, "other");
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(found);
+    }
+}
