@@ -21,6 +21,20 @@ use unicode_width::UnicodeWidthChar;
 const WIDE_TAIL: char = '\0';
 /// At most this many CSI parameters are kept; more are dropped.
 const MAX_PARAMS: usize = 16;
+/// The model is at most this wide: a bigger terminal is modelled at this width (what lies to the
+/// right is dropped), so a hostile or absurd size (65535x65535 would be 17 GB of cells) costs at
+/// most `MAX_COLS * MAX_ROWS` cells (about 10 MB).
+pub const MAX_COLS: u16 = 2000;
+/// The model is at most this tall; see [`MAX_COLS`].
+pub const MAX_ROWS: u16 = 1000;
+
+/// `cols` x `rows` clamped to the model's bounds (each at least 1).
+fn clamp_size(cols: u16, rows: u16) -> (usize, usize) {
+    (
+        usize::from(cols.clamp(1, MAX_COLS)),
+        usize::from(rows.clamp(1, MAX_ROWS)),
+    )
+}
 
 /// One screen row: characters only, plus bookkeeping for the line reader.
 #[derive(Debug, Clone)]
@@ -136,6 +150,15 @@ fn trimmed_len(cells: &[char]) -> usize {
     end
 }
 
+/// Cut or pad a row's cells to `cols`; a wide character cut in half by a narrower row is blanked.
+fn fit_cells(cells: &mut Vec<char>, cols: usize) {
+    let cut_head = cells.len() > cols && cells[cols] == WIDE_TAIL;
+    cells.resize(cols, ' ');
+    if cut_head {
+        cells[cols - 1] = ' ';
+    }
+}
+
 /// Why the screen asks its observer to read rows now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hook {
@@ -205,10 +228,9 @@ pub struct Screen {
 const HISTORY_CAP: usize = 256;
 
 impl Screen {
-    /// A blank screen of `cols` x `rows` (each at least 1).
+    /// A blank screen of `cols` x `rows` (each at least 1, at most [`MAX_COLS`] x [`MAX_ROWS`]).
     pub fn new(cols: u16, rows: u16) -> Screen {
-        let cols = usize::from(cols.max(1));
-        let nrows = usize::from(rows.max(1));
+        let (cols, nrows) = clamp_size(cols, rows);
         Screen {
             cols,
             nrows,
@@ -303,14 +325,10 @@ impl Screen {
     /// Change the size. Rows are not reflowed; when the screen gets shorter, rows above the cursor
     /// scroll out so that the cursor row stays visible (as xterm does).
     pub fn resize(&mut self, cols: u16, rows: u16) {
-        let cols = usize::from(cols.max(1));
-        let nrows = usize::from(rows.max(1));
+        let (cols, nrows) = clamp_size(cols, rows);
         for r in &mut self.rows {
             if r.cells.len() != cols {
-                r.cells.resize(cols, ' ');
-                if cols > 0 && r.cells[cols - 1] == WIDE_TAIL {
-                    r.cells[cols - 1] = ' ';
-                }
+                fit_cells(&mut r.cells, cols);
                 // The caller read every row before resizing: a row cut short by a narrower screen is
                 // not new text (reading it again would yield a truncated line).
                 r.text_valid = false;
@@ -331,7 +349,8 @@ impl Screen {
         }
         if let Some((main, saved)) = &mut self.main_saved {
             for r in main.iter_mut() {
-                r.cells.resize(cols, ' ');
+                fit_cells(&mut r.cells, cols);
+                r.text_valid = false;
             }
             main.resize_with(nrows, || Row::blank(cols));
             saved.x = saved.x.min(cols - 1);
@@ -576,7 +595,13 @@ impl Screen {
             if w > self.cols {
                 return;
             }
-            self.wrap(obs);
+            if self.autowrap {
+                self.wrap(obs);
+            } else {
+                // No autowrap: the character overwrites the last cell(s) of the row.
+                self.pending_wrap = false;
+                self.x = self.cols - w;
+            }
         }
         let row = &mut self.rows[self.y];
         if w == 1 && row.cells[self.x] == c {
@@ -598,7 +623,7 @@ impl Screen {
             row.cells[x - 1] = ' ';
         }
         row.cells[x] = c;
-        if w == 2 {
+        if w == 2 && x + 1 < cols {
             row.cells[x + 1] = WIDE_TAIL;
         } else if x + 1 < cols && row.cells[x + 1] == WIDE_TAIL {
             row.cells[x + 1] = ' ';
