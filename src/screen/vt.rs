@@ -48,8 +48,13 @@ pub struct Row {
     text: String,
     /// `text` matches the cells.
     text_valid: bool,
-    /// Characters in `text` (for the wrap-width check without re-counting).
+    /// Characters in `text`.
     text_chars: usize,
+    /// Display columns of `text` (a wide character counts two): the row's drawn width.
+    text_cols: usize,
+    /// The row scrolled out of a region that does not start at the top row: the rows above the
+    /// region were not above it, so it continues none of them and none of them continue it.
+    pub detached: bool,
 }
 
 impl Row {
@@ -61,6 +66,8 @@ impl Row {
             text: String::new(),
             text_valid: true,
             text_chars: 0,
+            text_cols: 0,
+            detached: false,
         }
     }
 
@@ -72,6 +79,8 @@ impl Row {
         self.text.clear();
         self.text_valid = true;
         self.text_chars = 0;
+        self.text_cols = 0;
+        self.detached = false;
     }
 
     #[inline]
@@ -97,10 +106,22 @@ impl Row {
         self.text_chars
     }
 
+    /// The display width of [`Row::cached_text`] (columns up to its last non-blank cell).
+    pub fn cached_cols(&self) -> usize {
+        self.text_cols
+    }
+
     /// Rebuild the cached text if a change made it stale.
     pub fn ensure_text(&mut self) {
         if !self.text_valid {
-            let end = trimmed_len(&self.cells);
+            // A row that wrapped keeps its trailing blanks: a space in the last column separates
+            // two words of the joined line.
+            let end = if self.wrapped {
+                self.cells.len()
+            } else {
+                trimmed_len(&self.cells)
+            };
+            self.text_cols = end;
             let cells = &self.cells[..end];
             self.text.clear();
             // Almost every row is plain ASCII (no wide-character tails, which follow a non-ASCII
@@ -224,8 +245,9 @@ pub struct Screen {
     pool: Vec<Row>,
 }
 
-/// Scrolled-out rows kept before the observer is asked to drain them.
-const HISTORY_CAP: usize = 256;
+/// Scrolled-out rows kept before the observer is asked to drain them; above the longest line the
+/// reader joins ([`crate::screen::lines::MAX_JOIN_ROWS`]) so that a paragraph it holds back is kept.
+pub(crate) const HISTORY_CAP: usize = 2 * super::lines::MAX_JOIN_ROWS;
 
 impl Screen {
     /// A blank screen of `cols` x `rows` (each at least 1, at most [`MAX_COLS`] x [`MAX_ROWS`]).
@@ -638,7 +660,11 @@ impl Screen {
             self.x = self.cols - 1;
             return;
         }
-        self.rows[self.y].wrapped = true;
+        let row = &mut self.rows[self.y];
+        if !row.wrapped {
+            row.wrapped = true;
+            row.touch();
+        }
         self.x = 0;
         self.linefeed(obs);
     }
@@ -936,8 +962,9 @@ impl Screen {
             row.cells[from..to].fill(' ');
             row.touch();
         }
-        if to == self.cols {
+        if to == self.cols && row.wrapped {
             row.wrapped = false;
+            row.touch();
         }
     }
 
@@ -1008,7 +1035,8 @@ impl Screen {
         let n = n.min(bottom - top + 1);
         for k in 0..n {
             let blank = self.fresh_row();
-            let old = std::mem::replace(&mut self.rows[top + k], blank);
+            let mut old = std::mem::replace(&mut self.rows[top + k], blank);
+            old.detached = top > 0;
             self.history.push(old);
         }
         self.rows[top..=bottom].rotate_left(n);

@@ -28,3 +28,4 @@ mod scan_captures;
 mod scan_input;
 mod scan_split;
 mod screen_fuzz;
+mod screen_lines;
