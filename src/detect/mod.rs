@@ -58,6 +58,15 @@ pub const AGENT_TOOL_PATTERN: &str = "claude.agent-tool";
 /// The pattern id of an API error message the engine did not recognise.
 pub const API_ERROR_PATTERN: &str = "claude.api-error";
 
+/// A line reader that keeps a row that starts a detection as a line of its own (never joined to the
+/// row above as a wrapped continuation).
+fn line_reader(matcher: &Arc<dyn Matcher>) -> LineReader {
+    let m = matcher.clone();
+    LineReader::with_line_start(Box::new(move |row| {
+        !m.detect(row, TextSource::Screen).is_empty()
+    }))
+}
+
 /// One session's text pipeline: screen model, line reader, engine and de-duplication.
 pub struct Pipeline {
     matcher: Arc<dyn Matcher>,
@@ -100,9 +109,9 @@ impl Pipeline {
     /// A pipeline over `matcher` with a fresh dedup memory and a `cols` x `rows` screen.
     pub fn with_matcher(matcher: Arc<dyn Matcher>, cols: u16, rows: u16) -> Pipeline {
         Pipeline {
+            reader: line_reader(&matcher),
             matcher,
             screen: Screen::new(cols, rows),
-            reader: LineReader::new(),
             dedup: Dedup::new(),
             lines: Lines::new(),
         }
@@ -254,8 +263,14 @@ impl Pipeline {
     fn drain_lines(&mut self) -> Vec<Detection> {
         let mut out = Vec::new();
         let mut lines = std::mem::take(&mut self.lines);
-        for l in lines.iter() {
-            let found = self.match_line(l, TextSource::Screen);
+        for l in lines.lines() {
+            let mut found = self.match_line(l.text, TextSource::Screen);
+            if l.cut {
+                // Nothing cut is ever final.
+                for d in &mut found {
+                    d.is_final = false;
+                }
+            }
             if !found.is_empty() {
                 out.extend(self.dedup.filter(found));
             }

@@ -26,10 +26,11 @@
 
 use super::vt::{Hook, Row, Screen};
 
-/// Rows joined into one logical line at most.
-pub const MAX_JOIN_ROWS: usize = 64;
-/// Bytes of one logical line at most (longer lines are cut).
-pub const MAX_LINE_BYTES: usize = 16 * 1024;
+/// Rows joined into one logical line at most (a 60 KB line at 60 columns).
+pub const MAX_JOIN_ROWS: usize = 1024;
+/// Bytes of one logical line at most: the engine's own cap. A longer line is cut here and marked
+/// [`Line::cut`] (its detections are never final).
+pub const MAX_LINE_BYTES: usize = crate::patterns::MAX_LINE_BYTES;
 /// The longest word the "could still continue" check allows for.
 const LONG_WORD: usize = 20;
 
@@ -84,38 +85,45 @@ fn text_start(s: &str) -> (usize, bool) {
     (indent, false)
 }
 
-/// Does row `b` continue row `a` (`a_chars` characters; the first row of the line starts at
-/// `first_start`)?
+/// Does row `b` continue row `a` (`a_cols` display columns wide; the first row of the line starts
+/// at `first_start`)? `starts_line` says whether a row's text is the start of something the engine
+/// detects: such a row is a line of its own, not a continuation (two markdown lines that merely
+/// fill the width, `TODO (High Priority): …` then `FIXME (P2): …`, stay two).
 fn continues(
-    a: &str,
-    a_chars: usize,
-    a_wrapped: bool,
-    b: &str,
+    a: &Row,
+    b: &Row,
     first_start: usize,
     cols: usize,
+    starts_line: &dyn Fn(&str) -> bool,
 ) -> bool {
-    if a_wrapped {
-        return true;
-    }
-    // Rows are right-trimmed: empty means blank. Cheap rejection next: even all of `b` as one word
-    // would have fitted on `a`.
-    if a.is_empty() || b.is_empty() || a_chars + 1 + b.len() <= cols.saturating_sub(2) {
+    // Scrolled out of a region below the top row: the visible row after it was never below it.
+    if a.detached != b.detached {
         return false;
     }
-    let (b_start, b_marker) = text_start(b);
+    if a.wrapped {
+        return true;
+    }
+    let (at, bt) = (a.cached_text(), b.cached_text());
+    let a_cols = a.cached_cols();
+    // Rows are right-trimmed: empty means blank. Cheap rejection next: even all of `b` as one word
+    // would have fitted on `a`.
+    if at.is_empty() || bt.is_empty() || a_cols + 1 + b.cached_cols() <= cols.saturating_sub(2) {
+        return false;
+    }
+    let (b_start, b_marker) = text_start(bt);
     if b_marker || b_start != first_start {
         return false;
     }
-    let word = b[b_start.min(b.len())..]
+    let word = bt[b_start.min(bt.len())..]
         .split(' ')
         .next()
-        .map_or(0, |w| w.chars().count());
-    a_chars + 1 + word > cols.saturating_sub(2)
+        .map_or(0, unicode_width::UnicodeWidthStr::width);
+    a_cols + 1 + word > cols.saturating_sub(2) && !starts_line(bt)
 }
 
-/// Could a row of this length still get a continuation row?
-fn may_continue(a: &str, a_wrapped: bool, cols: usize) -> bool {
-    a_wrapped || a.chars().count() + 1 + LONG_WORD > cols.saturating_sub(2)
+/// Could this row still get a continuation row?
+fn may_continue(a: &Row, cols: usize) -> bool {
+    a.wrapped || a.cached_cols() + 1 + LONG_WORD > cols.saturating_sub(2)
 }
 
 /// Logical lines read off the screen, in order. The line buffers are kept and reused from one
@@ -123,7 +131,17 @@ fn may_continue(a: &str, a_wrapped: bool, cols: usize) -> bool {
 #[derive(Debug, Default)]
 pub struct Lines {
     bufs: Vec<String>,
+    /// Per line: it was cut at [`MAX_LINE_BYTES`] or [`MAX_JOIN_ROWS`].
+    cut: Vec<bool>,
     len: usize,
+}
+
+/// One logical line read off the screen.
+#[derive(Debug, Clone, Copy)]
+pub struct Line<'a> {
+    pub text: &'a str,
+    /// The line was longer than the reader keeps and was cut: what it says is incomplete.
+    pub cut: bool,
 }
 
 /// A buffer bigger than this is dropped at [`Lines::clear`] rather than kept.
@@ -137,6 +155,14 @@ impl Lines {
     /// The lines read since the last [`Lines::clear`].
     pub fn iter(&self) -> impl Iterator<Item = &str> {
         self.bufs[..self.len].iter().map(String::as_str)
+    }
+
+    /// The lines read since the last [`Lines::clear`], with what the reader knows about each.
+    pub fn lines(&self) -> impl Iterator<Item = Line<'_>> {
+        self.bufs[..self.len]
+            .iter()
+            .zip(&self.cut)
+            .map(|(t, &cut)| Line { text: t, cut })
     }
 
     pub fn len(&self) -> usize {
@@ -161,7 +187,9 @@ impl Lines {
     fn push_new(&mut self) -> &mut String {
         if self.len == self.bufs.len() {
             self.bufs.push(String::new());
+            self.cut.push(false);
         }
+        self.cut[self.len] = false;
         let b = &mut self.bufs[self.len];
         b.clear();
         self.len += 1;
@@ -169,15 +197,36 @@ impl Lines {
     }
 }
 
-/// Turns screen rows into logical lines; holds only scratch space.
-#[derive(Debug, Default)]
+/// Says whether a row's text starts something the engine detects (see [`continues`]).
+pub type StartsLine = Box<dyn Fn(&str) -> bool + Send>;
+
+/// Turns screen rows into logical lines; holds only scratch space and the line-start test.
+#[derive(Default)]
 pub struct LineReader {
     scratch: Vec<Row>,
+    starts_line: Option<StartsLine>,
+}
+
+impl std::fmt::Debug for LineReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LineReader")
+            .field("scratch", &self.scratch.len())
+            .finish()
+    }
 }
 
 impl LineReader {
     pub fn new() -> Self {
         LineReader::default()
+    }
+
+    /// A reader that never joins a row that starts something the engine detects to the row above
+    /// (see [`continues`]). The test runs only on rows that the width rule would join (rare).
+    pub fn with_line_start(starts_line: StartsLine) -> Self {
+        LineReader {
+            scratch: Vec::new(),
+            starts_line: Some(starts_line),
+        }
     }
 
     /// Read the screen as `kind` says and push each new or changed logical line onto `out`.
@@ -204,11 +253,16 @@ impl LineReader {
                 while from > 0 && !rows.text(from - 1).cached_text().is_empty() {
                     from -= 1;
                 }
-                stop = assemble(&mut rows, from, last, kind, cols, out);
+                let never = |_: &str| false;
+                let starts_line: &dyn Fn(&str) -> bool = match &self.starts_line {
+                    Some(f) => f,
+                    None => &never,
+                };
+                stop = assemble(&mut rows, from, last, kind, cols, starts_line, out);
             }
         }
         let mut drained = std::mem::take(&mut self.scratch);
-        if kind == ReadKind::History && stop < drained.len() {
+        if stop < drained.len() {
             // The last paragraph may go on in rows still on screen: keep it for the next read.
             let keep = drained.split_off(stop);
             let hist = screen.history_mut();
@@ -272,6 +326,7 @@ fn assemble(
     last: usize,
     kind: ReadKind,
     cols: usize,
+    starts_line: &dyn Fn(&str) -> bool,
     out: &mut Lines,
 ) -> usize {
     let n = rows.len();
@@ -285,17 +340,15 @@ fn assemble(
         }
         let (first_start, _) = text_start(rows.get(i).cached_text());
         let mut j = i;
-        while j + 1 < n && j - i + 1 < MAX_JOIN_ROWS {
+        // The paragraph goes on past the row cap: the line is cut.
+        let mut cut = false;
+        while j + 1 < n {
             rows.text(j + 1);
-            let (a, b) = (rows.get(j), rows.get(j + 1));
-            if !continues(
-                a.cached_text(),
-                a.cached_chars(),
-                a.wrapped,
-                b.cached_text(),
-                first_start,
-                cols,
-            ) {
+            if !continues(rows.get(j), rows.get(j + 1), first_start, cols, starts_line) {
+                break;
+            }
+            if j - i + 1 == MAX_JOIN_ROWS {
+                cut = true;
                 break;
             }
             j += 1;
@@ -310,8 +363,8 @@ fn assemble(
                 ReadKind::History => true,
                 _ => false,
             }
-            && may_continue(last.cached_text(), last.wrapped, cols);
-        if incomplete {
+            && may_continue(last, cols);
+        if incomplete && j - i + 1 < MAX_JOIN_ROWS {
             return i;
         }
         if (i..=j).any(|k| !rows.get(k).seen) {
@@ -326,14 +379,16 @@ fn assemble(
                     line.push_str(t.trim_start());
                 }
                 if line.len() > MAX_LINE_BYTES {
-                    let mut cut = MAX_LINE_BYTES;
-                    while !line.is_char_boundary(cut) {
-                        cut -= 1;
+                    let mut at = MAX_LINE_BYTES;
+                    while !line.is_char_boundary(at) {
+                        at -= 1;
                     }
-                    line.truncate(cut);
+                    line.truncate(at);
+                    cut = true;
                     break;
                 }
             }
+            out.cut[out.len - 1] = cut;
             for k in i..=j {
                 rows.get_mut(k).seen = true;
             }
@@ -444,10 +499,10 @@ negative input, keep it O(n) time and O(1) space, and report back."
 
     #[test]
     fn a_flood_keeps_a_paragraph_that_straddles_the_history_cap_whole() {
-        // 254 short lines, a 3-row paragraph, 40 more lines, all in one feed: the history cap (256 rows)
-        // is reached while the paragraph's last row is still on screen.
+        // Short lines up to 2 rows below the history cap, a 3-row paragraph, 40 more lines, all in
+        // one feed: the history cap is reached while the paragraph's last row is still on screen.
         let mut input = Vec::new();
-        for k in 0..254 {
+        for k in 0..super::super::vt::HISTORY_CAP - 2 {
             input.extend_from_slice(format!("line {k}\r\n").as_bytes());
         }
         input.extend_from_slice(&LONG[..LONG.len() - 14]);
@@ -467,6 +522,88 @@ negative input, keep it O(n) time and O(1) space, and report back."
             out.iter().filter(|l| l.contains("Engineer Agent")).count(),
             1
         );
+    }
+
+    #[test]
+    fn joins_by_display_width_so_a_cjk_row_continues() {
+        // 2 + 27 wide characters = 56 columns (but 29 characters) at 60 columns: "next" did not fit.
+        let first = format!("  {}", "\u{4e2d}".repeat(27));
+        let input = format!("{first}\r\n  next words\r\n");
+        let out = lines_of(60, 10, input.as_bytes());
+        assert_eq!(out, [format!("{first} next words")]);
+    }
+
+    #[test]
+    fn a_row_that_starts_a_detection_is_not_a_continuation() {
+        let lines = |input: &[u8]| {
+            let mut s = Screen::new(80, 10);
+            let mut r = LineReader::with_line_start(Box::new(|t: &str| {
+                t.trim_start().starts_with("FIXME")
+            }));
+            let mut out = Lines::new();
+            s.feed(input, &mut |s, h| r.read(s, h.into(), &mut out));
+            r.read(&mut s, ReadKind::All, &mut out);
+            out.iter().map(str::to_string).collect::<Vec<_>>()
+        };
+        let todo = format!("TODO (High Priority): {}", "x".repeat(74 - 22));
+        let input = format!("{todo}\r\nFIXME (P2): the second item\r\n");
+        assert_eq!(
+            lines(input.as_bytes()),
+            [todo.clone(), "FIXME (P2): the second item".into()]
+        );
+        // The same geometry with a row that starts nothing is still joined.
+        let input = format!("{todo}\r\nwrapped tail\r\n");
+        assert_eq!(lines(input.as_bytes()), [format!("{todo} wrapped tail")]);
+    }
+
+    #[test]
+    fn a_row_scrolled_out_of_a_lower_region_is_not_joined_to_the_rows_above_it() {
+        // Row 0 is a long header outside the region 2..4; the region's top row scrolls out (SU).
+        // Both rows fill the width, so the width rule alone would join the scrolled-out row (read
+        // first) with the header.
+        let head = format!("  {}", "word ".repeat(19).trim_end());
+        let region = format!("  {}", "text ".repeat(19).trim_end());
+        let input = format!("{head}\x1b[2;4r\x1b[2;1H{region}\x1b[1S\x1b[r\x1b[5;1H");
+        let out = lines_of(100, 5, input.as_bytes());
+        assert!(out.contains(&head), "{out:?}");
+        assert!(out.contains(&region), "{out:?}");
+    }
+
+    #[test]
+    fn a_twenty_thousand_character_line_is_one_line() {
+        let task = "word ".repeat(4000);
+        let input = format!("Engineer Agent: {}\r\nafter\r\n", task.trim_end());
+        for chunk in [64 * 1024, 4096, 512] {
+            let mut s = Screen::new(100, 30);
+            let mut r = LineReader::new();
+            let mut out = Lines::new();
+            for c in input.as_bytes().chunks(chunk) {
+                s.feed(c, &mut |s, h| r.read(s, h.into(), &mut out));
+                r.read(&mut s, ReadKind::FeedEnd, &mut out);
+            }
+            r.read(&mut s, ReadKind::All, &mut out);
+            let got: Vec<_> = out.lines().filter(|l| l.text.contains("Agent")).collect();
+            assert_eq!(got.len(), 1, "chunk {chunk}");
+            assert_eq!(
+                got[0].text.len(),
+                "Engineer Agent: ".len() + task.trim_end().len()
+            );
+            assert!(!got[0].cut);
+        }
+    }
+
+    #[test]
+    fn a_line_over_the_cap_is_marked_cut() {
+        let input = format!("{}\r\n", "x".repeat(MAX_LINE_BYTES + 10));
+        let mut s = Screen::new(100, 30);
+        let mut r = LineReader::new();
+        let mut out = Lines::new();
+        s.feed(input.as_bytes(), &mut |s, h| r.read(s, h.into(), &mut out));
+        r.read(&mut s, ReadKind::All, &mut out);
+        let got: Vec<_> = out.lines().collect();
+        assert_eq!(got.len(), 1);
+        assert!(got[0].cut);
+        assert_eq!(got[0].text.len(), MAX_LINE_BYTES);
     }
 
     #[test]

@@ -21,6 +21,20 @@ use unicode_width::UnicodeWidthChar;
 const WIDE_TAIL: char = '\0';
 /// At most this many CSI parameters are kept; more are dropped.
 const MAX_PARAMS: usize = 16;
+/// The model is at most this wide: a bigger terminal is modelled at this width (what lies to the
+/// right is dropped), so a hostile or absurd size (65535x65535 would be 17 GB of cells) costs at
+/// most `MAX_COLS * MAX_ROWS` cells (about 10 MB).
+pub const MAX_COLS: u16 = 2000;
+/// The model is at most this tall; see [`MAX_COLS`].
+pub const MAX_ROWS: u16 = 1000;
+
+/// `cols` x `rows` clamped to the model's bounds (each at least 1).
+fn clamp_size(cols: u16, rows: u16) -> (usize, usize) {
+    (
+        usize::from(cols.clamp(1, MAX_COLS)),
+        usize::from(rows.clamp(1, MAX_ROWS)),
+    )
+}
 
 /// One screen row: characters only, plus bookkeeping for the line reader.
 #[derive(Debug, Clone)]
@@ -34,8 +48,13 @@ pub struct Row {
     text: String,
     /// `text` matches the cells.
     text_valid: bool,
-    /// Characters in `text` (for the wrap-width check without re-counting).
+    /// Characters in `text`.
     text_chars: usize,
+    /// Display columns of `text` (a wide character counts two): the row's drawn width.
+    text_cols: usize,
+    /// The row scrolled out of a region that does not start at the top row: the rows above the
+    /// region were not above it, so it continues none of them and none of them continue it.
+    pub detached: bool,
 }
 
 impl Row {
@@ -47,6 +66,8 @@ impl Row {
             text: String::new(),
             text_valid: true,
             text_chars: 0,
+            text_cols: 0,
+            detached: false,
         }
     }
 
@@ -58,6 +79,8 @@ impl Row {
         self.text.clear();
         self.text_valid = true;
         self.text_chars = 0;
+        self.text_cols = 0;
+        self.detached = false;
     }
 
     #[inline]
@@ -83,10 +106,22 @@ impl Row {
         self.text_chars
     }
 
+    /// The display width of [`Row::cached_text`] (columns up to its last non-blank cell).
+    pub fn cached_cols(&self) -> usize {
+        self.text_cols
+    }
+
     /// Rebuild the cached text if a change made it stale.
     pub fn ensure_text(&mut self) {
         if !self.text_valid {
-            let end = trimmed_len(&self.cells);
+            // A row that wrapped keeps its trailing blanks: a space in the last column separates
+            // two words of the joined line.
+            let end = if self.wrapped {
+                self.cells.len()
+            } else {
+                trimmed_len(&self.cells)
+            };
+            self.text_cols = end;
             let cells = &self.cells[..end];
             self.text.clear();
             // Almost every row is plain ASCII (no wide-character tails, which follow a non-ASCII
@@ -134,6 +169,15 @@ fn trimmed_len(cells: &[char]) -> usize {
         end -= 1;
     }
     end
+}
+
+/// Cut or pad a row's cells to `cols`; a wide character cut in half by a narrower row is blanked.
+fn fit_cells(cells: &mut Vec<char>, cols: usize) {
+    let cut_head = cells.len() > cols && cells[cols] == WIDE_TAIL;
+    cells.resize(cols, ' ');
+    if cut_head {
+        cells[cols - 1] = ' ';
+    }
 }
 
 /// Why the screen asks its observer to read rows now.
@@ -201,14 +245,14 @@ pub struct Screen {
     pool: Vec<Row>,
 }
 
-/// Scrolled-out rows kept before the observer is asked to drain them.
-const HISTORY_CAP: usize = 256;
+/// Scrolled-out rows kept before the observer is asked to drain them; above the longest line the
+/// reader joins ([`crate::screen::lines::MAX_JOIN_ROWS`]) so that a paragraph it holds back is kept.
+pub(crate) const HISTORY_CAP: usize = 2 * super::lines::MAX_JOIN_ROWS;
 
 impl Screen {
-    /// A blank screen of `cols` x `rows` (each at least 1).
+    /// A blank screen of `cols` x `rows` (each at least 1, at most [`MAX_COLS`] x [`MAX_ROWS`]).
     pub fn new(cols: u16, rows: u16) -> Screen {
-        let cols = usize::from(cols.max(1));
-        let nrows = usize::from(rows.max(1));
+        let (cols, nrows) = clamp_size(cols, rows);
         Screen {
             cols,
             nrows,
@@ -303,14 +347,10 @@ impl Screen {
     /// Change the size. Rows are not reflowed; when the screen gets shorter, rows above the cursor
     /// scroll out so that the cursor row stays visible (as xterm does).
     pub fn resize(&mut self, cols: u16, rows: u16) {
-        let cols = usize::from(cols.max(1));
-        let nrows = usize::from(rows.max(1));
+        let (cols, nrows) = clamp_size(cols, rows);
         for r in &mut self.rows {
             if r.cells.len() != cols {
-                r.cells.resize(cols, ' ');
-                if cols > 0 && r.cells[cols - 1] == WIDE_TAIL {
-                    r.cells[cols - 1] = ' ';
-                }
+                fit_cells(&mut r.cells, cols);
                 // The caller read every row before resizing: a row cut short by a narrower screen is
                 // not new text (reading it again would yield a truncated line).
                 r.text_valid = false;
@@ -331,7 +371,8 @@ impl Screen {
         }
         if let Some((main, saved)) = &mut self.main_saved {
             for r in main.iter_mut() {
-                r.cells.resize(cols, ' ');
+                fit_cells(&mut r.cells, cols);
+                r.text_valid = false;
             }
             main.resize_with(nrows, || Row::blank(cols));
             saved.x = saved.x.min(cols - 1);
@@ -576,7 +617,13 @@ impl Screen {
             if w > self.cols {
                 return;
             }
-            self.wrap(obs);
+            if self.autowrap {
+                self.wrap(obs);
+            } else {
+                // No autowrap: the character overwrites the last cell(s) of the row.
+                self.pending_wrap = false;
+                self.x = self.cols - w;
+            }
         }
         let row = &mut self.rows[self.y];
         if w == 1 && row.cells[self.x] == c {
@@ -598,7 +645,7 @@ impl Screen {
             row.cells[x - 1] = ' ';
         }
         row.cells[x] = c;
-        if w == 2 {
+        if w == 2 && x + 1 < cols {
             row.cells[x + 1] = WIDE_TAIL;
         } else if x + 1 < cols && row.cells[x + 1] == WIDE_TAIL {
             row.cells[x + 1] = ' ';
@@ -613,7 +660,11 @@ impl Screen {
             self.x = self.cols - 1;
             return;
         }
-        self.rows[self.y].wrapped = true;
+        let row = &mut self.rows[self.y];
+        if !row.wrapped {
+            row.wrapped = true;
+            row.touch();
+        }
         self.x = 0;
         self.linefeed(obs);
     }
@@ -911,8 +962,9 @@ impl Screen {
             row.cells[from..to].fill(' ');
             row.touch();
         }
-        if to == self.cols {
+        if to == self.cols && row.wrapped {
             row.wrapped = false;
+            row.touch();
         }
     }
 
@@ -983,7 +1035,8 @@ impl Screen {
         let n = n.min(bottom - top + 1);
         for k in 0..n {
             let blank = self.fresh_row();
-            let old = std::mem::replace(&mut self.rows[top + k], blank);
+            let mut old = std::mem::replace(&mut self.rows[top + k], blank);
+            old.detached = top > 0;
             self.history.push(old);
         }
         self.rows[top..=bottom].rotate_left(n);

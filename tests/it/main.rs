@@ -36,3 +36,5 @@ mod run_realclient;
 mod scan_captures;
 mod scan_input;
 mod scan_split;
+mod screen_fuzz;
+mod screen_lines;
