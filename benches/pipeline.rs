@@ -13,8 +13,8 @@
 //! It also measures the screen models' correctness on the real captures: at every recorded read
 //! burst, the rows of our model and of vt100 0.16 are compared.
 //!
-//! Run: `cargo bench --bench pipeline` (release). `MPM_SHARED_DIR` points at `shared/` if it is not
-//! beside the repository. `MPM_BENCH_RANDOM=1` feeds pseudo-random bytes instead (what the `run`
+//! Run: `cargo bench --bench pipeline` (release); the captures are `fixtures/captures/`.
+//! `MPM_BENCH_RANDOM=1` feeds pseudo-random bytes instead (what the `run`
 //! bench pipes through `cat`); `MPM_BENCH_PHASE=pipeline|screen` runs one phase alone, for a profiler.
 //! Times are thread CPU time, best of 3.
 
@@ -102,15 +102,9 @@ fn strip_escapes(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
-fn shared_captures() -> Option<PathBuf> {
-    if let Some(d) = std::env::var_os("MPM_SHARED_DIR") {
-        return Some(PathBuf::from(d).join("realclient/captures"));
-    }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    ["../shared", "../../shared"]
-        .iter()
-        .map(|r| root.join(r).join("realclient/captures"))
-        .find(|d| d.is_dir())
+/// The recorded claude captures in the repository (`fixtures/record_claude.sh`).
+fn captures_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/captures")
 }
 
 /// At every recorded read burst, compare our rows with vt100's. Returns (snapshots, mismatches).
@@ -263,18 +257,16 @@ fn main() {
         // The capture comparison is minutes in a debug build; tests/scan_split.rs covers splits.
         return;
     }
-    let Some(dir) = shared_captures() else {
-        println!("\n(captures not found: set MPM_SHARED_DIR for the correctness comparison)");
-        return;
-    };
+    let dir = captures_dir();
     println!("\nScreen rows vs vt100 0.16 at every recorded read burst (100x30):\n");
     println!("| capture | snapshots | differing | first difference |");
     println!("| --- | ---: | ---: | --- |");
     for name in [
         "fullscreen",
         "classic",
+        "classic_resize",
         "screenreader",
-        "agent_classic",
+        "subagent_classic",
         "print_mode",
     ] {
         let Ok(bytes) = std::fs::read(dir.join(format!("{name}.raw"))) else {

@@ -1,8 +1,6 @@
 //! The executor running the real `claude` CLI (the built-in engineer agent's default argv) against
-//! the fake Anthropic server from `shared/realclient/`. Skips with a clear line when the CLI or the
-//! shared folder is absent.
-//!
-//! Finds claude and the shared folder as every real-client test does (`tests/realclient`).
+//! the project's fake LLM server (`fixtures/fake_llm.py`, `fixtures/scenarios/limiter.json`).
+//! Skips with `SKIPPED: ...` when the CLI is absent (a failure under CI).
 
 use crate::executor_support;
 use crate::realclient;
@@ -10,20 +8,17 @@ use crate::realclient;
 use executor_support::*;
 use mpm::config::{Config, SessionExitPolicy};
 use mpm::events::EventBody;
-use realclient::{FakeServer, claude_bin, path_with, realclient_dir, skip};
+use realclient::{FakeServer, claude_bin, fixtures_dir, path_with, skip};
 
 #[test]
 fn engineer_default_argv_runs_the_real_cli_and_saves_the_result() {
     let Some(claude) = claude_bin() else {
         return skip("real claude CLI not installed");
     };
-    let Some(realclient) = realclient_dir() else {
-        return skip("shared/realclient not found");
-    };
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
-    let server = FakeServer::start(&realclient, "delegation.json", dir.path());
+    let server = FakeServer::start("limiter.json", dir.path());
 
     let mut cfg = Config::default();
     cfg.run.grace_secs = 1.0;
@@ -42,14 +37,14 @@ fn engineer_default_argv_runs_the_real_cli_and_saves_the_result() {
     engineer.cwd = Some(dir.path().to_path_buf());
 
     let mut h = Harness::start(&cfg);
-    h.submit("Engineer Agent", "please delegate the fibonacci task");
+    h.submit("Engineer Agent", "plan the rate limiter");
     // A task that would be claude's --version flag if it reached argv unguarded.
     h.submit("engineer", "--version");
     h.until_finished(2);
-    let reply = std::fs::read_to_string(realclient.join("scenarios/delegation_reply.md")).unwrap();
+    let reply = std::fs::read_to_string(fixtures_dir().join("scenarios/limiter_reply.md")).unwrap();
     for (task, want) in [
-        ("please delegate the fibonacci task", reply.trim()),
-        ("--version", "OK."),
+        ("plan the rate limiter", reply.trim()),
+        ("--version", "Done."),
     ] {
         let fin = h.finished(task);
         let EventBody::DelegationFinished {

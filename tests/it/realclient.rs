@@ -1,17 +1,22 @@
-//! Shared by the tests that drive the real Claude Code CLI (pinned 2.1.331) offline against the fake
-//! Anthropic server in `shared/realclient/`. When the CLI or `shared/` is missing, tests call
-//! [`skip`] and return: run `.ci/install-claude.sh` to install the CLI.
+//! Shared by the tests that drive the real Claude Code CLI (pinned 2.1.331) offline against the
+//! project's own fake LLM API server, `fixtures/fake_llm.py`, with the scenarios in
+//! `fixtures/scenarios/`. Everything comes from the repository; nothing beside it is read.
+//!
+//! When the CLI is missing, tests call [`skip`] and return, which prints `SKIPPED: ...` (shown in
+//! the test summary by `cargo test -- --nocapture`, and always in the captured output). Under CI
+//! (`CI=true`) a missing CLI is a failure instead: `.ci/run` installs it first.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// How long the fake server may take to start.
-const START: Duration = Duration::from_secs(20);
+/// How long the fake server may take to start (python start-up on a loaded 2-core machine).
+const START: Duration = Duration::from_secs(30);
 
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+/// The repository's `fixtures/` folder.
+pub fn fixtures_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")
 }
 
 /// The claude binary: `MPM_CLAUDE_BIN`, else the cache folder `.ci/install-claude.sh` fills
@@ -28,25 +33,22 @@ pub fn claude_bin() -> Option<PathBuf> {
     Some(prefix.join("node_modules/.bin/claude")).filter(|p| p.exists())
 }
 
-/// `shared/realclient`: `MPM_SHARED_DIR`, else `shared/` beside the repository (as CI clones it).
-pub fn realclient_dir() -> Option<PathBuf> {
-    let candidates: Vec<PathBuf> = match std::env::var_os("MPM_SHARED_DIR") {
-        Some(d) => vec![PathBuf::from(d)],
-        None => vec![
-            repo_root().join("../shared"),
-            repo_root().join("../../shared"),
-        ],
-    };
-    candidates
-        .into_iter()
-        .map(|d| d.join("realclient"))
-        .find(|d| d.join("fake_anthropic.py").exists())
+/// True under CI (`CI=true`, as GitHub Actions and `.ci/run` set it): a missing tool fails there.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
-/// Say clearly why a real-client test did not run.
+/// Say clearly why a real-client test did not run; under CI, fail instead.
 pub fn skip(what: &str) {
-    eprintln!(
-        "SKIPPED: {what}; run .ci/install-claude.sh (and keep shared/ beside the repository, or set MPM_SHARED_DIR)"
+    assert!(
+        !in_ci(),
+        "{what}: under CI (CI=true) the real-client tests must run; .ci/run installs the CLI"
+    );
+    // Written to the real stderr, not the test harness's capture, so it shows in the summary.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "SKIPPED: {what}; run .ci/install-claude.sh"
     );
 }
 
@@ -56,31 +58,39 @@ pub fn path_with(bin: &Path) -> String {
     format!("{dir}:{}", std::env::var("PATH").unwrap_or_default())
 }
 
-/// The fake Anthropic server on a free loopback port; killed on drop.
+/// `fixtures/fake_llm.py` on a free loopback port; killed on drop.
 pub struct FakeServer {
     child: Child,
     pub port: u16,
+    /// The server's request log (JSONL, one trimmed line per request).
+    pub log: PathBuf,
 }
 
 impl FakeServer {
-    /// Start `fake_anthropic.py` with `scenarios/<scenario>`; its files go into `dir`.
-    pub fn start(rc: &Path, scenario: &str, dir: &Path) -> FakeServer {
-        let port_file = dir.join("port");
+    /// Start the server with `fixtures/scenarios/<scenario>`; its port file and log go into `dir`.
+    pub fn start(scenario: &str, dir: &Path) -> FakeServer {
+        let port_file = dir.join("fake_llm.port");
+        let log = dir.join("fake_llm.requests.jsonl");
         let child = Command::new("python3")
-            .arg(rc.join("fake_anthropic.py"))
+            .arg(fixtures_dir().join("fake_llm.py"))
             .arg("--scenario")
-            .arg(rc.join("scenarios").join(scenario))
-            .args(["--port", "0", "--port-file"])
+            .arg(fixtures_dir().join("scenarios").join(scenario))
+            .arg("--port-file")
             .arg(&port_file)
             .arg("--log")
-            .arg(dir.join("requests.jsonl"))
+            .arg(&log)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::inherit())
             .spawn()
-            .expect("start fake_anthropic.py");
-        let mut server = FakeServer { child, port: 0 };
+            .expect("start fixtures/fake_llm.py (python3 on PATH?)");
+        let mut server = FakeServer {
+            child,
+            port: 0,
+            log,
+        };
         let deadline = Instant::now() + START;
         loop {
+            // The server renames a complete file into place: a read never sees half a number.
             if let Some(port) = std::fs::read_to_string(&port_file)
                 .ok()
                 .and_then(|s| s.trim().parse().ok())
@@ -88,9 +98,21 @@ impl FakeServer {
                 server.port = port;
                 return server;
             }
-            assert!(Instant::now() < deadline, "fake server wrote no port file");
+            if let Ok(Some(st)) = server.child.try_wait() {
+                panic!("fake_llm.py exited before listening: {st}");
+            }
+            assert!(Instant::now() < deadline, "fake_llm.py wrote no port file");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The requests the server answered so far, as parsed log lines.
+    pub fn requests(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 
     /// The environment claude needs to talk to this server offline.
@@ -118,14 +140,15 @@ impl Drop for FakeServer {
     }
 }
 
-/// A throwaway HOME that lets interactive claude skip onboarding, key and trust prompts for `work`.
-pub fn setup_home(rc: &Path, home: &Path, work: &Path) {
+/// A throwaway HOME that lets interactive claude skip onboarding, key and trust prompts for `work`
+/// (`fixtures/claude_home.sh`).
+pub fn setup_home(home: &Path, work: &Path) {
     let st = Command::new("bash")
-        .arg(rc.join("setup_home.sh"))
+        .arg(fixtures_dir().join("claude_home.sh"))
         .arg(home)
         .arg(work)
         .stdout(Stdio::null())
         .status()
-        .expect("run setup_home.sh");
-    assert!(st.success(), "setup_home.sh failed");
+        .expect("run fixtures/claude_home.sh");
+    assert!(st.success(), "fixtures/claude_home.sh failed");
 }

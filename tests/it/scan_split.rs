@@ -10,22 +10,16 @@ use mpm::patterns::Engine;
 use proptest::prelude::*;
 
 fn captures_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("MPM_SHARED_DIR") {
-        return PathBuf::from(d).join("realclient/captures");
-    }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    ["../shared", "../../shared"]
-        .iter()
-        .map(|rel| root.join(rel).join("realclient/captures"))
-        .find(|d| d.is_dir())
-        .unwrap_or_else(|| root.join("../shared/realclient/captures"))
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/captures")
 }
 
-const CAPTURES: [&str; 5] = [
+/// The recorded claude captures (`fixtures/record_claude.sh`).
+const CAPTURES: [&str; 6] = [
     "fullscreen.raw",
     "classic.raw",
+    "classic_resize.raw",
     "screenreader.raw",
-    "agent_classic.raw",
+    "subagent_classic.raw",
     "print_mode.raw",
 ];
 
@@ -43,7 +37,7 @@ fn engine() -> Arc<Engine> {
 
 fn capture(name: &str) -> Vec<u8> {
     let p = captures_dir().join(name);
-    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e} (set MPM_SHARED_DIR)", p.display()))
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
 /// Feed `bytes` cut at `cuts` (sorted offsets), then finish.
@@ -60,10 +54,11 @@ fn run(bytes: &[u8], cuts: &[usize]) -> Vec<Detection> {
     out
 }
 
-/// The recorded read bursts (`out N bytes` lines of the `.timing.tsv`).
+/// The recorded read bursts: the offsets of the `out N` lines of the `.timing.tsv` (the offset
+/// after each read).
 fn recorded_cuts(name: &str) -> Vec<usize> {
-    let tsv = std::fs::read_to_string(captures_dir().join(format!("{name}.timing.tsv")))
-        .unwrap_or_default();
+    let p = captures_dir().join(format!("{name}.timing.tsv"));
+    let tsv = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     tsv.lines()
         .filter(|l| l.contains("\tout "))
         .filter_map(|l| l.split('\t').next()?.parse().ok())
@@ -78,11 +73,9 @@ fn byte_by_byte_equals_one_piece() {
         assert!(!whole.is_empty(), "{name}");
         let every: Vec<usize> = (1..b.len()).collect();
         assert_eq!(run(&b, &every), whole, "{name} byte by byte");
-        assert_eq!(
-            run(&b, &recorded_cuts(name)),
-            whole,
-            "{name} recorded bursts"
-        );
+        let bursts = recorded_cuts(name);
+        assert!(bursts.len() > 1, "{name}: reads recorded");
+        assert_eq!(run(&b, &bursts), whole, "{name} recorded bursts");
     }
 }
 
@@ -103,7 +96,7 @@ fn two_pieces_at_many_offsets() {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
     #[test]
-    fn random_boundaries(which in 0usize..5, mut cuts in proptest::collection::vec(0usize..16_000, 0..40)) {
+    fn random_boundaries(which in 0usize..CAPTURES.len(), mut cuts in proptest::collection::vec(0usize..26_000, 0..40)) {
         let b = capture(CAPTURES[which]);
         cuts.sort_unstable();
         prop_assert_eq!(run(&b, &cuts), run(&b, &[]));
