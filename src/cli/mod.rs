@@ -77,9 +77,19 @@ pub enum Command {
     /// Install the systemd user unit.
     #[command(subcommand)]
     Service(daemon_cmd::ServiceCommand),
+    /// Called by an agent CLI's own hooks (claude `--settings`): reports to its session over
+    /// `MPM_HOOK_SOCKET`.
+    Hook(HookArgs),
     /// Internal: the orphan watchdog of a session (see `pty::watchdog`).
     #[command(name = "__watchdog", hide = true)]
     Watchdog(run::WatchdogArgs),
+}
+
+/// `mpm hook EVENT`.
+#[derive(Debug, clap::Args)]
+pub struct HookArgs {
+    /// The hook event (`Stop`, `UserPromptSubmit`, `Notification`, `PreToolUse`, ...).
+    pub event: String,
 }
 
 /// An error that maps to exit status 2: bad usage or invalid input. The message is one line.
@@ -124,6 +134,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Stop(a) => client::stop(&g, a),
         Command::Attach(a) => client::attach(&g, a),
         Command::Watchdog(a) => run::watchdog(a),
+        Command::Hook(a) => Ok(crate::hook::client::run(&a.event)),
     }
 }
 

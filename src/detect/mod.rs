@@ -26,6 +26,7 @@
 
 pub mod claude;
 pub mod dedup;
+pub mod dispatch;
 pub mod identity;
 pub mod split;
 
