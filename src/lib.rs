@@ -22,6 +22,8 @@
 //! | [`store`] | SQLite store of sessions, events, delegations, tickets |
 //! | [`protocol`] | daemon socket frames and messages |
 //! | [`daemon`] | the long-running supervisor and its socket server |
+//! | [`hook`] | claude's hooks: `mpm hook`, the per-session hook socket, the responder trait |
+//! | [`state`] | the published session state: signals, state machine, screen cue tables |
 //! | [`supervisor`] | assembles one session: engine, pipeline, transcript, executor, governor |
 //! | [`logging`] | tracing setup |
 
@@ -33,6 +35,7 @@ pub mod events;
 pub mod executor;
 pub mod feedback;
 pub mod governor;
+pub mod hook;
 pub mod logging;
 pub mod patterns;
 pub mod process;
@@ -40,5 +43,6 @@ pub mod protocol;
 pub mod pty;
 pub mod screen;
 pub mod session;
+pub mod state;
 pub mod store;
 pub mod supervisor;

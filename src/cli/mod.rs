@@ -86,9 +86,19 @@ pub enum Command {
     Delegations(delegations::DelegationsCommand),
     /// Print the delegation protocol that `--mode inject` gives the main agent.
     Prompt(prompt_cmd::PromptArgs),
+    /// Called by an agent CLI's own hooks (claude `--settings`): reports to its session over
+    /// `MPM_HOOK_SOCKET`.
+    Hook(HookArgs),
     /// Internal: the orphan watchdog of a session (see `pty::watchdog`).
     #[command(name = "__watchdog", hide = true)]
     Watchdog(run::WatchdogArgs),
+}
+
+/// `mpm hook EVENT`.
+#[derive(Debug, clap::Args)]
+pub struct HookArgs {
+    /// The hook event (`Stop`, `UserPromptSubmit`, `Notification`, `PreToolUse`, ...).
+    pub event: String,
 }
 
 /// An error that maps to exit status 2: bad usage or invalid input. The message is one line.
@@ -138,6 +148,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Delegations(c) => delegations::delegations(&g, c),
         Command::Prompt(a) => prompt_cmd::prompt(&g, a),
         Command::Watchdog(a) => run::watchdog(a),
+        Command::Hook(a) => Ok(crate::hook::client::run(&a.event)),
     }
 }
 

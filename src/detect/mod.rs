@@ -27,6 +27,7 @@
 pub mod claude;
 pub mod contain;
 pub mod dedup;
+pub mod dispatch;
 pub mod identity;
 pub mod split;
 

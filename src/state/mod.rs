@@ -1,0 +1,284 @@
+//! The published session state: `starting`, `working`, `idle`, `needs_input`, `blocked`, `exited`.
+//!
+//! [`StateMachine`] is pure and table-driven: each [`Signal`] from a source proposes a state, and the
+//! rules below decide whether it is taken. Sources, strongest first:
+//! * **hooks** (claude): `UserPromptSubmit` and the tool hooks → working, `Stop` → idle, a permission
+//!   `Notification` → needs_input. Once a hook was heard, the hooks alone decide between working and
+//!   idle (the weaker signals below only fill in needs_input and blocked);
+//! * **transcript**: the end of a turn → idle;
+//! * **screen** cues ([`cues`]: a small YAML table per profile and CLI version): a spinner → working,
+//!   the prompt → idle, a dialog → needs_input, a usage-limit message → blocked (with `resets_at`);
+//! * **window title** (OSC 0/2; claude shows `✳ Claude Code` idle and a spinner glyph working);
+//! * **silence**: no output and no CPU in the agent's tree for a while → idle (a session without
+//!   hooks, title or cues still settles).
+//!
+//! `exited` is final. `blocked` holds until the user submits a prompt or the agent works again by
+//! a strong source (hook, spinner), so a limit message is not hidden by the idle prompt drawn below
+//! it. `needs_input` holds until something says the agent moved on (a hook, a spinner, the prompt).
+
+pub mod cues;
+
+use crate::events::SessionState;
+
+/// One observation about the session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signal {
+    /// A hook call (`Stop`, `UserPromptSubmit`, `Notification`, `PreToolUse`, ...); for
+    /// `Notification`, `permission` says whether it is a permission prompt.
+    Hook { event: String, permission: bool },
+    /// The transcript shows the end of a turn.
+    TranscriptTurnEnd,
+    /// A screen cue of the profile's table.
+    Screen {
+        state: SessionState,
+        cue: String,
+        resets_at: Option<String>,
+    },
+    /// The window title says working (`true`) or idle.
+    Title { working: bool },
+    /// No output and no CPU for the configured time.
+    Silence,
+    /// The agent process ended.
+    Exited,
+}
+
+/// A change of state, for a `session.state` event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub state: SessionState,
+    pub previous: Option<SessionState>,
+    pub reason: String,
+    pub resets_at: Option<String>,
+}
+
+/// The state of one session.
+#[derive(Debug)]
+pub struct StateMachine {
+    state: SessionState,
+    hooks_live: bool,
+    resets_at: Option<String>,
+}
+
+impl Default for StateMachine {
+    fn default() -> Self {
+        StateMachine::new()
+    }
+}
+
+impl StateMachine {
+    /// A session that was just spawned (`starting`).
+    pub fn new() -> StateMachine {
+        StateMachine {
+            state: SessionState::Starting,
+            hooks_live: false,
+            resets_at: None,
+        }
+    }
+
+    pub fn state(&self) -> SessionState {
+        self.state
+    }
+
+    /// For `blocked`: when the limit resets, as shown.
+    pub fn resets_at(&self) -> Option<&str> {
+        self.resets_at.as_deref()
+    }
+
+    /// The state `signal` proposes, with its reason, or `None` when it is not taken.
+    fn propose(&mut self, signal: &Signal) -> Option<(SessionState, String, Option<String>)> {
+        use SessionState::*;
+        let now = self.state;
+        if now == Exited {
+            return None;
+        }
+        let weak_may_decide = !self.hooks_live;
+        match signal {
+            Signal::Exited => Some((Exited, "exit".into(), None)),
+            Signal::Hook { event, permission } => {
+                self.hooks_live = true;
+                let reason = format!("hook:{event}");
+                match event.as_str() {
+                    "UserPromptSubmit" => Some((Working, reason, None)),
+                    "PreToolUse" | "PostToolUse" | "SubagentStop" if now != Blocked => {
+                        Some((Working, reason, None))
+                    }
+                    "Stop" if now != Blocked => Some((Idle, reason, None)),
+                    "Notification" if *permission && now != Blocked => {
+                        Some((NeedsInput, reason, None))
+                    }
+                    _ => None,
+                }
+            }
+            Signal::TranscriptTurnEnd => {
+                matches!(now, Working | Starting).then(|| (Idle, "transcript".into(), None))
+            }
+            Signal::Screen {
+                state,
+                cue,
+                resets_at,
+            } => {
+                let reason = format!("screen:{cue}");
+                match state {
+                    Blocked => Some((Blocked, reason, resets_at.clone())),
+                    NeedsInput if now != Blocked => Some((NeedsInput, reason, None)),
+                    Working if now != Blocked && (weak_may_decide || now != Idle) => {
+                        Some((Working, reason, None))
+                    }
+                    Idle if now == Starting
+                        || (weak_may_decide && matches!(now, Working | NeedsInput)) =>
+                    {
+                        Some((Idle, reason, None))
+                    }
+                    _ => None,
+                }
+            }
+            Signal::Title { working } => {
+                if !weak_may_decide && now != Starting {
+                    return None;
+                }
+                match (working, now) {
+                    (true, Starting | Idle) => Some((Working, "title".into(), None)),
+                    (false, Starting | Working) => Some((Idle, "title".into(), None)),
+                    _ => None,
+                }
+            }
+            Signal::Silence => (weak_may_decide && matches!(now, Starting | Working))
+                .then(|| (Idle, "silence".into(), None)),
+        }
+    }
+
+    /// Apply `signal`; the transition when the state changed (or a `blocked` got a new reset time).
+    pub fn on(&mut self, signal: &Signal) -> Option<Transition> {
+        let (state, reason, resets_at) = self.propose(signal)?;
+        if state == self.state && (state != SessionState::Blocked || resets_at == self.resets_at) {
+            return None;
+        }
+        let previous = Some(self.state);
+        self.state = state;
+        self.resets_at = resets_at.clone();
+        Some(Transition {
+            state,
+            previous,
+            reason,
+            resets_at,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use SessionState::*;
+
+    fn hook(e: &str) -> Signal {
+        Signal::Hook {
+            event: e.into(),
+            permission: false,
+        }
+    }
+    fn screen(state: SessionState, cue: &str) -> Signal {
+        Signal::Screen {
+            state,
+            cue: cue.into(),
+            resets_at: None,
+        }
+    }
+
+    /// A named sequence of signals, with the state after each (`None`: no change).
+    type Case = (&'static str, Vec<(Signal, Option<SessionState>)>);
+
+    /// Each row: the signals in order, and the state after each (`None`: no change).
+    #[test]
+    fn transition_table() {
+        let permission = Signal::Hook {
+            event: "Notification".into(),
+            permission: true,
+        };
+        let limit = Signal::Screen {
+            state: Blocked,
+            cue: "usage-limit".into(),
+            resets_at: Some("3pm".into()),
+        };
+        let cases: Vec<Case> = vec![
+            (
+                "a hooked turn",
+                vec![
+                    (screen(Idle, "prompt"), Some(Idle)),
+                    (hook("UserPromptSubmit"), Some(Working)),
+                    (hook("PreToolUse"), None),
+                    (hook("Stop"), Some(Idle)),
+                    (Signal::Exited, Some(Exited)),
+                    (hook("UserPromptSubmit"), None),
+                ],
+            ),
+            (
+                "with hooks, the prompt and silence do not end a turn",
+                vec![
+                    (hook("UserPromptSubmit"), Some(Working)),
+                    (screen(Idle, "prompt"), None),
+                    (Signal::Silence, None),
+                    (Signal::Title { working: false }, None),
+                    (Signal::TranscriptTurnEnd, Some(Idle)),
+                ],
+            ),
+            (
+                "without hooks, the title and silence decide",
+                vec![
+                    (Signal::Title { working: false }, Some(Idle)),
+                    (Signal::Title { working: true }, Some(Working)),
+                    (Signal::Silence, Some(Idle)),
+                    (screen(Working, "spinner"), Some(Working)),
+                    (screen(Idle, "prompt"), Some(Idle)),
+                ],
+            ),
+            (
+                "a permission dialog, then the tool runs",
+                vec![
+                    (hook("UserPromptSubmit"), Some(Working)),
+                    (permission.clone(), Some(NeedsInput)),
+                    (screen(Idle, "prompt"), None),
+                    (hook("PostToolUse"), Some(Working)),
+                    (screen(NeedsInput, "dialog"), Some(NeedsInput)),
+                    (hook("Stop"), Some(Idle)),
+                ],
+            ),
+            (
+                "a usage limit holds until the user prompts",
+                vec![
+                    (hook("UserPromptSubmit"), Some(Working)),
+                    (limit.clone(), Some(Blocked)),
+                    (limit.clone(), None),
+                    (hook("Stop"), None),
+                    (screen(Idle, "prompt"), None),
+                    (permission, None),
+                    (hook("UserPromptSubmit"), Some(Working)),
+                ],
+            ),
+        ];
+        for (name, steps) in cases {
+            let mut m = StateMachine::new();
+            for (i, (signal, want)) in steps.into_iter().enumerate() {
+                let got = m.on(&signal).map(|t| t.state);
+                assert_eq!(got, want, "{name}: step {i} ({signal:?})");
+            }
+        }
+    }
+
+    #[test]
+    fn transitions_carry_previous_reason_and_reset_time() {
+        let mut m = StateMachine::new();
+        let t = m
+            .on(&Signal::Screen {
+                state: Blocked,
+                cue: "usage-limit".into(),
+                resets_at: Some("3pm (UTC)".into()),
+            })
+            .unwrap();
+        assert_eq!(t.previous, Some(Starting));
+        assert_eq!(t.reason, "screen:usage-limit");
+        assert_eq!(t.resets_at.as_deref(), Some("3pm (UTC)"));
+        assert_eq!(m.resets_at(), Some("3pm (UTC)"));
+        let t = m.on(&Signal::Exited).unwrap();
+        assert_eq!((t.state, t.previous), (Exited, Some(Blocked)));
+    }
+}
