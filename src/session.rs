@@ -67,6 +67,8 @@ pub struct SessionOptions {
     /// The `mpm` binary to start as the orphan watchdog (`mpm __watchdog`, see `pty::watchdog`);
     /// `None` = no watchdog. `mpm run` passes its own executable.
     pub watchdog_exe: Option<PathBuf>,
+    /// Result delivery (`feedback`): gets a writer into the PTY and the user's keystrokes.
+    pub pty_port: Option<Arc<crate::feedback::port::PtyPort>>,
 }
 
 impl SessionOptions {
@@ -88,6 +90,7 @@ impl SessionOptions {
             governor_mode: None,
             before_exit: None,
             watchdog_exe: None,
+            pty_port: None,
         }
     }
 }
@@ -264,7 +267,11 @@ pub fn run_in_terminal(mut opts: SessionOptions) -> Result<SessionOutcome, Sessi
         tracing::debug!(error = %e, "cannot resize the pty");
     }
 
-    let stdin_pump = start_stdin_thread(pty.clone(), stdin_is_tty);
+    if let Some(port) = &opts.pty_port {
+        let p = pty.clone();
+        port.connect(Box::new(move |b| p.write_input(b)));
+    }
+    let stdin_pump = start_stdin_thread(pty.clone(), stdin_is_tty, opts.pty_port.clone());
 
     let stopped_by = AtomicI32::new(0);
     let exit = loop {
@@ -296,6 +303,9 @@ pub fn run_in_terminal(mut opts: SessionOptions) -> Result<SessionOutcome, Sessi
         }
     };
     drop(stdin_pump);
+    if let Some(port) = &opts.pty_port {
+        port.disconnect();
+    }
     drop(raw);
     terminal::restore();
     signals.close();
@@ -352,7 +362,11 @@ struct StdinPump {
 /// Copy stdin to the agent on a thread. A terminal is copied as it is (raw mode: Ctrl-C, Ctrl-Z
 /// and Ctrl-\ are bytes). From a pipe or file, EOF is delivered as the PTY's EOF character; see
 /// [`eof_bytes`]. The thread blocks in `poll` on stdin and a stop pipe (no timeout).
-fn start_stdin_thread(pty: Arc<PtySession>, is_tty: bool) -> Option<StdinPump> {
+fn start_stdin_thread(
+    pty: Arc<PtySession>,
+    is_tty: bool,
+    port: Option<Arc<crate::feedback::port::PtyPort>>,
+) -> Option<StdinPump> {
     let (stop_r, stop_w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
         Ok(p) => p,
         Err(e) => {
@@ -362,7 +376,7 @@ fn start_stdin_thread(pty: Arc<PtySession>, is_tty: bool) -> Option<StdinPump> {
     };
     let spawned = std::thread::Builder::new()
         .name("mpm-stdin".into())
-        .spawn(move || pump_stdin(&pty, is_tty, &stop_r));
+        .spawn(move || pump_stdin(&pty, is_tty, &stop_r, port.as_deref()));
     match spawned {
         Ok(_) => Some(StdinPump { _stop: stop_w }),
         Err(e) => {
@@ -372,7 +386,12 @@ fn start_stdin_thread(pty: Arc<PtySession>, is_tty: bool) -> Option<StdinPump> {
     }
 }
 
-fn pump_stdin(pty: &PtySession, is_tty: bool, stop: &OwnedFd) {
+fn pump_stdin(
+    pty: &PtySession,
+    is_tty: bool,
+    stop: &OwnedFd,
+    port: Option<&crate::feedback::port::PtyPort>,
+) {
     use std::os::fd::AsRawFd;
     let mut buf = vec![0u8; 16 * 1024];
     let mut last: Option<u8> = None;
@@ -412,6 +431,9 @@ fn pump_stdin(pty: &PtySession, is_tty: bool, stop: &OwnedFd) {
             }
         };
         last = Some(buf[n - 1]);
+        if let Some(p) = port {
+            p.typed(&buf[..n]);
+        }
         if pty.write_input(&buf[..n]).is_err() {
             return; // the agent is gone
         }

@@ -165,6 +165,7 @@ pub fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<i32> {
         opts.on_spawn = Some(supervisor.on_spawn());
         opts.before_exit = Some(supervisor.before_exit());
         opts.governor_mode = supervisor.governor_mode();
+        opts.pty_port = supervisor.pty_port();
         match std::env::current_exe() {
             Ok(exe) => opts.watchdog_exe = Some(exe),
             Err(e) => {
