@@ -9,6 +9,7 @@
 //! | --- | --- |
 //! | [`cli`] | command line (clap), exit codes |
 //! | [`config`] | settings, defaults, layering with provenance |
+//! | [`event_hooks`] | user commands run on events (`hooks:`) |
 //! | [`events`] | the event type, bus and events-file sink |
 //! | [`process`] | process trees: membership, graceful stop |
 //! | [`pty`] | PTY spawn, terminal relay, raw mode, resize, signals, watchdog |
@@ -23,17 +24,20 @@
 //! | [`protocol`] | daemon socket frames and messages |
 //! | [`daemon`] | the long-running supervisor and its socket server |
 //! | [`supervisor`] | assembles one session: engine, pipeline, transcript, executor, governor |
+//! | [`notify`] | terminal (OSC 9/777, bell) and desktop notifications |
 //! | [`logging`] | tracing setup |
 
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod detect;
+pub mod event_hooks;
 pub mod events;
 pub mod executor;
 pub mod feedback;
 pub mod governor;
 pub mod logging;
+pub mod notify;
 pub mod patterns;
 pub mod process;
 pub mod protocol;

@@ -108,6 +108,9 @@ pub fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<i32> {
         bus.add_sink(Arc::new(sink));
     }
     let tally = crate::feedback::summary::Tally::attach(&bus);
+    let event_hooks = crate::event_hooks::EventHooks::start(&bus, &cfg.hooks);
+    let notifier =
+        crate::notify::Notifier::start(&bus, &cfg.notify, crate::notify::stderr_terminal());
     // In-process sessions write to the daemon's store too, so `mpm tickets` sees them later.
     let state_dir = cfg
         .daemon
@@ -180,6 +183,10 @@ pub fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<i32> {
         } else {
             None
         };
+        if limited && let Some(line) = notifier.main_limit_line() {
+            // Which limit, and the figure, in one line on the user's terminal.
+            eprintln!("{line}");
+        }
         match delay {
             Some(delay) => {
                 eprintln!(
@@ -196,6 +203,10 @@ pub fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<i32> {
     };
     let summaries = supervisor.finish();
     bus.close();
+    notifier.join();
+    if let Some(h) = event_hooks {
+        h.join();
+    }
     let outcome = match result {
         Ok(o) => o,
         Err(e) => return Ok(report_start_failure(&e, &command, &cfg.profile, &a)),

@@ -21,6 +21,7 @@ mod governor_polling;
 mod governor_rlimits;
 mod loop_delegations;
 mod loop_feedback;
+mod loop_hooks;
 mod loop_modes;
 mod patterns_cli;
 mod patterns_engine;
