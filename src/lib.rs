@@ -9,6 +9,7 @@
 //! | --- | --- |
 //! | [`cli`] | command line (clap), exit codes |
 //! | [`config`] | settings, defaults, layering with provenance |
+//! | [`event_hooks`] | user commands run on events (`hooks:`) |
 //! | [`events`] | the event type, bus and events-file sink |
 //! | [`process`] | process trees: membership, graceful stop |
 //! | [`pty`] | PTY spawn, terminal relay, raw mode, resize, signals, watchdog |
@@ -25,18 +26,21 @@
 //! | [`hook`] | claude's hooks: `mpm hook`, the per-session hook socket, the responder trait |
 //! | [`state`] | the published session state: signals, state machine, screen cue tables |
 //! | [`supervisor`] | assembles one session: engine, pipeline, transcript, executor, governor |
+//! | [`notify`] | terminal (OSC 9/777, bell) and desktop notifications |
 //! | [`logging`] | tracing setup |
 
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod detect;
+pub mod event_hooks;
 pub mod events;
 pub mod executor;
 pub mod feedback;
 pub mod governor;
 pub mod hook;
 pub mod logging;
+pub mod notify;
 pub mod patterns;
 pub mod process;
 pub mod protocol;

@@ -220,6 +220,8 @@ struct HandleInner {
     ctl: Sender<Ctl>,
     /// The last input byte (for where the EOF character must go), or [`NO_INPUT`].
     last_input: AtomicU16,
+    /// Result delivery by paste: told about every byte the user types (never paste mid-typing).
+    port: Option<Arc<crate::feedback::port::PtyPort>>,
 }
 
 /// Talk to a running [`Session`] from any thread: input, EOF, resize, stop.
@@ -241,6 +243,9 @@ impl SessionHandle {
             io::Error::new(io::ErrorKind::NotConnected, "the agent is not running")
         })?;
         self.0.last_input.store(u16::from(*last), Ordering::Relaxed);
+        if let Some(port) = &self.0.port {
+            port.typed(bytes);
+        }
         pty.write_input(bytes)
     }
 
@@ -347,6 +352,7 @@ impl Session {
         let argv = supervisor.prepare_argv(spec.argv.clone(), transcript);
         let (ctl, ctl_rx) = crossbeam_channel::unbounded();
         let tally = crate::feedback::summary::Tally::attach(&bus);
+        let port = supervisor.pty_port();
         Ok(Session {
             tally,
             spec,
@@ -358,6 +364,7 @@ impl Session {
                 pty: Mutex::new(None),
                 ctl,
                 last_input: AtomicU16::new(NO_INPUT),
+                port,
             })),
             ctl_rx,
         })
@@ -508,6 +515,11 @@ impl Session {
             governor_mode: self.supervisor.governor_mode(),
         });
         (self.supervisor.on_spawn())(pid);
+        // Finished results may be pasted into this run's PTY (feedback `on-idle`).
+        if let Some(port) = self.supervisor.pty_port() {
+            let p = pty.clone();
+            port.connect(Box::new(move |b| p.write_input(b)));
+        }
         host.started(&pty);
 
         let exit = loop {
@@ -537,6 +549,9 @@ impl Session {
             }
         };
         *self.handle.0.pty.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        if let Some(port) = self.supervisor.pty_port() {
+            port.disconnect();
+        }
         host.exited();
         let duration = start.elapsed();
         let stopped_by = stopped.filter(|s| *s != 0);

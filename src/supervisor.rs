@@ -96,6 +96,9 @@ pub struct Supervisor {
     cols: u16,
     rows: u16,
     cwd: PathBuf,
+    /// Results back to the main agent; started by `prepare_argv` when delegations run.
+    feedback: Option<crate::feedback::Feedback>,
+    runs_delegations: bool,
 }
 
 impl Supervisor {
@@ -171,6 +174,8 @@ impl Supervisor {
             cols: o.cols,
             rows: o.rows,
             cwd: o.cwd,
+            feedback: None,
+            runs_delegations: detect && exec,
         })
     }
 
@@ -185,6 +190,9 @@ impl Supervisor {
     /// and start tailing it. Returns the argv to spawn.
     pub fn prepare_argv(&mut self, argv: Vec<String>, transcript: bool) -> Vec<String> {
         let argv = crate::feedback::prompt::inject_argv(&self.config, argv);
+        if self.runs_delegations && self.feedback.is_none() {
+            self.feedback = crate::feedback::start_for(&self.config, &argv, &self.bus);
+        }
         let Some(engine) = self.engine.clone() else {
             return argv;
         };
@@ -237,7 +245,23 @@ impl Supervisor {
                 bus.emit(incident.event());
             },
         );
-        Some(Box::new(ScreenConsumer { pipeline, out }))
+        let port = self.pty_port();
+        Some(Box::new(ScreenConsumer {
+            pipeline,
+            out,
+            port,
+        }))
+    }
+
+    /// The session's side of result delivery by paste (None when results are not fed back).
+    pub fn pty_port(&self) -> Option<Arc<crate::feedback::port::PtyPort>> {
+        self.feedback.as_ref().map(|f| f.port())
+    }
+
+    /// For the agent CLI's hooks (Stop, UserPromptSubmit): hands over finished results.
+    pub fn feedback_handle(&self) -> Option<crate::feedback::FeedbackHandle> {
+        let wait = Duration::from_secs(self.config.orchestration.stop_wait_secs);
+        self.feedback.as_ref().map(|f| f.handle(wait))
     }
 
     /// Called with the agent's pid right after the spawn: the governor watches its tree.
@@ -281,6 +305,9 @@ impl Supervisor {
     pub fn finish(mut self) -> Vec<DelegationSummary> {
         if let Some(t) = self.tailer.take() {
             t.stop();
+        }
+        if let Some(f) = self.feedback.take() {
+            f.close();
         }
         let executor = self.dispatcher.take().and_then(Dispatcher::close);
         self.main_watch
@@ -430,6 +457,8 @@ fn hold(held: &mut Vec<Held>, d: Detection, settle: Duration) {
 struct ScreenConsumer {
     pipeline: crate::detect::Contained,
     out: crossbeam_channel::Sender<DispatchMsg>,
+    /// Told about output (idleness, bracketed paste) for result delivery.
+    port: Option<Arc<crate::feedback::port::PtyPort>>,
 }
 
 impl ScreenConsumer {
@@ -442,6 +471,9 @@ impl ScreenConsumer {
 
 impl OutputConsumer for ScreenConsumer {
     fn feed(&mut self, bytes: &[u8]) {
+        if let Some(p) = &self.port {
+            p.output(bytes);
+        }
         let found = self.pipeline.feed(bytes);
         self.send(found);
     }

@@ -119,6 +119,10 @@ pub fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<i32> {
             .with_context(|| format!("cannot open events file {}", path.display()))?;
         bus.add_sink(Arc::new(sink));
     }
+    // User hooks on events (argv, event JSON on stdin) and notifications in this terminal.
+    let event_hooks = crate::event_hooks::EventHooks::start(&bus, &cfg.hooks);
+    let notifier =
+        crate::notify::Notifier::start(&bus, &cfg.notify, crate::notify::stderr_terminal());
     // In-process sessions write to the daemon's store too, so `mpm tickets` sees them later.
     let state_dir = cfg
         .daemon
@@ -161,6 +165,15 @@ pub fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<i32> {
         }
     };
     bus.close();
+    let notifier_line = notifier.main_limit_line();
+    notifier.join();
+    if let Some(h) = event_hooks {
+        h.join();
+    }
+    if let Some(line) = notifier_line {
+        // Which limit stopped the agent, and the figure, in one line on the user's terminal.
+        errln!("{line}");
+    }
     if let Err(e) = &end.result {
         return Ok(report_start_failure(e, &command, &cfg.profile, &a));
     }

@@ -783,19 +783,16 @@ async fn run_delegation(shared: Arc<Shared>, job: Job) {
         Some(0) => Some(stdout_path.clone()),
         Some(_) => {
             let result_path = shared.state_dir.join(format!("{id}.result.md"));
-            let wrote = outcome
-                .result
-                .as_ref()
-                .is_some_and(|text| {
-                    use std::io::Write as _;
-                    crate::config::paths::private_file()
-                        .create(true)
-                        .write(true)
-                        .truncate(true)
-                        .open(&result_path)
-                        .and_then(|mut f| f.write_all(text.as_bytes()))
-                        .is_ok()
-                });
+            let wrote = outcome.result.as_ref().is_some_and(|text| {
+                use std::io::Write as _;
+                crate::config::paths::private_file()
+                    .create(true)
+                    .write(true)
+                    .truncate(true)
+                    .open(&result_path)
+                    .and_then(|mut f| f.write_all(text.as_bytes()))
+                    .is_ok()
+            });
             Some(if wrote {
                 result_path
             } else {

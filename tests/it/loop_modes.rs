@@ -38,7 +38,7 @@ fn observe_records_without_running_and_passthrough_detects_nothing() {
         &env,
         &format!(
             "agents:\n  engineer: {{argv: {}}}\n",
-            fake_argv(&["print:ran"])
+            fake_argv(&["print:ran {task}"])
         ),
     );
     let steps = [
