@@ -78,6 +78,9 @@ pub struct RunConfig {
     /// Milliseconds a detection is held before it is published, so a wrapped line that the screen
     /// shows row by row while it streams yields one detection with its whole text.
     pub settle_ms: u64,
+    /// The key sequence that detaches a daemon client from its session (`ctrl-X` or a character,
+    /// comma-separated); typed twice, the agent gets it.
+    pub detach_keys: String,
 }
 
 impl Default for RunConfig {
@@ -89,6 +92,7 @@ impl Default for RunConfig {
             exec: true,
             summary: true,
             settle_ms: 500,
+            detach_keys: crate::pty::keys::DEFAULT_DETACH_KEYS.to_string(),
         }
     }
 }

@@ -21,6 +21,7 @@ mod governor_rlimits;
 mod patterns_cli;
 mod patterns_engine;
 mod patterns_props;
+mod run_detach;
 mod run_io;
 mod run_pty;
 mod run_realclient;
