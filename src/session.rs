@@ -193,6 +193,11 @@ pub trait Host {
     fn started(&mut self, _pty: &Arc<PtySession>) {}
     /// The agent of one run is gone (before `session.exited`).
     fn exited(&mut self) {}
+    /// The agent stopped itself (Ctrl-Z, a suspend). The in-process host gives the user their
+    /// shell back and resumes the agent when it is continued; the default resumes it at once.
+    fn suspended(&mut self, pty: &Arc<PtySession>) {
+        pty.resume();
+    }
     /// A line for the user (a restart notice).
     fn notice(&mut self, text: &str) {
         crate::cli::output::errln!("mpm: {text}");
@@ -530,6 +535,10 @@ impl Session {
                         Err(_) => pty.wait(),
                     };
                 }
+                recv(pty.stop_channel()) -> _ => {
+                    tracing::info!(pid, "the agent stopped (job control)");
+                    host.suspended(&pty);
+                }
                 recv(self.ctl_rx) -> ctl => {
                     let Ok(Ctl::Stop { signal, from_output, grace: g }) = ctl else { continue };
                     if stopped.is_some() && !from_output {
@@ -611,6 +620,8 @@ struct TerminalHost {
     handle: SessionHandle,
     stdin_is_tty: bool,
     pump: Option<StdinPump>,
+    /// Raw mode on the user's terminal (re-entered after a suspend).
+    raw: Option<RawModeGuard>,
 }
 
 impl Host for TerminalHost {
@@ -630,6 +641,29 @@ impl Host for TerminalHost {
         if self.pump.is_none() {
             self.pump = start_stdin_thread(self.handle.clone(), self.stdin_is_tty);
         }
+    }
+
+    /// Job control as sudo's `use_pty` does it: the user's terminal back to its modes, stop mpm
+    /// (the shell shows its prompt); once continued (`fg`), raw mode again, the window size pushed
+    /// (the agent redraws), and the agent continued.
+    fn suspended(&mut self, pty: &Arc<PtySession>) {
+        self.raw = None;
+        terminal::restore();
+        tracing::info!("suspending mpm with the agent");
+        // SIGSTOP rather than SIGTSTP: the kernel drops SIGTSTP in an orphaned process group.
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
+        // Continued.
+        match RawModeGuard::enter() {
+            Ok(r) => self.raw = r,
+            Err(e) => tracing::warn!(error = %e, "cannot re-enter raw mode"),
+        }
+        if let Some(size) = tty_size() {
+            self.handle.resize(size);
+        }
+        if let Err(e) = pty.push_size() {
+            tracing::debug!(error = %e, "cannot push the window size");
+        }
+        pty.resume();
     }
 }
 
@@ -666,10 +700,11 @@ pub fn run_in_terminal(mut session: Session) -> SessionEnd {
         handle,
         stdin_is_tty,
         pump: None,
+        raw,
     };
     let end = session.run(&mut host);
     drop(host.pump.take());
-    drop(raw);
+    drop(host.raw.take());
     terminal::restore();
     signals.close();
     end

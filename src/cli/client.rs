@@ -4,7 +4,7 @@
 //! All terminal handling lives here (raw mode, stdin/stdout relay, resize, detach on terminal
 //! close); the daemon only sees frames.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -16,6 +16,7 @@ use super::GlobalArgs;
 use super::output::{err, errln, outln};
 use crate::daemon::client::{Client, unexpected};
 use crate::protocol::{ClientMsg, EventFilter, Frame, RunSpec, ServerMsg, StatusReport, Ticket};
+use crate::pty::keys::{DetachKeys, DetachScanner, MODE_RESET, Scan};
 
 #[derive(Debug, Clone, Args)]
 pub struct SocketArg {
@@ -112,12 +113,17 @@ pub struct StopArgs {
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Ctrl-] detaches (so does closing the terminal); the session keeps running. \
+    after_help = "Ctrl-] (or --detach-keys, run.detach_keys) detaches, and so does closing the \
+                  terminal; the session keeps running. Typed twice, the agent gets the key. \
                   `mpm attach SESSION` again redraws its current screen."
 )]
 pub struct AttachArgs {
     #[command(flatten)]
     pub socket: SocketArg,
+    /// The detach keys: `ctrl-X` or a character, comma-separated (default `run.detach_keys`,
+    /// `ctrl-]`).
+    #[arg(long, value_name = "KEYS")]
+    pub detach_keys: Option<String>,
     pub session: String,
 }
 
@@ -343,12 +349,41 @@ pub fn stop(g: &GlobalArgs, a: StopArgs) -> anyhow::Result<i32> {
 
 pub fn attach(g: &GlobalArgs, a: AttachArgs) -> anyhow::Result<i32> {
     let c = a.socket.connect(g)?;
-    let end = relay(c, &a.session, false)?;
+    let spec = match &a.detach_keys {
+        Some(k) => k.clone(),
+        None => {
+            super::load_config(g, crate::config::Overrides::default())?
+                .config
+                .run
+                .detach_keys
+        }
+    };
+    let keys = detach_keys(&spec, a.detach_keys.is_some())?;
+    let end = relay(c, &a.session, false, &keys)?;
     Ok(report_end(&end, &a.session, false))
 }
 
-/// Say truthfully how the relay ended, and return the exit status.
+/// Parse detach keys; the error names where they came from (`--detach-keys` or `run.detach_keys`).
+pub fn detach_keys(spec: &str, from_flag: bool) -> anyhow::Result<DetachKeys> {
+    DetachKeys::parse(spec).map_err(|e| {
+        let origin = if from_flag {
+            "--detach-keys"
+        } else {
+            "run.detach_keys"
+        };
+        super::UsageError(format!("{origin}: {e}")).into()
+    })
+}
+
+/// Say truthfully how the relay ended, and return the exit status. Leaving a session that goes
+/// on first switches off every terminal mode its agent may have set.
 fn report_end(end: &RelayEnd, id: &str, from_run: bool) -> i32 {
+    if matches!(end, RelayEnd::Detached | RelayEnd::Lost)
+        && crate::pty::terminal::is_tty(std::io::stdout().as_fd())
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(MODE_RESET).and_then(|_| out.flush());
+    }
     match end {
         RelayEnd::Detached if from_run => {
             errln!("\r\n[mpm: detached; the session keeps running: mpm attach {id}]");
@@ -372,7 +407,7 @@ fn report_end(end: &RelayEnd, id: &str, from_run: bool) -> i32 {
 
 /// `mpm run` with a daemon: spawn `spec` in the daemon and relay this terminal to it. Returns the
 /// session's exit status, or 0 after a detach (the session keeps running).
-pub fn run_in_daemon(mut c: Client, mut spec: RunSpec) -> anyhow::Result<i32> {
+pub fn run_in_daemon(mut c: Client, mut spec: RunSpec, keys: &DetachKeys) -> anyhow::Result<i32> {
     if let Some((cols, rows)) = terminal_size() {
         spec.cols = cols;
         spec.rows = rows;
@@ -393,7 +428,7 @@ pub fn run_in_daemon(mut c: Client, mut spec: RunSpec) -> anyhow::Result<i32> {
         }
         Err(e) => return Err(e.into()),
     };
-    let end = relay(c, &id, true)?;
+    let end = relay(c, &id, true, keys)?;
     Ok(report_end(&end, &id, true))
 }
 
@@ -410,8 +445,26 @@ pub enum RelayEnd {
     OutputGone,
 }
 
-/// The detach key: Ctrl-] (as in telnet), alone in one read.
-pub const DETACH_KEY: u8 = 0x1d;
+/// After the detach keys, how long a second press may take to send them to the agent instead.
+const DETACH_SECOND_PRESS: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// True when stdin has input (or its end) within `timeout`.
+fn input_within(timeout: std::time::Duration) -> bool {
+    let mut fds = [libc::pollfd {
+        fd: 0,
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    loop {
+        // SAFETY: one valid pollfd.
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), 1, ms) };
+        if rc < 0 && nix::errno::Errno::last() == nix::errno::Errno::EINTR {
+            continue;
+        }
+        return rc != 0;
+    }
+}
 
 /// The terminal size of stdout, when it is a terminal.
 fn terminal_size() -> Option<(u16, u16)> {
@@ -466,7 +519,12 @@ fn send_on(w: &Mutex<UnixStream>, f: &Frame) -> bool {
 /// Attach to `session` and relay this terminal until detach (Ctrl-], end of stdin, SIGHUP or
 /// SIGTERM) or the session's end. `own_session`: this is `mpm run`'s own session, so stdin that is
 /// not a terminal is the agent's input to its end (no detach key; its end is the agent's EOF).
-pub fn relay(mut c: Client, session: &str, own_session: bool) -> anyhow::Result<RelayEnd> {
+pub fn relay(
+    mut c: Client,
+    session: &str,
+    own_session: bool,
+    keys: &DetachKeys,
+) -> anyhow::Result<RelayEnd> {
     let size = terminal_size();
     c.send(&ClientMsg::Attach {
         session: session.to_string(),
@@ -486,23 +544,46 @@ pub fn relay(mut c: Client, session: &str, own_session: bool) -> anyhow::Result<
     let stdout_tty = crate::pty::terminal::is_tty(std::io::stdout().as_fd());
     let _raw = RawMode::enter();
 
-    // stdin -> socket. A terminal: the detach key or a hang-up detaches. Not a terminal: the end
-    // of input is the terminal's EOF for the agent, and the session goes on to its end.
+    // stdin -> socket. A terminal: the detach keys or a hang-up detach. Not a terminal (`mpm run`'s
+    // own session): the end of input is the terminal's EOF for the agent, and the session goes on
+    // to its end.
     let w = writer.clone();
+    let mut scanner = DetachScanner::new(keys);
     std::thread::spawn(move || {
-        let mut stdin = std::io::stdin().lock();
         let mut buf = [0u8; 8192];
+        let mut armed = false;
         loop {
-            match stdin.read(&mut buf) {
-                Ok(0) => break,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(_) => break,
-                Ok(n) if !pipe_input && buf[..n] == [DETACH_KEY] => break,
-                Ok(n) => {
-                    if !send_on(&w, &Frame::Data(buf[..n].to_vec())) {
-                        return;
-                    }
+            if armed && !input_within(DETACH_SECOND_PRESS) {
+                if scanner.timeout() {
+                    break;
                 }
+                armed = false;
+            }
+            // SAFETY: fd 0 stays open for the life of the process.
+            let stdin = unsafe { std::os::fd::BorrowedFd::borrow_raw(0) };
+            let n = match nix::unistd::read(stdin, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => break,
+            };
+            let (bytes, detach) = if pipe_input {
+                (buf[..n].to_vec(), false)
+            } else {
+                match scanner.feed(&buf[..n]) {
+                    Scan::Forward(b) => (b, false),
+                    Scan::Armed(b) => {
+                        armed = true;
+                        (b, false)
+                    }
+                    Scan::Detach(b) => (b, true),
+                }
+            };
+            if !bytes.is_empty() && !send_on(&w, &Frame::Data(bytes)) {
+                return;
+            }
+            if detach {
+                break;
             }
         }
         if pipe_input {

@@ -37,6 +37,10 @@ pub struct RunArgs {
     /// Run in this process even when a daemon is running.
     #[arg(long)]
     pub no_daemon: bool,
+    /// The keys that detach from a daemon-hosted session: `ctrl-X` or a character, comma-separated
+    /// (default `run.detach_keys`, `ctrl-]`); typed twice, the agent gets them.
+    #[arg(long, value_name = "KEYS")]
+    pub detach_keys: Option<String>,
     /// The agent command and its arguments (default: the profile's command).
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -63,6 +67,9 @@ pub fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<i32> {
     if let Some(m) = a.mode {
         overrides.set("orchestration.mode", m.as_str(), "--mode");
     }
+    if let Some(k) = &a.detach_keys {
+        overrides.set("run.detach_keys", k.clone(), "--detach-keys");
+    }
     let layered = load_config(g, overrides)?;
     let cfg = &layered.config;
     // Before any session owns the terminal: a log file that cannot be opened is said once, here.
@@ -84,6 +91,7 @@ pub fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<i32> {
     }
 
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let keys = super::client::detach_keys(&cfg.run.detach_keys, a.detach_keys.is_some())?;
     // Not found / not executable: said here, the same way for both hosts, before anything starts.
     let profile_env: Vec<(String, String)> = profile
         .env
@@ -105,7 +113,7 @@ pub fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<i32> {
         match crate::daemon::client::Client::connect(&socket) {
             Ok(client) => {
                 let spec = daemon_spec(g, &a, &command, &cwd, cfg)?;
-                return super::client::run_in_daemon(client, spec);
+                return super::client::run_in_daemon(client, spec, &keys);
             }
             Err(e) => {
                 tracing::debug!(error = %e, socket = %socket.display(), "no daemon; running in-process")

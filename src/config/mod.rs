@@ -96,6 +96,9 @@ pub struct RunConfig {
     /// shows row by row while it streams yields one detection with its whole text.
     #[serde(deserialize_with = "ranges::u64_in::<_, 0, 60_000>")]
     pub settle_ms: u64,
+    /// The key sequence that detaches a daemon client from its session (`ctrl-X` or a character,
+    /// comma-separated); typed twice, the agent gets it.
+    pub detach_keys: String,
 }
 
 impl Default for RunConfig {
@@ -107,6 +110,7 @@ impl Default for RunConfig {
             exec: true,
             summary: true,
             settle_ms: 500,
+            detach_keys: crate::pty::keys::DEFAULT_DETACH_KEYS.to_string(),
         }
     }
 }

@@ -27,6 +27,7 @@
 //! blocking writer. Every thread blocks in `read`/`write`/`recv`: an idle session costs no CPU.
 
 pub mod fdio;
+pub mod keys;
 pub mod record;
 mod session;
 pub mod signals;

@@ -119,6 +119,7 @@ pub struct PtySession {
     /// Set just before the child is reaped, readable without waiting for a stop in progress.
     reaping: Arc<AtomicBool>,
     exit_rx: Receiver<PtyExit>,
+    stop_rx: Receiver<()>,
     exit: Mutex<Option<PtyExit>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -188,6 +189,7 @@ impl PtySession {
         let reaped = Arc::new(Mutex::new(false));
         let reaping = Arc::new(AtomicBool::new(false));
         let (exit_tx, exit_rx) = crossbeam_channel::bounded(1);
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
         let waiter = {
             let reaped = reaped.clone();
             let reaping = reaping.clone();
@@ -197,7 +199,7 @@ impl PtySession {
             std::thread::Builder::new()
                 .name("mpm-pty-wait".into())
                 .spawn(move || {
-                    wait_exited(pid);
+                    wait_exited(pid, &stop_tx);
                     let drained = drain(&done_rx, &bytes, &reading);
                     let outcome = {
                         let mut reaped = reaped.lock().unwrap_or_else(|e| e.into_inner());
@@ -246,6 +248,7 @@ impl PtySession {
             reaped,
             reaping,
             exit_rx,
+            stop_rx,
             exit: Mutex::new(None),
             threads: Mutex::new(threads),
         })
@@ -325,6 +328,42 @@ impl PtySession {
         &self.exit_rx
     }
 
+    /// Yields once each time the agent stopped (Ctrl-Z, a suspend): the host then suspends itself
+    /// or [`resume`](PtySession::resume)s the agent.
+    pub fn stop_channel(&self) -> &Receiver<()> {
+        &self.stop_rx
+    }
+
+    /// Continue a stopped agent: SIGCONT to the session's monitor, which gives the terminal back to
+    /// the agent and continues its group. Nothing once the child is reaped.
+    pub fn resume(&self) {
+        let reaped = self.reaped.lock().unwrap_or_else(|e| e.into_inner());
+        if !*reaped {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.pid),
+                nix::sys::signal::Signal::SIGCONT,
+            );
+        }
+    }
+
+    /// Tell the agent's group the window size again (SIGWINCH), even when it did not change (after
+    /// a resume, so a full-screen agent redraws).
+    pub fn push_size(&self) -> io::Result<()> {
+        let size = self.size();
+        set_winsize(self.master.as_fd(), size)?;
+        // SAFETY: TIOCGPGRP writes one pid_t.
+        let mut pgrp: libc::pid_t = 0;
+        if unsafe { libc::ioctl(self.master.as_raw_fd(), libc::TIOCGPGRP, &mut pgrp) } == 0
+            && pgrp > 0
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(-pgrp),
+                nix::sys::signal::Signal::SIGWINCH,
+            );
+        }
+        Ok(())
+    }
+
     /// Block until the child exited, its output was drained and the tree is gone. Also joins the
     /// consumer (so every detection has been made) when the output was fully drained.
     pub fn wait(&self) -> PtyExit {
@@ -399,7 +438,7 @@ fn abandon(pid: i32, e: PtyError) -> PtyError {
 }
 
 /// Block until `pid` has exited, leaving it a zombie (not reaped).
-fn wait_exited(pid: i32) {
+fn wait_exited(pid: i32, stops: &crossbeam_channel::Sender<()>) {
     loop {
         // SAFETY: waitid writes one siginfo_t to a valid pointer.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
@@ -408,10 +447,23 @@ fn wait_exited(pid: i32) {
                 libc::P_PID,
                 pid as libc::id_t,
                 &mut info,
-                libc::WEXITED | libc::WNOWAIT,
+                libc::WEXITED | libc::WSTOPPED | libc::WNOWAIT,
             )
         };
-        if rc == 0 || Errno::last() != Errno::EINTR {
+        if rc == 0 {
+            if info.si_code == libc::CLD_STOPPED || info.si_code == libc::CLD_TRAPPED {
+                // The agent stopped (job control, see `spawn::split_monitor`): consume the report
+                // (the exit stays for the reaper) and tell the host.
+                // SAFETY: as above.
+                let _ = unsafe {
+                    libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WSTOPPED)
+                };
+                let _ = stops.try_send(());
+                continue;
+            }
+            return;
+        }
+        if Errno::last() != Errno::EINTR {
             return;
         }
     }

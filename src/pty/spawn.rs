@@ -315,7 +315,10 @@ pub(crate) fn spawn(spec: &SpawnSpec<'_>) -> Result<Spawned, PtyError> {
                 u32::MAX,
                 libc::CLOSE_RANGE_CLOEXEC,
             );
-            Ok(())
+            // Job control: the agent must not be a session leader (its process group would be
+            // orphaned and the kernel would drop the terminal's SIGTSTP), so this process stays
+            // as the session's monitor and the agent runs as its child in a group of its own.
+            split_monitor()
         });
     }
     // The tree's tag (`process::registry`): members that leave the session are still found.
@@ -329,6 +332,104 @@ pub(crate) fn spawn(spec: &SpawnSpec<'_>) -> Result<Spawned, PtyError> {
     drop(cmd); // closes the parent's copies of the slave
     drop(slave);
     Ok(Spawned { child, master })
+}
+
+/// The agent's pid, for the monitor's signal handler (set once, in the monitor only).
+static MONITOR_AGENT: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// The monitor's handler: pass the signal (SIGTERM, SIGHUP, SIGINT, SIGQUIT) on to the agent's group.
+extern "C" fn forward_to_agent(sig: libc::c_int) {
+    let agent = MONITOR_AGENT.load(std::sync::atomic::Ordering::Relaxed);
+    if agent > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(-agent, sig) };
+    }
+}
+
+/// In the forked child (the new session's leader, the PTY its controlling terminal): fork the
+/// agent into a process group of its own, in the foreground of the PTY, and return `Ok` in the
+/// agent (which then execs). The leader never returns: it becomes the session's monitor, as
+/// sudo's `use_pty` monitor does — it waits for the agent; when the agent stops (Ctrl-Z, a
+/// suspend), it stops itself so that mpm sees it, and when continued it gives the terminal back
+/// to the agent and continues it; when the agent ends it ends the same way (code or signal), so
+/// mpm sees the agent's status. Signals that end sessions are passed on to the agent.
+///
+/// Only async-signal-safe calls: this runs between fork and exec in a multi-threaded program.
+fn split_monitor() -> std::io::Result<()> {
+    // SAFETY: plain system calls on local data; see the function docs.
+    unsafe {
+        let mut sync = [0 as libc::c_int; 2];
+        if libc::pipe2(sync.as_mut_ptr(), libc::O_CLOEXEC) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let agent = libc::fork();
+        if agent < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if agent == 0 {
+            // The agent: its own group; wait until the monitor made it the foreground group.
+            libc::close(sync[1]);
+            libc::setpgid(0, 0);
+            let mut b = 0u8;
+            while libc::read(sync[0], (&mut b as *mut u8).cast(), 1) < 0
+                && *libc::__errno_location() == libc::EINTR
+            {}
+            libc::close(sync[0]);
+            return Ok(());
+        }
+        // The monitor.
+        libc::setpgid(agent, agent);
+        libc::signal(libc::SIGTTOU, libc::SIG_IGN);
+        libc::signal(libc::SIGTTIN, libc::SIG_IGN);
+        libc::signal(libc::SIGTSTP, libc::SIG_IGN);
+        libc::tcsetpgrp(0, agent);
+        libc::close(sync[0]);
+        libc::close(sync[1]);
+        MONITOR_AGENT.store(agent, std::sync::atomic::Ordering::Relaxed);
+        for sig in [libc::SIGTERM, libc::SIGHUP, libc::SIGINT, libc::SIGQUIT] {
+            libc::signal(sig, forward_to_agent as *const () as libc::sighandler_t);
+        }
+        // Keep only the terminal on 0 (for tcsetpgrp); std's exec-error pipe must close here.
+        libc::close(1);
+        libc::close(2);
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+        loop {
+            let mut status = 0;
+            let r = libc::waitpid(agent, &mut status, libc::WUNTRACED);
+            if r < 0 {
+                if *libc::__errno_location() == libc::EINTR {
+                    continue;
+                }
+                libc::_exit(1);
+            }
+            if libc::WIFSTOPPED(status) {
+                libc::kill(libc::getpid(), libc::SIGSTOP);
+                // Continued (mpm's host resumed us): the terminal's foreground is the agent again.
+                libc::tcsetpgrp(0, agent);
+                libc::kill(-agent, libc::SIGCONT);
+                continue;
+            }
+            if libc::WIFEXITED(status) {
+                libc::_exit(libc::WEXITSTATUS(status));
+            }
+            if libc::WIFSIGNALED(status) {
+                let sig = libc::WTERMSIG(status);
+                // End the same way, without a core dump of this copy of mpm.
+                let none = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                libc::setrlimit(libc::RLIMIT_CORE, &none);
+                libc::signal(sig, libc::SIG_DFL);
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, sig);
+                libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+                libc::kill(libc::getpid(), sig);
+                libc::_exit(128 + sig);
+            }
+        }
+    }
 }
 
 /// Map an exec failure to the shell's convention: the file was found before the fork, so any

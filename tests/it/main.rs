@@ -32,6 +32,7 @@ mod patterns_contain;
 mod patterns_engine;
 mod patterns_limits;
 mod patterns_props;
+mod run_detach;
 mod run_io;
 mod run_pty;
 mod run_realclient;

@@ -296,15 +296,68 @@ fn second_sigterm_skips_the_grace_period() {
 }
 
 /// Ctrl-Z is a byte too: the agent's PTY sends SIGTSTP to the agent, which may handle it.
-#[test]
-fn ctrl_z_reaches_the_child_as_sigtstp() {
-    let env = TestEnv::new();
-    let script = "trap 'echo got-TSTP; exit 5' TSTP; echo READY; while :; do sleep 0.05; done";
-    let mut p = Spawn::new(&env, &["run", "--", "sh", "-c", script]).start();
+fn ctrl_z_reaches_the_child_as_sigtstp(host: HostKind) {
+    let env = TestEnv::for_host(host);
+    let script = "import signal, sys, time\n\
+                  def h(s, f):\n    print('got-TSTP', flush=True)\n    sys.exit(5)\n\
+                  signal.signal(signal.SIGTSTP, h)\nprint('READY', flush=True)\n\
+                  while True:\n    time.sleep(0.05)\n";
+    let mut p = Spawn::new(&env, &["run", "--", "python3", "-c", script]).start();
     p.expect("READY");
     p.send(b"\x1a");
     p.expect("got-TSTP");
     assert_eq!(p.wait().code(), Some(5), "{}", p.text());
+}
+
+/// The state letter of a process (`T` = stopped), from /proc.
+fn state(pid: i32) -> Option<char> {
+    mpm::process::read_stat(pid).map(|s| s.state)
+}
+
+/// Ctrl-Z suspends the agent and returns the terminal (cooked) with mpm stopped, as running the
+/// agent directly would; `fg` (SIGCONT to mpm) resumes it in raw mode and continues the agent.
+#[test]
+fn ctrl_z_suspends_the_agent_and_mpm_then_fg_resumes() {
+    let env = TestEnv::new();
+    let pidfile = env.path("agent.pid");
+    let script = format!(
+        "import os, signal, time\n\
+         signal.signal(signal.SIGCONT, lambda s, f: print('CONTINUED', flush=True))\n\
+         open('{}', 'w').write(str(os.getpid()))\n\
+         print('READY', flush=True)\n\
+         while True:\n    time.sleep(0.05)\n",
+        pidfile.display()
+    );
+    let mut p = Spawn::new(&env, &["run", "--", "python3", "-c", &script]).start();
+    p.expect("READY");
+    let agent = read_pid(&pidfile);
+    let _guard = KillOnDrop(vec![agent]);
+    let before = p.initial_termios.clone();
+    p.send(b"\x1a");
+    assert!(
+        wait_until(DEADLINE, || state(p.pid()) == Some('T')),
+        "mpm did not stop; terminal:\n{}",
+        p.text()
+    );
+    assert_eq!(state(agent), Some('T'), "the agent is stopped too");
+    assert_eq!(
+        termios_key(&p.termios()),
+        termios_key(&before),
+        "the terminal is the user's while suspended"
+    );
+    // `fg`.
+    p.signal(Signal::SIGCONT);
+    p.expect("CONTINUED");
+    assert!(
+        wait_until(DEADLINE, || !p
+            .termios()
+            .local_flags
+            .contains(LocalFlags::ICANON)),
+        "raw mode again after fg"
+    );
+    assert_ne!(state(agent), Some('T'));
+    p.send(b"\x03");
+    assert_eq!(p.wait().code(), Some(130), "{}", p.text());
 }
 
 crate::both_hosts!(
@@ -315,4 +368,5 @@ crate::both_hosts!(
     command_not_found_is_127_and_not_executable_is_126,
     setup_error_after_raw_mode_restores_the_terminal,
     ctrl_backslash_reaches_the_child_as_sigquit,
+    ctrl_z_reaches_the_child_as_sigtstp,
 );
