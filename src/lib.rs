@@ -40,3 +40,5 @@ pub mod screen;
 pub mod session;
 pub mod store;
 pub mod supervisor;
+pub mod worker;
+pub mod worktree;

@@ -11,6 +11,7 @@ mod daemon_cmd;
 mod patterns_cmd;
 mod run;
 mod scan;
+mod worker_cmd;
 
 use std::path::PathBuf;
 
@@ -77,6 +78,8 @@ pub enum Command {
     /// Install the systemd user unit.
     #[command(subcommand)]
     Service(daemon_cmd::ServiceCommand),
+    /// Run delegations pulled from NATS JetStream (the `nats` executor backend's workers).
+    Worker(worker_cmd::WorkerArgs),
     /// Internal: the orphan watchdog of a session (see `pty::watchdog`).
     #[command(name = "__watchdog", hide = true)]
     Watchdog(run::WatchdogArgs),
@@ -117,6 +120,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Agents(c) => agents::agents(&g, c),
         Command::Config(c) => config_cmd::config(&g, c),
         Command::Daemon(a) => daemon_cmd::daemon(&g, a),
+        Command::Worker(a) => worker_cmd::worker(&g, a),
         Command::Service(c) => daemon_cmd::service(&g, c),
         Command::Status(a) => client::status(&g, a),
         Command::Events(a) => client::events(&g, a),

@@ -8,7 +8,10 @@
 //! Each file is first checked on its own against the typed schema (unknown keys are errors), so a
 //! mistake is reported as `file:line:col: message` from the YAML parser's own positions.
 
+mod distributed;
 mod layers;
+
+pub use distributed::{BackendKind, Isolation, NatsConfig, WorktreeConfig};
 
 /// Shared with the pattern loader, which reports YAML errors the same way.
 pub(crate) use layers::first_line_message;
@@ -34,6 +37,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub log: LogConfig,
     pub daemon: DaemonConfig,
+    pub worktree: WorktreeConfig,
 }
 
 /// How to start one agent CLI and read its output.
@@ -131,6 +135,8 @@ pub struct ExecutorConfig {
     pub breaker_cooldown_secs: u64,
     /// Where delegation output goes; default `$XDG_STATE_HOME/mpm/sessions/<session>/`.
     pub output_dir: Option<PathBuf>,
+    pub backend: BackendKind,
+    pub nats: NatsConfig,
 }
 
 impl Default for ExecutorConfig {
@@ -146,6 +152,8 @@ impl Default for ExecutorConfig {
             breaker_failures: 5,
             breaker_cooldown_secs: 60,
             output_dir: None,
+            backend: BackendKind::Local,
+            nats: NatsConfig::default(),
         }
     }
 }
@@ -192,6 +200,8 @@ pub struct AgentConfig {
     pub retry: RetryConfig,
     /// Resource limits for this agent's delegations; unset fields fall back to `limits`.
     pub limits: Option<AgentLimits>,
+    /// `none` (default) or `worktree`: a fresh git worktree per delegation.
+    pub isolation: Isolation,
 }
 
 /// Per-agent overrides of the governor's thresholds and spawn rlimits.
@@ -482,6 +492,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             log: LogConfig::default(),
             daemon: DaemonConfig::default(),
+            worktree: WorktreeConfig::default(),
         }
     }
 }

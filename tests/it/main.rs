@@ -27,3 +27,4 @@ mod run_realclient;
 mod scan_captures;
 mod scan_input;
 mod scan_split;
+mod worktree;
