@@ -8,6 +8,7 @@ mod common;
 mod daemon_support;
 mod executor_support;
 mod governor_support;
+mod nats_support;
 mod realclient;
 
 mod daemon_binary;
@@ -18,6 +19,7 @@ mod executor_run;
 mod governor_cgroup;
 mod governor_polling;
 mod governor_rlimits;
+mod nats_backend;
 mod patterns_cli;
 mod patterns_engine;
 mod patterns_props;
