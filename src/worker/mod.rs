@@ -416,11 +416,13 @@ async fn run_job(ctx: &Ctx, served: &Agent, job: Job, tx: &mpsc::UnboundedSender
                 tail_rx,
             ));
             let start_tx = tx.clone();
+            let mut attempt = 0;
             let (end, attempts) = backend::run_attempts(&spec, cwd, &mut cancel, |pid| {
+                attempt += 1;
                 let _ = start_tx.send(Out::Msg(WorkerMsg::Started {
                     worker: worker.clone(),
                     pid,
-                    attempt: 1,
+                    attempt,
                 }));
                 None
             })

@@ -20,6 +20,7 @@ mod governor_cgroup;
 mod governor_polling;
 mod governor_rlimits;
 mod nats_backend;
+mod nats_worktree;
 mod patterns_cli;
 mod patterns_engine;
 mod patterns_props;
