@@ -59,6 +59,10 @@ pub enum WorkerError {
     UnknownAgent(String, String),
     #[error("no agent to serve: {0}")]
     NoAgents(String),
+    #[error("cannot start a thread: {0}")]
+    Thread(#[source] std::io::Error),
+    #[error(transparent)]
+    Governor(#[from] crate::governor::GovernorError),
     #[error("cannot create {}: {source}", path.display())]
     StateDir {
         path: PathBuf,
@@ -111,6 +115,10 @@ struct Ctx {
     /// Serialises mirror updates (one `git fetch` per mirror at a time).
     mirrors: tokio::sync::Mutex<()>,
     stop: watch::Receiver<bool>,
+    /// The same resource governor as a session's: every sub-agent tree is watched against
+    /// `limits` (the agent's own overrides applied); its events go to the worker's log.
+    governor: crate::governor::Governor,
+    bus: crate::events::Bus,
 }
 
 /// Serve until `stop` flips to true. `ready` is called once every consumer exists, with the
@@ -176,7 +184,23 @@ pub async fn run(
             })?;
         consumers.push((agent.clone(), c));
     }
+    let governor = crate::governor::Governor::start(&cfg.limits, opts.grace)?;
+    let bus = crate::events::Bus::new(crate::events::Context::with_session(format!(
+        "worker-{}",
+        opts.name
+    )));
+    let resource_events = bus.subscribe();
+    std::thread::Builder::new()
+        .name("mpm-worker-log".into())
+        .spawn(move || {
+            for ev in resource_events {
+                tracing::info!(event = %ev.to_json_line(), "governor");
+            }
+        })
+        .map_err(WorkerError::Thread)?;
     let ctx = Arc::new(Ctx {
+        governor,
+        bus,
         slots: Arc::new(Semaphore::new(opts.max_parallel.max(1))),
         opts,
         cfg,
@@ -424,7 +448,17 @@ async fn run_job(ctx: &Ctx, served: &Agent, job: Job, tx: &mpsc::UnboundedSender
                     pid,
                     attempt,
                 }));
-                None
+                let limits = crate::governor::resolve_limits(
+                    &ctx.cfg.limits,
+                    ctx.cfg
+                        .agents
+                        .get(&agent.name)
+                        .and_then(|a| a.limits.as_ref()),
+                );
+                let watch = ctx
+                    .governor
+                    .watch(pid, limits, ctx.bus.clone(), Some(id.clone()));
+                Some(Box::new(watch) as crate::executor::SpawnGuard)
             })
             .await;
             tail_stop.send_replace(true);
