@@ -332,3 +332,35 @@ fn jobs_for_agents_a_worker_does_not_have_are_rejected() {
     assert_eq!(status(h.finished("real")), "success", "{}", h.dump());
     assert_eq!(std::fs::read_to_string(&ran).unwrap(), "real\n");
 }
+
+/// deploy/slurm/README.md: an argv template that runs each delegation as a Slurm job step.
+#[test]
+fn slurm_argv_template_runs_a_delegation() {
+    let on_path = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("srun").is_file()));
+    if !on_path {
+        println!("SKIPPED: srun is not on PATH (no Slurm here)");
+        return;
+    }
+    let agent = mpm::config::AgentConfig {
+        argv: [
+            "srun",
+            "--quiet",
+            "--job-name=mpm-{agent}",
+            "echo",
+            "{task}",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+        ..Default::default()
+    };
+    let mut h = Harness::start(&config(vec![("slurm", agent)]));
+    h.submit("slurm", "--hello from a job step");
+    h.until_finished(1);
+    let fin = h.finished("--hello from a job step");
+    assert_eq!(status(fin), "success", "{}", h.dump());
+    let out =
+        std::fs::read_to_string(h.out().join(format!("{}.stdout", delegation_id(fin)))).unwrap();
+    assert_eq!(out.trim(), "--hello from a job step");
+}
