@@ -418,6 +418,10 @@ impl NatsBackend {
                             let end = match end {
                                 JobEnd::Exited { code } => AttemptEnd::Exited(code),
                                 JobEnd::TimedOut { .. } => AttemptEnd::TimedOut,
+                                // Not asked for: the worker itself was stopped.
+                                JobEnd::Cancelled if cancel_sent.is_none() => AttemptEnd::SpawnFailed(
+                                    format!("worker {w} was stopped and cancelled it"),
+                                ),
                                 JobEnd::Cancelled => AttemptEnd::Cancelled,
                                 JobEnd::Failed { reason } => AttemptEnd::SpawnFailed(reason),
                             };

@@ -25,7 +25,7 @@
 //! credential helpers, environment); a job never carries any.
 //!
 //! Stop (SIGTERM/SIGINT): no new pulls; running jobs are cancelled (their groups stopped) and
-//! reported `cancelled`; then the worker exits.
+//! reported to the supervisor (which records `failed`: "worker W was stopped"); then the worker exits.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

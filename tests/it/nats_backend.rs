@@ -364,3 +364,54 @@ fn slurm_argv_template_runs_a_delegation() {
         std::fs::read_to_string(h.out().join(format!("{}.stdout", delegation_id(fin)))).unwrap();
     assert_eq!(out.trim(), "--hello from a job step");
 }
+
+/// SIGTERM (systemd stop, Kubernetes pod deletion): the worker cancels what it runs and reports it
+/// (`failed`: the worker was stopped), leaves no process, and exits 0.
+#[test]
+fn a_stopped_worker_cancels_and_reports_its_delegations() {
+    let Some(nats) = NatsServer::start() else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let pids = home.path().join("pids");
+    std::fs::create_dir_all(&pids).unwrap();
+    let argv = vec![
+        "python3".into(),
+        fake(),
+        format!("pid:{}/{{delegation_id}}.pid", pids.display()),
+        "print:{task}".into(),
+        "sleep:0".into(),
+    ];
+    let cfg = worker_config(&[("hang", argv, 300)]);
+    let mut w = Worker::start(home.path(), &nats.url, "w1", &cfg, "hang", 1);
+    let mut h = Harness::start(&supervisor(&nats.url, &["hang"], 2));
+    h.submit("hang", "until stopped");
+    h.until("started", |evs| count(evs, "delegation.started") >= 1);
+    let id = h
+        .events
+        .iter()
+        .find(|e| e.kind() == "delegation.started")
+        .map(|e| delegation_id(e).to_string())
+        .unwrap();
+    let pid = crate::executor_support::read_pid(&pids.join(format!("{id}.pid")), DEADLINE);
+    let _guard = PidGuard(vec![pid]);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(w.proc.pid()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    h.until_finished(1);
+    let fin = h.finished("until stopped");
+    assert_eq!(status(fin), "failed", "{}", h.dump());
+    assert!(
+        reason(fin).contains("worker w1 was stopped"),
+        "{}",
+        reason(fin)
+    );
+    assert!(wait_pid_gone(pid, DEADLINE));
+    let exited = wait_until(
+        DEADLINE,
+        || matches!(w.proc.child.try_wait(), Ok(Some(s)) if s.success()),
+    );
+    assert!(exited, "worker did not exit 0:\n{}", w.text());
+}
