@@ -50,3 +50,5 @@ pub mod session;
 pub mod state;
 pub mod store;
 pub mod supervisor;
+pub mod worker;
+pub mod worktree;

@@ -14,6 +14,7 @@ mod patterns_cmd;
 mod prompt_cmd;
 mod run;
 mod scan;
+mod worker_cmd;
 
 use std::path::PathBuf;
 
@@ -89,6 +90,8 @@ pub enum Command {
     /// Called by an agent CLI's own hooks (claude `--settings`): reports to its session over
     /// `MPM_HOOK_SOCKET`.
     Hook(HookArgs),
+    /// Run delegations pulled from NATS JetStream (the `nats` executor backend's workers).
+    Worker(worker_cmd::WorkerArgs),
     /// Internal: the orphan watchdog of a session (see `pty::watchdog`).
     #[command(name = "__watchdog", hide = true)]
     Watchdog(run::WatchdogArgs),
@@ -139,6 +142,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Agents(c) => agents::agents(&g, c),
         Command::Config(c) => config_cmd::config(&g, c),
         Command::Daemon(a) => daemon_cmd::daemon(&g, a),
+        Command::Worker(a) => worker_cmd::worker(&g, a),
         Command::Service(c) => daemon_cmd::service(&g, c),
         Command::Status(a) => client::status(&g, a),
         Command::Events(a) => client::events(&g, a),

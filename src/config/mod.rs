@@ -9,6 +9,7 @@
 //! mistake is reported as `file:line:col: message` from the YAML parser's own positions.
 
 mod budgets;
+mod distributed;
 mod event_hooks;
 mod layers;
 mod orchestration;
@@ -17,6 +18,8 @@ mod ranges;
 pub use budgets::{AgentBudget, BudgetsConfig};
 pub use event_hooks::{EventHook, NotifyConfig};
 pub use orchestration::{FeedbackMode, OrchestrationConfig, OrchestrationMode};
+
+pub use distributed::{BackendKind, Isolation, NatsConfig, WorktreeConfig};
 
 /// Shared with the pattern loader, which reports YAML errors the same way.
 pub(crate) use layers::first_line_message;
@@ -46,6 +49,7 @@ pub struct Config {
     /// User commands run on events (argv, never a shell; the event as JSON on stdin).
     pub hooks: Vec<EventHook>,
     pub notify: NotifyConfig,
+    pub worktree: WorktreeConfig,
 }
 
 /// How to start one agent CLI and read its output.
@@ -164,6 +168,8 @@ pub struct ExecutorConfig {
     /// read and dropped, and the file ends with a note saying how much was dropped.
     #[serde(deserialize_with = "ranges::u64_in::<_, 4096, { 1 << 40 }>")]
     pub max_output_bytes: u64,
+    pub backend: BackendKind,
+    pub nats: NatsConfig,
 }
 
 impl Default for ExecutorConfig {
@@ -181,6 +187,8 @@ impl Default for ExecutorConfig {
             output_dir: None,
             budgets: BudgetsConfig::default(),
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+            backend: BackendKind::Local,
+            nats: NatsConfig::default(),
         }
     }
 }
@@ -237,6 +245,8 @@ pub struct AgentConfig {
     pub limits: Option<AgentLimits>,
     /// What this agent's delegations may spend per session.
     pub budget: Option<AgentBudget>,
+    /// `none` (default) or `worktree`: a fresh git worktree per delegation.
+    pub isolation: Isolation,
 }
 
 /// Per-agent overrides of the governor's thresholds and spawn rlimits.
@@ -546,6 +556,7 @@ impl Default for Config {
             orchestration: OrchestrationConfig::default(),
             hooks: Vec::new(),
             notify: NotifyConfig::default(),
+            worktree: WorktreeConfig::default(),
         }
     }
 }

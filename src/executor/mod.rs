@@ -36,8 +36,10 @@
 //! `executor.budgets.max_depth`; each sub-agent gets `MPM_DEPTH` one above this session's.
 
 pub mod argv;
+pub mod backend;
 pub mod budget;
 pub mod guards;
+pub mod nats;
 pub mod registry;
 pub mod result_file;
 pub mod run;
@@ -59,7 +61,7 @@ use crate::events::{Bus, Delegation, DelegationStatus, Detection, Event, EventBo
 pub use registry::{Agent, AgentRegistry, Resolution};
 
 use guards::{Breaker, BreakerDecision, RateWindow};
-use run::{AttemptEnd, AttemptSpec};
+use run::AttemptEnd;
 
 /// Summaries kept per session; later ones are counted, not stored (a spamming model cannot grow
 /// memory without bound even with rejections).
@@ -75,6 +77,8 @@ pub enum ExecutorError {
     },
     #[error("cannot start the executor runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    #[error("executor backend: {0}")]
+    Backend(String),
 }
 
 /// How one delegation ended, for the line `mpm run` prints after the session.
@@ -176,6 +180,8 @@ impl Executor {
             max_output_bytes: ex.max_output_bytes,
             spawn_hook: Mutex::new(None),
             budgets: budget::Budgets::new(cfg, budget::own_depth()),
+            remote: nats::backend_for(cfg).map_err(ExecutorError::Backend)?,
+            worktree: cfg.worktree.clone(),
             state: Mutex::new(State {
                 accepting: true,
                 cancelling: false,
@@ -327,6 +333,8 @@ struct Ending {
     reason: Option<String>,
     attempts: u32,
     result_path: Option<PathBuf>,
+    /// The worker that ran it (remote backends).
+    worker: Option<String>,
 }
 
 struct State {
@@ -382,6 +390,9 @@ struct Shared {
     cancel: watch::Sender<bool>,
     spawn_hook: Mutex<Option<SpawnHook>>,
     budgets: budget::Budgets,
+    /// `None` = the local backend.
+    remote: Option<Arc<dyn backend::Backend>>,
+    worktree: crate::config::WorktreeConfig,
 }
 
 /// Something kept alive while one attempt's process tree runs.
@@ -423,7 +434,7 @@ impl Shared {
                 duration_ms: e.duration_ms,
                 output_path: e.output_path.map(|p| p.display().to_string()),
                 reason: e.reason,
-                worker: None,
+                worker: e.worker,
                 result_path: e.result_path.map(|p| p.display().to_string()),
             },
             e.step,
@@ -443,6 +454,7 @@ impl Shared {
             reason: Some(reason),
             attempts: 0,
             result_path: None,
+            worker: None,
         });
     }
 
@@ -629,6 +641,7 @@ fn queued_ending(job: Job, status: DelegationStatus, reason: String) -> Ending {
         reason: Some(reason),
         attempts: 0,
         result_path: None,
+        worker: None,
     }
 }
 
@@ -667,76 +680,40 @@ async fn run_delegation(shared: Arc<Shared>, job: Job) {
     let id = job.id.clone();
     let stdout_path = shared.state_dir.join(format!("{id}.stdout"));
     let stderr_path = shared.state_dir.join(format!("{id}.stderr"));
-    let values = argv::Values {
-        task: &job.task,
-        role: &job.agent.role,
-        agent: &job.agent.name,
-        session: &shared.session,
-        delegation_id: &id,
+    let spec = backend::RunSpec {
+        delegation_id: id.clone(),
+        session: shared.session.clone(),
+        agent: job.agent.clone(),
+        task: job.task.clone(),
+        stdout_path: stdout_path.clone(),
+        stderr_path: stderr_path.clone(),
+        grace: shared.grace,
+        extra_env: vec![(
+            budget::DEPTH_VAR.into(),
+            shared.budgets.child_depth().to_string(),
+        )],
+        max_output_bytes: shared.max_output_bytes,
     };
-    let mut attempts = 0u32;
-    let end = match argv::expand(&job.agent.argv, &values) {
-        Err(e) => AttemptEnd::SpawnFailed(e.to_string()),
-        Ok(argv) => {
-            let mut env = job.agent.env.clone();
-            env.insert("MPM_SESSION".into(), shared.session.clone());
-            env.insert("MPM_DELEGATION_ID".into(), id.clone());
-            env.insert("MPM_AGENT".into(), job.agent.name.clone());
-            env.insert(
-                budget::DEPTH_VAR.into(),
-                shared.budgets.child_depth().to_string(),
-            );
-            let spec = AttemptSpec {
-                argv,
-                cwd: job.agent.cwd.clone(),
-                env,
-                stdout_path: stdout_path.clone(),
-                stderr_path: stderr_path.clone(),
-                timeout: job.agent.timeout(),
-                grace: shared.grace,
-                rlimits: job.agent.rlimits.clone(),
-                max_output_bytes: shared.max_output_bytes,
-            };
-            let retry = &job.agent.retry;
-            loop {
-                if *cancel.borrow() {
-                    break AttemptEnd::Cancelled;
-                }
-                attempts += 1;
-                // Kept for the attempt's lifetime (e.g. the governor's watch of the tree).
-                let mut _spawn_guard: Option<SpawnGuard> = None;
-                let end = run::run_attempt(&spec, attempts, &mut cancel, |pid| {
-                    if let Some(hook) = lock(&shared.spawn_hook).as_ref() {
-                        _spawn_guard = hook(pid, &job.agent.name, &id);
-                    }
-                    shared.bus.emit_step(
-                        EventBody::DelegationStarted {
-                            delegation: job.delegation(),
-                            pid,
-                        },
-                        job.step.clone(),
-                        job.parent.clone(),
-                    );
-                })
-                .await;
-                let transient = matches!(end, AttemptEnd::Exited(c)
-                    if c != 0 && retry.transient_exit_codes.contains(&c));
-                if !transient || attempts > retry.max_retries {
-                    break end;
-                }
-                let backoff = Duration::from_millis(
-                    retry
-                        .backoff_ms
-                        .saturating_mul(1u64 << (attempts - 1).min(20)),
-                );
-                tracing::info!(delegation = %id, attempt = attempts, ?backoff, ?end, "transient failure; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = run::cancelled(&mut cancel) => break AttemptEnd::Cancelled,
-                }
-            }
-        }
+    let on_start = |pid: u32, worker: Option<&str>| {
+        let guard = match (worker, lock(&shared.spawn_hook).as_ref()) {
+            (None, Some(hook)) => hook(pid, &job.agent.name, &id),
+            _ => None,
+        };
+        shared.bus.emit_step(
+            EventBody::DelegationStarted {
+                delegation: job.delegation(),
+                pid,
+            },
+            job.step.clone(),
+            job.parent.clone(),
+        );
+        guard
     };
+    let run = match &shared.remote {
+        Some(remote) => remote.run(spec, cancel, Box::new(on_start)).await,
+        None => run_local(&shared, spec, &mut cancel, on_start).await,
+    };
+    let (end, attempts) = (run.end, run.attempts);
     let (status, exit_code, reason) = match &end {
         AttemptEnd::Exited(0) => (DelegationStatus::Success, Some(0), None),
         AttemptEnd::Exited(c) => (
@@ -758,6 +735,10 @@ async fn run_delegation(shared: Arc<Shared>, job: Job) {
             Some("session ended".into()),
         ),
         AttemptEnd::SpawnFailed(why) => (DelegationStatus::Failed, None, Some(why.clone())),
+    };
+    let (status, reason) = match run.rejected {
+        Some(why) => (DelegationStatus::Rejected, Some(why)),
+        None => (status, reason),
     };
     let stdout_len = if attempts > 0 {
         std::fs::metadata(&stdout_path).ok().map(|m| m.len())
@@ -799,6 +780,11 @@ async fn run_delegation(shared: Arc<Shared>, job: Job) {
                 stdout_path.clone()
             })
         }
+    };
+    let output_path = match &run.worktree {
+        Some(o) => backend::record_outcome(&shared.state_dir, &id, output_path.as_deref(), o)
+            .or(output_path),
+        None => output_path,
     };
     let duration_ms = started.elapsed().as_millis() as u64;
     let result_path = if attempts > 0 {
@@ -856,8 +842,60 @@ async fn run_delegation(shared: Arc<Shared>, job: Job) {
         reason,
         attempts,
         result_path,
+        worker: run.worker,
     });
     shared.wake.notify_one();
+}
+
+/// The local backend: this process runs the attempts, in the agent's worktree when isolated.
+async fn run_local(
+    shared: &Shared,
+    spec: backend::RunSpec,
+    cancel: &mut watch::Receiver<bool>,
+    mut on_start: impl FnMut(u32, Option<&str>) -> Option<SpawnGuard>,
+) -> backend::RunEnd {
+    let agent = &spec.agent;
+    let wt = match backend::isolate(
+        agent,
+        &spec.delegation_id,
+        backend::local_source(agent),
+        shared
+            .worktree
+            .dir
+            .clone()
+            .unwrap_or_else(|| shared.state_dir.join("worktrees")),
+        &shared.worktree,
+    )
+    .await
+    {
+        Ok(wt) => wt,
+        Err(why) => {
+            return backend::RunEnd {
+                end: AttemptEnd::SpawnFailed(why.clone()),
+                attempts: 0,
+                worker: None,
+                worktree: None,
+                rejected: Some(why),
+            };
+        }
+    };
+    let cwd = wt
+        .as_ref()
+        .map(|w| w.path.clone())
+        .or_else(|| agent.cwd.clone());
+    let (end, attempts) =
+        backend::run_attempts(&spec, cwd, cancel, |pid| on_start(pid, None)).await;
+    let worktree = match wt {
+        Some(wt) => backend::release(wt, &agent.name, &spec.delegation_id, &shared.worktree).await,
+        None => None,
+    };
+    backend::RunEnd {
+        end,
+        attempts,
+        worker: None,
+        worktree,
+        rejected: None,
+    }
 }
 
 #[cfg(test)]

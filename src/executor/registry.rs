@@ -41,6 +41,8 @@ pub struct Agent {
     /// Why this agent cannot run (a bad argv template); its delegations are rejected with it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub invalid: Option<String>,
+    /// `none` or `worktree` (a git worktree per delegation).
+    pub isolation: crate::config::Isolation,
 }
 
 impl Agent {
@@ -116,6 +118,7 @@ impl AgentRegistry {
                 .and_then(|l| l.rlimits.clone())
                 .or_else(|| Some(cfg.limits.rlimits.clone()).filter(|r| *r != Default::default())),
             invalid,
+            isolation: ac.isolation,
         }
     }
 
