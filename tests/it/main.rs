@@ -17,6 +17,7 @@ mod daemon_inprocess;
 mod executor_cli;
 mod executor_realcli;
 mod executor_run;
+mod fake_llm;
 mod governor_cgroup;
 mod governor_polling;
 mod governor_rlimits;

@@ -292,6 +292,19 @@ fn formats_and_agent_resolution() {
             "Task(Data Engineer: design the schema)",
             Delegation("data-engineer", "design the schema"),
         ),
+        // The task runs to the `)` that closes `Task(`, past balanced parentheses inside it.
+        (
+            "Task(QA: test fib() with negative input)",
+            Delegation("qa", "test fib() with negative input"),
+        ),
+        (
+            "Task(Engineer: call parse(\"a b\") twice) and more prose",
+            Delegation("engineer", "call parse(\"a b\") twice"),
+        ),
+        (
+            "● Agent(QA: test fib() with negative input)",
+            Handled("qa", "test fib() with negative input"),
+        ),
         (
             "**VCS**: push the branch",
             Delegation("version-control", "push the branch"),
