@@ -25,6 +25,7 @@
 //! | [`daemon`] | the long-running supervisor and its socket server |
 //! | [`supervisor`] | assembles one session: engine, pipeline, transcript, executor, governor |
 //! | [`notify`] | terminal (OSC 9/777, bell) and desktop notifications |
+//! | [`top`] | `mpm top`, the live dashboard |
 //! | [`logging`] | tracing setup |
 
 pub mod cli;
@@ -46,3 +47,4 @@ pub mod screen;
 pub mod session;
 pub mod store;
 pub mod supervisor;
+pub mod top;

@@ -13,6 +13,7 @@ mod patterns_cmd;
 mod prompt_cmd;
 mod run;
 mod scan;
+mod top;
 
 use std::path::PathBuf;
 
@@ -84,6 +85,8 @@ pub enum Command {
     Delegations(delegations::DelegationsCommand),
     /// Print the delegation protocol that `--mode inject` gives the main agent.
     Prompt(prompt_cmd::PromptArgs),
+    /// Live dashboard: sessions, delegations, tickets, errors, resource warnings.
+    Top(top::TopArgs),
     /// Internal: the orphan watchdog of a session (see `pty::watchdog`).
     #[command(name = "__watchdog", hide = true)]
     Watchdog(run::WatchdogArgs),
@@ -132,6 +135,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Attach(a) => client::attach(&g, a),
         Command::Delegations(c) => delegations::delegations(&g, c),
         Command::Prompt(a) => prompt_cmd::prompt(&g, a),
+        Command::Top(a) => top::top(&g, a),
         Command::Watchdog(a) => run::watchdog(a),
     }
 }

@@ -23,6 +23,7 @@ mod loop_delegations;
 mod loop_feedback;
 mod loop_hooks;
 mod loop_modes;
+mod loop_top;
 mod patterns_cli;
 mod patterns_engine;
 mod patterns_props;
