@@ -27,6 +27,7 @@
 //! | [`state`] | the published session state: signals, state machine, screen cue tables |
 //! | [`supervisor`] | assembles one session: engine, pipeline, transcript, executor, governor |
 //! | [`notify`] | terminal (OSC 9/777, bell) and desktop notifications |
+//! | [`top`] | `mpm top`, the live dashboard |
 //! | [`logging`] | tracing setup |
 
 pub mod cli;
@@ -52,3 +53,4 @@ pub mod store;
 pub mod supervisor;
 pub mod worker;
 pub mod worktree;
+pub mod top;

@@ -297,6 +297,19 @@ impl Store {
         })
     }
 
+    /// The pid of the process hosting a session (the daemon or an in-process `mpm run`).
+    pub fn session_host(&self, id: &str) -> Result<Option<u32>, StoreError> {
+        self.with(|c| {
+            Ok(c.query_row(
+                "SELECT host_pid FROM sessions WHERE id=?1",
+                params![id],
+                |r| r.get::<_, Option<u32>>(0),
+            )
+            .optional()?
+            .flatten())
+        })
+    }
+
     /// Every stored session, newest first.
     pub fn sessions(&self) -> Result<Vec<SessionRow>, StoreError> {
         self.with(|c| {

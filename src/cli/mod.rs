@@ -15,6 +15,7 @@ mod prompt_cmd;
 mod run;
 mod scan;
 mod worker_cmd;
+mod top;
 
 use std::path::PathBuf;
 
@@ -92,6 +93,8 @@ pub enum Command {
     Hook(HookArgs),
     /// Run delegations pulled from NATS JetStream (the `nats` executor backend's workers).
     Worker(worker_cmd::WorkerArgs),
+    /// Live dashboard: sessions, delegations, tickets, errors, resource warnings.
+    Top(top::TopArgs),
     /// Internal: the orphan watchdog of a session (see `pty::watchdog`).
     #[command(name = "__watchdog", hide = true)]
     Watchdog(run::WatchdogArgs),
@@ -151,6 +154,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Attach(a) => client::attach(&g, a),
         Command::Delegations(c) => delegations::delegations(&g, c),
         Command::Prompt(a) => prompt_cmd::prompt(&g, a),
+        Command::Top(a) => top::top(&g, a),
         Command::Watchdog(a) => run::watchdog(a),
         Command::Hook(a) => Ok(crate::hook::client::run(&a.event)),
     }

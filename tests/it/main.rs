@@ -31,6 +31,7 @@ mod loop_hooks;
 mod loop_modes;
 mod nats_backend;
 mod nats_worktree;
+mod loop_top;
 mod patterns_cli;
 mod patterns_contain;
 mod patterns_engine;

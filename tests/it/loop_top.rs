@@ -1,0 +1,81 @@
+//! `mpm top` driven on a real PTY, its screen read through a VT model: a live in-process session
+//! seen from a second terminal, its delegation, ticket and memory; `s` stops the session, `q` quits
+//! and gives the terminal back.
+
+use crate::common::{DEADLINE, PtyProc, Spawn, TestEnv, fake_agent, wait_until};
+use crate::loop_support::*;
+
+fn screen(p: &PtyProc, cols: u16, rows: u16) -> String {
+    let mut parser = vt100::Parser::new(rows, cols, 0);
+    parser.process(p.text().as_bytes());
+    parser.screen().contents()
+}
+
+fn wait_screen(p: &PtyProc, what: &[&str]) -> String {
+    let mut last = String::new();
+    let ok = wait_until(DEADLINE, || {
+        last = screen(p, 140, 40);
+        what.iter().all(|w| last.contains(w))
+    });
+    assert!(ok, "{what:?} not on the screen:\n{last}");
+    last
+}
+
+#[test]
+fn top_shows_a_live_session_from_a_second_terminal_and_stops_it() {
+    let env = TestEnv::new();
+    let cfg = write_config(
+        &env,
+        &format!(
+            "executor: {{on_session_exit: wait}}\nagents:\n  engineer: {{argv: {}}}\n",
+            fake_argv(&["print:done {task}"])
+        ),
+    );
+    let fake = fake_agent();
+    let mut session = Spawn::new(
+        &env,
+        &[
+            "--config",
+            &cfg,
+            "run",
+            "--no-daemon",
+            "--",
+            &fake,
+            "print:Engineer Agent: implement fib",
+            "print:TODO: write the docs",
+            "sleep:0",
+        ],
+    )
+    .start();
+    session.expect("TODO: write the docs");
+
+    let mut spawn = Spawn::new(&env, &["--config", &cfg, "top", "--interval", "0.2"]);
+    spawn.cols = 140;
+    spawn.rows = 40;
+    let mut top = spawn.start();
+    let text = wait_screen(
+        &top,
+        &[
+            "Sessions",
+            "Delegations",
+            "implement fib",
+            "success",
+            "TODO: write the docs",
+            " MB",
+        ],
+    );
+    assert!(text.contains("fake_agent"), "the agent column: {text}");
+    assert!(text.contains("running"), "the live session: {text}");
+    // `s` on the (only, selected) session: SIGTERM to the hosting mpm run.
+    top.send(b"\t");
+    top.send(b"s");
+    let status = session.wait();
+    assert_eq!(status.code(), Some(128 + 15), "{}", session.text());
+    wait_screen(&top, &["exited", "0 live sessions"]);
+    top.send(b"q");
+    assert_eq!(top.wait_output().code(), Some(0));
+    assert!(
+        top.text().ends_with("\x1b[?1049l") || top.text().contains("\x1b[?1049l"),
+        "alternate screen left"
+    );
+}
