@@ -149,6 +149,7 @@ pub fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<i32> {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        opts.env.extend(supervisor.child_env());
         opts.grace = Duration::from_secs_f64(cfg.run.grace_secs.max(0.0));
         opts.tap_capacity_bytes = cfg.run.tap_capacity_bytes;
         opts.record = a.record.clone();

@@ -75,8 +75,8 @@ pub struct RunConfig {
     pub exec: bool,
     /// Print one line per delegation after the session.
     pub summary: bool,
-    /// Milliseconds a detection is held before it is published, so a wrapped line that the screen
-    /// shows row by row while it streams yields one detection with its whole text.
+    /// Accepted for compatibility and ignored: no wall-clock window decides what a delegation says
+    /// any more (only final detections dispatch; see `detect::dispatch`).
     pub settle_ms: u64,
 }
 

@@ -191,6 +191,7 @@ impl SessionBackend for PtyBackend {
         }));
         let mut env = req.env.clone();
         env.retain(|(k, _)| k != "NOTIFY_SOCKET");
+        env.extend(sup.child_env());
         let pty = PtySession::spawn(PtyConfig {
             argv: argv.clone(),
             env,

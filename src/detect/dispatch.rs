@@ -33,6 +33,8 @@ pub enum Action {
     Publish(Detection),
     /// Emit it as a `detection` event and submit it to the executor.
     Dispatch(Detection),
+    /// Submit it to the executor only (its `detection` event was emitted when it arrived).
+    Submit(Detection),
 }
 
 /// The dispatch state of one session.
@@ -138,7 +140,7 @@ impl DispatchCore {
             }
             // Already published when it arrived: only the submit is left.
             self.dispatched.entry(f.group).or_default().insert(f.text);
-            out.push(Action::Dispatch(d));
+            out.push(Action::Submit(d));
         }
         out
     }
@@ -175,7 +177,7 @@ mod tests {
         actions
             .iter()
             .filter_map(|a| match a {
-                Action::Dispatch(d) => d.task.clone(),
+                Action::Dispatch(d) | Action::Submit(d) => d.task.clone(),
                 Action::Publish(_) => None,
             })
             .collect()
@@ -285,6 +287,16 @@ mod tests {
         for (name, steps, want) in cases {
             assert_eq!(run(&steps), want, "{name}");
         }
+    }
+
+    #[test]
+    fn a_waiting_screen_delegation_is_published_once_and_submitted_at_the_turns_end() {
+        let mut core = DispatchCore::new();
+        core.exact_live();
+        let d = deleg("qa", "check the docs", SCREEN, true);
+        assert_eq!(core.detection(d.clone()), vec![Action::Publish(d.clone())]);
+        assert_eq!(core.turn_ended(), vec![Action::Submit(d)]);
+        assert!(core.turn_ended().is_empty());
     }
 
     #[test]
