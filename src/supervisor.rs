@@ -97,6 +97,8 @@ pub struct Supervisor {
     governor: Option<Arc<Governor>>,
     main_watch: Arc<Mutex<Option<WatchHandle>>>,
     tailer: Option<claude::TranscriptTailer>,
+    /// De-duplication among the exact sources (transcript, Stop hook) before the session's.
+    exact_dedup: crate::detect::Dedup,
     dispatcher: Option<Dispatcher>,
     claude_session: Option<String>,
     /// The session state, as published by the dispatcher.
@@ -190,6 +192,7 @@ impl Supervisor {
             governor: Some(governor),
             main_watch: Arc::new(Mutex::new(None)),
             tailer: None,
+            exact_dedup: crate::detect::Dedup::new(),
             exit_policy: cfg.executor.on_session_exit,
             config: cfg.clone(),
             cols: o.cols,
@@ -228,17 +231,21 @@ impl Supervisor {
                     .unwrap_or_else(|| PathBuf::from("/"));
                 let path = claude::transcript_path(&home, &self.cwd, &id);
                 let out = self.dispatcher.as_ref().map(Dispatcher::sender);
-                match crate::detect::transcript_tap(
-                    engine.clone(),
-                    self.dedup.clone(),
-                    path,
-                    prepared.resumed,
-                    move |d| {
-                        if let Some(out) = &out {
-                            let _ = out.send(DispatchMsg::Found(d));
+                // The transcript needs no screen: a 1x1 model costs nothing.
+                let mut p =
+                    Pipeline::new(engine.clone(), 1, 1).with_dedup(self.exact_dedup.clone());
+                let shared = self.dedup.clone();
+                match claude::TranscriptTailer::spawn(path, prepared.resumed, move |line| {
+                    let Some(out) = &out else { return };
+                    for item in claude::parse_line(line) {
+                        if let claude::Item::Text(t) = &item {
+                            let _ = out.send(DispatchMsg::ExactText(t.clone()));
                         }
-                    },
-                ) {
+                        for d in p.feed_item(&item, crate::events::TextSource::Transcript) {
+                            route_exact(&shared, out, d);
+                        }
+                    }
+                }) {
                     Ok(t) => {
                         syncer = Some(t.syncer());
                         self.tailer = Some(t);
@@ -291,7 +298,7 @@ impl Supervisor {
         let handler = hook_handler(
             tx,
             engine,
-            self.dedup.clone(),
+            (self.exact_dedup.clone(), self.dedup.clone()),
             syncer,
             self.responder.clone(),
         );
@@ -462,6 +469,10 @@ enum DispatchMsg {
     Signal(Signal),
     /// An exact source (claude's hooks) is live.
     ExactLive,
+    /// Markdown an exact source carried in this turn.
+    ExactText(String),
+    /// A delegation an exact source carried that the screen already reported.
+    Confirm(Detection),
     /// The turn ended and the exact sources were drained.
     TurnEnded,
     Close,
@@ -583,6 +594,11 @@ impl Dispatcher {
                             core.exact_live();
                             Vec::new()
                         }
+                        DispatchMsg::Confirm(d) => core.confirm(&d),
+                        DispatchMsg::ExactText(t) => {
+                            core.exact_text(&t);
+                            Vec::new()
+                        }
                         DispatchMsg::TurnEnded => core.turn_ended(),
                         DispatchMsg::Close => {
                             for a in core.close() {
@@ -614,6 +630,20 @@ impl Dispatcher {
     }
 }
 
+/// An exact source's detection (already de-duplicated among the exact sources): new to the
+/// session, it is a detection; a delegation the screen reported first confirms the screen's copy.
+fn route_exact(
+    shared: &crate::detect::Dedup,
+    tx: &crossbeam_channel::Sender<DispatchMsg>,
+    d: Detection,
+) {
+    if shared.admit(&d) {
+        let _ = tx.send(DispatchMsg::Found(d));
+    } else if d.category == "delegation" && !d.handled_by_agent {
+        let _ = tx.send(DispatchMsg::Confirm(d));
+    }
+}
+
 /// How long the end of a turn waits for the transcript tailer to catch up at most.
 const TRANSCRIPT_SYNC: Duration = Duration::from_secs(2);
 
@@ -623,12 +653,12 @@ const TRANSCRIPT_SYNC: Duration = Duration::from_secs(2);
 fn hook_handler(
     tx: crossbeam_channel::Sender<DispatchMsg>,
     engine: Arc<Engine>,
-    dedup: crate::detect::Dedup,
+    (exact, shared): (crate::detect::Dedup, crate::detect::Dedup),
     syncer: Option<crate::detect::TranscriptSync>,
     responder: Arc<dyn HookResponder>,
 ) -> crate::hook::server::Handler {
     // The final message needs no screen: a 1x1 model costs nothing.
-    let mut pipeline = Pipeline::new(engine, 1, 1).with_dedup(dedup);
+    let mut pipeline = Pipeline::new(engine, 1, 1).with_dedup(exact);
     let mut live = false;
     Box::new(move |event: HookEvent| {
         if !live {
@@ -643,8 +673,9 @@ fn hook_handler(
                 tracing::debug!("the transcript tailer did not catch up before the turn's end");
             }
             if let Some(text) = &p.last_assistant_message {
+                let _ = tx.send(DispatchMsg::ExactText(text.clone()));
                 for d in pipeline.feed_markdown(text, crate::events::TextSource::Transcript) {
-                    let _ = tx.send(DispatchMsg::Found(d));
+                    route_exact(&shared, &tx, d);
                 }
             }
             let _ = tx.send(DispatchMsg::TurnEnded);

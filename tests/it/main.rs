@@ -13,6 +13,7 @@ mod realclient;
 mod daemon_binary;
 mod daemon_inprocess;
 mod exact_hook;
+mod exact_live;
 mod executor_cli;
 mod executor_realcli;
 mod executor_run;
