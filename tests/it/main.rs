@@ -14,6 +14,7 @@ mod daemon_binary;
 mod daemon_inprocess;
 mod exact_hook;
 mod exact_live;
+mod exact_props;
 mod executor_cli;
 mod executor_realcli;
 mod executor_run;
