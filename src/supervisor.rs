@@ -335,6 +335,11 @@ impl Supervisor {
         self.state.get()
     }
 
+    /// A reader of the session's state that outlives the supervisor (for `mpm status`).
+    pub fn state_mirror(&self) -> StateMirror {
+        self.state.clone()
+    }
+
     /// The claude session id mpm pinned or followed (for `--resume` on a restart).
     pub fn claude_session(&self) -> Option<&str> {
         self.claude_session.as_deref()

@@ -78,4 +78,8 @@ pub trait HostedSession: Send + Sync {
     fn wait(&self) -> Option<i32>;
     /// The status if it has exited, without blocking.
     fn try_wait(&self) -> Option<Option<i32>>;
+    /// The agent's published state (`session.state`), when the host tracks it.
+    fn agent_state(&self) -> Option<crate::events::SessionState> {
+        None
+    }
 }

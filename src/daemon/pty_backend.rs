@@ -154,6 +154,8 @@ struct PtyHosted {
     grace: Duration,
     exit: Mutex<Option<Option<i32>>>,
     exited: Condvar,
+    /// The agent's published state (the supervisor's dispatcher writes it).
+    agent_state: crate::supervisor::StateMirror,
 }
 
 impl SessionBackend for PtyBackend {
@@ -221,6 +223,7 @@ impl SessionBackend for PtyBackend {
             governor_mode: sup.governor_mode(),
         });
         let hosted = Arc::new(PtyHosted {
+            agent_state: sup.state_mirror(),
             id: req.id.clone(),
             pty: pty.clone(),
             screen,
@@ -260,6 +263,10 @@ impl SessionBackend for PtyBackend {
 impl HostedSession for PtyHosted {
     fn id(&self) -> &str {
         &self.id
+    }
+
+    fn agent_state(&self) -> Option<crate::events::SessionState> {
+        Some(self.agent_state.get())
     }
 
     fn pid(&self) -> u32 {

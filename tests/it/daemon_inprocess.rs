@@ -238,6 +238,13 @@ fn attach_detach_reattach_redraws_the_screen() {
             assert_eq!(s.attached, 1);
             assert_eq!(s.state, "running");
             assert_eq!(s.pid, pid);
+            // The agent's own state is published too (a running agent is not `exited`).
+            assert!(
+                s.agent_state
+                    .is_some_and(|a| a != mpm::events::SessionState::Exited),
+                "{:?}",
+                s.agent_state
+            );
         }
         m => panic!("{m:?}"),
     }
