@@ -51,6 +51,6 @@ pub mod session;
 pub mod state;
 pub mod store;
 pub mod supervisor;
+pub mod top;
 pub mod worker;
 pub mod worktree;
-pub mod top;

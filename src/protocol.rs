@@ -319,6 +319,9 @@ pub struct SessionInfo {
     pub attached: u32,
     /// Resident memory of the session's process tree, MB (when running).
     pub rss_mb: Option<f64>,
+    /// The agent's state (`starting`, `working`, `idle`, `needs_input`, `blocked`, `exited`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_state: Option<crate::events::SessionState>,
 }
 
 /// A stored ticket.

@@ -355,6 +355,8 @@ impl Session {
         })?;
         let transcript = profile.is_some_and(|p| p.transcript);
         let argv = supervisor.prepare_argv(spec.argv.clone(), transcript);
+        // The hook socket (`MPM_HOOK_SOCKET`) and whatever else the supervisor gives the agent.
+        env.extend(supervisor.child_env());
         let (ctl, ctl_rx) = crossbeam_channel::unbounded();
         let tally = crate::feedback::summary::Tally::attach(&bus);
         let port = supervisor.pty_port();
@@ -373,6 +375,11 @@ impl Session {
             })),
             ctl_rx,
         })
+    }
+
+    /// The agent's published state, as the supervisor's dispatcher keeps it (`session.state`).
+    pub fn state_mirror(&self) -> crate::supervisor::StateMirror {
+        self.supervisor.state_mirror()
     }
 
     /// The session's handle (input, EOF, resize, stop from any thread).

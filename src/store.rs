@@ -584,7 +584,8 @@ fn apply_side_tables(tx: &rusqlite::Transaction<'_>, ev: &Event) -> rusqlite::Re
                 params![d.delegation_id, ev.session, d.agent, d.task, status.as_str(), exit_code, output_path, ev.ts],
             )?;
         }
-        EventBody::Detection(det) if det.category == "ticket" => {
+        // A provisional ticket may still grow: only its final version is a ticket.
+        EventBody::Detection(det) if det.category == "ticket" && det.is_final => {
             let ticket_type = det
                 .ticket_type
                 .clone()
@@ -682,9 +683,16 @@ mod tests {
         bus(&store, "a").emit(ticket("Fix the  Parser."));
         bus(&store, "b").emit(ticket("fix the parser"));
         bus(&store, "c").emit(ticket("fix the parser"));
+        // A provisional (cut) ticket is not stored; markdown does not make another ticket.
+        let mut cut = ticket("fix the");
+        if let EventBody::Detection(d) = &mut cut {
+            d.is_final = false;
+        }
+        bus(&store, "a").emit(cut);
+        bus(&store, "a").emit(ticket("Fix **the** `parser`"));
         let p1 = store.tickets(Some("/p1"), false).unwrap();
         assert_eq!(p1.len(), 1);
-        assert_eq!(p1[0].seen_count, 2);
+        assert_eq!(p1[0].seen_count, 3);
         assert_eq!(p1[0].source_session, "a");
         assert!(p1[0].first_seen <= p1[0].last_seen);
         assert_eq!(store.tickets(None, false).unwrap().len(), 2);

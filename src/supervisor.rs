@@ -3,20 +3,28 @@
 //! `mpm run` (in-process) and `mpm daemon` (hosted sessions) both use it, so a session behaves the
 //! same either way: the compiled pattern engine, the screen pipeline fed by the output tap, the claude
 //! transcript tail sharing the screen's de-duplication, the executor that runs delegations, and the
-//! governor watching the agent's tree. Data flows one way: tap → pipeline → `detection` events on the
-//! bus → executor; the pass-through never waits on any of it.
+//! governor watching the agent's tree, and for claude the hook server (`mpm hook`) and the state
+//! cues. Data flows one way: tap / transcript / hooks → the dispatcher thread (the dispatch decision
+//! of [`crate::detect::dispatch`] and the session state of [`crate::state`]) → `detection` and
+//! `session.state` events on the bus → executor; the pass-through never waits on any of it.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, SessionExitPolicy};
+use crate::detect::dispatch::{Action, DispatchCore};
 use crate::detect::{Pipeline, claude};
-use crate::events::{Bus, Detection, EventBody};
+use crate::events::{Bus, Detection, EventBody, SessionState};
 use crate::executor::{DelegationSummary, Executor, ExecutorHandle};
 use crate::governor::{Governor, WatchHandle, resolve_limits};
+use crate::hook::{HookEvent, HookResponder, NoResponse};
 use crate::patterns::{Engine, PatternError};
 use crate::pty::OutputConsumer;
+use crate::state::cues::{CueScanner, CueTable};
+use crate::state::{Signal, StateMachine, Transition};
 
 /// Errors assembling a session (before anything runs).
 #[derive(Debug, thiserror::Error)]
@@ -89,8 +97,19 @@ pub struct Supervisor {
     governor: Option<Arc<Governor>>,
     main_watch: Arc<Mutex<Option<WatchHandle>>>,
     tailer: Option<claude::TranscriptTailer>,
+    /// De-duplication among the exact sources (transcript, Stop hook) before the session's.
+    exact_dedup: crate::detect::Dedup,
     dispatcher: Option<Dispatcher>,
     claude_session: Option<String>,
+    /// The session state, as published by the dispatcher.
+    state: StateMirror,
+    last_output: LastOutput,
+    /// The profile's screen cues of the state (claude).
+    cue_table: Option<CueTable>,
+    /// Claude's hooks: the server, and the environment naming its socket for the child.
+    hooks: Option<crate::hook::server::HookServer>,
+    hook_env: Vec<(String, String)>,
+    responder: Arc<dyn HookResponder>,
     exit_policy: SessionExitPolicy,
     config: Config,
     cols: u16,
@@ -146,6 +165,8 @@ impl Supervisor {
         } else {
             None
         };
+        let state = StateMirror::default();
+        let last_output = LastOutput::new();
         let dispatcher = match &engine {
             Some(_) => Some(
                 Dispatcher::start(
@@ -154,7 +175,8 @@ impl Supervisor {
                         start: executor,
                         handle: None,
                     },
-                    Duration::from_millis(cfg.run.settle_ms),
+                    state.clone(),
+                    last_output.clone(),
                 )
                 .map_err(SupervisorError::Thread)?,
             ),
@@ -162,6 +184,12 @@ impl Supervisor {
         };
         Ok(Supervisor {
             claude_session: None,
+            state,
+            last_output,
+            cue_table: None,
+            hooks: None,
+            hook_env: Vec::new(),
+            responder: Arc::new(NoResponse),
             dispatcher,
             bus: o.bus,
             engine,
@@ -169,6 +197,7 @@ impl Supervisor {
             governor: Some(governor),
             main_watch: Arc::new(Mutex::new(None)),
             tailer: None,
+            exact_dedup: crate::detect::Dedup::new(),
             exit_policy: cfg.executor.on_session_exit,
             config: cfg.clone(),
             cols: o.cols,
@@ -187,44 +216,143 @@ impl Supervisor {
     }
 
     /// For a claude command: pin the transcript with `--session-id` (unless the user chose a session)
-    /// and start tailing it. Returns the argv to spawn.
+    /// and start tailing it, and add mpm's hooks with `--settings` (unless the user passed
+    /// `--settings`). Returns the argv to spawn; [`Supervisor::child_env`] has the environment to add.
     pub fn prepare_argv(&mut self, argv: Vec<String>, transcript: bool) -> Vec<String> {
         let argv = crate::feedback::prompt::inject_argv(&self.config, argv);
         if self.runs_delegations && self.feedback.is_none() {
             self.feedback = crate::feedback::start_for(&self.config, &argv, &self.bus);
+            // claude's Stop / UserPromptSubmit hooks hand the turn's results back.
+            if let Some(h) = self.feedback_handle() {
+                self.responder = Arc::new(h);
+            }
         }
         let Some(engine) = self.engine.clone() else {
             return argv;
         };
-        if !transcript || !is_claude(&argv) {
+        if !is_claude(&argv) {
             return argv;
         }
-        let prepared = claude::prepare_args(&argv[1..]);
+        self.cue_table = CueTable::builtin("claude");
         let mut out = vec![argv[0].clone()];
-        out.extend(prepared.args);
-        self.claude_session = prepared.session_id.clone();
-        if let Some(id) = prepared.session_id {
-            let home = std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("/"));
-            let path = claude::transcript_path(&home, &self.cwd, &id);
-            let out = self.dispatcher.as_ref().map(Dispatcher::sender);
-            match crate::detect::transcript_tap(
-                engine,
-                self.dedup.clone(),
-                path,
-                prepared.resumed,
-                move |d| {
-                    if let Some(out) = &out {
-                        let _ = out.send(DispatchMsg::Found(d));
+        let mut syncer = None;
+        if transcript {
+            let prepared = claude::prepare_args(&argv[1..]);
+            out.extend(prepared.args);
+            self.claude_session = prepared.session_id.clone();
+            if let Some(id) = prepared.session_id {
+                let home = std::env::var_os("HOME")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| PathBuf::from("/"));
+                let path = claude::transcript_path(&home, &self.cwd, &id);
+                let out = self.dispatcher.as_ref().map(Dispatcher::sender);
+                // The transcript needs no screen: a 1x1 model costs nothing.
+                let mut p =
+                    Pipeline::new(engine.clone(), 1, 1).with_dedup(self.exact_dedup.clone());
+                let shared = self.dedup.clone();
+                match claude::TranscriptTailer::spawn(path, prepared.resumed, move |line| {
+                    let Some(out) = &out else { return };
+                    for item in claude::parse_line(line) {
+                        if let claude::Item::Text(t) = &item {
+                            let _ = out.send(DispatchMsg::ExactText(t.clone()));
+                        }
+                        for d in p.feed_item(&item, crate::events::TextSource::Transcript) {
+                            route_exact(&shared, out, d);
+                        }
                     }
-                },
-            ) {
-                Ok(t) => self.tailer = Some(t),
-                Err(e) => tracing::warn!(error = %e, "cannot tail the claude transcript"),
+                }) {
+                    Ok(t) => {
+                        syncer = Some(t.syncer());
+                        self.tailer = Some(t);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot tail the claude transcript"),
+                }
             }
+        } else {
+            out.extend(argv[1..].iter().cloned());
         }
+        self.start_hooks(&mut out, engine, syncer);
         out
+    }
+
+    /// Start the hook server and add `--settings <file>` to claude's `args`.
+    fn start_hooks(
+        &mut self,
+        args: &mut Vec<String>,
+        engine: Arc<Engine>,
+        syncer: Option<crate::detect::TranscriptSync>,
+    ) {
+        if args
+            .iter()
+            .take_while(|a| *a != "--")
+            .any(|a| a == "--settings" || a.starts_with("--settings="))
+        {
+            tracing::info!("the user passed --settings: mpm's hooks are not added");
+            return;
+        }
+        let Some(tx) = self.dispatcher.as_ref().map(Dispatcher::sender) else {
+            return;
+        };
+        let exe = match std::env::current_exe() {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "no hooks: cannot find mpm's own executable");
+                return;
+            }
+        };
+        let dir = crate::config::paths::runtime_dir()
+            .join("sessions")
+            .join(&self.bus.context().session);
+        let settings = dir.join("hooks.json");
+        let written = crate::hook::server::private_dir(&dir)
+            .and_then(|_| std::fs::write(&settings, crate::hook::settings_json(&exe)));
+        if let Err(e) = written {
+            tracing::warn!(error = %e, path = %settings.display(), "no hooks: cannot write the settings file");
+            return;
+        }
+        let handler = hook_handler(
+            tx,
+            engine,
+            (self.exact_dedup.clone(), self.dedup.clone()),
+            syncer,
+            self.responder.clone(),
+        );
+        match crate::hook::server::HookServer::start(dir.join("hook.sock"), handler) {
+            Ok(server) => {
+                self.hook_env = vec![(
+                    crate::hook::SOCKET_ENV.to_string(),
+                    server.path().display().to_string(),
+                )];
+                self.hooks = Some(server);
+                let sep = args.iter().position(|a| a == "--").unwrap_or(args.len());
+                args.splice(
+                    sep..sep,
+                    ["--settings".to_string(), settings.display().to_string()],
+                );
+            }
+            Err(e) => tracing::warn!(error = %e, "no hooks: cannot start the hook server"),
+        }
+    }
+
+    /// The session's answers to claude's hooks (before [`Supervisor::prepare_argv`]); the default
+    /// answers nothing.
+    pub fn set_hook_responder(&mut self, responder: Arc<dyn HookResponder>) {
+        self.responder = responder;
+    }
+
+    /// Environment to add to the agent's (`MPM_HOOK_SOCKET` when hooks are on).
+    pub fn child_env(&self) -> Vec<(String, String)> {
+        self.hook_env.clone()
+    }
+
+    /// The session's current state.
+    pub fn state(&self) -> SessionState {
+        self.state.get()
+    }
+
+    /// A reader of the session's state that outlives the supervisor (for `mpm status`).
+    pub fn state_mirror(&self) -> StateMirror {
+        self.state.clone()
     }
 
     /// The claude session id mpm pinned or followed (for `--resume` on a restart).
@@ -250,6 +378,9 @@ impl Supervisor {
             pipeline,
             out,
             port,
+            cues: self.cue_table.clone().map(CueScanner::new),
+            state: self.state.clone(),
+            last_output: self.last_output.clone(),
         }))
     }
 
@@ -303,11 +434,16 @@ impl Supervisor {
     /// After the session: read the rest of the transcript, then cancel or await delegations per
     /// `executor.on_session_exit`. Returns one summary per delegation.
     pub fn finish(mut self) -> Vec<DelegationSummary> {
+        // No more hook calls: the agent is gone.
+        self.hooks.take();
         if let Some(t) = self.tailer.take() {
             t.stop();
         }
         if let Some(f) = self.feedback.take() {
             f.close();
+        }
+        if let Some(d) = &self.dispatcher {
+            let _ = d.tx.send(DispatchMsg::Signal(Signal::Exited));
         }
         let executor = self.dispatcher.take().and_then(Dispatcher::close);
         self.main_watch
@@ -334,75 +470,189 @@ pub fn is_claude(argv: &[String]) -> bool {
         .is_some_and(|n| n == "claude")
 }
 
-/// Emit detections as events and hand executable delegations to the executor, each with its
-/// detection's step as parent.
-fn publish(bus: &Bus, executor: &mut LazyExecutor, d: Detection) {
+/// Emit a detection as an event and, for [`Action::Dispatch`] and [`Action::Submit`], hand it to
+/// the executor (with its detection's step as parent when the event is emitted here).
+/// `steps` remembers each waiting delegation's event step (by fingerprint key) for its later submit.
+fn publish(
+    bus: &Bus,
+    executor: &mut LazyExecutor,
+    steps: &mut HashMap<String, String>,
+    action: Action,
+) {
+    let (d, event, submit) = match action {
+        Action::Publish(d) => (d, true, false),
+        Action::Dispatch(d) => (d, true, true),
+        Action::Submit(d) => (d, false, true),
+    };
     let is_delegation = d.category == "delegation" && !d.handled_by_agent;
-    let ev = bus.emit(EventBody::Detection(d.clone()));
-    if is_delegation && let Some(x) = executor.get() {
-        x.submit_with_parent(&d, Some(ev.step_id.clone()));
+    let key = is_delegation.then(|| crate::detect::Fingerprint::of(&d).key());
+    let parent = if event {
+        let step = bus.emit(EventBody::Detection(d.clone())).step_id.clone();
+        if let Some(k) = &key
+            && !submit
+        {
+            // Bounded: a step not claimed by then is only a lost parent link.
+            if steps.len() >= 10_000 {
+                steps.clear();
+            }
+            steps.insert(k.clone(), step.clone());
+        }
+        Some(step)
+    } else {
+        key.and_then(|k| steps.remove(&k))
+    };
+    if submit && let Some(x) = executor.get() {
+        x.submit_with_parent(&d, parent);
     }
 }
 
 enum DispatchMsg {
+    /// A detection from any source.
     Found(Detection),
+    /// An observation about the session state.
+    Signal(Signal),
+    /// An exact source (claude's hooks) is live.
+    ExactLive,
+    /// Markdown an exact source carried in this turn.
+    ExactText(String),
+    /// A delegation an exact source carried that the screen already reported.
+    Confirm(Detection),
+    /// The turn ended and the exact sources were drained.
+    TurnEnded,
     Close,
 }
 
-/// Holds each detection for a short settle window before it is published. A TUI grows a
-/// paragraph row by row while the model streams, so the screen can show a wrapped delegation
-/// before its last row exists; the settle window lets the complete line replace its prefix, so
-/// one thing said gives one detection and one delegation runs with the whole task.
-///
-/// Rule: a held detection whose text (task, title, or line) is a whole-word prefix of a newer one
-/// of the same category and agent/ticket type is replaced by the newer one (which is held from the
-/// older one's deadline); a newer one that is a prefix of a held one is dropped. Everything else is
-/// published when its window ends, in arrival order, and all held detections are published on close.
+/// How long output must be silent before the silence signal (for sessions without hooks).
+const SILENCE: Duration = Duration::from_secs(5);
+
+/// The session's dispatcher: one thread owning the dispatch decision ([`DispatchCore`]), the
+/// session state ([`StateMachine`]) and the executor. Every source sends it messages in arrival
+/// order; nothing in the decision reads a clock (the one timer is the silence signal of the state).
 struct Dispatcher {
     tx: crossbeam_channel::Sender<DispatchMsg>,
     thread: Option<std::thread::JoinHandle<Option<ExecutorHandle>>>,
 }
 
-struct Held {
-    due: Instant,
-    group: String,
-    text: String,
-    d: Detection,
+/// The published state, mirrored for readers (`mpm status`, the cue scanner); the dispatcher
+/// thread is its only writer.
+#[derive(Debug, Clone, Default)]
+pub struct StateMirror(Arc<AtomicU8>);
+
+impl StateMirror {
+    const ORDER: [SessionState; 6] = [
+        SessionState::Starting,
+        SessionState::Working,
+        SessionState::Idle,
+        SessionState::NeedsInput,
+        SessionState::Blocked,
+        SessionState::Exited,
+    ];
+
+    fn set(&self, s: SessionState) {
+        let i = Self::ORDER.iter().position(|x| *x == s).unwrap_or(0);
+        self.0.store(i as u8, Ordering::Relaxed);
+    }
+
+    /// The session's current state.
+    pub fn get(&self) -> SessionState {
+        Self::ORDER[usize::from(self.0.load(Ordering::Relaxed)).min(5)]
+    }
+}
+
+/// When the last output was read, in ms since `base`: written by the screen consumer, read by the
+/// dispatcher's silence check.
+#[derive(Debug, Clone)]
+struct LastOutput {
+    base: Instant,
+    ms: Arc<AtomicU64>,
+}
+
+impl LastOutput {
+    fn new() -> LastOutput {
+        LastOutput {
+            base: Instant::now(),
+            ms: Arc::new(AtomicU64::new(0)),
+        }
+    }
+    fn touch(&self) {
+        self.ms
+            .store(self.base.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+    fn silent_for(&self) -> Duration {
+        self.base
+            .elapsed()
+            .saturating_sub(Duration::from_millis(self.ms.load(Ordering::Relaxed)))
+    }
+}
+
+fn emit_state(bus: &Bus, mirror: &StateMirror, t: Transition) {
+    mirror.set(t.state);
+    bus.emit(EventBody::SessionState {
+        state: t.state,
+        previous: t.previous,
+        reason: t.reason,
+        resets_at: t.resets_at,
+    });
 }
 
 impl Dispatcher {
     fn start(
         bus: Bus,
         mut executor: LazyExecutor,
-        settle: Duration,
+        mirror: StateMirror,
+        last_output: LastOutput,
     ) -> std::io::Result<Dispatcher> {
         let (tx, rx) = crossbeam_channel::unbounded::<DispatchMsg>();
         let thread = std::thread::Builder::new()
             .name("mpm-dispatch".into())
             .spawn(move || {
-                let mut held: Vec<Held> = Vec::new();
+                let mut core = DispatchCore::new();
+                let mut steps = HashMap::new();
+                let mut state = StateMachine::new();
+                // `starting` is implied by `session.started`: only changes are published.
+                mirror.set(state.state());
                 loop {
-                    let msg = match held.first() {
-                        Some(h) => rx.recv_deadline(h.due),
-                        None => rx
-                            .recv()
-                            .map_err(|_| crossbeam_channel::RecvTimeoutError::Disconnected),
+                    let msg = match rx.recv_timeout(SILENCE) {
+                        Ok(m) => m,
+                        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                            if last_output.silent_for() >= SILENCE
+                                && let Some(t) = state.on(&Signal::Silence)
+                            {
+                                emit_state(&bus, &mirror, t);
+                            }
+                            continue;
+                        }
+                        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                            DispatchMsg::Close
+                        }
                     };
-                    match msg {
-                        Ok(DispatchMsg::Found(d)) => hold(&mut held, d, settle),
-                        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-                        Ok(DispatchMsg::Close)
-                        | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-                            for h in held.drain(..) {
-                                publish(&bus, &mut executor, h.d);
+                    let actions = match msg {
+                        DispatchMsg::Found(d) => core.detection(d),
+                        DispatchMsg::Signal(sig) => {
+                            if let Some(t) = state.on(&sig) {
+                                emit_state(&bus, &mirror, t);
+                            }
+                            Vec::new()
+                        }
+                        DispatchMsg::ExactLive => {
+                            core.exact_live();
+                            Vec::new()
+                        }
+                        DispatchMsg::Confirm(d) => core.confirm(&d),
+                        DispatchMsg::ExactText(t) => {
+                            core.exact_text(&t);
+                            Vec::new()
+                        }
+                        DispatchMsg::TurnEnded => core.turn_ended(),
+                        DispatchMsg::Close => {
+                            for a in core.close() {
+                                publish(&bus, &mut executor, &mut steps, a);
                             }
                             return executor.handle;
                         }
-                    }
-                    let now = Instant::now();
-                    while held.first().is_some_and(|h| h.due <= now) {
-                        let h = held.remove(0);
-                        publish(&bus, &mut executor, h.d);
+                    };
+                    for a in actions {
+                        publish(&bus, &mut executor, &mut steps, a);
                     }
                 }
             })?;
@@ -416,41 +666,70 @@ impl Dispatcher {
         self.tx.clone()
     }
 
-    /// Publish everything still held and stop; returns the executor if one was started.
+    /// Dispatch what is left (the end of the last turn) and stop; returns the executor if one was
+    /// started.
     fn close(mut self) -> Option<ExecutorHandle> {
         let _ = self.tx.send(DispatchMsg::Close);
         self.thread.take().and_then(|t| t.join().ok().flatten())
     }
 }
 
-/// True when `short` is `long` cut at a word boundary.
-fn word_prefix(short: &str, long: &str) -> bool {
-    long.len() > short.len()
-        && long.starts_with(short)
-        && long[short.len()..].starts_with(|c: char| c.is_whitespace() || c.is_ascii_punctuation())
+/// An exact source's detection (already de-duplicated among the exact sources): new to the
+/// session, it is a detection; a delegation the screen reported first confirms the screen's copy.
+fn route_exact(
+    shared: &crate::detect::Dedup,
+    tx: &crossbeam_channel::Sender<DispatchMsg>,
+    d: Detection,
+) {
+    if shared.admit(&d) {
+        let _ = tx.send(DispatchMsg::Found(d));
+    } else if d.category == "delegation" && !d.handled_by_agent {
+        let _ = tx.send(DispatchMsg::Confirm(d));
+    }
 }
 
-fn hold(held: &mut Vec<Held>, d: Detection, settle: Duration) {
-    let (group, text) = crate::detect::dedup::key_parts(&d);
-    for h in held.iter_mut() {
-        if h.group != group {
-            continue;
+/// How long the end of a turn waits for the transcript tailer to catch up at most.
+const TRANSCRIPT_SYNC: Duration = Duration::from_secs(2);
+
+/// The session's side of claude's hooks: each call is a state signal; the first makes the hooks the
+/// exact source of the dispatch; `Stop` drains the transcript, reads the turn's final message (exact
+/// text) and closes the turn before the responder answers.
+fn hook_handler(
+    tx: crossbeam_channel::Sender<DispatchMsg>,
+    engine: Arc<Engine>,
+    (exact, shared): (crate::detect::Dedup, crate::detect::Dedup),
+    syncer: Option<crate::detect::TranscriptSync>,
+    responder: Arc<dyn HookResponder>,
+) -> crate::hook::server::Handler {
+    // The final message needs no screen: a 1x1 model costs nothing.
+    let mut pipeline = Pipeline::new(engine, 1, 1).with_dedup(exact);
+    let mut live = false;
+    Box::new(move |event: HookEvent| {
+        if !live {
+            live = true;
+            let _ = tx.send(DispatchMsg::ExactLive);
         }
-        if word_prefix(&h.text, &text) {
-            h.text = text;
-            h.d = d;
-            return;
+        let permission = matches!(&event, HookEvent::Notification(n) if n.is_permission());
+        if let HookEvent::Stop(p) = &event {
+            if let Some(s) = &syncer
+                && !s.sync(TRANSCRIPT_SYNC)
+            {
+                tracing::debug!("the transcript tailer did not catch up before the turn's end");
+            }
+            if let Some(text) = &p.last_assistant_message {
+                let _ = tx.send(DispatchMsg::ExactText(text.clone()));
+                for d in pipeline.feed_markdown(text, crate::events::TextSource::Transcript) {
+                    route_exact(&shared, &tx, d);
+                }
+            }
+            let _ = tx.send(DispatchMsg::TurnEnded);
         }
-        if word_prefix(&text, &h.text) || h.text == text {
-            return;
-        }
-    }
-    held.push(Held {
-        due: Instant::now() + settle,
-        group,
-        text,
-        d,
-    });
+        let _ = tx.send(DispatchMsg::Signal(Signal::Hook {
+            event: event.name().to_string(),
+            permission,
+        }));
+        crate::hook::response(responder.as_ref(), &event)
+    })
 }
 
 /// The screen pipeline as the tap's consumer.
@@ -459,6 +738,10 @@ struct ScreenConsumer {
     out: crossbeam_channel::Sender<DispatchMsg>,
     /// Told about output (idleness, bracketed paste) for result delivery.
     port: Option<Arc<crate::feedback::port::PtyPort>>,
+    /// The profile's state cues, when it has a table.
+    cues: Option<CueScanner>,
+    state: StateMirror,
+    last_output: LastOutput,
 }
 
 impl ScreenConsumer {
@@ -474,8 +757,15 @@ impl OutputConsumer for ScreenConsumer {
         if let Some(p) = &self.port {
             p.output(bytes);
         }
+        self.last_output.touch();
         let found = self.pipeline.feed(bytes);
         self.send(found);
+        if let Some(c) = self.cues.as_mut() {
+            let starting = self.state.get() == SessionState::Starting;
+            for sig in c.feed(bytes, starting) {
+                let _ = self.out.send(DispatchMsg::Signal(sig));
+            }
+        }
     }
 
     fn resize(&mut self, cols: u16, rows: u16) {
@@ -494,7 +784,7 @@ mod tests {
     use super::*;
     use crate::events::TextSource;
 
-    fn delegation(agent: &str, task: &str) -> Detection {
+    fn delegation(agent: &str, task: &str, is_final: bool) -> Detection {
         Detection {
             category: "delegation".into(),
             pattern: "p".into(),
@@ -506,74 +796,46 @@ mod tests {
             title: None,
             priority: None,
             handled_by_agent: false,
-            is_final: true,
+            is_final,
         }
     }
 
-    fn tasks(held: &[Held]) -> Vec<&str> {
-        held.iter().map(|h| h.d.task.as_deref().unwrap()).collect()
-    }
-
     #[test]
-    fn a_longer_line_replaces_its_held_prefix() {
-        let mut held = Vec::new();
-        let settle = Duration::from_secs(1);
-        hold(
-            &mut held,
-            delegation("engineer", "implement fib(n) iteratively, add"),
-            settle,
-        );
-        hold(
-            &mut held,
-            delegation("engineer", "implement fib(n) iteratively, add type hints."),
-            settle,
-        );
-        assert_eq!(
-            tasks(&held),
-            ["implement fib(n) iteratively, add type hints."]
-        );
-        // The prefix seen again (a redraw) does not come back.
-        hold(
-            &mut held,
-            delegation("engineer", "implement fib(n)"),
-            settle,
-        );
-        assert_eq!(held.len(), 1);
-    }
-
-    #[test]
-    fn different_agents_words_and_categories_stay_apart() {
-        let mut held = Vec::new();
-        let settle = Duration::from_secs(1);
-        hold(&mut held, delegation("engineer", "test the api"), settle);
-        hold(&mut held, delegation("qa", "test the api and more"), settle);
-        hold(&mut held, delegation("engineer", "test the apis"), settle);
-        assert_eq!(
-            tasks(&held),
-            ["test the api", "test the api and more", "test the apis"]
-        );
-    }
-
-    #[test]
-    fn dispatcher_publishes_everything_held_on_close() {
+    fn dispatcher_publishes_detections_and_states() {
         let bus = Bus::new(crate::events::Context::new());
         let rx = bus.subscribe();
         let lazy = LazyExecutor {
             start: None,
             handle: None,
         };
-        let d = Dispatcher::start(bus.clone(), lazy, Duration::from_secs(3600)).unwrap();
+        let mirror = StateMirror::default();
+        let d = Dispatcher::start(bus.clone(), lazy, mirror.clone(), LastOutput::new()).unwrap();
         let tx = d.sender();
-        tx.send(DispatchMsg::Found(delegation("qa", "check it")))
+        tx.send(DispatchMsg::Found(delegation("qa", "check it", false)))
             .unwrap();
-        tx.send(DispatchMsg::Found(delegation("qa", "check it twice")))
+        tx.send(DispatchMsg::Found(delegation("qa", "check it twice", true)))
             .unwrap();
+        tx.send(DispatchMsg::Signal(Signal::Hook {
+            event: "UserPromptSubmit".into(),
+            permission: false,
+        }))
+        .unwrap();
+        tx.send(DispatchMsg::Signal(Signal::Exited)).unwrap();
         d.close();
-        let got: Vec<_> = rx.try_iter().collect();
-        assert_eq!(got.len(), 1);
-        match &got[0].body {
-            EventBody::Detection(det) => assert_eq!(det.task.as_deref(), Some("check it twice")),
-            other => panic!("{other:?}"),
-        }
+        assert_eq!(mirror.get(), SessionState::Exited);
+        let got: Vec<String> = rx
+            .try_iter()
+            .map(|e| match &e.body {
+                EventBody::Detection(det) => {
+                    format!("{}:{}", det.task.as_deref().unwrap_or(""), det.is_final)
+                }
+                EventBody::SessionState { state, .. } => state.as_str().to_string(),
+                other => other.kind().to_string(),
+            })
+            .collect();
+        assert_eq!(
+            got,
+            ["check it:false", "check it twice:true", "working", "exited"]
+        );
     }
 }

@@ -168,9 +168,10 @@ pub fn status(g: &GlobalArgs, a: StatusArgs) -> anyhow::Result<i32> {
             .rss_mb
             .map(|m| format!("{m:.1} MB"))
             .unwrap_or_else(|| "-".into());
-        let state = match (s.state.as_str(), s.exit_code) {
-            ("ended", Some(c)) => format!("ended ({c})"),
-            (st, _) => st.to_string(),
+        let state = match (s.state.as_str(), s.exit_code, s.agent_state) {
+            ("ended", Some(c), _) => format!("ended ({c})"),
+            ("running", _, Some(a)) => a.as_str().to_string(),
+            (st, _, _) => st.to_string(),
         };
         outln!(
             "{}  pid {:<7} {:<11} {:>9}  attached {}  {}  ({})",

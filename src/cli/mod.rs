@@ -14,8 +14,8 @@ mod patterns_cmd;
 mod prompt_cmd;
 mod run;
 mod scan;
-mod worker_cmd;
 mod top;
+mod worker_cmd;
 
 use std::path::PathBuf;
 

@@ -96,8 +96,8 @@ pub struct RunConfig {
     pub exec: bool,
     /// Print one line per delegation after the session.
     pub summary: bool,
-    /// Milliseconds a detection is held before it is published, so a wrapped line that the screen
-    /// shows row by row while it streams yields one detection with its whole text.
+    /// Accepted for compatibility and ignored: no wall-clock window decides what a delegation says
+    /// any more (only final detections dispatch; see `detect::dispatch`).
     #[serde(deserialize_with = "ranges::u64_in::<_, 0, 60_000>")]
     pub settle_ms: u64,
     /// The key sequence that detaches a daemon client from its session (`ctrl-X` or a character,

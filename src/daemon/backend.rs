@@ -102,4 +102,8 @@ pub trait HostedSession: Send + Sync {
     fn summary(&self) -> Option<String> {
         None
     }
+    /// The agent's published state (`session.state`), when the host tracks it.
+    fn agent_state(&self) -> Option<crate::events::SessionState> {
+        None
+    }
 }

@@ -261,6 +261,8 @@ struct PtyHosted {
     /// The end: status and the delegation summary.
     exit: Mutex<Option<(Option<i32>, Option<String>)>>,
     exited: Condvar,
+    /// The agent's published state (the supervisor's dispatcher writes it).
+    agent_state: crate::supervisor::StateMirror,
 }
 
 /// A start failure as the daemon reports it (127/126 keep their meaning).
@@ -328,6 +330,7 @@ impl SessionBackend for PtyBackend {
         let session = Session::assemble(spec, req.events.clone(), shared)
             .map_err(|e| spawn_error(&e, &argv0))?;
         let handle = session.handle();
+        let agent_state = session.state_mirror();
         let state = Arc::new(ScreenState {
             screen: Mutex::new(Screen {
                 parser: vt100::Parser::new(size.rows, size.cols, 0),
@@ -349,6 +352,7 @@ impl SessionBackend for PtyBackend {
             pid: pid.clone(),
             exit: Mutex::new(None),
             exited: Condvar::new(),
+            agent_state,
         });
         let (started_tx, started_rx) = crossbeam_channel::bounded(1);
         let h = hosted.clone();
@@ -392,6 +396,10 @@ const MAX_SIDE: u16 = 4096;
 impl HostedSession for PtyHosted {
     fn id(&self) -> &str {
         &self.id
+    }
+
+    fn agent_state(&self) -> Option<crate::events::SessionState> {
+        Some(self.agent_state.get())
     }
 
     fn pid(&self) -> u32 {

@@ -371,6 +371,7 @@ fn status(shared: &Shared) -> StatusReport {
             state: if exit.is_some() { "ended" } else { "running" }.into(),
             exit_code: exit.flatten(),
             attached: h.attached.load(Ordering::Relaxed),
+            agent_state: h.session.agent_state(),
             rss_mb: if exit.is_none() {
                 rss.get(&h.session.pid()).copied().flatten()
             } else {

@@ -27,6 +27,69 @@ pub enum Item {
     },
     /// A synthetic API-error message (`isApiErrorMessage`).
     ApiError(String),
+    /// The text of a tool result that failed (`is_error`) or shows a failure (a traceback, failing
+    /// tests): a failing Bash call's output exists only here in the fullscreen renderer.
+    ToolError(String),
+}
+
+/// The most text of one tool result read for errors (a result can be megabytes; failures print
+/// their summary at the end, so the tail is kept).
+const MAX_TOOL_TEXT: usize = 64 * 1024;
+
+/// Does a successful tool result's text still show a failure? A Python traceback, or a test
+/// runner's failure summary.
+fn shows_failure(text: &str) -> bool {
+    text.contains("Traceback (most recent call last):")
+        || text.contains("test result: FAILED")
+        || text.lines().any(|l| {
+            let l = l.trim_start();
+            l.starts_with("FAILED ") || (l.starts_with("=") && l.contains(" failed"))
+        })
+}
+
+/// The text of a `tool_result` block's `content` (a string or text blocks), its tail at most
+/// [`MAX_TOOL_TEXT`] bytes.
+fn tool_result_text(content: Option<&Value>) -> String {
+    let mut t = String::new();
+    match content {
+        Some(Value::String(s)) => t.push_str(s),
+        Some(Value::Array(parts)) => {
+            for p in parts {
+                if let Some(x) = p.get("text").and_then(Value::as_str) {
+                    if !t.is_empty() {
+                        t.push('\n');
+                    }
+                    t.push_str(x);
+                }
+            }
+        }
+        _ => {}
+    }
+    if t.len() > MAX_TOOL_TEXT {
+        let mut cut = t.len() - MAX_TOOL_TEXT;
+        while !t.is_char_boundary(cut) {
+            cut += 1;
+        }
+        t.drain(..cut);
+    }
+    t
+}
+
+/// Failed tool results in a `user` line's content.
+fn tool_errors(content: &Value, out: &mut Vec<Item>) {
+    let Value::Array(blocks) = content else {
+        return;
+    };
+    for b in blocks {
+        if b.get("type").and_then(Value::as_str) != Some("tool_result") {
+            continue;
+        }
+        let text = tool_result_text(b.get("content"));
+        let is_error = b.get("is_error").and_then(Value::as_bool) == Some(true);
+        if !text.trim().is_empty() && (is_error || shows_failure(&text)) {
+            out.push(Item::ToolError(text));
+        }
+    }
 }
 
 /// The claude argv after mpm's additions, and the session whose transcript to follow.
@@ -204,6 +267,11 @@ pub fn parse_line(line: &str) -> Vec<Item> {
                 content_items(c, api_error, &mut out);
             }
         }
+        Some("user") => {
+            if let Some(c) = v.get("message").and_then(|m| m.get("content")) {
+                tool_errors(c, &mut out);
+            }
+        }
         Some("result") => {
             // The final text repeats the assistant blocks (de-duplicated later); an error result may
             // carry text no assistant block had.
@@ -246,6 +314,23 @@ const MAX_LINE: usize = 16 * 1024 * 1024;
 pub struct TranscriptTailer {
     stop: Arc<AtomicBool>,
     handle: Option<JoinHandle<()>>,
+    sync: TranscriptSync,
+}
+
+/// Asks the tailer to read everything already in the file now (see [`TranscriptSync::sync`]).
+#[derive(Debug, Clone)]
+pub struct TranscriptSync {
+    tx: crossbeam_channel::Sender<crossbeam_channel::Sender<()>>,
+}
+
+impl TranscriptSync {
+    /// Read what the file holds now, handing each complete line to the callback, and return when
+    /// that is done (or after `timeout`; false then). The end of a turn uses it so that every
+    /// detection of the turn's transcript is in before the turn is closed.
+    pub fn sync(&self, timeout: Duration) -> bool {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.tx.send(tx).is_ok() && rx.recv_timeout(timeout).is_ok()
+    }
 }
 
 impl TranscriptTailer {
@@ -261,13 +346,20 @@ impl TranscriptTailer {
     {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let (tx, rx) = crossbeam_channel::unbounded();
         let handle = std::thread::Builder::new()
             .name("mpm-transcript".into())
-            .spawn(move || tail_loop(&path, from_end, &flag, &mut on_line))?;
+            .spawn(move || tail_loop(&path, from_end, &flag, &rx, &mut on_line))?;
         Ok(TranscriptTailer {
             stop,
             handle: Some(handle),
+            sync: TranscriptSync { tx },
         })
+    }
+
+    /// A handle to make the tailer read up to the file's current end on demand.
+    pub fn syncer(&self) -> TranscriptSync {
+        self.sync.clone()
     }
 
     /// Read what is left in the file, then stop the thread and wait for it.
@@ -289,7 +381,14 @@ impl Drop for TranscriptTailer {
     }
 }
 
-fn tail_loop(path: &Path, from_end: bool, stop: &AtomicBool, on_line: &mut dyn FnMut(&str)) {
+fn tail_loop(
+    path: &Path,
+    from_end: bool,
+    stop: &AtomicBool,
+    syncs: &crossbeam_channel::Receiver<crossbeam_channel::Sender<()>>,
+    on_line: &mut dyn FnMut(&str),
+) {
+    let mut waiting: Vec<crossbeam_channel::Sender<()>> = Vec::new();
     let mut file: Option<File> = None;
     let mut pos: u64 = 0;
     let mut partial: Vec<u8> = Vec::new();
@@ -339,10 +438,17 @@ fn tail_loop(path: &Path, from_end: bool, stop: &AtomicBool, on_line: &mut dyn F
                 }
             }
         }
+        for w in waiting.drain(..) {
+            let _ = w.send(());
+        }
         if last {
             return;
         }
-        std::thread::sleep(POLL_INTERVAL);
+        // Sleep until the next poll, or until someone asks for a read now.
+        if let Ok(w) = syncs.recv_timeout(POLL_INTERVAL) {
+            waiting.push(w);
+            waiting.extend(syncs.try_iter());
+        }
     }
 }
 
@@ -424,6 +530,20 @@ mod tests {
     }
 
     #[test]
+    fn failing_tool_results_are_read() {
+        let failed = r#"{"type":"user","message":{"content":[{"type":"tool_result","tool_use_id":"t1","is_error":true,"content":"Exit code 1\nTraceback (most recent call last):\n  File \"x.py\", line 1\nModuleNotFoundError: No module named 'fib'"}]}}"#;
+        match parse_line(failed).as_slice() {
+            [Item::ToolError(t)] => assert!(t.ends_with("No module named 'fib'"), "{t}"),
+            other => panic!("{other:?}"),
+        }
+        let tests = r#"{"type":"user","message":{"content":[{"type":"tool_result","tool_use_id":"t2","content":[{"type":"text","text":"collected 3 items\nFAILED tests/test_fib.py::test_neg - ValueError\n===== 1 failed, 2 passed ====="}]}]}}"#;
+        assert!(matches!(parse_line(tests).as_slice(), [Item::ToolError(_)]));
+        // A successful result, even one that mentions errors in code it read, is not a failure.
+        let ok = r#"{"type":"user","message":{"content":[{"type":"tool_result","tool_use_id":"t3","content":"raise ValueError('n < 0')\nError: handled"}]}}"#;
+        assert!(parse_line(ok).is_empty());
+    }
+
+    #[test]
     fn fenced_code_is_skipped() {
         let l: Vec<&str> = markdown_lines("a\n```\n// TODO: x\n```\nb").collect();
         assert_eq!(l, ["a", "b"]);
@@ -452,8 +572,12 @@ mod tests {
             Some("two")
         );
         f.write_all(b"three\n").unwrap_or_else(|e| panic!("{e}"));
+        // A sync returns once the line written before it was handed over.
+        assert!(t.syncer().sync(Duration::from_secs(10)));
+        assert_eq!(rx.try_recv().ok().as_deref(), Some("three"));
+        f.write_all(b"four\n").unwrap_or_else(|e| panic!("{e}"));
         t.stop();
         // stop() drains what was written before it.
-        assert_eq!(rx.try_recv().ok().as_deref(), Some("three"));
+        assert_eq!(rx.try_recv().ok().as_deref(), Some("four"));
     }
 }

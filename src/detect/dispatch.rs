@@ -33,6 +33,8 @@ pub enum Action {
     Publish(Detection),
     /// Emit it as a `detection` event and submit it to the executor.
     Dispatch(Detection),
+    /// Submit it to the executor only (its `detection` event was emitted when it arrived).
+    Submit(Detection),
 }
 
 /// The dispatch state of one session.
@@ -45,6 +47,8 @@ pub struct DispatchCore {
     provisional: Vec<Fingerprint>,
     /// Final screen delegations waiting for the end of their turn (exact mode).
     waiting: Vec<(Fingerprint, Detection)>,
+    /// The exact sources' text of the current turn, normalised (see [`DispatchCore::exact_text`]).
+    turn_text: String,
 }
 
 impl DispatchCore {
@@ -128,17 +132,49 @@ impl DispatchCore {
         out
     }
 
+    /// An exact source carried a delegation the screen already reported (the session's dedup kept
+    /// only the screen's detection event): the screen's waiting copy is confirmed and submitted now.
+    pub fn confirm(&mut self, d: &Detection) -> Vec<Action> {
+        let f = Fingerprint::of(d);
+        let mut out = Vec::new();
+        if let Some(i) = self
+            .waiting
+            .iter()
+            .position(|(w, _)| w == &f || w.is_cut_of(&f))
+        {
+            let (w, wd) = self.waiting.remove(i);
+            if !self.was_dispatched(&w) {
+                self.dispatched.entry(w.group).or_default().insert(w.text);
+                out.push(Action::Submit(wd));
+            }
+        }
+        out
+    }
+
+    /// Markdown an exact source carried in this turn (assistant text of the transcript, the Stop
+    /// hook's final message). A screen delegation whose words are in it was seen by the exact source,
+    /// which decided: it dispatched it, or the words were not a delegation there (a line in a fenced
+    /// code block, prose), so the screen's copy is not dispatched at the turn's end.
+    pub fn exact_text(&mut self, markdown: &str) {
+        // Bounded: a turn's text beyond this only weakens the check to "dispatch what is lacking".
+        if self.turn_text.len() < 4 * 1024 * 1024 {
+            crate::detect::identity::push_normalized(markdown, &mut self.turn_text);
+            self.turn_text.push('\n');
+        }
+    }
+
     /// The turn ended and the exact sources were drained: screen delegations they lacked dispatch
     /// now, in the order they were seen.
     pub fn turn_ended(&mut self) -> Vec<Action> {
         let mut out = Vec::new();
+        let turn_text = std::mem::take(&mut self.turn_text);
         for (f, d) in std::mem::take(&mut self.waiting) {
-            if self.was_dispatched(&f) {
+            if self.was_dispatched(&f) || (!f.text.is_empty() && turn_text.contains(&f.text)) {
                 continue;
             }
             // Already published when it arrived: only the submit is left.
             self.dispatched.entry(f.group).or_default().insert(f.text);
-            out.push(Action::Dispatch(d));
+            out.push(Action::Submit(d));
         }
         out
     }
@@ -175,7 +211,7 @@ mod tests {
         actions
             .iter()
             .filter_map(|a| match a {
-                Action::Dispatch(d) => d.task.clone(),
+                Action::Dispatch(d) | Action::Submit(d) => d.task.clone(),
                 Action::Publish(_) => None,
             })
             .collect()
@@ -185,6 +221,7 @@ mod tests {
     enum Step {
         D(&'static str, &'static str, TextSource, bool),
         Exact,
+        Text(&'static str),
         TurnEnd,
     }
     use Step::*;
@@ -198,6 +235,7 @@ mod tests {
             match s {
                 D(a, t, src, fin) => all.extend(core.detection(deleg(a, t, *src, *fin))),
                 Exact => core.exact_live(),
+                Text(t) => core.exact_text(t),
                 TurnEnd => all.extend(core.turn_ended()),
             }
         }
@@ -277,6 +315,31 @@ mod tests {
                 vec!["check the docs"],
             ),
             (
+                "exact mode: a screen line the exact text has in a code block is not dispatched",
+                vec![
+                    Exact,
+                    D("engineer", "never run this", SCREEN, true),
+                    D("qa", "test it", SCREEN, true),
+                    Text(
+                        "Some code:\n```text\nEngineer Agent: never run `this`\n```\nQA Agent: test it",
+                    ),
+                    D("qa", "test it", TRANSCRIPT, true),
+                    TurnEnd,
+                ],
+                vec!["test it"],
+            ),
+            (
+                "exact mode: the exact text of one turn does not cover the next",
+                vec![
+                    Exact,
+                    Text("Engineer Agent: build it"),
+                    TurnEnd,
+                    D("engineer", "build it", SCREEN, true),
+                    TurnEnd,
+                ],
+                vec!["build it"],
+            ),
+            (
                 "different agents stay apart",
                 vec![D("qa", "x", SCREEN, true), D("engineer", "x", SCREEN, true)],
                 vec!["x", "x"],
@@ -285,6 +348,29 @@ mod tests {
         for (name, steps, want) in cases {
             assert_eq!(run(&steps), want, "{name}");
         }
+    }
+
+    #[test]
+    fn a_waiting_screen_delegation_is_published_once_and_submitted_at_the_turns_end() {
+        let mut core = DispatchCore::new();
+        core.exact_live();
+        let d = deleg("qa", "check the docs", SCREEN, true);
+        assert_eq!(core.detection(d.clone()), vec![Action::Publish(d.clone())]);
+        assert_eq!(core.turn_ended(), vec![Action::Submit(d)]);
+        assert!(core.turn_ended().is_empty());
+    }
+
+    #[test]
+    fn a_confirmed_screen_delegation_is_submitted_before_the_turns_end() {
+        let mut core = DispatchCore::new();
+        core.exact_live();
+        let d = deleg("engineer", "implement fib(n)", SCREEN, true);
+        core.detection(d.clone());
+        let exact = deleg("engineer", "implement `fib(n)`", TRANSCRIPT, true);
+        assert_eq!(core.confirm(&exact), vec![Action::Submit(d)]);
+        core.exact_text("Engineer Agent: implement `fib(n)`");
+        assert!(core.turn_ended().is_empty());
+        assert!(core.confirm(&exact).is_empty());
     }
 
     #[test]

@@ -33,7 +33,9 @@ pub mod split;
 
 use std::sync::Arc;
 
-pub use claude::{ClaudeArgs, Item, TranscriptTailer, prepare_args, transcript_path};
+pub use claude::{
+    ClaudeArgs, Item, TranscriptSync, TranscriptTailer, prepare_args, transcript_path,
+};
 pub use contain::Contained;
 pub use dedup::Dedup;
 pub use identity::Fingerprint;
@@ -58,6 +60,8 @@ impl Matcher for crate::patterns::Engine {
 pub const AGENT_TOOL_PATTERN: &str = "claude.agent-tool";
 /// The pattern id of an API error message the engine did not recognise.
 pub const API_ERROR_PATTERN: &str = "claude.api-error";
+/// The pattern id of a failed tool result the engine found no error line in.
+pub const TOOL_ERROR_PATTERN: &str = "claude.tool-error";
 
 /// A line reader that keeps a row that starts a detection as a line of its own (never joined to the
 /// row above as a wrapped continuation).
@@ -181,6 +185,37 @@ impl Pipeline {
             } => {
                 let d = self.agent_tool(description, subagent_type.as_deref(), description, source);
                 self.dedup.filter(vec![d])
+            }
+            Item::ToolError(t) => {
+                // Only the error lines of a tool's output: its other lines are not the agent's
+                // words (a TODO printed by a command is no ticket).
+                let mut found: Vec<Detection> = Vec::new();
+                for l in t.lines() {
+                    found.extend(
+                        self.matcher
+                            .detect(l, source)
+                            .into_iter()
+                            .filter(|d| d.category == "error"),
+                    );
+                }
+                if found.is_empty() {
+                    // The last non-empty line is where a failure says what went wrong.
+                    let last = t.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+                    found.push(Detection {
+                        category: "error".into(),
+                        pattern: TOOL_ERROR_PATTERN.into(),
+                        text: last.trim().to_string(),
+                        source,
+                        agent: None,
+                        task: None,
+                        ticket_type: None,
+                        title: None,
+                        priority: None,
+                        handled_by_agent: false,
+                        is_final: true,
+                    });
+                }
+                self.dedup.filter(found)
             }
             Item::ApiError(t) => {
                 let mut found = Vec::new();
@@ -382,6 +417,35 @@ mod tests {
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].category, "error");
         assert_eq!(d[0].pattern, API_ERROR_PATTERN);
+    }
+
+    #[test]
+    fn failed_tool_results_are_transcript_errors() {
+        let engine = Arc::new(
+            crate::patterns::Engine::builder()
+                .build()
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+        let mut p = Pipeline::new(engine, 1, 1);
+        let line = r#"{"type":"user","message":{"content":[{"type":"tool_result","tool_use_id":"t","is_error":true,"content":"Exit code 1\nTODO: not a ticket\nTraceback (most recent call last):\n  File \"f.py\", line 3, in <module>\nModuleNotFoundError: No module named 'fibonacci'"}]}}"#;
+        let d = p.feed_json_line(line, TextSource::Transcript);
+        assert!(!d.is_empty());
+        assert!(
+            d.iter()
+                .all(|d| d.category == "error" && d.source == TextSource::Transcript),
+            "{d:?}"
+        );
+        assert!(
+            d.iter()
+                .any(|d| d.text.contains("No module named 'fibonacci'")),
+            "{d:?}"
+        );
+        // An error result the packs do not know is still an error, by its last line.
+        let odd = r#"{"type":"user","message":{"content":[{"type":"tool_result","tool_use_id":"u","is_error":true,"content":"permission denied while writing /etc/x"}]}}"#;
+        let d = p.feed_json_line(odd, TextSource::Transcript);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].pattern, TOOL_ERROR_PATTERN);
+        assert_eq!(d[0].text, "permission denied while writing /etc/x");
     }
 
     #[test]

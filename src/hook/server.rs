@@ -22,7 +22,7 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_REQUEST: u64 = super::client::MAX_INPUT + 4096;
 
 /// Handles one hook call; returns the stdout to give claude (empty: nothing).
-pub type Handler = Arc<dyn Fn(HookEvent) -> Option<String> + Send + Sync>;
+pub type Handler = Box<dyn FnMut(HookEvent) -> Option<String> + Send>;
 
 /// A running hook server; dropping it stops the thread and removes the socket.
 pub struct HookServer {
@@ -47,7 +47,7 @@ pub fn private_dir(dir: &Path) -> std::io::Result<()> {
 
 impl HookServer {
     /// Listen on `path` (a stale socket there is replaced) and serve calls with `handler`.
-    pub fn start(path: PathBuf, handler: Handler) -> Result<HookServer, HookError> {
+    pub fn start(path: PathBuf, mut handler: Handler) -> Result<HookServer, HookError> {
         let err = |source| HookError::Socket {
             path: path.display().to_string(),
             source,
@@ -69,7 +69,7 @@ impl HookServer {
                     }
                     match conn {
                         Ok(s) => {
-                            if let Err(e) = serve(s, &handler) {
+                            if let Err(e) = serve(s, &mut handler) {
                                 tracing::debug!(error = %e, "hook call dropped");
                             }
                         }
@@ -91,7 +91,7 @@ impl HookServer {
     }
 }
 
-fn serve(s: UnixStream, handler: &Handler) -> std::io::Result<()> {
+fn serve(s: UnixStream, handler: &mut Handler) -> std::io::Result<()> {
     s.set_read_timeout(Some(READ_TIMEOUT))?;
     s.set_write_timeout(Some(READ_TIMEOUT))?;
     let mut line = String::new();
@@ -129,7 +129,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s").join("hook.sock");
         let (tx, rx) = crossbeam_channel::unbounded();
-        let handler: Handler = Arc::new(move |e: HookEvent| {
+        let handler: Handler = Box::new(move |e: HookEvent| {
             let name = e.name().to_string();
             let _ = tx.send(e);
             (name == "Stop").then(|| "{\"decision\":\"block\"}".to_string())
@@ -161,7 +161,7 @@ mod tests {
     fn garbage_does_not_stop_the_server() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hook.sock");
-        let handler: Handler = Arc::new(|_| Some("ok".into()));
+        let handler: Handler = Box::new(|_| Some("ok".into()));
         let _server = HookServer::start(path.clone(), handler).unwrap();
         {
             let mut s = UnixStream::connect(&path).unwrap();
