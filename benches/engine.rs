@@ -1,6 +1,7 @@
 //! Pattern-engine throughput per line on a generated agent transcript (text lines), with the
 //! built-in packs alone and with 100 and 1000 extra patterns, against a same-run baseline: a plain
-//! `regex::RegexSet` line loop (`is_match` per line) over the same patterns.
+//! `regex::RegexSet` line loop (`is_match` per line) over the same patterns (up to 100 extra; on
+//! the first 2000 lines: it runs at about 1 MB/s).
 //!
 //! `cargo bench --bench engine` (`MPM_BENCH_MB` sets the transcript size, default 50). Figures are
 //! thread CPU time, best of 3. The whole pipeline from raw PTY bytes is `cargo bench --bench
@@ -29,13 +30,14 @@ fn best_of(reps: usize, mut f: impl FnMut() -> usize) -> (f64, usize) {
     (best.as_secs_f64(), last)
 }
 
-/// Every regex of an engine, for the baseline.
+/// Every regex of an engine, for the baseline, with word boundaries made ASCII as mpm makes them
+/// (a Unicode `\b` keeps the `regex` crate off its lazy DFA on non-ASCII lines: 100x slower).
 fn regexes(engine: &Engine) -> Vec<String> {
     engine
         .patterns()
         .iter()
         .filter(|p| p.enabled)
-        .map(|p| p.regex.clone())
+        .map(|p| p.regex.replace(r"\b", r"(?-u:\b)"))
         .collect()
 }
 
@@ -51,6 +53,10 @@ fn main() {
         "transcript: {mb:.1} MB, {} lines (generated, deterministic)\n",
         lines.len()
     );
+    // The baseline runs on the first 2000 lines only: the RegexSet falls back to its NFA
+    // simulation on these patterns (about 1 MB/s), so the whole transcript would take minutes.
+    let sample = &lines[..lines.len().min(2000)];
+    let sample_mb = sample.iter().map(|l| l.len() + 1).sum::<usize>() as f64 / 1e6;
     let dir = tempfile::tempdir().expect("temp dir");
     let mut table = String::from(
         "| patterns | mpm engine MB/s | RegexSet loop MB/s | mpm / RegexSet | detections | build ms |\n| --- | ---: | ---: | ---: | ---: | ---: |\n",
@@ -75,17 +81,24 @@ fn main() {
                 .map(|l| engine.detect(l, TextSource::Text).len())
                 .sum()
         });
-        let set = regex::RegexSet::new(regexes(&engine)).expect("RegexSet");
-        let (t_set, _) = best_of(reps, || lines.iter().filter(|l| set.is_match(l)).count());
+        // With 1000 patterns the RegexSet's lazy DFA gives up and its NFA fallback takes minutes:
+        // the baseline is measured up to 100.
+        let set_mbs = if extra <= 100 {
+            let set = regex::RegexSet::new(regexes(&engine)).expect("RegexSet");
+            let (t, _) = best_of(reps, || sample.iter().filter(|l| set.is_match(l)).count());
+            sample_mb / t
+        } else {
+            f64::NAN
+        };
         if extra == 0 {
             builtin_mbs = mb / t_mpm;
         }
         let _ = writeln!(
             table,
-            "| {label} | {:.0} | {:.0} | {:.2}x | {found} | {build_ms} |",
+            "| {label} | {:.0} | {:.1} | {:.0}x | {found} | {build_ms} |",
             mb / t_mpm,
-            mb / t_set,
-            t_set / t_mpm
+            set_mbs,
+            (mb / t_mpm) / set_mbs
         );
         if extra == 1000 {
             let _ = writeln!(

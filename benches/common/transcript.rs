@@ -324,6 +324,9 @@ pub fn extra_patterns(n: usize) -> String {
     const KW: &[&str] = &[
         "REVIEW", "SECURITY", "PERF", "DEPLOY", "DOCS", "CHORE", "REFACTOR", "SPIKE",
     ];
+    if n == 0 {
+        return "version: 1\npatterns: []\n".to_string();
+    }
     let mut y = String::from("version: 1\npatterns:\n");
     for i in 0..n {
         if i % 10 < 7 {
