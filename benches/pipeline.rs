@@ -1,36 +1,26 @@
-//! The whole text pipeline from raw PTY bytes (VT model + line reader + engine + dedup) on a dense
-//! generated 50 MB session with ANSI codes — a stress input: one line in eleven is a detection and
-//! every one is distinct, so the engine's capture pass and the dedup memory work on every eleventh
-//! line — against baselines in the same run:
-//! * the `vt100` 0.16 crate's parser alone (screen model only, no lines, no matching);
-//! * our screen model alone;
-//! * a naive "strip escapes, split lines, run the engine" loop (what FINDINGS.md §3.2 shows to be wrong,
-//!   as a speed reference).
+//! The whole text pipeline from raw PTY bytes (VT model + line reader + engine + dedup), against
+//! same-run baselines on the same bytes: the `vt100` 0.16 crate's parser alone (a screen model
+//! only: no lines, no matching) and our screen model + line reader with the engine stubbed out.
 //!
-//! The figure (the engine bench's transcript, 1% hits, as a TUI draws it) is measured by
-//! `cargo bench --bench engine`, in the same run as the engine and Python figures.
+//! Two inputs, fed in 4096-byte reads:
+//! * the engine bench's transcript (1% hits) as claude's classic renderer draws it, with the
+//!   built-in packs alone, plus 100 and plus 1000 generated patterns: the floors (at least
+//!   100 MB/s with built-in + 100; built-in + 1000 within 2x of the built-ins alone);
+//! * a dense generated session (one detection in ~8 lines, all distinct): a stress input for the
+//!   capture pass and the dedup memory.
 //!
-//! It also measures the screen models' correctness on the real captures: at every recorded read
-//! burst, the rows of our model and of vt100 0.16 are compared.
-//!
-//! Run: `cargo bench --bench pipeline` (release); the captures are `fixtures/captures/`.
-//! `MPM_BENCH_RANDOM=1` feeds pseudo-random bytes instead (what the `run`
-//! bench pipes through `cat`); `MPM_BENCH_PHASE=pipeline|screen` runs one phase alone, for a profiler.
-//! Times are thread CPU time, best of 3.
+//! Run: `cargo bench --bench pipeline` (`MPM_BENCH_MB` sets the size, default 50). Times are thread
+//! CPU time, best of 3. Reference figures: BENCHMARKS.md.
 
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
 
-use mpm::detect::Pipeline;
-use mpm::events::TextSource;
+use mpm::detect::{Dedup, Pipeline};
+use mpm::events::{Detection, TextSource};
 use mpm::patterns::Engine;
-use mpm::screen::Screen;
 
 #[path = "common/transcript.rs"]
-#[allow(dead_code)]
 mod transcript;
-use transcript::thread_cpu;
+use transcript::{env_usize, extra_patterns, render_tui, thread_cpu, transcript};
 
 const CHUNK: usize = 4096;
 
@@ -71,156 +61,42 @@ fn mbps(bytes: usize, secs: f64) -> f64 {
     bytes as f64 / 1e6 / secs
 }
 
-/// Best of `runs` (thread CPU time: the machine is shared, so wall time would mostly measure the
-/// neighbours, as in the engine bench).
+/// Best of `runs` (thread CPU seconds) and the last result.
 fn best_of<F: FnMut() -> usize>(runs: usize, mut f: F) -> (f64, usize) {
     let mut best = f64::MAX;
     let mut last = 0;
     for _ in 0..runs {
         let t = thread_cpu();
-        last = f();
+        last = std::hint::black_box(f());
         best = best.min(thread_cpu().saturating_sub(t).as_secs_f64());
     }
     (best, last)
 }
 
-fn strip_escapes(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == 0x1b && i + 1 < bytes.len() && bytes[i + 1] == b'[' {
-            i += 2;
-            while i < bytes.len() && !(0x40..0x7f).contains(&bytes[i]) {
-                i += 1;
-            }
-            i += 1;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    out
-}
-
-/// The recorded claude captures in the repository (`fixtures/record_claude.sh`).
-fn captures_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/captures")
-}
-
-/// At every recorded read burst, compare our rows with vt100's. Returns (snapshots, mismatches).
-fn compare_with_vt100(bytes: &[u8], cuts: &[usize]) -> (usize, usize, Option<String>) {
-    let mut ours = Screen::new(100, 30);
-    let mut theirs = vt100::Parser::new(30, 100, 0);
-    let (mut snaps, mut bad) = (0, 0);
-    let mut first_diff = None;
-    let mut at = 0;
-    for &c in cuts.iter().chain(std::iter::once(&bytes.len())) {
-        let c = c.clamp(at, bytes.len());
-        ours.feed(&bytes[at..c], &mut |_, _| {});
-        theirs.process(&bytes[at..c]);
-        at = c;
-        snaps += 1;
-        let a: String = ours
-            .contents()
-            .lines()
-            .map(|r| format!("{}\n", r.trim_end()))
-            .collect();
-        let b: String = theirs
-            .screen()
-            .rows(0, 100)
-            .map(|r| format!("{}\n", r.trim_end()))
-            .collect();
-        if a != b {
-            bad += 1;
-            if first_diff.is_none() {
-                let d = a
-                    .lines()
-                    .zip(b.lines())
-                    .find(|(x, y)| x != y)
-                    .map(|(x, y)| format!("ours   |{x}|\n      vt100  |{y}|"));
-                first_diff = d;
-            }
-        }
-    }
-    (snaps, bad, first_diff)
-}
-
-fn main() {
-    let engine = Arc::new(Engine::builder().build().expect("built-in engine"));
-    // `cargo test --all-targets` runs bench binaries without `--bench`: a quick smoke run then.
-    let smoke = !std::env::args().any(|a| a == "--bench");
-    let input = generate(if smoke { 1 << 20 } else { 50 << 20 });
-    let rounds = if smoke { 1 } else { 3 };
-    let n = input.len();
-    println!(
-        "input: {:.1} MB generated session, fed in {CHUNK}-byte reads\n",
-        n as f64 / 1e6
-    );
-
-    // `MPM_BENCH_PHASE=pipeline|lines|screen` runs one phase alone (for profiling).
-    let phase = std::env::var("MPM_BENCH_PHASE").ok();
-    let random = std::env::var_os("MPM_BENCH_RANDOM").is_some();
-    let input = if random {
-        // What `cargo bench --bench run` pipes through `cat`: pseudo-random bytes.
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        (0..input.len())
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect()
-    } else {
-        input
-    };
-    let n = input.len();
-    if let Some(p) = phase.as_deref() {
-        let t = Instant::now();
-        for _ in 0..rounds {
-            let mut p2 = Pipeline::new(engine.clone(), 100, 30);
-            let mut s = Screen::new(100, 30);
-            for c in input.chunks(CHUNK) {
-                match p {
-                    "pipeline" => drop(p2.feed(c)),
-                    _ => s.feed(c, &mut |_, _| {}),
-                }
-            }
-        }
-        println!(
-            "{p}: {:.0} MB/s",
-            mbps(n * rounds, t.elapsed().as_secs_f64())
-        );
-        return;
-    }
-    let (t_pipe, found) = best_of(rounds, || {
+/// The whole pipeline over `input`: (seconds, detections).
+fn run_pipeline(engine: &Arc<Engine>, input: &[u8], rounds: usize) -> (f64, Vec<Detection>) {
+    let mut found = Vec::new();
+    let (t, _) = best_of(rounds, || {
         let mut p = Pipeline::new(engine.clone(), 100, 30);
-        let mut found = 0;
+        let mut f = Vec::new();
         for c in input.chunks(CHUNK) {
-            found += p.feed(c).len();
+            f.extend(p.feed(c));
         }
-        found + p.finish().len()
+        f.extend(p.finish());
+        found = f;
+        found.len()
     });
+    (t, found)
+}
+
+/// The baselines on `input`: (vt100 parser alone, our screen + line reader without an engine).
+fn baselines(input: &[u8], rounds: usize) -> (f64, f64) {
     struct Null;
     impl mpm::detect::Matcher for Null {
-        fn detect(&self, _: &str, _: TextSource) -> Vec<mpm::events::Detection> {
+        fn detect(&self, _: &str, _: TextSource) -> Vec<Detection> {
             Vec::new()
         }
     }
-    let (t_lines, _) = best_of(rounds, || {
-        let mut p = Pipeline::with_matcher(Arc::new(Null), 100, 30);
-        for c in input.chunks(CHUNK) {
-            p.feed(c);
-        }
-        p.finish().len()
-    });
-    let (t_screen, _) = best_of(rounds, || {
-        let mut s = Screen::new(100, 30);
-        for c in input.chunks(CHUNK) {
-            s.feed(c, &mut |_, _| {});
-        }
-        s.cursor_row()
-    });
     let (t_vt100, _) = best_of(rounds, || {
         let mut p = vt100::Parser::new(30, 100, 0);
         for c in input.chunks(CHUNK) {
@@ -228,93 +104,107 @@ fn main() {
         }
         usize::from(p.screen().cursor_position().0)
     });
-    let (t_naive, naive_found) = best_of(rounds, || {
-        let text = strip_escapes(&input);
-        let mut found = 0;
-        for line in text.split(|&b| b == b'\n') {
-            found += engine.detect_bytes(line, TextSource::Text).len();
+    let (t_lines, _) = best_of(rounds, || {
+        let mut p = Pipeline::with_matcher(Arc::new(Null), 100, 30);
+        for c in input.chunks(CHUNK) {
+            p.feed(c);
         }
-        found
+        p.finish().len()
     });
-    println!("| what | MB/s | vs mpm pipeline |");
+    (t_vt100, t_lines)
+}
+
+fn engine_with(extra: usize, dir: &std::path::Path) -> Arc<Engine> {
+    let file = dir.join(format!("extra{extra}.yaml"));
+    std::fs::write(&file, extra_patterns(extra)).expect("write patterns");
+    Arc::new(
+        Engine::builder()
+            .file(&file)
+            .build()
+            .expect("patterns compile"),
+    )
+}
+
+fn main() {
+    // `cargo test --all-targets` runs bench binaries without `--bench`: a quick smoke run then.
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    let mb = env_usize("MPM_BENCH_MB", if smoke { 1 } else { 50 });
+    let rounds = if smoke { 1 } else { 3 };
+    let dir = tempfile::tempdir().expect("temp dir");
+
+    let text = transcript(mb << 20);
+    let raw = render_tui(&text);
+    let n = raw.len();
+    println!(
+        "transcript as a TUI draws it: {:.1} MB in {CHUNK}-byte reads\n",
+        n as f64 / 1e6
+    );
+    let (t_vt100, t_lines) = baselines(&raw, rounds);
+    println!("| what | MB/s | vs vt100 parser alone |");
     println!("| --- | ---: | ---: |");
     let row = |name: &str, t: f64| {
-        println!("| {name} | {:.0} | {:.2}x |", mbps(n, t), t_pipe / t);
+        println!("| {name} | {:.0} | {:.2}x |", mbps(n, t), t_vt100 / t);
     };
-    row("mpm pipeline: screen + lines + engine + dedup", t_pipe);
-    row(
-        "mpm screen model + line reader (engine stubbed out)",
-        t_lines,
-    );
-    row("mpm screen model alone", t_screen);
-    row("vt100 0.16 parser alone (no lines, no engine)", t_vt100);
-    row("naive strip + split + engine (wrong on real TUIs)", t_naive);
-    println!(
-        "\npipeline detections (after dedup): {found}; naive loop matches (no dedup): {naive_found}"
-    );
-
-    if smoke {
-        // The capture comparison is minutes in a debug build; tests/scan_split.rs covers splits.
-        return;
-    }
-    let dir = captures_dir();
-    println!("\nScreen rows vs vt100 0.16 at every recorded read burst (100x30):\n");
-    println!("| capture | snapshots | differing | first difference |");
-    println!("| --- | ---: | ---: | --- |");
-    for name in [
-        "fullscreen",
-        "classic",
-        "classic_resize",
-        "screenreader",
-        "subagent_classic",
-        "print_mode",
-    ] {
-        let Ok(bytes) = std::fs::read(dir.join(format!("{name}.raw"))) else {
-            continue;
-        };
-        let tsv =
-            std::fs::read_to_string(dir.join(format!("{name}.raw.timing.tsv"))).unwrap_or_default();
-        let cuts: Vec<usize> = tsv
-            .lines()
-            .filter(|l| l.contains("\tout "))
-            .filter_map(|l| l.split('\t').next()?.parse().ok())
-            .collect();
-        let (s, b, d) = compare_with_vt100(&bytes, &cuts);
-        println!(
-            "| {name} (recorded reads) | {s} | {b} | {} |",
-            d.unwrap_or_default().replace('\n', " ")
-        );
-        // Two pieces, cut at every offset: does the final screen equal the one-piece screen?
-        let (mut ours_bad, mut vt_bad) = (0, 0);
-        let whole_ours = {
-            let mut o = Screen::new(100, 30);
-            o.feed(&bytes, &mut |_, _| {});
-            o.contents()
-        };
-        let whole_vt = {
-            let mut v = vt100::Parser::new(30, 100, 0);
-            v.process(&bytes);
-            v.screen().contents()
-        };
-        for cut in 1..bytes.len() {
-            let mut o = Screen::new(100, 30);
-            o.feed(&bytes[..cut], &mut |_, _| {});
-            o.feed(&bytes[cut..], &mut |_, _| {});
-            ours_bad += usize::from(o.contents() != whole_ours);
-            let mut v = vt100::Parser::new(30, 100, 0);
-            v.process(&bytes[..cut]);
-            v.process(&bytes[cut..]);
-            vt_bad += usize::from(v.screen().contents() != whole_vt);
+    row("vt100 0.16 parser alone (baseline)", t_vt100);
+    row("mpm screen + line reader, engine stubbed out", t_lines);
+    let mut t_builtin = f64::NAN;
+    for extra in [0, 100, 1000] {
+        let engine = engine_with(extra, dir.path());
+        let (t, found) = run_pipeline(&engine, &raw, rounds);
+        if extra == 0 {
+            t_builtin = t;
+            check_against_text(&engine, &text, &found);
         }
-        println!(
-            "| {name} (two pieces, every cut: final screen differs, ours / vt100) | {} | {ours_bad} / {vt_bad} | |",
-            bytes.len() - 1
-        );
-        let every: Vec<usize> = (1..bytes.len()).collect();
-        let (s1, b1, d1) = compare_with_vt100(&bytes, &every);
-        println!(
-            "| {name} (every byte) | {s1} | {b1} | {} |",
-            d1.unwrap_or_default().replace('\n', " ")
-        );
+        let label = match extra {
+            0 => "mpm whole pipeline, built-in packs".to_string(),
+            k => format!("mpm whole pipeline, built-in + {k} patterns"),
+        };
+        row(&label, t);
+        if extra == 1000 {
+            println!(
+                "\nbuilt-in + 1000 vs built-in alone: {:.2}x the time per byte",
+                t / t_builtin
+            );
+        }
     }
+
+    let input = generate(if smoke { 1 << 20 } else { mb << 20 });
+    let n = input.len();
+    println!(
+        "\ndense generated session: {:.1} MB in {CHUNK}-byte reads\n",
+        n as f64 / 1e6
+    );
+    let (t_vt100, t_lines) = baselines(&input, rounds);
+    let engine = engine_with(0, dir.path());
+    let (t_pipe, found) = run_pipeline(&engine, &input, rounds);
+    println!("| what | MB/s | vs vt100 parser alone |");
+    println!("| --- | ---: | ---: |");
+    let row = |name: &str, t: f64| {
+        println!("| {name} | {:.0} | {:.2}x |", mbps(n, t), t_vt100 / t);
+    };
+    row("vt100 0.16 parser alone (baseline)", t_vt100);
+    row("mpm screen + line reader, engine stubbed out", t_lines);
+    row("mpm whole pipeline, built-in packs", t_pipe);
+    println!("\npipeline detections (after dedup): {}", found.len());
+}
+
+/// The pipeline finds what the engine finds in the text lines (after a fresh dedup). A rendered
+/// `**X Agent**:` is matched by the plain `X Agent:` pattern: compare what was found (the dedup
+/// key: category, agent or ticket type, task or title), not which pattern found it.
+fn check_against_text(engine: &Engine, text: &str, found: &[Detection]) {
+    let dedup = Dedup::new();
+    let expected: Vec<_> = text
+        .lines()
+        .flat_map(|l| engine.detect(l, TextSource::Text))
+        .filter(|d| dedup.admit(d))
+        .collect();
+    let key = |d: &Detection| format!("{:?}", mpm::detect::dedup::key_parts(d));
+    let mut got: Vec<String> = found.iter().map(key).collect();
+    let mut want: Vec<String> = expected.iter().map(key).collect();
+    got.sort();
+    want.sort();
+    assert_eq!(
+        got, want,
+        "the pipeline finds what the engine finds in the text"
+    );
 }

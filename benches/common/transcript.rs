@@ -316,3 +316,31 @@ fn draw_row(row: &str, jumps: bool, out: &mut Vec<u8>) {
         out.extend_from_slice(b"\x1b[22m");
     }
 }
+
+/// `n` extra patterns as a pattern file: 70% line-anchored custom ticket keywords, 30% floating
+/// component alarms with `literals:`.
+pub fn extra_patterns(n: usize) -> String {
+    use std::fmt::Write as _;
+    const KW: &[&str] = &[
+        "REVIEW", "SECURITY", "PERF", "DEPLOY", "DOCS", "CHORE", "REFACTOR", "SPIKE",
+    ];
+    if n == 0 {
+        return "version: 1\npatterns: []\n".to_string();
+    }
+    let mut y = String::from("version: 1\npatterns:\n");
+    for i in 0..n {
+        if i % 10 < 7 {
+            let kw = format!("{}{}", KW[i % KW.len()], i);
+            let _ = write!(
+                y,
+                "  - id: extra-{i}\n    category: ticket\n    regex: '^(?P<ticket_type>{kw})(?:\\s*\\((?P<priority>[^)]*)\\))?:\\s*(?P<title>\\S.*)'\n"
+            );
+        } else {
+            let _ = write!(
+                y,
+                "  - id: extra-{i}\n    category: alarm\n    regex: '\\b(?P<component>svc{i}-[a-z]+)\\b.*\\b(?:crashed|OOM killed)\\b'\n    literals: ['svc{i}-']\n"
+            );
+        }
+    }
+    y
+}

@@ -9,9 +9,10 @@
 //!
 //! - at most [`MAX_PATTERNS`] patterns after merging, each regex at most [`MAX_REGEX_BYTES`] long
 //!   and nested at most [`NEST_LIMIT`] deep;
-//! - each pattern compiles to at most [`MAX_PATTERN_NFA_BYTES`] a direction, and all of them
-//!   together, forward and reverse (the multi-pattern regex is built both ways), to at most
-//!   [`MAX_TOTAL_NFA_BYTES`];
+//! - each pattern from a file compiles to at most [`MAX_PATTERN_NFA_BYTES`] a direction, and all of
+//!   them together, forward and reverse (the multi-pattern regex is built both ways), to at most
+//!   [`MAX_TOTAL_NFA_BYTES`] (the built-in packs, about 1 MiB, are not checked: start-up would pay
+//!   for it every time);
 //! - the multi-pattern regex runs only as a lazy DFA with a cache of about [`DFA_CACHE_BYTES`] per
 //!   searching thread, configured never to give up (so no fallback engine, whose memory grows with
 //!   patterns x states, is ever built).

@@ -45,6 +45,9 @@ pub use normalize::{MAX_STRIP_STEPS, normalize_line, push_lower_words, push_lowe
 use crate::config::AgentConfig;
 use file::{Examples, PatternFile};
 
+/// How the origin of every built-in pack starts.
+const BUILTIN_ORIGIN: &str = "builtin:";
+
 /// The built-in packs, compiled into the binary: (origin as shown to users, text).
 const BUILTIN: &[(&str, &str)] = &[
     (
