@@ -481,6 +481,7 @@ impl Session {
             consumer: self.supervisor.consumer(),
             tap_capacity_bytes: cfg.run.tap_capacity_bytes,
             recorder,
+            tail_limit_bytes: cfg.run.tail_bytes,
         })?;
         let start = Instant::now();
         let pty = Arc::new(pty);

@@ -6,6 +6,7 @@
 
 mod agents;
 mod client;
+mod completions;
 mod config_cmd;
 mod daemon_cmd;
 mod patterns_cmd;
@@ -77,6 +78,10 @@ pub enum Command {
     /// Install the systemd user unit.
     #[command(subcommand)]
     Service(daemon_cmd::ServiceCommand),
+    /// Shell completions (bash, zsh, fish), generated from the command definitions.
+    Completions(completions::CompletionsArgs),
+    /// The man page (roff), generated from the command definitions: `mpm man > mpm.1`.
+    Man,
     /// Internal: the orphan watchdog of a session (see `pty::watchdog`).
     #[command(name = "__watchdog", hide = true)]
     Watchdog(run::WatchdogArgs),
@@ -123,6 +128,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Tickets(c) => client::tickets(&g, c),
         Command::Stop(a) => client::stop(&g, a),
         Command::Attach(a) => client::attach(&g, a),
+        Command::Completions(a) => completions::completions(a),
+        Command::Man => completions::man(),
         Command::Watchdog(a) => run::watchdog(a),
     }
 }

@@ -254,8 +254,17 @@ fn kill_9_keeps_every_acknowledged_event_and_restart_recovers() {
     // The agent ignores the hang-up the daemon's death sends through the PTY: only the restarted
     // daemon's recovery can end it.
     let (id, pid) = spawn_session(&env, &mut daemon, &["nohup", "sleep:0"]);
+    // The session's pid is its monitor (see `pty::spawn`); the agent is the monitor's child.
+    let mut agent = 0;
+    wait_for("the agent under the session's monitor", T, || {
+        agent = mpm::process::all_processes()
+            .iter()
+            .find(|p| p.ppid == pid as i32)
+            .map_or(0, |p| p.pid);
+        agent != 0
+    });
     wait_for("the agent to ignore SIGHUP", T, || {
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
+        std::fs::read_to_string(format!("/proc/{agent}/status"))
             .ok()
             .and_then(|s| {
                 let line = s.lines().find(|l| l.starts_with("SigIgn:"))?.to_string();

@@ -12,6 +12,7 @@ mod realclient;
 
 mod daemon_binary;
 mod daemon_inprocess;
+mod daemon_reads;
 mod executor_cli;
 mod executor_realcli;
 mod executor_run;
@@ -21,6 +22,7 @@ mod governor_rlimits;
 mod patterns_cli;
 mod patterns_engine;
 mod patterns_props;
+mod run_completions;
 mod run_detach;
 mod run_io;
 mod run_pty;
