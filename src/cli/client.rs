@@ -680,7 +680,7 @@ pub fn relay(
     let writer = Arc::new(Mutex::new(c.writer()?));
     let pipe_input = own_session && !crate::pty::terminal::is_tty(std::io::stdin().as_fd());
     let stdout_tty = crate::pty::terminal::is_tty(std::io::stdout().as_fd());
-    let _raw = RawMode::enter();
+    let mut raw = Some(RawMode::enter());
 
     // stdin -> socket. A terminal: the detach keys or a hang-up detach. Not a terminal (`mpm run`'s
     // own session): the end of input is the terminal's EOF for the agent, and the session goes on
@@ -769,10 +769,22 @@ pub fn relay(
             }
             f => match f.parse::<ServerMsg>() {
                 Ok(ServerMsg::Detached) => return Ok(RelayEnd::Detached),
+                Ok(ServerMsg::Suspended) => {
+                    // Job control, as in-process: the user's terminal back, stop; on `fg`, raw
+                    // mode, the size, and the agent continued.
+                    drop(raw.take());
+                    let _ = out.flush();
+                    let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
+                    raw = Some(RawMode::enter());
+                    if let Some((cols, rows)) = terminal_size() {
+                        send_on(&writer, &Frame::json(&ClientMsg::Resize { cols, rows }));
+                    }
+                    send_on(&writer, &Frame::json(&ClientMsg::Resume));
+                }
                 Ok(ServerMsg::SessionEnded {
                     exit_code, summary, ..
                 }) => {
-                    drop(_raw);
+                    drop(raw.take());
                     if let Some(text) = summary {
                         eprint!("{text}");
                     }

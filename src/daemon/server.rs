@@ -244,7 +244,7 @@ fn handle(shared: &Arc<Shared>, msg: ClientMsg) -> ServerMsg {
             Ok(_) => ServerMsg::Ok,
             Err(e) => ServerMsg::error("internal", e.to_string()),
         },
-        ClientMsg::Resize { .. } | ClientMsg::Detach | ClientMsg::Eof => {
+        ClientMsg::Resize { .. } | ClientMsg::Detach | ClientMsg::Eof | ClientMsg::Resume => {
             ServerMsg::error("unexpected", "not attached")
         }
         ClientMsg::Events { .. } | ClientMsg::Attach { .. } => {
@@ -522,6 +522,11 @@ fn attach(
         .spawn(move || {
             loop {
                 select! {
+                    recv(att.suspended) -> s => {
+                        if s.is_ok() && send(&out_writer, &ServerMsg::Suspended).is_err() {
+                            return;
+                        }
+                    }
                     recv(att.output) -> chunk => match chunk {
                         Ok(c) => {
                             if send_data(&out_writer, &c).is_err() {
@@ -564,6 +569,7 @@ fn attach(
                 Ok(ClientMsg::Resize { cols, rows }) => h.session.resize(cols, rows),
                 Ok(ClientMsg::Detach) => break,
                 Ok(ClientMsg::Eof) => h.session.eof(),
+                Ok(ClientMsg::Resume) => h.session.resume(),
                 Ok(_) => {
                     let _ = send(
                         writer,
