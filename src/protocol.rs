@@ -295,6 +295,8 @@ pub enum ClientMsg {
     },
     /// While attached: leave the session running and end the stream.
     Detach,
+    /// While attached: the client was continued after a `Suspended` (`fg`): continue the agent.
+    Resume,
     /// While attached: the client's (non-terminal) input ended; the agent gets the terminal's EOF
     /// character once. The stream stays open for the output.
     Eof,
@@ -406,6 +408,9 @@ pub enum ServerMsg {
     },
     /// The stream ended because of a detach.
     Detached,
+    /// While attached: the agent stopped itself (Ctrl-Z): the client gives the user their shell
+    /// back (restores its terminal, stops itself) and sends `Resume` once continued.
+    Suspended,
 }
 
 /// Largest terminal a client may ask for: bigger than any real screen, small enough that the

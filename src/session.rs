@@ -278,6 +278,16 @@ impl SessionHandle {
         }
     }
 
+    /// Continue a stopped agent (after a suspend), telling it the window size again so it redraws.
+    pub fn resume(&self) {
+        if let Some(pty) = self.pty() {
+            if let Err(e) = pty.push_size() {
+                tracing::debug!(error = %e, "cannot push the window size");
+            }
+            pty.resume();
+        }
+    }
+
     /// The current agent's pid.
     pub fn pid(&self) -> Option<i32> {
         self.pty().map(|p| p.pid())
@@ -508,6 +518,7 @@ impl Session {
             consumer: self.supervisor.consumer(),
             tap_capacity_bytes: cfg.run.tap_capacity_bytes,
             recorder,
+            tail_limit_bytes: cfg.run.tail_bytes,
         })?;
         let start = Instant::now();
         let pty = Arc::new(pty);

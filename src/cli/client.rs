@@ -41,6 +41,57 @@ impl SocketArg {
     fn connect(&self, g: &GlobalArgs) -> anyhow::Result<Client> {
         Ok(Client::connect(&self.path(g)?)?)
     }
+
+    /// The daemon, or — when none answers — the store it (and every in-process `mpm run`) writes,
+    /// opened directly: reads work either way.
+    fn connect_or_store(&self, g: &GlobalArgs) -> anyhow::Result<Source> {
+        let path = self.path(g)?;
+        match Client::connect(&path) {
+            Ok(c) => Ok(Source::Daemon(c)),
+            Err(crate::daemon::client::ClientError::NoDaemon(_)) => {
+                let cfg = super::load_config(g, crate::config::Overrides::default())?.config;
+                let dir = cfg
+                    .daemon
+                    .state_dir
+                    .clone()
+                    .unwrap_or_else(crate::config::paths::state_dir);
+                tracing::debug!(state_dir = %dir.display(), "no daemon: reading the store");
+                let store = crate::store::Store::open_in(&dir)?;
+                Ok(Source::Store(store))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Where reads come from.
+enum Source {
+    Daemon(Client),
+    /// No daemon answers: its store, read (and, for `tickets close`, written) directly.
+    Store(crate::store::Store),
+}
+
+/// Ended sessions `status` shows without `--all` (running ones are always shown).
+const RECENT_ENDED: usize = 10;
+
+/// Running sessions and the [`RECENT_ENDED`] latest ended ones (all with `all`), newest first.
+fn recent_sessions(
+    mut list: Vec<crate::protocol::SessionInfo>,
+    all: bool,
+) -> Vec<crate::protocol::SessionInfo> {
+    list.sort_by(|a, b| b.started_at.cmp(&a.started_at));
+    if all {
+        return list;
+    }
+    let mut ended = 0;
+    list.retain(|s| {
+        if s.state == "running" {
+            return true;
+        }
+        ended += 1;
+        ended <= RECENT_ENDED
+    });
+    list
 }
 
 #[derive(Debug, Args)]
@@ -49,6 +100,9 @@ pub struct StatusArgs {
     pub socket: SocketArg,
     #[arg(long)]
     pub json: bool,
+    /// Every ended session, not only the latest ten.
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Debug, Args)]
@@ -136,11 +190,15 @@ fn short(id: &str) -> &str {
 }
 
 pub fn status(g: &GlobalArgs, a: StatusArgs) -> anyhow::Result<i32> {
-    let mut c = a.socket.connect(g)?;
-    let r: StatusReport = match c.request(&ClientMsg::Status)? {
+    let mut c = match a.socket.connect_or_store(g)? {
+        Source::Daemon(c) => c,
+        Source::Store(store) => return status_from_store(&store, &a),
+    };
+    let mut r: StatusReport = match c.request(&ClientMsg::Status)? {
         ServerMsg::Status(r) => *r,
         m => return Err(unexpected(m).into()),
     };
+    r.sessions = recent_sessions(std::mem::take(&mut r.sessions), a.all);
     if a.json {
         outln!("{}", json_line(&r))?;
         return Ok(0);
@@ -160,10 +218,56 @@ pub fn status(g: &GlobalArgs, a: StatusArgs) -> anyhow::Result<i32> {
         r.delegations_running,
         r.events_stored
     )?;
-    if r.sessions.is_empty() {
+    print_sessions(&r.sessions)?;
+    Ok(0)
+}
+
+/// `status` when no daemon answers: the sessions the store knows (in-process runs, and a
+/// daemon's before it stopped).
+fn status_from_store(store: &crate::store::Store, a: &StatusArgs) -> anyhow::Result<i32> {
+    let rows = store.sessions()?;
+    let list: Vec<crate::protocol::SessionInfo> = rows
+        .into_iter()
+        .map(|r| crate::protocol::SessionInfo {
+            id: r.id,
+            pid: r.pid.unwrap_or(0),
+            command: r.command,
+            cwd: r.cwd,
+            started_at: r.started_at,
+            state: if r.ended_at.is_some() || r.state == "ended" {
+                "ended".into()
+            } else {
+                r.state
+            },
+            exit_code: r.exit_code,
+            attached: 0,
+            rss_mb: None,
+            agent_state: None,
+        })
+        .collect();
+    let list = recent_sessions(list, a.all);
+    if a.json {
+        outln!(
+            "{}",
+            json_line(
+                &serde_json::json!({ "daemon": null, "store": store.path(), "sessions": list })
+            )
+        )?;
+        return Ok(0);
+    }
+    outln!(
+        "no mpm daemon running; sessions from the store {}",
+        store.path().display()
+    )?;
+    print_sessions(&list)?;
+    Ok(0)
+}
+
+fn print_sessions(sessions: &[crate::protocol::SessionInfo]) -> anyhow::Result<()> {
+    if sessions.is_empty() {
         outln!("no sessions")?;
     }
-    for s in &r.sessions {
+    for s in sessions {
         let rss = s
             .rss_mb
             .map(|m| format!("{m:.1} MB"))
@@ -184,7 +288,7 @@ pub fn status(g: &GlobalArgs, a: StatusArgs) -> anyhow::Result<i32> {
             s.cwd
         )?;
     }
-    Ok(0)
+    Ok(())
 }
 
 fn print_event(ev: &crate::events::Event, json: bool) -> anyhow::Result<()> {
@@ -229,21 +333,28 @@ pub fn events(g: &GlobalArgs, a: EventsArgs) -> anyhow::Result<i32> {
                 .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         ),
     };
-    let mut c = a.socket.connect(g)?;
+    let filter = EventFilter {
+        session: a.session,
+        kind: a.kind,
+        since,
+        limit: a.limit,
+        after_seq: None,
+    };
+    let mut c = match a.socket.connect_or_store(g)? {
+        Source::Daemon(c) => c,
+        Source::Store(store) => return events_from_store(&store, filter, a.follow, a.json),
+    };
     c.send(&ClientMsg::Events {
-        filter: EventFilter {
-            session: a.session,
-            kind: a.kind,
-            since,
-            limit: a.limit,
-            after_seq: None,
-        },
+        filter,
         follow: a.follow,
     })?;
+    let stdout = std::io::stdout();
     loop {
         match c.recv_msg() {
-            // `outln!` flushes per event: `--follow` is read live.
-            Ok(ServerMsg::Event { event, .. }) => print_event(&event, a.json)?,
+            Ok(ServerMsg::Event { event, .. }) => {
+                print_event(&event, a.json)?;
+                let _ = stdout.lock().flush();
+            }
             Ok(ServerMsg::EndOfEvents) if !a.follow => return Ok(0),
             Ok(ServerMsg::EndOfEvents) => {}
             Ok(m) => return Err(unexpected(m).into()),
@@ -255,6 +366,33 @@ pub fn events(g: &GlobalArgs, a: EventsArgs) -> anyhow::Result<i32> {
             }
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+/// How often `events --follow` looks for new events in the store when no daemon answers.
+const STORE_FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// `events` when no daemon answers: from the store; `--follow` reads new ones as they are stored
+/// (by in-process sessions), by sequence number.
+fn events_from_store(
+    store: &crate::store::Store,
+    mut filter: EventFilter,
+    follow: bool,
+    json: bool,
+) -> anyhow::Result<i32> {
+    let stdout = std::io::stdout();
+    loop {
+        for (seq, ev) in store.events(&filter)? {
+            print_event(&ev, json)?;
+            filter.after_seq = Some(filter.after_seq.unwrap_or(0).max(seq));
+        }
+        let _ = stdout.lock().flush();
+        if !follow {
+            return Ok(0);
+        }
+        // Only new events from now on.
+        filter.limit = None;
+        std::thread::sleep(STORE_FOLLOW_EVERY);
     }
 }
 
@@ -292,11 +430,16 @@ fn print_ticket(t: &Ticket, json: bool, long: bool) -> anyhow::Result<()> {
 pub fn tickets(g: &GlobalArgs, cmd: TicketsCommand) -> anyhow::Result<i32> {
     match cmd {
         TicketsCommand::List(a) => {
-            let mut c = a.socket.connect(g)?;
-            match c.request(&ClientMsg::TicketsList {
-                project: a.project,
-                all: a.all,
-            })? {
+            let reply = match a.socket.connect_or_store(g)? {
+                Source::Daemon(mut c) => c.request(&ClientMsg::TicketsList {
+                    project: a.project,
+                    all: a.all,
+                })?,
+                Source::Store(store) => ServerMsg::Tickets {
+                    tickets: store.tickets(a.project.as_deref(), a.all)?,
+                },
+            };
+            match reply {
                 ServerMsg::Tickets { tickets } => {
                     if a.json {
                         outln!("{}", json_line(&tickets))?;
@@ -319,13 +462,22 @@ pub fn tickets(g: &GlobalArgs, cmd: TicketsCommand) -> anyhow::Result<i32> {
 
 fn ticket_one(g: &GlobalArgs, a: TicketArgs, close: bool) -> anyhow::Result<i32> {
     let id = ticket_id(&a.id)?;
-    let mut c = a.socket.connect(g)?;
     let msg = if close {
         ClientMsg::TicketClose { id }
     } else {
         ClientMsg::TicketShow { id }
     };
-    match c.request(&msg)? {
+    let reply = match a.socket.connect_or_store(g)? {
+        Source::Daemon(mut c) => c.request(&msg)?,
+        Source::Store(store) => ServerMsg::Ticket {
+            ticket: if close {
+                store.close_ticket(id)?
+            } else {
+                store.ticket(id)?
+            },
+        },
+    };
+    match reply {
         ServerMsg::Ticket { ticket } => {
             print_ticket(&ticket, a.json, !close)?;
             Ok(0)
@@ -543,7 +695,7 @@ pub fn relay(
     let writer = Arc::new(Mutex::new(c.writer()?));
     let pipe_input = own_session && !crate::pty::terminal::is_tty(std::io::stdin().as_fd());
     let stdout_tty = crate::pty::terminal::is_tty(std::io::stdout().as_fd());
-    let _raw = RawMode::enter();
+    let mut raw = Some(RawMode::enter());
 
     // stdin -> socket. A terminal: the detach keys or a hang-up detach. Not a terminal (`mpm run`'s
     // own session): the end of input is the terminal's EOF for the agent, and the session goes on
@@ -632,10 +784,22 @@ pub fn relay(
             }
             f => match f.parse::<ServerMsg>() {
                 Ok(ServerMsg::Detached) => return Ok(RelayEnd::Detached),
+                Ok(ServerMsg::Suspended) => {
+                    // Job control, as in-process: the user's terminal back, stop; on `fg`, raw
+                    // mode, the size, and the agent continued.
+                    drop(raw.take());
+                    let _ = out.flush();
+                    let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
+                    raw = Some(RawMode::enter());
+                    if let Some((cols, rows)) = terminal_size() {
+                        send_on(&writer, &Frame::json(&ClientMsg::Resize { cols, rows }));
+                    }
+                    send_on(&writer, &Frame::json(&ClientMsg::Resume));
+                }
                 Ok(ServerMsg::SessionEnded {
                     exit_code, summary, ..
                 }) => {
-                    drop(_raw);
+                    drop(raw.take());
                     if let Some(text) = summary {
                         err!("{text}");
                     }

@@ -6,6 +6,7 @@
 
 mod agents;
 mod client;
+mod completions;
 mod config_cmd;
 mod daemon_cmd;
 mod delegations;
@@ -95,6 +96,10 @@ pub enum Command {
     Worker(worker_cmd::WorkerArgs),
     /// Live dashboard: sessions, delegations, tickets, errors, resource warnings.
     Top(top::TopArgs),
+    /// Shell completions (bash, zsh, fish), generated from the command definitions.
+    Completions(completions::CompletionsArgs),
+    /// The man page (roff), generated from the command definitions: `mpm man > mpm.1`.
+    Man,
     /// Internal: the orphan watchdog of a session (see `pty::watchdog`).
     #[command(name = "__watchdog", hide = true)]
     Watchdog(run::WatchdogArgs),
@@ -155,6 +160,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Delegations(c) => delegations::delegations(&g, c),
         Command::Prompt(a) => prompt_cmd::prompt(&g, a),
         Command::Top(a) => top::top(&g, a),
+        Command::Completions(a) => completions::completions(a),
+        Command::Man => completions::man(),
         Command::Watchdog(a) => run::watchdog(a),
         Command::Hook(a) => Ok(crate::hook::client::run(&a.event)),
     }

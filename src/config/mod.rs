@@ -103,6 +103,9 @@ pub struct RunConfig {
     /// The key sequence that detaches a daemon client from its session (`ctrl-X` or a character,
     /// comma-separated); typed twice, the agent gets it.
     pub detach_keys: String,
+    /// After the agent exited, output the reader has not taken yet is held up to this many bytes
+    /// (more is dropped and counted), so a stalled reader loses no tail.
+    pub tail_bytes: usize,
 }
 
 impl Default for RunConfig {
@@ -115,6 +118,7 @@ impl Default for RunConfig {
             summary: true,
             settle_ms: 500,
             detach_keys: crate::pty::keys::DEFAULT_DETACH_KEYS.to_string(),
+            tail_bytes: 64 << 20,
         }
     }
 }

@@ -73,6 +73,9 @@ pub struct Attachment {
     /// the backend drops a receiver that fell too far behind (the daemon then ends that attach
     /// stream with a `too_slow` error; the client re-attaches and gets a fresh redraw).
     pub output: Receiver<Arc<[u8]>>,
+    /// Yields when the agent stopped itself (Ctrl-Z) while this terminal client is attached: the
+    /// daemon tells the client (`Suspended`), which answers `Resume` once the user continues it.
+    pub suspended: Receiver<()>,
 }
 
 /// Starts sessions. Implemented by the lead with the real PTY session at merge time.
@@ -98,6 +101,8 @@ pub trait HostedSession: Send + Sync {
     fn try_wait(&self) -> Option<Option<i32>>;
     /// The client's (non-terminal) input ended: deliver the terminal's EOF character once.
     fn eof(&self) {}
+    /// The attached client was continued after a suspend: continue the agent.
+    fn resume(&self) {}
     /// The end-of-session delegation summary, once the session has ended (and `run.summary`).
     fn summary(&self) -> Option<String> {
         None

@@ -142,6 +142,8 @@ const PIPE_ATTACH_WAIT: Duration = Duration::from_secs(10);
 struct Screen {
     parser: vt100::Parser,
     subscribers: Vec<Sender<Arc<[u8]>>>,
+    /// Attached terminal clients, told when the agent stops itself (Ctrl-Z).
+    suspend_subscribers: Vec<Sender<()>>,
     first: FirstClient,
     closed: bool,
 }
@@ -193,6 +195,7 @@ impl ScreenState {
         let mut s = self.lock();
         s.closed = true;
         s.subscribers.clear();
+        s.suspend_subscribers.clear();
         s.first = FirstClient::Terminal;
         s.parser = vt100::Parser::new(1, 1, 0);
         self.attached.notify_all();
@@ -244,6 +247,19 @@ impl Host for DaemonHost {
         self.pid.store(pty.pid(), Ordering::SeqCst);
         if let Some(tx) = self.started.take() {
             let _ = tx.send(Ok(pty.pid()));
+        }
+    }
+
+    /// Job control through the daemon: the attached terminal clients suspend themselves and send
+    /// `Resume` when continued; with none attached, the agent is continued at once (nobody could).
+    fn suspended(&mut self, pty: &Arc<PtySession>) {
+        let told = {
+            let mut s = self.state.lock();
+            s.suspend_subscribers.retain(|tx| tx.try_send(()).is_ok());
+            !s.suspend_subscribers.is_empty()
+        };
+        if !told {
+            pty.resume();
         }
     }
 
@@ -335,6 +351,7 @@ impl SessionBackend for PtyBackend {
             screen: Mutex::new(Screen {
                 parser: vt100::Parser::new(size.rows, size.cols, 0),
                 subscribers: Vec::new(),
+                suspend_subscribers: Vec::new(),
                 first: if pipe_out {
                     FirstClient::PipeWaiting
                 } else {
@@ -377,6 +394,11 @@ impl SessionBackend for PtyBackend {
                     Some((Some(end.status()), end.summary.clone()));
                 h.exited.notify_all();
                 h.state.close();
+                drop(host);
+                // Give the ended session's memory back to the system now (its threads' arenas
+                // would otherwise keep it): the daemon's RSS stays flat over many sessions.
+                // SAFETY: malloc_trim only walks the allocator's own free lists.
+                unsafe { libc::malloc_trim(0) };
             })
             .map_err(|e| SpawnError::Other(format!("cannot start the session's thread: {e}")))?;
         match started_rx.recv() {
@@ -427,8 +449,13 @@ impl HostedSession for PtyHosted {
         self.handle.resize(WinSize { cols, rows });
     }
 
+    fn resume(&self) {
+        self.handle.resume();
+    }
+
     fn attach(&self) -> Attachment {
         let (tx, rx) = crossbeam_channel::bounded(SUBSCRIBER_BACKLOG);
+        let (suspend_tx, suspended) = crossbeam_channel::bounded(1);
         let mut s = self.state.lock();
         if matches!(s.first, FirstClient::PipeWaiting) {
             // The pipe client: no redraw, every byte from the start.
@@ -437,6 +464,7 @@ impl HostedSession for PtyHosted {
             return Attachment {
                 snapshot: Vec::new(),
                 output: rx,
+                suspended,
             };
         }
         let screen = s.parser.screen();
@@ -448,10 +476,12 @@ impl HostedSession for PtyHosted {
         snapshot.extend_from_slice(&screen.state_formatted());
         if !s.closed {
             s.subscribers.push(tx);
+            s.suspend_subscribers.push(suspend_tx);
         }
         Attachment {
             snapshot,
             output: rx,
+            suspended,
         }
     }
 

@@ -321,7 +321,7 @@ fn handle(shared: &Arc<Shared>, msg: ClientMsg) -> ServerMsg {
             Ok(_) => ServerMsg::Ok,
             Err(e) => ServerMsg::error("internal", e.to_string()),
         },
-        ClientMsg::Resize { .. } | ClientMsg::Detach | ClientMsg::Eof => {
+        ClientMsg::Resize { .. } | ClientMsg::Detach | ClientMsg::Eof | ClientMsg::Resume => {
             ServerMsg::error("unexpected", "not attached")
         }
         ClientMsg::Events { .. } | ClientMsg::Attach { .. } => {
@@ -600,6 +600,11 @@ fn attach(
         .spawn(move || {
             loop {
                 select! {
+                    recv(att.suspended) -> s => {
+                        if s.is_ok() && send(&out_writer, &ServerMsg::Suspended).is_err() {
+                            return;
+                        }
+                    }
                     recv(att.output) -> chunk => match chunk {
                         Ok(c) => {
                             if send_data(&out_writer, &c).is_err() {
@@ -648,6 +653,7 @@ fn attach(
                 }
                 Ok(ClientMsg::Detach) => break,
                 Ok(ClientMsg::Eof) => h.session.eof(),
+                Ok(ClientMsg::Resume) => h.session.resume(),
                 Ok(_) => {
                     let _ = send(
                         writer,

@@ -36,6 +36,6 @@ pub mod tap;
 pub mod terminal;
 pub mod watchdog;
 
-pub use session::{OutputSink, PtyConfig, PtyExit, PtySession};
+pub use session::{DRAIN_MAX, OutputSink, PtyConfig, PtyExit, PtySession};
 pub use spawn::{PtyError, WinSize, resolve_command};
 pub use tap::OutputConsumer;

@@ -78,6 +78,9 @@ pub struct PtyConfig {
     pub tap_capacity_bytes: usize,
     /// An asciicast recorder.
     pub recorder: Option<Recorder>,
+    /// After the child exited, output the sink has not taken yet is held up to this many bytes
+    /// (the rest is counted as dropped), so a stalled reader loses no tail (`run.tail_bytes`).
+    pub tail_limit_bytes: usize,
 }
 
 /// How a session's child ended.
@@ -91,6 +94,9 @@ pub struct PtyExit {
     /// False when the reader had not reached EOF when mpm gave up waiting (a process outside the
     /// tree holds the slave).
     pub drained: bool,
+    /// Output read after the child exited that did not fit the tail bound (`run.tail_bytes`)
+    /// while the sink was behind: counted, not delivered.
+    pub tail_dropped_bytes: u64,
 }
 
 impl PtyExit {
@@ -152,14 +158,39 @@ impl PtySession {
         let bytes = Arc::new(AtomicU64::new(0));
         let reading = Arc::new(AtomicBool::new(false));
         let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
+        // The child has exited: from now on the reader reads the tail whatever the sink does.
+        let (exited_tx, exited_rx) = crossbeam_channel::bounded::<()>(0);
+        let dropped = Arc::new(AtomicU64::new(0));
+
+        // The sink on a thread of its own: a small queue keeps the backpressure of a slow sink
+        // while the child runs (a slow terminal slows the agent, as without mpm).
+        let (chunks_tx, chunks_rx) = crossbeam_channel::bounded::<Vec<u8>>(SINK_QUEUE_CHUNKS);
+        let writer = {
+            let mut sink = cfg.output;
+            std::thread::Builder::new()
+                .name("mpm-pty-write".into())
+                .spawn(move || {
+                    for chunk in chunks_rx.iter() {
+                        if let Err(e) = sink.write(&chunk) {
+                            tracing::warn!(error = %e, "output sink failed; output now goes to the tap only");
+                            // Keep receiving so the reader never blocks on a dead sink.
+                            for _ in chunks_rx.iter() {}
+                            return;
+                        }
+                    }
+                })
+                .map_err(|e| abandon(pid, PtyError::sys("start writer thread", e)))?
+        };
+        threads.push(writer);
 
         let reader = {
             let master = master.clone();
-            let mut sink = cfg.output;
             let tap = tap.clone();
             let recorder = recorder.clone();
             let bytes = bytes.clone();
             let reading = reading.clone();
+            let dropped = dropped.clone();
+            let tail_limit = cfg.tail_limit_bytes;
             std::thread::Builder::new()
                 .name("mpm-pty-read".into())
                 .spawn(move || {
@@ -167,9 +198,18 @@ impl PtySession {
                         bytes: &bytes,
                         reading: &reading,
                     };
+                    let mut out = Outbox {
+                        tx: chunks_tx,
+                        exited: exited_rx,
+                        after_exit: false,
+                        tail: std::collections::VecDeque::new(),
+                        tail_bytes: 0,
+                        tail_limit,
+                        dropped: &dropped,
+                    };
                     read_loop(
                         &master,
-                        &mut *sink,
+                        &mut out,
                         tap.as_ref(),
                         recorder.as_deref(),
                         progress,
@@ -178,6 +218,8 @@ impl PtySession {
                         t.end();
                     }
                     drop(done_tx);
+                    // Read side done; now hand the held tail to the sink at its pace.
+                    out.flush();
                 })
                 .map_err(|e| abandon(pid, PtyError::sys("start reader thread", e)))?
         };
@@ -200,6 +242,7 @@ impl PtySession {
                 .name("mpm-pty-wait".into())
                 .spawn(move || {
                     wait_exited(pid, &stop_tx);
+                    drop(exited_tx);
                     let drained = drain(&done_rx, &bytes, &reading);
                     let outcome = {
                         let mut reaped = reaped.lock().unwrap_or_else(|e| e.into_inner());
@@ -227,7 +270,16 @@ impl PtySession {
                         tracing::warn!(pid, "pty output not drained: the slave is still held open");
                     }
                     tracing::debug!(pid, stop = ?outcome.0, "agent tree stopped after exit");
+                    let tail_dropped_bytes = dropped.load(Ordering::Relaxed);
+                    if tail_dropped_bytes > 0 {
+                        tracing::warn!(
+                            pid,
+                            bytes = tail_dropped_bytes,
+                            "output tail over the bound dropped"
+                        );
+                    }
                     let _ = exit_tx.send(PtyExit {
+                        tail_dropped_bytes,
                         status: outcome.1,
                         tap_overrun_bytes: tap.as_ref().map_or(0, Tap::overrun_bytes),
                         output_bytes: bytes.load(Ordering::Relaxed),
@@ -372,6 +424,7 @@ impl PtySession {
             return e;
         }
         let exit = self.exit_rx.recv().unwrap_or(PtyExit {
+            tail_dropped_bytes: 0,
             status: ExitStatus::from_raw(1 << 8),
             tap_overrun_bytes: 0,
             output_bytes: 0,
@@ -495,15 +548,75 @@ struct Progress<'a> {
     reading: &'a AtomicBool,
 }
 
+/// Chunks queued for the sink's thread while the child runs (64 KiB each at most).
+const SINK_QUEUE_CHUNKS: usize = 4;
+
+/// The reader's side of the sink queue. While the child runs a send blocks (backpressure); once it
+/// has exited, what the sink has not taken is held in `tail` (bounded) so the reader drains the PTY
+/// whatever the sink does.
+struct Outbox<'a> {
+    tx: crossbeam_channel::Sender<Vec<u8>>,
+    exited: Receiver<()>,
+    after_exit: bool,
+    tail: std::collections::VecDeque<Vec<u8>>,
+    tail_bytes: usize,
+    tail_limit: usize,
+    dropped: &'a AtomicU64,
+}
+
+impl Outbox<'_> {
+    fn push(&mut self, chunk: &[u8]) {
+        if !self.after_exit {
+            crossbeam_channel::select! {
+                send(self.tx, chunk.to_vec()) -> r => {
+                    let _ = r;
+                    return;
+                }
+                recv(self.exited) -> _ => self.after_exit = true,
+            }
+        }
+        // Keep the order: the held tail goes first.
+        while let Some(front) = self.tail.pop_front() {
+            let len = front.len();
+            match self.tx.try_send(front) {
+                Ok(()) => self.tail_bytes -= len,
+                Err(crossbeam_channel::TrySendError::Full(c))
+                | Err(crossbeam_channel::TrySendError::Disconnected(c)) => {
+                    self.tail.push_front(c);
+                    break;
+                }
+            }
+        }
+        if self.tail.is_empty() && self.tx.try_send(chunk.to_vec()).is_ok() {
+            return;
+        }
+        if self.tail_bytes + chunk.len() <= self.tail_limit {
+            self.tail_bytes += chunk.len();
+            self.tail.push_back(chunk.to_vec());
+        } else {
+            self.dropped
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Hand the held tail to the sink (blocking at its pace), then end its stream.
+    fn flush(self) {
+        for chunk in self.tail {
+            if self.tx.send(chunk).is_err() {
+                break;
+            }
+        }
+    }
+}
+
 fn read_loop(
     master: &OwnedFd,
-    sink: &mut dyn OutputSink,
+    sink: &mut Outbox<'_>,
     tap: Option<&Tap>,
     recorder: Option<&Mutex<Recorder>>,
     progress: Progress<'_>,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
-    let mut sink_ok = true;
     let mut record_ok = true;
     loop {
         progress.reading.store(true, Ordering::Relaxed);
@@ -524,10 +637,7 @@ fn read_loop(
         };
         let chunk = &buf[..n];
         progress.bytes.fetch_add(n as u64, Ordering::Relaxed);
-        if sink_ok && let Err(e) = sink.write(chunk) {
-            tracing::warn!(error = %e, "output sink failed; output now goes to the tap only");
-            sink_ok = false;
-        }
+        sink.push(chunk);
         if record_ok && let Some(r) = recorder {
             let mut r = r.lock().unwrap_or_else(|e| e.into_inner());
             if let Err(e) = r.output(chunk) {
@@ -575,6 +685,7 @@ mod tests {
             consumer: Some(Box::new(tap)),
             tap_capacity_bytes: 1 << 20,
             recorder: None,
+            tail_limit_bytes: 1 << 20,
         }
     }
 

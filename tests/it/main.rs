@@ -14,6 +14,7 @@ mod realclient;
 
 mod daemon_binary;
 mod daemon_inprocess;
+mod daemon_reads;
 mod exact_hook;
 mod exact_live;
 mod exact_props;
@@ -40,6 +41,7 @@ mod patterns_contain;
 mod patterns_engine;
 mod patterns_limits;
 mod patterns_props;
+mod run_completions;
 mod run_detach;
 mod run_io;
 mod run_pty;

@@ -341,3 +341,41 @@ crate::both_hosts!(
     environment_reaches_the_agent,
     output_into_a_pipe_is_complete
 );
+
+/// The PTY's tail is not lost when the reader stalls past mpm's drain limits as the agent exits
+/// (issue 12 item 6): 70 KB (more than a pipe holds) written in raw mode, nobody reading until the
+/// agent is gone and the drain cap (5 s) has passed, then every byte arrives.
+fn stalled_reader_gets_the_whole_tail(host: HostKind) {
+    let env = TestEnv::for_host(host);
+    let file = env.path("70k");
+    let body: Vec<u8> = (0..70_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    std::fs::write(&file, &body).unwrap();
+    let pidfile = env.path("agent.pid");
+    let script = format!(
+        "echo $$ > {}; stty raw -echo; cat {}",
+        pidfile.display(),
+        file.display()
+    );
+    let mut child = env
+        .command(&["run", "--", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let agent = read_pid(&pidfile);
+    assert!(
+        wait_until(DEADLINE, || !alive(agent)),
+        "the agent never ended"
+    );
+    // The stall itself (the scenario, not a synchronisation): longer than mpm's drain cap.
+    std::thread::sleep(mpm::pty::DRAIN_MAX + std::time::Duration::from_secs(1));
+    let mut got = Vec::new();
+    std::io::Read::read_to_end(&mut stdout, &mut got).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(got.len(), body.len(), "tail lost");
+    assert!(got == body, "tail differs");
+}
+
+crate::both_hosts!(stalled_reader_gets_the_whole_tail);

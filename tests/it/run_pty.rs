@@ -316,9 +316,8 @@ fn state(pid: i32) -> Option<char> {
 
 /// Ctrl-Z suspends the agent and returns the terminal (cooked) with mpm stopped, as running the
 /// agent directly would; `fg` (SIGCONT to mpm) resumes it in raw mode and continues the agent.
-#[test]
-fn ctrl_z_suspends_the_agent_and_mpm_then_fg_resumes() {
-    let env = TestEnv::new();
+fn ctrl_z_suspends_the_agent_and_mpm_then_fg_resumes(host: HostKind) {
+    let env = TestEnv::for_host(host);
     let pidfile = env.path("agent.pid");
     let script = format!(
         "import os, signal, time\n\
@@ -369,4 +368,5 @@ crate::both_hosts!(
     setup_error_after_raw_mode_restores_the_terminal,
     ctrl_backslash_reaches_the_child_as_sigquit,
     ctrl_z_reaches_the_child_as_sigtstp,
+    ctrl_z_suspends_the_agent_and_mpm_then_fg_resumes,
 );
