@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::config::{Config, SessionExitPolicy};
 use crate::detect::{Pipeline, claude};
@@ -149,7 +149,6 @@ impl Supervisor {
                         start: executor,
                         handle: None,
                     },
-                    Duration::from_millis(cfg.run.settle_ms),
                 )
                 .map_err(SupervisorError::Thread)?,
             ),
@@ -297,8 +296,12 @@ pub fn is_claude(argv: &[String]) -> bool {
 }
 
 /// Emit detections as events and hand executable delegations to the executor, each with its
-/// detection's step as parent.
+/// detection's step as parent. Only final detections dispatch (a provisional one may still grow);
+/// the screen pipeline hands over final ones only, the transcript's are final as read.
 fn publish(bus: &Bus, executor: &mut LazyExecutor, d: Detection) {
+    if !d.is_final {
+        return;
+    }
     let is_delegation = d.category == "delegation" && !d.handled_by_agent;
     let ev = bus.emit(EventBody::Detection(d.clone()));
     if is_delegation && let Some(x) = executor.get() {
@@ -311,62 +314,25 @@ enum DispatchMsg {
     Close,
 }
 
-/// Holds each detection for a short settle window before it is published. A TUI grows a
-/// paragraph row by row while the model streams, so the screen can show a wrapped delegation
-/// before its last row exists; the settle window lets the complete line replace its prefix, so
-/// one thing said gives one detection and one delegation runs with the whole task.
-///
-/// Rule: a held detection whose text (task, title, or line) is a whole-word prefix of a newer one
-/// of the same category and agent/ticket type is replaced by the newer one (which is held from the
-/// older one's deadline); a newer one that is a prefix of a held one is dropped. Everything else is
-/// published when its window ends, in arrival order, and all held detections are published on close.
+/// Publishes detections from every source on one thread, in arrival order. No clock decides what a
+/// detection says: the screen pipeline only hands over detections whose block is complete
+/// ([`crate::detect::finality`]), so a wrapped delegation runs once, with its whole task, and
+/// `mpm scan` over the same bytes gives the same detections.
 struct Dispatcher {
     tx: crossbeam_channel::Sender<DispatchMsg>,
     thread: Option<std::thread::JoinHandle<Option<ExecutorHandle>>>,
 }
 
-struct Held {
-    due: Instant,
-    group: String,
-    text: String,
-    d: Detection,
-}
-
 impl Dispatcher {
-    fn start(
-        bus: Bus,
-        mut executor: LazyExecutor,
-        settle: Duration,
-    ) -> std::io::Result<Dispatcher> {
+    fn start(bus: Bus, mut executor: LazyExecutor) -> std::io::Result<Dispatcher> {
         let (tx, rx) = crossbeam_channel::unbounded::<DispatchMsg>();
         let thread = std::thread::Builder::new()
             .name("mpm-dispatch".into())
             .spawn(move || {
-                let mut held: Vec<Held> = Vec::new();
-                loop {
-                    let msg = match held.first() {
-                        Some(h) => rx.recv_deadline(h.due),
-                        None => rx
-                            .recv()
-                            .map_err(|_| crossbeam_channel::RecvTimeoutError::Disconnected),
-                    };
-                    match msg {
-                        Ok(DispatchMsg::Found(d)) => hold(&mut held, d, settle),
-                        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-                        Ok(DispatchMsg::Close)
-                        | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-                            for h in held.drain(..) {
-                                publish(&bus, &mut executor, h.d);
-                            }
-                            return executor.handle;
-                        }
-                    }
-                    let now = Instant::now();
-                    while held.first().is_some_and(|h| h.due <= now) {
-                        let h = held.remove(0);
-                        publish(&bus, &mut executor, h.d);
-                    }
+                while let Ok(DispatchMsg::Found(d)) = rx.recv() {
+                    publish(&bus, &mut executor, d);
                 }
+                executor.handle
             })?;
         Ok(Dispatcher {
             tx,
@@ -378,41 +344,11 @@ impl Dispatcher {
         self.tx.clone()
     }
 
-    /// Publish everything still held and stop; returns the executor if one was started.
+    /// Publish everything sent so far and stop; returns the executor if one was started.
     fn close(mut self) -> Option<ExecutorHandle> {
         let _ = self.tx.send(DispatchMsg::Close);
         self.thread.take().and_then(|t| t.join().ok().flatten())
     }
-}
-
-/// True when `short` is `long` cut at a word boundary.
-fn word_prefix(short: &str, long: &str) -> bool {
-    long.len() > short.len()
-        && long.starts_with(short)
-        && long[short.len()..].starts_with(|c: char| c.is_whitespace() || c.is_ascii_punctuation())
-}
-
-fn hold(held: &mut Vec<Held>, d: Detection, settle: Duration) {
-    let (group, text) = crate::detect::dedup::key_parts(&d);
-    for h in held.iter_mut() {
-        if h.group != group {
-            continue;
-        }
-        if word_prefix(&h.text, &text) {
-            h.text = text;
-            h.d = d;
-            return;
-        }
-        if word_prefix(&text, &h.text) || h.text == text {
-            return;
-        }
-    }
-    held.push(Held {
-        due: Instant::now() + settle,
-        group,
-        text,
-        d,
-    });
 }
 
 /// The screen pipeline as the tap's consumer.
@@ -451,7 +387,7 @@ mod tests {
     use super::*;
     use crate::events::TextSource;
 
-    fn delegation(agent: &str, task: &str) -> Detection {
+    fn delegation(agent: &str, task: &str, is_final: bool) -> Detection {
         Detection {
             category: "delegation".into(),
             pattern: "p".into(),
@@ -463,74 +399,34 @@ mod tests {
             title: None,
             priority: None,
             handled_by_agent: false,
-            is_final: true,
+            is_final,
         }
     }
 
-    fn tasks(held: &[Held]) -> Vec<&str> {
-        held.iter().map(|h| h.d.task.as_deref().unwrap()).collect()
-    }
-
     #[test]
-    fn a_longer_line_replaces_its_held_prefix() {
-        let mut held = Vec::new();
-        let settle = Duration::from_secs(1);
-        hold(
-            &mut held,
-            delegation("engineer", "implement fib(n) iteratively, add"),
-            settle,
-        );
-        hold(
-            &mut held,
-            delegation("engineer", "implement fib(n) iteratively, add type hints."),
-            settle,
-        );
-        assert_eq!(
-            tasks(&held),
-            ["implement fib(n) iteratively, add type hints."]
-        );
-        // The prefix seen again (a redraw) does not come back.
-        hold(
-            &mut held,
-            delegation("engineer", "implement fib(n)"),
-            settle,
-        );
-        assert_eq!(held.len(), 1);
-    }
-
-    #[test]
-    fn different_agents_words_and_categories_stay_apart() {
-        let mut held = Vec::new();
-        let settle = Duration::from_secs(1);
-        hold(&mut held, delegation("engineer", "test the api"), settle);
-        hold(&mut held, delegation("qa", "test the api and more"), settle);
-        hold(&mut held, delegation("engineer", "test the apis"), settle);
-        assert_eq!(
-            tasks(&held),
-            ["test the api", "test the api and more", "test the apis"]
-        );
-    }
-
-    #[test]
-    fn dispatcher_publishes_everything_held_on_close() {
+    fn dispatcher_publishes_final_detections_in_order_and_drops_provisional_ones() {
         let bus = Bus::new(crate::events::Context::new());
         let rx = bus.subscribe();
         let lazy = LazyExecutor {
             start: None,
             handle: None,
         };
-        let d = Dispatcher::start(bus.clone(), lazy, Duration::from_secs(3600)).unwrap();
+        let d = Dispatcher::start(bus.clone(), lazy).unwrap();
         let tx = d.sender();
-        tx.send(DispatchMsg::Found(delegation("qa", "check it")))
+        tx.send(DispatchMsg::Found(delegation("qa", "check it", false)))
             .unwrap();
-        tx.send(DispatchMsg::Found(delegation("qa", "check it twice")))
+        tx.send(DispatchMsg::Found(delegation("qa", "check it twice", true)))
+            .unwrap();
+        tx.send(DispatchMsg::Found(delegation("qa", "and again", true)))
             .unwrap();
         d.close();
-        let got: Vec<_> = rx.try_iter().collect();
-        assert_eq!(got.len(), 1);
-        match &got[0].body {
-            EventBody::Detection(det) => assert_eq!(det.task.as_deref(), Some("check it twice")),
-            other => panic!("{other:?}"),
-        }
+        let got: Vec<_> = rx
+            .try_iter()
+            .map(|e| match &e.body {
+                EventBody::Detection(det) => det.task.clone().unwrap_or_default(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(got, ["check it twice", "and again"]);
     }
 }

@@ -75,8 +75,8 @@ pub struct RunConfig {
     pub exec: bool,
     /// Print one line per delegation after the session.
     pub summary: bool,
-    /// Milliseconds a detection is held before it is published, so a wrapped line that the screen
-    /// shows row by row while it streams yields one detection with its whole text.
+    /// Accepted for old config files and ignored: no clock decides what a detection says any more
+    /// (screen detections are final when their block is complete, `detect::finality`).
     pub settle_ms: u64,
 }
 

@@ -26,12 +26,14 @@
 
 pub mod claude;
 pub mod dedup;
+pub mod finality;
 pub mod split;
 
 use std::sync::Arc;
 
 pub use claude::{ClaudeArgs, Item, TranscriptTailer, prepare_args, transcript_path};
 pub use dedup::Dedup;
+pub use finality::Finality;
 pub use split::LineSplitter;
 
 use crate::events::{Detection, TextSource};
@@ -70,6 +72,8 @@ pub struct Pipeline {
     reader: LineReader,
     dedup: Dedup,
     lines: Lines,
+    /// Screen detections stay provisional here until their block is complete.
+    finality: Finality,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -110,6 +114,7 @@ impl Pipeline {
             screen: Screen::new(cols, rows),
             dedup: Dedup::new(),
             lines: Lines::new(),
+            finality: Finality::new(),
         }
     }
 
@@ -124,7 +129,8 @@ impl Pipeline {
         self.dedup.clone()
     }
 
-    /// Raw PTY output (one read burst). Returns the new detections.
+    /// Raw PTY output (one read burst). Returns the detections that became final (see
+    /// [`finality`]): the same bytes give the same final detections however they are chunked.
     pub fn feed(&mut self, bytes: &[u8]) -> Vec<Detection> {
         let (reader, lines) = (&mut self.reader, &mut self.lines);
         self.screen
@@ -144,11 +150,19 @@ impl Pipeline {
         self.drain_lines()
     }
 
-    /// The stream ended: read every row.
+    /// The stream ended: read every row; every provisional detection is final.
     pub fn finish(&mut self) -> Vec<Detection> {
         self.reader
             .read(&mut self.screen, ReadKind::All, &mut self.lines);
-        self.drain_lines()
+        let mut out = self.drain_lines();
+        let rest = self.finality.finish();
+        out.extend(self.dedup.filter(rest));
+        out
+    }
+
+    /// The screen's detections that are still provisional (their block is not complete yet).
+    pub fn provisional(&self) -> Vec<Detection> {
+        self.finality.pending().cloned().collect()
     }
 
     /// One line of text from `source` (no screen involved).
@@ -260,15 +274,14 @@ impl Pipeline {
         let mut out = Vec::new();
         let mut lines = std::mem::take(&mut self.lines);
         for l in lines.lines() {
-            let mut found = self.match_line(l.text, TextSource::Screen);
-            if l.cut {
-                // Nothing cut is ever final.
-                for d in &mut found {
-                    d.is_final = false;
-                }
-            }
-            if !found.is_empty() {
-                out.extend(self.dedup.filter(found));
+            let found = self.match_line(l.text, TextSource::Screen);
+            let info = finality::LineInfo {
+                text: l.text,
+                cut: l.cut,
+            };
+            let done = self.finality.line(info, found);
+            if !done.is_empty() {
+                out.extend(self.dedup.filter(done));
             }
         }
         lines.clear();

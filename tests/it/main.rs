@@ -27,5 +27,6 @@ mod run_realclient;
 mod scan_captures;
 mod scan_input;
 mod scan_split;
+mod screen_final;
 mod screen_fuzz;
 mod screen_lines;
