@@ -167,3 +167,27 @@ fn record_writes_input_and_resize_events_that_scan_replays() {
     assert_eq!(tasks, ["write the parser"]);
     let _ = std::io::stderr().flush();
 }
+
+/// `QA:` drawn bold is `**QA**:`: a delegation to the registered agent; the same row drawn plain
+/// is not one.
+#[test]
+fn a_bold_alias_is_a_delegation() {
+    let env = TestEnv::new();
+    let bold = env.path("bold.raw");
+    std::fs::write(
+        &bold,
+        b"  \x1b[1mQA\x1b[22m: run the regression suite\r\n  next\r\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (code, d, err) = scan_file(&["--input", "raw"], &bold);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0]["agent"], "qa");
+    assert_eq!(d[0]["task"], "run the regression suite");
+    let plain = env.path("plain.raw");
+    std::fs::write(&plain, b"  QA: run the regression suite\r\n  next\r\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (code, d, err) = scan_file(&["--input", "raw"], &plain);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(d.is_empty(), "{d:?}");
+}
