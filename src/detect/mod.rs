@@ -28,6 +28,7 @@ pub mod claude;
 pub mod contain;
 pub mod dedup;
 pub mod dispatch;
+pub mod finality;
 pub mod identity;
 pub mod split;
 
@@ -38,6 +39,7 @@ pub use claude::{
 };
 pub use contain::Contained;
 pub use dedup::Dedup;
+pub use finality::Finality;
 pub use identity::Fingerprint;
 pub use split::LineSplitter;
 
@@ -79,6 +81,8 @@ pub struct Pipeline {
     reader: LineReader,
     dedup: Dedup,
     lines: Lines,
+    /// Screen detections stay provisional here until their block is complete.
+    finality: Finality,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -119,6 +123,7 @@ impl Pipeline {
             screen: Screen::new(cols, rows),
             dedup: Dedup::new(),
             lines: Lines::new(),
+            finality: Finality::new(),
         }
     }
 
@@ -133,7 +138,8 @@ impl Pipeline {
         self.dedup.clone()
     }
 
-    /// Raw PTY output (one read burst). Returns the new detections.
+    /// Raw PTY output (one read burst). Returns the detections that became final (see
+    /// [`finality`]): the same bytes give the same final detections however they are chunked.
     pub fn feed(&mut self, bytes: &[u8]) -> Vec<Detection> {
         let (reader, lines) = (&mut self.reader, &mut self.lines);
         self.screen
@@ -153,11 +159,19 @@ impl Pipeline {
         self.drain_lines()
     }
 
-    /// The stream ended: read every row.
+    /// The stream ended: read every row; every provisional detection is final.
     pub fn finish(&mut self) -> Vec<Detection> {
         self.reader
             .read(&mut self.screen, ReadKind::All, &mut self.lines);
-        self.drain_lines()
+        let mut out = self.drain_lines();
+        let rest = self.finality.finish();
+        out.extend(self.dedup.filter(rest));
+        out
+    }
+
+    /// The screen's detections that are still provisional (their block is not complete yet).
+    pub fn provisional(&self) -> Vec<Detection> {
+        self.finality.pending().cloned().collect()
     }
 
     /// One line of text from `source` (no screen involved).
@@ -300,15 +314,14 @@ impl Pipeline {
         let mut out = Vec::new();
         let mut lines = std::mem::take(&mut self.lines);
         for l in lines.lines() {
-            let mut found = self.match_line(l.text, TextSource::Screen);
-            if l.cut {
-                // Nothing cut is ever final.
-                for d in &mut found {
-                    d.is_final = false;
-                }
-            }
-            if !found.is_empty() {
-                out.extend(self.dedup.filter(found));
+            let found = self.match_line(l.text, TextSource::Screen);
+            let info = finality::LineInfo {
+                text: l.text,
+                cut: l.cut,
+            };
+            let done = self.finality.line(info, found);
+            if !done.is_empty() {
+                out.extend(self.dedup.filter(done));
             }
         }
         lines.clear();

@@ -1,6 +1,7 @@
 //! Asciicast v2 recording (`--record PATH`), the format `asciinema play` reads: a JSON header line
 //! (`version`, `width`, `height`, `timestamp`, `env`), then one `[time, "o", data]` line per output
-//! chunk and `[time, "r", "COLSxROWS"]` per resize. `data` must be a JSON string, so the bytes are
+//! chunk, `[time, "i", data]` per chunk of input written to the agent, and `[time, "r", "COLSxROWS"]`
+//! per resize (`mpm scan --input cast` replays the output at the recorded sizes). `data` must be a JSON string, so the bytes are
 //! decoded as UTF-8 with an incomplete sequence at the end of a chunk carried over to the next one
 //! and truly invalid bytes replaced by U+FFFD.
 
@@ -17,6 +18,8 @@ pub struct Recorder {
     start: Instant,
     /// The bytes of a UTF-8 sequence split across reads (at most 3).
     carry: Vec<u8>,
+    /// The same for input.
+    carry_in: Vec<u8>,
 }
 
 impl Recorder {
@@ -40,6 +43,7 @@ impl Recorder {
             out,
             start: Instant::now(),
             carry: Vec::new(),
+            carry_in: Vec::new(),
         })
     }
 
@@ -60,6 +64,17 @@ impl Recorder {
             return Ok(());
         }
         self.event("o", &text)
+    }
+
+    /// Record a chunk of input written to the agent (`"i"`).
+    pub fn input(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let mut buf = std::mem::take(&mut self.carry_in);
+        buf.extend_from_slice(bytes);
+        let text = decode_utf8(&buf, &mut self.carry_in);
+        if text.is_empty() {
+            return Ok(());
+        }
+        self.event("i", &text)
     }
 
     /// Record a resize.
@@ -141,6 +156,7 @@ mod tests {
         let mut r = Recorder::create(&path, WinSize { cols: 90, rows: 20 }).unwrap();
         r.output("h\u{e9}".as_bytes()).unwrap();
         r.resize(WinSize { cols: 50, rows: 10 }).unwrap();
+        r.input(b"y\r").unwrap();
         r.output(&[0xe2, 0x82]).unwrap();
         r.finish().unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
@@ -152,7 +168,10 @@ mod tests {
         assert_eq!(lines[0]["width"], 90);
         assert_eq!(lines[1][1], "o");
         assert_eq!(lines[1][2], "h\u{e9}");
+        assert_eq!(lines[2][1], "r");
         assert_eq!(lines[2][2], "50x10");
-        assert_eq!(lines[3][2], "\u{FFFD}");
+        assert_eq!(lines[3][1], "i");
+        assert_eq!(lines[3][2], "y\r");
+        assert_eq!(lines[4][2], "\u{FFFD}");
     }
 }

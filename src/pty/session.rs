@@ -316,8 +316,14 @@ impl PtySession {
         *self.size.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Write bytes to the agent's input (blocks while the PTY's input queue is full).
+    /// Write bytes to the agent's input (blocks while the PTY's input queue is full); the recorder
+    /// hears of them too.
     pub fn write_input(&self, bytes: &[u8]) -> io::Result<()> {
+        if let Some(r) = &self.recorder
+            && let Err(e) = r.lock().unwrap_or_else(|e| e.into_inner()).input(bytes)
+        {
+            tracing::warn!(error = %e, "cannot write the recording");
+        }
         write_all(self.master.as_fd(), bytes)
     }
 

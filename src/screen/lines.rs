@@ -447,7 +447,7 @@ mod tests {
         let out = lines_of(100, 30, LONG);
         assert_eq!(
             out[0],
-            "  Engineer Agent: This is a deliberately long delegation line to check wrapping, so it keeps going \
+            "  **Engineer Agent**: This is a deliberately long delegation line to check wrapping, so it keeps going \
 well past the terminal width: implement fib(n) iteratively, add type hints, raise ValueError on \
 negative input, keep it O(n) time and O(1) space, and report back."
         );
@@ -512,7 +512,7 @@ negative input, keep it O(n) time and O(1) space, and report back."
         let out = lines_of(100, 5, &input);
         assert!(
             out.iter()
-                .any(|l| l.starts_with("  Engineer Agent:") && l.ends_with("report back.")),
+                .any(|l| l.starts_with("  **Engineer Agent**:") && l.ends_with("report back.")),
             "{:?}",
             out.iter()
                 .filter(|l| l.contains("Agent"))

@@ -5,7 +5,8 @@
 //! synchronized frame, and every row that scrolls out of a region — plus a per-row "changed since
 //! read" flag and a UTF-8 decoder that survives chunk boundaries (vte 0.15, under vt100 0.16, drops
 //! the character after a split UTF-8 sequence: alacritty/vte#159). Colours and attributes are
-//! ignored: cells hold characters only, which keeps the model fast.
+//! ignored except bold (SGR 1/22, one flag per cell): a bold run right before a `:` is read as
+//! markdown emphasis (`**QA**:`), the label form claude draws without its asterisks.
 //!
 //! Implemented: printing with autowrap (and a per-row `wrapped` flag), CR/LF/BS/HT, CUU/CUD/CUF/CUB,
 //! CNL/CPL, CHA/HPA/VPA/CUP, ED/EL/ECH/ICH/DCH/IL/DL, DECSTBM with SU/SD/IND/RI, DECSC/DECRC and
@@ -40,6 +41,8 @@ fn clamp_size(cols: u16, rows: u16) -> (usize, usize) {
 #[derive(Debug, Clone)]
 pub struct Row {
     cells: Vec<char>,
+    /// Per cell: drawn bold (SGR 1). The one attribute kept: claude draws `**X**:` as bold `X:`.
+    bold: Vec<bool>,
     /// The row ended by autowrap: its text continues on the next row.
     pub wrapped: bool,
     /// True once the line reader has taken the current content; any change clears it.
@@ -61,6 +64,7 @@ impl Row {
     fn blank(cols: usize) -> Row {
         Row {
             cells: vec![' '; cols],
+            bold: vec![false; cols],
             wrapped: false,
             seen: true,
             text: String::new(),
@@ -74,6 +78,8 @@ impl Row {
     fn reset(&mut self, cols: usize) {
         self.cells.clear();
         self.cells.resize(cols, ' ');
+        self.bold.clear();
+        self.bold.resize(cols, false);
         self.wrapped = false;
         self.seen = true;
         self.text.clear();
@@ -128,7 +134,12 @@ impl Row {
             // head): copy it as bytes in one go instead of encoding char by char.
             // (A max over the whole row vectorises; `all` would stop early and not.)
             let max = cells.iter().map(|&c| u32::from(c).wrapping_sub(1)).max();
-            if max.is_none_or(|m| m < 0x7f) {
+            let any_bold = self.bold[..end].iter().fold(false, |a, &b| a | b);
+            if any_bold {
+                self.text_chars = 0;
+                push_marked(&self.cells[..end], &self.bold[..end], &mut self.text);
+                self.text_chars = self.text.chars().count();
+            } else if max.is_none_or(|m| m < 0x7f) {
                 let mut bytes = std::mem::take(&mut self.text).into_bytes();
                 bytes.extend(cells.iter().map(|&c| c as u8));
                 self.text = String::from_utf8(bytes)
@@ -153,6 +164,42 @@ impl Row {
     }
 }
 
+/// Append the cells' text, with a bold run that ends right before a `:` marked as markdown
+/// emphasis (`**QA**:`): the label form the engine recognises for registered agents. Other bold
+/// text is left plain (claude draws tool names and headings bold too).
+fn push_marked(cells: &[char], bold: &[bool], out: &mut String) {
+    let mut i = 0;
+    while i < cells.len() {
+        if bold[i] && cells[i] != ' ' {
+            // A run of bold cells, through the blanks between them (a TUI jumps over spaces with
+            // cursor moves, so they keep whatever attribute they had).
+            let start = i;
+            while i < cells.len() && (bold[i] || matches!(cells[i], ' ' | WIDE_TAIL)) {
+                i += 1;
+            }
+            // The run without its trailing blanks.
+            let mut end = i;
+            while end > start && matches!(cells[end - 1], ' ' | WIDE_TAIL) {
+                end -= 1;
+            }
+            let label = cells.get(end) == Some(&':');
+            if label {
+                out.push_str("**");
+            }
+            out.extend(cells[start..end].iter().filter(|&&c| c != WIDE_TAIL));
+            if label {
+                out.push_str("**");
+            }
+            out.extend(cells[end..i].iter().filter(|&&c| c != WIDE_TAIL));
+            continue;
+        }
+        if cells[i] != WIDE_TAIL {
+            out.push(cells[i]);
+        }
+        i += 1;
+    }
+}
+
 /// The number of cells up to the last one that is not blank.
 fn trimmed_len(cells: &[char]) -> usize {
     let blank = |c: char| c == ' ' || c == WIDE_TAIL;
@@ -172,9 +219,10 @@ fn trimmed_len(cells: &[char]) -> usize {
 }
 
 /// Cut or pad a row's cells to `cols`; a wide character cut in half by a narrower row is blanked.
-fn fit_cells(cells: &mut Vec<char>, cols: usize) {
+fn fit_cells(cells: &mut Vec<char>, bold: &mut Vec<bool>, cols: usize) {
     let cut_head = cells.len() > cols && cells[cols] == WIDE_TAIL;
     cells.resize(cols, ' ');
+    bold.resize(cols, false);
     if cut_head {
         cells[cols - 1] = ' ';
     }
@@ -226,6 +274,8 @@ pub struct Screen {
     y: usize,
     pending_wrap: bool,
     autowrap: bool,
+    /// SGR bold is on: printed cells are marked bold.
+    bold: bool,
     top: usize,
     bottom: usize,
     saved: Saved,
@@ -262,6 +312,7 @@ impl Screen {
             y: 0,
             pending_wrap: false,
             autowrap: true,
+            bold: false,
             top: 0,
             bottom: nrows - 1,
             saved: Saved::default(),
@@ -350,7 +401,7 @@ impl Screen {
         let (cols, nrows) = clamp_size(cols, rows);
         for r in &mut self.rows {
             if r.cells.len() != cols {
-                fit_cells(&mut r.cells, cols);
+                fit_cells(&mut r.cells, &mut r.bold, cols);
                 // The caller read every row before resizing: a row cut short by a narrower screen is
                 // not new text (reading it again would yield a truncated line).
                 r.text_valid = false;
@@ -371,7 +422,7 @@ impl Screen {
         }
         if let Some((main, saved)) = &mut self.main_saved {
             for r in main.iter_mut() {
-                fit_cells(&mut r.cells, cols);
+                fit_cells(&mut r.cells, &mut r.bold, cols);
                 r.text_valid = false;
             }
             main.resize_with(nrows, || Row::blank(cols));
@@ -476,6 +527,11 @@ impl Screen {
                 changed |= *cell != c;
                 *cell = c;
             }
+            let bold = self.bold;
+            for cell in &mut row.bold[x..x + n] {
+                changed |= *cell != bold;
+                *cell = bold;
+            }
             if changed {
                 if left_tail {
                     row.cells[x - 1] = ' ';
@@ -496,6 +552,7 @@ impl Screen {
                         let row = &mut self.rows[self.y];
                         if row.cells[cols - 1] != char::from(last) {
                             row.cells[cols - 1] = char::from(last);
+                            row.bold[cols - 1] = self.bold;
                             row.touch();
                         }
                     }
@@ -626,10 +683,10 @@ impl Screen {
             }
         }
         let row = &mut self.rows[self.y];
-        if w == 1 && row.cells[self.x] == c {
+        if w == 1 && row.cells[self.x] == c && row.bold[self.x] == self.bold {
             // Unchanged cell: nothing to re-read.
         } else {
-            Self::put(row, self.x, c, w, self.cols);
+            Self::put(row, self.x, c, w, self.cols, self.bold);
         }
         if self.x + w >= self.cols {
             self.x = self.cols - 1;
@@ -639,12 +696,13 @@ impl Screen {
         }
     }
 
-    fn put(row: &mut Row, x: usize, c: char, w: usize, cols: usize) {
+    fn put(row: &mut Row, x: usize, c: char, w: usize, cols: usize, bold: bool) {
         // Overwriting half of a wide character blanks the other half.
         if row.cells[x] == WIDE_TAIL && x > 0 {
             row.cells[x - 1] = ' ';
         }
         row.cells[x] = c;
+        row.bold[x] = bold;
         if w == 2 && x + 1 < cols {
             row.cells[x + 1] = WIDE_TAIL;
         } else if x + 1 < cols && row.cells[x + 1] == WIDE_TAIL {
@@ -854,9 +912,37 @@ impl Screen {
                     self.move_to(0, 0, obs);
                 }
             }
+            b'm' => self.sgr(),
             b's' if self.nparams <= 1 => self.decsc(),
             b'u' if self.nparams <= 1 => self.decrc(obs),
             _ => {}
+        }
+    }
+
+    /// SGR: only bold is kept (1 on; 0, 21 and 22 off); colour parameters with their arguments
+    /// (`38;5;n`, `38;2;r;g;b`, same for 48 and 58) are skipped so that their numbers are not read as
+    /// attributes.
+    fn sgr(&mut self) {
+        if self.nparams == 0 {
+            self.bold = false;
+            return;
+        }
+        let mut i = 0;
+        while i < self.nparams {
+            match self.params[i] {
+                0 | 21 | 22 => self.bold = false,
+                1 => self.bold = true,
+                38 | 48 | 58 => {
+                    let kind = (i + 1 < self.nparams).then(|| self.params[i + 1]);
+                    i += match kind {
+                        Some(5) => 2,
+                        Some(2) => 4,
+                        _ => 0,
+                    };
+                }
+                _ => {}
+            }
+            i += 1;
         }
     }
 
@@ -940,6 +1026,7 @@ impl Screen {
         self.y = 0;
         self.pending_wrap = false;
         self.autowrap = true;
+        self.bold = false;
         self.top = 0;
         self.bottom = self.nrows - 1;
         self.saved = Saved::default();
@@ -958,6 +1045,7 @@ impl Screen {
         if to < self.cols && row.cells[to] == WIDE_TAIL {
             row.cells[to] = ' ';
         }
+        row.bold[from..to].fill(false);
         if row.cells[from..to].iter().any(|&c| c != ' ') {
             row.cells[from..to].fill(' ');
             row.touch();
@@ -1006,6 +1094,8 @@ impl Screen {
         let n = n.min(cols - x);
         row.cells[x..].rotate_right(n);
         row.cells[x..x + n].fill(' ');
+        row.bold[x..].rotate_right(n);
+        row.bold[x..x + n].fill(false);
         row.touch();
     }
 
@@ -1015,6 +1105,8 @@ impl Screen {
         let n = n.min(cols - x);
         row.cells[x..].rotate_left(n);
         row.cells[cols - n..].fill(' ');
+        row.bold[x..].rotate_left(n);
+        row.bold[cols - n..].fill(false);
         row.touch();
     }
 
@@ -1089,6 +1181,22 @@ impl Screen {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bold_label_is_marked_as_emphasis() {
+        let out = render(
+            40,
+            2,
+            b"  \x1b[1mQA\x1b[22m: test it\r\n\x1b[38;5;1mred\x1b[1mAgent\x1b[0m(x)",
+        );
+        assert_eq!(out, "  **QA**: test it\nredAgent(x)\n");
+        // Colour arguments are not attributes: `38;5;1` is not bold.
+        assert_eq!(render(20, 1, b"\x1b[38;5;1mQA\x1b[39m: x"), "QA: x\n");
+        assert_eq!(
+            render(20, 1, b"\x1b[1;38;2;1;1;1mQA\x1b[m: x"),
+            "**QA**: x\n"
+        );
+    }
 
     fn render(cols: u16, rows: u16, input: &[u8]) -> String {
         let mut s = Screen::new(cols, rows);

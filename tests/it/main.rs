@@ -49,6 +49,8 @@ mod run_realclient;
 mod scan_captures;
 mod scan_input;
 mod scan_split;
+mod screen_captures;
+mod screen_final;
 mod screen_fuzz;
 mod screen_lines;
 mod worktree;

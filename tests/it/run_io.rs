@@ -155,6 +155,7 @@ fn record_writes_a_valid_asciicast_v2() {
     assert_eq!(header["env"]["TERM"], "xterm-256color");
     let mut output = String::new();
     let mut resizes = Vec::new();
+    let mut input = String::new();
     let mut last_t = 0.0;
     for l in lines {
         let ev: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
@@ -166,9 +167,11 @@ fn record_writes_a_valid_asciicast_v2() {
         match arr[1].as_str().unwrap() {
             "o" => output.push_str(arr[2].as_str().unwrap()),
             "r" => resizes.push(arr[2].as_str().unwrap().to_string()),
+            "i" => input.push_str(arr[2].as_str().unwrap()),
             other => panic!("unexpected event type {other}"),
         }
     }
+    assert_eq!(input, "\u{4}");
     assert!(output.contains("h\u{e9}llo w\u{f6}rld\r\n"), "{output:?}");
     assert!(output.contains("winch 70x15"), "{output:?}");
     assert_eq!(resizes, vec!["70x15"]);
