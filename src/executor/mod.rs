@@ -28,6 +28,11 @@
 //! `result` line, `<id>.result.md`; `output_path` points at the result file when there is one,
 //! else at the stdout file, else (the sub-agent wrote nothing to stdout: no file) it is null.
 //! Each stream's file is created on its first byte.
+//!
+//! What runs an admitted delegation is a backend ([`backend`]): this process by default (with
+//! `isolation: worktree`, in a git worktree per delegation: [`crate::worktree`]), or `mpm worker`
+//! processes through NATS JetStream with `executor.backend: nats` ([`nats`]). Admission, scheduling,
+//! output files, summaries and events are the same for both.
 
 pub mod argv;
 pub mod backend;
