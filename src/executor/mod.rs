@@ -34,6 +34,11 @@
 //! Budgets ([`budget`]): after the other admission checks, a delegation is rejected when the
 //! session's (or its agent's) token or cost budget is used up, or when it would run deeper than
 //! `executor.budgets.max_depth`; each sub-agent gets `MPM_DEPTH` one above this session's.
+//!
+//! What runs an admitted delegation is a backend ([`backend`]): this process by default (with
+//! `isolation: worktree`, in a git worktree per delegation: [`crate::worktree`]), or `mpm worker`
+//! processes through NATS JetStream with `executor.backend: nats` ([`nats`]). Admission, scheduling,
+//! output files, summaries and events are the same for both.
 
 pub mod argv;
 pub mod backend;

@@ -7,7 +7,9 @@
 //!   dropped by the server). A job names an agent and carries the task text; never an argv.
 //! - `P.ev.<delegation id>` (core NATS, worker → supervisor): [`WorkerMsg`]s (`claimed`,
 //!   `started`, `heartbeat`, `rejected`, `finished`); output chunks are raw bytes with the header
-//!   `Mpm-Stream: stdout|stderr`, in order, before `finished` (one connection keeps order).
+//!   `Mpm-Stream: stdout|stderr|bundle`, in order, before `finished` (one connection keeps order).
+//!   `claimed` is a request: the supervisor answers `go` (or `cancelled`); a supervisor that gave
+//!   up on the delegation no longer listens, so a late or orphaned job never runs.
 //! - `P.cancel.<delegation id>` (core NATS, supervisor → worker): empty; the worker stops the
 //!   sub-agent's group at once (SIGTERM, grace, SIGKILL), then reports `finished` `cancelled`.
 //!
@@ -42,6 +44,10 @@ use super::backend::{Backend, OnStart, RunEnd, RunSpec};
 use super::run::{self, AttemptEnd};
 use crate::config::{BackendKind, Config, Isolation, NatsConfig};
 use crate::worktree::{self, Outcome};
+
+/// The supervisor's answers to a worker's `claimed` request.
+pub const CLAIM_GO: &[u8] = b"go";
+pub const CLAIM_CANCELLED: &[u8] = b"cancelled";
 
 /// Header naming the stream of an output chunk.
 pub const STREAM_HEADER: &str = "Mpm-Stream";
@@ -401,6 +407,14 @@ impl NatsBackend {
                     };
                     match m {
                         WorkerMsg::Claimed { worker: w } => {
+                            let answer = if cancel_sent.is_some() { CLAIM_CANCELLED } else { CLAIM_GO };
+                            if let Some(reply) = &msg.reply {
+                                let _ = conn.client.publish(reply.clone(), answer.to_vec().into()).await;
+                            }
+                            if cancel_sent.is_some() {
+                                // Declined: the worker runs nothing; the cancellation is complete.
+                                return RunEnd { end: AttemptEnd::Cancelled, attempts: 0, worker: Some(w), worktree: None, rejected: None };
+                            }
                             tracing::debug!(delegation = %spec.delegation_id, worker = %w, "claimed");
                             worker = Some(w);
                         }

@@ -367,9 +367,15 @@ async fn run_job(ctx: &Ctx, served: &Agent, job: Job, tx: &mpsc::UnboundedSender
             job.agent, served.name
         ));
     }
-    let _ = tx.send(Out::Msg(WorkerMsg::Claimed {
-        worker: worker.clone(),
-    }));
+    // Claim it with a request: only a supervisor still waiting for this delegation answers `go`.
+    // One that gave up (cancelled, pickup timeout, exited) no longer listens, so nothing runs.
+    match claim(ctx, &id, &worker).await {
+        Ok(()) => {}
+        Err(why) => {
+            tracing::info!(delegation = %id, %why, "job not claimed; not running it");
+            return;
+        }
+    }
     let started = Instant::now();
     // Heartbeats until the job ends.
     let hb_tx = tx.clone();
@@ -494,6 +500,32 @@ async fn run_job(ctx: &Ctx, served: &Agent, job: Job, tx: &mpsc::UnboundedSender
     }));
     for p in [&stdout_path, &stderr_path] {
         let _ = std::fs::remove_file(p);
+    }
+}
+
+/// How long a worker waits for the supervisor's answer to a claim.
+const CLAIM_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Ask the supervisor whether the job is still wanted.
+async fn claim(ctx: &Ctx, id: &str, worker: &str) -> Result<(), String> {
+    let body = serde_json::to_vec(&WorkerMsg::Claimed {
+        worker: worker.to_string(),
+    })
+    .map_err(|e| e.to_string())?;
+    let reply = tokio::time::timeout(
+        CLAIM_TIMEOUT,
+        ctx.client
+            .request(ctx.names.events_subject(id), body.into()),
+    )
+    .await
+    .map_err(|_| "the supervisor did not answer the claim".to_string())?
+    .map_err(|e| format!("the supervisor is gone: {e}"))?;
+    match &reply.payload[..] {
+        wire::CLAIM_GO => Ok(()),
+        other => Err(format!(
+            "the supervisor declined: {}",
+            String::from_utf8_lossy(other)
+        )),
     }
 }
 

@@ -317,6 +317,21 @@ fn jobs_for_agents_a_worker_does_not_have_are_rejected() {
             .await
             .expect("a reply")
             .expect("a message");
+        // A valid job nobody waits for (its supervisor gave up or died): claimed in vain, not run.
+        let orphan = mpm::executor::nats::Job {
+            delegation_id: "orphan-1".into(),
+            agent: "count".into(),
+            task: "orphan".into(),
+            ..job
+        };
+        js.publish(
+            "mpm.jobs.count",
+            serde_json::to_vec(&orphan).unwrap().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
         serde_json::from_slice::<mpm::executor::nats::WorkerMsg>(&msg.payload).unwrap()
     });
     match reply {
@@ -326,7 +341,7 @@ fn jobs_for_agents_a_worker_does_not_have_are_rejected() {
         }
         other => panic!("expected a rejection, got {other:?}"),
     }
-    // Then a real job still runs.
+    // Then a real job still runs (after the orphan: one slot, FIFO), and only it ran.
     h.submit("count", "real");
     h.until_finished(2);
     assert_eq!(status(h.finished("real")), "success", "{}", h.dump());
