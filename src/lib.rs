@@ -10,7 +10,8 @@
 //! | [`cli`] | command line (clap), exit codes |
 //! | [`config`] | settings, defaults, layering with provenance |
 //! | [`events`] | the event type, bus and events-file sink |
-//! | [`process`] | process trees: membership, graceful stop |
+//! | [`process`] | process trees: membership (tags, subreaper), graceful stop |
+//! | [`trust`] | project configuration trusted per folder and file digest |
 //! | [`pty`] | PTY spawn, terminal relay, raw mode, resize, signals, watchdog |
 //! | [`session`] | one supervised agent: wires relay, pipeline, executor, governor |
 //! | [`screen`] | VT screen model, rows to logical lines |
@@ -40,3 +41,4 @@ pub mod screen;
 pub mod session;
 pub mod store;
 pub mod supervisor;
+pub mod trust;

@@ -12,6 +12,7 @@ pub mod output;
 mod patterns_cmd;
 mod run;
 mod scan;
+mod trust_cmd;
 
 use std::path::PathBuf;
 
@@ -79,6 +80,8 @@ pub enum Command {
     /// Install the systemd user unit.
     #[command(subcommand)]
     Service(daemon_cmd::ServiceCommand),
+    /// Allow a project's `./.mpm/config.yaml` to choose commands, argv, environment and hooks.
+    Trust(trust_cmd::TrustArgs),
     /// Internal: the orphan watchdog of a session (see `pty::watchdog`).
     #[command(name = "__watchdog", hide = true)]
     Watchdog(run::WatchdogArgs),
@@ -129,6 +132,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Stop(a) => client::stop(&g, a),
         Command::Attach(a) => client::attach(&g, a),
         Command::Watchdog(a) => run::watchdog(a),
+        Command::Trust(a) => trust_cmd::trust(a),
     }
 }
 
@@ -151,6 +155,8 @@ pub fn exit_code_for(e: &anyhow::Error) -> i32 {
             || c.downcast_ref::<ConfigError>()
                 .is_some_and(|ce| !matches!(ce, ConfigError::Io { .. }))
             || c.downcast_ref::<crate::patterns::PatternError>().is_some()
+            || c.downcast_ref::<crate::trust::TrustError>()
+                .is_some_and(|t| matches!(t, crate::trust::TrustError::NothingToTrust { .. }))
     });
     if invalid_input { 2 } else { 1 }
 }
@@ -163,5 +169,9 @@ pub fn load_config(g: &GlobalArgs, mut extra: Overrides) -> anyhow::Result<Layer
             .values
             .insert(0, ("profile".into(), p.clone().into(), "--profile".into()));
     }
-    Ok(crate::config::load(&extra)?)
+    let layered = crate::config::load(&extra)?;
+    for n in &layered.notices {
+        errln!("mpm: {n}");
+    }
+    Ok(layered)
 }

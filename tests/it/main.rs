@@ -22,6 +22,7 @@ mod harden_daemon;
 mod harden_files;
 mod harden_pipe;
 mod harden_trees;
+mod harden_trust;
 mod patterns_cli;
 mod patterns_engine;
 mod patterns_props;
