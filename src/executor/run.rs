@@ -107,18 +107,18 @@ pub async fn run_attempt(
     });
     // Only the child may hold the write ends, or the readers would never see end-of-file.
     drop((out_w, err_w));
-    let pid = match spawned {
-        Ok(pid) => pid,
+    let mut child = match spawned {
+        Ok(leader) => leader,
         Err(e) => {
             let program = spec.argv.first().map(String::as_str).unwrap_or("");
             return AttemptEnd::SpawnFailed(format!("cannot start {program:?}: {e}"));
         }
     };
+    let pid = child.pid();
     process::registry::register(pid, &tag);
     let cap = spec.max_output_bytes;
     let out_task = tokio::spawn(drain(readers.0, spec.stdout_path.clone(), cap));
     let err_task = tokio::spawn(drain(readers.1, spec.stderr_path.clone(), cap));
-    let mut child = spawn::Leader::new(pid);
     let pid = pid as u32;
     on_start(pid);
 
