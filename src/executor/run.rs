@@ -23,6 +23,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::fcntl::OFlag;
+use nix::sys::signal::killpg;
+use nix::unistd::Pid;
 use tokio::io::AsyncReadExt as _;
 use tokio::net::unix::pipe;
 use tokio::sync::watch;
@@ -144,8 +146,13 @@ pub async fn run_attempt(
         let _ = child.wait().await;
     }
     // Leftovers (background children, daemonised grandchildren found by the tag): stop them too.
-    // `stop_tree` returns at once when nothing is left.
-    stop(spec.grace).await;
+    // Leftovers (background children in the group, daemonised grandchildren re-parented to us
+    // with the tree's tag): stop them too. Both probes are cheap; a full scan only when needed.
+    if killpg(Pid::from_raw(pid as i32), None).is_ok() || process::registry::children_with_tag(&tag)
+    {
+        tracing::debug!(pid, "delegation left processes behind; stopping them");
+        stop(spec.grace).await;
+    }
     process::registry::unregister(pid as i32);
     // The tree is gone, so the pipes are closed, unless a process that left the session keeps
     // them open: give the readers a bounded time, then stop reading.
