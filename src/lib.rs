@@ -11,7 +11,8 @@
 //! | [`config`] | settings, defaults, layering with provenance |
 //! | [`event_hooks`] | user commands run on events (`hooks:`) |
 //! | [`events`] | the event type, bus and events-file sink |
-//! | [`process`] | process trees: membership, graceful stop |
+//! | [`process`] | process trees: membership (tags, subreaper), graceful stop |
+//! | [`trust`] | project configuration trusted per folder and file digest |
 //! | [`pty`] | PTY spawn, terminal relay, raw mode, resize, signals, watchdog |
 //! | [`session`] | one supervised agent: wires relay, pipeline, executor, governor |
 //! | [`screen`] | VT screen model, rows to logical lines |
@@ -52,5 +53,6 @@ pub mod state;
 pub mod store;
 pub mod supervisor;
 pub mod top;
+pub mod trust;
 pub mod worker;
 pub mod worktree;

@@ -16,6 +16,7 @@ mod prompt_cmd;
 mod run;
 mod scan;
 mod top;
+mod trust_cmd;
 mod worker_cmd;
 
 use std::path::PathBuf;
@@ -100,6 +101,8 @@ pub enum Command {
     Completions(completions::CompletionsArgs),
     /// The man page (roff), generated from the command definitions: `mpm man > mpm.1`.
     Man,
+    /// Allow a project's `./.mpm/config.yaml` to choose commands, argv, environment and hooks.
+    Trust(trust_cmd::TrustArgs),
     /// Internal: the orphan watchdog of a session (see `pty::watchdog`).
     #[command(name = "__watchdog", hide = true)]
     Watchdog(run::WatchdogArgs),
@@ -164,6 +167,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Man => completions::man(),
         Command::Watchdog(a) => run::watchdog(a),
         Command::Hook(a) => Ok(crate::hook::client::run(&a.event)),
+        Command::Trust(a) => trust_cmd::trust(a),
     }
 }
 
@@ -186,6 +190,8 @@ pub fn exit_code_for(e: &anyhow::Error) -> i32 {
             || c.downcast_ref::<ConfigError>()
                 .is_some_and(|ce| !matches!(ce, ConfigError::Io { .. }))
             || c.downcast_ref::<crate::patterns::PatternError>().is_some()
+            || c.downcast_ref::<crate::trust::TrustError>()
+                .is_some_and(|t| matches!(t, crate::trust::TrustError::NothingToTrust { .. }))
     });
     if invalid_input { 2 } else { 1 }
 }
@@ -198,5 +204,9 @@ pub fn load_config(g: &GlobalArgs, mut extra: Overrides) -> anyhow::Result<Layer
             .values
             .insert(0, ("profile".into(), p.clone().into(), "--profile".into()));
     }
-    Ok(crate::config::load(&extra)?)
+    let layered = crate::config::load(&extra)?;
+    for n in &layered.notices {
+        errln!("mpm: {n}");
+    }
+    Ok(layered)
 }

@@ -75,6 +75,8 @@ pub struct LayeredConfig {
     pub config: Config,
     pub origins: BTreeMap<String, Origin>,
     pub files: Vec<PathBuf>,
+    /// One-line notices for the user (an untrusted project file that was skipped).
+    pub notices: Vec<String>,
     merged: Value,
 }
 
@@ -132,8 +134,17 @@ impl LayeredConfig {
 /// Load with the real environment: XDG user file, `./.mpm/config.yaml`, `MPM_*` variables, then flags.
 pub fn load(overrides: &Overrides) -> Result<LayeredConfig, ConfigError> {
     let user = paths::config_dir().join("config.yaml");
-    let project = PathBuf::from(".mpm/config.yaml");
-    load_from(&[user, project], std::env::vars(), overrides)
+    let project = PathBuf::from(crate::trust::PROJECT_FILE);
+    // A project file that chooses programs is skipped until trusted (`crate::trust`).
+    let notice = crate::trust::check_project(Path::new("."), &crate::trust::record_path())
+        .unwrap_or_else(|e| Some(format!("ignoring {}: {e}", crate::trust::PROJECT_FILE)));
+    let files = match &notice {
+        None => vec![user, project],
+        Some(_) => vec![user],
+    };
+    let mut layered = load_from(&files, std::env::vars(), overrides)?;
+    layered.notices.extend(notice);
+    Ok(layered)
 }
 
 /// Load from explicit files (missing ones are skipped), environment pairs and overrides.
@@ -214,6 +225,7 @@ pub fn load_from(
         config,
         origins,
         files: read,
+        notices: Vec::new(),
         merged,
     })
 }

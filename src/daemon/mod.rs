@@ -322,9 +322,7 @@ impl Daemon {
 
 /// The start time of `pid` (clock ticks since boot, field 22 of `/proc/<pid>/stat`).
 pub(crate) fn process_start(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(')')?;
-    rest.split_whitespace().nth(19)?.parse().ok()
+    crate::process::start_time(pid as i32)
 }
 
 /// Stop, in the background, the trees of sessions a crashed daemon left running: only when the

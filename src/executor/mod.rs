@@ -160,10 +160,10 @@ impl Executor {
             }
         })?;
         let ex = &cfg.executor;
-        // Spawning blocks the spawning thread until the child has exec'd (posix_spawn is
-        // vfork-like), so spawns run on a few long-lived workers in parallel: one per permitted
-        // parallel delegation, at most 4. Measured: a single thread made parallelism 4 no faster
-        // than 1 for short delegations.
+        // Spawning blocks the spawning thread until the child has exec'd (fork + exec), so
+        // spawns run on a few long-lived workers in parallel: one per permitted parallel
+        // delegation, at most 4. The workers live as long as the executor, which the sub-agents'
+        // parent-death signal relies on (`spawn`).
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(ex.max_parallel.clamp(1, 4))
             .enable_all()

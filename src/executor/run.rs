@@ -23,6 +23,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::fcntl::OFlag;
+use nix::sys::signal::killpg;
+use nix::unistd::Pid;
 use tokio::io::AsyncReadExt as _;
 use tokio::net::unix::pipe;
 use tokio::sync::watch;
@@ -107,18 +109,18 @@ pub async fn run_attempt(
     });
     // Only the child may hold the write ends, or the readers would never see end-of-file.
     drop((out_w, err_w));
-    let pid = match spawned {
-        Ok(pid) => pid,
+    let mut child = match spawned {
+        Ok(leader) => leader,
         Err(e) => {
             let program = spec.argv.first().map(String::as_str).unwrap_or("");
             return AttemptEnd::SpawnFailed(format!("cannot start {program:?}: {e}"));
         }
     };
+    let pid = child.pid();
     process::registry::register(pid, &tag);
     let cap = spec.max_output_bytes;
     let out_task = tokio::spawn(drain(readers.0, spec.stdout_path.clone(), cap));
     let err_task = tokio::spawn(drain(readers.1, spec.stderr_path.clone(), cap));
-    let mut child = spawn::Leader::new(pid);
     let pid = pid as u32;
     on_start(pid);
 
@@ -144,8 +146,13 @@ pub async fn run_attempt(
         let _ = child.wait().await;
     }
     // Leftovers (background children, daemonised grandchildren found by the tag): stop them too.
-    // `stop_tree` returns at once when nothing is left.
-    stop(spec.grace).await;
+    // Leftovers (background children in the group, daemonised grandchildren re-parented to us
+    // with the tree's tag): stop them too. Both probes are cheap; a full scan only when needed.
+    if killpg(Pid::from_raw(pid as i32), None).is_ok() || process::registry::children_with_tag(&tag)
+    {
+        tracing::debug!(pid, "delegation left processes behind; stopping them");
+        stop(spec.grace).await;
+    }
     process::registry::unregister(pid as i32);
     // The tree is gone, so the pipes are closed, unless a process that left the session keeps
     // them open: give the readers a bounded time, then stop reading.

@@ -271,6 +271,14 @@ fn own_children() -> Vec<i32> {
     out
 }
 
+/// Whether a live child of this process (an adopted orphan) carries `tag`: a cheap check (only
+/// this process's children are read) for what a tree left behind after its root exited.
+pub fn children_with_tag(tag: &str) -> bool {
+    own_children()
+        .into_iter()
+        .any(|p| super::read_stat(p).is_some_and(|s| s.is_live()) && has_tag(p, tag))
+}
+
 /// One pass of the reaper (see the module docs). Returns how many were reaped.
 pub fn reap_adopted() -> usize {
     let (roots, tags): (HashSet<i32>, Vec<String>) = with(|r| {

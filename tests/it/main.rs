@@ -29,6 +29,7 @@ mod harden_daemon;
 mod harden_files;
 mod harden_pipe;
 mod harden_trees;
+mod harden_trust;
 mod loop_delegations;
 mod loop_feedback;
 mod loop_hooks;
