@@ -353,6 +353,18 @@ impl Actor {
     }
 }
 
+/// claude's hooks answer through the feedback actor: the Stop hook blocks with the turn's results,
+/// the next prompt carries results not yet delivered (`feedback: next-prompt`).
+impl crate::hook::HookResponder for FeedbackHandle {
+    fn on_stop(&self, _payload: &crate::hook::StopPayload) -> Option<String> {
+        FeedbackHandle::on_stop(self, &serde_json::Value::Null)
+    }
+
+    fn on_user_prompt(&self, _payload: &crate::hook::PromptPayload) -> Option<String> {
+        FeedbackHandle::on_user_prompt(self, &serde_json::Value::Null)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -497,17 +509,5 @@ mod tests {
             FeedbackMode::OnIdle
         );
         assert_eq!(mode_for(&cfg, &argv(&["bash"])), FeedbackMode::Off);
-    }
-}
-
-/// claude's hooks answer through the feedback actor: the Stop hook blocks with the turn's results,
-/// the next prompt carries results not yet delivered (`feedback: next-prompt`).
-impl crate::hook::HookResponder for FeedbackHandle {
-    fn on_stop(&self, _payload: &crate::hook::StopPayload) -> Option<String> {
-        FeedbackHandle::on_stop(self, &serde_json::Value::Null)
-    }
-
-    fn on_user_prompt(&self, _payload: &crate::hook::PromptPayload) -> Option<String> {
-        FeedbackHandle::on_user_prompt(self, &serde_json::Value::Null)
     }
 }
