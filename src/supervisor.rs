@@ -773,6 +773,11 @@ impl OutputConsumer for ScreenConsumer {
         self.send(found);
     }
 
+    fn quiet(&mut self) {
+        let found = self.pipeline.quiet();
+        self.send(found);
+    }
+
     fn finish(&mut self) {
         let found = self.pipeline.finish();
         self.send(found);

@@ -166,6 +166,11 @@ impl Contained {
         self.run(Pipeline::finish)
     }
 
+    /// [`Pipeline::quiet`], contained.
+    pub fn quiet(&mut self) -> Vec<Detection> {
+        self.run(Pipeline::quiet)
+    }
+
     /// Detection has stopped after [`MAX_PANICS`] panics.
     pub fn stopped(&self) -> bool {
         self.pipeline.is_none()

@@ -169,6 +169,14 @@ impl Pipeline {
         out
     }
 
+    /// The output went quiet ([`crate::pty::QUIET`] without a byte): the agent's turn is over as far
+    /// as the screen can tell, so what it shows is complete. Reads every row, like [`Self::finish`],
+    /// and makes the pending detections final; the pipeline goes on with later output. For claude
+    /// the hooks and the transcript decide first; this is the turn end of CLIs without them.
+    pub fn quiet(&mut self) -> Vec<Detection> {
+        self.finish()
+    }
+
     /// The screen's detections that are still provisional (their block is not complete yet).
     pub fn provisional(&self) -> Vec<Detection> {
         self.finality.pending().cloned().collect()

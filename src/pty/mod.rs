@@ -38,4 +38,4 @@ pub mod watchdog;
 
 pub use session::{DRAIN_MAX, OutputSink, PtyConfig, PtyExit, PtySession};
 pub use spawn::{PtyError, WinSize, resolve_command};
-pub use tap::OutputConsumer;
+pub use tap::{OutputConsumer, QUIET};

@@ -9,6 +9,11 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
+/// How long the output must be silent before the consumer hears [`OutputConsumer::quiet`]. An
+/// agent that streams a reply pauses for well under this between tokens; one whose turn is over
+/// (or that waits for the user) stays silent.
+pub const QUIET: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// A consumer of a session's output bytes, run on its own thread. The detection pipeline
 /// implements it.
 pub trait OutputConsumer: Send {
@@ -16,6 +21,9 @@ pub trait OutputConsumer: Send {
     fn feed(&mut self, bytes: &[u8]);
     /// The PTY was resized; later bytes are laid out at the new size.
     fn resize(&mut self, _cols: u16, _rows: u16) {}
+    /// No output for [`QUIET`]: called once per quiet spell (the turn is over as far as the
+    /// screen can tell).
+    fn quiet(&mut self) {}
     /// The session's output ended (or the tap was closed); called once.
     fn finish(&mut self) {}
 }
@@ -131,7 +139,20 @@ fn consume(
         }
     }
     let mut dropped_seen = overrun.load(Ordering::Relaxed);
-    while let Ok(msg) = rx.recv() {
+    let mut told_quiet = true;
+    loop {
+        let msg = match rx.recv_timeout(QUIET) {
+            Ok(m) => m,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                if !told_quiet {
+                    told_quiet = true;
+                    consumer.quiet();
+                }
+                continue;
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        };
+        told_quiet = false;
         match msg {
             TapMsg::Data(bytes) => {
                 queued.fetch_sub(bytes.len(), Ordering::AcqRel);

@@ -141,8 +141,15 @@ fn run_with_hooks_dispatches_each_delegation_once_and_publishes_states() {
     let screen = p.text();
     assert!(status.success(), "{screen}");
     assert!(screen.contains("socket-env:set"), "{screen}");
-    // The default responder answers nothing.
-    assert!(screen.contains("stop-answer:[]"), "{screen}");
+    // The feedback actor answers the Stop hook: it blocks with the turn's results (issue 14).
+    assert!(
+        screen.contains("stop-answer:[{\"decision\":\"block\""),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("implement fib(n) in fib.py (success"),
+        "{screen}"
+    );
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(&events)
         .unwrap()
         .lines()

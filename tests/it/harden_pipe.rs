@@ -130,7 +130,13 @@ fn a_full_stderr_never_panics() {
             2,
         ),
         (
-            vec!["status".into(), "--socket".into(), "/nonexistent/s".into()],
+            // `stop` needs a daemon (`status` reads the store without one).
+            vec![
+                "stop".into(),
+                "--socket".into(),
+                "/nonexistent/s".into(),
+                "0123abcd".into(),
+            ],
             1,
         ),
         (vec!["--no-such-flag".into()], 2),

@@ -75,6 +75,8 @@ fn a_finished_batch_notifies_the_terminal() {
             &fake,
             "print:Engineer Agent: implement fib",
             "print:Engineer Agent: test fib",
+            // Text below the block: both delegations are final together (`detect::finality`).
+            "print:That is the plan.",
             "sleep:0",
         ],
     )
