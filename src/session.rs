@@ -665,6 +665,12 @@ impl Host for TerminalHost {
     /// (the shell shows its prompt); once continued (`fg`), raw mode again, the window size pushed
     /// (the agent redraws), and the agent continued.
     fn suspended(&mut self, pty: &Arc<PtySession>) {
+        if !self.stdin_is_tty {
+            // No terminal, no job control: nobody could `fg` a stopped mpm. Carry on.
+            tracing::info!("the agent stopped without a terminal: continuing it");
+            pty.resume();
+            return;
+        }
         self.raw = None;
         terminal::restore();
         tracing::info!("suspending mpm with the agent");

@@ -787,6 +787,11 @@ pub fn relay(
                 Ok(ServerMsg::Suspended) => {
                     // Job control, as in-process: the user's terminal back, stop; on `fg`, raw
                     // mode, the size, and the agent continued.
+                    // Without a terminal there is no job control: nobody could `fg` us.
+                    if !nix::unistd::isatty(std::io::stdin()).unwrap_or(false) {
+                        send_on(&writer, &Frame::json(&ClientMsg::Resume));
+                        continue;
+                    }
                     drop(raw.take());
                     let _ = out.flush();
                     let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
