@@ -624,15 +624,17 @@ mod dump {
     #[test]
     #[ignore]
     fn dump_captures() {
-        let dir = std::env::var("MPM_SHARED_DIR").unwrap_or("../../shared".into());
+        // A debugging aid (`cargo test --lib dump_captures -- --ignored --nocapture`): the lines
+        // the reader makes of the repository's recorded captures.
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/captures");
         for name in [
             "fullscreen",
             "classic",
             "screenreader",
-            "agent_classic",
+            "subagent_classic",
             "print_mode",
         ] {
-            let path = format!("{dir}/realclient/captures/{name}.raw");
+            let path = format!("{dir}/{name}.raw");
             let Ok(bytes) = std::fs::read(&path) else {
                 continue;
             };
