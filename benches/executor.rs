@@ -28,19 +28,12 @@ fn executor_round(n: usize, p: usize, dir: &std::path::Path) -> Duration {
     let start = Instant::now();
     let handle = Executor::start(&cfg, bus, out).expect("executor");
     for i in 0..n {
-        handle.submit(&Detection {
-            category: "delegation".into(),
-            pattern: "bench".into(),
-            text: String::new(),
-            source: TextSource::Text,
-            agent: Some("true".into()),
-            task: Some(i.to_string()),
-            ticket_type: None,
-            title: None,
-            priority: None,
-            handled_by_agent: false,
-            is_final: true,
-        });
+        handle.submit(&Detection::delegation(
+            "true",
+            &i.to_string(),
+            "bench",
+            TextSource::Text,
+        ));
     }
     let summaries = handle.shutdown(SessionExitPolicy::Wait);
     let took = start.elapsed();

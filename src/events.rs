@@ -224,6 +224,40 @@ fn final_default() -> bool {
     true
 }
 
+impl Detection {
+    /// A final detection with no detection fields set; fill them with struct update syntax
+    /// (`Detection { agent: Some(..), ..Detection::new(..) }`).
+    pub fn new(category: &str, pattern: &str, text: String, source: TextSource) -> Detection {
+        Detection {
+            category: category.to_string(),
+            pattern: pattern.to_string(),
+            text,
+            source,
+            agent: None,
+            task: None,
+            ticket_type: None,
+            title: None,
+            priority: None,
+            handled_by_agent: false,
+            is_final: true,
+        }
+    }
+
+    /// A final delegation of `task` to `agent` (the text as `<agent> Agent: <task>`).
+    pub fn delegation(agent: &str, task: &str, pattern: &str, source: TextSource) -> Detection {
+        Detection {
+            agent: Some(agent.to_string()),
+            task: Some(task.to_string()),
+            ..Detection::new(
+                "delegation",
+                pattern,
+                format!("{agent} Agent: {task}"),
+                source,
+            )
+        }
+    }
+}
+
 /// The published state of a session (`session.state` events, `mpm status`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

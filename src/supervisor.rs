@@ -791,17 +791,8 @@ mod tests {
 
     fn delegation(agent: &str, task: &str, is_final: bool) -> Detection {
         Detection {
-            category: "delegation".into(),
-            pattern: "p".into(),
-            text: format!("{agent} Agent: {task}"),
-            source: TextSource::Screen,
-            agent: Some(agent.into()),
-            task: Some(task.into()),
-            ticket_type: None,
-            title: None,
-            priority: None,
-            handled_by_agent: false,
             is_final,
+            ..Detection::delegation(agent, task, "p", TextSource::Screen)
         }
     }
 

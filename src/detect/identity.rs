@@ -176,19 +176,7 @@ mod tests {
     use crate::events::TextSource;
 
     fn deleg(agent: &str, task: &str, source: TextSource) -> Detection {
-        Detection {
-            category: "delegation".into(),
-            pattern: "p".into(),
-            text: format!("{agent} Agent: {task}"),
-            source,
-            agent: Some(agent.into()),
-            task: Some(task.into()),
-            ticket_type: None,
-            title: None,
-            priority: None,
-            handled_by_agent: false,
-            is_final: true,
-        }
+        Detection::delegation(agent, task, "p", source)
     }
 
     #[test]

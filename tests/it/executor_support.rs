@@ -43,19 +43,7 @@ pub fn config(agents: Vec<(&str, AgentConfig)>) -> Config {
 }
 
 pub fn delegation(agent: &str, task: &str) -> Detection {
-    Detection {
-        category: "delegation".into(),
-        pattern: "test".into(),
-        text: format!("{agent}: {task}"),
-        source: TextSource::Text,
-        agent: Some(agent.into()),
-        task: Some(task.into()),
-        ticket_type: None,
-        title: None,
-        priority: None,
-        handled_by_agent: false,
-        is_final: true,
-    }
+    Detection::delegation(agent, task, "test", TextSource::Text)
 }
 
 /// A running executor plus everything it emitted; shuts down with `cancel` on drop.
