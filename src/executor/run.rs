@@ -18,8 +18,8 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write as _};
-use std::path::{Path, PathBuf};
+use std::io::Write as _;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use nix::fcntl::OFlag;
@@ -227,60 +227,5 @@ async fn drain(mut rx: pipe::Receiver, path: PathBuf, cap: u64) -> std::io::Resu
 pub async fn cancelled(rx: &mut watch::Receiver<bool>) {
     if rx.wait_for(|c| *c).await.is_err() {
         std::future::pending::<()>().await;
-    }
-}
-
-/// The final `result` text of a `--output-format stream-json` (or `json`) run: the last line that is
-/// a JSON object with `"type": "result"` and a string `result`.
-pub fn extract_result(stdout_path: &Path) -> Option<String> {
-    let file = File::open(stdout_path).ok()?;
-    let mut reader = BufReader::with_capacity(64 << 10, file);
-    let finder = memchr::memmem::Finder::new(b"\"result\"");
-    let mut line = Vec::new();
-    let mut found = None;
-    loop {
-        line.clear();
-        match reader.read_until(b'\n', &mut line) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-        let trimmed = line.trim_ascii();
-        if !trimmed.starts_with(b"{") || finder.find(trimmed).is_none() {
-            continue;
-        }
-        let Ok(v) = serde_json::from_slice::<serde_json::Value>(trimmed) else {
-            continue;
-        };
-        if v.get("type").and_then(|t| t.as_str()) == Some("result")
-            && let Some(text) = v.get("result").and_then(|r| r.as_str())
-        {
-            found = Some(text.to_string());
-        }
-    }
-    found
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn extracts_last_result_line() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("x.stdout");
-        std::fs::write(
-            &p,
-            concat!(
-                "{\"type\":\"system\",\"subtype\":\"init\"}\n",
-                "not json \"result\"\n",
-                "{\"type\":\"assistant\",\"result\":\"no\"}\n",
-                "{\"type\":\"result\",\"subtype\":\"success\",\"result\":\"# Done\\nline 2\"}\n",
-            ),
-        )
-        .unwrap();
-        assert_eq!(extract_result(&p).as_deref(), Some("# Done\nline 2"));
-        std::fs::write(&p, "plain text\n").unwrap();
-        assert_eq!(extract_result(&p), None);
-        assert_eq!(extract_result(&dir.path().join("missing")), None);
     }
 }
