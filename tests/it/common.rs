@@ -450,3 +450,40 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+/// Run `mpm` (arguments and environment added by `configure`) and measure its own peak RSS in KB.
+///
+/// A small Python parent forks and execs `mpm` and reports `ru_maxrss` from `wait4`: a child spawned
+/// straight from this (large, multi-threaded) test binary shares its address space until exec, and
+/// the kernel carries that address space's peak into the child's `ru_maxrss`. The `MAXRSS` line is
+/// taken out of the returned stderr.
+pub fn mpm_with_peak_rss(
+    configure: impl FnOnce(&mut std::process::Command),
+) -> (std::process::Output, i64) {
+    const MEASURE: &str = "import os, sys\n\
+pid = os.fork()\n\
+if pid == 0:\n    os.execv(sys.argv[1], sys.argv[1:])\n\
+_, st, ru = os.wait4(pid, 0)\n\
+sys.stderr.write('MAXRSS %d\\n' % ru.ru_maxrss)\n\
+sys.exit(os.waitstatus_to_exitcode(st))\n";
+    let mut cmd = std::process::Command::new("python3");
+    cmd.args(["-c", MEASURE, env!("CARGO_BIN_EXE_mpm")])
+        .stdin(std::process::Stdio::null());
+    configure(&mut cmd);
+    let mut out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("spawn python3: {e}"));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let rss = err
+        .lines()
+        .find_map(|l| l.strip_prefix("MAXRSS "))
+        .and_then(|n| n.trim().parse::<i64>().ok())
+        .unwrap_or_else(|| panic!("no MAXRSS line in {err}"));
+    out.stderr = err
+        .lines()
+        .filter(|l| !l.starts_with("MAXRSS "))
+        .flat_map(|l| [l, "\n"])
+        .collect::<String>()
+        .into_bytes();
+    (out, rss)
+}

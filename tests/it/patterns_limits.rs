@@ -5,33 +5,17 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 /// `mpm ARGS` with a private config home and empty stdin: (exit code, stderr, peak RSS in KB).
-///
-/// The peak is measured by a small Python parent that forks and execs `mpm` (a child spawned from
-/// this multi-threaded test binary would inherit the test binary's peak until exec).
+/// (The peak as [`crate::common::mpm_with_peak_rss`] measures it.)
 fn mpm_rss(home: &Path, args: &[&str]) -> (Option<i32>, String, i64) {
-    const MEASURE: &str = "import os, sys\n\
-pid = os.fork()\n\
-if pid == 0:\n    os.execv(sys.argv[1], sys.argv[1:])\n\
-_, st, ru = os.wait4(pid, 0)\n\
-sys.stderr.write('MAXRSS %d\\n' % ru.ru_maxrss)\n\
-sys.exit(os.waitstatus_to_exitcode(st))\n";
-    let out = Command::new("python3")
-        .args(["-c", MEASURE, env!("CARGO_BIN_EXE_mpm")])
-        .args(args)
-        .current_dir(home)
-        .env("HOME", home)
-        .env("XDG_CONFIG_HOME", home.join("config"))
-        .env("XDG_STATE_HOME", home.join("state"))
-        .env_remove("MPM_CONFIG")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("spawn python3: {e}"));
+    let (out, rss) = crate::common::mpm_with_peak_rss(|c| {
+        c.args(args)
+            .current_dir(home)
+            .env("HOME", home)
+            .env("XDG_CONFIG_HOME", home.join("config"))
+            .env("XDG_STATE_HOME", home.join("state"))
+            .env_remove("MPM_CONFIG");
+    });
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    let rss = err
-        .lines()
-        .find_map(|l| l.strip_prefix("MAXRSS "))
-        .and_then(|n| n.trim().parse::<i64>().ok())
-        .unwrap_or_else(|| panic!("no MAXRSS line in {err}"));
     (out.status.code(), err, rss)
 }
 
