@@ -417,7 +417,7 @@ impl Session {
     /// at its hard limit), then finish the supervisor. Blocks.
     pub fn run(mut self, host: &mut dyn Host) -> SessionEnd {
         let cfg = self.spec.config.clone();
-        let grace = Duration::from_secs_f64(cfg.run.grace_secs.clamp(0.0, 3600.0));
+        let grace = cfg.run.grace();
         let mut restart = RestartPolicy::new(&cfg.limits.restart);
         let mut recorder = match self.spec.record.clone() {
             Some(p) => match Recorder::create(&p, self.spec.size) {

@@ -460,7 +460,7 @@ impl Supervisor {
 }
 
 fn grace(cfg: &Config) -> Duration {
-    Duration::from_secs_f64(cfg.run.grace_secs.clamp(0.0, 3600.0))
+    cfg.run.grace()
 }
 
 /// True when `argv[0]` is the claude CLI.

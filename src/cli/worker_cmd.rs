@@ -48,6 +48,19 @@ pub fn worker(g: &GlobalArgs, a: WorkerArgs) -> anyhow::Result<i32> {
     if let Some(d) = a.state_dir {
         opts.state_dir = d;
     }
+    // Sub-agents outlive a SIGKILLed worker unless another process stops them: the same orphan
+    // watchdog as `mpm run` hears of every tree this worker starts (the process registry) and
+    // stops those still registered when the worker is gone, however it went.
+    crate::process::registry::become_subreaper();
+    let _watchdog = match std::env::current_exe() {
+        Ok(exe) => crate::pty::watchdog::Watchdog::spawn(&exe, cfg.run.grace())
+            .map_err(|e| tracing::warn!(error = %e, "no orphan watchdog: sub-agents may outlive a killed worker"))
+            .ok(),
+        Err(e) => {
+            tracing::warn!(error = %e, "no orphan watchdog: cannot find mpm's own executable");
+            None
+        }
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(opts.max_parallel.clamp(1, 4))
         .enable_all()

@@ -27,6 +27,7 @@ pub use layers::{ConfigError, LayeredConfig, Origin, Overrides, load, load_from}
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -106,6 +107,15 @@ pub struct RunConfig {
     /// After the agent exited, output the reader has not taken yet is held up to this many bytes
     /// (more is dropped and counted), so a stalled reader loses no tail.
     pub tail_bytes: usize,
+}
+
+impl RunConfig {
+    /// `grace_secs` as a duration (the one place it is converted; the value is range-checked
+    /// when the configuration is read, the clamp only guards values set in code).
+    pub fn grace(&self) -> Duration {
+        Duration::try_from_secs_f64(self.grace_secs.clamp(0.0, 3600.0))
+            .unwrap_or(Duration::from_secs(3))
+    }
 }
 
 impl Default for RunConfig {

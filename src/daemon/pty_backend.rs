@@ -55,7 +55,7 @@ impl PtyBackend {
         if let Some(g) = g.as_ref() {
             return Ok(g.clone());
         }
-        let grace = Duration::from_secs_f64(cfg.run.grace_secs.clamp(0.0, 3600.0));
+        let grace = cfg.run.grace();
         let started =
             Governor::start(&cfg.limits, grace).map_err(|e| SpawnError::Other(e.to_string()))?;
         let started = Arc::new(started);

@@ -178,8 +178,7 @@ impl Executor {
             state_dir,
             max_parallel: ex.max_parallel.max(1),
             queue_capacity: ex.queue_capacity,
-            grace: Duration::try_from_secs_f64(cfg.run.grace_secs)
-                .unwrap_or(Duration::from_secs(3)),
+            grace: cfg.run.grace(),
             breaker_failures: ex.breaker_failures,
             breaker_cooldown: Duration::from_secs(ex.breaker_cooldown_secs),
             max_output_bytes: ex.max_output_bytes,

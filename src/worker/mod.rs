@@ -99,8 +99,7 @@ impl WorkerOptions {
             agents: Vec::new(),
             max_parallel: cfg.executor.max_parallel.max(1),
             state_dir: crate::config::paths::state_dir().join("worker"),
-            grace: Duration::try_from_secs_f64(cfg.run.grace_secs)
-                .unwrap_or(Duration::from_secs(3)),
+            grace: cfg.run.grace(),
         }
     }
 }

@@ -214,7 +214,7 @@ fn a_worker_killed_mid_delegation_fails_it_once_and_the_other_worker_carries_on(
     let script = format!(
         r#"echo "$1" >> "{log}"
 echo $$ > "{pids}/$1.pid"
-if [ "$1" = hang ]; then exec sleep 1000; fi
+if [ "$1" = hang ]; then sleep 1000 & echo $! > "{pids}/hang.child"; wait; fi
 echo "done $1""#,
         log = log.display(),
         pids = pids.display()
@@ -225,7 +225,9 @@ echo "done $1""#,
     let mut h = Harness::start(&supervisor(&nats.url, &["job"], 4));
     h.submit("job", "hang");
     let sub_agent = crate::executor_support::read_pid(&pids.join("hang.pid"), DEADLINE);
-    let _orphan = PidGuard(vec![sub_agent]);
+    // A process of the sub-agent's own (the parent-death signal reaches only the sub-agent).
+    let grandchild = crate::executor_support::read_pid(&pids.join("hang.child"), DEADLINE);
+    let _orphan = PidGuard(vec![sub_agent, grandchild]);
     // Which worker runs it: the sub-agent's parent.
     let parent = mpm::process::read_stat(sub_agent)
         .expect("sub-agent alive")
@@ -244,6 +246,11 @@ echo "done $1""#,
         reason(fin).contains("stopped responding"),
         "{}",
         reason(fin)
+    );
+    // The dead worker's orphan watchdog stopped its sub-agent (no systemd or Kubernetes needed).
+    assert!(
+        wait_pid_gone(sub_agent, DEADLINE) && wait_pid_gone(grandchild, DEADLINE),
+        "the SIGKILLed worker's sub-agent {sub_agent} or its child {grandchild} is still running"
     );
     // The other worker carries on (with one slot: a re-run of "hang" would block it forever).
     for t in ["after-1", "after-2", "after-3"] {
