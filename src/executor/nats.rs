@@ -181,6 +181,20 @@ pub async fn connect(cfg: &NatsConfig, name: &str) -> Result<async_nats::Client,
     if cfg.tls_required {
         opts = opts.require_tls(true);
     }
+    // The client reports why a connection attempt failed (TLS, authorization) only as an event:
+    // keep the last one for the error below.
+    let last_error: std::sync::Arc<std::sync::Mutex<Option<String>>> = Default::default();
+    let sink = last_error.clone();
+    opts = opts.event_callback(move |ev| {
+        let sink = sink.clone();
+        async move {
+            if let async_nats::Event::ClientError(e) = ev
+                && let Ok(mut last) = sink.lock()
+            {
+                *last = Some(e.to_string());
+            }
+        }
+    });
     // `retry_on_initial_connect` makes connect return at once; wait for the first connection so a
     // wrong URL is reported instead of hanging every delegation.
     let client = opts
@@ -190,7 +204,11 @@ pub async fn connect(cfg: &NatsConfig, name: &str) -> Result<async_nats::Client,
     let deadline = Instant::now() + Duration::from_secs(10);
     while client.connection_state() != async_nats::connection::State::Connected {
         if Instant::now() >= deadline {
-            return Err(format!("cannot connect to NATS at {}", cfg.url));
+            let why = last_error.lock().ok().and_then(|l| l.clone());
+            return Err(match why {
+                Some(why) => format!("cannot connect to NATS at {}: {why}", cfg.url),
+                None => format!("cannot connect to NATS at {}", cfg.url),
+            });
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -10,6 +10,7 @@ mod executor_support;
 mod governor_support;
 mod loop_support;
 mod nats_support;
+mod nats_tls;
 mod realclient;
 
 mod daemon_binary;

@@ -70,6 +70,42 @@ fn free_port() -> u16 {
 }
 
 impl NatsServer {
+    /// A server started from a config file: `conf` is added after `listen` and `jetstream`
+    /// (e.g. a `tls { ... }` block); the URL uses `scheme` (`nats` or `tls`).
+    pub fn start_conf(conf: &str, scheme: &str) -> Option<Self> {
+        let bin = nats_server_bin()?;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let file = dir.path().join("server.conf");
+        std::fs::write(
+            &file,
+            format!(
+                "listen: \"127.0.0.1:{port}\"\njetstream {{ store_dir: {:?} }}\n{conf}\n",
+                dir.path().join("js")
+            ),
+        )
+        .unwrap();
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("nats-server starts");
+        let proc = Proc { child };
+        let addr = format!("127.0.0.1:{port}");
+        assert!(
+            wait_until(DEADLINE, || std::net::TcpStream::connect(&addr).is_ok()),
+            "nats-server did not listen on {addr}"
+        );
+        Some(NatsServer {
+            url: format!("{scheme}://{addr}"),
+            _proc: proc,
+            _dir: dir,
+        })
+    }
+
     pub fn start() -> Option<Self> {
         let bin = nats_server_bin()?;
         let dir = tempfile::tempdir().expect("tempdir");
