@@ -69,6 +69,10 @@ pub struct Job {
     /// Where the work goes: the repository for `isolation: worktree` agents.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<RepoRef>,
+    /// The nesting depth the sub-agent runs at (`MPM_DEPTH`), so that an mpm started inside it
+    /// keeps the supervisor's depth budget. The only environment a job carries; a number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depth: Option<u32>,
 }
 
 /// A repository a worker fetches, by remote and commit. Credentials are the worker's own.
@@ -366,6 +370,11 @@ impl NatsBackend {
             timeout_secs: spec.agent.timeout_secs,
             expires_at_ms: now_ms() + pickup.as_millis() as u64,
             repo,
+            depth: spec
+                .extra_env
+                .iter()
+                .find(|(k, _)| k == super::budget::DEPTH_VAR)
+                .and_then(|(_, v)| v.parse().ok()),
         };
         let mut sub = match conn
             .client
@@ -578,6 +587,7 @@ mod tests {
             timeout_secs: 5,
             expires_at_ms: 1,
             repo: None,
+            depth: Some(2),
         };
         let text = serde_json::to_string(&job).unwrap();
         assert!(!text.contains("argv"));

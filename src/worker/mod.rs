@@ -428,7 +428,16 @@ async fn run_job(ctx: &Ctx, served: &Agent, job: Job, tx: &mpsc::UnboundedSender
         stdout_path: stdout_path.clone(),
         stderr_path: stderr_path.clone(),
         grace: ctx.opts.grace,
-        extra_env: Vec::new(),
+        extra_env: job
+            .depth
+            .map(|d| {
+                (
+                    crate::executor::budget::DEPTH_VAR.to_string(),
+                    d.to_string(),
+                )
+            })
+            .into_iter()
+            .collect(),
         max_output_bytes: ctx.cfg.executor.max_output_bytes,
     };
 

@@ -313,6 +313,7 @@ fn jobs_for_agents_a_worker_does_not_have_are_rejected() {
             timeout_secs: 5,
             expires_at_ms: mpm::executor::nats::now_ms() + 60_000,
             repo: None,
+            depth: None,
         };
         let js = async_nats::jetstream::new(client.clone());
         js.publish("mpm.jobs.count", serde_json::to_vec(&job).unwrap().into())
