@@ -9,6 +9,7 @@ mod daemon_support;
 mod executor_support;
 mod governor_support;
 mod loop_support;
+mod nats_creds;
 mod nats_loop;
 mod nats_support;
 mod nats_tls;

@@ -85,19 +85,26 @@ impl NatsServer {
             ),
         )
         .unwrap();
+        let log = dir.path().join("server.log");
         let child = Command::new(bin)
             .arg("-c")
             .arg(&file)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .process_group(0)
             .spawn()
             .expect("nats-server starts");
-        let proc = Proc { child };
+        let mut proc = Proc { child };
         let addr = format!("127.0.0.1:{port}");
         assert!(
-            wait_until(DEADLINE, || std::net::TcpStream::connect(&addr).is_ok()),
+            wait_until(DEADLINE, || std::net::TcpStream::connect(&addr).is_ok()
+                || matches!(proc.child.try_wait(), Ok(Some(_)))),
             "nats-server did not listen on {addr}"
+        );
+        assert!(
+            matches!(proc.child.try_wait(), Ok(None)),
+            "nats-server exited:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
         );
         Some(NatsServer {
             url: format!("{scheme}://{addr}"),
