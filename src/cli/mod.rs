@@ -10,7 +10,7 @@ mod completions;
 mod config_cmd;
 mod daemon_cmd;
 mod delegations;
-pub mod output;
+pub(crate) mod output;
 mod patterns_cmd;
 mod prompt_cmd;
 mod run;

@@ -13,12 +13,12 @@
 //! bus, and serves input, resize, attach snapshots, stop and wait through [`HostedSession`].
 //! The binary hosts sessions with [`pty_backend::PtyBackend`]: the same supervisor as `mpm run`.
 
-pub mod backend;
+pub(crate) mod backend;
 pub mod client;
-pub mod notify;
-pub mod pty_backend;
+pub(crate) mod notify;
+pub(crate) mod pty_backend;
 mod server;
-pub mod socket;
+pub(crate) mod socket;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};

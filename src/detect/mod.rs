@@ -24,13 +24,13 @@
 //!   }
 //! ```
 
-pub mod claude;
-pub mod contain;
+pub(crate) mod claude;
+pub(crate) mod contain;
 pub mod dedup;
 pub mod dispatch;
-pub mod finality;
-pub mod identity;
-pub mod split;
+pub(crate) mod finality;
+pub(crate) mod identity;
+pub(crate) mod split;
 
 use std::sync::Arc;
 

@@ -40,15 +40,15 @@
 //! processes through NATS JetStream with `executor.backend: nats` ([`nats`]). Admission, scheduling,
 //! output files, summaries and events are the same for both.
 
-pub mod argv;
-pub mod backend;
-pub mod budget;
-pub mod guards;
+pub(crate) mod argv;
+pub(crate) mod backend;
+pub(crate) mod budget;
+pub(crate) mod guards;
 pub mod nats;
-pub mod registry;
-pub mod result_file;
-pub mod run;
-pub mod spawn;
+pub(crate) mod registry;
+pub(crate) mod result_file;
+pub(crate) mod run;
+pub(crate) mod spawn;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt::Write as _;

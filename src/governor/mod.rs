@@ -23,9 +23,9 @@
 
 pub mod cgroup;
 pub mod proc;
-pub mod restart;
-pub mod rlimits;
-pub mod thresholds;
+pub(crate) mod restart;
+pub(crate) mod rlimits;
+pub(crate) mod thresholds;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -18,7 +18,7 @@
 //! then continues with it as the next user turn: `{"decision":"block","reason":...}`) and
 //! UserPromptSubmit may add context. The default, [`NoResponse`], answers nothing.
 
-pub mod client;
+pub(crate) mod client;
 pub mod server;
 
 use serde::{Deserialize, Serialize};
