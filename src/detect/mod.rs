@@ -48,6 +48,7 @@ use crate::screen::{LineReader, Lines, ReadKind, Screen};
 
 /// Anything that turns one line into detections: the compiled pattern engine, or a stand-in in tests.
 pub trait Matcher: Send + Sync {
+    /// The detections in one logical line read from `source`.
     fn detect(&self, line: &str, source: TextSource) -> Vec<Detection>;
 }
 
