@@ -29,11 +29,17 @@ pub fn new_id() -> String {
 /// One event, as written to events files, the store and socket subscribers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
+    /// When it happened (RFC 3339, UTC, milliseconds).
     pub ts: String,
+    /// The session it belongs to.
     pub session: String,
+    /// The session's trace: every event of one session shares it.
     pub trace_id: String,
+    /// This event's own step id.
     pub step_id: String,
+    /// The step that caused this one (a delegation's detection, for example), when there is one.
     pub parent_step_id: Option<String>,
+    /// The kind and its fields (`kind` is the serde tag).
     #[serde(flatten)]
     pub body: EventBody,
 }
@@ -55,43 +61,63 @@ impl Event {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind")]
 pub enum EventBody {
+    /// The session's agent started.
     #[serde(rename = "session.started")]
     SessionStarted {
+        /// The agent's argv.
         command: Vec<String>,
+        /// The agent's pid (the root of its process tree).
         pid: u32,
+        /// The terminal width the agent started with.
         cols: u16,
+        /// The terminal height the agent started with.
         rows: u16,
         /// Which resource-governor mode is active (`cgroup` or `polling`), when known.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         governor_mode: Option<String>,
     },
+    /// The session's agent ended.
     #[serde(rename = "session.exited")]
     SessionExited {
+        /// The agent's exit code, when it exited.
         exit_code: Option<i32>,
+        /// The signal that killed the agent, when one did.
         signal: Option<i32>,
+        /// How long the session ran.
         duration_ms: u64,
         /// Output bytes the text pipeline could not take in time (dropped for detection only; the
         /// terminal got every byte).
         #[serde(default)]
         tap_overrun_bytes: u64,
     },
+    /// The pattern engine found something (final detections only).
     #[serde(rename = "detection")]
     Detection(Detection),
+    /// A delegation was admitted and waits for a free slot.
     #[serde(rename = "delegation.queued")]
     DelegationQueued(Delegation),
+    /// A delegation's sub-agent was spawned.
     #[serde(rename = "delegation.started")]
     DelegationStarted {
+        /// Which delegation.
         #[serde(flatten)]
         delegation: Delegation,
+        /// The sub-agent's pid.
         pid: u32,
     },
+    /// A delegation ended (exactly one per queued delegation).
     #[serde(rename = "delegation.finished")]
     DelegationFinished {
+        /// Which delegation.
         #[serde(flatten)]
         delegation: Delegation,
+        /// How it ended.
         status: DelegationStatus,
+        /// The sub-agent's exit code, when it exited.
         exit_code: Option<i32>,
+        /// From queued to finished.
         duration_ms: u64,
+        /// The sub-agent's captured stdout file.
         output_path: Option<String>,
         /// Why the delegation ended this way (rejection reason, error text), when there is one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -103,9 +129,12 @@ pub enum EventBody {
         #[serde(default)]
         result_path: Option<String>,
     },
+    /// The session's state changed.
     #[serde(rename = "session.state")]
     SessionState {
+        /// The new state.
         state: SessionState,
+        /// The state before; none for the first.
         previous: Option<SessionState>,
         /// Which signal decided (e.g. `transcript`, `hook:Stop`, `screen:prompt`, `title`, `exit`).
         reason: String,
@@ -113,20 +142,29 @@ pub enum EventBody {
         #[serde(default)]
         resets_at: Option<String>,
     },
+    /// What a running sub-agent is doing (throttled; from its stream-json).
     #[serde(rename = "delegation.progress")]
     DelegationProgress {
+        /// Which delegation.
         #[serde(flatten)]
         delegation: Delegation,
+        /// The last tool the sub-agent called, when known.
         last_tool: Option<String>,
+        /// Tokens used so far.
         tokens: u64,
+        /// Time since the sub-agent started.
         elapsed_ms: u64,
+        /// No output and no CPU for `executor.stall_secs`.
         stalled: bool,
     },
+    /// Results of finished delegations were handed to the main agent (once per batch).
     #[serde(rename = "delegation.feedback")]
     DelegationFeedback {
         /// The batch of delegations whose results were handed to the main agent.
         delegation_ids: Vec<String>,
+        /// How they were handed over.
         via: FeedbackVia,
+        /// Size of the message.
         bytes: u64,
     },
     /// The live detection pipeline panicked: it was rebuilt, or (after repeated panics) stopped
@@ -140,10 +178,13 @@ pub enum EventBody {
         /// The panic's message and location.
         reason: String,
     },
+    /// A tree went over its warning threshold.
     #[serde(rename = "resource.warning")]
     ResourceWarning(Resource),
+    /// A tree went over its critical threshold.
     #[serde(rename = "resource.critical")]
     ResourceCritical(Resource),
+    /// A hard limit was enforced on a tree (it was stopped).
     #[serde(rename = "resource.limit")]
     ResourceLimit(Resource),
 }
@@ -192,6 +233,7 @@ pub struct Detection {
     pub pattern: String,
     /// The matched line, de-styled.
     pub text: String,
+    /// How the text was read.
     pub source: TextSource,
     /// Delegations: the registry name of the agent (resolved from aliases).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -305,8 +347,11 @@ pub enum FeedbackVia {
 /// The identity of one delegation, shared by its queued/started/finished events.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Delegation {
+    /// Unique id (UUID) of this delegation.
     pub delegation_id: String,
+    /// The registry name of the agent that runs it.
     pub agent: String,
+    /// The task, exactly as one argv element receives it.
     pub task: String,
 }
 
@@ -314,14 +359,20 @@ pub struct Delegation {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DelegationStatus {
+    /// The sub-agent exited 0 (and reported no error).
     Success,
+    /// The sub-agent failed (non-zero exit, a lost worker, a spawn error); `reason` says why.
     Failed,
+    /// The agent's timeout stopped it.
     Timeout,
+    /// Stopped on request (the user, `top`, the end of the session).
     Cancelled,
+    /// Never run: a cap, a budget, an unknown agent, a refused job; `reason` names it.
     Rejected,
 }
 
 impl DelegationStatus {
+    /// The contract's string for this status.
     pub fn as_str(self) -> &'static str {
         match self {
             DelegationStatus::Success => "success",
@@ -337,8 +388,11 @@ impl DelegationStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ResourceAction {
+    /// Nothing was done (a warning).
     None,
+    /// The tree was sent SIGTERM (then SIGKILL after the grace period).
     Terminate,
+    /// The tree was killed at once.
     Kill,
 }
 
@@ -353,6 +407,7 @@ pub struct Resource {
     pub cpu_percent: f64,
     /// The threshold that was crossed (MB for memory, percent for CPU).
     pub threshold: f64,
+    /// What the governor did.
     pub action: ResourceAction,
     /// `memory` or `cpu`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -364,6 +419,7 @@ pub struct Resource {
 
 /// A synchronous consumer of events: called in emit order; must not block for long.
 pub trait Sink: Send + Sync {
+    /// Take one event (called in emit order on the emitting thread).
     fn write(&self, event: &Event);
     /// Flush and release resources; called once when the bus closes.
     fn close(&self) {}
@@ -372,7 +428,9 @@ pub trait Sink: Send + Sync {
 /// The per-session context stamped on every event: session id and trace id.
 #[derive(Debug, Clone)]
 pub struct Context {
+    /// The session id.
     pub session: String,
+    /// The session's trace id.
     pub trace_id: String,
     /// The session's root step; events without a parent hang off it.
     pub root_step: String,
@@ -418,6 +476,7 @@ pub struct Bus {
 }
 
 impl Bus {
+    /// A bus for one session's events.
     pub fn new(ctx: Context) -> Self {
         Bus {
             ctx: Arc::new(ctx),
@@ -429,10 +488,12 @@ impl Bus {
         }
     }
 
+    /// The session context stamped on every event.
     pub fn context(&self) -> &Context {
         &self.ctx
     }
 
+    /// Add a synchronous sink (events file, store): it sees every event from now on.
     pub fn add_sink(&self, sink: Arc<dyn Sink>) {
         self.lock().sinks.push(sink);
     }
@@ -508,6 +569,7 @@ pub struct EventsFile {
 }
 
 impl EventsFile {
+    /// Open (append, create) the JSON-lines events file at `path`, creating its folder.
     pub fn open(path: &Path) -> std::io::Result<Self> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)?;
@@ -519,6 +581,7 @@ impl EventsFile {
         })
     }
 
+    /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -31,16 +31,27 @@ pub const DEFAULT_MAX_FRAME: usize = 1 << 20;
 /// What can go wrong reading or decoding a frame.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
+    /// The peer closed the connection (at a frame boundary).
     #[error("connection closed")]
     Closed,
+    /// A frame's length header is over the cap.
     #[error("frame of {len} bytes exceeds the limit of {max}")]
-    TooLarge { len: usize, max: usize },
+    TooLarge {
+        /// The announced length.
+        len: usize,
+        /// The cap.
+        max: usize,
+    },
+    /// A frame of length 0 (no type byte).
     #[error("empty frame")]
     Empty,
+    /// A frame type byte that is neither a message nor data.
     #[error("unknown frame type {0:#04x}")]
     UnknownType(u8),
+    /// A message frame that is not a valid JSON message.
     #[error("malformed message: {0}")]
     Malformed(String),
+    /// Reading or writing the socket failed.
     #[error("i/o: {0}")]
     Io(#[from] io::Error),
 }
@@ -146,14 +157,17 @@ pub fn decode_all(bytes: &[u8], max: usize) -> (Vec<Frame>, Result<usize, FrameE
 /// A request to spawn a session under the daemon.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunSpec {
+    /// The agent's argv.
     pub argv: Vec<String>,
     /// Working directory (also the ticket project).
     pub cwd: String,
     /// Extra environment for the child, on top of the daemon's.
     #[serde(default)]
     pub env: Vec<(String, String)>,
+    /// The terminal's width.
     #[serde(default = "default_cols")]
     pub cols: u16,
+    /// The terminal's height.
     #[serde(default = "default_rows")]
     pub rows: u16,
     /// The `mpm run` flags that shape the session (passed through to the backend).
@@ -246,7 +260,9 @@ impl EventFilter {
 pub enum ClientMsg {
     /// First message of every connection.
     Hello {
+        /// The client's protocol version.
         protocol: u32,
+        /// The client's name and version (for logs).
         client: String,
     },
     /// Sessions, delegations, resources, governor mode.
@@ -255,25 +271,35 @@ pub enum ClientMsg {
     /// then takes more requests); with `follow`, then every new matching event until the client
     /// closes the connection.
     Events {
+        /// Which events.
         #[serde(default)]
         filter: EventFilter,
+        /// After the stored ones, every new one until the client closes.
         #[serde(default)]
         follow: bool,
     },
+    /// Stored tickets.
     TicketsList {
+        /// Only this project's (default: the client's working directory).
         #[serde(default)]
         project: Option<String>,
+        /// Every project's.
         #[serde(default)]
         all: bool,
     },
+    /// One ticket with its history.
     TicketShow {
+        /// The ticket's id.
         id: i64,
     },
+    /// Mark a ticket closed.
     TicketClose {
+        /// The ticket's id.
         id: i64,
     },
     /// End a session gracefully (SIGTERM, grace, SIGKILL); the reply comes once it is gone.
     Stop {
+        /// The session's id (or a unique prefix).
         session: String,
     },
     /// Spawn a session through the daemon's backend.
@@ -282,15 +308,20 @@ pub enum ClientMsg {
     /// the current screen, then output as data frames; the client sends input as data frames and
     /// `Resize`/`Detach` messages. `SessionEnded` closes the stream.
     Attach {
+        /// The session's id (or a unique prefix).
         session: String,
+        /// The client terminal's width, to resize the session to.
         #[serde(default)]
         cols: Option<u16>,
+        /// The client terminal's height.
         #[serde(default)]
         rows: Option<u16>,
     },
     /// While attached: the terminal's new size.
     Resize {
+        /// The new width.
         cols: u16,
+        /// The new height.
         rows: u16,
     },
     /// While attached: leave the session running and end the stream.
@@ -303,6 +334,7 @@ pub enum ClientMsg {
     /// Record an event in the store and pass it to followers (hooks, in-process sessions reporting
     /// to a daemon). Acknowledged with `Ok` once durably written.
     Publish {
+        /// The event.
         event: Box<Event>,
     },
 }
@@ -310,14 +342,21 @@ pub enum ClientMsg {
 /// One hosted session as `Status` reports it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionInfo {
+    /// The session id.
     pub id: String,
+    /// The agent's pid.
     pub pid: u32,
+    /// The agent's argv.
     pub command: Vec<String>,
+    /// Its working directory.
     pub cwd: String,
+    /// When it started (RFC 3339).
     pub started_at: String,
     /// `running` or `ended`.
     pub state: String,
+    /// The agent's exit code, once it exited.
     pub exit_code: Option<i32>,
+    /// Clients attached to its terminal now.
     pub attached: u32,
     /// Resident memory of the session's process tree, MB (when running).
     pub rss_mb: Option<f64>,
@@ -329,14 +368,23 @@ pub struct SessionInfo {
 /// A stored ticket.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Ticket {
+    /// The ticket's id.
     pub id: i64,
+    /// The project (a folder) it was seen in.
     pub project: String,
+    /// `todo`, `bug`, `feature`, ... (the detection's category or type).
     pub ticket_type: String,
+    /// The title, as detected.
     pub title: String,
+    /// The priority, when one was given.
     pub priority: Option<String>,
+    /// The session that first saw it.
     pub source_session: String,
+    /// When it was first seen (RFC 3339).
     pub first_seen: String,
+    /// When it was last seen.
     pub last_seen: String,
+    /// How many times it was seen.
     pub seen_count: i64,
     /// `open` or `closed`.
     pub status: String,
@@ -345,17 +393,25 @@ pub struct Ticket {
 /// Daemon status.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusReport {
+    /// The daemon's pid.
     pub daemon_pid: u32,
+    /// mpm's version.
     pub version: String,
+    /// The socket's path.
     pub socket: String,
+    /// Seconds since the daemon started.
     pub uptime_secs: u64,
+    /// The hosted sessions (running, and recently ended).
     pub sessions: Vec<SessionInfo>,
+    /// Delegations waiting for a slot.
     pub delegations_queued: u64,
+    /// Delegations running now.
     pub delegations_running: u64,
     /// `cgroup`, `polling`, or `none` when no governor reports.
     pub governor_mode: String,
     /// The daemon's own resident memory, MB.
     pub daemon_rss_mb: f64,
+    /// Events in the store.
     pub events_stored: u64,
 }
 
@@ -363,44 +419,70 @@ pub struct StatusReport {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMsg {
+    /// The answer to the client's `Hello`.
     Hello {
+        /// The daemon's protocol version.
         protocol: u32,
+        /// The daemon's pid.
         daemon_pid: u32,
+        /// mpm's version.
         version: String,
     },
     /// A request failed; `code` is one of `forbidden`, `version`, `malformed`, `too_large`,
     /// `unknown_request`, `not_found`, `spawn_failed`, `internal`, `unexpected`.
     Error {
+        /// The error code.
         code: String,
+        /// What went wrong, for the user.
         message: String,
     },
+    /// The request was done.
     Ok,
+    /// The daemon's status.
     Status(Box<StatusReport>),
+    /// One stored or followed event.
     Event {
+        /// The event's sequence number in the store.
         seq: i64,
+        /// The event.
         event: Box<Event>,
     },
+    /// The end of the stored events (`follow` goes on after it).
     EndOfEvents,
+    /// Stored tickets.
     Tickets {
+        /// The tickets.
         tickets: Vec<Ticket>,
     },
+    /// One ticket.
     Ticket {
+        /// The ticket.
         ticket: Ticket,
     },
+    /// The session is gone.
     Stopped {
+        /// The session's id.
         session: String,
+        /// The agent's exit code, if it exited.
         exit_code: Option<i32>,
     },
+    /// The session was spawned.
     Spawned {
+        /// The session's id.
         session: String,
+        /// The agent's pid.
         pid: u32,
     },
+    /// The client is attached.
     Attached {
+        /// The session's id.
         session: String,
     },
     /// The attached session ended (stream closes after this).
     SessionEnded {
+        /// The session's id.
         session: String,
+        /// The agent's exit code, if it exited.
         exit_code: Option<i32>,
         /// The end-of-session delegation summary (`run.summary`), for the client's stderr.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -487,6 +569,7 @@ impl ClientMsg {
 }
 
 impl ServerMsg {
+    /// An `Error` reply with `code` and `message`.
     pub fn error(code: &str, message: impl Into<String>) -> ServerMsg {
         ServerMsg::Error {
             code: code.into(),

@@ -21,18 +21,26 @@ use crate::protocol::{EventFilter, Ticket};
 /// Store errors.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The store's folder cannot be created.
     #[error("cannot create {path}: {source}")]
     Dir {
+        /// The folder.
         path: PathBuf,
+        /// Why.
         source: std::io::Error,
     },
+    /// The database cannot be opened or migrated.
     #[error("database {path}: {source}")]
     Open {
+        /// The database file.
         path: PathBuf,
+        /// Why.
         source: rusqlite::Error,
     },
+    /// A query failed.
     #[error("database: {0}")]
     Sql(#[from] rusqlite::Error),
+    /// No ticket with this id.
     #[error("no ticket {0}")]
     NoTicket(i64),
 }
@@ -55,14 +63,23 @@ pub struct Recovery {
 /// A stored session row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionRow {
+    /// The session id.
     pub id: String,
+    /// The agent's pid, while known.
     pub pid: Option<u32>,
+    /// The agent's argv.
     pub command: Vec<String>,
+    /// Its working directory.
     pub cwd: String,
+    /// When it started (RFC 3339).
     pub started_at: String,
+    /// When it ended, if it did.
     pub ended_at: Option<String>,
+    /// The agent's exit code, if it exited.
     pub exit_code: Option<i32>,
+    /// `running` or `ended`.
     pub state: String,
+    /// Why it ended (exit, signal, stopped by the daemon, lost), when known.
     pub end_reason: Option<String>,
 }
 
@@ -173,6 +190,7 @@ impl Store {
         })
     }
 
+    /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -456,6 +474,7 @@ impl Store {
         })
     }
 
+    /// One ticket by id.
     pub fn ticket(&self, id: i64) -> Result<Ticket, StoreError> {
         self.with(|c| {
             c.query_row(

@@ -39,16 +39,31 @@ const DONE_SUFFIX: &str = ".mpm-done";
 /// Why a worktree could not be prepared or finished.
 #[derive(Debug, thiserror::Error)]
 pub enum WorktreeError {
+    /// The session's folder is not in a git repository (the delegation is rejected, not run).
     #[error("isolation: worktree needs a git repository, and {} is not in one", dir.display())]
-    NotARepo { dir: PathBuf },
+    NotARepo {
+        /// The folder.
+        dir: PathBuf,
+    },
+    /// A git command failed.
     #[error("git {args}: {message}")]
-    Git { args: String, message: String },
-    #[error("worktree {what} command {argv:?}: {message}")]
-    Hook {
-        what: &'static str,
-        argv: Vec<String>,
+    Git {
+        /// Its arguments.
+        args: String,
+        /// Its error output.
         message: String,
     },
+    /// A setup or teardown command failed.
+    #[error("worktree {what} command {argv:?}: {message}")]
+    Hook {
+        /// `setup` or `teardown`.
+        what: &'static str,
+        /// The command.
+        argv: Vec<String>,
+        /// How it failed.
+        message: String,
+    },
+    /// A file operation failed.
     #[error("worktree: {0}")]
     Io(String),
 }
@@ -58,7 +73,9 @@ pub enum WorktreeError {
 pub struct Worktree {
     /// The repository the worktree belongs to (a checkout or a bare mirror).
     pub repo: PathBuf,
+    /// The worktree's folder.
     pub path: PathBuf,
+    /// The branch it is on (`mpm/<agent>-<short id>`).
     pub branch: String,
     /// The commit the branch starts from.
     pub base: String,
@@ -69,6 +86,7 @@ pub struct Worktree {
 pub struct Outcome {
     /// The branch; `None` when it had no commits and was deleted.
     pub branch: Option<String>,
+    /// The commit the branch started from.
     pub base: String,
     /// Commits on the branch beyond the base.
     pub commits: u32,

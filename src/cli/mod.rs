@@ -10,7 +10,7 @@ mod completions;
 mod config_cmd;
 mod daemon_cmd;
 mod delegations;
-pub mod output;
+pub(crate) mod output;
 mod patterns_cmd;
 mod prompt_cmd;
 mod run;
@@ -30,7 +30,7 @@ use crate::config::{ConfigError, LayeredConfig, Overrides};
 /// resource governor.
 #[derive(Debug, Parser)]
 #[command(name = "mpm", version, about, propagate_version = true)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
     #[command(subcommand)]
@@ -55,7 +55,7 @@ pub struct GlobalArgs {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run an agent CLI under a transparent PTY, with detection, executor and governor.
     Run(run::RunArgs),
     /// Run the text pipeline offline over recorded input; print one JSON detection per line.

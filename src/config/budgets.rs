@@ -29,6 +29,8 @@ impl Default for BudgetsConfig {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AgentBudget {
+    /// Tokens (input + output) its delegations may use per session.
     pub tokens: Option<u64>,
+    /// Cost in USD its delegations may spend per session.
     pub cost_usd: Option<f64>,
 }

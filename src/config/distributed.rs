@@ -62,6 +62,7 @@ pub enum BackendKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NatsConfig {
+    /// The server (`nats://host:port` or `tls://host:port`).
     pub url: String,
     /// A `.creds` file (JWT + nkey seed), read by the client; never sent in a job.
     pub creds: Option<PathBuf>,
@@ -69,11 +70,13 @@ pub struct NatsConfig {
     pub tls_ca: Option<PathBuf>,
     /// Client certificate and key (mutual TLS).
     pub tls_cert: Option<PathBuf>,
+    /// The client certificate's key.
     pub tls_key: Option<PathBuf>,
     /// Require TLS even for a `nats://` URL.
     pub tls_required: bool,
     /// The JetStream stream holding jobs; subjects are `<subject_prefix>.jobs.<agent>`.
     pub stream: String,
+    /// The first token of every subject mpm uses.
     pub subject_prefix: String,
     /// Seconds a published job may wait for a worker before it fails (`no worker took it`).
     pub pickup_timeout_secs: u64,

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 pub struct EventHook {
     /// Event kinds (`delegation.finished`) or prefixes ending in `*` (`resource.*`); empty = all.
     pub on: Vec<String>,
+    /// The command (never a shell); the event arrives as JSON on its stdin.
     pub argv: Vec<String>,
     /// The hook is stopped (SIGTERM, then SIGKILL) after this long.
     pub timeout_secs: f64,

@@ -11,9 +11,13 @@ use super::{Config, paths};
 /// Where a configuration value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
+    /// mpm's built-in default.
     Default,
+    /// A configuration file.
     File(PathBuf),
+    /// An `MPM_*` environment variable (its name).
     Env(String),
+    /// A command-line flag (its name).
     Flag(String),
 }
 
@@ -31,24 +35,51 @@ impl fmt::Display for Origin {
 /// A configuration error. `Display` gives the one line the user sees.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// A file that is not valid YAML, or a value out of range, at a position.
     #[error("{}:{line}:{col}: {message}", path.display())]
     Yaml {
+        /// The file.
         path: PathBuf,
+        /// 1-based line.
         line: u64,
+        /// 1-based column.
         col: u64,
+        /// What is wrong.
         message: String,
     },
+    /// A file that cannot be read.
     #[error("{}: {source}", path.display())]
     Io {
+        /// The file.
         path: PathBuf,
+        /// Why.
         source: std::io::Error,
     },
+    /// A bad `MPM_*` variable.
     #[error("{var}: {message}")]
-    Env { var: String, message: String },
+    Env {
+        /// The variable's name.
+        var: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A bad command-line value.
     #[error("{flag}: {message}")]
-    Flag { flag: String, message: String },
+    Flag {
+        /// The flag.
+        flag: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// `profile` names no known profile.
     #[error("unknown profile {name:?} (known: {known})")]
-    UnknownProfile { name: String, known: String },
+    UnknownProfile {
+        /// The name given.
+        name: String,
+        /// The profiles there are, comma-separated.
+        known: String,
+    },
+    /// Any other inconsistency.
     #[error("invalid configuration: {0}")]
     Invalid(String),
 }
@@ -63,6 +94,7 @@ pub struct Overrides {
 }
 
 impl Overrides {
+    /// Set the dotted `key` to `value`, reported as coming from `flag`.
     pub fn set(&mut self, key: &str, value: impl Into<Value>, flag: &str) {
         self.values
             .push((key.to_string(), value.into(), flag.to_string()));
@@ -72,8 +104,11 @@ impl Overrides {
 /// The merged configuration, plus the origin of every leaf (dotted path) and the files read.
 #[derive(Debug, Clone)]
 pub struct LayeredConfig {
+    /// The merged configuration.
     pub config: Config,
+    /// Where each leaf (dotted path) came from.
     pub origins: BTreeMap<String, Origin>,
+    /// The files read, in order.
     pub files: Vec<PathBuf>,
     /// One-line notices for the user (an untrusted project file that was skipped).
     pub notices: Vec<String>,

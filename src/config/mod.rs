@@ -39,17 +39,25 @@ pub struct Config {
     pub profile: String,
     /// Agent CLI profiles by name (claude, codex, gemini, aider, ...).
     pub profiles: BTreeMap<String, Profile>,
+    /// `run:` how `mpm run` relays, detects and stops.
     pub run: RunConfig,
+    /// `executor:` how delegations are run.
     pub executor: ExecutorConfig,
     /// The agent registry: delegation targets by name.
     pub agents: BTreeMap<String, AgentConfig>,
+    /// `limits:` the resource governor's thresholds.
     pub limits: LimitsConfig,
+    /// `log:` where mpm's own log goes.
     pub log: LogConfig,
+    /// `daemon:` the daemon's socket, store and limits.
     pub daemon: DaemonConfig,
+    /// `orchestration:` modes and result feedback.
     pub orchestration: OrchestrationConfig,
     /// User commands run on events (argv, never a shell; the event as JSON on stdin).
     pub hooks: Vec<EventHook>,
+    /// `notify:` terminal and desktop notifications.
     pub notify: NotifyConfig,
+    /// `worktree:` isolated delegations' checkouts.
     pub worktree: WorktreeConfig,
 }
 
@@ -137,7 +145,9 @@ impl Default for RunConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UnknownAgentPolicy {
+    /// Send it to `executor.default_agent`.
     Default,
+    /// Reject it (`delegation.finished` `rejected`).
     Reject,
 }
 
@@ -145,7 +155,9 @@ pub enum UnknownAgentPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SessionExitPolicy {
+    /// Stop queued and running delegations (SIGTERM, grace, SIGKILL).
     Cancel,
+    /// Let queued and running delegations finish before the session ends.
     Wait,
 }
 
@@ -165,9 +177,11 @@ pub struct ExecutorConfig {
     /// Delegations admitted per minute per session (sliding window); 0 = no cap.
     #[serde(deserialize_with = "ranges::u32_in::<_, 0, 1_000_000>")]
     pub rate_per_minute: u32,
+    /// A delegation to an agent the registry does not know: `default` or `reject`.
     pub on_unknown_agent: UnknownAgentPolicy,
     /// Where unknown agent names go under `on_unknown_agent: default`.
     pub default_agent: String,
+    /// Delegations still queued or running when the session ends: `cancel` or `wait`.
     pub on_session_exit: SessionExitPolicy,
     /// Consecutive failures that open an agent's circuit breaker.
     #[serde(deserialize_with = "ranges::u32_in::<_, 1, 1_000_000>")]
@@ -177,12 +191,15 @@ pub struct ExecutorConfig {
     pub breaker_cooldown_secs: u64,
     /// Where delegation output goes; default `$XDG_STATE_HOME/mpm/sessions/<session>/`.
     pub output_dir: Option<PathBuf>,
+    /// Token, cost and depth budgets.
     pub budgets: BudgetsConfig,
     /// Bytes kept of each output stream (stdout, stderr) of one delegation attempt; the rest is
     /// read and dropped, and the file ends with a note saying how much was dropped.
     #[serde(deserialize_with = "ranges::u64_in::<_, 4096, { 1 << 40 }>")]
     pub max_output_bytes: u64,
+    /// `local` (child processes) or `nats` (workers through NATS JetStream).
     pub backend: BackendKind,
+    /// The NATS connection, for `backend: nats`.
     pub nats: NatsConfig,
 }
 
@@ -239,14 +256,18 @@ impl Default for RetryConfig {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AgentConfig {
+    /// Other names the model may use for this agent (matched case-, space- and dash-insensitively).
     pub aliases: Vec<String>,
+    /// What the agent is for (shown in `mpm agents list` and the inject-mode prompt).
     pub description: String,
     /// Role prompt, substituted for `{role}`.
     pub role: String,
     /// argv template; `{task}`, `{role}`, `{agent}`, `{session}`, `{delegation_id}` are substituted inside
     /// elements. Empty = the executor's default template.
     pub argv: Vec<String>,
+    /// Working directory of its delegations; default the session's.
     pub cwd: Option<PathBuf>,
+    /// Environment added to its delegations.
     pub env: BTreeMap<String, String>,
     /// Per-delegation timeout; default the executor's.
     #[serde(deserialize_with = "ranges::opt_u64_in::<_, 1, { ranges::WEEK }>")]
@@ -254,6 +275,7 @@ pub struct AgentConfig {
     /// Delegations of this agent running at once; default unlimited (the global limit applies).
     #[serde(deserialize_with = "ranges::opt_usize_in::<_, 1, 1024>")]
     pub max_parallel: Option<usize>,
+    /// Retries of transient failures.
     pub retry: RetryConfig,
     /// Resource limits for this agent's delegations; unset fields fall back to `limits`.
     pub limits: Option<AgentLimits>,
@@ -267,8 +289,11 @@ pub struct AgentConfig {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AgentLimits {
+    /// Memory thresholds for this agent's trees.
     pub memory_mb: Option<MemoryLimits>,
+    /// CPU thresholds for this agent's trees.
     pub cpu: Option<CpuLimits>,
+    /// setrlimit values for this agent's sub-agents.
     pub rlimits: Option<Rlimits>,
 }
 
@@ -279,7 +304,9 @@ pub struct LimitsConfig {
     /// Sampling interval.
     #[serde(deserialize_with = "ranges::u64_in::<_, 10, { ranges::HOUR_MS }>")]
     pub interval_ms: u64,
+    /// Whole-tree memory thresholds.
     pub memory_mb: MemoryLimits,
+    /// Sustained CPU thresholds.
     pub cpu: CpuLimits,
     /// setrlimit values applied at spawn.
     pub rlimits: Rlimits,
@@ -310,10 +337,13 @@ impl Default for LimitsConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MemoryLimits {
+    /// A `resource.warning` event above this.
     #[serde(deserialize_with = "ranges::opt_u64_in::<_, 1, { ranges::MAX_MB }>")]
     pub warning: Option<u64>,
+    /// A `resource.critical` event above this.
     #[serde(deserialize_with = "ranges::opt_u64_in::<_, 1, { ranges::MAX_MB }>")]
     pub critical: Option<u64>,
+    /// The tree is stopped above this (`resource.limit`).
     #[serde(deserialize_with = "ranges::opt_u64_in::<_, 1, { ranges::MAX_MB }>")]
     pub hard: Option<u64>,
 }
@@ -332,10 +362,13 @@ impl Default for MemoryLimits {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CpuLimits {
+    /// A `resource.warning` event when the tree's CPU stays above this for `window_secs`.
     #[serde(deserialize_with = "ranges::opt_percent")]
     pub warning_percent: Option<f64>,
+    /// The window over which CPU is averaged.
     #[serde(deserialize_with = "ranges::u64_in::<_, 1, { ranges::DAY }>")]
     pub window_secs: u64,
+    /// The tree is stopped when its CPU stays above this for `window_secs`.
     #[serde(deserialize_with = "ranges::opt_percent")]
     pub hard_percent: Option<f64>,
 }
@@ -354,10 +387,13 @@ impl Default for CpuLimits {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Rlimits {
+    /// Open files (RLIMIT_NOFILE).
     #[serde(deserialize_with = "ranges::opt_u64_in::<_, 1, { 1 << 30 }>")]
     pub nofile: Option<u64>,
+    /// Core dump size (RLIMIT_CORE), MB.
     #[serde(deserialize_with = "ranges::opt_u64_in::<_, 0, { ranges::MAX_MB }>")]
     pub core_mb: Option<u64>,
+    /// Address space (RLIMIT_AS), MB.
     #[serde(deserialize_with = "ranges::opt_u64_in::<_, 1, { ranges::MAX_MB }>")]
     pub address_space_mb: Option<u64>,
 }
@@ -366,9 +402,12 @@ pub struct Rlimits {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RestartConfig {
+    /// Restart the main agent after the governor stopped it.
     pub enabled: bool,
+    /// Restarts allowed per hour.
     #[serde(deserialize_with = "ranges::u32_in::<_, 0, 3600>")]
     pub max_per_hour: u32,
+    /// Delay before a restart.
     #[serde(deserialize_with = "ranges::u64_in::<_, 0, { ranges::HOUR_MS }>")]
     pub backoff_ms: u64,
 }

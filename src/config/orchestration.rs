@@ -18,6 +18,7 @@ pub enum OrchestrationMode {
 }
 
 impl OrchestrationMode {
+    /// The mode's name, as in the config.
     pub fn as_str(self) -> &'static str {
         match self {
             OrchestrationMode::Intercept => "intercept",
@@ -43,6 +44,7 @@ pub enum FeedbackMode {
 }
 
 impl FeedbackMode {
+    /// The mode's name, as in the config.
     pub fn as_str(self) -> &'static str {
         match self {
             FeedbackMode::Off => "off",
@@ -56,6 +58,7 @@ impl FeedbackMode {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OrchestrationConfig {
+    /// `intercept`, `inject`, `observe` or `passthrough`.
     pub mode: OrchestrationMode,
     /// Feedback messages per session at most; later batches stay pending, so a model that
     /// delegates in every turn cannot make mpm feed it forever.

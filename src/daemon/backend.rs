@@ -16,12 +16,16 @@ use crate::events::Bus;
 pub struct SpawnRequest {
     /// The session id the daemon chose; the bus context carries the same id.
     pub id: String,
+    /// The agent's argv.
     pub argv: Vec<String>,
+    /// Its working directory.
     pub cwd: std::path::PathBuf,
     /// Extra environment on top of the daemon's own (which has `NOTIFY_SOCKET` removed by the
     /// backend: children must never talk to systemd as if they were the daemon).
     pub env: Vec<(String, String)>,
+    /// The terminal's width.
     pub cols: u16,
+    /// The terminal's height.
     pub rows: u16,
     /// `mpm run` flags (no-detect, no-exec, profile, config, patterns); the daemon has already
     /// added the `events_file` sink to `events` when one was asked for.
@@ -38,16 +42,26 @@ pub struct SpawnRequest {
 /// Why a spawn failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
+    /// No argv.
     #[error("empty command")]
     EmptyCommand,
+    /// The process could not be started.
     #[error("cannot start {program}: {source}")]
     Start {
+        /// The program.
         program: String,
+        /// Why.
         source: std::io::Error,
     },
     /// The command cannot run: not found (127) or not executable (126), as a shell says it.
     #[error("{message}")]
-    Command { status: i32, message: String },
+    Command {
+        /// 127 or 126.
+        status: i32,
+        /// The shell-style message.
+        message: String,
+    },
+    /// Anything else.
     #[error("{0}")]
     Other(String),
 }
@@ -67,6 +81,7 @@ impl SpawnError {
 /// What an attaching client gets, taken atomically: the bytes that redraw the current screen, and
 /// every output chunk produced after that snapshot (none lost, none duplicated).
 pub struct Attachment {
+    /// The bytes that redraw the current screen.
     pub snapshot: Vec<u8>,
     /// Output chunks. Disconnected when the session has ended, and only after
     /// [`HostedSession::try_wait`] returns `Some` and `session.exited` was emitted; or earlier when
@@ -80,12 +95,15 @@ pub struct Attachment {
 
 /// Starts sessions. Implemented by the lead with the real PTY session at merge time.
 pub trait SessionBackend: Send + Sync {
+    /// Start one session.
     fn spawn(&self, req: SpawnRequest) -> Result<Arc<dyn HostedSession>, SpawnError>;
 }
 
 /// One running session as the daemon sees it. Every method is callable from any thread.
 pub trait HostedSession: Send + Sync {
+    /// The session's id.
     fn id(&self) -> &str;
+    /// The agent's pid.
     fn pid(&self) -> u32;
     /// Terminal input (keystrokes) from an attached client.
     fn write_input(&self, bytes: &[u8]);

@@ -14,17 +14,27 @@ use crate::protocol::{
 /// Client errors.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// Nothing listens at the socket.
     #[error(
         "no mpm daemon at {}; start one with `mpm daemon` or `systemctl --user start mpm`",
         .0.display()
     )]
     NoDaemon(PathBuf),
+    /// The daemon answered with an error.
     #[error("daemon refused: {message} ({code})")]
-    Refused { code: String, message: String },
+    Refused {
+        /// The error code.
+        code: String,
+        /// The daemon's message.
+        message: String,
+    },
+    /// A reply that does not fit the request.
     #[error("unexpected reply from the daemon: {0}")]
     Unexpected(String),
+    /// A frame could not be read.
     #[error(transparent)]
     Frame(#[from] FrameError),
+    /// Any other I/O failure.
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -65,14 +75,17 @@ impl Client {
         }
     }
 
+    /// Send one message.
     pub fn send(&mut self, msg: &ClientMsg) -> Result<(), ClientError> {
         Ok(write_frame(&mut self.writer, &Frame::json(msg))?)
     }
 
+    /// Send one frame (a message or terminal data).
     pub fn send_frame(&mut self, f: &Frame) -> Result<(), ClientError> {
         Ok(write_frame(&mut self.writer, f)?)
     }
 
+    /// Read the next frame.
     pub fn recv(&mut self) -> Result<Frame, ClientError> {
         Ok(read_frame(
             &mut self.reader,

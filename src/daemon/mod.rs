@@ -13,12 +13,12 @@
 //! bus, and serves input, resize, attach snapshots, stop and wait through [`HostedSession`].
 //! The binary hosts sessions with [`pty_backend::PtyBackend`]: the same supervisor as `mpm run`.
 
-pub mod backend;
+pub(crate) mod backend;
 pub mod client;
-pub mod notify;
-pub mod pty_backend;
+pub(crate) mod notify;
+pub(crate) mod pty_backend;
 mod server;
-pub mod socket;
+pub(crate) mod socket;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -39,16 +39,21 @@ use crate::store::{Store, StoreError};
 
 /// Everything the daemon is configured with.
 pub struct DaemonOptions {
+    /// The socket's path.
     pub socket: PathBuf,
     /// The socket's folder is mpm's own runtime folder (forced 0700, must be ours).
     pub private_dir: bool,
+    /// Where the store (`mpm.db`) and session output live.
     pub state_dir: PathBuf,
+    /// The largest frame a client may send.
     pub max_frame_bytes: usize,
+    /// Events older than this are deleted from the store.
     pub retention_days: u32,
     /// How long a session gets between SIGTERM and SIGKILL (stop requests and shutdown).
     pub stop_grace: Duration,
     /// Connections from any other uid are refused. Normally our own uid; tests set another.
     pub allowed_uid: u32,
+    /// What starts sessions (the real PTY sessions, or a test's).
     pub backend: Arc<dyn SessionBackend>,
     /// Install SIGTERM/SIGINT handlers (the binary does; in-process tests use the handle).
     pub handle_signals: bool,
@@ -75,10 +80,13 @@ impl DaemonOptions {
 /// Daemon errors.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
+    /// The socket cannot be bound or secured.
     #[error(transparent)]
     Socket(#[from] socket::SocketError),
+    /// The store cannot be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Any other I/O failure.
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -159,6 +167,7 @@ pub struct DaemonHandle {
 }
 
 impl DaemonHandle {
+    /// Ask the daemon to stop its sessions and exit (returns at once).
     pub fn shutdown(&self) {
         let _ = (&*self.wake).write_all(b"x");
     }
@@ -220,12 +229,14 @@ impl Daemon {
         })
     }
 
+    /// A handle that can stop this daemon from another thread.
     pub fn handle(&self) -> DaemonHandle {
         DaemonHandle {
             wake: self.wake_w.clone(),
         }
     }
 
+    /// The socket it listens on.
     pub fn socket_path(&self) -> &std::path::Path {
         self.sock.path()
     }

@@ -22,7 +22,9 @@ pub enum Item {
     Text(String),
     /// An `Agent`/`Task` tool call: a delegation claude runs itself.
     AgentTool {
+        /// The call's `description` (the task).
         description: String,
+        /// The call's `subagent_type` (the agent), when given.
         subagent_type: Option<String>,
     },
     /// A synthetic API-error message (`isApiErrorMessage`).

@@ -66,6 +66,7 @@ fn extends(set: &BTreeSet<String>, text: &str) -> bool {
 }
 
 impl Dedup {
+    /// Nothing seen yet.
     pub fn new() -> Self {
         Dedup::default()
     }

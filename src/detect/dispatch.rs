@@ -52,6 +52,7 @@ pub struct DispatchCore {
 }
 
 impl DispatchCore {
+    /// A dispatcher at the start of a session.
     pub fn new() -> DispatchCore {
         DispatchCore::default()
     }

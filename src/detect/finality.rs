@@ -53,6 +53,7 @@ pub struct Finality {
 }
 
 impl Finality {
+    /// Nothing pending.
     pub fn new() -> Self {
         Finality::default()
     }

@@ -26,7 +26,9 @@ pub const SEP: char = '\u{1f}';
 /// `text` (the [`normalize`]d task, title or line).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Fingerprint {
+    /// Category plus agent or ticket type, lower case.
     pub group: String,
+    /// The normalised task, title or line.
     pub text: String,
 }
 

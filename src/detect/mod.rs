@@ -24,13 +24,13 @@
 //!   }
 //! ```
 
-pub mod claude;
-pub mod contain;
+pub(crate) mod claude;
+pub(crate) mod contain;
 pub mod dedup;
 pub mod dispatch;
-pub mod finality;
-pub mod identity;
-pub mod split;
+pub(crate) mod finality;
+pub(crate) mod identity;
+pub(crate) mod split;
 
 use std::sync::Arc;
 
@@ -48,6 +48,7 @@ use crate::screen::{LineReader, Lines, ReadKind, Screen};
 
 /// Anything that turns one line into detections: the compiled pattern engine, or a stand-in in tests.
 pub trait Matcher: Send + Sync {
+    /// The detections in one logical line read from `source`.
     fn detect(&self, line: &str, source: TextSource) -> Vec<Detection>;
 }
 

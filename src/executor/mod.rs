@@ -40,15 +40,15 @@
 //! processes through NATS JetStream with `executor.backend: nats` ([`nats`]). Admission, scheduling,
 //! output files, summaries and events are the same for both.
 
-pub mod argv;
-pub mod backend;
-pub mod budget;
-pub mod guards;
+pub(crate) mod argv;
+pub(crate) mod backend;
+pub(crate) mod budget;
+pub(crate) mod guards;
 pub mod nats;
-pub mod registry;
-pub mod result_file;
-pub mod run;
-pub mod spawn;
+pub(crate) mod registry;
+pub(crate) mod result_file;
+pub(crate) mod run;
+pub(crate) mod spawn;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt::Write as _;
@@ -75,13 +75,18 @@ const MAX_SUMMARIES: usize = 10_000;
 /// Errors starting the executor.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecutorError {
+    /// The delegation output folder cannot be created.
     #[error("cannot create the delegation output folder {}: {source}", path.display())]
     StateDir {
+        /// The folder.
         path: PathBuf,
+        /// Why.
         source: std::io::Error,
     },
+    /// The executor's runtime cannot start.
     #[error("cannot start the executor runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    /// The backend (e.g. NATS) cannot be set up.
     #[error("executor backend: {0}")]
     Backend(String),
 }
@@ -89,14 +94,21 @@ pub enum ExecutorError {
 /// How one delegation ended, for the line `mpm run` prints after the session.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DelegationSummary {
+    /// The delegation's id.
     pub delegation_id: String,
+    /// The agent that ran it.
     pub agent: String,
+    /// The task.
     pub task: String,
+    /// How it ended.
     pub status: DelegationStatus,
+    /// The sub-agent's exit code, if it exited.
     pub exit_code: Option<i32>,
+    /// From queued to finished.
     pub duration_ms: u64,
     /// The `<id>.result.md` file, else the stdout file; `None` when nothing ran.
     pub output_path: Option<PathBuf>,
+    /// Why it ended this way, when there is a reason (rejections, failures).
     pub reason: Option<String>,
     /// Attempts made (0 when it never started).
     pub attempts: u32,

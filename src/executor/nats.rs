@@ -47,6 +47,7 @@ use crate::worktree::{self, Outcome};
 
 /// The supervisor's answers to a worker's `claimed` request.
 pub const CLAIM_GO: &[u8] = b"go";
+/// The supervisor no longer wants the job (cancelled, timed out, gone): do not run it.
 pub const CLAIM_CANCELLED: &[u8] = b"cancelled";
 
 /// Header naming the stream of an output chunk.
@@ -57,10 +58,13 @@ pub const STREAM_HEADER: &str = "Mpm-Stream";
 pub struct Job {
     /// Protocol version (1).
     pub v: u32,
+    /// The delegation's id.
     pub delegation_id: String,
+    /// The session that delegated it.
     pub session: String,
     /// A registry name; the worker's own registry decides what runs.
     pub agent: String,
+    /// The task text (one argv element on the worker).
     pub task: String,
     /// The supervisor's timeout for it; the worker uses the smaller of this and its own.
     pub timeout_secs: u64,
@@ -78,7 +82,9 @@ pub struct Job {
 /// A repository a worker fetches, by remote and commit. Credentials are the worker's own.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RepoRef {
+    /// A git remote (name or URL) the worker can fetch.
     pub remote: String,
+    /// The base commit.
     pub commit: String,
 }
 
@@ -86,36 +92,66 @@ pub struct RepoRef {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum JobEnd {
-    Exited { code: i32 },
-    TimedOut { timeout_secs: u64 },
+    /// The sub-agent exited.
+    Exited {
+        /// Its exit code.
+        code: i32,
+    },
+    /// The timeout stopped it.
+    TimedOut {
+        /// The timeout that applied.
+        timeout_secs: u64,
+    },
+    /// The supervisor cancelled it.
     Cancelled,
-    Failed { reason: String },
+    /// It could not run or the worker lost it.
+    Failed {
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Messages from the worker about one job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum WorkerMsg {
+    /// The worker took the job and asks whether to run it (a request the supervisor answers).
     Claimed {
+        /// The worker's name.
         worker: String,
     },
+    /// An attempt's sub-agent was spawned.
     Started {
+        /// The worker's name.
         worker: String,
+        /// The sub-agent's pid on the worker.
         pid: u32,
+        /// 1 for the first attempt, then each retry.
         attempt: u32,
     },
+    /// The worker still runs the job (every `heartbeat_secs`).
     Heartbeat {
+        /// The worker's name.
         worker: String,
     },
+    /// The worker refused the job (an agent it does not serve, a job past its expiry).
     Rejected {
+        /// The worker's name.
         worker: String,
+        /// Why.
         reason: String,
     },
+    /// The job ended on the worker.
     Finished {
+        /// The worker's name.
         worker: String,
+        /// How it ended.
         end: JobEnd,
+        /// Attempts made.
         attempts: u32,
+        /// From the first attempt to the end.
         duration_ms: u64,
+        /// For an isolated delegation: the branch and its diff stat.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         worktree: Option<Outcome>,
     },
@@ -124,26 +160,33 @@ pub enum WorkerMsg {
 /// Subjects and names derived from the config.
 #[derive(Debug, Clone)]
 pub struct Names {
+    /// The JetStream stream holding jobs.
     pub stream: String,
+    /// The subject prefix.
     pub prefix: String,
 }
 
 impl Names {
+    /// The names the config gives.
     pub fn new(cfg: &NatsConfig) -> Self {
         Names {
             stream: cfg.stream.clone(),
             prefix: cfg.subject_prefix.clone(),
         }
     }
+    /// The subject jobs for `agent` are published on.
     pub fn job_subject(&self, agent: &str) -> String {
         format!("{}.jobs.{}", self.prefix, token(agent))
     }
+    /// The subject a delegation's worker messages go to.
     pub fn events_subject(&self, id: &str) -> String {
         format!("{}.ev.{}", self.prefix, token(id))
     }
+    /// The subject a delegation's cancellation is sent on.
     pub fn cancel_subject(&self, id: &str) -> String {
         format!("{}.cancel.{}", self.prefix, token(id))
     }
+    /// The durable consumer all workers serving `agent` share.
     pub fn consumer(&self, agent: &str) -> String {
         format!("agent-{}", token(agent))
     }
@@ -283,6 +326,7 @@ pub struct NatsBackend {
 }
 
 impl NatsBackend {
+    /// A backend for this connection config; connects on first use.
     pub fn new(cfg: NatsConfig) -> Self {
         NatsBackend {
             names: Names::new(&cfg),

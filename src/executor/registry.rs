@@ -20,19 +20,25 @@ use super::argv::{self, TemplateError};
 /// One agent of the registry, with every default applied.
 #[derive(Debug, Clone, Serialize)]
 pub struct Agent {
+    /// The registry name.
     pub name: String,
+    /// Other names it answers to.
     pub aliases: Vec<String>,
+    /// What it is for.
     pub description: String,
     /// Role prompt, substituted for `{role}`.
     pub role: String,
     /// argv template (the executor's default when the config left it empty).
     pub argv: Vec<String>,
+    /// Working directory of its delegations (`None`: the session's).
     pub cwd: Option<PathBuf>,
+    /// Environment added to its delegations.
     pub env: BTreeMap<String, String>,
     /// Per-attempt timeout, seconds (the agent's, else `executor.timeout_secs`).
     pub timeout_secs: u64,
     /// Delegations of this agent running at once; `None` = only the global limit.
     pub max_parallel: Option<usize>,
+    /// Retries of transient failures.
     pub retry: RetryConfig,
     /// setrlimit values for this agent's sub-agents (its own `limits.rlimits`, else the global ones
     /// when any is set).
@@ -58,9 +64,19 @@ pub enum Resolution {
     /// A registry name or alias matched.
     Known(String),
     /// Unknown; routed to the default agent by `on_unknown_agent: default`.
-    Defaulted { requested: String, agent: String },
+    Defaulted {
+        /// The name the model used.
+        requested: String,
+        /// The default agent it goes to.
+        agent: String,
+    },
     /// Unknown and rejected (policy `reject`, or the default agent itself is missing).
-    Rejected { requested: String, reason: String },
+    Rejected {
+        /// The name the model used.
+        requested: String,
+        /// Why it is rejected.
+        reason: String,
+    },
 }
 
 /// The registry: agents by name, plus the resolver of spoken names and aliases.

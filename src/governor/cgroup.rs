@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 /// Where to look for cgroup v2: the cgroupfs mount and this process's `/proc/self/cgroup` text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CgroupProbe {
+    /// Where cgroup2 is mounted (`/sys/fs/cgroup`).
     pub fs_root: PathBuf,
+    /// The text of `/proc/self/cgroup`.
     pub self_cgroup: String,
 }
 
@@ -144,6 +146,7 @@ impl TreeCgroup {
         Ok(cg)
     }
 
+    /// The tree's cgroup folder.
     pub fn path(&self) -> &Path {
         &self.dir
     }

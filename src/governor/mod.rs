@@ -23,9 +23,9 @@
 
 pub mod cgroup;
 pub mod proc;
-pub mod restart;
-pub mod rlimits;
-pub mod thresholds;
+pub(crate) mod restart;
+pub(crate) mod rlimits;
+pub(crate) mod thresholds;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -50,7 +50,13 @@ pub use thresholds::{Level, REARM_FRACTION, ResourceKind};
 pub enum GovernorError {
     /// `limits.cgroup` named a cgroup that cannot host tree cgroups.
     #[error("limits.cgroup: {path}: {reason}")]
-    Cgroup { path: PathBuf, reason: String },
+    Cgroup {
+        /// The cgroup.
+        path: PathBuf,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// The sampler thread cannot start.
     #[error("cannot start the governor thread: {0}")]
     Thread(#[source] std::io::Error),
 }
@@ -60,7 +66,10 @@ pub enum GovernorError {
 #[serde(tag = "mode", rename_all = "lowercase")]
 pub enum GovernorMode {
     /// One child cgroup per tree under `path`.
-    Cgroup { path: PathBuf },
+    Cgroup {
+        /// The parent cgroup of the trees' cgroups.
+        path: PathBuf,
+    },
     /// `/proc` polling of each tree's pids.
     Polling,
 }
@@ -78,8 +87,11 @@ impl GovernorMode {
 /// The limits that apply to one tree: the global `limits` section with an agent's overrides.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResolvedLimits {
+    /// Memory thresholds.
     pub memory: MemoryLimits,
+    /// CPU thresholds.
     pub cpu: CpuLimits,
+    /// setrlimit values applied at spawn.
     pub rlimits: Rlimits,
 }
 
@@ -324,6 +336,7 @@ impl Governor {
         })
     }
 
+    /// How trees are measured and limited (cgroup or polling).
     pub fn mode(&self) -> GovernorMode {
         self.mode.clone()
     }

@@ -22,6 +22,7 @@ pub struct RestartPolicy {
 }
 
 impl RestartPolicy {
+    /// The policy `limits.restart` sets.
     pub fn new(cfg: &RestartConfig) -> Self {
         RestartPolicy {
             enabled: cfg.enabled,

@@ -18,11 +18,14 @@ pub const REARM_FRACTION: f64 = 0.9;
 /// Which resource a verdict is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResourceKind {
+    /// Resident memory of the tree.
     Memory,
+    /// CPU of the tree, averaged over the window.
     Cpu,
 }
 
 impl ResourceKind {
+    /// `memory` or `cpu`, as in events.
     pub fn as_str(self) -> &'static str {
         match self {
             ResourceKind::Memory => "memory",
@@ -34,8 +37,11 @@ impl ResourceKind {
 /// The severity of a crossing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
+    /// Over the warning threshold.
     Warning,
+    /// Over the critical threshold.
     Critical,
+    /// Over the hard limit: the tree is stopped.
     Limit,
 }
 

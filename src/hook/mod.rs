@@ -18,7 +18,7 @@
 //! then continues with it as the next user turn: `{"decision":"block","reason":...}`) and
 //! UserPromptSubmit may add context. The default, [`NoResponse`], answers nothing.
 
-pub mod client;
+pub(crate) mod client;
 pub mod server;
 
 use serde::{Deserialize, Serialize};
@@ -40,15 +40,21 @@ pub const EVENTS: &[(&str, Option<&str>)] = &[
 /// Errors of the hook channel.
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
+    /// The per-session socket cannot be created or reached.
     #[error("hook socket {path}: {source}")]
     Socket {
+        /// The socket's path.
         path: String,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
+    /// The settings file that adds mpm's hooks cannot be written.
     #[error("hook settings file {path}: {source}")]
     Settings {
+        /// The file's path.
         path: String,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
@@ -58,7 +64,9 @@ pub enum HookError {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct StopPayload {
+    /// claude's session id.
     pub session_id: Option<String>,
+    /// claude's transcript file (JSONL) for this session.
     pub transcript_path: Option<String>,
     /// True when claude already continues because of a Stop hook's block (answer nothing to avoid
     /// a loop).
@@ -71,7 +79,9 @@ pub struct StopPayload {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct PromptPayload {
+    /// claude's session id.
     pub session_id: Option<String>,
+    /// claude's transcript file (JSONL) for this session.
     pub transcript_path: Option<String>,
     /// What the user typed.
     pub prompt: String,
@@ -81,6 +91,7 @@ pub struct PromptPayload {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct NotificationPayload {
+    /// What claude says (e.g. that it needs permission).
     pub message: String,
     /// `permission_prompt`, `idle_prompt`, ... when claude sends one.
     pub notification_type: Option<String>,
@@ -98,18 +109,26 @@ impl NotificationPayload {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct ToolPayload {
+    /// The tool's name (`Agent`, `Task`, `Bash`, ...).
     pub tool_name: String,
+    /// The tool's input, as claude sent it.
     pub tool_input: Value,
 }
 
 /// One hook call, parsed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum HookEvent {
+    /// The turn ended (with the final assistant message).
     Stop(StopPayload),
+    /// The user submitted a prompt.
     UserPromptSubmit(PromptPayload),
+    /// claude needs the user (a permission dialog, an idle prompt).
     Notification(NotificationPayload),
+    /// A tool is about to run.
     PreToolUse(ToolPayload),
+    /// A tool ran.
     PostToolUse(ToolPayload),
+    /// One of claude's own sub-agents ended.
     SubagentStop,
     /// Any other event name (kept for logs).
     Other(String),

@@ -9,6 +9,7 @@ pub struct CodeFence {
 }
 
 impl CodeFence {
+    /// Outside any fence.
     pub fn new() -> Self {
         CodeFence::default()
     }

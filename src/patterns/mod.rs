@@ -74,24 +74,35 @@ pub enum PatternError {
     /// Unparsable YAML or a shape error (unknown field, wrong type), at the parser's position.
     #[error("{file}:{line}:{col}: {message}")]
     Yaml {
+        /// The pattern file.
         file: String,
+        /// 1-based line.
         line: u64,
+        /// 1-based column.
         col: u64,
+        /// What is wrong.
         message: String,
     },
     /// A problem with one pattern (invalid regex, duplicate id, failing example, ...), at its `id`.
     #[error("{file}:{line}:{col}: pattern {id}: {message}")]
     Pattern {
+        /// The pattern file.
         file: String,
+        /// 1-based line of the pattern.
         line: u64,
+        /// 1-based column of the pattern.
         col: u64,
+        /// The pattern's id.
         id: String,
+        /// What is wrong.
         message: String,
     },
     /// A pattern file or folder could not be read.
     #[error("{file}: {source}")]
     Io {
+        /// The file or folder.
         file: String,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
@@ -101,7 +112,9 @@ pub enum PatternError {
     /// More than one problem: the first, and how many more (`mpm patterns check` lists them all).
     #[error("{first} (and {more} more problems; run `mpm patterns check`)")]
     Many {
+        /// The first problem.
         first: Box<PatternError>,
+        /// How many more there are.
         more: usize,
     },
 }
@@ -140,12 +153,17 @@ pub enum Prefilter {
 /// What `mpm patterns list` shows about one pattern (active or disabled).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PatternInfo {
+    /// The pattern's id (unique in the merged set).
     pub id: String,
+    /// `delegation`, `ticket`, `error`, or a custom category.
     pub category: String,
     /// The file that defined (last overrode) it; built-ins as `builtin:patterns/<file>.yaml`.
     pub source: String,
+    /// What the pattern is for.
     pub description: String,
+    /// Whether it is active.
     pub enabled: bool,
+    /// The regular expression.
     pub regex: String,
     /// Detections are claude's own delegations (recorded, never run by mpm).
     pub handled_by_agent: bool,

@@ -43,9 +43,11 @@ pub const REAP_EVERY: Duration = Duration::from_millis(250);
 /// One registered tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TreeEntry {
+    /// The tree's root pid.
     pub root: i32,
     /// The root's start time (0 when unknown): a reused pid is not the root.
     pub start: u64,
+    /// The `MPM_TREE` tag every process of the tree inherits.
     pub tag: String,
 }
 

@@ -49,6 +49,7 @@ impl DetachKeys {
         Ok(DetachKeys(out))
     }
 
+    /// The key sequence's bytes.
     pub fn bytes(&self) -> &[u8] {
         &self.0
     }
@@ -77,6 +78,7 @@ pub struct DetachScanner {
 }
 
 impl DetachScanner {
+    /// A scanner for `keys`.
     pub fn new(keys: &DetachKeys) -> DetachScanner {
         DetachScanner {
             keys: keys.0.clone(),

@@ -26,15 +26,15 @@
 //! raw PTY drain, a tokio `AsyncFd` reader ~80%, and `tokio::io::stdout()` costs 2.5x the CPU of a
 //! blocking writer. Every thread blocks in `read`/`write`/`recv`: an idle session costs no CPU.
 
-pub mod fdio;
+pub(crate) mod fdio;
 pub mod keys;
-pub mod record;
+pub(crate) mod record;
 mod session;
-pub mod signals;
-pub mod spawn;
-pub mod tap;
-pub mod terminal;
-pub mod watchdog;
+pub(crate) mod signals;
+pub(crate) mod spawn;
+pub(crate) mod tap;
+pub(crate) mod terminal;
+pub(crate) mod watchdog;
 
 pub use session::{DRAIN_MAX, OutputSink, PtyConfig, PtyExit, PtySession};
 pub use spawn::{PtyError, WinSize, resolve_command};

@@ -62,7 +62,9 @@ pub struct PtyConfig {
     pub env: Vec<(String, String)>,
     /// Start from an empty environment instead of mpm's (a daemon passes its client's).
     pub env_clear: bool,
+    /// Working directory (`None`: mpm's).
     pub cwd: Option<PathBuf>,
+    /// The PTY's initial size.
     pub size: WinSize,
     /// Line settings for the PTY (the user's terminal's); `None` = kernel defaults.
     pub termios: Option<Termios>,
@@ -86,6 +88,7 @@ pub struct PtyConfig {
 /// How a session's child ended.
 #[derive(Debug, Clone, Copy)]
 pub struct PtyExit {
+    /// The child's wait status.
     pub status: ExitStatus,
     /// Output bytes dropped for the consumer (the sink got them all).
     pub tap_overrun_bytes: u64,
@@ -100,9 +103,11 @@ pub struct PtyExit {
 }
 
 impl PtyExit {
+    /// The exit code, when the child exited.
     pub fn code(&self) -> Option<i32> {
         self.status.code()
     }
+    /// The signal that killed the child, when one did.
     pub fn signal(&self) -> Option<i32> {
         self.status.signal()
     }

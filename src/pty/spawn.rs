@@ -19,7 +19,9 @@ use crate::config::Rlimits;
 /// A terminal size in character cells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WinSize {
+    /// Columns.
     pub cols: u16,
+    /// Rows.
     pub rows: u16,
 }
 
@@ -34,12 +36,18 @@ impl Default for WinSize {
 pub enum PtyError {
     /// The command is not on PATH (or the given path does not exist). Exit status 127.
     #[error("command not found: {command}")]
-    NotFound { command: String },
+    NotFound {
+        /// The command as given.
+        command: String,
+    },
     /// The command exists but cannot be executed. Exit status 126.
     #[error("cannot execute {command} ({path}): {reason}")]
     NotExecutable {
+        /// The command as given.
         command: String,
+        /// The file found for it.
         path: String,
+        /// Why it cannot run.
         reason: String,
     },
     /// The command line is empty.
@@ -48,7 +56,9 @@ pub enum PtyError {
     /// A system call failed while setting the session up.
     #[error("{what}: {source}")]
     Sys {
+        /// What was being done.
         what: &'static str,
+        /// Why it failed.
         #[source]
         source: std::io::Error,
     },

@@ -37,8 +37,11 @@ const LONG_WORD: usize = 20;
 /// What prompted a read; see the module docs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadKind {
+    /// The end of one chunk of output.
     FeedEnd,
+    /// The end of a pass over buffered chunks.
     PassEnd,
+    /// Everything (the end of the input).
     All,
     /// Only the scrolled-out rows (too many piled up during one feed).
     History,
@@ -148,6 +151,7 @@ pub struct Line<'a> {
 const KEEP_LINE_CAPACITY: usize = 4096;
 
 impl Lines {
+    /// Empty.
     pub fn new() -> Self {
         Lines::default()
     }
@@ -165,10 +169,12 @@ impl Lines {
             .map(|(t, &cut)| Line { text: t, cut })
     }
 
+    /// How many lines.
     pub fn len(&self) -> usize {
         self.len
     }
 
+    /// No lines.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -216,6 +222,7 @@ impl std::fmt::Debug for LineReader {
 }
 
 impl LineReader {
+    /// A reader with nothing read yet.
     pub fn new() -> Self {
         LineReader::default()
     }

@@ -8,8 +8,8 @@
 //! synchronized frame, and every row that scrolls out of a region — and per-row "changed since read"
 //! flags. Ours keeps characters only and runs ~3x faster than vt100's parser.
 
-pub mod lines;
-pub mod vt;
+pub(crate) mod lines;
+pub(crate) mod vt;
 
 pub use lines::{LineReader, Lines, ReadKind};
 pub use vt::{Hook, Row, Screen};
