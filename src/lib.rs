@@ -31,6 +31,9 @@
 //! | [`top`] | `mpm top`, the live dashboard |
 //! | [`logging`] | tracing setup |
 
+// Dependencies the library does not use (dev-dependencies are for the tests: not in unit tests).
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
+
 pub mod cli;
 pub mod config;
 pub mod daemon;
