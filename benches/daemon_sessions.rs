@@ -1,7 +1,7 @@
-//! `cargo bench --bench daemon_sessions`: the daemon's resident memory and open descriptors after
-//! 10 and after N short sessions (default 100; `MPM_BENCH_SESSIONS=1000` for issue 12's figure),
-//! each a real `mpm run -- true` client hosted by the daemon. The figure is the difference (MB, fds)
-//! between the two points of the same run: an ended session must be freed at once.
+//! `cargo bench --bench daemon_sessions`: the daemon's resident memory, open descriptors and
+//! threads after 10, 100 and N short sessions (default N = 100; `MPM_BENCH_SESSIONS=1000` for
+//! issue 12's figure), each a real `mpm run -- true` client hosted by the daemon. The figures are
+//! the differences between the points of the same run: an ended session must be freed at once.
 //!
 //! `cargo test --all-targets` runs this binary without `--bench`: then 3 vs 6 sessions (a smoke run)
 //! unless `MPM_BENCH_SESSIONS` says otherwise.
@@ -42,6 +42,10 @@ fn rss_mb(pid: u32) -> f64 {
 
 fn fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+fn threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())
 }
 
 fn main() {
@@ -92,21 +96,46 @@ fn main() {
             assert!(st.success());
         }
         // Let the last session's threads finish after its client returned.
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(Duration::from_secs(1));
     };
-    run(first);
-    let (rss_a, fds_a) = (rss_mb(pid), fds(pid));
-    let start = Instant::now();
-    run(n - first);
-    let per = start.elapsed() / (n - first) as u32;
-    let (rss_b, fds_b) = (rss_mb(pid), fds(pid));
-    println!("daemon after {first} sessions: {rss_a:.1} MB RSS, {fds_a} fds");
-    println!("daemon after {n} sessions: {rss_b:.1} MB RSS, {fds_b} fds");
+    // Checkpoints: 10, 100 (when N > 100), N.
+    let mut points = vec![first];
+    if n > 100 && first < 100 {
+        points.push(100);
+    }
+    if n > first {
+        points.push(n);
+    }
+    let mut done = 0;
+    let mut rows: Vec<(usize, f64, usize, usize)> = Vec::new();
+    let mut per_session = Duration::ZERO;
+    for &p in &points {
+        let start = Instant::now();
+        run(p - done);
+        if done > 0 {
+            per_session = start.elapsed() / (p - done) as u32;
+        }
+        done = p;
+        let row = (p, rss_mb(pid), fds(pid), threads(pid));
+        println!(
+            "daemon after {:>5} sessions: {:>6.1} MB RSS, {} fds, {} threads",
+            row.0, row.1, row.2, row.3
+        );
+        rows.push(row);
+    }
+    let a = rows[0];
+    for b in &rows[1..] {
+        println!(
+            "{} -> {} sessions: {:+.1} MB, {:+} fds, {:+} threads",
+            a.0,
+            b.0,
+            b.1 - a.1,
+            b.2 as i64 - a.2 as i64,
+            b.3 as i64 - a.3 as i64
+        );
+    }
     println!(
-        "difference: {:+.1} MB, {:+} fds ({} sessions, {:.0} ms per `mpm run -- true`)",
-        rss_b - rss_a,
-        fds_b as i64 - fds_a as i64,
-        n - first,
-        per.as_secs_f64() * 1000.0
+        "{:.0} ms per `mpm run -- true` (last stretch)",
+        per_session.as_secs_f64() * 1000.0
     );
 }

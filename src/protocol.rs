@@ -103,6 +103,17 @@ pub fn write_frame(w: &mut impl Write, frame: &Frame) -> io::Result<()> {
     w.flush()
 }
 
+/// Write one data frame of `bytes` (the relay's hot path: one copy into the wire buffer, one
+/// `write`, without building a [`Frame`] first).
+pub fn write_data(w: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
+    let mut out = Vec::with_capacity(bytes.len() + 5);
+    out.extend_from_slice(&((bytes.len() + 1) as u32).to_be_bytes());
+    out.push(TAG_DATA);
+    out.extend_from_slice(bytes);
+    w.write_all(&out)?;
+    w.flush()
+}
+
 /// Read one frame, refusing any whose announced length exceeds `max` before allocating for it.
 /// `Closed` means a clean end of stream at a frame boundary.
 pub fn read_frame(r: &mut impl Read, max: usize) -> Result<Frame, FrameError> {
@@ -119,9 +130,16 @@ pub fn read_frame(r: &mut impl Read, max: usize) -> Result<Frame, FrameError> {
     if len > max.saturating_add(1) {
         return Err(FrameError::TooLarge { len, max });
     }
-    let mut buf = vec![0u8; len];
+    // The type byte apart, so the body is read in place (no shift of the whole payload).
+    let mut tag = [0u8; 1];
+    r.read_exact(&mut tag)?;
+    let mut buf = vec![0u8; len - 1];
     r.read_exact(&mut buf)?;
-    decode_payload(buf)
+    match tag[0] {
+        TAG_JSON => Ok(Frame::Json(buf)),
+        TAG_DATA => Ok(Frame::Data(buf)),
+        t => Err(FrameError::UnknownType(t)),
+    }
 }
 
 /// Decode a payload (the bytes after the length prefix).

@@ -766,8 +766,12 @@ pub fn relay(
         });
     }
 
-    // socket -> stdout.
-    let mut out = std::io::stdout().lock();
+    // socket -> stdout: straight to fd 1, one `write` per chunk (std's line-buffered stdout
+    // would split a chunk at its last newline into two writes, and copy the rest).
+    // SAFETY: fd 1 stays open for the life of the process; ManuallyDrop never closes it.
+    let mut out = std::mem::ManuallyDrop::new(unsafe {
+        <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(libc::STDOUT_FILENO)
+    });
     loop {
         let frame = match c.recv() {
             Ok(f) => f,
@@ -775,7 +779,7 @@ pub fn relay(
         };
         match frame {
             Frame::Data(bytes) => {
-                if out.write_all(&bytes).and_then(|_| out.flush()).is_err() {
+                if out.write_all(&bytes).is_err() {
                     send_on(&writer, &Frame::json(&ClientMsg::Detach));
                     if own_session && !stdout_tty {
                         return Ok(RelayEnd::OutputGone);

@@ -59,6 +59,7 @@ pub(super) fn daemon_socket(flag: Option<&Path>, configured: Option<&Path>) -> P
 }
 
 pub fn daemon(g: &GlobalArgs, a: DaemonArgs) -> anyhow::Result<i32> {
+    crate::daemon::limit_malloc_arenas();
     let cfg = super::load_config(g, Overrides::default())?.config;
     if let Err(msg) = crate::logging::init(&cfg.log, g.log_stderr) {
         errln!("mpm: {msg}");

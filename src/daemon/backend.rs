@@ -130,3 +130,60 @@ pub trait HostedSession: Send + Sync {
         None
     }
 }
+
+/// What the daemon keeps of a session once it has ended: its id, pid, status, summary and last
+/// agent state, for `status` and for a late `attach` (which gets `SessionEnded`). The live
+/// session (its handle, screen state, channels and bus) is dropped when it ends, so a daemon that
+/// has hosted a thousand sessions holds a few hundred bytes for each, not the session itself.
+pub(crate) struct EndedSession {
+    id: String,
+    pid: u32,
+    status: Option<i32>,
+    summary: Option<String>,
+    agent_state: Option<crate::events::SessionState>,
+}
+
+impl EndedSession {
+    /// The record of `s`, which has ended (`try_wait` is `Some`).
+    pub(crate) fn of(s: &dyn HostedSession) -> EndedSession {
+        EndedSession {
+            id: s.id().to_string(),
+            pid: s.pid(),
+            status: s.try_wait().flatten(),
+            summary: s.summary(),
+            agent_state: s.agent_state(),
+        }
+    }
+}
+
+impl HostedSession for EndedSession {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+    fn write_input(&self, _bytes: &[u8]) {}
+    fn resize(&self, _cols: u16, _rows: u16) {}
+    fn attach(&self) -> Attachment {
+        // Both channels disconnected: the stream ends at once.
+        Attachment {
+            snapshot: Vec::new(),
+            output: crossbeam_channel::bounded(0).1,
+            suspended: crossbeam_channel::bounded(0).1,
+        }
+    }
+    fn stop(&self, _grace: Duration) {}
+    fn wait(&self) -> Option<i32> {
+        self.status
+    }
+    fn try_wait(&self) -> Option<Option<i32>> {
+        Some(self.status)
+    }
+    fn summary(&self) -> Option<String> {
+        self.summary.clone()
+    }
+    fn agent_state(&self) -> Option<crate::events::SessionState> {
+        self.agent_state
+    }
+}

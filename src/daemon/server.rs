@@ -171,7 +171,7 @@ fn send(w: &Mutex<UnixStream>, msg: &ServerMsg) -> std::io::Result<()> {
 
 fn send_data(w: &Mutex<UnixStream>, bytes: &[u8]) -> std::io::Result<()> {
     let mut w = w.lock().unwrap_or_else(|e| e.into_inner());
-    write_frame(&mut *w, &Frame::Data(bytes.to_vec()))
+    crate::protocol::write_data(&mut *w, bytes)
 }
 
 fn serve(shared: &Arc<Shared>, stream: UnixStream, id: u64) -> Result<(), FrameError> {
@@ -469,6 +469,30 @@ fn run(shared: &Arc<Shared>, spec: RunSpec) -> ServerMsg {
                 .store()
                 .end_session(hosted.session.id(), code, "exited");
             hosted.bus.close();
+            // Keep only the ended session's record (see `EndedSession`): the live session is
+            // freed as soon as the last attach stream lets go of it.
+            let id = hosted.session.id().to_string();
+            let ended = Arc::new(Hosted {
+                session: Arc::new(super::backend::EndedSession::of(&*hosted.session)),
+                command: hosted.command.clone(),
+                cwd: hosted.cwd.clone(),
+                started_at: hosted.started_at.clone(),
+                attached: Default::default(),
+                bus: {
+                    let bus = Bus::new(Context::with_session(id.clone()));
+                    bus.close();
+                    bus
+                },
+            });
+            drop(hosted);
+            if let Some(slot) = waiter_shared
+                .sessions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_mut(&id)
+            {
+                *slot = ended;
+            }
         });
     ServerMsg::Spawned { session: id, pid }
 }
