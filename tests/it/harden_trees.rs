@@ -202,28 +202,94 @@ fn a_restarted_daemon_stops_what_its_killed_predecessor_left() {
     let env = Env::new();
     let mut daemon = env.start_daemon(None);
     let gc_file = env.dir.path().join("gc.pid");
+    let agent_file = env.dir.path().join("agent.pid");
+    // The agent ignores SIGHUP (the daemon's death hangs up its terminal), so it outlives the
+    // daemon as its grandchild does.
     let spec: RunSpec = serde_json::from_value(serde_json::json!({
-        "argv": agent_argv(&[&format!("daemonize:{}", gc_file.display()), "sleep:0"]),
+        "argv": agent_argv(&[
+            "nohup",
+            &format!("pid:{}", agent_file.display()),
+            &format!("daemonize:{}", gc_file.display()),
+            "sleep:0",
+        ]),
         "cwd": env.dir.path().display().to_string(),
     }))
     .unwrap();
     let mut c = Client::connect(&env.socket()).unwrap();
     c.set_read_timeout(Some(DEADLINE)).unwrap();
-    let agent = match c.request(&ClientMsg::Run(spec)).unwrap() {
-        ServerMsg::Spawned { pid, .. } => pid as i32,
+    let (session, agent) = match c.request(&ClientMsg::Run(spec)).unwrap() {
+        ServerMsg::Spawned { session, pid } => (session, pid as i32),
         m => panic!("{m:?}"),
     };
     let gc = read_pid(&gc_file, DEADLINE);
-    let _g = KillOnDrop(vec![agent, gc]);
+    let real_agent = read_pid(&agent_file, DEADLINE);
+    let _g = KillOnDrop(vec![agent, real_agent, gc]);
     assert_escaped(gc, agent);
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemon.pid()), Signal::SIGKILL).unwrap();
     daemon.wait_exit(DEADLINE);
     assert!(alive(gc), "the grandchild should outlive the killed daemon");
+    assert!(
+        alive(real_agent),
+        "the agent should outlive the killed daemon"
+    );
     let _restarted = env.start_daemon(None);
-    for pid in [agent, gc] {
+    for pid in [agent, real_agent, gc] {
         assert!(
             wait_until(DEADLINE, || !alive(pid)),
             "{pid} survived the daemon's restart"
         );
     }
+    // One `process.reaped` event per process stopped, under the session it belonged to. (The
+    // session's monitor died with the daemon: no event for it, it was not stopped.)
+    let agent = real_agent;
+    let mut reaped: Vec<serde_json::Value> = Vec::new();
+    let found = wait_until(DEADLINE, || {
+        let (code, out, _) = env.client(&["events", "--json", "--kind", "process.reaped"]);
+        reaped = out
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        code == 0
+            && [agent, gc]
+                .iter()
+                .all(|p| reaped.iter().any(|e| e["pid"] == *p))
+    });
+    assert!(
+        found,
+        "no process.reaped for the agent {agent} and its grandchild {gc}: {reaped:#?}\n{}",
+        std::fs::read_to_string(env.state().join("mpm.log")).unwrap_or_default()
+    );
+    let argv = |e: &serde_json::Value| e["argv"].to_string();
+    assert!(
+        reaped
+            .iter()
+            .any(|e| e["pid"] == agent && argv(e).contains("fake_agent.py")),
+        "{reaped:#?}"
+    );
+    for pid in [agent, gc] {
+        let e = reaped.iter().find(|e| e["pid"] == pid).unwrap();
+        assert_eq!(e["kind"], "process.reaped");
+        assert_eq!(e["session"], session.as_str(), "{e}");
+        assert!(e["signal"] == "SIGTERM" || e["signal"] == "SIGKILL", "{e}");
+        assert!(!e["comm"].as_str().unwrap_or_default().is_empty(), "{e}");
+        assert!(e["argv"].as_array().is_some_and(|a| !a.is_empty()), "{e}");
+    }
+    // Both were found by their tree tag.
+    for pid in [agent, gc] {
+        let e = reaped.iter().find(|e| e["pid"] == pid).unwrap();
+        assert!(e["tag"].as_str().is_some_and(|t| t.contains('-')), "{e}");
+    }
+    // One per process (the session's monitor process may be among them), all of this session.
+    let mut pids: Vec<i64> = reaped.iter().filter_map(|e| e["pid"].as_i64()).collect();
+    pids.sort_unstable();
+    pids.dedup();
+    assert_eq!(
+        pids.len(),
+        reaped.len(),
+        "one event per process: {reaped:#?}"
+    );
+    assert!(
+        reaped.iter().all(|e| e["session"] == session.as_str()),
+        "{reaped:#?}"
+    );
 }

@@ -13,8 +13,10 @@ mod nats_support;
 mod realclient;
 
 mod daemon_binary;
+mod daemon_executor;
 mod daemon_inprocess;
 mod daemon_reads;
+mod daemon_signals;
 mod exact_hook;
 mod exact_live;
 mod exact_props;
