@@ -293,3 +293,64 @@ fn a_restarted_daemon_stops_what_its_killed_predecessor_left() {
         "{reaped:#?}"
     );
 }
+
+/// Issue 12 across `limits.restart`: the governor stops the main agent at its hard limit while a
+/// delegation runs, the restart policy starts the agent again, then `mpm run` is SIGKILLed. The
+/// watchdog stops the restarted agent, the delegation's tree and its daemonised grandchild.
+#[test]
+fn sigkill_of_mpm_run_after_a_limit_restart_stops_the_restarted_agent_and_the_delegation() {
+    let env = TestEnv::new();
+    let cfg = hanging_engineer(env.dir.path());
+    let d = env.dir.path().display().to_string();
+    // First run: ask for the delegation, wait until it runs, then exceed the hard limit. Second
+    // run (the restart): stay up.
+    let script = r#"if [ -e "$1/first" ]; then exec python3 "$2" "pid:$1/agent2.pid" "print:second run" sleep:0; else touch "$1/first"; exec python3 "$2" "print:Engineer Agent: implement the parser" "print:asked" "wait-glob:$1/del.gc" "alloc:300" sleep:0; fi"#;
+    let fake = fake_agent();
+    let mut spawn = Spawn::new(
+        &env,
+        &[
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            script,
+            "sh",
+            &d,
+            &fake,
+        ],
+    );
+    spawn.env.extend(
+        [
+            ("MPM_LIMITS__INTERVAL_MS", "100"),
+            ("MPM_LIMITS__MEMORY_MB__WARNING", "100"),
+            ("MPM_LIMITS__MEMORY_MB__CRITICAL", "150"),
+            ("MPM_LIMITS__MEMORY_MB__HARD", "200"),
+            ("MPM_LIMITS__RESTART__ENABLED", "true"),
+            ("MPM_LIMITS__RESTART__MAX_PER_HOUR", "1"),
+            ("MPM_LIMITS__RESTART__BACKOFF_MS", "50"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let mut p = spawn.start();
+    let root = read_pid(&env.path("del.pid"), DEADLINE);
+    let gc = read_pid(&env.path("del.gc"), DEADLINE);
+    let mut guard = KillOnDrop(vec![root, gc]);
+    // The restart happened: the second run wrote its pid.
+    let agent2 = read_pid(&env.path("agent2.pid"), Duration::from_secs(60));
+    guard.0.push(agent2);
+    p.expect("second run");
+    assert!(
+        alive(root) && alive(gc) && alive(agent2),
+        "the delegation and the restarted agent should be running"
+    );
+    p.signal(Signal::SIGKILL);
+    let _ = p.wait();
+    for pid in [agent2, root, gc] {
+        assert!(
+            wait_until(DEADLINE, || !alive(pid)),
+            "{pid} survived SIGKILL of mpm run after the restart"
+        );
+    }
+}
