@@ -672,7 +672,7 @@ fn send_on(w: &Mutex<UnixStream>, f: &Frame) -> bool {
 /// Attach to `session` and relay this terminal until detach (Ctrl-], end of stdin, SIGHUP or
 /// SIGTERM) or the session's end. `own_session`: this is `mpm run`'s own session, so stdin that is
 /// not a terminal is the agent's input to its end (no detach key; its end is the agent's EOF), and
-/// SIGTERM/SIGHUP/SIGINT end the session (status 128+N) instead of detaching.
+/// SIGTERM/SIGHUP/SIGINT/SIGQUIT end the session (status 128+N) instead of detaching.
 pub fn relay(
     mut c: Client,
     session: &str,
@@ -750,7 +750,7 @@ pub fn relay(
     // Signals: resize on SIGWINCH. A terminal client detaches on SIGHUP (its terminal closed) or
     // SIGTERM: the session keeps running for a later `mpm attach`, as with tmux. `mpm run` whose
     // stdin is not a terminal (a script, a pipeline, `&`) is the session's only owner: SIGTERM,
-    // SIGHUP and SIGINT stop the session as they would in-process, and mpm exits 128+N.
+    // SIGHUP, SIGINT and SIGQUIT stop the session as they would in-process, and mpm exits 128+N.
     let w = writer.clone();
     let mut wanted = vec![
         signal_hook::consts::SIGWINCH,
@@ -758,7 +758,7 @@ pub fn relay(
         signal_hook::consts::SIGTERM,
     ];
     if pipe_input {
-        wanted.push(signal_hook::consts::SIGINT);
+        wanted.extend([signal_hook::consts::SIGINT, signal_hook::consts::SIGQUIT]);
     }
     if let Ok(mut signals) = signal_hook::iterator::Signals::new(wanted) {
         std::thread::spawn(move || {

@@ -89,7 +89,7 @@ fn sighup_to_a_terminal_client_of_the_daemon_detaches_and_the_agent_keeps_runnin
     let agent = read_pid(&agent_pid);
     let _guard = KillOnDrop(vec![agent]);
     p.signal(Signal::SIGHUP);
-    assert_eq!(p.wait().code(), Some(0), "{}", p.text());
+    assert_eq!(p.wait_output().code(), Some(0), "{}", p.text());
     assert!(p.text().contains("detached"), "{}", p.text());
     assert!(alive(agent), "the agent should keep running in the daemon");
 }
