@@ -16,6 +16,7 @@ mod daemon_binary;
 mod daemon_executor;
 mod daemon_inprocess;
 mod daemon_reads;
+mod daemon_redraw;
 mod daemon_signals;
 mod exact_hook;
 mod exact_live;
