@@ -187,6 +187,22 @@ pub enum EventBody {
     /// A hard limit was enforced on a tree (it was stopped).
     #[serde(rename = "resource.limit")]
     ResourceLimit(Resource),
+    /// A restarted daemon stopped a process a dead mpm (a SIGKILLed daemon or `mpm run`) left
+    /// running: one event per process, under the session it belonged to (`MPM_SESSION` in its
+    /// environment; empty when unknown).
+    #[serde(rename = "process.reaped")]
+    ProcessReaped {
+        pid: u32,
+        /// `/proc/<pid>/comm`.
+        comm: String,
+        /// `/proc/<pid>/cmdline` (empty when unreadable).
+        argv: Vec<String>,
+        /// The tree tag (`MPM_TREE`) it carried: `<dead owner pid>-<its start time>-<n>`; empty for a
+        /// session root found through the store (the monitor, a fork that never exec'd, has none).
+        tag: String,
+        /// The signal that ended it: `SIGTERM`, or `SIGKILL` when the grace period was not enough.
+        signal: String,
+    },
 }
 
 impl EventBody {
@@ -206,6 +222,7 @@ impl EventBody {
             EventBody::ResourceWarning(_) => "resource.warning",
             EventBody::ResourceCritical(_) => "resource.critical",
             EventBody::ResourceLimit(_) => "resource.limit",
+            EventBody::ProcessReaped { .. } => "process.reaped",
         }
     }
 }

@@ -349,6 +349,13 @@ pub enum ClientMsg {
     /// While attached: the client's (non-terminal) input ended; the agent gets the terminal's EOF
     /// character once. The stream stays open for the output.
     Eof,
+    /// While attached: the client (`mpm run` whose stdin is not a terminal) got `signal` (SIGTERM,
+    /// SIGHUP, SIGINT): end the session as an in-process `mpm run` would (SIGTERM, grace, SIGKILL
+    /// of the tree; a second one kills at once); its status becomes 128+`signal`. The stream stays
+    /// open until `SessionEnded`.
+    Signal {
+        signal: i32,
+    },
     /// Record an event in the store and pass it to followers (hooks, in-process sessions reporting
     /// to a daemon). Acknowledged with `Ok` once durably written.
     Publish {

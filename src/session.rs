@@ -76,6 +76,8 @@ pub struct SessionSpec {
 pub struct SharedParts {
     pub engine: Option<Arc<Engine>>,
     pub governor: Option<Arc<Governor>>,
+    /// The daemon's running slots: `executor.max_parallel` across all its sessions.
+    pub slots: Option<crate::executor::Slots>,
 }
 
 /// How one run of the agent ended.
@@ -362,11 +364,16 @@ impl Session {
             cwd: spec.cwd.clone(),
             engine: shared.engine,
             governor: shared.governor,
+            slots: shared.slots,
         })?;
         let transcript = profile.is_some_and(|p| p.transcript);
         let argv = supervisor.prepare_argv(spec.argv.clone(), transcript);
         // The hook socket (`MPM_HOOK_SOCKET`) and whatever else the supervisor gives the agent.
         env.extend(supervisor.child_env());
+        // The session id, as sub-agents get it: what a restarted daemon reports a leftover
+        // process of this session under (`process.reaped`).
+        env.retain(|(k, _)| k != "MPM_SESSION");
+        env.push(("MPM_SESSION".into(), bus.context().session.clone()));
         let (ctl, ctl_rx) = crossbeam_channel::unbounded();
         let tally = crate::feedback::summary::Tally::attach(&bus);
         let port = supervisor.pty_port();

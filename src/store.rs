@@ -58,6 +58,8 @@ pub struct Recovery {
     /// The pids of the dead hosts (daemon or `mpm run`) of those sessions: processes tagged with
     /// their trees (`process::registry`) are what they left behind.
     pub hosts: Vec<u32>,
+    /// The same roots as `orphans`, with the session each belongs to: (session, pid, start time).
+    pub roots: Vec<(String, u32, u64)>,
 }
 
 /// A stored session row.
@@ -241,6 +243,7 @@ impl Store {
                 }
                 if let (Some(pid), Some(start)) = (pid, start) {
                     recovery.orphans.push((*pid, *start as u64));
+                    recovery.roots.push((id.clone(), *pid, *start as u64));
                 }
                 recovery.sessions_ended += tx.execute(
                     "UPDATE sessions SET state='ended', ended_at=?2, end_reason='daemon-restart' WHERE id=?1",

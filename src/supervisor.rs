@@ -67,6 +67,9 @@ pub struct SupervisorOptions<'a> {
     pub engine: Option<Arc<Engine>>,
     /// A governor to share (one sampler thread for every session of a daemon); `None` starts one.
     pub governor: Option<Arc<Governor>>,
+    /// Running slots shared with other sessions (the daemon's one `executor.max_parallel`);
+    /// `None`: this session's executor has only its own bound.
+    pub slots: Option<crate::executor::Slots>,
 }
 
 /// Starts the session's executor when the first delegation needs it.
@@ -143,8 +146,10 @@ impl Supervisor {
             let cfg = cfg.clone();
             let bus = o.bus.clone();
             let output_dir = o.output_dir;
+            let slots = o.slots;
             Some(Box::new(move || {
-                let handle = match Executor::start(&cfg, bus.clone(), output_dir) {
+                let handle = match Executor::start_with_slots(&cfg, bus.clone(), output_dir, slots)
+                {
                     Ok(h) => h,
                     Err(e) => {
                         tracing::error!(error = %e, "cannot start the executor: delegations are recorded, not run");

@@ -671,7 +671,8 @@ fn send_on(w: &Mutex<UnixStream>, f: &Frame) -> bool {
 
 /// Attach to `session` and relay this terminal until detach (Ctrl-], end of stdin, SIGHUP or
 /// SIGTERM) or the session's end. `own_session`: this is `mpm run`'s own session, so stdin that is
-/// not a terminal is the agent's input to its end (no detach key; its end is the agent's EOF).
+/// not a terminal is the agent's input to its end (no detach key; its end is the agent's EOF), and
+/// SIGTERM/SIGHUP/SIGINT/SIGQUIT end the session (status 128+N) instead of detaching.
 pub fn relay(
     mut c: Client,
     session: &str,
@@ -746,22 +747,33 @@ pub fn relay(
         }
     });
 
-    // Signals: resize on SIGWINCH; a closed terminal (SIGHUP) or SIGTERM detaches.
+    // Signals: resize on SIGWINCH. A terminal client detaches on SIGHUP (its terminal closed) or
+    // SIGTERM: the session keeps running for a later `mpm attach`, as with tmux. `mpm run` whose
+    // stdin is not a terminal (a script, a pipeline, `&`) is the session's only owner: SIGTERM,
+    // SIGHUP, SIGINT and SIGQUIT stop the session as they would in-process, and mpm exits 128+N.
     let w = writer.clone();
-    if let Ok(mut signals) = signal_hook::iterator::Signals::new([
+    let mut wanted = vec![
         signal_hook::consts::SIGWINCH,
         signal_hook::consts::SIGHUP,
         signal_hook::consts::SIGTERM,
-    ]) {
+    ];
+    if pipe_input {
+        wanted.extend([signal_hook::consts::SIGINT, signal_hook::consts::SIGQUIT]);
+    }
+    if let Ok(mut signals) = signal_hook::iterator::Signals::new(wanted) {
         std::thread::spawn(move || {
             for sig in signals.forever() {
-                if sig == signal_hook::consts::SIGWINCH {
-                    if let Some((cols, rows)) = terminal_size() {
-                        send_on(&w, &Frame::json(&ClientMsg::Resize { cols, rows }));
+                let msg = if sig == signal_hook::consts::SIGWINCH {
+                    match terminal_size() {
+                        Some((cols, rows)) => ClientMsg::Resize { cols, rows },
+                        None => continue,
                     }
+                } else if pipe_input {
+                    ClientMsg::Signal { signal: sig }
                 } else {
-                    send_on(&w, &Frame::json(&ClientMsg::Detach));
-                }
+                    ClientMsg::Detach
+                };
+                send_on(&w, &Frame::json(&msg));
             }
         });
     }

@@ -39,11 +39,12 @@ pub struct ServiceInstallArgs {
 pub const UNIT_TEMPLATE: &str = include_str!("../../systemd/mpm.service");
 
 /// The session backend the daemon hosts sessions with: PTY sessions with the full supervisor.
-fn backend(patterns: &[PathBuf], state_dir: &Path) -> Arc<dyn SessionBackend> {
-    Arc::new(crate::daemon::pty_backend::PtyBackend::new(
-        patterns.to_vec(),
-        state_dir.to_path_buf(),
-    ))
+/// `max_parallel` bounds the sub-agents of all its sessions together.
+fn backend(patterns: &[PathBuf], state_dir: &Path, max_parallel: usize) -> Arc<dyn SessionBackend> {
+    Arc::new(
+        crate::daemon::pty_backend::PtyBackend::new(patterns.to_vec(), state_dir.to_path_buf())
+            .with_max_parallel(max_parallel),
+    )
 }
 
 /// The daemon socket (daemon and clients alike): `--socket`, `MPM_SOCKET`, `daemon.socket`, then
@@ -74,7 +75,7 @@ pub fn daemon(g: &GlobalArgs, a: DaemonArgs) -> anyhow::Result<i32> {
     opts.max_frame_bytes = cfg.daemon.max_frame_bytes.max(4096);
     opts.retention_days = cfg.daemon.retention_days;
     opts.stop_grace = Duration::from_secs_f64(cfg.daemon.stop_grace_secs.clamp(0.0, 3600.0));
-    opts.backend = backend(&g.patterns, &state_dir);
+    opts.backend = backend(&g.patterns, &state_dir, cfg.executor.max_parallel);
     opts.handle_signals = true;
     let d = Daemon::bind(opts).context("cannot start the daemon")?;
     d.run().context("daemon failed")?;

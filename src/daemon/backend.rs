@@ -121,6 +121,9 @@ pub trait HostedSession: Send + Sync {
     fn eof(&self) {}
     /// The attached client was continued after a suspend: continue the agent.
     fn resume(&self) {}
+    /// The attached (non-terminal) client got `signal`: stop the session as an in-process
+    /// `mpm run` would on that signal (status 128+`signal`). Does not block.
+    fn signalled(&self, _signal: i32) {}
     /// The end-of-session delegation summary, once the session has ended (and `run.summary`).
     fn summary(&self) -> Option<String> {
         None

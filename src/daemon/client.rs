@@ -62,16 +62,22 @@ impl Client {
             writer,
             daemon_pid: 0,
         };
-        c.send(&ClientMsg::Hello {
+        // A daemon that refuses us (another uid, too many connections) may answer and close
+        // before our hello is written: the write fails (EPIPE) but its answer is waiting, and
+        // is the better error.
+        let sent = c.send(&ClientMsg::Hello {
             protocol: PROTOCOL_VERSION,
             client: format!("mpm {}", env!("CARGO_PKG_VERSION")),
-        })?;
-        match c.recv_msg()? {
-            ServerMsg::Hello { daemon_pid, .. } => {
+        });
+        match (c.recv_msg(), sent) {
+            (Ok(ServerMsg::Hello { daemon_pid, .. }), Ok(())) => {
                 c.daemon_pid = daemon_pid;
                 Ok(c)
             }
-            other => Err(unexpected(other)),
+            (Err(e @ ClientError::Refused { .. }), _) => Err(e),
+            (_, Err(e)) => Err(e),
+            (Ok(other), Ok(())) => Err(unexpected(other)),
+            (Err(e), Ok(())) => Err(e),
         }
     }
 

@@ -193,8 +193,30 @@ impl Daemon {
                 "previous daemon did not shut down cleanly: marked its sessions ended and its queued delegations interrupted"
             );
         }
-        stop_orphans(&rec.orphans, opts.stop_grace);
-        crate::process::registry::stop_leftovers_in_background(rec.hosts.clone(), opts.stop_grace);
+        let fanout = Arc::new(Fanout {
+            store: store.clone(),
+            followers: Mutex::new(Vec::new()),
+        });
+        // What the dead hosts left: the sessions' recorded roots that still run (the monitor
+        // processes) and every process tagged with one of their trees, found now, before anything
+        // is signalled; stopped in the background with one `process.reaped` event each. Then the
+        // roots' whole trees, in case anything untagged is left in their groups.
+        let mut leftovers = crate::process::registry::find_leftovers(&rec.hosts);
+        for (session, pid, start) in &rec.roots {
+            if !leftovers.iter().any(|l| l.pid as u32 == *pid)
+                && let Some(l) = crate::process::registry::root_leftover(*pid, *start, session)
+            {
+                leftovers.push(l);
+            }
+        }
+        let sink = fanout.clone();
+        let (orphans, grace) = (rec.orphans.clone(), opts.stop_grace);
+        crate::process::registry::stop_found_in_background(
+            leftovers,
+            opts.stop_grace,
+            move |l, signal| sink.write(&reaped_event(l, signal)),
+            move || stop_orphans(&orphans, grace),
+        );
         match store.prune(opts.retention_days) {
             Ok(n) if n > 0 => tracing::info!(pruned = n, "pruned old events"),
             Ok(_) => {}
@@ -212,10 +234,7 @@ impl Daemon {
         Ok(Daemon {
             shared: Arc::new(Shared {
                 opts,
-                fanout: Arc::new(Fanout {
-                    store,
-                    followers: Mutex::new(Vec::new()),
-                }),
+                fanout,
                 sessions: Mutex::new(HashMap::new()),
                 conns: Mutex::new(HashMap::new()),
                 next_conn: AtomicU64::new(0),
@@ -348,6 +367,27 @@ pub fn limit_malloc_arenas() {
     {
         // SAFETY: mallopt only sets an allocator parameter; called before other threads exist.
         unsafe { libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS) };
+    }
+}
+
+/// The `process.reaped` event of a leftover process stopped with `signal`, under its session.
+fn reaped_event(l: &crate::process::registry::Leftover, signal: i32) -> Event {
+    let signal = nix::sys::signal::Signal::try_from(signal)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| signal.to_string());
+    Event {
+        ts: crate::events::now_ts(),
+        session: l.session.clone().unwrap_or_default(),
+        trace_id: crate::events::new_id(),
+        step_id: crate::events::new_id(),
+        parent_step_id: None,
+        body: crate::events::EventBody::ProcessReaped {
+            pid: l.pid as u32,
+            comm: l.comm.clone(),
+            argv: l.argv.clone(),
+            tag: l.tag.clone(),
+            signal,
+        },
     }
 }
 

@@ -1,9 +1,11 @@
 //! The daemon's real backend: each hosted session is the same [`Session`] `mpm run` runs
 //! in-process (one assembly path: supervisor, restarts, summary, event order), started with
 //! exactly what the client sent (argv, cwd, its whole environment, its resolved configuration).
-//! Only the host differs: output goes to a broadcast sink that keeps a vt100 screen model of the
-//! session; an attaching client gets the bytes that redraw the current screen and, atomically
-//! under the same lock, a subscription to every later chunk. A client whose stdout is not a
+//! Only the host differs: output goes to a broadcast sink that keeps mpm's own screen model
+//! ([`crate::screen::Screen`]) of the session; an attaching client gets the bytes that redraw the
+//! current screen ([`crate::screen::Screen::redraw`]: characters, bold, cursor, alternate screen,
+//! input modes; colours come back with the agent's next repaint) and, atomically under the same
+//! lock, a subscription to every later chunk. A client whose stdout is not a
 //! terminal gets, instead, exactly what the PTY produced from the first byte (no redraw), with
 //! backpressure.
 
@@ -32,6 +34,10 @@ pub struct PtyBackend {
     state_dir: PathBuf,
     governor: Mutex<Option<Arc<Governor>>>,
     engines: Mutex<Vec<(String, Arc<Engine>)>>,
+    /// The daemon's bound on running sub-agents across all sessions (`executor.max_parallel` of
+    /// the daemon's configuration; unset: of the first session's).
+    max_parallel: Option<usize>,
+    slots: Mutex<Option<crate::executor::Slots>>,
 }
 
 /// Compiled engines kept for reuse (distinct pattern sets; the oldest is dropped first).
@@ -46,7 +52,30 @@ impl PtyBackend {
             state_dir,
             governor: Mutex::new(None),
             engines: Mutex::new(Vec::new()),
+            max_parallel: None,
+            slots: Mutex::new(None),
         }
+    }
+
+    /// Bound the sub-agents of all sessions together to `max` running at once (the daemon's own
+    /// `executor.max_parallel`). Without it, the first session's configuration sets the bound.
+    pub fn with_max_parallel(mut self, max: usize) -> Self {
+        self.max_parallel = Some(max);
+        self
+    }
+
+    /// The running slots every session's executor shares: one `executor.max_parallel` per daemon.
+    fn slots(&self, cfg: &Config) -> crate::executor::Slots {
+        let mut s = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        s.get_or_insert_with(|| {
+            let max = self.max_parallel.unwrap_or(cfg.executor.max_parallel);
+            tracing::info!(
+                max,
+                "sub-agents of all sessions bounded by executor.max_parallel"
+            );
+            crate::executor::Slots::new(max)
+        })
+        .clone()
     }
 
     /// The shared governor, started with the first session's `limits` (interval, cgroup mode).
@@ -140,12 +169,28 @@ enum FirstClient {
 const PIPE_ATTACH_WAIT: Duration = Duration::from_secs(10);
 
 struct Screen {
-    parser: vt100::Parser,
+    model: crate::screen::Screen,
     subscribers: Vec<Sender<Arc<[u8]>>>,
     /// Attached terminal clients, told when the agent stops itself (Ctrl-Z).
     suspend_subscribers: Vec<Sender<()>>,
     first: FirstClient,
     closed: bool,
+}
+
+impl Screen {
+    /// Output into the model. Rows that scroll out are not kept: only the visible screen is
+    /// redrawn for a re-attaching client.
+    fn feed(&mut self, bytes: &[u8]) {
+        self.model.feed(bytes, &mut |_, _| {});
+        self.forget_history();
+    }
+
+    fn forget_history(&mut self) {
+        if !self.model.history_mut().is_empty() {
+            let gone = std::mem::take(self.model.history_mut());
+            self.model.recycle(gone);
+        }
+    }
 }
 
 /// The screen model and its subscribers, with the condition a pipe session's output waits on.
@@ -179,7 +224,7 @@ impl ScreenState {
                     .0;
             }
         }
-        s.parser.process(&chunk);
+        s.feed(&chunk);
         s.subscribers.retain(|tx| match tx.try_send(chunk.clone()) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
@@ -197,7 +242,7 @@ impl ScreenState {
         s.subscribers.clear();
         s.suspend_subscribers.clear();
         s.first = FirstClient::Terminal;
-        s.parser = vt100::Parser::new(1, 1, 0);
+        s.model = crate::screen::Screen::new(1, 1);
         self.attached.notify_all();
     }
 }
@@ -329,6 +374,7 @@ impl SessionBackend for PtyBackend {
         let shared = SharedParts {
             engine: self.engine_for(&cfg, &patterns)?,
             governor: Some(self.governor(&cfg)?),
+            slots: Some(self.slots(&cfg)),
         };
         let argv0 = req.argv[0].clone();
         let spec = SessionSpec {
@@ -349,7 +395,7 @@ impl SessionBackend for PtyBackend {
         let agent_state = session.state_mirror();
         let state = Arc::new(ScreenState {
             screen: Mutex::new(Screen {
-                parser: vt100::Parser::new(size.rows, size.cols, 0),
+                model: crate::screen::Screen::new(size.cols, size.rows),
                 subscribers: Vec::new(),
                 suspend_subscribers: Vec::new(),
                 first: if pipe_out {
@@ -443,7 +489,8 @@ impl HostedSession for PtyHosted {
         {
             let mut s = self.state.lock();
             if !s.closed {
-                s.parser.screen_mut().set_size(rows, cols);
+                s.model.resize(cols, rows);
+                s.forget_history();
             }
         }
         self.handle.resize(WinSize { cols, rows });
@@ -451,6 +498,10 @@ impl HostedSession for PtyHosted {
 
     fn resume(&self) {
         self.handle.resume();
+    }
+
+    fn signalled(&self, signal: i32) {
+        self.handle.signalled(signal);
     }
 
     fn attach(&self) -> Attachment {
@@ -467,13 +518,7 @@ impl HostedSession for PtyHosted {
                 suspended,
             };
         }
-        let screen = s.parser.screen();
-        let mut snapshot = Vec::new();
-        if screen.alternate_screen() {
-            snapshot.extend_from_slice(b"\x1b[?1049h");
-        }
-        snapshot.extend_from_slice(b"\x1b[H\x1b[2J");
-        snapshot.extend_from_slice(&screen.state_formatted());
+        let snapshot = s.model.redraw();
         if !s.closed {
             s.subscribers.push(tx);
             s.suspend_subscribers.push(suspend_tx);

@@ -321,9 +321,11 @@ fn handle(shared: &Arc<Shared>, msg: ClientMsg) -> ServerMsg {
             Ok(_) => ServerMsg::Ok,
             Err(e) => ServerMsg::error("internal", e.to_string()),
         },
-        ClientMsg::Resize { .. } | ClientMsg::Detach | ClientMsg::Eof | ClientMsg::Resume => {
-            ServerMsg::error("unexpected", "not attached")
-        }
+        ClientMsg::Resize { .. }
+        | ClientMsg::Detach
+        | ClientMsg::Eof
+        | ClientMsg::Resume
+        | ClientMsg::Signal { .. } => ServerMsg::error("unexpected", "not attached"),
         ClientMsg::Events { .. } | ClientMsg::Attach { .. } => {
             ServerMsg::error("internal", "stream requests are handled by the connection")
         }
@@ -678,6 +680,12 @@ fn attach(
                 Ok(ClientMsg::Detach) => break,
                 Ok(ClientMsg::Eof) => h.session.eof(),
                 Ok(ClientMsg::Resume) => h.session.resume(),
+                Ok(ClientMsg::Signal { signal })
+                    if [libc::SIGTERM, libc::SIGHUP, libc::SIGINT, libc::SIGQUIT]
+                        .contains(&signal) =>
+                {
+                    h.session.signalled(signal)
+                }
                 Ok(_) => {
                     let _ = send(
                         writer,

@@ -48,6 +48,7 @@ pub mod nats;
 pub(crate) mod registry;
 pub(crate) mod result_file;
 pub(crate) mod run;
+pub(crate) mod slots;
 pub(crate) mod spawn;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -64,6 +65,7 @@ use crate::config::{Config, SessionExitPolicy};
 use crate::events::{Bus, Delegation, DelegationStatus, Detection, Event, EventBody, new_id};
 
 pub use registry::{Agent, AgentRegistry, Resolution};
+pub use slots::Slots;
 
 use guards::{Breaker, BreakerDecision, RateWindow};
 use run::AttemptEnd;
@@ -165,6 +167,17 @@ impl Executor {
         bus: Bus,
         state_dir: PathBuf,
     ) -> Result<ExecutorHandle, ExecutorError> {
+        Self::start_with_slots(cfg, bus, state_dir, None)
+    }
+
+    /// [`start`](Self::start), bounded also by `slots` shared with other executors (the daemon's
+    /// sessions): a delegation starts only when this executor and `slots` both have room.
+    pub fn start_with_slots(
+        cfg: &Config,
+        bus: Bus,
+        state_dir: PathBuf,
+        slots: Option<Slots>,
+    ) -> Result<ExecutorHandle, ExecutorError> {
         crate::config::paths::create_private_dir(&state_dir).map_err(|source| {
             ExecutorError::StateDir {
                 path: state_dir.clone(),
@@ -211,7 +224,8 @@ impl Executor {
                 summaries: Vec::new(),
                 summaries_dropped: 0,
             }),
-            wake: Notify::new(),
+            wake: Arc::new(Notify::new()),
+            slots,
             cancel,
         });
         let for_thread = shared.clone();
@@ -325,6 +339,9 @@ struct Job {
     task: String,
     /// The half-open breaker's single trial.
     trial: bool,
+    /// The shared slot this delegation holds while it runs (daemon); freed when the job is dropped,
+    /// after its `delegation.finished`.
+    slot: Option<slots::Slot>,
 }
 
 impl Job {
@@ -402,7 +419,9 @@ struct Shared {
     /// Bytes kept per output stream of one attempt (`executor.max_output_bytes`).
     max_output_bytes: u64,
     state: Mutex<State>,
-    wake: Notify,
+    wake: Arc<Notify>,
+    /// The daemon's bound shared by every session's executor (`None` in-process).
+    slots: Option<Slots>,
     cancel: watch::Sender<bool>,
     spawn_hook: Mutex<Option<SpawnHook>>,
     budgets: budget::Budgets,
@@ -560,6 +579,7 @@ impl Shared {
             agent,
             task,
             trial: false,
+            slot: None,
         };
         self.bus.emit_step(
             EventBody::DelegationQueued(job.delegation()),
@@ -616,9 +636,22 @@ impl Shared {
                         < m.max(1)
                 })
             });
-            let Some(mut job) = pos.and_then(|i| st.queue.remove(i)) else {
+            let Some(i) = pos else {
                 break;
             };
+            // The daemon's shared bound: no free slot there, nothing starts (this executor is
+            // woken when one frees up).
+            let slot = match &self.slots {
+                Some(slots) => match slots.try_take(&self.wake) {
+                    Some(slot) => Some(slot),
+                    None => break,
+                },
+                None => None,
+            };
+            let Some(mut job) = st.queue.remove(i) else {
+                break;
+            };
+            job.slot = slot;
             let breaker_decision = {
                 let fresh = self.new_breaker();
                 st.breakers

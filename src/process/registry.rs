@@ -207,10 +207,35 @@ pub fn tag_owner(tag: &str) -> Option<(i32, u64)> {
     Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
 }
 
-/// Stop what dead owners left behind: every live process tagged by a tree whose owner's pid is
-/// in `owners` and that owner is no longer running (its pid is gone or was reused). Reads every
-/// process's environment once, then stops tag by tag. Returns the (pid, tag) pairs found.
-pub fn stop_leftovers(owners: &[u32], grace: Duration) -> Vec<(i32, String)> {
+/// A process a dead owner left behind, found by its tree tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leftover {
+    pub pid: i32,
+    /// Its start time: a reused pid is never signalled.
+    pub start: u64,
+    /// The dead owner's tag it carries.
+    pub tag: String,
+    /// `/proc/<pid>/comm`.
+    pub comm: String,
+    /// `/proc/<pid>/cmdline`.
+    pub argv: Vec<String>,
+    /// `MPM_SESSION` from its environment: the session it belongs to, when known.
+    pub session: Option<String>,
+}
+
+/// The value of `key` in the environment of `pid`.
+pub fn env_of(pid: i32, key: &str) -> Option<String> {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let prefix = format!("{key}=");
+    let entry = env
+        .split(|&b| b == 0)
+        .find(|e| e.starts_with(prefix.as_bytes()))?;
+    Some(String::from_utf8_lossy(&entry[prefix.len()..]).into_owned())
+}
+
+/// Every live process tagged by a tree whose owner's pid is in `owners` and that owner is no
+/// longer running (its pid is gone or was reused). Reads every process's environment once.
+pub fn find_leftovers(owners: &[u32]) -> Vec<Leftover> {
     let me = std::process::id() as i32;
     let dead = |tag: &str| {
         tag_owner(tag).is_some_and(|(pid, start)| {
@@ -220,22 +245,146 @@ pub fn stop_leftovers(owners: &[u32], grace: Duration) -> Vec<(i32, String)> {
         })
     };
     let mut found = Vec::new();
+    if owners.is_empty() {
+        return found;
+    }
     for p in super::all_processes() {
         if !p.is_live() || p.pid == me {
             continue;
         }
-        if let Some(tags) = tags_of(p.pid)
-            && let Some(t) = tags.into_iter().find(|t| dead(t))
-        {
-            found.push((p.pid, t));
-        }
-    }
-    let tags: HashSet<&str> = found.iter().map(|(_, t)| t.as_str()).collect();
-    for tag in tags {
-        let outcome = super::stop_tagged(tag, grace);
-        tracing::warn!(tag, ?outcome, "stopped a process tree left by a dead mpm");
+        let Some(tag) = tags_of(p.pid).and_then(|tags| tags.into_iter().find(|t| dead(t))) else {
+            continue;
+        };
+        found.push(Leftover {
+            pid: p.pid,
+            start: p.start,
+            tag,
+            comm: comm_of(p.pid),
+            argv: argv_of(p.pid),
+            session: env_of(p.pid, "MPM_SESSION").filter(|s| !s.is_empty()),
+        });
     }
     found
+}
+
+/// A process recorded as a session's root (`pid` with start time `start`, of `session`), when it
+/// still runs: a leftover even without a tag (the session's monitor is a fork of its host that
+/// never exec'd, so its environment has no `MPM_TREE`).
+pub fn root_leftover(pid: u32, start: u64, session: &str) -> Option<Leftover> {
+    let pid = pid as i32;
+    let st = super::read_stat(pid)?;
+    if !st.is_live() || st.start != start {
+        return None;
+    }
+    Some(Leftover {
+        pid,
+        start,
+        tag: tags_of(pid)
+            .and_then(|t| t.into_iter().last())
+            .unwrap_or_default(),
+        comm: comm_of(pid),
+        argv: argv_of(pid),
+        session: Some(session.to_string()),
+    })
+}
+
+fn comm_of(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|c| c.trim_end().to_string())
+        .unwrap_or_default()
+}
+
+fn argv_of(pid: i32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            b.split(|&c| c == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Stop `found`: SIGCONT and SIGTERM to each, the grace, SIGKILL to what is left. Returns each
+/// with the signal that ended it (SIGTERM or SIGKILL); one already gone before the first signal is
+/// left out. Then whatever still carries one of their tags (forked meanwhile) is stopped too.
+pub fn stop_found(found: Vec<Leftover>, grace: Duration) -> Vec<(Leftover, i32)> {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let live = |l: &Leftover| {
+        super::read_stat(l.pid)
+            .is_some_and(|st| st.is_live() && (l.start == 0 || st.start == l.start))
+    };
+    let found: Vec<Leftover> = found.into_iter().filter(|l| live(l)).collect();
+    for l in &found {
+        let _ = kill(Pid::from_raw(l.pid), Signal::SIGCONT);
+        let _ = kill(Pid::from_raw(l.pid), Signal::SIGTERM);
+    }
+    let wait_all_gone = |set: &[&Leftover], within: Duration| {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if !set.iter().any(|l| live(l)) {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_all_gone(&found.iter().collect::<Vec<_>>(), grace);
+    let mut out = Vec::with_capacity(found.len());
+    let mut killed = Vec::new();
+    for l in found {
+        if live(&l) {
+            let _ = kill(Pid::from_raw(l.pid), Signal::SIGKILL);
+            killed.push(l);
+        } else {
+            out.push((l, libc::SIGTERM));
+        }
+    }
+    wait_all_gone(&killed.iter().collect::<Vec<_>>(), Duration::from_secs(5));
+    let tags: HashSet<String> = out
+        .iter()
+        .map(|(l, _)| l.tag.clone())
+        .chain(killed.iter().map(|l| l.tag.clone()))
+        .collect();
+    out.extend(killed.into_iter().map(|l| (l, libc::SIGKILL)));
+    for tag in tags.into_iter().filter(|t| !t.is_empty()) {
+        let outcome = super::stop_tagged(&tag, grace);
+        if outcome != super::StopOutcome::AlreadyGone {
+            tracing::warn!(tag, ?outcome, "stopped more of a tree left by a dead mpm");
+        }
+    }
+    out
+}
+
+/// Stop what dead owners left behind ([`find_leftovers`], then [`stop_found`]). Returns the
+/// (pid, tag) pairs stopped.
+pub fn stop_leftovers(owners: &[u32], grace: Duration) -> Vec<(i32, String)> {
+    stop_found(find_leftovers(owners), grace)
+        .into_iter()
+        .map(|(l, _)| (l.pid, l.tag))
+        .collect()
+}
+
+/// [`stop_found`] on a thread of its own (start-up must not wait for the grace period); `report`
+/// gets each process stopped with the signal that ended it; `then` runs last.
+pub fn stop_found_in_background(
+    found: Vec<Leftover>,
+    grace: Duration,
+    report: impl Fn(&Leftover, i32) + Send + 'static,
+    then: impl FnOnce() + Send + 'static,
+) {
+    let _ = std::thread::Builder::new()
+        .name("mpm-leftovers".into())
+        .spawn(move || {
+            for (l, sig) in stop_found(found, grace) {
+                tracing::warn!(pid = l.pid, tag = %l.tag, signal = sig, "stopped a process left running by a dead mpm");
+                report(&l, sig);
+            }
+            then();
+        });
 }
 
 /// [`stop_leftovers`] on a thread of its own (start-up must not wait for the grace period).
@@ -243,13 +392,7 @@ pub fn stop_leftovers_in_background(owners: Vec<u32>, grace: Duration) {
     if owners.is_empty() {
         return;
     }
-    let _ = std::thread::Builder::new()
-        .name("mpm-leftovers".into())
-        .spawn(move || {
-            for (pid, tag) in stop_leftovers(&owners, grace) {
-                tracing::warn!(pid, tag, "stopped a process left running by a dead mpm");
-            }
-        });
+    stop_found_in_background(find_leftovers(&owners), grace, |_, _| {}, || {});
 }
 
 /// Record a tree heard of from another process (the watchdog's feed), as is.

@@ -11,6 +11,9 @@
 //! Implemented: printing with autowrap (and a per-row `wrapped` flag), CR/LF/BS/HT, CUU/CUD/CUF/CUB,
 //! CNL/CPL, CHA/HPA/VPA/CUP, ED/EL/ECH/ICH/DCH/IL/DL, DECSTBM with SU/SD/IND/RI, DECSC/DECRC and
 //! SCOSC/SCORC, DECAWM, the alternate screen (47/1047/1049), synchronized output (2026) and RIS.
+//! Tracked for [`Screen::redraw`] only (they change no cell): cursor visibility (25), application
+//! cursor keys (1) and keypad (`ESC =`/`ESC >`), mouse reporting (9, 1000, 1002, 1003) and its
+//! encodings (1005, 1006, 1015), focus events (1004) and bracketed paste (2004).
 //! Ignored (parsed and dropped): SGR and every other CSI with a private marker or intermediates (kitty
 //! keyboard `CSI < u`, `CSI > 5 u`, `CSI ? u`, `CSI > 4;2 m`, `CSI > 0 q`, `CSI ? n $ p`), OSC, DCS,
 //! SOS/PM/APC, charset designations, SI/SO. Nothing is stored for ignored strings, so an endless OSC
@@ -28,6 +31,26 @@ const MAX_PARAMS: usize = 16;
 pub const MAX_COLS: u16 = 2000;
 /// The model is at most this tall; see [`MAX_COLS`].
 pub const MAX_ROWS: u16 = 1000;
+
+/// Modes kept for a redraw (bits of `Screen::modes`): the cursor hidden (`?25l`), the keypad in
+/// application mode (`ESC =`), and the DEC private modes of [`REDRAW_MODES`].
+const HIDE_CURSOR: u32 = 1;
+const APP_KEYPAD: u32 = 1 << 1;
+/// DEC private modes that change how the client's terminal encodes input or reports events, with
+/// their bit: a re-attaching client must be put back in them or the agent misreads its keys.
+const REDRAW_MODES: [(u16, u32); 9] = [
+    (1, 1 << 2),     // application cursor keys
+    (9, 1 << 3),     // X10 mouse
+    (1000, 1 << 4),  // mouse press/release
+    (1002, 1 << 5),  // mouse button motion
+    (1003, 1 << 6),  // mouse any motion
+    (1004, 1 << 7),  // focus events
+    (1005, 1 << 8),  // UTF-8 mouse encoding
+    (1006, 1 << 9),  // SGR mouse encoding
+    (1015, 1 << 10), // urxvt mouse encoding
+];
+/// Bracketed paste (`?2004`).
+const BRACKETED_PASTE: u32 = 1 << 11;
 
 /// `cols` x `rows` clamped to the model's bounds (each at least 1).
 fn clamp_size(cols: u16, rows: u16) -> (usize, usize) {
@@ -276,6 +299,8 @@ pub struct Screen {
     autowrap: bool,
     /// SGR bold is on: printed cells are marked bold.
     bold: bool,
+    /// Input and cursor modes kept for [`Screen::redraw`] (see [`REDRAW_MODES`]).
+    modes: u32,
     top: usize,
     bottom: usize,
     saved: Saved,
@@ -313,6 +338,7 @@ impl Screen {
             pending_wrap: false,
             autowrap: true,
             bold: false,
+            modes: 0,
             top: 0,
             bottom: nrows - 1,
             saved: Saved::default(),
@@ -359,6 +385,93 @@ impl Screen {
     /// True while the alternate screen is shown.
     pub fn in_alt(&self) -> bool {
         self.main_saved.is_some()
+    }
+
+    /// True while the cursor is shown (`CSI ? 25 h`, the default).
+    pub fn cursor_visible(&self) -> bool {
+        self.modes & HIDE_CURSOR == 0
+    }
+
+    /// Whether DEC private mode `mode` is set, among those a redraw restores (1, 9, 1000, 1002,
+    /// 1003, 1004, 1005, 1006, 1015, 2004; 7 and 25 too).
+    pub fn dec_mode_set(&self, mode: u16) -> bool {
+        match mode {
+            7 => self.autowrap,
+            25 => self.cursor_visible(),
+            2004 => self.modes & BRACKETED_PASTE != 0,
+            _ => REDRAW_MODES
+                .iter()
+                .any(|&(m, bit)| m == mode && self.modes & bit != 0),
+        }
+    }
+
+    /// The bytes that draw this screen on a terminal from any state: the alternate screen when
+    /// shown, every row's characters (bold kept; colours are not modelled), the scroll region, the
+    /// input modes ([`REDRAW_MODES`], keypad, bracketed paste), autowrap, cursor visibility and
+    /// position. What a client re-attaching to a daemon session is sent first. Feeding the result
+    /// to a blank screen of the same size yields the same rows, cursor and modes.
+    pub fn redraw(&self) -> Vec<u8> {
+        use std::io::Write as _;
+        let mut out = Vec::with_capacity(self.nrows * (self.cols / 2 + 8) + 64);
+        out.extend_from_slice(b"\x1b[0m");
+        if self.in_alt() {
+            out.extend_from_slice(b"\x1b[?1049h");
+        }
+        out.extend_from_slice(b"\x1b[?7h\x1b[r\x1b[H\x1b[2J");
+        let mut buf = [0u8; 4];
+        for (y, row) in self.rows.iter().enumerate() {
+            let end = trimmed_len(&row.cells);
+            if end == 0 {
+                continue;
+            }
+            let _ = write!(out, "\x1b[{}H", y + 1);
+            let mut bold = false;
+            for x in 0..end {
+                let c = row.cells[x];
+                if c == WIDE_TAIL {
+                    continue;
+                }
+                if row.bold[x] != bold {
+                    bold = row.bold[x];
+                    out.extend_from_slice(if bold { b"\x1b[1m" } else { b"\x1b[22m" });
+                }
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+            if bold {
+                out.extend_from_slice(b"\x1b[22m");
+            }
+        }
+        if (self.top, self.bottom) != (0, self.nrows - 1) {
+            let _ = write!(out, "\x1b[{};{}r", self.top + 1, self.bottom + 1);
+        }
+        // Every mode set or reset: the client's terminal may come in any state.
+        for &(mode, bit) in &REDRAW_MODES {
+            let on = if self.modes & bit != 0 { 'h' } else { 'l' };
+            let _ = write!(out, "\x1b[?{mode}{on}");
+        }
+        out.extend_from_slice(if self.modes & BRACKETED_PASTE != 0 {
+            b"\x1b[?2004h"
+        } else {
+            b"\x1b[?2004l"
+        });
+        out.extend_from_slice(if self.modes & APP_KEYPAD != 0 {
+            b"\x1b="
+        } else {
+            b"\x1b>"
+        });
+        if !self.autowrap {
+            out.extend_from_slice(b"\x1b[?7l");
+        }
+        if self.bold {
+            out.extend_from_slice(b"\x1b[1m");
+        }
+        let _ = write!(out, "\x1b[{};{}H", self.y + 1, self.x + 1);
+        out.extend_from_slice(if self.cursor_visible() {
+            b"\x1b[?25h"
+        } else {
+            b"\x1b[?25l"
+        });
+        out
     }
 
     /// Mutable access to row `i` of the visible screen.
@@ -790,6 +903,8 @@ impl Screen {
                 }
             }
             b'c' => self.reset(obs),
+            b'=' => self.modes |= APP_KEYPAD,
+            b'>' => self.modes &= !APP_KEYPAD,
             _ => {}
         }
     }
@@ -979,7 +1094,21 @@ impl Screen {
                 }
                 self.pending_wrap = false;
             }
-            _ => {}
+            25 => self.set_mode(HIDE_CURSOR, !on),
+            2004 => self.set_mode(BRACKETED_PASTE, on),
+            _ => {
+                if let Some(&(_, bit)) = REDRAW_MODES.iter().find(|(m, _)| *m == mode) {
+                    self.set_mode(bit, on);
+                }
+            }
+        }
+    }
+
+    fn set_mode(&mut self, bit: u32, on: bool) {
+        if on {
+            self.modes |= bit;
+        } else {
+            self.modes &= !bit;
         }
     }
 
@@ -1027,6 +1156,7 @@ impl Screen {
         self.pending_wrap = false;
         self.autowrap = true;
         self.bold = false;
+        self.modes = 0;
         self.top = 0;
         self.bottom = self.nrows - 1;
         self.saved = Saved::default();
@@ -1246,6 +1376,59 @@ mod tests {
             .map(|r| r.text().to_string())
             .collect();
         assert_eq!(hist, ["b", "c"]);
+    }
+
+    /// What a redraw must reproduce: rows (bold marked), cursor, modes, alternate screen.
+    fn state(s: &mut Screen) -> String {
+        let mut rows = String::new();
+        for r in s.rows_mut() {
+            r.ensure_text();
+            let bold: String = r.bold.iter().map(|&b| if b { 'b' } else { '.' }).collect();
+            rows.push_str(&format!(
+                "{}|{}\n",
+                r.cached_text(),
+                bold.trim_end_matches('.')
+            ));
+        }
+        let modes: Vec<u16> = [1, 7, 9, 25, 1000, 1002, 1003, 1004, 1005, 1006, 1015, 2004]
+            .into_iter()
+            .filter(|&m| s.dec_mode_set(m))
+            .collect();
+        format!(
+            "{rows}cursor {},{} alt {} modes {modes:?} keypad {} region {}-{} bold {}",
+            s.cursor_row(),
+            s.cursor_col(),
+            s.in_alt(),
+            s.modes & APP_KEYPAD != 0,
+            s.top,
+            s.bottom,
+            s.bold
+        )
+    }
+
+    #[test]
+    fn a_redraw_reproduces_the_screen_on_a_blank_one() {
+        let cases: [&[u8]; 5] = [
+            b"plain\r\nsecond line\x1b[3;5Hthere",
+            "wide \u{4e2d}\u{6587} and \x1b[1mbold\x1b[22m text\r\n\x1b[1mstill".as_bytes(),
+            b"main\x1b[?1049h\x1b[?25l\x1b[?1h\x1b=\x1b[?2004h\x1b[?1000h\x1b[?1006h\x1b[5;10Halt",
+            b"\x1b[2;4r\x1b[?7l\x1b[?1004h\x1b[4;1Hxyz\x1b[1;1H",
+            b"\x1b[?25l\x1b[?1049h\x1b[?1049l\x1b[?1002h\x1b[?1002l\x1bc after reset",
+        ];
+        for input in cases {
+            let mut a = Screen::new(30, 6);
+            a.feed(input, &mut |_, _| {});
+            let mut b = Screen::new(30, 6);
+            // From a screen in another state: the redraw sets everything it needs.
+            b.feed(b"junk\x1b[?2004h\x1b[?7l\x1b[1m", &mut |_, _| {});
+            b.feed(&a.redraw(), &mut |_, _| {});
+            assert_eq!(
+                state(&mut b),
+                state(&mut a),
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
     }
 
     #[test]

@@ -202,28 +202,155 @@ fn a_restarted_daemon_stops_what_its_killed_predecessor_left() {
     let env = Env::new();
     let mut daemon = env.start_daemon(None);
     let gc_file = env.dir.path().join("gc.pid");
+    let agent_file = env.dir.path().join("agent.pid");
+    // The agent ignores SIGHUP (the daemon's death hangs up its terminal), so it outlives the
+    // daemon as its grandchild does.
     let spec: RunSpec = serde_json::from_value(serde_json::json!({
-        "argv": agent_argv(&[&format!("daemonize:{}", gc_file.display()), "sleep:0"]),
+        "argv": agent_argv(&[
+            "nohup",
+            &format!("pid:{}", agent_file.display()),
+            &format!("daemonize:{}", gc_file.display()),
+            "sleep:0",
+        ]),
         "cwd": env.dir.path().display().to_string(),
     }))
     .unwrap();
     let mut c = Client::connect(&env.socket()).unwrap();
     c.set_read_timeout(Some(DEADLINE)).unwrap();
-    let agent = match c.request(&ClientMsg::Run(spec)).unwrap() {
-        ServerMsg::Spawned { pid, .. } => pid as i32,
+    let (session, agent) = match c.request(&ClientMsg::Run(spec)).unwrap() {
+        ServerMsg::Spawned { session, pid } => (session, pid as i32),
         m => panic!("{m:?}"),
     };
     let gc = read_pid(&gc_file, DEADLINE);
-    let _g = KillOnDrop(vec![agent, gc]);
+    let real_agent = read_pid(&agent_file, DEADLINE);
+    let _g = KillOnDrop(vec![agent, real_agent, gc]);
     assert_escaped(gc, agent);
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemon.pid()), Signal::SIGKILL).unwrap();
     daemon.wait_exit(DEADLINE);
     assert!(alive(gc), "the grandchild should outlive the killed daemon");
+    assert!(
+        alive(real_agent),
+        "the agent should outlive the killed daemon"
+    );
     let _restarted = env.start_daemon(None);
-    for pid in [agent, gc] {
+    for pid in [agent, real_agent, gc] {
         assert!(
             wait_until(DEADLINE, || !alive(pid)),
             "{pid} survived the daemon's restart"
+        );
+    }
+    // One `process.reaped` event per process stopped, under the session it belonged to. (The
+    // session's monitor died with the daemon: no event for it, it was not stopped.)
+    let agent = real_agent;
+    let mut reaped: Vec<serde_json::Value> = Vec::new();
+    let found = wait_until(DEADLINE, || {
+        let (code, out, _) = env.client(&["events", "--json", "--kind", "process.reaped"]);
+        reaped = out
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        code == 0
+            && [agent, gc]
+                .iter()
+                .all(|p| reaped.iter().any(|e| e["pid"] == *p))
+    });
+    assert!(
+        found,
+        "no process.reaped for the agent {agent} and its grandchild {gc}: {reaped:#?}\n{}",
+        std::fs::read_to_string(env.state().join("mpm.log")).unwrap_or_default()
+    );
+    let argv = |e: &serde_json::Value| e["argv"].to_string();
+    assert!(
+        reaped
+            .iter()
+            .any(|e| e["pid"] == agent && argv(e).contains("fake_agent.py")),
+        "{reaped:#?}"
+    );
+    for pid in [agent, gc] {
+        let e = reaped.iter().find(|e| e["pid"] == pid).unwrap();
+        assert_eq!(e["kind"], "process.reaped");
+        assert_eq!(e["session"], session.as_str(), "{e}");
+        assert!(e["signal"] == "SIGTERM" || e["signal"] == "SIGKILL", "{e}");
+        assert!(!e["comm"].as_str().unwrap_or_default().is_empty(), "{e}");
+        assert!(e["argv"].as_array().is_some_and(|a| !a.is_empty()), "{e}");
+    }
+    // Both were found by their tree tag.
+    for pid in [agent, gc] {
+        let e = reaped.iter().find(|e| e["pid"] == pid).unwrap();
+        assert!(e["tag"].as_str().is_some_and(|t| t.contains('-')), "{e}");
+    }
+    // One per process (the session's monitor process may be among them), all of this session.
+    let mut pids: Vec<i64> = reaped.iter().filter_map(|e| e["pid"].as_i64()).collect();
+    pids.sort_unstable();
+    pids.dedup();
+    assert_eq!(
+        pids.len(),
+        reaped.len(),
+        "one event per process: {reaped:#?}"
+    );
+    assert!(
+        reaped.iter().all(|e| e["session"] == session.as_str()),
+        "{reaped:#?}"
+    );
+}
+
+/// Issue 12 across `limits.restart`: the governor stops the main agent at its hard limit while a
+/// delegation runs, the restart policy starts the agent again, then `mpm run` is SIGKILLed. The
+/// watchdog stops the restarted agent, the delegation's tree and its daemonised grandchild.
+#[test]
+fn sigkill_of_mpm_run_after_a_limit_restart_stops_the_restarted_agent_and_the_delegation() {
+    let env = TestEnv::new();
+    let cfg = hanging_engineer(env.dir.path());
+    let d = env.dir.path().display().to_string();
+    // First run: ask for the delegation, wait until it runs, then exceed the hard limit. Second
+    // run (the restart): stay up.
+    let script = r#"if [ -e "$1/first" ]; then exec python3 "$2" "pid:$1/agent2.pid" "print:second run" sleep:0; else touch "$1/first"; exec python3 "$2" "print:Engineer Agent: implement the parser" "print:asked" "wait-glob:$1/del.gc" "alloc:300" sleep:0; fi"#;
+    let fake = fake_agent();
+    let mut spawn = Spawn::new(
+        &env,
+        &[
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            script,
+            "sh",
+            &d,
+            &fake,
+        ],
+    );
+    spawn.env.extend(
+        [
+            ("MPM_LIMITS__INTERVAL_MS", "100"),
+            ("MPM_LIMITS__MEMORY_MB__WARNING", "100"),
+            ("MPM_LIMITS__MEMORY_MB__CRITICAL", "150"),
+            ("MPM_LIMITS__MEMORY_MB__HARD", "200"),
+            ("MPM_LIMITS__RESTART__ENABLED", "true"),
+            ("MPM_LIMITS__RESTART__MAX_PER_HOUR", "1"),
+            ("MPM_LIMITS__RESTART__BACKOFF_MS", "50"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let mut p = spawn.start();
+    let root = read_pid(&env.path("del.pid"), DEADLINE);
+    let gc = read_pid(&env.path("del.gc"), DEADLINE);
+    let mut guard = KillOnDrop(vec![root, gc]);
+    // The restart happened: the second run wrote its pid.
+    let agent2 = read_pid(&env.path("agent2.pid"), Duration::from_secs(60));
+    guard.0.push(agent2);
+    p.expect("second run");
+    assert!(
+        alive(root) && alive(gc) && alive(agent2),
+        "the delegation and the restarted agent should be running"
+    );
+    p.signal(Signal::SIGKILL);
+    let _ = p.wait();
+    for pid in [agent2, root, gc] {
+        assert!(
+            wait_until(DEADLINE, || !alive(pid)),
+            "{pid} survived SIGKILL of mpm run after the restart"
         );
     }
 }

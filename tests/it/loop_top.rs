@@ -6,9 +6,9 @@ use crate::common::{DEADLINE, PtyProc, Spawn, TestEnv, fake_agent, wait_until};
 use crate::loop_support::*;
 
 fn screen(p: &PtyProc, cols: u16, rows: u16) -> String {
-    let mut parser = vt100::Parser::new(rows, cols, 0);
-    parser.process(p.text().as_bytes());
-    parser.screen().contents()
+    let mut screen = mpm::screen::Screen::new(cols, rows);
+    screen.feed(p.text().as_bytes(), &mut |_, _| {});
+    screen.contents()
 }
 
 fn wait_screen(p: &PtyProc, what: &[&str]) -> String {

@@ -16,8 +16,11 @@ mod nats_tls;
 mod realclient;
 
 mod daemon_binary;
+mod daemon_executor;
 mod daemon_inprocess;
 mod daemon_reads;
+mod daemon_redraw;
+mod daemon_signals;
 mod exact_hook;
 mod exact_live;
 mod exact_props;
