@@ -151,7 +151,10 @@ impl HookEvent {
 /// waits for the answer, and `mpm hook` gives up after [`client::REPLY_TIMEOUT`]).
 pub trait HookResponder: Send + Sync {
     /// The turn ended. `Some(reason)` makes claude continue with `reason` as the next user turn.
-    /// Not called when `stop_hook_active` (claude already continues because of a block).
+    /// Also called when `stop_hook_active` (this turn continued because of an earlier block): a
+    /// turn that results continued may delegate again, and its results come back the same way.
+    /// What keeps that from looping is the responder's cap (`max_feedback_per_session`), and that
+    /// it blocks only with results it has not handed out yet.
     fn on_stop(&self, payload: &StopPayload) -> Option<String>;
     /// The user submitted a prompt. `Some(context)` is added to what the model sees with it.
     fn on_user_prompt(&self, payload: &PromptPayload) -> Option<String>;
@@ -173,7 +176,7 @@ impl HookResponder for NoResponse {
 /// The hook's stdout for claude: the responder's answer as the event's JSON response, or nothing.
 pub fn response(responder: &dyn HookResponder, event: &HookEvent) -> Option<String> {
     match event {
-        HookEvent::Stop(p) if !p.stop_hook_active => {
+        HookEvent::Stop(p) => {
             let reason = responder.on_stop(p)?;
             Some(serde_json::json!({"decision": "block", "reason": reason}).to_string())
         }
@@ -283,12 +286,14 @@ mod tests {
         let r: Value = serde_json::from_str(&response(&Answers, &stop).unwrap()).unwrap();
         assert_eq!(r["decision"], "block");
         assert_eq!(r["reason"], "results for s");
-        // No answer while claude already continues because of a block.
+        // A turn that continued because of a block may block again (new results; the cap
+        // bounds it): the responder decides.
         let active = HookEvent::Stop(StopPayload {
             stop_hook_active: true,
             ..Default::default()
         });
-        assert_eq!(response(&Answers, &active), None);
+        assert!(response(&Answers, &active).is_some());
+        assert_eq!(response(&NoResponse, &active), None);
         let prompt = HookEvent::UserPromptSubmit(PromptPayload {
             prompt: "go".into(),
             ..Default::default()

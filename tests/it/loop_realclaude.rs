@@ -248,7 +248,11 @@ fn real_claude_next_prompt_mode_carries_the_results_with_the_users_prompt() {
         .unwrap();
     let tail = user_tail(req);
     for want in [HEADER, "ALPHA-RESULT", "BETA-RESULT"] {
-        assert!(tail.contains(want), "{want:?} not with the prompt:\n{tail}");
+        assert!(
+            tail.contains(want),
+            "{want:?} not with the prompt:\n{tail}\n{}",
+            live.dump()
+        );
     }
     assert_eq!(live.fed_requests().len(), 1, "{}", live.dump());
     live.wait("the reply", DEADLINE * 2, |l| {
