@@ -116,6 +116,9 @@ impl PtyBackend {
         if f.no_exec {
             ov.set("run.exec", false, "--no-exec");
         }
+        if let Some(m) = f.mode {
+            ov.set("orchestration.mode", m.as_str(), "--mode");
+        }
         let files = [
             paths::config_dir().join("config.yaml"),
             req.cwd.join(".mpm/config.yaml"),
