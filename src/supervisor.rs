@@ -738,7 +738,15 @@ fn hook_handler(
             event: event.name().to_string(),
             permission,
         }));
-        crate::hook::response(responder.as_ref(), &event)
+        let answer = crate::hook::response(responder.as_ref(), &event);
+        if answer.is_some() && matches!(event, HookEvent::Stop(_)) {
+            // The Stop was blocked with results: claude works on them (no UserPromptSubmit comes).
+            let _ = tx.send(DispatchMsg::Signal(Signal::Hook {
+                event: crate::state::STOP_BLOCKED.to_string(),
+                permission: false,
+            }));
+        }
+        answer
     })
 }
 

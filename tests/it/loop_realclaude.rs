@@ -213,6 +213,27 @@ fn real_claude_gets_both_results_in_one_message_and_continues() {
     let fb = of_kind(&evs, "delegation.feedback");
     assert_eq!(fb.len(), 1, "{}", live.dump());
     assert_eq!(fb[0]["via"], "stop-hook");
+    // The session state follows: idle at the Stop, working on the results, idle again.
+    let states: Vec<(String, String)> = of_kind(&evs, "session.state")
+        .iter()
+        .map(|e| {
+            (
+                e["state"].as_str().unwrap_or("").to_string(),
+                e["reason"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let mut it = states.iter();
+    for (s, r) in [
+        ("idle", "hook:Stop"),
+        ("working", "hook:StopBlocked"),
+        ("idle", "hook:Stop"),
+    ] {
+        assert!(
+            it.any(|(a, b)| a == s && b == r),
+            "{s} ({r}) missing or out of order in {states:?}"
+        );
+    }
     assert_eq!(fb[0]["delegation_ids"].as_array().unwrap().len(), 2);
     live.exit();
 }
