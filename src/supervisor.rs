@@ -304,11 +304,10 @@ impl Supervisor {
             .join("sessions")
             .join(&self.bus.context().session);
         let settings = dir.join("hooks.json");
-        let written = crate::hook::server::private_dir(&dir)
-            .and_then(|_| {
-                let stop_wait = Duration::from_secs(self.config.orchestration.stop_wait_secs);
-                std::fs::write(&settings, crate::hook::settings_json(&exe, stop_wait))
-            });
+        let written = crate::hook::server::private_dir(&dir).and_then(|_| {
+            let stop_wait = Duration::from_secs(self.config.orchestration.stop_wait_secs);
+            std::fs::write(&settings, crate::hook::settings_json(&exe, stop_wait))
+        });
         if let Err(e) = written {
             tracing::warn!(error = %e, path = %settings.display(), "no hooks: cannot write the settings file");
             return;

@@ -321,8 +321,7 @@ impl Actor {
             // Past the cap nothing will come: claude may stop at once.
             let capped = self.batcher.capped();
             self.waiters.retain(|w| {
-                let give_up =
-                    now >= w.deadline || capped || (nothing && now >= w.since + window);
+                let give_up = now >= w.deadline || capped || (nothing && now >= w.since + window);
                 if give_up {
                     let _ = w.reply.send(None);
                 }

@@ -410,4 +410,3 @@ fn cancel_delegation(r: &crate::feedback::ledger::DelegationRecord) -> String {
         _ => "only a running delegation can be cancelled".into(),
     }
 }
-

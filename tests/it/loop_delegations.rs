@@ -214,7 +214,11 @@ fn results_of_a_session_without_feedback_are_not_pending() {
     let (_, show, _) = mpm_cmd(
         &env,
         &cfg,
-        &["delegations", "show", row["delegation_id"].as_str().unwrap()],
+        &[
+            "delegations",
+            "show",
+            row["delegation_id"].as_str().unwrap(),
+        ],
     );
     assert!(show.contains("feedback    off"), "{show}");
 }

@@ -222,9 +222,17 @@ fn run_flags_reach_the_session(host: HostKind) {
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = std::fs::read_to_string(&events).unwrap_or_default();
-    assert!(text.contains(r#""pattern":"custom-mark""#), "{host:?}: {text}");
+    assert!(
+        text.contains(r#""pattern":"custom-mark""#),
+        "{host:?}: {text}"
+    );
 
     // --mode inject: claude gets the protocol as a system prompt in either host.
     let bin = env.path("bin");
@@ -233,19 +241,35 @@ fn run_flags_reach_the_session(host: HostKind) {
     let claude = bin.join("claude");
     std::fs::write(
         &claude,
-        format!("#!/bin/sh\nprintf '%s\\0' \"$@\" > {}\n", args_file.display()),
+        format!(
+            "#!/bin/sh\nprintf '%s\\0' \"$@\" > {}\n",
+            args_file.display()
+        ),
     )
     .unwrap();
     std::fs::set_permissions(&claude, std::fs::Permissions::from_mode(0o755)).unwrap();
-    run_hosted(&env, &cfg, &["--mode", "inject"], &[claude.to_str().unwrap()]);
+    run_hosted(
+        &env,
+        &cfg,
+        &["--mode", "inject"],
+        &[claude.to_str().unwrap()],
+    );
     let text = std::fs::read_to_string(&args_file).unwrap();
     assert!(
         text.contains("--append-system-prompt\0# Delegating work through mpm"),
         "{host:?}: {text:?}"
     );
-    run_hosted(&env, &cfg, &["--mode", "intercept"], &[claude.to_str().unwrap()]);
+    run_hosted(
+        &env,
+        &cfg,
+        &["--mode", "intercept"],
+        &[claude.to_str().unwrap()],
+    );
     let text = std::fs::read_to_string(&args_file).unwrap();
-    assert!(!text.contains("--append-system-prompt"), "{host:?}: {text:?}");
+    assert!(
+        !text.contains("--append-system-prompt"),
+        "{host:?}: {text:?}"
+    );
 }
 
 crate::both_hosts!(run_flags_reach_the_session);

@@ -157,7 +157,9 @@ impl Live {
 
     fn exit(mut self) {
         self.p.send(b"/exit");
-        self.wait("/exit on the screen", DEADLINE, |l| screen(&l.p).contains("/exit"));
+        self.wait("/exit on the screen", DEADLINE, |l| {
+            screen(&l.p).contains("/exit")
+        });
         self.p.send(b"\r");
         let st = self.p.wait_within(DEADLINE * 2);
         assert_eq!(st.code(), Some(0), "{}", self.dump());
@@ -240,7 +242,9 @@ fn real_claude_gets_both_results_in_one_message_and_continues() {
 
 #[test]
 fn real_claude_next_prompt_mode_carries_the_results_with_the_users_prompt() {
-    let cfg = format!("{ORCH}profiles:\n  claude: {{command: [claude], transcript: true, feedback: next-prompt}}\n");
+    let cfg = format!(
+        "{ORCH}profiles:\n  claude: {{command: [claude], transcript: true, feedback: next-prompt}}\n"
+    );
     let Some(live) = Live::start("loop_feedback.json", &cfg) else {
         return;
     };
@@ -287,7 +291,8 @@ fn real_claude_next_prompt_mode_carries_the_results_with_the_users_prompt() {
 
 #[test]
 fn real_claude_that_delegates_every_turn_stops_being_fed_after_the_cap() {
-    let cfg = "orchestration: {batch_window_ms: 1000, stop_wait_secs: 50, max_feedback_per_session: 2}\n";
+    let cfg =
+        "orchestration: {batch_window_ms: 1000, stop_wait_secs: 50, max_feedback_per_session: 2}\n";
     let Some(live) = Live::start("loop_cap.json", cfg) else {
         return;
     };
@@ -304,7 +309,12 @@ fn real_claude_that_delegates_every_turn_stops_being_fed_after_the_cap() {
     let fed = live.fed_requests();
     assert_eq!(fed.len(), 2, "fed twice, then never\n{}", live.dump());
     let evs = live.events();
-    assert_eq!(of_kind(&evs, "delegation.feedback").len(), 2, "{}", live.dump());
+    assert_eq!(
+        of_kind(&evs, "delegation.feedback").len(),
+        2,
+        "{}",
+        live.dump()
+    );
     assert!(
         !of_kind(&evs, "delegation.queued")
             .iter()

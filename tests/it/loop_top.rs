@@ -121,7 +121,8 @@ fn top_cancels_a_running_delegation_as_cancelled() {
             .collect()
     };
     assert!(
-        wait_until(DEADLINE, || !of_kind(&read(), "delegation.started").is_empty()),
+        wait_until(DEADLINE, || !of_kind(&read(), "delegation.started")
+            .is_empty()),
         "the delegation never started: {:?}",
         read()
     );
