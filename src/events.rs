@@ -75,6 +75,10 @@ pub enum EventBody {
         /// Which resource-governor mode is active (`cgroup` or `polling`), when known.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         governor_mode: Option<String>,
+        /// How finished results reach this session's main agent (`off`, `on-idle`,
+        /// `next-prompt`), when known: with `off` a finished result is not "pending".
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        feedback: Option<String>,
     },
     /// The session's agent ended.
     #[serde(rename = "session.exited")]
@@ -633,6 +637,7 @@ mod tests {
             cols: 80,
             rows: 24,
             governor_mode: None,
+            feedback: None,
         });
         let ev = rx.try_recv().unwrap();
         let v: serde_json::Value = serde_json::from_str(&ev.to_json_line()).unwrap();

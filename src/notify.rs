@@ -124,9 +124,25 @@ fn desktop_available() -> bool {
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("notify-send").is_file()))
 }
 
-/// Remembers, synchronously with the emit, the line saying which limit stopped the main agent.
+/// Remembers, synchronously with the emit, the line saying which limit stopped the main agent
+/// (the in-process `mpm run` reads it through its [`Notifier`]; the daemon attaches one per hosted
+/// session and sends the line to the client with the summary).
 #[derive(Debug, Default)]
-struct LimitWatch(Mutex<Option<String>>);
+pub struct LimitWatch(Mutex<Option<String>>);
+
+impl LimitWatch {
+    /// A watch fed by every event of `bus` from now on.
+    pub fn attach(bus: &Bus) -> Arc<LimitWatch> {
+        let w = Arc::new(LimitWatch::default());
+        bus.add_sink(w.clone());
+        w
+    }
+
+    /// The line, once a limit stopped the main agent.
+    pub fn line(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
 
 impl crate::events::Sink for LimitWatch {
     fn write(&self, ev: &Event) {

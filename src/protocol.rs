@@ -220,6 +220,10 @@ pub struct RunFlags {
     pub no_detect: bool,
     /// `--no-exec`: detect but never run delegations.
     pub no_exec: bool,
+    /// `--mode`: the orchestration mode (a current client also sends it inside its resolved
+    /// configuration; this is for a daemon that resolves the configuration itself).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<crate::config::OrchestrationMode>,
     /// `--profile NAME`.
     pub profile: Option<String>,
     /// `--config PATH` (absolute).

@@ -543,6 +543,7 @@ impl Session {
             cols: size.cols,
             rows: size.rows,
             governor_mode: self.supervisor.governor_mode(),
+            feedback: Some(self.supervisor.feedback_mode().as_str().into()),
         });
         (self.supervisor.on_spawn())(pid);
         // Finished results may be pasted into this run's PTY (feedback `on-idle`).

@@ -309,8 +309,10 @@ impl Supervisor {
             .join("sessions")
             .join(&self.bus.context().session);
         let settings = dir.join("hooks.json");
-        let written = crate::hook::server::private_dir(&dir)
-            .and_then(|_| std::fs::write(&settings, crate::hook::settings_json(&exe)));
+        let written = crate::hook::server::private_dir(&dir).and_then(|_| {
+            let stop_wait = Duration::from_secs(self.config.orchestration.stop_wait_secs);
+            std::fs::write(&settings, crate::hook::settings_json(&exe, stop_wait))
+        });
         if let Err(e) = written {
             tracing::warn!(error = %e, path = %settings.display(), "no hooks: cannot write the settings file");
             return;
@@ -390,6 +392,13 @@ impl Supervisor {
     }
 
     /// The session's side of result delivery by paste (None when results are not fed back).
+    /// How finished results reach the main agent (`Off` when they are not fed back at all).
+    pub fn feedback_mode(&self) -> crate::config::FeedbackMode {
+        self.feedback
+            .as_ref()
+            .map_or(crate::config::FeedbackMode::Off, |f| f.mode())
+    }
+
     pub fn pty_port(&self) -> Option<Arc<crate::feedback::port::PtyPort>> {
         self.feedback.as_ref().map(|f| f.port())
     }
@@ -733,7 +742,15 @@ fn hook_handler(
             event: event.name().to_string(),
             permission,
         }));
-        crate::hook::response(responder.as_ref(), &event)
+        let answer = crate::hook::response(responder.as_ref(), &event);
+        if answer.is_some() && matches!(event, HookEvent::Stop(_)) {
+            // The Stop was blocked with results: claude works on them (no UserPromptSubmit comes).
+            let _ = tx.send(DispatchMsg::Signal(Signal::Hook {
+                event: crate::state::STOP_BLOCKED.to_string(),
+                permission: false,
+            }));
+        }
+        answer
     })
 }
 

@@ -216,6 +216,10 @@ fn load_ledger(
     session: Option<&str>,
 ) -> anyhow::Result<Ledger> {
     let mut ledger = Ledger::new();
+    // Each session's feedback mode first: with `feedback: off` nothing is "pending".
+    for ev in load_events(g, cfg, socket, Some("session.started"), None)? {
+        ledger.apply(&ev);
+    }
     let events = load_events(g, cfg, socket, Some("delegation"), None)?;
     let session = match session {
         None => None,

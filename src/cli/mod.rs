@@ -113,6 +113,10 @@ pub(crate) enum Command {
 pub struct HookArgs {
     /// The hook event (`Stop`, `UserPromptSubmit`, `Notification`, `PreToolUse`, ...).
     pub event: String,
+    /// Wait at most SECS for the session's answer (default 10; mpm's Stop hook waits for the
+    /// turn's delegations, `orchestration.stop_wait_secs`).
+    #[arg(long, value_name = "SECS")]
+    pub wait: Option<u64>,
 }
 
 /// An error that maps to exit status 2: bad usage or invalid input. The message is one line.
@@ -166,7 +170,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Completions(a) => completions::completions(a),
         Command::Man => completions::man(),
         Command::Watchdog(a) => run::watchdog(a),
-        Command::Hook(a) => Ok(crate::hook::client::run(&a.event)),
+        Command::Hook(a) => Ok(crate::hook::client::run(
+            &a.event,
+            a.wait.map(std::time::Duration::from_secs),
+        )),
         Command::Trust(a) => trust_cmd::trust(a),
     }
 }

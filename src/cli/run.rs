@@ -223,6 +223,7 @@ fn daemon_spec(
         flags: RunFlags {
             no_detect: a.no_detect || a.mode == Some(crate::config::OrchestrationMode::Passthrough),
             no_exec: a.no_exec || a.mode == Some(crate::config::OrchestrationMode::Observe),
+            mode: a.mode,
             profile: g.profile.clone(),
             config: g.config.as_ref().map(abs),
             patterns: g.patterns.iter().map(abs).collect(),

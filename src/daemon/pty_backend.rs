@@ -145,6 +145,9 @@ impl PtyBackend {
         if f.no_exec {
             ov.set("run.exec", false, "--no-exec");
         }
+        if let Some(m) = f.mode {
+            ov.set("orchestration.mode", m.as_str(), "--mode");
+        }
         let files = [
             paths::config_dir().join("config.yaml"),
             req.cwd.join(".mpm/config.yaml"),
@@ -389,6 +392,8 @@ impl SessionBackend for PtyBackend {
             record: None,
             watchdog_exe: None,
         };
+        // Which limit stopped the agent, said in one line on the client's terminal at the end.
+        let limit = crate::notify::LimitWatch::attach(&req.events);
         let session = Session::assemble(spec, req.events.clone(), shared)
             .map_err(|e| spawn_error(&e, &argv0))?;
         let handle = session.handle();
@@ -436,8 +441,12 @@ impl SessionBackend for PtyBackend {
                     tracing::info!(session = %h.id, agent = %s.agent, status = s.status.as_str(), "delegation ended");
                 }
                 // The seam's order: exit event stored, status visible, then streams end.
-                *h.exit.lock().unwrap_or_else(|e| e.into_inner()) =
-                    Some((Some(end.status()), end.summary.clone()));
+                let summary = match (limit.line(), end.summary.clone()) {
+                    (Some(line), Some(s)) => Some(format!("{line}\n{s}")),
+                    (Some(line), None) => Some(format!("{line}\n")),
+                    (None, s) => s,
+                };
+                *h.exit.lock().unwrap_or_else(|e| e.into_inner()) = Some((Some(end.status()), summary));
                 h.exited.notify_all();
                 h.state.close();
                 drop(host);

@@ -118,7 +118,8 @@ pub async fn run_attempts(
         })
         .await;
         let transient = matches!(end, AttemptEnd::Exited(c)
-            if c != 0 && retry.transient_exit_codes.contains(&c));
+            if c != 0 && retry.transient_exit_codes.contains(&c))
+            && !super::cancel::requested(&spec.delegation_id);
         if !transient || attempts > retry.max_retries {
             break end;
         }

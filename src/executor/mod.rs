@@ -43,6 +43,7 @@
 pub(crate) mod argv;
 pub(crate) mod backend;
 pub(crate) mod budget;
+pub(crate) mod cancel;
 pub(crate) mod guards;
 pub mod nats;
 pub(crate) mod registry;
@@ -763,6 +764,16 @@ async fn run_delegation(shared: Arc<Shared>, job: Job) {
         None => run_local(&shared, spec, &mut cancel, on_start).await,
     };
     let (end, attempts) = (run.end, run.attempts);
+    // A user's cancel (`mpm top`): the signal it sent is not a failure of the sub-agent.
+    let end = match end {
+        AttemptEnd::Exited(0) => {
+            cancel::take(&id);
+            end
+        }
+        _ if cancel::take(&id) => AttemptEnd::Cancelled,
+        end => end,
+    };
+    let user_cancel = end == AttemptEnd::Cancelled && !*shared.cancel.borrow();
     let (status, exit_code, reason) = match &end {
         AttemptEnd::Exited(0) => (DelegationStatus::Success, Some(0), None),
         AttemptEnd::Exited(c) => (
@@ -781,7 +792,11 @@ async fn run_delegation(shared: Arc<Shared>, job: Job) {
         AttemptEnd::Cancelled => (
             DelegationStatus::Cancelled,
             None,
-            Some("session ended".into()),
+            Some(if user_cancel {
+                cancel::REASON.into()
+            } else {
+                "session ended".into()
+            }),
         ),
         AttemptEnd::SpawnFailed(why) => (DelegationStatus::Failed, None, Some(why.clone())),
     };

@@ -66,6 +66,11 @@ impl Batcher {
         self.delivered
     }
 
+    /// True once `max_feedback_per_session` messages were handed out: nothing more will be.
+    pub fn capped(&self) -> bool {
+        self.delivered >= self.max
+    }
+
     /// True while some batch waits (open, running, or finished and not handed out).
     pub fn has_batches(&self) -> bool {
         !self.batches.is_empty()

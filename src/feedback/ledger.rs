@@ -33,6 +33,8 @@ pub struct DelegationRecord {
     pub stalled: bool,
     /// How its result reached the main agent; `None` while it is pending (or feedback is off).
     pub fed_back: Option<FeedbackVia>,
+    /// Its session feeds no results back (`feedback: off`): a finished result is not pending.
+    pub feedback_off: bool,
 }
 
 impl DelegationRecord {
@@ -41,10 +43,12 @@ impl DelegationRecord {
         self.finished_at.is_some()
     }
 
-    /// `delivered (paste)`, `pending`, or `-` while it runs.
+    /// `delivered (paste)`, `pending`, `off` (its session feeds nothing back), or `-` while it
+    /// runs.
     pub fn feedback_label(&self) -> String {
         match (self.fed_back, self.is_finished()) {
             (Some(v), _) => format!("delivered ({})", via_str(v)),
+            (None, true) if self.feedback_off => "off".into(),
             (None, true) => "pending".into(),
             (None, false) => "-".into(),
         }
@@ -65,6 +69,8 @@ pub fn via_str(v: FeedbackVia) -> &'static str {
 pub struct Ledger {
     order: Vec<String>,
     by_id: HashMap<String, DelegationRecord>,
+    /// Sessions whose `session.started` says `feedback: off`.
+    feedback_off: std::collections::HashSet<String>,
 }
 
 impl Ledger {
@@ -76,6 +82,7 @@ impl Ledger {
         if !self.by_id.contains_key(id) {
             self.order.push(id.to_string());
         }
+        let feedback_off = self.feedback_off.contains(&ev.session);
         self.by_id
             .entry(id.to_string())
             .or_insert_with(|| DelegationRecord {
@@ -97,12 +104,26 @@ impl Ledger {
                 last_tool: None,
                 stalled: false,
                 fed_back: None,
+                feedback_off,
             })
     }
 
     /// Fold one event in (other kinds are ignored).
     pub fn apply(&mut self, ev: &Event) {
         match &ev.body {
+            EventBody::SessionStarted { feedback, .. } => {
+                let off = feedback.as_deref() == Some("off");
+                if off {
+                    self.feedback_off.insert(ev.session.clone());
+                } else {
+                    self.feedback_off.remove(&ev.session);
+                }
+                for r in self.by_id.values_mut() {
+                    if r.session == ev.session {
+                        r.feedback_off = off;
+                    }
+                }
+            }
             EventBody::DelegationQueued(d) => {
                 let r = self.entry(ev, &d.delegation_id, &d.agent, &d.task);
                 r.queued_at.get_or_insert_with(|| ev.ts.clone());

@@ -53,6 +53,7 @@ enum Cmd {
 /// The session's feedback actor (see the module docs). Dropping it without [`close`](Self::close)
 /// also stops it.
 pub struct Feedback {
+    mode: FeedbackMode,
     tx: Sender<Cmd>,
     thread: Option<JoinHandle<()>>,
     port: Arc<PtyPort>,
@@ -171,7 +172,17 @@ impl Feedback {
                     .spawn(move || actor.run(events, rx))?,
             )
         };
-        Ok(Feedback { tx, thread, port })
+        Ok(Feedback {
+            mode: o.mode,
+            tx,
+            thread,
+            port,
+        })
+    }
+
+    /// The channel results take.
+    pub fn mode(&self) -> FeedbackMode {
+        self.mode
     }
 
     /// The session's side of paste delivery.
@@ -307,8 +318,10 @@ impl Actor {
             }
             let window = self.window;
             let nothing = !self.batcher.has_batches();
+            // Past the cap nothing will come: claude may stop at once.
+            let capped = self.batcher.capped();
             self.waiters.retain(|w| {
-                let give_up = now >= w.deadline || (nothing && now >= w.since + window);
+                let give_up = now >= w.deadline || capped || (nothing && now >= w.since + window);
                 if give_up {
                     let _ = w.reply.send(None);
                 }

@@ -35,9 +35,19 @@ fn read_payload() -> Value {
 
 /// Send `event` with `payload` to the session at `socket`; the answer's stdout text, if any.
 pub fn ask(socket: &std::path::Path, event: &str, payload: &Value) -> std::io::Result<String> {
+    ask_within(socket, event, payload, REPLY_TIMEOUT)
+}
+
+/// [`ask`], waiting at most `wait` for the answer.
+pub fn ask_within(
+    socket: &std::path::Path,
+    event: &str,
+    payload: &Value,
+    wait: Duration,
+) -> std::io::Result<String> {
     let mut s = UnixStream::connect(socket)?;
     s.set_write_timeout(Some(REPLY_TIMEOUT))?;
-    s.set_read_timeout(Some(REPLY_TIMEOUT))?;
+    s.set_read_timeout(Some(wait.max(Duration::from_millis(100))))?;
     let mut line = serde_json::json!({"event": event, "payload": payload}).to_string();
     line.push('\n');
     s.write_all(line.as_bytes())?;
@@ -51,13 +61,15 @@ pub fn ask(socket: &std::path::Path, event: &str, payload: &Value) -> std::io::R
         .to_string())
 }
 
-/// `mpm hook EVENT`. Always 0.
-pub fn run(event: &str) -> i32 {
+/// `mpm hook EVENT [--wait SECS]`. Always 0. `wait` replaces [`REPLY_TIMEOUT`] (the Stop hook
+/// waits for the turn's delegations).
+pub fn run(event: &str, wait: Option<Duration>) -> i32 {
     let payload = read_payload();
     let Some(socket) = std::env::var_os(super::SOCKET_ENV).filter(|s| !s.is_empty()) else {
         return 0;
     };
-    match ask(std::path::Path::new(&socket), event, &payload) {
+    let wait = wait.unwrap_or(REPLY_TIMEOUT);
+    match ask_within(std::path::Path::new(&socket), event, &payload, wait) {
         Ok(out) if !out.is_empty() => {
             let mut stdout = std::io::stdout().lock();
             // A closed stdout (claude gave up) is not an error worth a panic or a status.

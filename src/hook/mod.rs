@@ -170,7 +170,10 @@ impl HookEvent {
 /// waits for the answer, and `mpm hook` gives up after [`client::REPLY_TIMEOUT`]).
 pub trait HookResponder: Send + Sync {
     /// The turn ended. `Some(reason)` makes claude continue with `reason` as the next user turn.
-    /// Not called when `stop_hook_active` (claude already continues because of a block).
+    /// Also called when `stop_hook_active` (this turn continued because of an earlier block): a
+    /// turn that results continued may delegate again, and its results come back the same way.
+    /// What keeps that from looping is the responder's cap (`max_feedback_per_session`), and that
+    /// it blocks only with results it has not handed out yet.
     fn on_stop(&self, payload: &StopPayload) -> Option<String>;
     /// The user submitted a prompt. `Some(context)` is added to what the model sees with it.
     fn on_user_prompt(&self, payload: &PromptPayload) -> Option<String>;
@@ -192,7 +195,7 @@ impl HookResponder for NoResponse {
 /// The hook's stdout for claude: the responder's answer as the event's JSON response, or nothing.
 pub fn response(responder: &dyn HookResponder, event: &HookEvent) -> Option<String> {
     match event {
-        HookEvent::Stop(p) if !p.stop_hook_active => {
+        HookEvent::Stop(p) => {
             let reason = responder.on_stop(p)?;
             Some(serde_json::json!({"decision": "block", "reason": reason}).to_string())
         }
@@ -216,16 +219,29 @@ fn shell_quote(s: &str) -> String {
 }
 
 /// The `--settings` JSON adding mpm's hooks: each runs `<mpm> hook <EVENT>` with a timeout (seconds)
-/// a little above the client's own, so claude never waits long on mpm.
-pub fn settings_json(mpm: &std::path::Path) -> String {
+/// a little above the client's own, so claude never waits long on mpm. The Stop hook waits for the
+/// turn's delegations (`stop_wait`, `orchestration.stop_wait_secs`): its client is told to wait
+/// that long (`--wait`), and claude a little longer, or the results would reach a hook that gave
+/// up.
+pub fn settings_json(mpm: &std::path::Path, stop_wait: std::time::Duration) -> String {
     let exe = shell_quote(&mpm.to_string_lossy());
     let mut hooks = serde_json::Map::new();
     for (event, matcher) in EVENTS {
+        let (command, wait) = if *event == "Stop" && stop_wait > client::REPLY_TIMEOUT {
+            // The responder answers within stop_wait + 1 s; the client allows one more.
+            let wait = stop_wait.as_secs() + 2;
+            (format!("{exe} hook {event} --wait {wait}"), wait)
+        } else {
+            (
+                format!("{exe} hook {event}"),
+                client::REPLY_TIMEOUT.as_secs(),
+            )
+        };
         let mut entry = serde_json::json!({
             "hooks": [{
                 "type": "command",
-                "command": format!("{exe} hook {event}"),
-                "timeout": client::REPLY_TIMEOUT.as_secs() + 5,
+                "command": command,
+                "timeout": wait + 5,
             }]
         });
         if let Some(m) = matcher {
@@ -289,12 +305,14 @@ mod tests {
         let r: Value = serde_json::from_str(&response(&Answers, &stop).unwrap()).unwrap();
         assert_eq!(r["decision"], "block");
         assert_eq!(r["reason"], "results for s");
-        // No answer while claude already continues because of a block.
+        // A turn that continued because of a block may block again (new results; the cap
+        // bounds it): the responder decides.
         let active = HookEvent::Stop(StopPayload {
             stop_hook_active: true,
             ..Default::default()
         });
-        assert_eq!(response(&Answers, &active), None);
+        assert!(response(&Answers, &active).is_some());
+        assert_eq!(response(&NoResponse, &active), None);
         let prompt = HookEvent::UserPromptSubmit(PromptPayload {
             prompt: "go".into(),
             ..Default::default()
@@ -310,12 +328,23 @@ mod tests {
 
     #[test]
     fn settings_register_every_event() {
-        let s: Value =
-            serde_json::from_str(&settings_json(std::path::Path::new("/opt/it's/mpm"))).unwrap();
+        let s: Value = serde_json::from_str(&settings_json(
+            std::path::Path::new("/opt/it's/mpm"),
+            std::time::Duration::from_secs(55),
+        ))
+        .unwrap();
         for (event, matcher) in EVENTS {
             let e = &s["hooks"][event][0];
             let cmd = e["hooks"][0]["command"].as_str().unwrap();
-            assert_eq!(cmd, format!(r"'/opt/it'\''s/mpm' hook {event}"));
+            let timeout = e["hooks"][0]["timeout"].as_u64().unwrap();
+            if *event == "Stop" {
+                // The Stop hook outlasts the wait for the turn's delegations.
+                assert_eq!(cmd, r"'/opt/it'\''s/mpm' hook Stop --wait 57");
+                assert_eq!(timeout, 62);
+            } else {
+                assert_eq!(cmd, format!(r"'/opt/it'\''s/mpm' hook {event}"));
+                assert_eq!(timeout, 15);
+            }
             assert_eq!(e["matcher"].as_str(), *matcher);
         }
     }

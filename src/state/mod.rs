@@ -2,7 +2,8 @@
 //!
 //! [`StateMachine`] is pure and table-driven: each [`Signal`] from a source proposes a state, and the
 //! rules below decide whether it is taken. Sources, strongest first:
-//! * **hooks** (claude): `UserPromptSubmit` and the tool hooks → working, `Stop` → idle, a permission
+//! * **hooks** (claude): `UserPromptSubmit` and the tool hooks → working, `Stop` → idle, a `Stop`
+//!   that mpm blocked with delegation results ([`STOP_BLOCKED`]) → working, a permission
 //!   `Notification` → needs_input. Once a hook was heard, the hooks alone decide between working and
 //!   idle (the weaker signals below only fill in needs_input and blocked);
 //! * **transcript**: the end of a turn → idle;
@@ -19,6 +20,10 @@
 pub mod cues;
 
 use crate::events::SessionState;
+
+/// The pseudo hook event for a `Stop` that mpm's answer blocked (claude continues with the
+/// results it was given; no `UserPromptSubmit` marks that turn). Its reason is `hook:StopBlocked`.
+pub const STOP_BLOCKED: &str = "StopBlocked";
 
 /// One observation about the session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +104,7 @@ impl StateMachine {
                 let reason = format!("hook:{event}");
                 match event.as_str() {
                     "UserPromptSubmit" => Some((Working, reason, None)),
+                    STOP_BLOCKED if now != Blocked => Some((Working, reason, None)),
                     "PreToolUse" | "PostToolUse" | "SubagentStop" if now != Blocked => {
                         Some((Working, reason, None))
                     }
@@ -209,6 +215,15 @@ mod tests {
                     (hook("Stop"), Some(Idle)),
                     (Signal::Exited, Some(Exited)),
                     (hook("UserPromptSubmit"), None),
+                ],
+            ),
+            (
+                "a Stop blocked with results: claude works on them, then stops again",
+                vec![
+                    (hook("UserPromptSubmit"), Some(Working)),
+                    (hook("Stop"), Some(Idle)),
+                    (hook(STOP_BLOCKED), Some(Working)),
+                    (hook("Stop"), Some(Idle)),
                 ],
             ),
             (

@@ -388,18 +388,24 @@ fn stop_session(o: &TopOptions, store: Option<&Store>, id: &str) -> String {
     }
 }
 
-/// SIGTERM to a running delegation's process group (the executor then records how it ended).
+/// A user cancel: the cancel marker (so the executor records the delegation `cancelled`, see
+/// [`crate::executor::cancel`]), then SIGTERM to its process group.
 fn cancel_delegation(r: &crate::feedback::ledger::DelegationRecord) -> String {
     match (r.status.as_str(), r.pid) {
-        ("running", Some(pid)) => match nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        ) {
+        ("running", Some(pid)) => match crate::executor::cancel::request(&r.delegation_id)
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                )
+                .map_err(|e| e.to_string())
+            }) {
             Ok(()) => format!(
-                "sent SIGTERM to delegation {}",
+                "cancelled delegation {}",
                 crate::executor::result_file::cut(&r.delegation_id, 8)
             ),
-            Err(e) => format!("cannot signal {pid}: {e}"),
+            Err(e) => format!("cannot cancel {pid}: {e}"),
         },
         _ => "only a running delegation can be cancelled".into(),
     }

@@ -200,6 +200,7 @@ mod tests {
             cols: 80,
             rows: 24,
             governor_mode: None,
+            feedback: None,
         });
         bus.emit(EventBody::SessionState {
             state: SessionState::Working,

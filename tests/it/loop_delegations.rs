@@ -177,3 +177,48 @@ fn a_session_at_the_maximum_depth_runs_no_delegations() {
     assert!(why.contains("max_depth (2)"), "{why}");
     assert!(of_kind(&events, "delegation.started").is_empty());
 }
+
+/// With `feedback: off` a finished result is not "pending" (pending = not delivered yet): the
+/// list says `off`, the JSON has `feedback_off`, and the session's start records the mode.
+#[test]
+fn results_of_a_session_without_feedback_are_not_pending() {
+    let env = TestEnv::new();
+    let cfg = write_config(
+        &env,
+        &format!(
+            "executor: {{on_session_exit: wait}}\nagents:\n  engineer: {{argv: {}}}\n",
+            sub_agent()
+        ),
+    );
+    // The fake agent is not the profile's CLI: mpm never types into it, so feedback is off.
+    let (out, events) = run_session(
+        &env,
+        &cfg,
+        &[],
+        &["print:Engineer Agent: implement fib"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let started = of_kind(&events, "session.started");
+    assert_eq!(started[0]["feedback"], "off", "{started:?}");
+    assert_eq!(of_kind(&events, "delegation.finished").len(), 1);
+    let (code, list, err) = mpm_cmd(&env, &cfg, &["delegations", "list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(list.contains("implement fib"), "{list}");
+    assert!(!list.contains("pending"), "{list}");
+    assert!(list.contains(" off "), "{list}");
+    let (_, json, _) = mpm_cmd(&env, &cfg, &["delegations", "list", "--json"]);
+    let row: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
+    assert_eq!(row["feedback_off"], true, "{json}");
+    assert!(row["fed_back"].is_null());
+    let (_, show, _) = mpm_cmd(
+        &env,
+        &cfg,
+        &[
+            "delegations",
+            "show",
+            row["delegation_id"].as_str().unwrap(),
+        ],
+    );
+    assert!(show.contains("feedback    off"), "{show}");
+}

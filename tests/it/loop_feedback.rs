@@ -1,10 +1,12 @@
 //! Results back into the main agent by paste (a CLI without hooks): typed in only when the session
 //! is idle and the user is not typing, one message per batch, a per-session cap. The main agent is
-//! the fake agent on a real PTY under the real binary; the sub-agents are fake agents too.
+//! the fake agent on a real PTY under the real binary; the sub-agents are fake agents too. Each
+//! test runs in both hosts: in-process, and hosted by a daemon (the paste goes into the daemon's
+//! PTY, the typing it must wait for comes through the attached client).
 
 use std::time::Duration;
 
-use crate::common::{DEADLINE, PtyProc, Spawn, TestEnv, fake_agent, wait_until};
+use crate::common::{DEADLINE, HostKind, PtyProc, Spawn, TestEnv, fake_agent, wait_until};
 use crate::loop_support::*;
 
 const RESULTS: &str = "[mpm] Results of the delegations";
@@ -27,16 +29,11 @@ fn config(env: &TestEnv, extra: &str) -> String {
 fn start(env: &TestEnv, cfg: &str, steps: &[&str]) -> PtyProc {
     let events = env.path("events.jsonl");
     let fake = fake_agent();
-    let mut args = vec![
-        "--config",
-        cfg,
-        "run",
-        "--no-daemon",
-        "--events-file",
-        events.to_str().unwrap(),
-        "--",
-        &fake,
-    ];
+    let mut args = vec!["--config", cfg, "run"];
+    if env.host() == HostKind::InProcess {
+        args.push("--no-daemon");
+    }
+    args.extend(["--events-file", events.to_str().unwrap(), "--", &fake]);
     args.extend_from_slice(steps);
     Spawn::new(env, &args).start()
 }
@@ -57,15 +54,28 @@ fn wait_events(env: &TestEnv, what: &str, pred: impl Fn(&[serde_json::Value]) ->
     );
 }
 
+/// The session really ran in `env`'s host: a daemon keeps results in its own state folder.
+fn assert_host(env: &TestEnv, evs: &[serde_json::Value]) {
+    let daemon_state = env.path("daemon-state").display().to_string();
+    for f in of_kind(evs, "delegation.finished") {
+        let path = f["result_path"].as_str().unwrap_or("");
+        assert_eq!(
+            path.starts_with(&daemon_state),
+            env.host() == HostKind::Daemon,
+            "{path} for {:?}",
+            env.host()
+        );
+    }
+}
+
 /// End the fake agent's `echo` step (EOF) and wait for mpm to exit.
 fn finish(p: &mut PtyProc) {
     p.send(b"\x04");
     assert_eq!(p.wait_output().code(), Some(0), "{}", p.text());
 }
 
-#[test]
-fn one_bracketed_paste_per_batch_and_only_once_the_agent_is_idle() {
-    let env = TestEnv::new();
+fn one_bracketed_paste_per_batch_and_only_once_the_agent_is_idle(host: HostKind) {
+    let env = TestEnv::for_host(host);
     let cfg = config(&env, "");
     let mut p = start(
         &env,
@@ -95,6 +105,7 @@ fn one_bracketed_paste_per_batch_and_only_once_the_agent_is_idle() {
     let fb = of_kind(&evs, "delegation.feedback");
     assert_eq!(fb.len(), 1, "one message for the batch: {fb:?}");
     assert_eq!(fb[0]["via"], "paste");
+    assert_host(&env, &evs);
     let ids: Vec<&str> = fb[0]["delegation_ids"]
         .as_array()
         .unwrap()
@@ -127,9 +138,8 @@ fn one_bracketed_paste_per_batch_and_only_once_the_agent_is_idle() {
     );
 }
 
-#[test]
-fn no_paste_while_the_user_has_a_half_typed_line() {
-    let env = TestEnv::new();
+fn no_paste_while_the_user_has_a_half_typed_line(host: HostKind) {
+    let env = TestEnv::for_host(host);
     let cfg = config(&env, "");
     let mut p = start(
         &env,
@@ -160,9 +170,8 @@ fn no_paste_while_the_user_has_a_half_typed_line() {
     finish(&mut p);
 }
 
-#[test]
-fn the_per_session_cap_leaves_later_results_pending() {
-    let env = TestEnv::new();
+fn the_per_session_cap_leaves_later_results_pending(host: HostKind) {
+    let env = TestEnv::for_host(host);
     let cfg = config(&env, ", max_feedback_per_session: 1");
     let mut p = start(
         &env,
@@ -186,6 +195,7 @@ fn the_per_session_cap_leaves_later_results_pending() {
     let evs = events(&env);
     let fb = of_kind(&evs, "delegation.feedback");
     assert_eq!(fb.len(), 1, "{fb:?}");
+    assert_host(&env, &evs);
     assert_eq!(p.text().matches(&format!("echo: {RESULTS}")).count(), 0);
     // `mpm delegations` lists the second as pending.
     let (code, out, err) = mpm_cmd(&env, &cfg, &["delegations", "list", "--json"]);
@@ -204,3 +214,9 @@ fn the_per_session_cap_leaves_later_results_pending() {
         "{text}"
     );
 }
+
+crate::both_hosts!(
+    one_bracketed_paste_per_batch_and_only_once_the_agent_is_idle,
+    no_paste_while_the_user_has_a_half_typed_line,
+    the_per_session_cap_leaves_later_results_pending,
+);

@@ -93,3 +93,38 @@ fn a_finished_batch_notifies_the_terminal() {
         "one notification for the batch: {text:?}"
     );
 }
+
+/// When the governor stops the main agent, the user's terminal says so in one line (which limit,
+/// the figure), in either host.
+fn governor_stop_is_one_line_on_the_terminal(host: crate::common::HostKind) {
+    let env = TestEnv::for_host(host);
+    let cfg = write_config(
+        &env,
+        "limits:\n  interval_ms: 100\n  cgroup: \"off\"\n  memory_mb: {warning: null, critical: null, hard: 80}\n",
+    );
+    let fake = fake_agent();
+    let mut args = vec!["--config", cfg.as_str(), "run"];
+    if host == crate::common::HostKind::InProcess {
+        args.push("--no-daemon");
+    }
+    args.extend(["--", &fake, "print:ALLOCATING", "alloc:300", "sleep:0"]);
+    let out = env
+        .command(&args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("the governor stopped"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{host:?}: {stderr}");
+    assert!(
+        lines[0].starts_with("mpm: the governor stopped the agent: memory ")
+            && lines[0].ends_with(" MB over its hard limit of 80 MB"),
+        "{host:?}: {stderr}"
+    );
+}
+
+crate::both_hosts!(governor_stop_is_one_line_on_the_terminal);

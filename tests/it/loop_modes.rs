@@ -2,7 +2,7 @@
 
 use std::os::unix::fs::PermissionsExt as _;
 
-use crate::common::TestEnv;
+use crate::common::{HostKind, TestEnv, fake_agent};
 use crate::loop_support::*;
 
 #[test]
@@ -129,3 +129,147 @@ fn inject_gives_claude_the_protocol_as_a_system_prompt() {
     let text = std::fs::read_to_string(&args).unwrap();
     assert!(!text.contains("--append-system-prompt"), "{text:?}");
 }
+
+/// `mpm run` with this host (no `--no-daemon` for a daemon), stdin closed; the parsed events.
+fn run_hosted(env: &TestEnv, cfg: &str, flags: &[&str], cmd: &[&str]) -> Vec<serde_json::Value> {
+    let events = env.path("events.jsonl");
+    let _ = std::fs::remove_file(&events);
+    let mut args = vec!["--config", cfg, "run"];
+    if env.host() == HostKind::InProcess {
+        args.push("--no-daemon");
+    }
+    args.extend(["--events-file", events.to_str().unwrap()]);
+    args.extend_from_slice(flags);
+    args.push("--");
+    args.extend_from_slice(cmd);
+    let out = env
+        .command(&args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{flags:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read_to_string(&events)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Every `mpm run` flag that changes the session (`--mode`, `--no-exec`, `--no-detect`,
+/// `--events-file`, `--patterns`) acts the same when a daemon hosts it.
+fn run_flags_reach_the_session(host: HostKind) {
+    let env = TestEnv::for_host(host);
+    let cfg = write_config(
+        &env,
+        &format!(
+            "executor: {{on_session_exit: wait}}\nagents:\n  engineer: {{argv: {}}}\n",
+            fake_argv(&["print:ran {task}"])
+        ),
+    );
+    let fake = fake_agent();
+    let steps = [
+        fake.as_str(),
+        "print:Engineer Agent: implement fib",
+        "print:CUSTOM-MARK here",
+    ];
+    let ran = |evs: &[serde_json::Value]| !of_kind(evs, "delegation.finished").is_empty();
+    let detected = |evs: &[serde_json::Value]| !of_kind(evs, "detection").is_empty();
+    // intercept (the default): detected and run. The daemon appends to the events file too.
+    let evs = run_hosted(&env, &cfg, &[], &steps);
+    assert!(ran(&evs), "{host:?}: {evs:?}");
+    let daemon_state = env.path("daemon-state").display().to_string();
+    let result = of_kind(&evs, "delegation.finished")[0]["result_path"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert_eq!(
+        result.starts_with(&daemon_state),
+        host == HostKind::Daemon,
+        "hosted where? {result}"
+    );
+    for flags in [&["--mode", "observe"][..], &["--no-exec"]] {
+        let evs = run_hosted(&env, &cfg, flags, &steps);
+        assert!(detected(&evs) && !ran(&evs), "{host:?} {flags:?}: {evs:?}");
+    }
+    for flags in [&["--mode", "passthrough"][..], &["--no-detect"]] {
+        let evs = run_hosted(&env, &cfg, flags, &steps);
+        assert!(
+            !detected(&evs) && of_kind(&evs, "session.started").len() == 1,
+            "{host:?} {flags:?}: {evs:?}"
+        );
+    }
+    // --patterns: an extra pattern file is used by the hosted session.
+    let pat = env.path("custom.yaml");
+    std::fs::write(
+        &pat,
+        "patterns:\n  - id: custom-mark\n    category: custom\n    regex: '^CUSTOM-MARK (?P<title>.+)'\n",
+    )
+    .unwrap();
+    let mut args = vec!["--patterns", pat.to_str().unwrap(), "--config", &cfg, "run"];
+    if host == HostKind::InProcess {
+        args.push("--no-daemon");
+    }
+    let events = env.path("events-patterns.jsonl");
+    args.extend(["--events-file", events.to_str().unwrap(), "--"]);
+    args.extend_from_slice(&steps);
+    let out = env
+        .command(&args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&events).unwrap_or_default();
+    assert!(
+        text.contains(r#""pattern":"custom-mark""#),
+        "{host:?}: {text}"
+    );
+
+    // --mode inject: claude gets the protocol as a system prompt in either host.
+    let bin = env.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let args_file = env.path("args");
+    let claude = bin.join("claude");
+    std::fs::write(
+        &claude,
+        format!(
+            "#!/bin/sh\nprintf '%s\\0' \"$@\" > {}\n",
+            args_file.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&claude, std::fs::Permissions::from_mode(0o755)).unwrap();
+    run_hosted(
+        &env,
+        &cfg,
+        &["--mode", "inject"],
+        &[claude.to_str().unwrap()],
+    );
+    let text = std::fs::read_to_string(&args_file).unwrap();
+    assert!(
+        text.contains("--append-system-prompt\0# Delegating work through mpm"),
+        "{host:?}: {text:?}"
+    );
+    run_hosted(
+        &env,
+        &cfg,
+        &["--mode", "intercept"],
+        &[claude.to_str().unwrap()],
+    );
+    let text = std::fs::read_to_string(&args_file).unwrap();
+    assert!(
+        !text.contains("--append-system-prompt"),
+        "{host:?}: {text:?}"
+    );
+}
+
+crate::both_hosts!(run_flags_reach_the_session);

@@ -79,3 +79,78 @@ fn top_shows_a_live_session_from_a_second_terminal_and_stops_it() {
         "alternate screen left"
     );
 }
+
+/// `c` on a running delegation is a user cancel: it ends `cancelled` ("cancelled by the user"),
+/// not `failed`; the session feeds nothing back (a program mpm was not told about), so the
+/// finished row says `off`, never `pending`.
+#[test]
+fn top_cancels_a_running_delegation_as_cancelled() {
+    let env = TestEnv::new();
+    let cfg = write_config(
+        &env,
+        &format!(
+            "executor: {{on_session_exit: wait}}\nagents:\n  engineer: {{argv: {}}}\n",
+            fake_argv(&["print:working on {task}", "sleep:0"])
+        ),
+    );
+    let events = env.path("events.jsonl");
+    let fake = fake_agent();
+    let session = Spawn::new(
+        &env,
+        &[
+            "--config",
+            &cfg,
+            "run",
+            "--no-daemon",
+            "--events-file",
+            events.to_str().unwrap(),
+            "--",
+            &fake,
+            "print:Engineer Agent: a very long job",
+            "print:TODO: nothing",
+            "sleep:0",
+        ],
+    )
+    .start();
+    session.expect("TODO: nothing");
+    let read = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&events)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    assert!(
+        wait_until(DEADLINE, || !of_kind(&read(), "delegation.started")
+            .is_empty()),
+        "the delegation never started: {:?}",
+        read()
+    );
+
+    let mut spawn = Spawn::new(&env, &["--config", &cfg, "top", "--interval", "0.2"]);
+    spawn.cols = 140;
+    spawn.rows = 40;
+    let mut top = spawn.start();
+    wait_screen(&top, &["Delegations", "a very long job", "running"]);
+    // The delegations table has the focus and its only row is selected.
+    top.send(b"c");
+    let mut fin = Vec::new();
+    assert!(
+        wait_until(DEADLINE, || {
+            fin = of_kind(&read(), "delegation.finished")
+                .into_iter()
+                .cloned()
+                .collect();
+            !fin.is_empty()
+        }),
+        "not finished after c:\n{}",
+        screen(&top, 140, 40)
+    );
+    assert_eq!(fin[0]["status"], "cancelled", "{fin:?}");
+    assert_eq!(fin[0]["reason"], "cancelled by the user", "{fin:?}");
+    let text = wait_screen(&top, &["cancelled", "off"]);
+    assert!(!text.contains("pending"), "feedback is off: {text}");
+    top.send(b"q");
+    assert_eq!(top.wait_output().code(), Some(0));
+    drop(session);
+}

@@ -40,6 +40,7 @@ mod loop_delegations;
 mod loop_feedback;
 mod loop_hooks;
 mod loop_modes;
+mod loop_realclaude;
 mod loop_top;
 mod nats_backend;
 mod nats_worktree;
