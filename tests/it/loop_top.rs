@@ -2,7 +2,7 @@
 //! seen from a second terminal, its delegation, ticket and memory; `s` stops the session, `q` quits
 //! and gives the terminal back.
 
-use crate::common::{DEADLINE, PtyProc, Spawn, TestEnv, fake_agent, wait_until};
+use crate::common::{DEADLINE, HostKind, PtyProc, Spawn, TestEnv, fake_agent, wait_until};
 use crate::loop_support::*;
 
 fn screen(p: &PtyProc, cols: u16, rows: u16) -> String {
@@ -82,10 +82,9 @@ fn top_shows_a_live_session_from_a_second_terminal_and_stops_it() {
 
 /// `c` on a running delegation is a user cancel: it ends `cancelled` ("cancelled by the user"),
 /// not `failed`; the session feeds nothing back (a program mpm was not told about), so the
-/// finished row says `off`, never `pending`.
-#[test]
-fn top_cancels_a_running_delegation_as_cancelled() {
-    let env = TestEnv::new();
+/// finished row says `off`, never `pending`. In both hosts (top reads the daemon, or the store).
+fn top_cancels_a_running_delegation_as_cancelled(host: HostKind) {
+    let env = TestEnv::for_host(host);
     let cfg = write_config(
         &env,
         &format!(
@@ -95,23 +94,20 @@ fn top_cancels_a_running_delegation_as_cancelled() {
     );
     let events = env.path("events.jsonl");
     let fake = fake_agent();
-    let session = Spawn::new(
-        &env,
-        &[
-            "--config",
-            &cfg,
-            "run",
-            "--no-daemon",
-            "--events-file",
-            events.to_str().unwrap(),
-            "--",
-            &fake,
-            "print:Engineer Agent: a very long job",
-            "print:TODO: nothing",
-            "sleep:0",
-        ],
-    )
-    .start();
+    let mut args = vec!["--config", cfg.as_str(), "run"];
+    if host == HostKind::InProcess {
+        args.push("--no-daemon");
+    }
+    args.extend([
+        "--events-file",
+        events.to_str().unwrap(),
+        "--",
+        &fake,
+        "print:Engineer Agent: a very long job",
+        "print:TODO: nothing",
+        "sleep:0",
+    ]);
+    let session = Spawn::new(&env, &args).start();
     session.expect("TODO: nothing");
     let read = || -> Vec<serde_json::Value> {
         std::fs::read_to_string(&events)
@@ -130,6 +126,13 @@ fn top_cancels_a_running_delegation_as_cancelled() {
     let mut spawn = Spawn::new(&env, &["--config", &cfg, "top", "--interval", "0.2"]);
     spawn.cols = 140;
     spawn.rows = 40;
+    if host == HostKind::Daemon {
+        // The test daemon keeps its store in its own folder (`--state-dir`).
+        spawn.env.push((
+            "MPM_DAEMON__STATE_DIR".into(),
+            env.path("daemon-state").display().to_string(),
+        ));
+    }
     let mut top = spawn.start();
     wait_screen(&top, &["Delegations", "a very long job", "running"]);
     // The delegations table has the focus and its only row is selected.
@@ -154,3 +157,5 @@ fn top_cancels_a_running_delegation_as_cancelled() {
     assert_eq!(top.wait_output().code(), Some(0));
     drop(session);
 }
+
+crate::both_hosts!(top_cancels_a_running_delegation_as_cancelled);
