@@ -13,11 +13,13 @@ mod distributed;
 mod event_hooks;
 mod layers;
 mod orchestration;
+mod profiles;
 mod ranges;
 
 pub use budgets::{AgentBudget, BudgetsConfig};
 pub use event_hooks::{EventHook, NotifyConfig};
 pub use orchestration::{FeedbackMode, OrchestrationConfig, OrchestrationMode};
+pub use profiles::HeadlessOutput;
 
 pub use distributed::{BackendKind, Isolation, NatsConfig, WorktreeConfig};
 
@@ -52,7 +54,9 @@ pub struct Config {
     pub worktree: WorktreeConfig,
 }
 
-/// How to start one agent CLI and read its output.
+/// How to start one agent CLI and read its output, interactively (`mpm run`) and headless (a
+/// sub-agent run by the executor). The built-ins are in `config::profiles`; every field can be
+/// overridden from a config file (`profiles.<name>.<field>`), and new names add profiles.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Profile {
@@ -66,6 +70,19 @@ pub struct Profile {
     pub screen: bool,
     /// How finished delegation results reach this CLI's main agent (opt-in except for claude).
     pub feedback: FeedbackMode,
+    /// What this profile is for (shown by `mpm profiles`).
+    pub description: String,
+    /// Flags mpm puts after the program when it starts this profile's own `command` (e.g. codex's
+    /// `--no-daemon`); not added when a command is given after `--`.
+    pub args: Vec<String>,
+    /// The headless form for sub-agents: an argv template like an agent's `argv` (`{task}` exactly
+    /// once, always one argv element; `{role}`, `{agent}`, `{session}`, `{delegation_id}`). Without
+    /// `{role}` the role prompt is put before the task (`ROLE\n\nTASK`). Empty: this profile cannot
+    /// run sub-agents.
+    pub headless: Vec<String>,
+    /// How the headless output is read: the final answer for the result file, the token usage for
+    /// the budgets.
+    pub headless_output: HeadlessOutput,
 }
 
 impl Default for Profile {
@@ -76,6 +93,10 @@ impl Default for Profile {
             transcript: false,
             screen: true,
             feedback: FeedbackMode::Off,
+            description: String::new(),
+            args: Vec::new(),
+            headless: Vec::new(),
+            headless_output: HeadlessOutput::Text,
         }
     }
 }
@@ -158,6 +179,9 @@ pub struct ExecutorConfig {
     pub on_unknown_agent: UnknownAgentPolicy,
     /// Where unknown agent names go under `on_unknown_agent: default`.
     pub default_agent: String,
+    /// The profile whose headless form runs the delegations of agents that name none
+    /// (`agents.<name>.profile`) and set no `argv`.
+    pub default_profile: String,
     pub on_session_exit: SessionExitPolicy,
     /// Consecutive failures that open an agent's circuit breaker.
     #[serde(deserialize_with = "ranges::u32_in::<_, 1, 1_000_000>")]
@@ -185,6 +209,7 @@ impl Default for ExecutorConfig {
             rate_per_minute: 30,
             on_unknown_agent: UnknownAgentPolicy::Default,
             default_agent: "engineer".into(),
+            default_profile: "claude".into(),
             on_session_exit: SessionExitPolicy::Cancel,
             breaker_failures: 5,
             breaker_cooldown_secs: 60,
@@ -234,8 +259,11 @@ pub struct AgentConfig {
     /// Role prompt, substituted for `{role}`.
     pub role: String,
     /// argv template; `{task}`, `{role}`, `{agent}`, `{session}`, `{delegation_id}` are substituted inside
-    /// elements. Empty = the executor's default template.
+    /// elements. Empty = the headless form of the agent's profile.
     pub argv: Vec<String>,
+    /// The agent CLI profile whose headless form runs this agent's delegations (when `argv` is
+    /// empty) and whose output format is read; default `executor.default_profile`.
+    pub profile: Option<String>,
     pub cwd: Option<PathBuf>,
     pub env: BTreeMap<String, String>,
     /// Per-delegation timeout; default the executor's.
@@ -435,18 +463,7 @@ fn strings(v: &[&str]) -> Vec<String> {
 /// flag (the prompt is positional), so a task starting with `-` is guarded by the executor's argv
 /// rules (`executor::argv`: a leading space), never read as a flag.
 pub fn default_agent_argv() -> Vec<String> {
-    strings(&[
-        "claude",
-        "-p",
-        "{task}",
-        "--append-system-prompt",
-        "{role}",
-        "--output-format",
-        "stream-json",
-        "--verbose",
-        "--permission-mode",
-        "acceptEdits",
-    ])
+    strings(profiles::CLAUDE_HEADLESS)
 }
 
 fn agent(aliases: &[&str], description: &str, role: &str) -> AgentConfig {
@@ -454,32 +471,13 @@ fn agent(aliases: &[&str], description: &str, role: &str) -> AgentConfig {
         aliases: strings(aliases),
         description: s(description),
         role: s(role),
-        argv: default_agent_argv(),
         ..AgentConfig::default()
     }
 }
 
 impl Default for Config {
     fn default() -> Self {
-        let mut profiles = BTreeMap::new();
-        profiles.insert(
-            s("claude"),
-            Profile {
-                command: strings(&["claude"]),
-                transcript: true,
-                feedback: FeedbackMode::OnIdle,
-                ..Profile::default()
-            },
-        );
-        for (name, cmd) in [("codex", "codex"), ("gemini", "gemini"), ("aider", "aider")] {
-            profiles.insert(
-                s(name),
-                Profile {
-                    command: strings(&[cmd]),
-                    ..Profile::default()
-                },
-            );
-        }
+        let profiles = profiles::builtin();
         // Aliases are what a model calls an agent. Words that are also common section labels
         // ("Testing", "Deployment", "Data", "Analysis") are left out on purpose: `**X**:` starts an
         // agent when X is a registered name or alias, and a bold label must not.

@@ -44,6 +44,7 @@ pub mod argv;
 pub mod backend;
 pub mod budget;
 pub mod guards;
+pub mod headless;
 pub mod nats;
 pub mod registry;
 pub mod result_file;
@@ -753,10 +754,11 @@ async fn run_delegation(shared: Arc<Shared>, job: Job) {
     let outcome = match stdout_len {
         None | Some(0) => result_file::Outcome::default(),
         // Small outputs are scanned in place; large ones off the scheduler's thread.
-        Some(len) if len <= 256 << 10 => result_file::read_outcome(&stdout_path),
+        Some(len) if len <= 256 << 10 => headless::read_outcome(&stdout_path, job.agent.output),
         Some(_) => {
             let src = stdout_path.clone();
-            tokio::task::spawn_blocking(move || result_file::read_outcome(&src))
+            let format = job.agent.output;
+            tokio::task::spawn_blocking(move || headless::read_outcome(&src, format))
                 .await
                 .unwrap_or_default()
         }
@@ -802,6 +804,7 @@ async fn run_delegation(shared: Arc<Shared>, job: Job) {
             delegation_id: &id,
             exit_code,
             reason: reason.as_deref(),
+            profile: Some(&job.agent.profile),
         };
         match result_file::write(
             &shared.state_dir,
