@@ -85,6 +85,18 @@ pub struct Profile {
     pub headless_output: HeadlessOutput,
 }
 
+impl Profile {
+    /// The argv `mpm run` starts for this profile when no command is given: `command` with
+    /// `args` after the program.
+    pub fn session_command(&self) -> Vec<String> {
+        let mut argv = self.command.clone();
+        if !argv.is_empty() {
+            argv.splice(1..1, self.args.iter().cloned());
+        }
+        argv
+    }
+}
+
 impl Default for Profile {
     fn default() -> Self {
         Profile {
