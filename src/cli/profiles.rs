@@ -77,8 +77,9 @@ fn view<'a>(cfg: &'a Config, name: &'a str, p: &'a Profile, version: bool) -> Pr
         .or_else(|| std::env::var_os("PATH"));
     let found = match p.command.first() {
         None => Err("no command".to_string()),
-        Some(prog) => crate::pty::spawn::resolve_command(prog, path_var.as_deref())
-            .map_err(|e| e.to_string()),
+        Some(prog) => {
+            crate::pty::spawn::resolve_command(prog, path_var.as_deref()).map_err(|e| e.to_string())
+        }
     };
     let version = match (&found, version) {
         (Ok(path), true) => program_version(path, &p.env),
@@ -119,9 +120,7 @@ fn program_version(
     loop {
         match child.try_wait() {
             Ok(Some(_)) => break,
-            Ok(None) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(20))
-            }
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
             _ => {
                 let _ = child.kill();
                 let _ = child.wait();
