@@ -256,14 +256,18 @@ fn delegation_through(cli: &str) {
 
     // The whole task reached the model, the role too: before the task for the CLIs without a
     // system-prompt flag (the scenario's rule `role-then-task`), as developer instructions for
-    // codex (not in the user message: rule `task`). Rules match the whole message; the request
-    // log keeps only its head.
+    // codex (rule `role-as-system`). Rules match the whole message; the request log keeps only
+    // its head.
     let rules: Vec<String> = server
         .requests()
         .iter()
         .filter_map(|r| r["rule"].as_str().map(str::to_string))
         .collect();
-    let want = if cli == "codex" { "task" } else { "role-then-task" };
+    let want = if cli == "codex" {
+        "role-as-system"
+    } else {
+        "role-then-task"
+    };
     assert!(
         rules.iter().any(|r| r == want),
         "{cli}: no turn matched rule {want:?}: {rules:?} (role {role:?})"
