@@ -179,3 +179,50 @@ pub(crate) fn builtin() -> BTreeMap<String, Profile> {
     );
     p
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Overrides, load_from};
+    use super::*;
+
+    #[test]
+    fn every_builtin_headless_form_is_a_valid_template() {
+        let p = builtin();
+        for name in ["claude", "codex", "gemini", "aider", "opencode", "shell"] {
+            assert!(p.contains_key(name), "{name}");
+        }
+        for (name, prof) in &p {
+            if prof.headless.is_empty() {
+                assert_eq!(name, "shell");
+                continue;
+            }
+            crate::executor::argv::validate_template(&prof.headless)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(prof.headless[0], prof.command[0], "{name}: same program");
+        }
+        assert_eq!(p["codex"].session_command(), ["codex", "--no-daemon"]);
+        assert_eq!(p["claude"].session_command(), ["claude"]);
+    }
+
+    #[test]
+    fn user_config_overrides_one_field_and_adds_profiles() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.yaml");
+        std::fs::write(
+            &f,
+            "profiles:\n  codex:\n    env: {CODEX_HOME: /x}\n  mine:\n    command: [my-cli]\n    headless: [my-cli, --ask, '{task}']\n    headless_output: text\nexecutor:\n  default_profile: gemini\nagents:\n  qa:\n    profile: mine\n",
+        )
+        .unwrap();
+        let c = load_from(&[f], Vec::new(), &Overrides::default()).unwrap().config;
+        let codex = &c.profiles["codex"];
+        assert_eq!(codex.env["CODEX_HOME"], "/x");
+        assert_eq!(codex.headless_output, HeadlessOutput::Codex, "kept");
+        assert_eq!(codex.args, ["--no-daemon"], "kept");
+        assert_eq!(c.profiles["mine"].headless_output, HeadlessOutput::Text);
+        assert_eq!(c.executor.default_profile, "gemini");
+        assert_eq!(c.agents["qa"].profile.as_deref(), Some("mine"));
+        let r = crate::executor::AgentRegistry::from_config(&c);
+        assert_eq!(r.get("qa").unwrap().argv, ["my-cli", "--ask", "{task}"]);
+        assert_eq!(r.get("engineer").unwrap().argv[0], "gemini");
+    }
+}
