@@ -213,7 +213,9 @@ mod tests {
             "profiles:\n  codex:\n    env: {CODEX_HOME: /x}\n  mine:\n    command: [my-cli]\n    headless: [my-cli, --ask, '{task}']\n    headless_output: text\nexecutor:\n  default_profile: gemini\nagents:\n  qa:\n    profile: mine\n",
         )
         .unwrap();
-        let c = load_from(&[f], Vec::new(), &Overrides::default()).unwrap().config;
+        let c = load_from(&[f], Vec::new(), &Overrides::default())
+            .unwrap()
+            .config;
         let codex = &c.profiles["codex"];
         assert_eq!(codex.env["CODEX_HOME"], "/x");
         assert_eq!(codex.headless_output, HeadlessOutput::Codex, "kept");

@@ -42,6 +42,7 @@ mod patterns_contain;
 mod patterns_engine;
 mod patterns_limits;
 mod patterns_props;
+mod profiles_cli;
 mod profiles_headless;
 mod run_completions;
 mod run_detach;
