@@ -44,6 +44,7 @@ mod patterns_limits;
 mod patterns_props;
 mod profiles_cli;
 mod profiles_headless;
+mod profiles_trees;
 mod run_completions;
 mod run_detach;
 mod run_io;
