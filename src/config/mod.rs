@@ -72,8 +72,9 @@ pub struct Profile {
     pub feedback: FeedbackMode,
     /// What this profile is for (shown by `mpm profiles`).
     pub description: String,
-    /// Flags mpm puts after the program when it starts this profile's own `command` (e.g. codex's
-    /// `--no-daemon`); not added when a command is given after `--`.
+    /// Flags mpm puts after the program whenever it starts this CLI (e.g. codex's `--no-daemon`):
+    /// after the profile's own `command`, and after a command given after `--` whose program has
+    /// the same name as this profile's (flags it already has are not repeated).
     pub args: Vec<String>,
     /// The headless form for sub-agents: an argv template like an agent's `argv` (`{task}` exactly
     /// once, always one argv element; `{role}`, `{agent}`, `{session}`, `{delegation_id}`). Without
@@ -576,6 +577,35 @@ impl Default for Config {
 }
 
 impl Config {
+    /// `argv` (a command given after `--`) with the flags mpm adds for its CLI: the `args` of the
+    /// profile whose program has the same file name as `argv[0]` (the active profile first), each
+    /// one not already in `argv`, put after the program.
+    pub fn with_profile_args(&self, argv: &[String]) -> Vec<String> {
+        let base = |p: &str| {
+            std::path::Path::new(p)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        };
+        let mut out = argv.to_vec();
+        let Some(prog) = argv.first().and_then(|p| base(p)) else {
+            return out;
+        };
+        let active = self.profiles.get(&self.profile).into_iter();
+        let profile = active.chain(self.profiles.values()).find(|p| {
+            !p.args.is_empty() && p.command.first().and_then(|c| base(c)).as_ref() == Some(&prog)
+        });
+        if let Some(p) = profile {
+            let add: Vec<String> = p
+                .args
+                .iter()
+                .filter(|a| !argv[1..].contains(a))
+                .cloned()
+                .collect();
+            out.splice(1..1, add);
+        }
+        out
+    }
+
     /// The active profile, or an error naming the unknown profile and the known ones.
     pub fn active_profile(&self) -> Result<&Profile, ConfigError> {
         self.profiles

@@ -205,6 +205,26 @@ mod tests {
     }
 
     #[test]
+    fn a_command_after_double_dash_gets_its_clis_flags_once() {
+        let cfg = super::super::Config::default();
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            cfg.with_profile_args(&v(&["/opt/bin/codex", "exec", "x"])),
+            v(&["/opt/bin/codex", "--no-daemon", "exec", "x"])
+        );
+        assert_eq!(
+            cfg.with_profile_args(&v(&["codex", "--no-daemon"])),
+            v(&["codex", "--no-daemon"])
+        );
+        assert_eq!(cfg.with_profile_args(&v(&["bash"])), v(&["bash"]));
+        assert_eq!(
+            cfg.with_profile_args(&v(&["claude", "--model", "x"])),
+            v(&["claude", "--model", "x"])
+        );
+        assert!(cfg.with_profile_args(&[]).is_empty());
+    }
+
+    #[test]
     fn user_config_overrides_one_field_and_adds_profiles() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.yaml");
