@@ -296,3 +296,77 @@ fn opencode_run_json_delegation_succeeds_with_result_and_usage() {
 fn aider_message_delegation_succeeds_with_result_and_usage() {
     delegation_through("aider");
 }
+
+/// The usage codex reports (`turn.completed`) counts against `executor.budgets`: with 100 tokens
+/// per session, the first delegation (150 tokens) runs to its end and the next is rejected with a
+/// reason naming the budget and the figure.
+#[test]
+fn codex_usage_counts_against_the_session_budget() {
+    let cli = "codex";
+    let Some(bin) = cli_bin(cli) else {
+        return skip_cli(cli);
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::create_dir_all(&work).unwrap();
+    let server = FakeServer::start("headless.json", dir.path());
+    let mark = format!("budget-{cli}-{}", std::process::id());
+    let leftovers = Leftovers(mark.clone());
+
+    let mut cfg = Config::default();
+    cfg.run.grace_secs = 1.0;
+    cfg.executor.timeout_secs = CLI_TIMEOUT.as_secs();
+    cfg.executor.default_profile = cli.into();
+    cfg.executor.budgets.tokens_per_session = Some(100);
+    let qa = cfg.agents.get_mut("qa").unwrap();
+    qa.cwd = Some(work.clone());
+    qa.env.insert(
+        "PATH".into(),
+        format!(
+            "{}:{}",
+            bin.parent().unwrap().display(),
+            std::env::var("PATH").unwrap_or_default()
+        ),
+    );
+    qa.env.insert("MPM_TEST_MARK".into(), mark);
+    qa.env.extend(setup(cli, &home, &work, server.port));
+
+    let mut h = Harness::start(&cfg);
+    let wait_finished = |h: &mut Harness, n: usize| {
+        let deadline = Instant::now() + CLI_TIMEOUT;
+        while count(&h.events, "delegation.finished") < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match h.rx.recv_timeout(left) {
+                Ok(ev) => h.events.push(ev),
+                Err(_) => panic!("no delegation.finished #{n}; events:\n{}", h.dump()),
+            }
+        }
+    };
+    h.submit("QA Agent", TASK);
+    wait_finished(&mut h, 1);
+    assert_eq!(
+        crate::executor_support::status(h.finished(TASK)),
+        "success",
+        "{}",
+        h.dump()
+    );
+    let second = "test fib() with 3 cases, again";
+    h.submit("QA Agent", second);
+    wait_finished(&mut h, 2);
+    let fin = h.finished(second);
+    assert_eq!(
+        crate::executor_support::status(fin),
+        "rejected",
+        "{}",
+        h.dump()
+    );
+    let why = crate::executor_support::reason(fin);
+    assert!(
+        why.contains("tokens_per_session (100)") && why.contains("150 tokens spent"),
+        "{why}"
+    );
+    h.shutdown(SessionExitPolicy::Cancel);
+    drop(leftovers);
+}
