@@ -147,7 +147,11 @@ fn headless_text(p: &Profile) -> String {
 fn role_text(p: &Profile) -> &'static str {
     if p.headless.is_empty() {
         "-"
-    } else if p.headless.iter().any(|e| e.contains("{role}")) {
+    } else if p
+        .headless
+        .iter()
+        .any(|e| e.contains("{role}") || e.contains("{role_toml}"))
+    {
         "by a flag ({role} in the headless form)"
     } else {
         "before the task (the CLI has no system-prompt flag)"

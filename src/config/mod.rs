@@ -77,8 +77,8 @@ pub struct Profile {
     /// the same name as this profile's (flags it already has are not repeated).
     pub args: Vec<String>,
     /// The headless form for sub-agents: an argv template like an agent's `argv` (`{task}` exactly
-    /// once, always one argv element; `{role}`, `{agent}`, `{session}`, `{delegation_id}`). Without
-    /// `{role}` the role prompt is put before the task (`ROLE\n\nTASK`). Empty: this profile cannot
+    /// once, always one argv element; `{role}`, `{role_toml}`, `{agent}`, `{session}`,
+    /// `{delegation_id}`). Without `{role}` or `{role_toml}` the role prompt is put before the task (`ROLE\n\nTASK`). Empty: this profile cannot
     /// run sub-agents.
     pub headless: Vec<String>,
     /// How the headless output is read: the final answer for the result file, the token usage for

@@ -93,7 +93,7 @@ pub(crate) fn builtin() -> BTreeMap<String, Profile> {
     // `codex exec` never starts the shared app-server daemon (checked with 0.171.0); the TUI does
     // (`app-server --managed-daemon`, outside mpm's tree), so mpm starts it with `--no-daemon`.
     // `--ephemeral`: no rollout file per sub-agent. The role arrives as a developer message
-    // (`-c developer_instructions=...`; a value that is not valid TOML is taken literally).
+    // (`-c developer_instructions=...`, the value read as TOML: `{role_toml}` quotes it).
     p.insert(
         "codex".to_string(),
         Profile {
@@ -107,7 +107,7 @@ pub(crate) fn builtin() -> BTreeMap<String, Profile> {
                 "--ephemeral",
                 "--json",
                 "-c",
-                "developer_instructions={role}",
+                "developer_instructions={role_toml}",
                 "{task}",
             ]),
             headless_output: HeadlessOutput::Codex,

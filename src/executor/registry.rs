@@ -17,6 +17,11 @@ use crate::patterns::AgentResolver;
 
 use super::argv::{self, TemplateError};
 
+/// Whether a template element takes the role prompt (`{role}` or `{role_toml}`).
+fn has_role(element: &str) -> bool {
+    element.contains("{role}") || element.contains("{role_toml}")
+}
+
 /// One agent of the registry, with every default applied.
 #[derive(Debug, Clone, Serialize)]
 pub struct Agent {
@@ -125,7 +130,7 @@ impl AgentRegistry {
                 Vec::new()
             }
             Some(p) => {
-                role_in_task = !p.headless.iter().any(|e| e.contains("{role}"));
+                role_in_task = !p.headless.iter().any(|e| has_role(e));
                 p.headless.clone()
             }
         };
