@@ -2,8 +2,9 @@
 //!
 //! Rules (model text never reaches a shell and never becomes a flag):
 //! - Placeholders `{task}`, `{role}`, `{role_toml}`, `{agent}`, `{session}`, `{delegation_id}` are
-//!   substituted inside argv elements, in one pass: substituted text is never scanned again, so a task containing
-//!   `{role}` stays literal. Other `{...}` text is left alone (JSON arguments stay valid).
+//!   substituted inside argv elements, in one pass: substituted text is never scanned again, so a
+//!   task containing `{role}` stays literal. Other `{...}` text is left alone (JSON arguments stay
+//!   valid).
 //! - A template has exactly one `{task}`, and `argv[0]` holds no placeholder: the program is always
 //!   the configured one and the task is always exactly one argv element.
 //! - Flag guard: when an element *starts* with a placeholder and the substituted element starts
