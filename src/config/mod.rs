@@ -271,8 +271,8 @@ pub struct AgentConfig {
     pub description: String,
     /// Role prompt, substituted for `{role}`.
     pub role: String,
-    /// argv template; `{task}`, `{role}`, `{agent}`, `{session}`, `{delegation_id}` are substituted inside
-    /// elements. Empty = the headless form of the agent's profile.
+    /// argv template; `{task}`, `{role}`, `{role_toml}`, `{agent}`, `{session}`, `{delegation_id}`
+    /// are substituted inside elements. Empty = the headless form of the agent's profile.
     pub argv: Vec<String>,
     /// The agent CLI profile whose headless form runs this agent's delegations (when `argv` is
     /// empty) and whose output format is read; default `executor.default_profile`.

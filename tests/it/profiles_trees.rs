@@ -41,9 +41,7 @@ fn session_leaves_nothing(cli: &str, ready: &str) {
         ),
     ));
     spawn.env.push(("MPM_TEST_MARK".into(), mark));
-    spawn
-        .env
-        .extend(setup(cli, &home, &work, server.port).into_iter());
+    spawn.env.extend(setup(cli, &home, &work, server.port));
     let mut pty = spawn.start();
     assert!(
         wait_until(UP, || pty.text().contains(ready)),
