@@ -370,3 +370,56 @@ fn codex_usage_counts_against_the_session_budget() {
     h.shutdown(SessionExitPolicy::Cancel);
     drop(leftovers);
 }
+
+/// A profile of the user's own (no real CLI needed): its headless form has no `{role}`, so the
+/// role prompt reaches the program before the task, in the one task argument; its `env` reaches
+/// the sub-agent under the agent's own; `headless_output: text` puts stdout in the result file.
+#[test]
+fn user_profile_without_role_flag_gets_the_role_before_the_task() {
+    let mut cfg = Config::default();
+    cfg.profiles.insert(
+        "echoer".into(),
+        mpm::config::Profile {
+            command: vec!["python3".into()],
+            headless: [
+                "python3",
+                "-c",
+                "import os, sys; print(repr(sys.argv[1:])); print(os.environ['FROM_PROFILE'], os.environ['BOTH'])",
+                "{task}",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            env: [("FROM_PROFILE", "p"), ("BOTH", "profile")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            headless_output: mpm::config::HeadlessOutput::Text,
+            ..Default::default()
+        },
+    );
+    let qa = cfg.agents.get_mut("qa").unwrap();
+    qa.profile = Some("echoer".into());
+    qa.role = "You are QA.".into();
+    qa.env.insert("BOTH".into(), "agent".into());
+    let mut h = Harness::start(&cfg);
+    h.submit("QA", "-v test fib()");
+    h.until_finished(1);
+    let fin = h.finished("-v test fib()");
+    assert_eq!(
+        crate::executor_support::status(fin),
+        "success",
+        "{}",
+        h.dump()
+    );
+    let EventBody::DelegationFinished { result_path, .. } = &fin.body else {
+        unreachable!()
+    };
+    let text = std::fs::read_to_string(result_path.as_deref().unwrap()).unwrap();
+    let body = mpm::executor::result_file::body_of(&text);
+    assert_eq!(
+        body, "['You are QA.\\n\\n-v test fib()']\np agent\n",
+        "one argument, role first: {text}"
+    );
+    assert!(text.contains("- profile: echoer"), "{text}");
+}
