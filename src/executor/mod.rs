@@ -24,8 +24,9 @@
 //! `retry.max_retries` extra attempts. Breaker: failed or timed-out delegations (after retries)
 //! count as failures; see [`guards::Breaker`].
 //!
-//! Output: `<state_dir>/<id>.stdout`, `<id>.stderr` and, when stdout holds a stream-json/json
-//! `result` line, `<id>.result.md`; `output_path` points at the result file when there is one,
+//! Output: `<state_dir>/<id>.stdout`, `<id>.stderr` and, when stdout holds the sub-agent's final
+//! answer in its profile's headless format ([`headless`]: claude's `result` line, codex's last
+//! `agent_message`, ...), `<id>.result.md`; `output_path` points at the result file when there is one,
 //! else at the stdout file, else (the sub-agent wrote nothing to stdout: no file) it is null.
 //! Each stream's file is created on its first byte. Every delegation that ran also gets a readable
 //! `<agent>-<short id>.md` with a header ([`result_file`]), named by `result_path` in
