@@ -94,6 +94,7 @@ pub(crate) fn builtin() -> BTreeMap<String, Profile> {
     // (`app-server --managed-daemon`, outside mpm's tree), so mpm starts it with `--no-daemon`.
     // `--ephemeral`: no rollout file per sub-agent. The role arrives as a developer message
     // (`-c developer_instructions=...`, the value read as TOML: `{role_toml}` quotes it).
+    // `--sandbox workspace-write`: it may edit the working folder, like claude's `acceptEdits`.
     p.insert(
         "codex".to_string(),
         Profile {
@@ -106,6 +107,8 @@ pub(crate) fn builtin() -> BTreeMap<String, Profile> {
                 "--skip-git-repo-check",
                 "--ephemeral",
                 "--json",
+                "--sandbox",
+                "workspace-write",
                 "-c",
                 "developer_instructions={role_toml}",
                 "{task}",
