@@ -109,7 +109,7 @@ impl Default for Profile {
             description: String::new(),
             args: Vec::new(),
             headless: Vec::new(),
-            headless_output: HeadlessOutput::Text,
+            headless_output: HeadlessOutput::default(),
         }
     }
 }

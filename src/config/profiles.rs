@@ -24,7 +24,6 @@ use super::{FeedbackMode, Profile};
 pub enum HeadlessOutput {
     /// claude `-p --output-format stream-json` (or `json`): the `result` line's text, `usage` and
     /// `total_cost_usd`.
-    #[default]
     Claude,
     /// codex `exec --json`: the last `item.completed` `agent_message`, usage summed over
     /// `turn.completed` (input + output tokens).
@@ -38,7 +37,8 @@ pub enum HeadlessOutput {
     /// aider `--message --no-pretty`: the text between the start-up banner and the last
     /// `Tokens: N sent, M received.` line, which gives the usage (`2.4k` = 2400).
     Aider,
-    /// Anything else: stdout as it is, no usage.
+    /// Anything else: stdout as it is, no usage (the default for a new profile).
+    #[default]
     Text,
 }
 
