@@ -4,7 +4,7 @@
 //!
 //! One pass over the stdout file, line by line; JSON is parsed only on lines that look like the
 //! events a format's reader needs. Formats (checked on the pinned versions; samples in
-//! `fixtures/headless/`):
+//! `fixtures/headless/`, `*_tool.jsonl` with a tool call between two texts):
 //! - claude stream-json / json: [`result_file::read_outcome`].
 //! - codex `exec --json`: `item.completed` with `item.type == "agent_message"` (the last one is the
 //!   answer; an `error` item is a warning), `turn.completed.usage` summed (input + output tokens;
@@ -356,6 +356,33 @@ mod tests {
         let o = parse("just text\n".as_bytes(), HeadlessOutput::Aider);
         assert_eq!(o.result.as_deref(), Some("just text"));
         assert_eq!(o.tokens, 0);
+    }
+
+    /// Recorded with a tool call: the text before it ("Let me look.") is not the answer.
+    const AFTER_TOOL: &str = "The folder holds notes.txt.";
+
+    #[test]
+    fn codex_with_a_command_recorded() {
+        let o = read_outcome(&fixture("codex_tool.jsonl"), HeadlessOutput::Codex);
+        assert_eq!(o.result.as_deref(), Some(AFTER_TOOL));
+        assert_eq!(
+            o.tokens, 315,
+            "one turn: 300 input + 15 output over both calls"
+        );
+    }
+
+    #[test]
+    fn gemini_with_a_tool_call_recorded() {
+        let o = read_outcome(&fixture("gemini_tool.jsonl"), HeadlessOutput::Gemini);
+        assert_eq!(o.result.as_deref(), Some(AFTER_TOOL));
+        assert_eq!(o.tokens, 471);
+    }
+
+    #[test]
+    fn opencode_with_a_tool_call_recorded() {
+        let o = read_outcome(&fixture("opencode_tool.jsonl"), HeadlessOutput::Opencode);
+        assert_eq!(o.result.as_deref(), Some(AFTER_TOOL));
+        assert_eq!(o.tokens, 315, "two steps: 105 + 210");
     }
 
     #[test]
