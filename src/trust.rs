@@ -26,6 +26,8 @@ pub const PROJECT_FILE: &str = ".mpm/config.yaml";
 pub const DANGEROUS: &[&str] = &[
     "profiles.*.command",
     "profiles.*.env",
+    "profiles.*.args",
+    "profiles.*.headless",
     "agents.*.argv",
     "agents.*.env",
     "agents.*.cwd",
@@ -235,6 +237,16 @@ mod tests {
         assert_eq!(
             dangerous_keys(&v),
             vec!["profiles.claude.command", "agents.eng.argv"]
+        );
+        // A profile's added flags and headless form are programs' argv too; choosing a profile
+        // (among trusted ones) is not.
+        let v: Value = serde_saphyr::from_str(
+            "profiles:\n  codex:\n    args: [x]\n    headless: [y, '{task}']\n    headless_output: text\nagents:\n  qa:\n    profile: codex\n",
+        )
+        .unwrap();
+        assert_eq!(
+            dangerous_keys(&v),
+            vec!["profiles.codex.args", "profiles.codex.headless"]
         );
         let harmless: Value = serde_saphyr::from_str("limits:\n  interval_ms: 100\n").unwrap();
         assert!(dangerous_keys(&harmless).is_empty());

@@ -41,6 +41,17 @@ pub fn agents(g: &GlobalArgs, c: AgentsCommand) -> anyhow::Result<i32> {
                 let _ = writeln!(out, "  aliases:      {}", agent.aliases.join(", "));
                 let _ = writeln!(
                     out,
+                    "  profile:      {} (output: {}{})",
+                    agent.profile,
+                    agent.output.as_str(),
+                    if agent.role_in_task {
+                        ", role before the task"
+                    } else {
+                        ""
+                    }
+                );
+                let _ = writeln!(
+                    out,
                     "  argv:         {}",
                     serde_json::to_string(&agent.argv)?
                 );

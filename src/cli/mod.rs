@@ -12,6 +12,7 @@ mod daemon_cmd;
 mod delegations;
 pub(crate) mod output;
 mod patterns_cmd;
+mod profiles;
 mod prompt_cmd;
 mod run;
 mod scan;
@@ -66,6 +67,9 @@ pub(crate) enum Command {
     /// The agent registry.
     #[command(subcommand)]
     Agents(agents::AgentsCommand),
+    /// Agent CLI profiles: what each does, whether its CLI is installed.
+    #[command(subcommand)]
+    Profiles(profiles::ProfilesCommand),
     /// The merged configuration.
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
@@ -155,6 +159,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Scan(a) => scan::scan(&g, a),
         Command::Patterns(c) => patterns_cmd::patterns(&g, c),
         Command::Agents(c) => agents::agents(&g, c),
+        Command::Profiles(c) => profiles::profiles(&g, c),
         Command::Config(c) => config_cmd::config(&g, c),
         Command::Daemon(a) => daemon_cmd::daemon(&g, a),
         Command::Worker(a) => worker_cmd::worker(&g, a),

@@ -78,9 +78,10 @@ pub fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<i32> {
     }
     let profile = cfg.active_profile()?;
     let command = if a.command.is_empty() {
-        profile.command.clone()
+        // The profile's own command gets the flags mpm adds for it (codex: `--no-daemon`).
+        profile.session_command()
     } else {
-        a.command.clone()
+        cfg.with_profile_args(&a.command)
     };
     if command.is_empty() {
         return Err(super::UsageError(format!(

@@ -13,11 +13,13 @@ mod distributed;
 mod event_hooks;
 mod layers;
 mod orchestration;
+mod profiles;
 mod ranges;
 
 pub use budgets::{AgentBudget, BudgetsConfig};
 pub use event_hooks::{EventHook, NotifyConfig};
 pub use orchestration::{FeedbackMode, OrchestrationConfig, OrchestrationMode};
+pub use profiles::HeadlessOutput;
 
 pub use distributed::{BackendKind, Isolation, NatsConfig, WorktreeConfig};
 
@@ -61,7 +63,9 @@ pub struct Config {
     pub worktree: WorktreeConfig,
 }
 
-/// How to start one agent CLI and read its output.
+/// How to start one agent CLI and read its output, interactively (`mpm run`) and headless (a
+/// sub-agent run by the executor). The built-ins are in `config::profiles`; every field can be
+/// overridden from a config file (`profiles.<name>.<field>`), and new names add profiles.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Profile {
@@ -75,6 +79,32 @@ pub struct Profile {
     pub screen: bool,
     /// How finished delegation results reach this CLI's main agent (opt-in except for claude).
     pub feedback: FeedbackMode,
+    /// What this profile is for (shown by `mpm profiles`).
+    pub description: String,
+    /// Flags mpm puts after the program whenever it starts this CLI (e.g. codex's `--no-daemon`):
+    /// after the profile's own `command`, and after a command given after `--` whose program has
+    /// the same name as this profile's (flags it already has are not repeated).
+    pub args: Vec<String>,
+    /// The headless form for sub-agents: an argv template like an agent's `argv` (`{task}` exactly
+    /// once, always one argv element; `{role}`, `{role_toml}`, `{agent}`, `{session}`,
+    /// `{delegation_id}`). Without `{role}` or `{role_toml}` the role prompt is put before the task (`ROLE\n\nTASK`). Empty: this profile cannot
+    /// run sub-agents.
+    pub headless: Vec<String>,
+    /// How the headless output is read: the final answer for the result file, the token usage for
+    /// the budgets.
+    pub headless_output: HeadlessOutput,
+}
+
+impl Profile {
+    /// The argv `mpm run` starts for this profile when no command is given: `command` with
+    /// `args` after the program.
+    pub fn session_command(&self) -> Vec<String> {
+        let mut argv = self.command.clone();
+        if !argv.is_empty() {
+            argv.splice(1..1, self.args.iter().cloned());
+        }
+        argv
+    }
 }
 
 impl Default for Profile {
@@ -85,6 +115,10 @@ impl Default for Profile {
             transcript: false,
             screen: true,
             feedback: FeedbackMode::Off,
+            description: String::new(),
+            args: Vec::new(),
+            headless: Vec::new(),
+            headless_output: HeadlessOutput::default(),
         }
     }
 }
@@ -181,6 +215,9 @@ pub struct ExecutorConfig {
     pub on_unknown_agent: UnknownAgentPolicy,
     /// Where unknown agent names go under `on_unknown_agent: default`.
     pub default_agent: String,
+    /// The profile whose headless form runs the delegations of agents that name none
+    /// (`agents.<name>.profile`) and set no `argv`.
+    pub default_profile: String,
     /// Delegations still queued or running when the session ends: `cancel` or `wait`.
     pub on_session_exit: SessionExitPolicy,
     /// Consecutive failures that open an agent's circuit breaker.
@@ -212,6 +249,7 @@ impl Default for ExecutorConfig {
             rate_per_minute: 30,
             on_unknown_agent: UnknownAgentPolicy::Default,
             default_agent: "engineer".into(),
+            default_profile: "claude".into(),
             on_session_exit: SessionExitPolicy::Cancel,
             breaker_failures: 5,
             breaker_cooldown_secs: 60,
@@ -262,9 +300,12 @@ pub struct AgentConfig {
     pub description: String,
     /// Role prompt, substituted for `{role}`.
     pub role: String,
-    /// argv template; `{task}`, `{role}`, `{agent}`, `{session}`, `{delegation_id}` are substituted inside
-    /// elements. Empty = the executor's default template.
+    /// argv template; `{task}`, `{role}`, `{role_toml}`, `{agent}`, `{session}`, `{delegation_id}`
+    /// are substituted inside elements. Empty = the headless form of the agent's profile.
     pub argv: Vec<String>,
+    /// The agent CLI profile whose headless form runs this agent's delegations (when `argv` is
+    /// empty) and whose output format is read; default `executor.default_profile`.
+    pub profile: Option<String>,
     /// Working directory of its delegations; default the session's.
     pub cwd: Option<PathBuf>,
     /// Environment added to its delegations.
@@ -484,18 +525,7 @@ fn strings(v: &[&str]) -> Vec<String> {
 /// flag (the prompt is positional), so a task starting with `-` is guarded by the executor's argv
 /// rules (`executor::argv`: a leading space), never read as a flag.
 pub fn default_agent_argv() -> Vec<String> {
-    strings(&[
-        "claude",
-        "-p",
-        "{task}",
-        "--append-system-prompt",
-        "{role}",
-        "--output-format",
-        "stream-json",
-        "--verbose",
-        "--permission-mode",
-        "acceptEdits",
-    ])
+    strings(profiles::CLAUDE_HEADLESS)
 }
 
 fn agent(aliases: &[&str], description: &str, role: &str) -> AgentConfig {
@@ -503,32 +533,13 @@ fn agent(aliases: &[&str], description: &str, role: &str) -> AgentConfig {
         aliases: strings(aliases),
         description: s(description),
         role: s(role),
-        argv: default_agent_argv(),
         ..AgentConfig::default()
     }
 }
 
 impl Default for Config {
     fn default() -> Self {
-        let mut profiles = BTreeMap::new();
-        profiles.insert(
-            s("claude"),
-            Profile {
-                command: strings(&["claude"]),
-                transcript: true,
-                feedback: FeedbackMode::OnIdle,
-                ..Profile::default()
-            },
-        );
-        for (name, cmd) in [("codex", "codex"), ("gemini", "gemini"), ("aider", "aider")] {
-            profiles.insert(
-                s(name),
-                Profile {
-                    command: strings(&[cmd]),
-                    ..Profile::default()
-                },
-            );
-        }
+        let profiles = profiles::builtin();
         // Aliases are what a model calls an agent. Words that are also common section labels
         // ("Testing", "Deployment", "Data", "Analysis") are left out on purpose: `**X**:` starts an
         // agent when X is a registered name or alias, and a bold label must not.
@@ -615,6 +626,35 @@ impl Default for Config {
 }
 
 impl Config {
+    /// `argv` (a command given after `--`) with the flags mpm adds for its CLI: the `args` of the
+    /// profile whose program has the same file name as `argv[0]` (the active profile first), each
+    /// one not already in `argv`, put after the program.
+    pub fn with_profile_args(&self, argv: &[String]) -> Vec<String> {
+        let base = |p: &str| {
+            std::path::Path::new(p)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        };
+        let mut out = argv.to_vec();
+        let Some(prog) = argv.first().and_then(|p| base(p)) else {
+            return out;
+        };
+        let active = self.profiles.get(&self.profile).into_iter();
+        let profile = active.chain(self.profiles.values()).find(|p| {
+            !p.args.is_empty() && p.command.first().and_then(|c| base(c)).as_ref() == Some(&prog)
+        });
+        if let Some(p) = profile {
+            let add: Vec<String> = p
+                .args
+                .iter()
+                .filter(|a| !argv[1..].contains(a))
+                .cloned()
+                .collect();
+            out.splice(1..1, add);
+        }
+        out
+    }
+
     /// The active profile, or an error naming the unknown profile and the known ones.
     pub fn active_profile(&self) -> Result<&Profile, ConfigError> {
         self.profiles

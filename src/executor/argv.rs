@@ -1,9 +1,10 @@
 //! argv templating: turning an agent's template and a task into the exact argv to exec.
 //!
 //! Rules (model text never reaches a shell and never becomes a flag):
-//! - Placeholders `{task}`, `{role}`, `{agent}`, `{session}`, `{delegation_id}` are substituted inside
-//!   argv elements, in one pass: substituted text is never scanned again, so a task containing
-//!   `{role}` stays literal. Other `{...}` text is left alone (JSON arguments stay valid).
+//! - Placeholders `{task}`, `{role}`, `{role_toml}`, `{agent}`, `{session}`, `{delegation_id}` are
+//!   substituted inside argv elements, in one pass: substituted text is never scanned again, so a
+//!   task containing `{role}` stays literal. Other `{...}` text is left alone (JSON arguments stay
+//!   valid).
 //! - A template has exactly one `{task}`, and `argv[0]` holds no placeholder: the program is always
 //!   the configured one and the task is always exactly one argv element.
 //! - Flag guard: when an element *starts* with a placeholder and the substituted element starts
@@ -26,8 +27,36 @@ pub enum TemplateError {
     TaskCount(usize),
 }
 
-/// The placeholders a template may use.
-pub const PLACEHOLDERS: [&str; 5] = ["task", "role", "agent", "session", "delegation_id"];
+/// The placeholders a template may use. `{role_toml}` is the role as a TOML basic string (quoted,
+/// escaped), for CLIs that read a `key=value` override as TOML (codex `-c
+/// developer_instructions={role_toml}`): any role text arrives literally.
+pub const PLACEHOLDERS: [&str; 6] = [
+    "task",
+    "role",
+    "role_toml",
+    "agent",
+    "session",
+    "delegation_id",
+];
+
+/// `text` as a TOML basic string: in double quotes, with `"`, `\\` and control characters escaped.
+pub fn toml_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
 
 /// Values substituted for the placeholders.
 #[derive(Debug, Clone, Copy)]
@@ -40,15 +69,16 @@ pub struct Values<'a> {
 }
 
 impl Values<'_> {
-    fn get(&self, name: &str) -> Option<&str> {
-        Some(match name {
+    fn get(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
+        Some(std::borrow::Cow::Borrowed(match name {
             "task" => self.task,
             "role" => self.role,
+            "role_toml" => return Some(toml_string(self.role).into()),
             "agent" => self.agent,
             "session" => self.session,
             "delegation_id" => self.delegation_id,
             _ => return None,
-        })
+        }))
     }
 }
 
@@ -91,7 +121,7 @@ fn substitute(element: &str, v: &Values<'_>) -> (String, bool) {
                 if out.is_empty() && open == 0 && element.len() == rest.len() {
                     starts_with_placeholder = true;
                 }
-                out.push_str(val);
+                out.push_str(&val);
                 rest = &after[close + 1..];
             }
             None => {
@@ -210,6 +240,20 @@ mod tests {
             Err(TemplateError::TaskCount(2))
         );
         assert!(validate_template(&crate::config::default_agent_argv()).is_ok());
+    }
+
+    #[test]
+    fn role_toml_is_a_quoted_escaped_toml_string() {
+        let v = Values {
+            task: "t",
+            role: "say \"hi\"\\ then\nstop\u{1}",
+            agent: "a",
+            session: "s",
+            delegation_id: "d",
+        };
+        let argv = expand(&t(&["codex", "-c", "x={role_toml}", "{task}"]), &v).unwrap();
+        assert_eq!(argv[2], r#"x="say \"hi\"\\ then\nstop\u0001""#);
+        assert_eq!(toml_string(""), "\"\"");
     }
 
     #[test]

@@ -77,8 +77,9 @@ pub async fn run_attempts(
     mut on_start: impl FnMut(u32) -> Option<SpawnGuard>,
 ) -> (AttemptEnd, u32) {
     let agent = &spec.agent;
+    let task = super::AgentRegistry::task_text(agent, &spec.task);
     let values = argv::Values {
-        task: &spec.task,
+        task: &task,
         role: &agent.role,
         agent: &agent.name,
         session: &spec.session,

@@ -24,8 +24,9 @@
 //! `retry.max_retries` extra attempts. Breaker: failed or timed-out delegations (after retries)
 //! count as failures; see [`guards::Breaker`].
 //!
-//! Output: `<state_dir>/<id>.stdout`, `<id>.stderr` and, when stdout holds a stream-json/json
-//! `result` line, `<id>.result.md`; `output_path` points at the result file when there is one,
+//! Output: `<state_dir>/<id>.stdout`, `<id>.stderr` and, when stdout holds the sub-agent's final
+//! answer in its profile's headless format ([`headless`]: claude's `result` line, codex's last
+//! `agent_message`, ...), `<id>.result.md`; `output_path` points at the result file when there is one,
 //! else at the stdout file, else (the sub-agent wrote nothing to stdout: no file) it is null.
 //! Each stream's file is created on its first byte. Every delegation that ran also gets a readable
 //! `<agent>-<short id>.md` with a header ([`result_file`]), named by `result_path` in
@@ -45,9 +46,10 @@ pub(crate) mod backend;
 pub(crate) mod budget;
 pub(crate) mod cancel;
 pub(crate) mod guards;
+pub(crate) mod headless;
 pub mod nats;
 pub(crate) mod registry;
-pub(crate) mod result_file;
+pub mod result_file;
 pub(crate) mod run;
 pub(crate) mod slots;
 pub(crate) mod spawn;
@@ -812,10 +814,11 @@ async fn run_delegation(shared: Arc<Shared>, job: Job) {
     let outcome = match stdout_len {
         None | Some(0) => result_file::Outcome::default(),
         // Small outputs are scanned in place; large ones off the scheduler's thread.
-        Some(len) if len <= 256 << 10 => result_file::read_outcome(&stdout_path),
+        Some(len) if len <= 256 << 10 => headless::read_outcome(&stdout_path, job.agent.output),
         Some(_) => {
             let src = stdout_path.clone();
-            tokio::task::spawn_blocking(move || result_file::read_outcome(&src))
+            let format = job.agent.output;
+            tokio::task::spawn_blocking(move || headless::read_outcome(&src, format))
                 .await
                 .unwrap_or_default()
         }
@@ -861,6 +864,7 @@ async fn run_delegation(shared: Arc<Shared>, job: Job) {
             delegation_id: &id,
             exit_code,
             reason: reason.as_deref(),
+            profile: Some(&job.agent.profile),
         };
         match result_file::write(
             &shared.state_dir,

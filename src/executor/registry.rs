@@ -12,10 +12,15 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::config::{AgentConfig, Config, RetryConfig, UnknownAgentPolicy, default_agent_argv};
+use crate::config::{AgentConfig, Config, HeadlessOutput, RetryConfig, UnknownAgentPolicy};
 use crate::patterns::AgentResolver;
 
 use super::argv::{self, TemplateError};
+
+/// Whether a template element takes the role prompt (`{role}` or `{role_toml}`).
+fn has_role(element: &str) -> bool {
+    element.contains("{role}") || element.contains("{role_toml}")
+}
 
 /// One agent of the registry, with every default applied.
 #[derive(Debug, Clone, Serialize)]
@@ -28,8 +33,17 @@ pub struct Agent {
     pub description: String,
     /// Role prompt, substituted for `{role}`.
     pub role: String,
-    /// argv template (the executor's default when the config left it empty).
+    /// argv template (the headless form of its profile when the config left it empty).
     pub argv: Vec<String>,
+    /// The agent CLI profile it runs with (`agents.<name>.profile`, else
+    /// `executor.default_profile`): its headless form when `argv` is unset, its output format.
+    pub profile: String,
+    /// How its stdout is read (the profile's `headless_output`; `text` for an unknown profile).
+    pub output: HeadlessOutput,
+    /// The role prompt goes before the task (`ROLE\n\nTASK`) because the profile's headless form
+    /// has no `{role}` (the CLI has no system-prompt flag).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub role_in_task: bool,
     /// Working directory of its delegations (`None`: the session's).
     pub cwd: Option<PathBuf>,
     /// Environment added to its delegations.
@@ -109,22 +123,52 @@ impl AgentRegistry {
     }
 
     fn agent_from(name: &str, ac: &AgentConfig, cfg: &Config) -> Agent {
-        let argv = if ac.argv.is_empty() {
-            default_agent_argv()
-        } else {
-            ac.argv.clone()
+        let profile_name = ac
+            .profile
+            .clone()
+            .unwrap_or_else(|| cfg.executor.default_profile.clone());
+        let profile = cfg.profiles.get(&profile_name);
+        let mut invalid = None;
+        let mut role_in_task = false;
+        let argv = match profile {
+            _ if !ac.argv.is_empty() => ac.argv.clone(),
+            None => {
+                invalid = Some(format!(
+                    "unknown profile {profile_name:?} (known: {})",
+                    cfg.profiles.keys().cloned().collect::<Vec<_>>().join(", ")
+                ));
+                Vec::new()
+            }
+            Some(p) if p.headless.is_empty() => {
+                invalid = Some(format!(
+                    "profile {profile_name:?} has no headless form (profiles.{profile_name}.headless)"
+                ));
+                Vec::new()
+            }
+            Some(p) => {
+                role_in_task = !p.headless.iter().any(|e| has_role(e));
+                p.headless.clone()
+            }
         };
-        let invalid = argv::validate_template(&argv)
-            .err()
-            .map(|e: TemplateError| e.to_string());
+        if invalid.is_none() {
+            invalid = argv::validate_template(&argv)
+                .err()
+                .map(|e: TemplateError| e.to_string());
+        }
+        // The profile's environment (e.g. CODEX_HOME), then the agent's own on top.
+        let mut env = profile.map(|p| p.env.clone()).unwrap_or_default();
+        env.extend(ac.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         Agent {
             name: name.to_string(),
             aliases: ac.aliases.clone(),
             description: ac.description.clone(),
             role: ac.role.clone(),
             argv,
+            profile: profile_name,
+            output: profile.map_or(HeadlessOutput::Text, |p| p.headless_output),
+            role_in_task,
             cwd: ac.cwd.clone(),
-            env: ac.env.clone(),
+            env,
             timeout_secs: ac.timeout_secs.unwrap_or(cfg.executor.timeout_secs),
             max_parallel: ac.max_parallel,
             retry: ac.retry.clone(),
@@ -135,6 +179,16 @@ impl AgentRegistry {
                 .or_else(|| Some(cfg.limits.rlimits.clone()).filter(|r| *r != Default::default())),
             invalid,
             isolation: ac.isolation,
+        }
+    }
+
+    /// The text substituted for `{task}`: the task, after the role prompt when the profile's
+    /// headless form has no `{role}`.
+    pub fn task_text(agent: &Agent, task: &str) -> String {
+        if agent.role_in_task && !agent.role.trim().is_empty() {
+            format!("{}\n\n{task}", agent.role.trim_end())
+        } else {
+            task.to_string()
         }
     }
 
@@ -230,7 +284,10 @@ mod tests {
         let r = reg(UnknownAgentPolicy::Default);
         assert_eq!(r.agents().count(), 8);
         let e = r.get("engineer").unwrap();
-        assert_eq!(e.argv, default_agent_argv());
+        assert_eq!(e.argv, crate::config::default_agent_argv());
+        assert_eq!(e.profile, "claude");
+        assert_eq!(e.output, HeadlessOutput::Claude);
+        assert!(!e.role_in_task);
         assert_eq!(e.timeout_secs, 300);
         assert!(e.invalid.is_none());
     }
@@ -247,5 +304,61 @@ mod tests {
         );
         let r = AgentRegistry::from_config(&cfg);
         assert!(r.get("shell").unwrap().invalid.is_some());
+    }
+
+    #[test]
+    fn agent_profile_picks_the_headless_form_and_output() {
+        let mut cfg = Config::default();
+        cfg.agents.get_mut("qa").unwrap().profile = Some("gemini".into());
+        cfg.agents.get_mut("research").unwrap().profile = Some("codex".into());
+        cfg.executor.default_profile = "aider".into();
+        cfg.profiles
+            .get_mut("gemini")
+            .unwrap()
+            .env
+            .insert("GEMINI_API_KEY".into(), "k".into());
+        cfg.agents
+            .get_mut("qa")
+            .unwrap()
+            .env
+            .insert("GEMINI_API_KEY".into(), "mine".into());
+        let r = AgentRegistry::from_config(&cfg);
+        let qa = r.get("qa").unwrap();
+        assert_eq!(qa.argv[0], "gemini");
+        assert_eq!(qa.output, HeadlessOutput::Gemini);
+        assert!(qa.role_in_task, "gemini has no system-prompt flag");
+        assert_eq!(qa.env["GEMINI_API_KEY"], "mine", "the agent's env wins");
+        assert_eq!(
+            AgentRegistry::task_text(qa, "test fib()"),
+            format!("{}\n\ntest fib()", qa.role)
+        );
+        let research = r.get("research").unwrap();
+        assert_eq!(&research.argv[..2], ["codex", "exec"]);
+        assert!(
+            !research.role_in_task,
+            "codex takes the role as developer_instructions"
+        );
+        assert_eq!(AgentRegistry::task_text(research, "x"), "x");
+        let eng = r.get("engineer").unwrap();
+        assert_eq!(eng.profile, "aider", "executor.default_profile");
+        assert_eq!(eng.output, HeadlessOutput::Aider);
+        assert!(eng.invalid.is_none());
+    }
+
+    #[test]
+    fn unknown_profile_or_one_without_headless_form_is_invalid() {
+        let mut cfg = Config::default();
+        cfg.agents.get_mut("qa").unwrap().profile = Some("nope".into());
+        cfg.agents.get_mut("ops").unwrap().profile = Some("shell".into());
+        let r = AgentRegistry::from_config(&cfg);
+        let why = r.get("qa").unwrap().invalid.clone().unwrap();
+        assert!(why.contains("unknown profile \"nope\""), "{why}");
+        let why = r.get("ops").unwrap().invalid.clone().unwrap();
+        assert!(why.contains("no headless form"), "{why}");
+        // An explicit argv needs no headless form; the profile still names the output format.
+        cfg.agents.get_mut("ops").unwrap().argv = vec!["my-agent".into(), "{task}".into()];
+        let r = AgentRegistry::from_config(&cfg);
+        assert!(r.get("ops").unwrap().invalid.is_none());
+        assert_eq!(r.get("ops").unwrap().output, HeadlessOutput::Text);
     }
 }

@@ -126,15 +126,25 @@ pub struct Header<'a> {
     pub delegation_id: &'a str,
     pub exit_code: Option<i32>,
     pub reason: Option<&'a str>,
+    /// The agent CLI profile the sub-agent ran with.
+    pub profile: Option<&'a str>,
 }
 
 /// The header: a markdown title and one `key: value` line each (the task on one line).
 pub fn header_text(h: &Header<'_>) -> String {
+    header_with_usage(h, &Outcome::default())
+}
+
+/// The header, with the tokens and cost the sub-agent reported (when it reported any).
+pub fn header_with_usage(h: &Header<'_>, outcome: &Outcome) -> String {
     let mut s = String::new();
     let task = h.task.split_whitespace().collect::<Vec<_>>().join(" ");
     let _ = writeln!(s, "# mpm delegation: {}", h.agent);
     s.push('\n');
     let _ = writeln!(s, "- agent: {}", h.agent);
+    if let Some(p) = h.profile {
+        let _ = writeln!(s, "- profile: {p}");
+    }
     let _ = writeln!(s, "- task: {task}");
     let _ = writeln!(s, "- status: {}", h.status.as_str());
     let _ = writeln!(s, "- duration: {:.1}s", h.duration_ms as f64 / 1000.0);
@@ -145,6 +155,12 @@ pub fn header_text(h: &Header<'_>) -> String {
     }
     if let Some(r) = h.reason {
         let _ = writeln!(s, "- reason: {r}");
+    }
+    if outcome.tokens > 0 {
+        let _ = writeln!(s, "- tokens: {}", outcome.tokens);
+    }
+    if let Some(c) = outcome.cost_usd {
+        let _ = writeln!(s, "- cost: ${c:.4}");
     }
     s.push_str("\n---\n\n");
     s
@@ -183,7 +199,7 @@ pub fn write(
     stderr: &Path,
 ) -> std::io::Result<PathBuf> {
     let path = dir.join(file_name(h.agent, h.delegation_id));
-    let mut text = header_text(h);
+    let mut text = header_with_usage(h, outcome);
     let body = match &outcome.result {
         Some(r) => Some((cut(r, MAX_BODY_BYTES).to_string(), r.len() > MAX_BODY_BYTES)),
         None => head(stdout, MAX_BODY_BYTES)
@@ -295,11 +311,16 @@ mod tests {
             delegation_id: "abcdef12-0000",
             exit_code: Some(0),
             reason: None,
+            profile: Some("claude"),
         };
         let p = write(
             dir.path(),
             &h,
-            &Outcome::default(),
+            &Outcome {
+                result: None,
+                tokens: 150,
+                cost_usd: None,
+            },
             &out,
             &dir.path().join("e"),
         )
@@ -313,6 +334,8 @@ mod tests {
             "- status: success",
             "- duration: 1.5s",
             "- session: s1",
+            "- profile: claude",
+            "- tokens: 150",
         ] {
             assert!(text.contains(line), "{line} in {text}");
         }

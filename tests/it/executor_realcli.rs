@@ -23,12 +23,17 @@ fn engineer_default_argv_runs_the_real_cli_and_saves_the_result() {
     let mut cfg = Config::default();
     cfg.run.grace_secs = 1.0;
     cfg.executor.timeout_secs = 60;
-    let engineer = cfg.agents.get_mut("engineer").unwrap();
+    // The built-in engineer sets no argv: it runs the default profile's (claude's) headless form.
     assert_eq!(
-        engineer.argv,
+        mpm::executor::AgentRegistry::from_config(&cfg)
+            .get("engineer")
+            .unwrap()
+            .argv,
         mpm::config::default_agent_argv(),
         "built-in argv untouched"
     );
+    let engineer = cfg.agents.get_mut("engineer").unwrap();
+    assert!(engineer.argv.is_empty());
     engineer.env.insert("PATH".into(), path_with(&claude));
     engineer
         .env

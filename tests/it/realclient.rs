@@ -152,3 +152,41 @@ pub fn setup_home(home: &Path, work: &Path) {
         .expect("run fixtures/claude_home.sh");
     assert!(st.success(), "fixtures/claude_home.sh failed");
 }
+
+/// The other agent CLIs' cache folder (`.ci/install-clis.sh`): `$MPM_CLI_PREFIX`, default
+/// `~/.cache/mpm-ci`.
+pub fn cli_prefix() -> Option<PathBuf> {
+    std::env::var_os("MPM_CLI_PREFIX")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/mpm-ci")))
+}
+
+/// The binary of a pinned agent CLI (`codex`, `gemini`, `opencode`, `aider`, `claude`):
+/// `MPM_<NAME>_BIN`, else where `.ci/install-clis.sh` (or `.ci/install-claude.sh`) puts it.
+pub fn cli_bin(name: &str) -> Option<PathBuf> {
+    if name == "claude" {
+        return claude_bin();
+    }
+    if let Some(p) = std::env::var_os(format!("MPM_{}_BIN", name.to_ascii_uppercase())) {
+        return Some(PathBuf::from(p)).filter(|p| p.exists());
+    }
+    let dir = cli_prefix()?.join(name);
+    let bin = match name {
+        "aider" => dir.join("bin/aider"),
+        _ => dir.join("node_modules/.bin").join(name),
+    };
+    Some(bin).filter(|p| p.exists())
+}
+
+/// Like [`skip`], naming the installer of the other CLIs.
+pub fn skip_cli(name: &str) {
+    assert!(
+        !in_ci(),
+        "{name} not installed: under CI (CI=true) the real-client tests must run; .ci/run installs it"
+    );
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "SKIPPED: {name} CLI not installed; run .ci/install-clis.sh {name}"
+    );
+}
