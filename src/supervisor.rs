@@ -104,8 +104,10 @@ pub struct Supervisor {
     /// The session state, as published by the dispatcher.
     state: StateMirror,
     last_output: LastOutput,
-    /// The profile's screen cues of the state (claude).
+    /// The profile's screen cues of the state (claude, codex, gemini, ...).
     cue_table: Option<CueTable>,
+    /// The CLI's screen knowledge (other CLIs than claude).
+    cli_screen: Option<Arc<crate::detect::CliScreen>>,
     /// Claude's hooks: the server, and the environment naming its socket for the child.
     hooks: Option<crate::hook::server::HookServer>,
     hook_env: Vec<(String, String)>,
@@ -187,6 +189,7 @@ impl Supervisor {
             state,
             last_output,
             cue_table: None,
+            cli_screen: None,
             hooks: None,
             hook_env: Vec::new(),
             responder: Arc::new(NoResponse),
@@ -231,6 +234,11 @@ impl Supervisor {
             return argv;
         };
         if !is_claude(&argv) {
+            // Another agent CLI: its screen knowledge and state cues, by the command's name.
+            if let Some(p) = crate::detect::cli_screen::profile_of_command(&argv) {
+                self.cue_table = CueTable::builtin(p);
+                self.cli_screen = crate::detect::CliScreen::builtin(p);
+            }
             return argv;
         }
         self.cue_table = CueTable::builtin("claude");
@@ -365,10 +373,15 @@ impl Supervisor {
         let engine = self.engine.clone()?;
         let out = self.dispatcher.as_ref()?.sender();
         let (dedup, bus) = (self.dedup.clone(), self.bus.clone());
+        let cli = self.cli_screen.clone();
         let pipeline = crate::detect::Contained::new(
             self.cols,
             self.rows,
-            move |c, r| Pipeline::new(engine.clone(), c, r).with_dedup(dedup.clone()),
+            move |c, r| {
+                Pipeline::new(engine.clone(), c, r)
+                    .with_dedup(dedup.clone())
+                    .with_cli(cli.clone())
+            },
             move |incident| {
                 bus.emit(incident.event());
             },
