@@ -26,6 +26,7 @@
 
 pub mod claude;
 pub mod cli_screen;
+pub mod cli_transcript;
 pub mod contain;
 pub mod dedup;
 pub mod dispatch;

@@ -13,6 +13,7 @@ mod nats_support;
 mod realclient;
 
 mod clis_captures;
+mod clis_live;
 mod daemon_binary;
 mod daemon_inprocess;
 mod daemon_reads;
