@@ -65,9 +65,7 @@ pub fn scan(g: &GlobalArgs, a: ScanArgs) -> anyhow::Result<i32> {
     let cli = match a.profile.as_deref() {
         None | Some("claude") => None,
         Some(p) => Some(crate::detect::CliScreen::builtin(p).ok_or_else(|| {
-            anyhow::anyhow!(
-                "unknown screen profile '{p}' (claude, codex, gemini, opencode, aider)"
-            )
+            anyhow::anyhow!("unknown screen profile '{p}' (claude, codex, gemini, opencode, aider)")
         })?),
     };
     let stdout = std::io::stdout();

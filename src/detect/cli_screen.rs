@@ -311,7 +311,8 @@ mod tests {
 
     #[test]
     fn osc_lexer_any_chunking() {
-        let bytes = b"ab\x1b]0;\xe2\x97\x87  Ready (work)\x07cd\x1b]7501;state=idle:app=codex\x1b\\e";
+        let bytes =
+            b"ab\x1b]0;\xe2\x97\x87  Ready (work)\x07cd\x1b]7501;state=idle:app=codex\x1b\\e";
         for split in 0..bytes.len() {
             let mut l = OscLexer::new();
             let mut got: Vec<(usize, String)> = l.scan(&bytes[..split]);
@@ -340,10 +341,7 @@ mod tests {
         );
         assert_eq!(c.classify("› plan fib"), RowKind::User);
         let e = c
-            .error(
-                "■ {\"error\": {\"message\": \"boom\"}}",
-                TextSource::Screen,
-            )
+            .error("■ {\"error\": {\"message\": \"boom\"}}", TextSource::Screen)
             .expect("error display");
         assert_eq!(e.category, "error");
         assert_eq!(e.pattern, "codex.error-display");

@@ -230,10 +230,7 @@ pub fn locate_gemini(home: &Path, cwd: &Path, since: SystemTime) -> Option<PathB
                 .or_else(|| p[cwd.to_string_lossy().as_ref()].as_str())
                 .map(String::from)
         })
-        .or_else(|| {
-            key.file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-        })?;
+        .or_else(|| key.file_name().map(|n| n.to_string_lossy().into_owned()))?;
     newest(
         &[gemini.join("tmp").join(project).join("chats")],
         since,
@@ -243,7 +240,13 @@ pub fn locate_gemini(home: &Path, cwd: &Path, since: SystemTime) -> Option<PathB
 }
 
 /// Where `kind`'s transcript of a session in `cwd` started at `since` is, once it exists.
-pub fn locate(kind: Kind, env_home: &Path, codex_home: Option<&Path>, cwd: &Path, since: SystemTime) -> Option<PathBuf> {
+pub fn locate(
+    kind: Kind,
+    env_home: &Path,
+    codex_home: Option<&Path>,
+    cwd: &Path,
+    since: SystemTime,
+) -> Option<PathBuf> {
     match kind {
         Kind::Codex => {
             let ch = codex_home.map_or_else(|| env_home.join(".codex"), Path::to_path_buf);
@@ -331,11 +334,14 @@ mod tests {
         let msg = r#"{"type":"response_item","payload":{"type":"message","role":"assistant","content":[{"type":"output_text","text":"Engineer Agent: implement fib"}]}}"#;
         assert_eq!(
             parse_line(Kind::Codex, msg),
-            vec![Entry::Item(Item::Text("Engineer Agent: implement fib".into()))]
+            vec![Entry::Item(Item::Text(
+                "Engineer Agent: implement fib".into()
+            ))]
         );
         let user = r#"{"type":"response_item","payload":{"type":"message","role":"user","content":[{"type":"input_text","text":"TODO: typed"}]}}"#;
         assert!(parse_line(Kind::Codex, user).is_empty());
-        let done = r#"{"type":"event_msg","payload":{"type":"task_complete","last_agent_message":"x"}}"#;
+        let done =
+            r#"{"type":"event_msg","payload":{"type":"task_complete","last_agent_message":"x"}}"#;
         assert_eq!(parse_line(Kind::Codex, done), vec![Entry::TurnEnd]);
         assert!(parse_line(Kind::Codex, "not json").is_empty());
     }
@@ -387,7 +393,10 @@ mod tests {
         let canon = std::fs::canonicalize(&cwd).unwrap_or_else(|e| panic!("{e}"));
         std::fs::write(
             home.join(".gemini/projects.json"),
-            format!("{{\"projects\":{{{:?}:\"proj\"}}}}", canon.display().to_string()),
+            format!(
+                "{{\"projects\":{{{:?}:\"proj\"}}}}",
+                canon.display().to_string()
+            ),
         )
         .unwrap_or_else(|e| panic!("{e}"));
         std::fs::write(chats.join("session-x.jsonl"), "{}\n").unwrap_or_else(|e| panic!("{e}"));

@@ -115,8 +115,7 @@ impl Finality {
                     } else {
                         related(&p.text, &text)
                     }
-            })
-            {
+            }) {
                 Some(p) => {
                     if p.text.len() < text.len() {
                         let old_text = std::mem::replace(&mut p.text, text);
@@ -390,14 +389,27 @@ mod tests {
     fn turn_mode_takes_the_longest_of_a_reflowed_line_and_drops_later_partial_redraws() {
         let mut f = Finality::turn_mode();
         let whole = "compare the iterative and matrix algorithms with a short table";
-        f.line(line("a"), vec![delegation("compare the iterative and matrix algorithms with a short tabl")]);
-        f.line(line("b"), vec![delegation("compare the iterative and matrix algorithms with a Task(")]);
+        f.line(
+            line("a"),
+            vec![delegation(
+                "compare the iterative and matrix algorithms with a short tabl",
+            )],
+        );
+        f.line(
+            line("b"),
+            vec![delegation(
+                "compare the iterative and matrix algorithms with a Task(",
+            )],
+        );
         f.line(line("c"), vec![delegation(whole)]);
         let done = f.finish();
         assert_eq!(done.len(), 1);
         assert_eq!(done[0].task.as_deref(), Some(whole));
         // The CLI reprints its history, half-drawn: nothing new.
-        f.line(line("d"), vec![delegation("compare the iterative and matri")]);
+        f.line(
+            line("d"),
+            vec![delegation("compare the iterative and matri")],
+        );
         assert!(f.finish().is_empty());
         // Another delegation to the same agent is its own.
         f.line(line("e"), vec![delegation("write the docs")]);
@@ -415,7 +427,10 @@ mod tests {
             ..delegation("x")
         };
         f.line(line("a"), vec![ticket("TODO", "cache it in a bounded LRU")]);
-        f.line(line("b"), vec![ticket("TODO", "cache it in a bounded LRU BUG:")]);
+        f.line(
+            line("b"),
+            vec![ticket("TODO", "cache it in a bounded LRU BUG:")],
+        );
         f.line(line("c"), vec![ticket("BUG", "fib(-1) never returns")]);
         let done = f.finish();
         assert_eq!(done.len(), 2);

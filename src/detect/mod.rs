@@ -36,10 +36,10 @@ pub mod split;
 
 use std::sync::Arc;
 
-pub use cli_screen::CliScreen;
 pub use claude::{
     ClaudeArgs, Item, TranscriptSync, TranscriptTailer, prepare_args, transcript_path,
 };
+pub use cli_screen::CliScreen;
 pub use contain::Contained;
 pub use dedup::Dedup;
 pub use finality::Finality;

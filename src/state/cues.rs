@@ -429,7 +429,10 @@ mod tests {
             ["title:false"]
         );
         assert_eq!(
-            states(&gemini.feed("\x1b]0;\u{2726}  Working\u{2026} (work)\x07".as_bytes(), false)),
+            states(&gemini.feed(
+                "\x1b]0;\u{2726}  Working\u{2026} (work)\x07".as_bytes(),
+                false
+            )),
             ["title:true"]
         );
         for p in ["opencode", "aider"] {

@@ -31,7 +31,15 @@ fn scan(profile: &str, cols: u16, file: &str) -> Vec<Row> {
     let path = captures_dir().join(file);
     assert!(path.exists(), "capture missing: {}", path.display());
     let out = Command::new(env!("CARGO_BIN_EXE_mpm"))
-        .args(["scan", "--input", "raw", "--rows", "30", "--profile", profile])
+        .args([
+            "scan",
+            "--input",
+            "raw",
+            "--rows",
+            "30",
+            "--profile",
+            profile,
+        ])
         .args(["--cols", &cols.to_string()])
         .arg(&path)
         .env("XDG_CONFIG_HOME", "/nonexistent-mpm-test")
@@ -94,7 +102,11 @@ fn reply_rows() -> Vec<(&'static str, &'static str, &'static str)> {
             "TODO",
             "cache fib() results between calls in a bounded LRU",
         ),
-        ("ticket", "BUG", "fib(-1) never returns on the recursive path"),
+        (
+            "ticket",
+            "BUG",
+            "fib(-1) never returns on the recursive path",
+        ),
         (
             "error",
             "",
@@ -205,9 +217,14 @@ fn opencode_captures_have_no_partial_rows() {
                 && want.iter().any(|(c, w, t)| {
                     *c == "delegation"
                         && r.who == *w
-                        && (t.starts_with(&format!("{} ", r.what)) || r.what.replace(". ", ".") == *t)
+                        && (t.starts_with(&format!("{} ", r.what))
+                            || r.what.replace(". ", ".") == *t)
                 });
-            assert!(right || wrapped_gap, "{file}: unexpected {r:?} in\n{}", shown.join("\n"));
+            assert!(
+                right || wrapped_gap,
+                "{file}: unexpected {r:?} in\n{}",
+                shown.join("\n")
+            );
         }
         for (c, w, t) in want.iter().filter(|(c, _, _)| *c != "delegation") {
             assert_eq!(

@@ -80,11 +80,19 @@ impl Drop for HomeReaper {
 /// The environment `fixtures/cli_home.sh` prints for `cli` (HOME among it).
 fn cli_home(cli: &str, home: &Path, work: &Path, port: u16) -> Vec<(String, String)> {
     let out = Command::new(fixtures_dir().join("cli_home.sh"))
-        .args([cli, &home.display().to_string(), &work.display().to_string()])
+        .args([
+            cli,
+            &home.display().to_string(),
+            &work.display().to_string(),
+        ])
         .arg(port.to_string())
         .output()
         .unwrap_or_else(|e| panic!("cli_home.sh: {e}"));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_once('='))
@@ -138,7 +146,10 @@ const WANT: [(&str, &str); 4] = [
          with a short table",
     ),
     ("qa", "test fib() with n = 0, 1, 2, 10 and a negative n"),
-    ("documentation", "describe fib() and its limits in the README"),
+    (
+        "documentation",
+        "describe fib() and its limits in the README",
+    ),
 ];
 
 /// One exchange: start `cli` under `mpm run --no-exec`, wait for `ready`, prompt "plan fib", wait
@@ -191,7 +202,9 @@ fn exchange(cli: &str, args: &[&str], ready: &str, exit: &[&[u8]]) -> Option<Vec
             && events(&events_path).iter().any(|e| {
                 e["kind"] == "detection"
                     && e["category"] == "error"
-                    && e["text"].as_str().is_some_and(|t| t.contains("RecursionError"))
+                    && e["text"]
+                        .as_str()
+                        .is_some_and(|t| t.contains("RecursionError"))
             })
     });
     // Give a late duplicate the chance to show (it must not).
@@ -221,7 +234,10 @@ fn exchange(cli: &str, args: &[&str], ready: &str, exit: &[&[u8]]) -> Option<Vec
 fn check(cli: &str, evs: &[Value]) {
     let got = final_delegations(evs);
     for (agent, task) in WANT {
-        let n = got.iter().filter(|(a, t, _)| a == agent && t == task).count();
+        let n = got
+            .iter()
+            .filter(|(a, t, _)| a == agent && t == task)
+            .count();
         assert_eq!(n, 1, "{cli}: {agent}: {task:?} once; got {got:#?}");
     }
     assert_eq!(got.len(), WANT.len(), "{cli}: only these: {got:#?}");
@@ -239,12 +255,7 @@ fn check(cli: &str, evs: &[Value]) {
 
 #[test]
 fn codex_live_detects_each_delegation_once() {
-    let Some(evs) = exchange(
-        "codex",
-        &["--no-daemon"],
-        "Ask Codex",
-        &[b"\x03", b"\x03"],
-    ) else {
+    let Some(evs) = exchange("codex", &["--no-daemon"], "Ask Codex", &[b"\x03", b"\x03"]) else {
         return;
     };
     check("codex", &evs);
