@@ -324,7 +324,7 @@ mod tests {
             assert_eq!(
                 got,
                 vec![
-                    (22, "0;\u{25c7}  Ready (work)".to_string()),
+                    (24, "0;\u{25c7}  Ready (work)".to_string()),
                     (55, "7501;state=idle:app=codex".to_string())
                 ],
                 "split {split}"

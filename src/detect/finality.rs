@@ -98,9 +98,9 @@ impl Finality {
         for mut d in found {
             d.is_final = false;
             let (group, mut text) = super::dedup::key_parts(&d);
-            if self.turn_mode {
-                // The whole line: a half-streamed line may match another pattern of the same
-                // category than the whole one (`Error: RecursionEr` / `Error: RecursionError: …`).
+            if self.turn_mode && d.task.is_none() && d.title.is_none() {
+                // An error's whole line: a half-streamed line may match another pattern of the
+                // same category than the whole one (`Error: RecursionEr` / `Error: RecursionError: …`).
                 text = fold_line(&d.text);
             }
             if line.cut {
@@ -157,7 +157,7 @@ impl Finality {
         }
         let mut out = Vec::new();
         let pending = std::mem::take(&mut self.pending);
-        let starts: Vec<String> = pending.iter().map(|p| p.text.clone()).collect();
+        let starts: Vec<String> = pending.iter().map(|p| fold_line(&p.d.text)).collect();
         for (i, mut p) in pending.into_iter().enumerate() {
             unglue(&mut p, i, &starts);
             if self
@@ -201,8 +201,9 @@ fn finalize(p: Pending) -> Detection {
 /// it starts (`TODO: … LRU BUG:` while `BUG: fib(-1) …` streamed): when the longest version of `p`
 /// ends with the start of another pending line, take the longest earlier version without it.
 fn unglue(p: &mut Pending, me: usize, starts: &[String]) {
-    let glued_at = p.text.match_indices(' ').map(|(i, _)| i + 1).find(|&i| {
-        let tail = &p.text[i..];
+    let line = fold_line(&p.d.text);
+    let glued_at = line.match_indices(' ').map(|(i, _)| i + 1).find(|&i| {
+        let tail = &line[i..];
         tail.len() >= 3
             && starts
                 .iter()
@@ -210,12 +211,12 @@ fn unglue(p: &mut Pending, me: usize, starts: &[String]) {
                 .any(|(j, s)| j != me && s.len() > tail.len() && s.starts_with(tail))
     });
     let Some(at) = glued_at else { return };
-    let head = p.text[..at].trim_end();
+    let head = line[..at].trim_end();
     if let Some((t, d)) = p
         .earlier
         .iter()
-        .filter(|(t, _)| head.starts_with(t.as_str()))
-        .max_by_key(|(t, _)| t.len())
+        .filter(|(_, d)| head.starts_with(fold_line(&d.text).as_str()))
+        .max_by_key(|(_, d)| d.text.len())
     {
         p.text = t.clone();
         p.d = d.clone();
@@ -424,6 +425,8 @@ mod tests {
             ticket_type: Some(t.into()),
             title: Some(title.into()),
             text: format!("{t}: {title}"),
+            agent: None,
+            task: None,
             ..delegation("x")
         };
         f.line(line("a"), vec![ticket("TODO", "cache it in a bounded LRU")]);
