@@ -16,8 +16,13 @@
 //!   `{"type": "user" | "gemini" | "error" | "info", "content": …}`; a `gemini` message's
 //!   `content` is the exact markdown and ends the turn.
 //!
-//! aider's `.aider.chat.history.md` and opencode's SQLite store (`opencode export`) are not read:
-//! the screen is their only source (see fixtures/README.md).
+//! * **aider**: `.aider.chat.history.md` in the working folder (appended to across sessions, so a
+//!   file that exists at the start is read from its end). Markdown: `#### ` lines are the user's,
+//!   `> ` lines aider's own (startup, `> Tokens: …` after each reply, errors), the rest the reply
+//!   verbatim: each reply is one text item, and `> Tokens:` ends the turn.
+//!
+//! opencode's SQLite store (`opencode export`) is not read: the screen is its only source (see
+//! fixtures/README.md).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,6 +43,7 @@ const LOCATE_POLL: Duration = Duration::from_millis(300);
 pub enum Kind {
     Codex,
     Gemini,
+    Aider,
 }
 
 impl Kind {
@@ -46,6 +52,7 @@ impl Kind {
         match profile {
             "codex" => Some(Kind::Codex),
             "gemini" => Some(Kind::Gemini),
+            "aider" => Some(Kind::Aider),
             _ => None,
         }
     }
@@ -59,7 +66,7 @@ pub enum Entry {
     TurnEnd,
 }
 
-/// One line of `kind`'s transcript.
+/// One line of `kind`'s JSONL transcript (codex, gemini).
 pub fn parse_line(kind: Kind, line: &str) -> Vec<Entry> {
     let Ok(v) = serde_json::from_str::<Value>(line) else {
         return Vec::new();
@@ -67,6 +74,34 @@ pub fn parse_line(kind: Kind, line: &str) -> Vec<Entry> {
     match kind {
         Kind::Codex => codex_line(&v),
         Kind::Gemini => gemini_line(&v),
+        Kind::Aider => Vec::new(),
+    }
+}
+
+/// aider's chat history, read line by line: the reply's lines are gathered until aider's next own
+/// line (`> …`) or the user's (`#### …`).
+#[derive(Debug, Default)]
+pub struct AiderHistory {
+    reply: Vec<String>,
+}
+
+impl AiderHistory {
+    pub fn line(&mut self, line: &str) -> Vec<Entry> {
+        let l = line.trim_end_matches('\r');
+        let aiders = l.starts_with("> ") || l == ">";
+        if !aiders && !l.starts_with("#### ") {
+            self.reply.push(l.to_string());
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        let text = std::mem::take(&mut self.reply).join("\n");
+        if !text.trim().is_empty() {
+            out.push(Entry::Item(Item::Text(text)));
+        }
+        if l.starts_with("> Tokens:") {
+            out.push(Entry::TurnEnd);
+        }
+        out
     }
 }
 
@@ -253,6 +288,7 @@ pub fn locate(
             locate_codex(&ch, cwd, since)
         }
         Kind::Gemini => locate_gemini(env_home, cwd, since),
+        Kind::Aider => Some(cwd.join(".aider.chat.history.md")),
     }
 }
 
@@ -294,8 +330,15 @@ impl CliTranscript {
                 };
                 tracing::debug!(path = %path.display(), "following the CLI's transcript");
                 let (_keep, syncs) = crossbeam_channel::unbounded();
-                super::claude::tail_loop(&path, false, &flag, &syncs, &mut |line| {
-                    for e in parse_line(kind, line) {
+                // aider appends to one history file across sessions: only what this one adds.
+                let from_end = kind == Kind::Aider && path.exists();
+                let mut aider = AiderHistory::default();
+                super::claude::tail_loop(&path, from_end, &flag, &syncs, &mut |line| {
+                    let entries = match kind {
+                        Kind::Aider => aider.line(line),
+                        _ => parse_line(kind, line),
+                    };
+                    for e in entries {
                         on_entry(e);
                     }
                 });
@@ -359,6 +402,34 @@ mod tests {
         let user = r#"{"id":"b","type":"user","content":[{"text":"TODO: typed"}]}"#;
         assert!(parse_line(Kind::Gemini, user).is_empty());
         assert!(parse_line(Kind::Gemini, r#"{"$set":{"lastUpdated":"x"}}"#).is_empty());
+    }
+
+    #[test]
+    fn aider_history() {
+        let mut h = AiderHistory::default();
+        let mut got = Vec::new();
+        for l in [
+            "> Aider v0.86.2",
+            "",
+            "#### plan fib",
+            "",
+            "Engineer Agent: implement fib",
+            "",
+            "TODO: cache it",
+            "",
+            "> Tokens: 593 sent, 166 received.",
+        ] {
+            got.extend(h.line(l));
+        }
+        assert_eq!(
+            got,
+            vec![
+                Entry::Item(Item::Text(
+                    "\nEngineer Agent: implement fib\n\nTODO: cache it\n".into()
+                )),
+                Entry::TurnEnd
+            ]
+        );
     }
 
     #[test]
