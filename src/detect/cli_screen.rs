@@ -416,3 +416,58 @@ mod dump {
         }
     }
 }
+
+#[cfg(test)]
+mod chunking {
+    use std::sync::Arc;
+
+    use crate::detect::Pipeline;
+    use crate::events::Detection;
+
+    fn run(profile: &str, cols: u16, bytes: &[u8], cuts: &[usize]) -> Vec<Detection> {
+        let engine = Arc::new(
+            crate::patterns::Engine::builder()
+                .build()
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+        let mut p = Pipeline::new(engine, cols, 30).with_cli(super::CliScreen::builtin(profile));
+        let mut out = Vec::new();
+        let mut at = 0;
+        for &c in cuts.iter().chain(std::iter::once(&bytes.len())) {
+            out.extend(p.feed(&bytes[at..c]));
+            at = c;
+        }
+        out.extend(p.finish());
+        out
+    }
+
+    /// The same bytes give the same final detections however they are chunked (the OSC turn ends
+    /// are acted on at their place in the stream, not at a read's end).
+    #[test]
+    fn codex_and_gemini_captures_in_any_chunking() {
+        for (profile, file) in [("codex", "codex_100.raw"), ("gemini", "gemini_60.raw")] {
+            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/captures/");
+            let Ok(bytes) = std::fs::read(format!("{path}{file}")) else {
+                panic!("{file} missing");
+            };
+            let cols = if file.contains("_60") { 60 } else { 100 };
+            let whole = run(profile, cols, &bytes, &[]);
+            assert_eq!(whole.len(), 8, "{file}: {whole:#?}");
+            // Deterministic pseudo-random cuts, and every 7th byte.
+            let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+            let mut cuts: Vec<usize> = (0..200)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x % bytes.len() as u64) as usize
+                })
+                .collect();
+            cuts.sort_unstable();
+            cuts.dedup();
+            assert_eq!(run(profile, cols, &bytes, &cuts), whole, "{file}: random cuts");
+            let small: Vec<usize> = (1..bytes.len()).step_by(7).collect();
+            assert_eq!(run(profile, cols, &bytes, &small), whole, "{file}: 7-byte reads");
+        }
+    }
+}
