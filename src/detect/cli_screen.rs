@@ -465,9 +465,17 @@ mod chunking {
                 .collect();
             cuts.sort_unstable();
             cuts.dedup();
-            assert_eq!(run(profile, cols, &bytes, &cuts), whole, "{file}: random cuts");
+            assert_eq!(
+                run(profile, cols, &bytes, &cuts),
+                whole,
+                "{file}: random cuts"
+            );
             let small: Vec<usize> = (1..bytes.len()).step_by(7).collect();
-            assert_eq!(run(profile, cols, &bytes, &small), whole, "{file}: 7-byte reads");
+            assert_eq!(
+                run(profile, cols, &bytes, &small),
+                whole,
+                "{file}: 7-byte reads"
+            );
         }
     }
 }

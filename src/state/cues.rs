@@ -435,6 +435,14 @@ mod tests {
             )),
             ["title:true"]
         );
+        assert_eq!(
+            states(&codex.feed(b"Would you like to run the following command?\r\n", false)),
+            ["needs_input:dialog:"]
+        );
+        assert_eq!(
+            states(&gemini.feed(b"Allow execution of: 'ls'?", false)),
+            ["needs_input:dialog:"]
+        );
         for p in ["opencode", "aider"] {
             assert!(CueTable::builtin(p).is_some(), "{p}");
         }
