@@ -107,8 +107,12 @@ pub struct Supervisor {
     /// The session state, as published by the dispatcher.
     state: StateMirror,
     last_output: LastOutput,
-    /// The profile's screen cues of the state (claude).
+    /// The profile's screen cues of the state (claude, codex, gemini, ...).
     cue_table: Option<CueTable>,
+    /// The CLI's screen knowledge (other CLIs than claude).
+    cli_screen: Option<Arc<crate::detect::CliScreen>>,
+    /// codex's or gemini's transcript, followed as the exact source.
+    cli_tailer: Option<crate::detect::cli_transcript::CliTranscript>,
     /// Claude's hooks: the server, and the environment naming its socket for the child.
     hooks: Option<crate::hook::server::HookServer>,
     hook_env: Vec<(String, String)>,
@@ -192,6 +196,8 @@ impl Supervisor {
             state,
             last_output,
             cue_table: None,
+            cli_screen: None,
+            cli_tailer: None,
             hooks: None,
             hook_env: Vec::new(),
             responder: Arc::new(NoResponse),
@@ -236,6 +242,14 @@ impl Supervisor {
             return argv;
         };
         if !is_claude(&argv) {
+            // Another agent CLI: its screen knowledge and state cues, by the command's name.
+            if let Some(p) = crate::detect::cli_screen::profile_of_command(&argv) {
+                self.cue_table = CueTable::builtin(p);
+                self.cli_screen = crate::detect::CliScreen::builtin(p);
+                if let Some(kind) = crate::detect::cli_transcript::Kind::of_profile(p) {
+                    self.follow_cli_transcript(kind, engine);
+                }
+            }
             return argv;
         }
         self.cue_table = CueTable::builtin("claude");
@@ -278,6 +292,55 @@ impl Supervisor {
         }
         self.start_hooks(&mut out, engine, syncer);
         out
+    }
+
+    /// Follow codex's or gemini's transcript (found once the CLI writes it) as the exact source:
+    /// each reply's markdown through the engine, each turn's end to the dispatcher.
+    fn follow_cli_transcript(
+        &mut self,
+        kind: crate::detect::cli_transcript::Kind,
+        engine: Arc<Engine>,
+    ) {
+        let Some(out) = self.dispatcher.as_ref().map(Dispatcher::sender) else {
+            return;
+        };
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/"));
+        let codex_home = std::env::var_os("CODEX_HOME").map(PathBuf::from);
+        let cwd = self.cwd.clone();
+        // Files written since a little before now (coarse file times).
+        let since = std::time::SystemTime::now() - Duration::from_secs(2);
+        let locate = move || {
+            crate::detect::cli_transcript::locate(kind, &home, codex_home.as_deref(), &cwd, since)
+        };
+        // The transcript needs no screen: a 1x1 model costs nothing.
+        let mut p = Pipeline::new(engine, 1, 1).with_dedup(self.exact_dedup.clone());
+        let shared = self.dedup.clone();
+        let mut live = false;
+        let on_entry = move |e: crate::detect::cli_transcript::Entry| {
+            if !live {
+                live = true;
+                let _ = out.send(DispatchMsg::ExactLive);
+            }
+            match e {
+                crate::detect::cli_transcript::Entry::Item(item) => {
+                    if let claude::Item::Text(t) = &item {
+                        let _ = out.send(DispatchMsg::ExactText(t.clone()));
+                    }
+                    for d in p.feed_item(&item, crate::events::TextSource::Transcript) {
+                        route_exact(&shared, &out, d);
+                    }
+                }
+                crate::detect::cli_transcript::Entry::TurnEnd => {
+                    let _ = out.send(DispatchMsg::TurnEnded);
+                }
+            }
+        };
+        match crate::detect::cli_transcript::CliTranscript::spawn(kind, locate, on_entry) {
+            Ok(t) => self.cli_tailer = Some(t),
+            Err(e) => tracing::warn!(error = %e, "cannot follow the CLI's transcript"),
+        }
     }
 
     /// Start the hook server and add `--settings <file>` to claude's `args`.
@@ -372,10 +435,15 @@ impl Supervisor {
         let engine = self.engine.clone()?;
         let out = self.dispatcher.as_ref()?.sender();
         let (dedup, bus) = (self.dedup.clone(), self.bus.clone());
+        let cli = self.cli_screen.clone();
         let pipeline = crate::detect::Contained::new(
             self.cols,
             self.rows,
-            move |c, r| Pipeline::new(engine.clone(), c, r).with_dedup(dedup.clone()),
+            move |c, r| {
+                Pipeline::new(engine.clone(), c, r)
+                    .with_dedup(dedup.clone())
+                    .with_cli(cli.clone())
+            },
             move |incident| {
                 bus.emit(incident.event());
             },
@@ -451,6 +519,9 @@ impl Supervisor {
         // No more hook calls: the agent is gone.
         self.hooks.take();
         if let Some(t) = self.tailer.take() {
+            t.stop();
+        }
+        if let Some(t) = self.cli_tailer.take() {
             t.stop();
         }
         if let Some(f) = self.feedback.take() {

@@ -37,6 +37,10 @@ pub struct ScanArgs {
     pub rows: u16,
     #[arg(long, value_enum, default_value_t = InputKind::Raw)]
     pub input: InputKind,
+    /// Read the screen as this agent CLI draws it (`codex`, `gemini`, `opencode`, `aider`: reply
+    /// markers, chrome, error displays, turn ends; `claude` or none: claude's screen).
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
     /// Input files; `-` reads stdin.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
@@ -58,6 +62,12 @@ pub fn scan(g: &GlobalArgs, a: ScanArgs) -> anyhow::Result<i32> {
     // All files form one session: one dedup memory, a fresh screen per file.
     let engine = Arc::new(engine);
     let dedup = crate::detect::Dedup::new();
+    let cli = match a.profile.as_deref() {
+        None | Some("claude") => None,
+        Some(p) => Some(crate::detect::CliScreen::builtin(p).ok_or_else(|| {
+            anyhow::anyhow!("unknown screen profile '{p}' (claude, codex, gemini, opencode, aider)")
+        })?),
+    };
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     for path in &a.files {
@@ -70,12 +80,17 @@ pub fn scan(g: &GlobalArgs, a: ScanArgs) -> anyhow::Result<i32> {
             )
         };
         if a.input == InputKind::Cast {
-            let mk =
-                |cols, rows| Pipeline::new(engine.clone(), cols, rows).with_dedup(dedup.clone());
+            let mk = |cols, rows| {
+                Pipeline::new(engine.clone(), cols, rows)
+                    .with_dedup(dedup.clone())
+                    .with_cli(cli.clone())
+            };
             scan_cast(mk, &mut *input, &mut out, &path.display().to_string())?;
             continue;
         }
-        let mut p = Pipeline::new(engine.clone(), a.cols, a.rows).with_dedup(dedup.clone());
+        let mut p = Pipeline::new(engine.clone(), a.cols, a.rows)
+            .with_dedup(dedup.clone())
+            .with_cli(cli.clone());
         scan_one(&mut p, a.input, &mut *input, &mut out)
             .with_context(|| format!("scanning {}", path.display()))?;
     }

@@ -383,7 +383,7 @@ impl Drop for TranscriptTailer {
     }
 }
 
-fn tail_loop(
+pub(crate) fn tail_loop(
     path: &Path,
     from_end: bool,
     stop: &AtomicBool,

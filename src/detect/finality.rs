@@ -43,19 +43,43 @@ struct Pending {
     group: String,
     text: String,
     d: Detection,
+    /// Turn mode: the shorter versions this one replaced (bounded), in case the longest turns out
+    /// to have the next line glued on.
+    earlier: Vec<(String, Detection)>,
 }
+
+/// Earlier versions kept per pending detection in turn mode.
+const MAX_EARLIER: usize = 64;
 
 /// The provisional detections of one screen and the memory of lines already read.
 #[derive(Debug, Default)]
 pub struct Finality {
     pending: Vec<Pending>,
     seen: HashSet<u64>,
+    /// Turn mode (CLIs that draw half-streamed rows, [`crate::detect::cli_screen`]): text drawn
+    /// below does not complete a block, only the turn's end does, and a later version replaces a
+    /// pending one even when the earlier was cut mid-word (`Engineer Agent: impl`).
+    turn_mode: bool,
+    /// Turn mode: what earlier turns made final (group, text), so a later partial redraw of it
+    /// (a CLI reprinting its history, half-drawn) is not a new detection. Bounded.
+    done: Vec<(String, String)>,
 }
+
+/// Final detections remembered in turn mode.
+const MAX_DONE: usize = 256;
 
 impl Finality {
     /// Nothing pending.
     pub fn new() -> Self {
         Finality::default()
+    }
+
+    /// Turn mode: detections become final only at the turn's end ([`Finality::finish`]).
+    pub fn turn_mode() -> Self {
+        Finality {
+            turn_mode: true,
+            ..Finality::default()
+        }
     }
 
     /// One line read off the screen and what the engine found in it. Returns the detections that
@@ -74,29 +98,51 @@ impl Finality {
         let mut added = Vec::new();
         for mut d in found {
             d.is_final = false;
-            let (group, text) = super::dedup::key_parts(&d);
+            let (group, mut text) = super::dedup::key_parts(&d);
+            if self.turn_mode && d.task.is_none() && d.title.is_none() {
+                // An error's whole line: a half-streamed line may match another pattern of the
+                // same category than the whole one (`Error: RecursionEr` / `Error: RecursionError: …`).
+                text = fold_line(&d.text);
+            }
             if line.cut {
                 // Kept out of the pending list: a cut line never becomes final.
                 continue;
             }
-            match self
-                .pending
-                .iter_mut()
-                .find(|p| p.group == group && related(&p.text, &text))
-            {
+            let turn_mode = self.turn_mode;
+            match self.pending.iter_mut().find(|p| {
+                p.group == group
+                    && if turn_mode {
+                        same_in_turn(&p.text, &text)
+                    } else {
+                        related(&p.text, &text)
+                    }
+            }) {
                 Some(p) => {
                     if p.text.len() < text.len() {
-                        p.text = text;
-                        p.d = d;
+                        let old_text = std::mem::replace(&mut p.text, text);
+                        let old = std::mem::replace(&mut p.d, d);
+                        if turn_mode {
+                            if p.earlier.len() >= MAX_EARLIER {
+                                p.earlier.remove(0);
+                            }
+                            p.earlier.push((old_text, old));
+                        }
+                    } else if turn_mode && p.earlier.len() < MAX_EARLIER {
+                        p.earlier.push((text, d));
                     }
                     grew = true;
                 }
-                None => added.push(Pending { group, text, d }),
+                None => added.push(Pending {
+                    group,
+                    text,
+                    d,
+                    earlier: Vec::new(),
+                }),
             }
         }
         // New text below the pending detections completes their blocks (not those found in this
         // very line, nor when the line only grows or repeats one of them).
-        let done = if new_text && !grew {
+        let done = if new_text && !grew && !self.turn_mode {
             std::mem::take(&mut self.pending)
         } else {
             Vec::new()
@@ -107,7 +153,28 @@ impl Finality {
 
     /// The end of input (or of the session): every pending detection is final.
     pub fn finish(&mut self) -> Vec<Detection> {
-        self.pending.drain(..).map(finalize).collect()
+        if !self.turn_mode {
+            return self.pending.drain(..).map(finalize).collect();
+        }
+        let mut out = Vec::new();
+        let pending = std::mem::take(&mut self.pending);
+        let starts: Vec<String> = pending.iter().map(|p| fold_line(&p.d.text)).collect();
+        for (i, mut p) in pending.into_iter().enumerate() {
+            unglue(&mut p, i, &starts);
+            if self
+                .done
+                .iter()
+                .any(|(g, t)| *g == p.group && same_in_turn(t, &p.text) && t.len() >= p.text.len())
+            {
+                continue;
+            }
+            if self.done.len() >= MAX_DONE {
+                self.done.remove(0);
+            }
+            self.done.push((p.group.clone(), p.text.clone()));
+            out.push(finalize(p));
+        }
+        out
     }
 
     /// The detections still provisional.
@@ -129,6 +196,63 @@ fn finalize(p: Pending) -> Detection {
     let mut d = p.d;
     d.is_final = true;
     d
+}
+
+/// Turn mode: a streaming row joined to the row above as its continuation, before it showed what
+/// it starts (`TODO: … LRU BUG:` while `BUG: fib(-1) …` streamed): when the longest version of `p`
+/// ends with the start of another pending line, take the longest earlier version without it.
+fn unglue(p: &mut Pending, me: usize, starts: &[String]) {
+    let line = fold_line(&p.d.text);
+    let glued_at = line.match_indices(' ').map(|(i, _)| i + 1).find(|&i| {
+        let tail = &line[i..];
+        tail.len() >= 3
+            && starts
+                .iter()
+                .enumerate()
+                .any(|(j, s)| j != me && s.len() > tail.len() && s.starts_with(tail))
+    });
+    let Some(at) = glued_at else { return };
+    let head = line[..at].trim_end();
+    if let Some((t, d)) = p
+        .earlier
+        .iter()
+        .filter(|(_, d)| head.starts_with(fold_line(&d.text).as_str()))
+        .max_by_key(|(_, d)| d.text.len())
+    {
+        p.text = t.clone();
+        p.d = d.clone();
+    }
+}
+
+/// Turn mode's identity of a line: lower case, markdown emphasis and code marks dropped, blanks
+/// squeezed (a streaming CLI draws `**Research Agent**:` before it renders it bold).
+fn fold_line(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for w in s.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.extend(
+            w.chars()
+                .filter(|c| !matches!(c, '*' | '`'))
+                .flat_map(char::to_lowercase),
+        );
+    }
+    out
+}
+
+/// Turn mode: two versions of one streaming line. One is the other cut anywhere (mid-word:
+/// `impl` of `implement`), or both start alike for at least half the shorter one (and 16
+/// bytes): a CLI that reflows a paragraph while it streams draws intermediate frames in which the
+/// next paragraph's first word stands where the last row of this one was (`… with a Task(`).
+fn same_in_turn(a: &str, b: &str) -> bool {
+    let common = a
+        .char_indices()
+        .zip(b.chars())
+        .find(|((_, x), y)| x != y)
+        .map_or(a.len().min(b.len()), |((i, _), _)| i);
+    let shorter = a.len().min(b.len());
+    common == shorter || (common >= 16 && common * 2 >= shorter)
 }
 
 /// One text is the other cut at a word boundary, or both are equal.
@@ -241,6 +365,80 @@ mod tests {
         assert_eq!(done.len(), 1);
         f.line(line("Engineer Agent: b"), vec![delegation("b")]);
         assert_eq!(f.finish().len(), 1);
+    }
+
+    #[test]
+    fn turn_mode_waits_for_the_turn_end_and_joins_mid_word_cuts() {
+        let mut f = Finality::turn_mode();
+        assert!(
+            f.line(line("Engineer Agent: impl"), vec![delegation("impl")])
+                .is_empty()
+        );
+        assert!(f.line(line("Next paragraph."), vec![]).is_empty());
+        assert!(
+            f.line(
+                line("Engineer Agent: implement fib"),
+                vec![delegation("implement fib")]
+            )
+            .is_empty()
+        );
+        let done = f.finish();
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].task.as_deref(), Some("implement fib"));
+    }
+
+    #[test]
+    fn turn_mode_takes_the_longest_of_a_reflowed_line_and_drops_later_partial_redraws() {
+        let mut f = Finality::turn_mode();
+        let whole = "compare the iterative and matrix algorithms with a short table";
+        f.line(
+            line("a"),
+            vec![delegation(
+                "compare the iterative and matrix algorithms with a short tabl",
+            )],
+        );
+        f.line(
+            line("b"),
+            vec![delegation(
+                "compare the iterative and matrix algorithms with a Task(",
+            )],
+        );
+        f.line(line("c"), vec![delegation(whole)]);
+        let done = f.finish();
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].task.as_deref(), Some(whole));
+        // The CLI reprints its history, half-drawn: nothing new.
+        f.line(
+            line("d"),
+            vec![delegation("compare the iterative and matri")],
+        );
+        assert!(f.finish().is_empty());
+        // Another delegation to the same agent is its own.
+        f.line(line("e"), vec![delegation("write the docs")]);
+        assert_eq!(f.finish().len(), 1);
+    }
+
+    #[test]
+    fn turn_mode_unglues_the_next_line() {
+        let mut f = Finality::turn_mode();
+        let ticket = |t: &str, title: &str| Detection {
+            category: "ticket".into(),
+            ticket_type: Some(t.into()),
+            title: Some(title.into()),
+            text: format!("{t}: {title}"),
+            agent: None,
+            task: None,
+            ..delegation("x")
+        };
+        f.line(line("a"), vec![ticket("TODO", "cache it in a bounded LRU")]);
+        f.line(
+            line("b"),
+            vec![ticket("TODO", "cache it in a bounded LRU BUG:")],
+        );
+        f.line(line("c"), vec![ticket("BUG", "fib(-1) never returns")]);
+        let done = f.finish();
+        assert_eq!(done.len(), 2);
+        assert_eq!(done[0].title.as_deref(), Some("cache it in a bounded LRU"));
     }
 
     #[test]

@@ -25,6 +25,8 @@
 //! ```
 
 pub(crate) mod claude;
+pub(crate) mod cli_screen;
+pub(crate) mod cli_transcript;
 pub(crate) mod contain;
 pub mod dedup;
 pub mod dispatch;
@@ -37,6 +39,7 @@ use std::sync::Arc;
 pub use claude::{
     ClaudeArgs, Item, TranscriptSync, TranscriptTailer, prepare_args, transcript_path,
 };
+pub use cli_screen::CliScreen;
 pub use contain::Contained;
 pub use dedup::Dedup;
 pub use finality::Finality;
@@ -84,6 +87,10 @@ pub struct Pipeline {
     lines: Lines,
     /// Screen detections stay provisional here until their block is complete.
     finality: Finality,
+    /// The CLI's screen knowledge (codex, gemini, ...); claude's is built in.
+    cli: Option<Arc<CliScreen>>,
+    /// OSC strings in the output, for a CLI whose turn's end shows in one.
+    osc: cli_screen::OscLexer,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -125,7 +132,19 @@ impl Pipeline {
             dedup: Dedup::new(),
             lines: Lines::new(),
             finality: Finality::new(),
+            cli: None,
+            osc: cli_screen::OscLexer::new(),
         }
+    }
+
+    /// Read the screen with a CLI's knowledge (reply markers, chrome, error displays, turn ends;
+    /// [`cli_screen`]). A streaming CLI's detections are final only at the turn's end.
+    pub fn with_cli(mut self, cli: Option<Arc<CliScreen>>) -> Pipeline {
+        if cli.as_ref().is_some_and(|c| c.streaming) {
+            self.finality = Finality::turn_mode();
+        }
+        self.cli = cli;
+        self
     }
 
     /// Share `dedup` (e.g. with the transcript tailer's pipeline) instead of a private memory.
@@ -142,6 +161,41 @@ impl Pipeline {
     /// Raw PTY output (one read burst). Returns the detections that became final (see
     /// [`finality`]): the same bytes give the same final detections however they are chunked.
     pub fn feed(&mut self, bytes: &[u8]) -> Vec<Detection> {
+        let Some(cli) = self.cli.clone().filter(|c| c.watches_osc()) else {
+            return self.feed_screen(bytes);
+        };
+        // The turn's end shows in an OSC string (a title, codex's state report): act on it in
+        // stream order, after the bytes before it.
+        let mut out = Vec::new();
+        let mut at = 0;
+        for (end, osc) in self.osc.scan(bytes) {
+            if !cli.osc_ends_turn(&osc) {
+                continue;
+            }
+            out.extend(self.feed_screen(&bytes[at..end]));
+            at = end;
+            out.extend(self.turn_end());
+        }
+        out.extend(self.feed_screen(&bytes[at..]));
+        out
+    }
+
+    /// The turn is over (as the CLI says): what the screen shows is complete.
+    fn turn_end(&mut self) -> Vec<Detection> {
+        if !self.screen.in_sync() {
+            self.reader
+                .read(&mut self.screen, ReadKind::All, &mut self.lines);
+        }
+        let mut out = self.drain_lines();
+        let rest = self.finality.finish();
+        out.extend(self.dedup.filter(rest));
+        out
+    }
+
+    fn feed_screen(&mut self, bytes: &[u8]) -> Vec<Detection> {
+        if bytes.is_empty() {
+            return Vec::new();
+        }
         let (reader, lines) = (&mut self.reader, &mut self.lines);
         self.screen
             .feed(bytes, &mut |s, h| reader.read(s, h.into(), lines));
@@ -308,6 +362,18 @@ impl Pipeline {
     }
 
     fn match_line(&self, line: &str, source: TextSource) -> Vec<Detection> {
+        if source == TextSource::Screen
+            && let Some(cli) = &self.cli
+        {
+            let text = match cli.classify(line) {
+                cli_screen::RowKind::Text(t) => t,
+                _ => return Vec::new(),
+            };
+            if let Some(e) = cli.error(text, source) {
+                return vec![e];
+            }
+            return self.matcher.detect(text, source);
+        }
         if source == TextSource::Screen {
             if is_user_input_row(line) {
                 return Vec::new();
@@ -323,6 +389,18 @@ impl Pipeline {
         let mut out = Vec::new();
         let mut lines = std::mem::take(&mut self.lines);
         for l in lines.lines() {
+            if let Some(cli) = &self.cli {
+                match cli.classify(l.text) {
+                    cli_screen::RowKind::TurnEnd => {
+                        let rest = self.finality.finish();
+                        out.extend(self.dedup.filter(rest));
+                        continue;
+                    }
+                    // Not the agent's words, and no new text below a pending detection.
+                    cli_screen::RowKind::User | cli_screen::RowKind::Chrome => continue,
+                    cli_screen::RowKind::Text(_) => {}
+                }
+            }
             let found = self.match_line(l.text, TextSource::Screen);
             let info = finality::LineInfo {
                 text: l.text,

@@ -58,7 +58,10 @@ impl From<Hook> for ReadKind {
 }
 
 /// Decoration markers a TUI puts before a row's text, with the columns they take (marker + gap).
-const MARKERS: &[&str] = &["● ", "⏺ ", "⎿  ", "⎿ ", "▎ ", "❯ ", "✻ ", "✢ ", "· "];
+/// The other CLIs' reply and error markers too: codex `• `, gemini `✦ ` and `✕ `.
+const MARKERS: &[&str] = &[
+    "● ", "⏺ ", "⎿  ", "⎿ ", "▎ ", "❯ ", "✻ ", "✢ ", "· ", "• ", "✦ ", "✕ ",
+];
 
 /// The column where the row's text starts after its indent and marker, and whether it has a marker.
 fn text_start(s: &str) -> (usize, bool) {

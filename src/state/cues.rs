@@ -16,6 +16,14 @@ use crate::events::SessionState;
 
 /// The built-in claude table.
 pub const CLAUDE_YAML: &str = include_str!("claude.yaml");
+/// The built-in tables of the other CLIs (their `screen:` sections are read by
+/// [`crate::detect::cli_screen`]).
+const OTHER_YAML: &[(&str, &str)] = &[
+    ("codex", include_str!("codex.yaml")),
+    ("gemini", include_str!("gemini.yaml")),
+    ("opencode", include_str!("opencode.yaml")),
+    ("aider", include_str!("aider.yaml")),
+];
 /// Characters of the previous chunk's text kept to catch a cue split across reads.
 const TAIL_CHARS: usize = 160;
 /// The longest OSC string kept (a title).
@@ -121,7 +129,10 @@ impl CueTable {
     pub fn builtin(profile: &str) -> Option<CueTable> {
         match profile {
             "claude" => CueTable::parse("claude.yaml", CLAUDE_YAML).ok(),
-            _ => None,
+            other => {
+                let (_, yaml) = OTHER_YAML.iter().find(|(p, _)| *p == other)?;
+                CueTable::parse(&format!("{other}.yaml"), yaml).ok()
+            }
         }
     }
 
@@ -218,6 +229,9 @@ impl CueScanner {
         let s = String::from_utf8_lossy(&self.osc);
         if let Some(t) = s.strip_prefix("0;").or_else(|| s.strip_prefix("2;")) {
             titles.push(t.to_string());
+        } else if s.starts_with("7501;") {
+            // codex's state report (`7501;state=working:app=codex`): read like a title.
+            titles.push(s.into_owned());
         }
         self.osc.clear();
     }
@@ -395,6 +409,42 @@ mod tests {
                 got.contains(&"title:false".to_string()),
                 "split {split}: {got:?}"
             );
+        }
+    }
+
+    #[test]
+    fn other_cli_cues() {
+        let mut codex = CueScanner::new(CueTable::builtin("codex").expect("codex table"));
+        assert_eq!(
+            states(&codex.feed(b"\x1b]7501;state=working:app=codex\x1b\\", false)),
+            ["title:true"]
+        );
+        assert_eq!(
+            states(&codex.feed(b"\x1b]7501;state=done:app=codex\x1b\\", false)),
+            ["title:false"]
+        );
+        let mut gemini = CueScanner::new(CueTable::builtin("gemini").expect("gemini table"));
+        assert_eq!(
+            states(&gemini.feed("\x1b]0;\u{25c7}  Ready (work)\x07".as_bytes(), false)),
+            ["title:false"]
+        );
+        assert_eq!(
+            states(&gemini.feed(
+                "\x1b]0;\u{2726}  Working\u{2026} (work)\x07".as_bytes(),
+                false
+            )),
+            ["title:true"]
+        );
+        assert_eq!(
+            states(&codex.feed(b"Would you like to run the following command?\r\n", false)),
+            ["needs_input:dialog:"]
+        );
+        assert_eq!(
+            states(&gemini.feed(b"Allow execution of: 'ls'?", false)),
+            ["needs_input:dialog:"]
+        );
+        for p in ["opencode", "aider"] {
+            assert!(CueTable::builtin(p).is_some(), "{p}");
         }
     }
 

@@ -15,6 +15,8 @@ mod nats_support;
 mod nats_tls;
 mod realclient;
 
+mod clis_captures;
+mod clis_live;
 mod daemon_binary;
 mod daemon_executor;
 mod daemon_inprocess;

@@ -1,0 +1,481 @@
+//! Per-CLI screen knowledge for the agent CLIs other than claude (codex, gemini, opencode, aider):
+//! what on their screens is the model's reply, what is the user's input or the CLI's chrome, how
+//! each shows its own errors, and what says that a turn is over.
+//!
+//! Each CLI has a built-in table, `src/state/<profile>.yaml` (section `screen:`, next to the state
+//! cues of [`crate::state::cues`]), checked against the recordings in `fixtures/captures/<cli>_*`:
+//! * `reply_markers`: what the CLI draws before a reply's first row (codex `• `, gemini `✦ `); it is
+//!   stripped, so a delegation on a reply's first line is found;
+//! * `user_rows`, `chrome`: rows that are not the agent's words (the echoed prompt, the input box,
+//!   status and hint rows): never matched;
+//! * `errors`: the CLI's own error displays (codex `■ {"error": …}`, gemini `✕ [API Error: …]`),
+//!   each an `error` detection with the pattern id `<profile>.<name>`;
+//! * `turn_end_rows`, `turn_end_osc`: a row, or an OSC string (codex's `7501;state=idle`, gemini's
+//!   title `◇  Ready`), that says the turn is over;
+//! * `streaming`: the CLI draws half-streamed rows (down to mid-word, `Engineer Agent: impl`), so a
+//!   screen detection stays provisional until its turn ends ([`crate::detect::finality`] in turn
+//!   mode), never merely because a row was drawn below it.
+//!
+//! Cost: per logical line one `RegexSet` scan of the user/chrome/turn-end rows (only when the
+//! profile has them) and a scan of the error displays; per byte a 5-state OSC lexer.
+
+use std::sync::Arc;
+
+use regex::{Regex, RegexSet};
+use serde::Deserialize;
+
+use crate::events::{Detection, TextSource};
+
+/// The longest OSC string looked at (a title or a status report).
+const MAX_OSC: usize = 512;
+
+#[derive(Debug, Deserialize)]
+struct FileTop {
+    profile: String,
+    #[serde(default)]
+    screen: Option<ScreenFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ScreenFile {
+    #[serde(default)]
+    streaming: bool,
+    #[serde(default)]
+    reply_markers: Vec<String>,
+    #[serde(default)]
+    user_rows: Vec<String>,
+    #[serde(default)]
+    chrome: Vec<String>,
+    #[serde(default)]
+    turn_end_rows: Vec<String>,
+    #[serde(default)]
+    turn_end_osc: Vec<String>,
+    #[serde(default)]
+    errors: Vec<ErrorFile>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ErrorFile {
+    name: String,
+    regex: String,
+}
+
+/// Errors in a screen table.
+#[derive(Debug, thiserror::Error)]
+pub enum CliScreenError {
+    #[error("screen table {name}: {message}")]
+    Yaml { name: String, message: String },
+    #[error("screen table {name}: {what}: bad regex: {source}")]
+    Regex {
+        name: String,
+        what: String,
+        #[source]
+        source: regex::Error,
+    },
+}
+
+/// What one logical screen line is, for a CLI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowKind<'a> {
+    /// What the user typed (an echoed prompt, the input box).
+    User,
+    /// The CLI's own rows around the reply (status, hints, footers).
+    Chrome,
+    /// A row that says the turn is over.
+    TurnEnd,
+    /// Reply text, without the reply marker.
+    Text(&'a str),
+}
+
+/// One CLI's compiled screen table.
+#[derive(Debug, Clone)]
+pub struct CliScreen {
+    pub profile: String,
+    pub streaming: bool,
+    markers: Vec<String>,
+    /// User rows, then chrome, then turn-end rows, in one set.
+    rows: RegexSet,
+    users: usize,
+    chrome: usize,
+    osc_end: Option<RegexSet>,
+    errors: Vec<(String, Regex)>,
+}
+
+/// The built-in tables, by profile name.
+const BUILTIN: &[(&str, &str)] = &[
+    ("codex", include_str!("../state/codex.yaml")),
+    ("gemini", include_str!("../state/gemini.yaml")),
+    ("opencode", include_str!("../state/opencode.yaml")),
+    ("aider", include_str!("../state/aider.yaml")),
+];
+
+/// The profile a command is, by the file name of its `argv[0]` (`/x/bin/codex` → `codex`), when it
+/// is one of the CLIs with a built-in table (claude included).
+pub fn profile_of_command(argv: &[String]) -> Option<&'static str> {
+    let name = std::path::Path::new(argv.first()?).file_name()?.to_str()?;
+    ["claude", "codex", "gemini", "opencode", "aider"]
+        .into_iter()
+        .find(|p| *p == name)
+}
+
+impl CliScreen {
+    /// The built-in table of `profile` (None for claude, whose screen knowledge is built into the
+    /// pipeline, and for unknown profiles).
+    pub fn builtin(profile: &str) -> Option<Arc<CliScreen>> {
+        let (_, yaml) = BUILTIN.iter().find(|(p, _)| *p == profile)?;
+        match CliScreen::parse(&format!("{profile}.yaml"), yaml) {
+            Ok(Some(t)) => Some(Arc::new(t)),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::error!(error = %e, "built-in screen table does not compile");
+                None
+            }
+        }
+    }
+
+    /// Parse a table (the `screen:` section of a state table); `Ok(None)` when it has none.
+    pub fn parse(name: &str, yaml: &str) -> Result<Option<CliScreen>, CliScreenError> {
+        let top: FileTop = serde_saphyr::from_str(yaml).map_err(|e| CliScreenError::Yaml {
+            name: name.into(),
+            message: e.to_string(),
+        })?;
+        let Some(s) = top.screen else {
+            return Ok(None);
+        };
+        let err = |what: &str| {
+            let (name, what) = (name.to_string(), what.to_string());
+            move |source| CliScreenError::Regex { name, what, source }
+        };
+        let all: Vec<&String> = s
+            .user_rows
+            .iter()
+            .chain(&s.chrome)
+            .chain(&s.turn_end_rows)
+            .collect();
+        let rows = RegexSet::new(all).map_err(err("rows"))?;
+        let osc_end = if s.turn_end_osc.is_empty() {
+            None
+        } else {
+            Some(RegexSet::new(&s.turn_end_osc).map_err(err("turn_end_osc"))?)
+        };
+        let mut errors = Vec::new();
+        for e in &s.errors {
+            let re = Regex::new(&e.regex).map_err(err(&format!("error {}", e.name)))?;
+            errors.push((format!("{}.{}", top.profile, e.name), re));
+        }
+        Ok(Some(CliScreen {
+            profile: top.profile,
+            streaming: s.streaming,
+            markers: s.reply_markers,
+            rows,
+            users: s.user_rows.len(),
+            chrome: s.chrome.len(),
+            osc_end,
+            errors,
+        }))
+    }
+
+    /// What `line` (a logical line read off the screen) is.
+    pub fn classify<'a>(&self, line: &'a str) -> RowKind<'a> {
+        let t = line.trim_start();
+        if let Some(i) = self.rows.matches(t).iter().next() {
+            return if i < self.users {
+                RowKind::User
+            } else if i < self.users + self.chrome {
+                RowKind::Chrome
+            } else {
+                RowKind::TurnEnd
+            };
+        }
+        for m in &self.markers {
+            if let Some(rest) = t.strip_prefix(m.as_str()) {
+                return RowKind::Text(rest);
+            }
+            // The marker alone (a reply whose first row is still empty).
+            if t == m.trim_end() {
+                return RowKind::Text("");
+            }
+        }
+        RowKind::Text(t)
+    }
+
+    /// The CLI's own error display in `line` (reply marker already stripped), as a detection.
+    pub fn error(&self, line: &str, source: TextSource) -> Option<Detection> {
+        let t = line.trim();
+        self.errors.iter().find_map(|(id, re)| {
+            let c = re.captures(t)?;
+            let text = c.name("message").map_or(t, |m| m.as_str()).trim();
+            (!text.is_empty()).then(|| Detection::new("error", id, text.to_string(), source))
+        })
+    }
+
+    /// Does this OSC string (`0;title`, `7501;state=idle:app=codex`) say the turn is over?
+    pub fn osc_ends_turn(&self, osc: &str) -> bool {
+        self.osc_end.as_ref().is_some_and(|s| s.is_match(osc))
+    }
+
+    /// True when the table looks at OSC strings at all.
+    pub fn watches_osc(&self) -> bool {
+        self.osc_end.is_some()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Lex {
+    #[default]
+    Text,
+    Escape,
+    Osc,
+    OscEscape,
+}
+
+/// Finds OSC strings in raw output, in any chunking: [`OscLexer::scan`] gives each string that ends
+/// in a chunk with the offset just past its terminator, so the caller can act on it in stream order.
+#[derive(Debug, Default)]
+pub struct OscLexer {
+    state: Lex,
+    buf: Vec<u8>,
+}
+
+impl OscLexer {
+    pub fn new() -> OscLexer {
+        OscLexer::default()
+    }
+
+    /// The OSC strings that end in `bytes`: (offset after the terminator, the string).
+    pub fn scan(&mut self, bytes: &[u8]) -> Vec<(usize, String)> {
+        let mut out = Vec::new();
+        for (i, &b) in bytes.iter().enumerate() {
+            self.state = match self.state {
+                Lex::Text => {
+                    if b == 0x1b {
+                        Lex::Escape
+                    } else {
+                        Lex::Text
+                    }
+                }
+                Lex::Escape => match b {
+                    b']' => {
+                        self.buf.clear();
+                        Lex::Osc
+                    }
+                    0x1b => Lex::Escape,
+                    _ => Lex::Text,
+                },
+                Lex::Osc => match b {
+                    0x07 => {
+                        out.push((i + 1, String::from_utf8_lossy(&self.buf).into_owned()));
+                        Lex::Text
+                    }
+                    0x1b => Lex::OscEscape,
+                    // A C0 control other than ESC/BEL cancels the string.
+                    0x18 | 0x1a => Lex::Text,
+                    _ => {
+                        if self.buf.len() < MAX_OSC {
+                            self.buf.push(b);
+                        }
+                        Lex::Osc
+                    }
+                },
+                Lex::OscEscape => {
+                    out.push((i + 1, String::from_utf8_lossy(&self.buf).into_owned()));
+                    if b == b'\\' { Lex::Text } else { Lex::Escape }
+                }
+            };
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_tables_compile() {
+        for (p, _) in BUILTIN {
+            let t = CliScreen::builtin(p).unwrap_or_else(|| panic!("{p}: no table"));
+            assert_eq!(&t.profile, p);
+        }
+        assert!(CliScreen::builtin("claude").is_none());
+    }
+
+    #[test]
+    fn profile_by_command() {
+        let argv = |s: &str| vec![s.to_string()];
+        assert_eq!(profile_of_command(&argv("/x/bin/codex")), Some("codex"));
+        assert_eq!(profile_of_command(&argv("gemini")), Some("gemini"));
+        assert_eq!(profile_of_command(&argv("bash")), None);
+        assert_eq!(profile_of_command(&[]), None);
+    }
+
+    #[test]
+    fn osc_lexer_any_chunking() {
+        let bytes =
+            b"ab\x1b]0;\xe2\x97\x87  Ready (work)\x07cd\x1b]7501;state=idle:app=codex\x1b\\e";
+        for split in 0..bytes.len() {
+            let mut l = OscLexer::new();
+            let mut got: Vec<(usize, String)> = l.scan(&bytes[..split]);
+            got.extend(
+                l.scan(&bytes[split..])
+                    .into_iter()
+                    .map(|(o, s)| (o + split, s)),
+            );
+            assert_eq!(
+                got,
+                vec![
+                    (24, "0;\u{25c7}  Ready (work)".to_string()),
+                    (55, "7501;state=idle:app=codex".to_string())
+                ],
+                "split {split}"
+            );
+        }
+    }
+
+    #[test]
+    fn codex_rows() {
+        let c = CliScreen::builtin("codex").expect("codex");
+        assert_eq!(
+            c.classify("• Engineer Agent: implement fib"),
+            RowKind::Text("Engineer Agent: implement fib")
+        );
+        assert_eq!(c.classify("› plan fib"), RowKind::User);
+        let e = c
+            .error("■ {\"error\": {\"message\": \"boom\"}}", TextSource::Screen)
+            .expect("error display");
+        assert_eq!(e.category, "error");
+        assert_eq!(e.pattern, "codex.error-display");
+        assert!(c.osc_ends_turn("7501;state=idle:app=codex"));
+        assert!(!c.osc_ends_turn("7501;state=working:app=codex"));
+    }
+
+    #[test]
+    fn gemini_rows() {
+        let g = CliScreen::builtin("gemini").expect("gemini");
+        assert_eq!(
+            g.classify("✦ TODO: cache it"),
+            RowKind::Text("TODO: cache it")
+        );
+        assert_eq!(g.classify(" > break the api"), RowKind::User);
+        let e = g
+            .error(
+                "✕ [API Error: {\"error\":{\"code\":400}}]",
+                TextSource::Screen,
+            )
+            .expect("error display");
+        assert_eq!(e.pattern, "gemini.api-error");
+        assert!(g.osc_ends_turn("0;\u{25c7}  Ready (work)"));
+        assert!(!g.osc_ends_turn("0;\u{2726}  Working\u{2026} (work)"));
+    }
+}
+
+#[cfg(test)]
+mod dump {
+    /// A debugging aid: `MPM_DUMP=fixtures/captures/codex_100.raw,100,codex cargo test --lib
+    /// cli_screen::dump -- --ignored --nocapture` prints the logical lines the reader makes of a
+    /// capture, how the CLI's table classifies each, and the detections.
+    #[test]
+    #[ignore]
+    fn dump_capture() {
+        use crate::screen::{LineReader, Lines, ReadKind, Screen};
+        let Ok(spec) = std::env::var("MPM_DUMP") else {
+            return;
+        };
+        let mut it = spec.split(',');
+        let path = it.next().unwrap_or_default();
+        let cols: u16 = it.next().and_then(|c| c.parse().ok()).unwrap_or(100);
+        let cli = it.next().and_then(super::CliScreen::builtin);
+        let bytes = std::fs::read(path).unwrap_or_default();
+        let mut s = Screen::new(cols, 30);
+        let mut r = LineReader::new();
+        let mut out = Lines::new();
+        let mut osc = super::OscLexer::new();
+        let mut at = 0;
+        let mut chunks: Vec<(usize, Option<String>)> = osc
+            .scan(&bytes)
+            .into_iter()
+            .map(|(e, o)| (e, Some(o)))
+            .collect();
+        chunks.push((bytes.len(), None));
+        for (end, o) in chunks {
+            s.feed(&bytes[at..end], &mut |s, h| r.read(s, h.into(), &mut out));
+            at = end;
+            for l in out.iter() {
+                let kind = cli.as_ref().map(|c| format!("{:?}", c.classify(l)));
+                println!("|{l}    <{}>", kind.unwrap_or_default());
+            }
+            out.clear();
+            if let Some(o) = o {
+                let ends = cli.as_ref().is_some_and(|c| c.osc_ends_turn(&o));
+                println!("== OSC {o:?}{}", if ends { " TURN END" } else { "" });
+            }
+        }
+        r.read(&mut s, ReadKind::All, &mut out);
+        for l in out.iter() {
+            println!("|{l}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod chunking {
+    use std::sync::Arc;
+
+    use crate::detect::Pipeline;
+    use crate::events::Detection;
+
+    fn run(profile: &str, cols: u16, bytes: &[u8], cuts: &[usize]) -> Vec<Detection> {
+        let engine = Arc::new(
+            crate::patterns::Engine::builder()
+                .build()
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+        let mut p = Pipeline::new(engine, cols, 30).with_cli(super::CliScreen::builtin(profile));
+        let mut out = Vec::new();
+        let mut at = 0;
+        for &c in cuts.iter().chain(std::iter::once(&bytes.len())) {
+            out.extend(p.feed(&bytes[at..c]));
+            at = c;
+        }
+        out.extend(p.finish());
+        out
+    }
+
+    /// The same bytes give the same final detections however they are chunked (the OSC turn ends
+    /// are acted on at their place in the stream, not at a read's end).
+    #[test]
+    fn codex_and_gemini_captures_in_any_chunking() {
+        for (profile, file) in [("codex", "codex_100.raw"), ("gemini", "gemini_60.raw")] {
+            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/captures/");
+            let Ok(bytes) = std::fs::read(format!("{path}{file}")) else {
+                panic!("{file} missing");
+            };
+            let cols = if file.contains("_60") { 60 } else { 100 };
+            let whole = run(profile, cols, &bytes, &[]);
+            assert_eq!(whole.len(), 8, "{file}: {whole:#?}");
+            // Deterministic pseudo-random cuts, and every 7th byte.
+            let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+            let mut cuts: Vec<usize> = (0..200)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x % bytes.len() as u64) as usize
+                })
+                .collect();
+            cuts.sort_unstable();
+            cuts.dedup();
+            assert_eq!(
+                run(profile, cols, &bytes, &cuts),
+                whole,
+                "{file}: random cuts"
+            );
+            let small: Vec<usize> = (1..bytes.len()).step_by(7).collect();
+            assert_eq!(
+                run(profile, cols, &bytes, &small),
+                whole,
+                "{file}: 7-byte reads"
+            );
+        }
+    }
+}

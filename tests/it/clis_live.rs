@@ -1,0 +1,278 @@
+//! The other agent CLIs, live under `mpm run --no-exec` against `fixtures/fake_llm.py`
+//! (`scenarios/clis.json`): the scripted reply's four delegations are each detected once, final,
+//! with their whole task (the first on the reply's first line, behind the CLI's reply marker; one
+//! long that wraps; `Task(QA: test fib() with …)`), and nothing half-streamed is ever final.
+//! codex and gemini also have their transcript read as the exact source.
+//!
+//! Each test is SKIPPED when its CLI is not installed (`.ci/install-clis.sh`), and fails under CI.
+//! Homes are throw-away (`fixtures/cli_home.sh`); whatever the CLI leaves running is stopped.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::common::*;
+use crate::realclient::{FakeServer, fixtures_dir, in_ci};
+
+/// The pinned CLI's binary in the cache `.ci/install-clis.sh` fills.
+fn cli_bin(cli: &str) -> Option<PathBuf> {
+    let prefix = std::env::var_os("MPM_CLI_PREFIX")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/mpm-ci")))?;
+    let bin = match cli {
+        "aider" => prefix.join("aider/bin/aider"),
+        _ => prefix.join(cli).join("node_modules/.bin").join(cli),
+    };
+    bin.exists().then_some(bin)
+}
+
+fn skip(cli: &str) {
+    assert!(
+        !in_ci(),
+        "{cli} not installed: under CI (CI=true) the live CLI tests must run; .ci/run installs it"
+    );
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "SKIPPED: {cli} not installed; run .ci/install-clis.sh"
+    );
+}
+
+/// Stops, by pid, every process whose environment has this test's throw-away HOME (codex's
+/// app-server daemon, gemini's relaunched child), when the test ends however it ends.
+struct HomeReaper(String);
+
+impl HomeReaper {
+    fn leftovers(&self) -> Vec<i32> {
+        let want = format!("HOME={}", self.0);
+        let mut out = Vec::new();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            if pid == std::process::id() as i32 {
+                continue;
+            }
+            let Ok(env) = std::fs::read(e.path().join("environ")) else {
+                continue;
+            };
+            if env.split(|b| *b == 0).any(|kv| kv == want.as_bytes()) {
+                out.push(pid);
+            }
+        }
+        out
+    }
+}
+
+impl Drop for HomeReaper {
+    fn drop(&mut self) {
+        for pid in self.leftovers() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// The environment `fixtures/cli_home.sh` prints for `cli` (HOME among it).
+fn cli_home(cli: &str, home: &Path, work: &Path, port: u16) -> Vec<(String, String)> {
+    let out = Command::new(fixtures_dir().join("cli_home.sh"))
+        .args([
+            cli,
+            &home.display().to_string(),
+            &work.display().to_string(),
+        ])
+        .arg(port.to_string())
+        .output()
+        .unwrap_or_else(|e| panic!("cli_home.sh: {e}"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Wait (bounded) until the terminal output has not grown for `span`.
+fn quiet(p: &PtyProc, span: Duration) {
+    let mut last = (p.text().len(), std::time::Instant::now());
+    wait_until(Duration::from_secs(30), || {
+        let n = p.text().len();
+        if n != last.0 {
+            last = (n, std::time::Instant::now());
+        }
+        last.1.elapsed() >= span
+    });
+}
+
+fn events(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn final_delegations(evs: &[Value]) -> Vec<(String, String, String)> {
+    evs.iter()
+        .filter(|e| e["kind"] == "detection" && e["category"] == "delegation")
+        .filter(|e| e["final"] == true || e["is_final"] == true)
+        .map(|e| {
+            (
+                e["agent"].as_str().unwrap_or("").to_string(),
+                e["task"].as_str().unwrap_or("").to_string(),
+                e["source"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+const WANT: [(&str, &str); 4] = [
+    (
+        "engineer",
+        "implement fib(n) in fib.py with memoisation and a guard for negative n",
+    ),
+    (
+        "research",
+        "compare the iterative, matrix power and fast doubling algorithms for very large n, \
+         measure their time and memory on n up to one million, and recommend one in docs/fib.md \
+         with a short table",
+    ),
+    ("qa", "test fib() with n = 0, 1, 2, 10 and a negative n"),
+    (
+        "documentation",
+        "describe fib() and its limits in the README",
+    ),
+];
+
+/// One exchange: start `cli` under `mpm run --no-exec`, wait for `ready`, prompt "plan fib", wait
+/// until the four delegations are final (or the deadline), then `exit` keys. Returns the events.
+fn exchange(cli: &str, args: &[&str], ready: &str, exit: &[&[u8]]) -> Option<Vec<Value>> {
+    let Some(bin) = cli_bin(cli) else {
+        skip(cli);
+        return None;
+    };
+    let env = TestEnv::new();
+    let server = FakeServer::start("clis.json", env.dir.path());
+    let (home, work) = (env.path("home"), env.path("work"));
+    let vars = cli_home(cli, &home, &work, server.port);
+    let home_var = vars
+        .iter()
+        .find(|(k, _)| k == "HOME")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let reaper = HomeReaper(home_var);
+    let events_path = env.path("events.jsonl");
+    let mut argv = vec![
+        "run".to_string(),
+        "--no-exec".into(),
+        "--events-file".into(),
+        events_path.display().to_string(),
+        "--".into(),
+        bin.display().to_string(),
+    ];
+    argv.extend(args.iter().map(|s| s.to_string()));
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let mut spawn = Spawn::new(&env, &argv);
+    spawn.cols = 100;
+    spawn.rows = 30;
+    spawn.cwd = Some(&work);
+    spawn.env.extend(vars);
+    let mut p = spawn.start();
+    let long = Duration::from_secs(120);
+    assert!(
+        wait_until(long, || p.text().contains(ready)),
+        "{cli}: not ready; terminal:\n{}",
+        p.text()
+    );
+    // Let the CLI settle: its first screen drawn (the output quiet for 2 s).
+    quiet(&p, Duration::from_secs(2));
+    p.send(b"plan fib");
+    quiet(&p, Duration::from_millis(500));
+    p.send(b"\r");
+    let done = wait_until(Duration::from_secs(180), || {
+        final_delegations(&events(&events_path)).len() >= WANT.len()
+            && events(&events_path).iter().any(|e| {
+                e["kind"] == "detection"
+                    && e["category"] == "error"
+                    && e["text"]
+                        .as_str()
+                        .is_some_and(|t| t.contains("RecursionError"))
+            })
+    });
+    // Give a late duplicate the chance to show (it must not).
+    quiet(&p, Duration::from_secs(3));
+    for keys in exit {
+        p.send(keys);
+        quiet(&p, Duration::from_millis(700));
+    }
+    let ended = wait_until(Duration::from_secs(60), || {
+        p.child.try_wait().ok().flatten().is_some()
+    });
+    let evs = events(&events_path);
+    assert!(
+        done,
+        "{cli}: the delegations did not all become final; events:\n{:#?}\nterminal:\n{}",
+        final_delegations(&evs),
+        p.text()
+    );
+    assert!(ended, "{cli}: mpm did not exit");
+    drop(p);
+    // Nothing of the CLI outlives the session.
+    let left = wait_until(Duration::from_secs(10), || reaper.leftovers().is_empty());
+    assert!(left, "{cli}: processes left: {:?}", reaper.leftovers());
+    Some(evs)
+}
+
+fn check(cli: &str, evs: &[Value]) {
+    let got = final_delegations(evs);
+    for (agent, task) in WANT {
+        let n = got
+            .iter()
+            .filter(|(a, t, _)| a == agent && t == task)
+            .count();
+        assert_eq!(n, 1, "{cli}: {agent}: {task:?} once; got {got:#?}");
+    }
+    assert_eq!(got.len(), WANT.len(), "{cli}: only these: {got:#?}");
+    // Nothing provisional carries a task the final ones do not: no half-streamed row was final.
+    let partial_final = evs.iter().any(|e| {
+        e["kind"] == "detection"
+            && e["category"] == "delegation"
+            && e["final"] == true
+            && !WANT
+                .iter()
+                .any(|(a, t)| e["agent"] == *a && e["task"] == *t)
+    });
+    assert!(!partial_final, "{cli}: a partial delegation was final");
+}
+
+#[test]
+fn codex_live_detects_each_delegation_once() {
+    let Some(evs) = exchange("codex", &["--no-daemon"], "Ask Codex", &[b"\x03", b"\x03"]) else {
+        return;
+    };
+    check("codex", &evs);
+}
+
+#[test]
+fn gemini_live_detects_each_delegation_once() {
+    let Some(evs) = exchange("gemini", &[], "Type your message", &[b"/quit", b"\r"]) else {
+        return;
+    };
+    check("gemini", &evs);
+}
+
+#[test]
+fn aider_live_detects_each_delegation_once() {
+    let Some(evs) = exchange("aider", &[], "> ", &[b"/exit", b"\r"]) else {
+        return;
+    };
+    check("aider", &evs);
+}
