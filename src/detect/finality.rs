@@ -6,7 +6,10 @@
 //! becomes **final** when one of these is seen in the byte stream (never a clock):
 //! * **text drawn below it**: a later line that is new (never read before in this session), is not
 //!   chrome (spinner, prompt box, status bar: [`is_chrome`]) and does not merely grow or repeat a
-//!   pending detection's line. TUIs append below; a redraw of older lines is not new text;
+//!   pending detection's line. TUIs append below; a redraw of older lines is not new text, nor is
+//!   the tail of a recent line whose first rows scrolled off the top (the fullscreen renderer
+//!   at 60x20 scrolls a wrapped paragraph up by a row while the line below is still streaming: its
+//!   last rows, read as a line of their own, are above the pending line, not below it);
 //! * **the turn ended**: claude's end-of-turn row (`✻ Crunched for 0s · done 12:11 PM`,
 //!   [`is_turn_end`]);
 //! * **the end of input** ([`Finality::finish`]).
@@ -29,6 +32,8 @@ use crate::events::Detection;
 /// Lines remembered for the "new text" test; past this the memory restarts (a very old line drawn
 /// again may then count as new text once).
 const MAX_SEEN: usize = 100_000;
+/// New lines kept for the scrolled-off-tail test (a screenful and then some).
+const RECENT: usize = 64;
 
 /// What the screen source knows about one logical line.
 #[derive(Debug, Clone, Copy)]
@@ -50,6 +55,8 @@ struct Pending {
 pub struct Finality {
     pending: Vec<Pending>,
     seen: HashSet<u64>,
+    /// The last [`RECENT`] new lines, for [`Finality::is_scrolled_tail`].
+    recent: std::collections::VecDeque<String>,
 }
 
 impl Finality {
@@ -68,7 +75,7 @@ impl Finality {
             return self.finish();
         }
         let chrome = is_chrome(trimmed);
-        let new_text = !chrome && self.remember(trimmed);
+        let new_text = !chrome && self.remember(trimmed) && !self.is_scrolled_tail(trimmed);
         let mut grew = false;
         let mut added = Vec::new();
         for mut d in found {
@@ -112,6 +119,23 @@ impl Finality {
     /// The detections still provisional.
     pub fn pending(&self) -> impl Iterator<Item = &Detection> {
         self.pending.iter().map(|p| &p.d)
+    }
+
+    /// Is `line` the end of a recent line, cut at a word boundary (its first rows scrolled off the
+    /// top of the screen)? Remembers `line` among the recent ones otherwise.
+    fn is_scrolled_tail(&mut self, line: &str) -> bool {
+        let tail = self.recent.iter().any(|r| {
+            r.len() > line.len()
+                && r.ends_with(line)
+                && r[..r.len() - line.len()].ends_with(char::is_whitespace)
+        });
+        if !tail {
+            if self.recent.len() >= RECENT {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(line.to_string());
+        }
+        tail
     }
 
     /// Record `line` as read; true when it was not read before.
@@ -230,6 +254,46 @@ mod tests {
         assert!(done[0].is_final);
         assert_eq!(done[0].task.as_deref(), Some("implement the parser"));
         assert!(f.finish().is_empty());
+    }
+
+    /// fullscreen_60_cache: the screen scrolls a wrapped paragraph up by a row while the line
+    /// below it streams; the paragraph's last rows, read as a line, are not text below the
+    /// pending line.
+    #[test]
+    fn the_tail_of_a_line_scrolled_off_the_top_is_not_new_text() {
+        let mut f = Finality::new();
+        f.line(
+            line("**Engineer Agent**: add an LRU policy with a configurable capacity"),
+            vec![],
+        );
+        let cut = "Documentation Agent: Once the policy lands, document it,";
+        assert!(
+            f.line(
+                line(cut),
+                vec![delegation("Once the policy lands, document it,")]
+            )
+            .is_empty()
+        );
+        assert!(
+            f.line(line("with a configurable capacity"), vec![])
+                .is_empty()
+        );
+        let whole = "Documentation Agent: Once the policy lands, document it, with an example.";
+        assert!(
+            f.line(
+                line(whole),
+                vec![delegation(
+                    "Once the policy lands, document it, with an example."
+                )]
+            )
+            .is_empty()
+        );
+        let done = f.line(line("TODO (P2): the next block"), vec![]);
+        assert_eq!(done.len(), 1);
+        assert_eq!(
+            done[0].task.as_deref(),
+            Some("Once the policy lands, document it, with an example.")
+        );
     }
 
     #[test]

@@ -34,7 +34,11 @@ fn queued(evs: &[serde_json::Value]) -> Vec<(String, String)> {
 /// (`CLAUDE_CODE_NO_FLICKER` value) against `scenario`, type each prompt and wait for its turn's
 /// Stop hook, then `/exit`. Every agent runs `echo`. The events of the session; `None` when the
 /// CLI is missing (skipped; a failure under CI).
-fn live_session(scenario: &str, renderer: &str, prompts: &[&str]) -> Option<Vec<serde_json::Value>> {
+fn live_session(
+    scenario: &str,
+    renderer: &str,
+    prompts: &[&str],
+) -> Option<Vec<serde_json::Value>> {
     let Some(bin) = claude_bin() else {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
@@ -50,7 +54,14 @@ fn live_session(scenario: &str, renderer: &str, prompts: &[&str]) -> Option<Vec<
     setup_home(&home, &work);
     let cfg = env.path("mpm.yaml");
     let mut yaml = String::from("agents:\n");
-    for a in ["engineer", "qa", "documentation", "ops", "research", "security"] {
+    for a in [
+        "engineer",
+        "qa",
+        "documentation",
+        "ops",
+        "research",
+        "security",
+    ] {
         yaml.push_str(&format!("  {a}:\n    argv: [\"echo\", \"{{task}}\"]\n"));
     }
     std::fs::write(&cfg, yaml).unwrap();
@@ -127,11 +138,8 @@ fn assert_states_in_order(evs: &[serde_json::Value], want: &[(&str, &str)]) {
 /// with inline code, wrapped over three rows; a bold alias), nothing from the fenced SQL block.
 #[test]
 fn real_claude_fullscreen_at_60x20_runs_each_delegation_once_whole() {
-    let Some(evs) = live_session(
-        "live_fullscreen.json",
-        "1",
-        &["plan the invoice migration"],
-    ) else {
+    let Some(evs) = live_session("live_fullscreen.json", "1", &["plan the invoice migration"])
+    else {
         return;
     };
     let mut q = queued(&evs);

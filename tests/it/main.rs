@@ -12,6 +12,7 @@ mod loop_support;
 mod nats_support;
 mod realclient;
 
+mod captures_exact;
 mod daemon_binary;
 mod daemon_inprocess;
 mod daemon_reads;
