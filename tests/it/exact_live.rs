@@ -53,7 +53,7 @@ fn live_session(
     let work = env.path("work");
     setup_home(&home, &work);
     let cfg = env.path("mpm.yaml");
-    let mut yaml = String::from("agents:\n");
+    let mut yaml = String::from("profiles:\n  claude:\n    feedback: \"off\"\nagents:\n");
     for a in [
         "engineer",
         "qa",
@@ -96,12 +96,20 @@ fn live_session(
     spawn.env.extend(server.claude_env());
     let mut p = spawn.start();
     p.expect("\u{276f}");
-    for (i, prompt) in prompts.iter().enumerate() {
+    for (i, (prompt, rule)) in prompts.iter().enumerate() {
         p.send(prompt.as_bytes());
         // The echo of the prompt's last word (claude redraws the input line as it is typed).
         p.expect(prompt.rsplit(' ').next().unwrap_or(prompt));
         p.send(b"\r");
-        // The turn ends when mpm's Stop hook reports it.
+        // The server answered this prompt, then the turn ends when mpm's Stop hook reports it.
+        let asked = wait_until(DEADLINE * 3, || {
+            server.requests().iter().any(|r| r["rule"] == *rule)
+        });
+        assert!(
+            asked,
+            "the server never got {prompt:?}; terminal:\n{}",
+            p.text()
+        );
         let done = wait_until(DEADLINE * 3, || {
             events(&ev_path)
                 .iter()
@@ -111,6 +119,14 @@ fn live_session(
         });
         assert!(done, "no Stop hook for turn {i}; terminal:\n{}", p.text());
     }
+    eprintln!(
+        "fake server requests: {:?}",
+        server
+            .requests()
+            .iter()
+            .map(|r| (r["rule"].clone(), r["last_user"].clone()))
+            .collect::<Vec<_>>()
+    );
     p.send(b"/exit");
     p.expect("/exit");
     p.send(b"\r");
@@ -138,18 +154,26 @@ fn assert_states_in_order(evs: &[serde_json::Value], want: &[(&str, &str)]) {
 /// with inline code, wrapped over three rows; a bold alias), nothing from the fenced SQL block.
 #[test]
 fn real_claude_fullscreen_at_60x20_runs_each_delegation_once_whole() {
-    let Some(evs) = live_session("live_fullscreen.json", "1", &["plan the invoice migration"])
-    else {
+    let Some(evs) = live_session(
+        "live_fullscreen.json",
+        "1",
+        &[("plan the invoice migration", "migration")],
+    ) else {
         return;
     };
-    let mut q = queued(&evs);
+    // The task as the transcript says it or as the screen draws it (inline code without its
+    // backticks): the same delegation, once.
+    let mut q: Vec<(String, String)> = queued(&evs)
+        .into_iter()
+        .map(|(a, t)| (a, t.replace('`', "")))
+        .collect();
     q.sort();
     assert_eq!(
         q,
         [
             (
                 "engineer".to_string(),
-                "write the database migration that adds a `tenant_id` column to the invoices \
+                "write the database migration that adds a tenant_id column to the invoices \
                  table, with a backfill in batches of five hundred rows"
                     .to_string()
             ),
@@ -178,7 +202,7 @@ fn real_claude_two_turns_repeated_delegation_runs_once() {
     let Some(evs) = live_session(
         "live_multiturn.json",
         "0",
-        &["draft the mailer", "what next"],
+        &[("draft the mailer", "turn1"), ("what next", "turn2")],
     ) else {
         return;
     };
