@@ -441,7 +441,7 @@ fn classic_80_usage_limit() {
 fn screenreader_80_usage_limit() {
     // The screen reader's title shows working for the second prompt; its idle title a read before
     // the limit message is held and replaced by blocked.
-    let mut case = usage_limit(
+    let case = usage_limit(
         "screenreader_80_usage_limit",
         vec![
             (Idle, None),

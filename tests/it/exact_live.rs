@@ -31,13 +31,14 @@ fn queued(evs: &[serde_json::Value]) -> Vec<(String, String)> {
 }
 
 /// Run the real claude under `mpm run --no-daemon` at 60x20 in `renderer`
-/// (`CLAUDE_CODE_NO_FLICKER` value) against `scenario`, type each prompt and wait for its turn's
-/// Stop hook, then `/exit`. Every agent runs `echo`. The events of the session; `None` when the
-/// CLI is missing (skipped; a failure under CI).
+/// (`CLAUDE_CODE_NO_FLICKER` value) against `scenario`, type each prompt, wait for the server to
+/// answer it by the named rule and for the turn's Stop hook, then `/exit`. Every agent runs `echo`;
+/// results are not fed back (`feedback: off`: a fed-back result would start another model turn).
+/// The events of the session; `None` when the CLI is missing (skipped; a failure under CI).
 fn live_session(
     scenario: &str,
     renderer: &str,
-    prompts: &[&str],
+    prompts: &[(&str, &str)],
 ) -> Option<Vec<serde_json::Value>> {
     let Some(bin) = claude_bin() else {
         assert!(
