@@ -135,7 +135,8 @@ fn live_session(
     Some(events(&ev_path))
 }
 
-/// The session states' order: each (state, reason) of `want` appears, in this order.
+/// The session states' order: each (state, reason) of `want` appears, in this order (an empty
+/// reason: any).
 fn assert_states_in_order(evs: &[serde_json::Value], want: &[(&str, &str)]) {
     let states: Vec<(String, String)> = evs
         .iter()
@@ -145,7 +146,7 @@ fn assert_states_in_order(evs: &[serde_json::Value], want: &[(&str, &str)]) {
     let mut it = states.iter();
     for (s, r) in want {
         assert!(
-            it.any(|(a, b)| a == s && b == r),
+            it.any(|(a, b)| a == s && (r.is_empty() || b == r)),
             "{s} ({r}) missing or out of order in {states:?}"
         );
     }
@@ -187,11 +188,7 @@ fn real_claude_fullscreen_at_60x20_runs_each_delegation_once_whole() {
     );
     assert_states_in_order(
         &evs,
-        &[
-            ("working", "hook:UserPromptSubmit"),
-            ("idle", "hook:Stop"),
-            ("exited", "exit"),
-        ],
+        &[("working", ""), ("idle", "hook:Stop"), ("exited", "exit")],
     );
 }
 
@@ -222,13 +219,14 @@ fn real_claude_two_turns_repeated_delegation_runs_once() {
             ),
         ]
     );
-    // Both turns seen by the hooks: working, idle, working, idle, exited.
+    // Both turns seen by the hooks: working, idle, working, idle, exited (working from the hook or,
+    // when claude's spinner title comes first, from the title).
     assert_states_in_order(
         &evs,
         &[
-            ("working", "hook:UserPromptSubmit"),
+            ("working", ""),
             ("idle", "hook:Stop"),
-            ("working", "hook:UserPromptSubmit"),
+            ("working", ""),
             ("idle", "hook:Stop"),
             ("exited", "exit"),
         ],
@@ -355,7 +353,7 @@ fn real_claude_at_60x20_runs_each_delegation_once_whole() {
         ("exited", "exit"),
     ] {
         assert!(
-            it.any(|(a, b)| a == s && b == r),
+            it.any(|(a, b)| a == s && (r.is_empty() || b == r)),
             "{s} ({r}) missing or out of order in {states:?}"
         );
     }
