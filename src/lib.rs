@@ -52,7 +52,7 @@ pub mod protocol;
 pub mod pty;
 pub mod screen;
 pub(crate) mod session;
-pub(crate) mod state;
+pub mod state;
 pub mod store;
 pub(crate) mod supervisor;
 pub(crate) mod top;

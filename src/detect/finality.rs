@@ -6,7 +6,10 @@
 //! becomes **final** when one of these is seen in the byte stream (never a clock):
 //! * **text drawn below it**: a later line that is new (never read before in this session), is not
 //!   chrome (spinner, prompt box, status bar: [`is_chrome`]) and does not merely grow or repeat a
-//!   pending detection's line. TUIs append below; a redraw of older lines is not new text;
+//!   pending detection's line. TUIs append below; a redraw of older lines is not new text, nor is
+//!   the tail of a recent line whose first rows scrolled off the top (the fullscreen renderer
+//!   at 60x20 scrolls a wrapped paragraph up by a row while the line below is still streaming: its
+//!   last rows, read as a line of their own, are above the pending line, not below it);
 //! * **the turn ended**: claude's end-of-turn row (`✻ Crunched for 0s · done 12:11 PM`,
 //!   [`is_turn_end`]);
 //! * **the end of input** ([`Finality::finish`]).
@@ -29,6 +32,8 @@ use crate::events::Detection;
 /// Lines remembered for the "new text" test; past this the memory restarts (a very old line drawn
 /// again may then count as new text once).
 const MAX_SEEN: usize = 100_000;
+/// New lines kept for the scrolled-off-tail test (a screenful and then some).
+const RECENT: usize = 64;
 
 /// What the screen source knows about one logical line.
 #[derive(Debug, Clone, Copy)]
@@ -63,6 +68,8 @@ pub struct Finality {
     /// Turn mode: what earlier turns made final (group, text), so a later partial redraw of it
     /// (a CLI reprinting its history, half-drawn) is not a new detection. Bounded.
     done: Vec<(String, String)>,
+    /// The last [`RECENT`] new lines, for [`Finality::is_scrolled_tail`].
+    recent: std::collections::VecDeque<String>,
 }
 
 /// Final detections remembered in turn mode.
@@ -93,7 +100,8 @@ impl Finality {
             return self.finish();
         }
         let chrome = is_chrome(trimmed);
-        let new_text = !chrome && self.remember(trimmed);
+        self.unglue(trimmed);
+        let new_text = !chrome && self.remember(trimmed) && !self.is_scrolled_tail(trimmed);
         let mut grew = false;
         let mut added = Vec::new();
         for mut d in found {
@@ -182,6 +190,53 @@ impl Finality {
         self.pending.iter().map(|p| &p.d)
     }
 
+    /// A pending detection whose task or title ends with the start of `line` (at least
+    /// [`MIN_GLUE`] bytes, from a word boundary) was read with its next row glued on: the screen
+    /// reader's half-written next row (`… caching entirely. TODO (High Prior`) looked like a
+    /// wrapped continuation until it grew into a line of its own. The glued part is cut off.
+    fn unglue(&mut self, line: &str) {
+        for p in &mut self.pending {
+            let d = &mut p.d;
+            let Some(body) = d.task.as_ref().or(d.title.as_ref()) else {
+                continue;
+            };
+            let Some(cut) = glued_at(body, line) else {
+                continue;
+            };
+            let glued = body[cut..].to_string();
+            let keep = body[..cut].trim_end().to_string();
+            if let Some(t) = d.task.as_mut() {
+                *t = keep.clone();
+            } else if let Some(t) = d.title.as_mut() {
+                *t = keep.clone();
+            }
+            if let Some(stripped) = d.text.strip_suffix(glued.as_str()) {
+                d.text = stripped.trim_end().to_string();
+            }
+            p.text = super::dedup::key_parts(d).1;
+        }
+    }
+
+    /// Is `line` the end of a recent line, cut at a word boundary (its first rows scrolled off the
+    /// top of the screen), or its start (a shorter redraw)? Remembers `line` among the recent ones
+    /// otherwise.
+    fn is_scrolled_tail(&mut self, line: &str) -> bool {
+        let tail = self.recent.iter().any(|r| {
+            r.len() > line.len()
+                && ((r.ends_with(line) && r[..r.len() - line.len()].ends_with(char::is_whitespace))
+                    // A redraw of a recent line's shorter state (the reader joined it to a
+                    // half-written next row before, and no longer does).
+                    || (r.starts_with(line) && r[line.len()..].starts_with(char::is_whitespace)))
+        });
+        if !tail {
+            if self.recent.len() >= RECENT {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(line.to_string());
+        }
+        tail
+    }
+
     /// Record `line` as read; true when it was not read before.
     fn remember(&mut self, line: &str) -> bool {
         if self.seen.len() >= MAX_SEEN {
@@ -255,14 +310,39 @@ fn same_in_turn(a: &str, b: &str) -> bool {
     common == shorter || (common >= 16 && common * 2 >= shorter)
 }
 
-/// One text is the other cut at a word boundary, or both are equal.
+/// The shortest glued rest [`Finality::unglue`] cuts off.
+const MIN_GLUE: usize = 8;
+
+/// Where `body` ends with the start of `line` (a word boundary in `body`, at least [`MIN_GLUE`]
+/// bytes, `line` longer than the overlap).
+fn glued_at(body: &str, line: &str) -> Option<usize> {
+    let max = body.len().min(line.len().saturating_sub(1));
+    (MIN_GLUE..=max).rev().find_map(|n| {
+        let cut = body.len() - n;
+        (body.is_char_boundary(cut)
+            && line.is_char_boundary(n)
+            && body[..cut].ends_with(char::is_whitespace)
+            && body[cut..] == line[..n])
+            .then_some(cut)
+    })
+}
+
+/// One text is the other cut short, or both are equal. Mid-word too: the screen reader prints its
+/// live line as the model streams (`Engineer Agent: ad`) and reprints it longer (`… add an LRU`).
 fn related(a: &str, b: &str) -> bool {
     let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
     long.starts_with(short)
-        && (long.len() == short.len()
-            || long[short.len()..]
-                .starts_with(|c: char| c.is_whitespace() || c.is_ascii_punctuation()))
 }
+
+/// The starts of claude's screen-reader status rows.
+const SR_STATUS: &[&str] = &[
+    "accept edits on (shift+tab",
+    "bypass permissions on (shift+tab",
+    "plan mode on (shift+tab",
+    "auto mode on (shift+tab",
+    "effort: ",
+    "esc to interrupt",
+];
 
 /// The spinner glyphs claude cycles through before a status word (`✻ Crunched…`).
 const SPINNER: &[char] = &['✻', '✢', '✳', '✶', '✽', '·', '*', '◐', '◑', '◒', '◓'];
@@ -278,6 +358,17 @@ pub fn is_chrome(trimmed: &str) -> bool {
         return true;
     }
     if trimmed.starts_with("? for shortcuts") || trimmed.starts_with("you: ") {
+        return true;
+    }
+    // The screen reader's status rows (flat text, no glyphs): the mode line, the effort line, its
+    // `$` prompt, its spinner word (`Computing…`).
+    if SR_STATUS.iter().any(|p| trimmed.starts_with(p)) || trimmed == "$" {
+        return true;
+    }
+    if let Some(word) = trimmed.strip_suffix('…')
+        && !word.is_empty()
+        && word.chars().all(char::is_alphabetic)
+    {
         return true;
     }
     // `✶ Transmuting…`, `* Wibbling… (3s · ↓ 2 tokens)`: a glyph, one word, an ellipsis.
@@ -355,6 +446,87 @@ mod tests {
         assert!(done[0].is_final);
         assert_eq!(done[0].task.as_deref(), Some("implement the parser"));
         assert!(f.finish().is_empty());
+    }
+
+    /// fullscreen_60_cache: the screen scrolls a wrapped paragraph up by a row while the line
+    /// below it streams; the paragraph's last rows, read as a line, are not text below the
+    /// pending line.
+    #[test]
+    fn the_tail_of_a_line_scrolled_off_the_top_is_not_new_text() {
+        let mut f = Finality::new();
+        f.line(
+            line("**Engineer Agent**: add an LRU policy with a configurable capacity"),
+            vec![],
+        );
+        let cut = "Documentation Agent: Once the policy lands, document it,";
+        assert!(
+            f.line(
+                line(cut),
+                vec![delegation("Once the policy lands, document it,")]
+            )
+            .is_empty()
+        );
+        assert!(
+            f.line(line("with a configurable capacity"), vec![])
+                .is_empty()
+        );
+        let whole = "Documentation Agent: Once the policy lands, document it, with an example.";
+        assert!(
+            f.line(
+                line(whole),
+                vec![delegation(
+                    "Once the policy lands, document it, with an example."
+                )]
+            )
+            .is_empty()
+        );
+        let done = f.line(line("TODO (P2): the next block"), vec![]);
+        assert_eq!(done.len(), 1);
+        assert_eq!(
+            done[0].task.as_deref(),
+            Some("Once the policy lands, document it, with an example.")
+        );
+    }
+
+    /// screenreader_80_cache: the live line is printed as it streams (`ad`, then `add an LRU`),
+    /// the status rows below it are chrome, and a half-written next row joined onto a line is cut
+    /// off again when it grows into a line of its own.
+    #[test]
+    fn screen_reader_live_lines_and_glued_rows() {
+        let mut f = Finality::new();
+        assert!(
+            f.line(line("Engineer Agent: ad"), vec![delegation("ad")])
+                .is_empty()
+        );
+        assert!(
+            f.line(
+                line("accept edits on (shift+tab to cycle)  ·  esc to interrupt"),
+                vec![]
+            )
+            .is_empty()
+        );
+        assert!(f.line(line("effort: medium · /effort"), vec![]).is_empty());
+        let whole = "add an LRU policy to cache.py. TODO (High Prior";
+        assert!(
+            f.line(
+                line(&format!("Engineer Agent: {whole}")),
+                vec![delegation(whole)]
+            )
+            .is_empty()
+        );
+        let done = f.line(line("TODO (High Priority): the cache key"), vec![]);
+        assert_eq!(done.len(), 1);
+        assert_eq!(
+            done[0].task.as_deref(),
+            Some("add an LRU policy to cache.py.")
+        );
+        assert_eq!(
+            done[0].text,
+            "Engineer Agent: add an LRU policy to cache.py."
+        );
+        // A shorter redraw of a recent line is not new text.
+        f.line(line("Engineer Agent: x y"), vec![delegation("x y")]);
+        assert!(f.line(line("TODO (High Priority): the"), vec![]).is_empty());
     }
 
     #[test]
@@ -465,6 +637,10 @@ mod tests {
             "❯ please",
             "⏵⏵ auto mode on (shift+tab to cycle)",
             "? for shortcuts",
+            "accept edits on (shift+tab to cycle)  ·  esc to interrupt",
+            "effort: medium · /effort",
+            "$",
+            "Computing…",
         ] {
             assert!(is_chrome(c), "{c}");
         }

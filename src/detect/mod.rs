@@ -74,7 +74,9 @@ pub const TOOL_ERROR_PATTERN: &str = "claude.tool-error";
 fn line_reader(matcher: &Arc<dyn Matcher>) -> LineReader {
     let m = matcher.clone();
     LineReader::with_line_start(Box::new(move |row| {
-        !m.detect(row, TextSource::Screen).is_empty()
+        // A status row (the screen reader's mode line under a half-written row) is never a
+        // continuation either.
+        finality::is_chrome(row.trim()) || !m.detect(row, TextSource::Screen).is_empty()
     }))
 }
 

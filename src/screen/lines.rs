@@ -659,4 +659,40 @@ mod dump {
             }
         }
     }
+
+    #[test]
+    #[ignore]
+    fn dump_cast() {
+        // `MPM_DUMP_CAST=classic_80_cache cargo test --lib dump_cast -- --ignored --nocapture`:
+        // the lines the reader makes of one `.cast` capture (its output events, at its first size).
+        let Ok(name) = std::env::var("MPM_DUMP_CAST") else {
+            return;
+        };
+        let path = format!(
+            "{}/fixtures/captures/{name}.cast",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut it = text.lines();
+        let head: serde_json::Value = serde_json::from_str(it.next().unwrap()).unwrap();
+        let (w, h) = (
+            head["width"].as_u64().unwrap(),
+            head["height"].as_u64().unwrap(),
+        );
+        let mut s = Screen::new(w as u16, h as u16);
+        let mut r = LineReader::new();
+        let mut out = Lines::new();
+        for l in it {
+            let ev: serde_json::Value = serde_json::from_str(l).unwrap();
+            if ev[1] == "o" {
+                let n = out.iter().count();
+                s.feed(ev[2].as_str().unwrap().as_bytes(), &mut |s, h| {
+                    r.read(s, h.into(), &mut out)
+                });
+                for l in out.iter().skip(n) {
+                    println!("{:8.3} |{l}", ev[0].as_f64().unwrap());
+                }
+            }
+        }
+    }
 }

@@ -136,31 +136,56 @@ impl CueTable {
         }
     }
 
-    /// The signals in `text` (one per matching cue, first cue of a state wins, in table order).
+    /// The signals in `text` (one per matching cue, first cue of a state wins, in table order),
+    /// in the order they appear in the text (by their last match).
     pub fn scan_text(&self, text: &str, starting: bool) -> Vec<Signal> {
-        let mut out: Vec<Signal> = Vec::new();
+        self.scan_fresh(text, 0, starting)
+    }
+
+    /// Like [`CueTable::scan_text`], counting only matches that end after byte `fresh` of `text`:
+    /// the text before it was scanned with the previous chunk (kept only to catch a cue split
+    /// across reads) and must not report its cues again. Signals come in the order of their last
+    /// fresh match, so a chunk that shows the spinner and then the end-of-turn row ends idle.
+    pub fn scan_fresh(&self, text: &str, fresh: usize, starting: bool) -> Vec<Signal> {
+        let mut found: Vec<(usize, SessionState, Signal)> = Vec::new();
         for i in self.set.matches(text).iter() {
             let (name, state, initial_only, re) = &self.cues[i];
             if *initial_only && !starting {
                 continue;
             }
-            if out
-                .iter()
-                .any(|s| matches!(s, Signal::Screen { state: st, .. } if st == state))
-            {
+            if found.iter().any(|(_, st, _)| st == state) {
                 continue;
             }
-            let resets_at = re
-                .captures(text)
-                .and_then(|c| c.name("resets_at"))
-                .map(|m| m.as_str().trim().to_string());
-            out.push(Signal::Screen {
-                state: *state,
-                cue: name.clone(),
-                resets_at,
-            });
+            // Ordered by the last fresh match; the reset time is the fullest one shown (claude
+            // says `resets 4:25pm (UTC)`, then `limit resets 4:25pm` in its status line).
+            let mut at = None;
+            let mut resets_at: Option<String> = None;
+            for c in re
+                .captures_iter(text)
+                .filter(|c| c.get(0).is_some_and(|m| m.end() > fresh))
+            {
+                at = c.get(0).map(|m| m.start());
+                if let Some(r) = c.name("resets_at").map(|m| m.as_str().trim())
+                    && resets_at.as_ref().is_none_or(|k| r.len() > k.len())
+                {
+                    resets_at = Some(r.to_string());
+                }
+            }
+            let Some(at) = at else {
+                continue;
+            };
+            found.push((
+                at,
+                *state,
+                Signal::Screen {
+                    state: *state,
+                    cue: name.clone(),
+                    resets_at,
+                },
+            ));
         }
-        out
+        found.sort_by_key(|(at, _, _)| *at);
+        found.into_iter().map(|(_, _, s)| s).collect()
     }
 
     /// The signal of a window title, if the table knows it.
@@ -198,6 +223,11 @@ pub struct CueScanner {
     utf8: Vec<u8>,
     text: String,
     tail: String,
+    /// An idle title held until the next chunk with text: claude sets its idle title as a
+    /// permission dialog or a usage-limit message opens, a read before it draws them; that
+    /// chunk's `needs_input`/`blocked` cue replaces the idle, so no moment of `idle` (which ends
+    /// a turn for the feedback actor) is published in between.
+    held_idle: Option<Signal>,
 }
 
 impl CueScanner {
@@ -210,6 +240,7 @@ impl CueScanner {
             utf8: Vec::new(),
             text: String::new(),
             tail: String::new(),
+            held_idle: None,
         }
     }
 
@@ -241,6 +272,7 @@ impl CueScanner {
         let mut titles = Vec::new();
         self.text.clear();
         self.text.push_str(&self.tail);
+        let fresh = self.text.len();
         for &b in bytes {
             match self.esc {
                 Lex::Text => match b {
@@ -300,14 +332,46 @@ impl CueScanner {
                 Lex::StrEscape => self.esc = if b == b'\\' { Lex::Text } else { Lex::Str },
             }
         }
-        let mut out = self.table.scan_text(&self.text, starting);
+        let mut out = self.table.scan_fresh(&self.text, fresh, starting);
         // Keep a tail to catch a cue split across reads (cut at a char boundary).
         let mut cut = self.text.len().saturating_sub(TAIL_CHARS * 4);
         while !self.text.is_char_boundary(cut) {
             cut += 1;
         }
+        let has_text = !self.text[fresh..].trim().is_empty();
         self.tail = self.text[cut..].to_string();
         out.extend(titles.iter().filter_map(|t| self.table.scan_title(t)));
+        let waits = |s: &Signal| {
+            matches!(
+                s,
+                Signal::Screen {
+                    state: SessionState::NeedsInput | SessionState::Blocked,
+                    ..
+                }
+            )
+        };
+        let announced = out.iter().any(waits);
+        if announced {
+            // An idle title beside the dialog or limit it announces says nothing more.
+            out.retain(|s| !matches!(s, Signal::Title { working: false }));
+        }
+        let hold = if matches!(out.last(), Some(Signal::Title { working: false })) {
+            out.pop()
+        } else {
+            None
+        };
+        if let Some(held) = self.held_idle.take() {
+            if announced {
+                // The dialog or limit the idle title announced: it replaces the idle.
+            } else if has_text || !out.is_empty() || hold.is_some() {
+                out.insert(0, held);
+            } else {
+                self.held_idle = Some(held);
+            }
+        }
+        if hold.is_some() {
+            self.held_idle = hold;
+        }
         out
     }
 }
@@ -345,9 +409,9 @@ mod tests {
     fn claude_cues() {
         let cases: Vec<(&[u8], bool, Vec<&str>)> = vec![
             (
-                b"\x1b]0;\xe2\x9c\xb3 Claude Code\x07",
+                b"\x1b]0;\xe2\x9c\xb3 Claude Code\x07x",
                 true,
-                vec!["title:false"],
+                vec![],
             ),
             (
                 b"\x1b]0;\xe2\x97\x90 Claude Code\x1b\\",
@@ -375,6 +439,11 @@ mod tests {
                 vec!["blocked:usage-limit:3pm (UTC)"],
             ),
             (
+                "You've hit your 5-hour limit \u{b7} resets 4:25pm (UTC)\r\n\u{26a0} Usage limit reached \u{b7} limit resets 4:25pm".as_bytes(),
+                false,
+                vec!["blocked:usage-limit:4:25pm (UTC)"],
+            ),
+            (
                 "5-hour limit reached \u{2219} resets 4am".as_bytes(),
                 false,
                 vec!["blocked:usage-limit:4am"],
@@ -393,6 +462,40 @@ mod tests {
         }
     }
 
+    /// The tail kept for split cues is not scanned again: a spinner seen once is reported once,
+    /// and a chunk with the spinner and then the end-of-turn row gives them in that order.
+    #[test]
+    fn a_cue_is_reported_once_and_in_text_order() {
+        let mut s = scanner();
+        assert_eq!(
+            states(&s.feed(
+                "\u{273b} Thinking\u{2026} (esc to interrupt)".as_bytes(),
+                false
+            )),
+            vec!["working:spinner:"]
+        );
+        assert_eq!(states(&s.feed(b"x", false)), Vec::<String>::new());
+        assert_eq!(
+            states(&s.feed("\u{273b} Worked for 3s".as_bytes(), false)),
+            vec!["idle:turn-done:"]
+        );
+        let mut s = scanner();
+        assert_eq!(
+            states(&s.feed(
+                "(esc to interrupt)\r\n\u{273b} Worked for 3s\r\n".as_bytes(),
+                false
+            )),
+            vec!["working:spinner:", "idle:turn-done:"]
+        );
+        assert_eq!(
+            states(&s.feed(
+                "\u{273b} Baked for 2s\r\n(esc to interrupt)".as_bytes(),
+                false
+            )),
+            vec!["idle:turn-done:", "working:spinner:"]
+        );
+    }
+
     #[test]
     fn any_chunking_finds_the_cue() {
         let bytes = "x\x1b]0;\u{2733} Claude Code\x07 Do you want to proceed? \u{273b}".as_bytes();
@@ -405,11 +508,36 @@ mod tests {
                 got.contains(&"needs_input:dialog:".to_string()),
                 "split {split}: {got:?}"
             );
+            // The idle title that announced the dialog is never reported after it.
+            let dialog = got.iter().position(|g| g == "needs_input:dialog:").unwrap();
             assert!(
-                got.contains(&"title:false".to_string()),
+                !got[dialog..].contains(&"title:false".to_string()),
                 "split {split}: {got:?}"
             );
         }
+    }
+
+    /// claude's idle title comes a read before the dialog or the limit it announces: held until
+    /// the next chunk with text, and dropped when that chunk shows the dialog.
+    #[test]
+    fn an_idle_title_waits_for_the_next_text() {
+        let idle_title = b"\x1b]0;\xe2\x9c\xb3 Claude Code\x07";
+        let mut s = scanner();
+        assert!(s.feed(idle_title, false).is_empty());
+        assert!(s.feed(b"\x1b[2A", false).is_empty());
+        assert_eq!(
+            states(&s.feed(b" Do you want to proceed?", false)),
+            vec!["needs_input:dialog:"]
+        );
+        let mut s = scanner();
+        assert!(s.feed(idle_title, false).is_empty());
+        assert_eq!(states(&s.feed(b"\r\n> ", false)), vec!["title:false"]);
+        let mut s = scanner();
+        assert!(s.feed(idle_title, false).is_empty());
+        assert_eq!(
+            states(&s.feed("You've hit your limit \u{b7} resets 3pm".as_bytes(), false)),
+            vec!["blocked:usage-limit:3pm"]
+        );
     }
 
     #[test]

@@ -9,7 +9,12 @@
 //! * **transcript**: the end of a turn → idle;
 //! * **screen** cues ([`cues`]: a small YAML table per profile and CLI version): a spinner → working,
 //!   the prompt → idle, a dialog → needs_input, a usage-limit message → blocked (with `resets_at`);
-//! * **window title** (OSC 0/2; claude shows `✳ Claude Code` idle and a spinner glyph working);
+//! * **window title** (OSC 0/2; claude shows `✳ Claude Code` idle and a spinner glyph working).
+//!   Once a title was seen (and no hook), the title alone decides between working and idle: the
+//!   spinner and end-of-turn cues only move the session out of `starting` and `needs_input`. The
+//!   stream's cues are text drawn, not state: the fullscreen renderer repaints an earlier turn's
+//!   `✻ Worked for 3s` row with every frame, which read as a cue flips a working session to idle;
+//!   the title is sent once per change;
 //! * **silence**: no output and no CPU in the agent's tree for a while → idle (a session without
 //!   hooks, title or cues still settles).
 //!
@@ -61,6 +66,9 @@ pub struct Transition {
 pub struct StateMachine {
     state: SessionState,
     hooks_live: bool,
+    /// A window title was seen: the title, not the stream's spinner/turn-done cues, decides
+    /// between working and idle (when no hook is live).
+    title_live: bool,
     resets_at: Option<String>,
 }
 
@@ -76,6 +84,7 @@ impl StateMachine {
         StateMachine {
             state: SessionState::Starting,
             hooks_live: false,
+            title_live: false,
             resets_at: None,
         }
     }
@@ -97,6 +106,10 @@ impl StateMachine {
             return None;
         }
         let weak_may_decide = !self.hooks_live;
+        // The stream's working/idle cues decide only while neither hooks nor the title do, or to
+        // leave `starting` and `needs_input`.
+        let cues_may_decide =
+            (weak_may_decide && !self.title_live) || matches!(now, Starting | NeedsInput);
         match signal {
             Signal::Exited => Some((Exited, "exit".into(), None)),
             Signal::Hook { event, permission } => {
@@ -127,11 +140,17 @@ impl StateMachine {
                 match state {
                     Blocked => Some((Blocked, reason, resets_at.clone())),
                     NeedsInput if now != Blocked => Some((NeedsInput, reason, None)),
-                    Working if now != Blocked && (weak_may_decide || now != Idle) => {
+                    Working
+                        if now != Blocked
+                            && (weak_may_decide || now != Idle)
+                            && (cues_may_decide || self.hooks_live) =>
+                    {
                         Some((Working, reason, None))
                     }
                     Idle if now == Starting
-                        || (weak_may_decide && matches!(now, Working | NeedsInput)) =>
+                        || (weak_may_decide
+                            && cues_may_decide
+                            && matches!(now, Working | NeedsInput)) =>
                     {
                         Some((Idle, reason, None))
                     }
@@ -142,8 +161,10 @@ impl StateMachine {
                 if !weak_may_decide && now != Starting {
                     return None;
                 }
+                self.title_live = true;
                 match (working, now) {
-                    (true, Starting | Idle) => Some((Working, "title".into(), None)),
+                    // A spinner title after a dialog: it was answered, the agent works again.
+                    (true, Starting | Idle | NeedsInput) => Some((Working, "title".into(), None)),
                     (false, Starting | Working) => Some((Idle, "title".into(), None)),
                     _ => None,
                 }
@@ -155,7 +176,16 @@ impl StateMachine {
 
     /// Apply `signal`; the transition when the state changed (or a `blocked` got a new reset time).
     pub fn on(&mut self, signal: &Signal) -> Option<Transition> {
-        let (state, reason, resets_at) = self.propose(signal)?;
+        let (state, reason, mut resets_at) = self.propose(signal)?;
+        // Still blocked: a message without the reset time, or with a shorter form of the one
+        // known (`4:25pm` after `4:25pm (UTC)`), keeps the one known.
+        if state == SessionState::Blocked
+            && self.state == SessionState::Blocked
+            && let Some(known) = &self.resets_at
+            && resets_at.as_deref().is_none_or(|r| known.starts_with(r))
+        {
+            resets_at = Some(known.clone());
+        }
         if state == self.state && (state != SessionState::Blocked || resets_at == self.resets_at) {
             return None;
         }
@@ -237,13 +267,29 @@ mod tests {
                 ],
             ),
             (
-                "without hooks, the title and silence decide",
+                "without hooks, the title and silence decide; the stream's cues do not",
                 vec![
                     (Signal::Title { working: false }, Some(Idle)),
                     (Signal::Title { working: true }, Some(Working)),
                     (Signal::Silence, Some(Idle)),
-                    (screen(Working, "spinner"), Some(Working)),
+                    (screen(Working, "spinner"), None),
+                    (Signal::Title { working: true }, Some(Working)),
+                    (screen(Idle, "turn-done"), None),
+                    (screen(NeedsInput, "dialog"), Some(NeedsInput)),
+                    (Signal::Title { working: false }, None),
+                    (Signal::Title { working: true }, Some(Working)),
+                    (Signal::Title { working: false }, Some(Idle)),
+                ],
+            ),
+            (
+                "without hooks or a title, the stream's cues decide",
+                vec![
                     (screen(Idle, "prompt"), Some(Idle)),
+                    (screen(Working, "spinner"), Some(Working)),
+                    (screen(Idle, "turn-done"), Some(Idle)),
+                    (screen(Working, "spinner"), Some(Working)),
+                    (screen(NeedsInput, "dialog"), Some(NeedsInput)),
+                    (screen(Working, "spinner"), Some(Working)),
                 ],
             ),
             (
@@ -277,6 +323,26 @@ mod tests {
                 assert_eq!(got, want, "{name}: step {i} ({signal:?})");
             }
         }
+    }
+
+    /// claude shows a usage limit in several messages: with the reset time and its zone, without
+    /// the zone, without a time. The first full one stays.
+    #[test]
+    fn a_blocked_session_keeps_the_fullest_reset_time() {
+        let limit = |r: Option<&str>| Signal::Screen {
+            state: Blocked,
+            cue: "usage-limit".into(),
+            resets_at: r.map(String::from),
+        };
+        let mut m = StateMachine::new();
+        assert!(m.on(&limit(None)).is_some());
+        let t = m.on(&limit(Some("4:25pm (UTC)"))).unwrap();
+        assert_eq!(t.resets_at.as_deref(), Some("4:25pm (UTC)"));
+        assert!(m.on(&limit(Some("4:25pm"))).is_none());
+        assert!(m.on(&limit(None)).is_none());
+        assert_eq!(m.resets_at(), Some("4:25pm (UTC)"));
+        let t = m.on(&limit(Some("5:00pm (UTC)"))).unwrap();
+        assert_eq!(t.resets_at.as_deref(), Some("5:00pm (UTC)"));
     }
 
     #[test]

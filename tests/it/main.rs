@@ -17,6 +17,7 @@ mod realclient;
 
 mod clis_captures;
 mod clis_live;
+mod captures_exact;
 mod daemon_binary;
 mod daemon_executor;
 mod daemon_inprocess;
