@@ -417,11 +417,13 @@ fn main() {
             if r.2 >= expected {
                 hosted.push((r.0, r.1));
             } else {
-                // The daemon dropped its terminal client ("too_slow": it fell a whole backlog
-                // behind); the session goes on without it. Not a throughput figure: counted, and
-                // the daemon restarted so that the orphaned session costs the next runs nothing.
+                // Bytes missing: the daemon dropped its terminal client ("too_slow": it fell a
+                // whole backlog behind; the session goes on without it), or output made before
+                // the client attached came as a redraw of the screen instead. Not a throughput
+                // figure: counted, and the daemon restarted so that an orphaned session costs the
+                // next runs nothing.
                 println!(
-                    "  daemon     INCOMPLETE: {} of {expected} bytes (the daemon dropped its client)",
+                    "  daemon     INCOMPLETE: {} of {expected} bytes (client dropped, or early output redrawn)",
                     r.2
                 );
                 incomplete += 1;
