@@ -363,7 +363,8 @@ pub const MALLOC_ARENAS: i32 = 2;
 /// `MALLOC_ARENA_MAX` or `GLIBC_TUNABLES` in the environment wins.
 pub fn limit_malloc_arenas() {
     #[cfg(target_env = "gnu")]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() && std::env::var_os("GLIBC_TUNABLES").is_none()
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none()
+        && std::env::var_os("GLIBC_TUNABLES").is_none()
     {
         // SAFETY: mallopt only sets an allocator parameter; called before other threads exist.
         unsafe { libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS) };

@@ -624,13 +624,21 @@ fn attach(
     let pump = std::thread::Builder::new()
         .name("mpm-attach-out".into())
         .spawn(move || {
+            // A pipe client has no job control: its suspend channel is disconnected from the
+            // start (and a terminal client's once the session closes). A disconnected channel is
+            // always ready, so it is swapped for one that never is: selecting on it spun this
+            // thread at 100% of a core and starved the relay (1 MiB took 10 s to a pipe).
+            let mut suspended = att.suspended.clone();
             loop {
                 select! {
-                    recv(att.suspended) -> s => {
-                        if s.is_ok() && send(&out_writer, &ServerMsg::Suspended).is_err() {
-                            return;
+                    recv(suspended) -> s => match s {
+                        Ok(()) => {
+                            if send(&out_writer, &ServerMsg::Suspended).is_err() {
+                                return;
+                            }
                         }
-                    }
+                        Err(_) => suspended = crossbeam_channel::never(),
+                    },
                     recv(att.output) -> chunk => match chunk {
                         Ok(c) => {
                             if send_data(&out_writer, &c).is_err() {
