@@ -287,14 +287,20 @@ pub fn parse_line(line: &str) -> Vec<Item> {
 /// Lines of markdown worth matching: fenced code blocks are skipped (a `// TODO` in code is not a
 /// ticket).
 pub fn markdown_lines(text: &str) -> impl Iterator<Item = &str> {
+    markdown_lines_with_code(text).filter_map(|(l, code)| (!code).then_some(l))
+}
+
+/// Every line of markdown that is not a fence line, with whether it lies inside a fenced code
+/// block (for the patterns that ask for code).
+pub fn markdown_lines_with_code(text: &str) -> impl Iterator<Item = (&str, bool)> {
     let mut in_fence = false;
-    text.lines().filter(move |l| {
+    text.lines().filter_map(move |l| {
         let t = l.trim_start();
         if t.starts_with("```") || t.starts_with("~~~") {
             in_fence = !in_fence;
-            return false;
+            return None;
         }
-        !in_fence
+        Some((l, in_fence))
     })
 }
 

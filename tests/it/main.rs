@@ -15,6 +15,7 @@ mod realclient;
 mod daemon_binary;
 mod daemon_inprocess;
 mod daemon_reads;
+mod exact_code;
 mod exact_hook;
 mod exact_live;
 mod exact_props;
