@@ -431,6 +431,7 @@ async fn run_job(ctx: &Ctx, served: &Agent, job: Job, tx: &mpsc::UnboundedSender
         grace: ctx.opts.grace,
         extra_env: Vec::new(),
         max_output_bytes: ctx.cfg.executor.max_output_bytes,
+        progress: None,
     };
 
     let prepared = prepare_worktree(ctx, &agent, &job).await;

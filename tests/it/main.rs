@@ -18,6 +18,7 @@ mod daemon_reads;
 mod exact_code;
 mod exact_hook;
 mod exact_live;
+mod exact_progress;
 mod exact_props;
 mod executor_cli;
 mod executor_realcli;
