@@ -130,13 +130,12 @@ fn finalize(p: Pending) -> Detection {
     d
 }
 
-/// One text is the other cut at a word boundary, or both are equal.
+/// One text is the other cut anywhere, or both are equal. A row drawn while the model streams is
+/// cut mid-word as often as not (the screen reader's live line `Security Agent: check that c`, then
+/// `… check that client ids …`), so the cut need not fall at a word boundary.
 fn related(a: &str, b: &str) -> bool {
     let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
-    long.starts_with(short)
-        && (long.len() == short.len()
-            || long[short.len()..]
-                .starts_with(|c: char| c.is_whitespace() || c.is_ascii_punctuation()))
+    !short.is_empty() && long.starts_with(short)
 }
 
 /// The spinner glyphs claude cycles through before a status word (`✻ Crunched…`).
@@ -153,6 +152,14 @@ pub fn is_chrome(trimmed: &str) -> bool {
         return true;
     }
     if trimmed.starts_with("? for shortcuts") || trimmed.starts_with("you: ") {
+        return true;
+    }
+    // The screen reader's status lines below its live region, and its `$` marker row.
+    if trimmed == "$"
+        || trimmed.starts_with("accept edits on (shift+tab")
+        || trimmed.contains("(shift+tab to cycle)")
+        || (trimmed.starts_with("effort: ") && trimmed.ends_with("/effort"))
+    {
         return true;
     }
     // `✶ Transmuting…`, `* Wibbling… (3s · ↓ 2 tokens)`: a glyph, one word, an ellipsis.
@@ -230,6 +237,35 @@ mod tests {
         assert!(done[0].is_final);
         assert_eq!(done[0].task.as_deref(), Some("implement the parser"));
         assert!(f.finish().is_empty());
+    }
+
+    #[test]
+    fn a_line_streamed_mid_word_is_one_detection() {
+        // The screen reader's live line: cut mid-word, status lines below it, then grown in place.
+        let mut f = Finality::new();
+        let mut done = f.line(
+            line("1. Security Agent: check that c"),
+            vec![delegation("check that c")],
+        );
+        for status in [
+            "accept edits on (shift+tab to cycle)  ·  esc to interrupt",
+            "effort: medium · /effort",
+            "$",
+        ] {
+            assert!(is_chrome(status), "{status}");
+            done.extend(f.line(line(status), vec![]));
+        }
+        done.extend(f.line(
+            line("1. Security Agent: check that client ids cannot be spoofed"),
+            vec![delegation("check that client ids cannot be spoofed")],
+        ));
+        assert!(done.is_empty(), "{done:?}");
+        done.extend(f.line(line("Engineer Agent: Once the te"), vec![]));
+        assert_eq!(done.len(), 1, "{done:?}");
+        assert_eq!(
+            done[0].task.as_deref(),
+            Some("check that client ids cannot be spoofed")
+        );
     }
 
     #[test]

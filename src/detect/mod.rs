@@ -73,12 +73,13 @@ pub const API_ERROR_PATTERN: &str = "claude.api-error";
 /// The pattern id of a failed tool result the engine found no error line in.
 pub const TOOL_ERROR_PATTERN: &str = "claude.tool-error";
 
-/// A line reader that keeps a row that starts a detection as a line of its own (never joined to the
+/// A line reader that keeps a row that starts a detection, or a row of TUI chrome (the screen
+/// reader's status lines right below its live line), as a line of its own (never joined to the
 /// row above as a wrapped continuation).
 fn line_reader(matcher: &Arc<dyn Matcher>) -> LineReader {
     let m = matcher.clone();
     LineReader::with_line_start(Box::new(move |row| {
-        !m.detect(row, TextSource::Screen).is_empty()
+        finality::is_chrome(row.trim()) || !m.detect(row, TextSource::Screen).is_empty()
     }))
 }
 

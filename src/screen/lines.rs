@@ -101,7 +101,7 @@ fn text_start(s: &str) -> (usize, bool) {
 fn continues(
     a: &Row,
     b: &Row,
-    first_start: usize,
+    (first_start, first_indent): (usize, usize),
     cols: usize,
     starts_line: &dyn Fn(&str) -> bool,
 ) -> bool {
@@ -120,7 +120,9 @@ fn continues(
         return false;
     }
     let (b_start, b_marker) = text_start(bt);
-    if b_marker || b_start != first_start {
+    // The text column of the first row (a hanging indent), or, after a list marker, the marker's
+    // own column: the screen reader wraps list items without a hanging indent.
+    if b_marker || (b_start != first_start && b_start != first_indent) {
         return false;
     }
     let word = bt[b_start.min(bt.len())..]
@@ -353,13 +355,16 @@ fn assemble(
             i += 1;
             continue;
         }
-        let (first_start, _) = text_start(rows.get(i).cached_text());
+        let first = rows.get(i).cached_text();
+        let (first_start, _) = text_start(first);
+        let first_indent = first.len() - first.trim_start_matches(' ').len();
         let mut j = i;
         // The paragraph goes on past the row cap: the line is cut.
         let mut cut = false;
         while j + 1 < n {
             rows.text(j + 1);
-            if !continues(rows.get(j), rows.get(j + 1), first_start, cols, starts_line) {
+            let start = (first_start, first_indent);
+            if !continues(rows.get(j), rows.get(j + 1), start, cols, starts_line) {
                 break;
             }
             if j - i + 1 == MAX_JOIN_ROWS {
@@ -498,6 +503,23 @@ negative input, keep it O(n) time and O(1) space, and report back."
         let out = lines_of(100, 10, input.as_bytes());
         assert_eq!(out.len(), 1, "{out:?}");
         assert!(out[0].ends_with("word tail"));
+    }
+
+    #[test]
+    fn a_list_item_wrapped_without_a_hanging_indent_is_one_line() {
+        // The screen reader wraps `1. QA Agent: …` at the width and goes on at column 0.
+        let first = format!("1. QA Agent: {}", "word ".repeat(17).trim_end());
+        assert!(first.len() > 90);
+        let input = format!("{first}\r\ntail of the task\r\n\r\n- TODO: short\r\nnext\r\n");
+        let out = lines_of(100, 10, input.as_bytes());
+        assert_eq!(
+            out,
+            [
+                format!("{first} tail of the task"),
+                "- TODO: short".to_string(),
+                "next".to_string()
+            ]
+        );
     }
 
     #[test]
