@@ -20,6 +20,7 @@ mod exact_hook;
 mod exact_live;
 mod exact_progress;
 mod exact_props;
+mod exact_screenreader;
 mod executor_cli;
 mod executor_realcli;
 mod executor_run;
