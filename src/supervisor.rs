@@ -279,6 +279,9 @@ impl Supervisor {
                             route_exact(&shared, out, d);
                         }
                     }
+                    if claude::turn_ended(line) {
+                        let _ = out.send(DispatchMsg::TranscriptTurnEnd);
+                    }
                 }) {
                     Ok(t) => {
                         syncer = Some(t.syncer());
@@ -604,6 +607,9 @@ enum DispatchMsg {
     Confirm(Detection),
     /// The turn ended and the exact sources were drained.
     TurnEnded,
+    /// The transcript shows the end of the main agent's turn (its last message, `end_turn`), after
+    /// the turn's text was sent. A state signal; without hooks also the turn's end for dispatch.
+    TranscriptTurnEnd,
     Close,
 }
 
@@ -694,6 +700,8 @@ impl Dispatcher {
                 let mut core = DispatchCore::new();
                 let mut steps = HashMap::new();
                 let mut state = StateMachine::new();
+                // Claude's hooks were heard: they end the turns for dispatch.
+                let mut hooks_live = false;
                 // `starting` is implied by `session.started`: only changes are published.
                 mirror.set(state.state());
                 loop {
@@ -720,8 +728,24 @@ impl Dispatcher {
                             Vec::new()
                         }
                         DispatchMsg::ExactLive => {
+                            hooks_live = true;
                             core.exact_live();
                             Vec::new()
+                        }
+                        DispatchMsg::TranscriptTurnEnd => {
+                            if let Some(t) = state.on(&Signal::TranscriptTurnEnd) {
+                                emit_state(&bus, &mirror, t);
+                            }
+                            if hooks_live {
+                                // The Stop hook ends the turn, after draining the transcript.
+                                Vec::new()
+                            } else {
+                                // Without hooks the transcript is the exact source: it carried the
+                                // whole turn, so screen delegations from now on wait for its turn
+                                // ends and dispatch only what it lacked.
+                                core.exact_live();
+                                core.turn_ended()
+                            }
                         }
                         DispatchMsg::Confirm(d) => core.confirm(&d),
                         DispatchMsg::ExactText(t) => {
@@ -925,6 +949,38 @@ mod tests {
         assert_eq!(
             got,
             ["check it:false", "check it twice:true", "working", "exited"]
+        );
+    }
+
+    #[test]
+    fn the_transcripts_turn_end_makes_the_session_idle() {
+        let bus = Bus::new(crate::events::Context::new());
+        let rx = bus.subscribe();
+        let lazy = LazyExecutor {
+            start: None,
+            handle: None,
+        };
+        let mirror = StateMirror::default();
+        let d = Dispatcher::start(bus.clone(), lazy, mirror.clone(), LastOutput::new()).unwrap();
+        let tx = d.sender();
+        tx.send(DispatchMsg::Signal(Signal::Title { working: true }))
+            .unwrap();
+        tx.send(DispatchMsg::TranscriptTurnEnd).unwrap();
+        d.close();
+        assert_eq!(mirror.get(), SessionState::Idle);
+        let got: Vec<String> = rx
+            .try_iter()
+            .filter_map(|e| match &e.body {
+                EventBody::SessionState { state, reason, .. } => {
+                    Some(format!("{}:{reason}", state.as_str()))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            got.last().map(String::as_str),
+            Some("idle:transcript"),
+            "{got:?}"
         );
     }
 }

@@ -238,6 +238,10 @@ pub struct ExecutorConfig {
     pub backend: BackendKind,
     /// The NATS connection, for `backend: nats`.
     pub nats: NatsConfig,
+    /// A sub-agent with no output and no CPU for this long is reported `stalled` in its
+    /// `delegation.progress` events.
+    #[serde(deserialize_with = "ranges::u64_in::<_, 1, { ranges::DAY }>")]
+    pub stall_secs: u64,
 }
 
 impl Default for ExecutorConfig {
@@ -258,6 +262,7 @@ impl Default for ExecutorConfig {
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
             backend: BackendKind::Local,
             nats: NatsConfig::default(),
+            stall_secs: 120,
         }
     }
 }

@@ -249,6 +249,42 @@ fn content_items(content: &Value, api_error: bool, out: &mut Vec<Item>) {
     }
 }
 
+/// Does this transcript line end the main agent's turn? claude writes each assistant content block
+/// as its own line with the message's `stop_reason`: `tool_use` while the turn goes on (a tool call
+/// follows), `end_turn` (or `stop_sequence`, `max_tokens`) on the turn's last message. A sub-agent's
+/// lines (`isSidechain`, their own files) end nothing here. An API-error message (`isApiErrorMessage`)
+/// ends the turn too: claude gives up on it. Cheap for other lines: a substring test before parsing.
+pub fn turn_ended(line: &str) -> bool {
+    if !line.contains("\"assistant\"") {
+        return false;
+    }
+    let stop = line.contains("end_turn")
+        || line.contains("stop_sequence")
+        || line.contains("max_tokens")
+        || line.contains("isApiErrorMessage");
+    if !stop {
+        return false;
+    }
+    let Ok(v) = serde_json::from_str::<Value>(line) else {
+        return false;
+    };
+    if v.get("type").and_then(Value::as_str) != Some("assistant")
+        || v.get("isSidechain").and_then(Value::as_bool) == Some(true)
+        || v.get("parent_tool_use_id").is_some_and(|p| !p.is_null())
+    {
+        return false;
+    }
+    if v.get("isApiErrorMessage").and_then(Value::as_bool) == Some(true) {
+        return true;
+    }
+    matches!(
+        v.get("message")
+            .and_then(|m| m.get("stop_reason"))
+            .and_then(Value::as_str),
+        Some("end_turn" | "stop_sequence" | "max_tokens")
+    )
+}
+
 /// The items of one transcript or stream-json line. Lines that are not JSON, not assistant output, or
 /// belong to a sub-agent (`isSidechain`, or a stream line with a `parent_tool_use_id`) give nothing:
 /// a sub-agent's own words are not the session's.
@@ -289,14 +325,20 @@ pub fn parse_line(line: &str) -> Vec<Item> {
 /// Lines of markdown worth matching: fenced code blocks are skipped (a `// TODO` in code is not a
 /// ticket).
 pub fn markdown_lines(text: &str) -> impl Iterator<Item = &str> {
+    markdown_lines_with_code(text).filter_map(|(l, code)| (!code).then_some(l))
+}
+
+/// Every line of markdown that is not a fence line, with whether it lies inside a fenced code
+/// block (for the patterns that ask for code).
+pub fn markdown_lines_with_code(text: &str) -> impl Iterator<Item = (&str, bool)> {
     let mut in_fence = false;
-    text.lines().filter(move |l| {
+    text.lines().filter_map(move |l| {
         let t = l.trim_start();
         if t.starts_with("```") || t.starts_with("~~~") {
             in_fence = !in_fence;
-            return false;
+            return None;
         }
-        !in_fence
+        Some((l, in_fence))
     })
 }
 
@@ -549,6 +591,54 @@ mod tests {
     fn fenced_code_is_skipped() {
         let l: Vec<&str> = markdown_lines("a\n```\n// TODO: x\n```\nb").collect();
         assert_eq!(l, ["a", "b"]);
+    }
+
+    #[test]
+    fn the_turn_ends_at_the_main_agents_end_turn_message() {
+        // A real claude 2.1.331 transcript (`claude -p` against fake_llm.py, scenario subagent.json):
+        // text + Agent call, Bash call (both `tool_use`), then the final text (`end_turn`).
+        let text = include_str!("../../fixtures/transcripts/tool_turn.jsonl");
+        let ends: Vec<usize> = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| turn_ended(l))
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(ends, [text.lines().count() - 1]);
+        let table = [
+            (
+                r#"{"type":"assistant","message":{"stop_reason":"end_turn","content":[]}}"#,
+                true,
+            ),
+            (
+                r#"{"type":"assistant","message":{"stop_reason":"tool_use","content":[]}}"#,
+                false,
+            ),
+            (
+                r#"{"type":"assistant","message":{"stop_reason":null,"content":[{"type":"text","text":"end_turn"}]}}"#,
+                false,
+            ),
+            (
+                r#"{"type":"assistant","isSidechain":true,"message":{"stop_reason":"end_turn"}}"#,
+                false,
+            ),
+            (
+                r#"{"type":"assistant","parent_tool_use_id":"t1","message":{"stop_reason":"end_turn"}}"#,
+                false,
+            ),
+            (
+                r#"{"type":"assistant","isApiErrorMessage":true,"message":{"content":[]}}"#,
+                true,
+            ),
+            (
+                r#"{"type":"user","message":{"content":"end_turn \"assistant\""}}"#,
+                false,
+            ),
+            ("not json end_turn \"assistant\"", false),
+        ];
+        for (line, want) in table {
+            assert_eq!(turn_ended(line), want, "{line}");
+        }
     }
 
     #[test]

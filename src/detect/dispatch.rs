@@ -23,7 +23,17 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use crate::detect::identity::{Fingerprint, is_word_prefix};
+use crate::detect::identity::Fingerprint;
+
+/// `short` is `long` cut anywhere (same group, a strict prefix, even mid-word): what a screen final
+/// read at a quiet spell in the middle of a streamed word looks like. For finals only: such a cut of
+/// a delegation that was (or is about to be) dispatched whole is never dispatched itself.
+fn truncates(short: &Fingerprint, long: &Fingerprint) -> bool {
+    short.group == long.group
+        && !short.text.is_empty()
+        && long.text.len() > short.text.len()
+        && long.text.starts_with(&short.text)
+}
 use crate::events::{Detection, TextSource};
 
 /// What the dispatcher thread must do with a detection.
@@ -83,7 +93,7 @@ impl DispatchCore {
             std::ops::Bound::Unbounded,
         ))
         .take_while(|s| s.starts_with(&f.text))
-        .any(|s| is_word_prefix(&f.text, s))
+        .any(|s| s.len() > f.text.len())
     }
 
     fn dispatch(&mut self, f: Fingerprint, d: Detection, out: &mut Vec<Action>) {
@@ -92,7 +102,7 @@ impl DispatchCore {
             return;
         }
         self.provisional.retain(|p| !(p == &f || p.is_cut_of(&f)));
-        self.waiting.retain(|(w, _)| !(w == &f || w.is_cut_of(&f)));
+        self.waiting.retain(|(w, _)| !(w == &f || truncates(w, &f)));
         self.dispatched.entry(f.group).or_default().insert(f.text);
         out.push(Action::Dispatch(d));
     }
@@ -118,13 +128,16 @@ impl DispatchCore {
         }
         if self.exact && d.source == TextSource::Screen {
             if self.was_dispatched(&f)
-                || self.waiting.iter().any(|(w, _)| w == &f || f.is_cut_of(w))
+                || self
+                    .waiting
+                    .iter()
+                    .any(|(w, _)| w == &f || truncates(&f, w))
             {
                 out.push(Action::Publish(d));
                 return out;
             }
             self.provisional.retain(|p| !(p == &f || p.is_cut_of(&f)));
-            self.waiting.retain(|(w, _)| !w.is_cut_of(&f));
+            self.waiting.retain(|(w, _)| !truncates(w, &f));
             self.waiting.push((f, d.clone()));
             out.push(Action::Publish(d));
             return out;
@@ -141,10 +154,13 @@ impl DispatchCore {
         if let Some(i) = self
             .waiting
             .iter()
-            .position(|(w, _)| w == &f || w.is_cut_of(&f))
+            .position(|(w, _)| w == &f || truncates(w, &f))
         {
             let (w, wd) = self.waiting.remove(i);
-            if !self.was_dispatched(&w) {
+            if w != f {
+                // The screen's copy is a cut of the exact one: the whole task runs.
+                self.dispatch(f, d.clone(), &mut out);
+            } else if !self.was_dispatched(&w) {
                 self.dispatched.entry(w.group).or_default().insert(w.text);
                 out.push(Action::Submit(wd));
             }
@@ -339,6 +355,27 @@ mod tests {
                     TurnEnd,
                 ],
                 vec!["build it"],
+            ),
+            (
+                "exact mode: a screen final cut mid-word after the turn is not dispatched",
+                vec![
+                    Exact,
+                    D("qa", "test the fib module", TRANSCRIPT, true),
+                    TurnEnd,
+                    D("qa", "test the f", SCREEN, true),
+                    TurnEnd,
+                ],
+                vec!["test the fib module"],
+            ),
+            (
+                "exact mode: a screen final cut mid-word before the whole one waits and is dropped",
+                vec![
+                    Exact,
+                    D("qa", "t", SCREEN, true),
+                    D("qa", "test the fib module", SCREEN, true),
+                    TurnEnd,
+                ],
+                vec!["test the fib module"],
             ),
             (
                 "different agents stay apart",

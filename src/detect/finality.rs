@@ -331,7 +331,7 @@ fn glued_at(body: &str, line: &str) -> Option<usize> {
 /// live line as the model streams (`Engineer Agent: ad`) and reprints it longer (`… add an LRU`).
 fn related(a: &str, b: &str) -> bool {
     let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
-    long.starts_with(short)
+    !short.is_empty() && long.starts_with(short)
 }
 
 /// The starts of claude's screen-reader status rows.
@@ -362,7 +362,10 @@ pub fn is_chrome(trimmed: &str) -> bool {
     }
     // The screen reader's status rows (flat text, no glyphs): the mode line, the effort line, its
     // `$` prompt, its spinner word (`Computing…`).
-    if SR_STATUS.iter().any(|p| trimmed.starts_with(p)) || trimmed == "$" {
+    if SR_STATUS.iter().any(|p| trimmed.starts_with(p))
+        || trimmed == "$"
+        || trimmed.contains("(shift+tab to cycle)")
+    {
         return true;
     }
     if let Some(word) = trimmed.strip_suffix('…')
@@ -527,6 +530,35 @@ mod tests {
         // A shorter redraw of a recent line is not new text.
         f.line(line("Engineer Agent: x y"), vec![delegation("x y")]);
         assert!(f.line(line("TODO (High Priority): the"), vec![]).is_empty());
+    }
+
+    #[test]
+    fn a_line_streamed_mid_word_is_one_detection() {
+        // The screen reader's live line: cut mid-word, status lines below it, then grown in place.
+        let mut f = Finality::new();
+        let mut done = f.line(
+            line("1. Security Agent: check that c"),
+            vec![delegation("check that c")],
+        );
+        for status in [
+            "accept edits on (shift+tab to cycle)  ·  esc to interrupt",
+            "effort: medium · /effort",
+            "$",
+        ] {
+            assert!(is_chrome(status), "{status}");
+            done.extend(f.line(line(status), vec![]));
+        }
+        done.extend(f.line(
+            line("1. Security Agent: check that client ids cannot be spoofed"),
+            vec![delegation("check that client ids cannot be spoofed")],
+        ));
+        assert!(done.is_empty(), "{done:?}");
+        done.extend(f.line(line("Engineer Agent: Once the te"), vec![]));
+        assert_eq!(done.len(), 1, "{done:?}");
+        assert_eq!(
+            done[0].task.as_deref(),
+            Some("check that client ids cannot be spoofed")
+        );
     }
 
     #[test]

@@ -53,11 +53,19 @@ use crate::screen::{LineReader, Lines, ReadKind, Screen};
 pub trait Matcher: Send + Sync {
     /// The detections in one logical line read from `source`.
     fn detect(&self, line: &str, source: TextSource) -> Vec<Detection>;
+    /// A line drawn or written as code (a fenced block's line): only what a pattern explicitly
+    /// allows in code (`in_code: true`). By default nothing.
+    fn detect_code(&self, _line: &str, _source: TextSource) -> Vec<Detection> {
+        Vec::new()
+    }
 }
 
 impl Matcher for crate::patterns::Engine {
     fn detect(&self, line: &str, source: TextSource) -> Vec<Detection> {
         crate::patterns::Engine::detect(self, line, source)
+    }
+    fn detect_code(&self, line: &str, source: TextSource) -> Vec<Detection> {
+        crate::patterns::Engine::detect_code(self, line, source)
     }
 }
 
@@ -69,7 +77,8 @@ pub const API_ERROR_PATTERN: &str = "claude.api-error";
 /// The pattern id of a failed tool result the engine found no error line in.
 pub const TOOL_ERROR_PATTERN: &str = "claude.tool-error";
 
-/// A line reader that keeps a row that starts a detection as a line of its own (never joined to the
+/// A line reader that keeps a row that starts a detection, or a row of TUI chrome (the screen
+/// reader's status lines right below its live line), as a line of its own (never joined to the
 /// row above as a wrapped continuation).
 fn line_reader(matcher: &Arc<dyn Matcher>) -> LineReader {
     let m = matcher.clone();
@@ -245,11 +254,17 @@ impl Pipeline {
         self.dedup.filter(found)
     }
 
-    /// Markdown (assistant text): each line outside fenced code blocks.
+    /// Markdown (assistant text): each line outside fenced code blocks; the lines inside only for
+    /// the patterns that ask for code (`in_code: true`).
     pub fn feed_markdown(&mut self, text: &str, source: TextSource) -> Vec<Detection> {
         let mut out = Vec::new();
-        for l in claude::markdown_lines(text) {
-            out.extend(self.feed_line(l, source));
+        for (l, code) in claude::markdown_lines_with_code(text) {
+            if code {
+                let found = self.matcher.detect_code(l, source);
+                out.extend(self.dedup.filter(found));
+            } else {
+                out.extend(self.feed_line(l, source));
+            }
         }
         out
     }
@@ -403,7 +418,12 @@ impl Pipeline {
                     cli_screen::RowKind::Text(_) => {}
                 }
             }
-            let found = self.match_line(l.text, TextSource::Screen);
+            // A line drawn as code is a fenced block's line: only patterns that ask for code.
+            let found = if l.code {
+                self.matcher.detect_code(l.text, TextSource::Screen)
+            } else {
+                self.match_line(l.text, TextSource::Screen)
+            };
             let info = finality::LineInfo {
                 text: l.text,
                 cut: l.cut,
@@ -615,6 +635,51 @@ mod tests {
             d[0].task.as_deref(),
             Some("check the whole release candidate build and report the results")
         );
+    }
+
+    #[test]
+    fn code_lines_on_screen_are_not_detections_unless_a_pattern_asks() {
+        struct CodeToo;
+        impl Matcher for CodeToo {
+            fn detect(&self, line: &str, source: TextSource) -> Vec<Detection> {
+                Stub.detect(line, source)
+            }
+            fn detect_code(&self, line: &str, source: TextSource) -> Vec<Detection> {
+                Stub.detect(line, source)
+                    .into_iter()
+                    .filter(|d| d.category == "ticket")
+                    .collect()
+            }
+        }
+        let input = "  \x1b[38;5;153mQA Agent: in a bare block\x1b[39m\r\n  \x1b[38;5;153mTODO: in the block\x1b[39m\r\n\r\n  QA Agent: in prose\r\n";
+        let mut p = pipe();
+        let mut d = p.feed(input.as_bytes());
+        d.extend(p.finish());
+        let tasks: Vec<_> = d.iter().filter_map(|d| d.task.clone()).collect();
+        assert_eq!(tasks, ["in prose"], "{d:?}");
+        // A matcher whose ticket pattern asks for code gets the block's ticket, not its delegation.
+        let mut p = Pipeline::with_matcher(Arc::new(CodeToo), 100, 30);
+        let mut d = p.feed(input.as_bytes());
+        d.extend(p.finish());
+        let got: Vec<_> = d
+            .iter()
+            .map(|d| (d.category.as_str(), d.task.clone().or(d.title.clone())))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("ticket", Some("in the block".to_string())),
+                ("delegation", Some("in prose".to_string()))
+            ]
+        );
+        // Markdown: fenced lines go to the code matcher too.
+        let mut p = Pipeline::with_matcher(Arc::new(CodeToo), 1, 1);
+        let d = p.feed_markdown(
+            "```\nQA Agent: fenced\nTODO: fenced ticket\n```\nQA Agent: prose",
+            TextSource::Transcript,
+        );
+        let cats: Vec<_> = d.iter().map(|d| d.category.as_str()).collect();
+        assert_eq!(cats, ["ticket", "delegation"], "{d:?}");
     }
 
     #[test]

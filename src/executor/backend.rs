@@ -39,6 +39,8 @@ pub struct RunSpec {
     pub extra_env: Vec<(String, String)>,
     /// Bytes kept per output stream (`executor.max_output_bytes`).
     pub max_output_bytes: u64,
+    /// `delegation.progress` reporting (local runs; None: off).
+    pub progress: Option<super::progress::Monitor>,
 }
 
 /// How a backend's run ended.
@@ -105,6 +107,7 @@ pub async fn run_attempts(
         grace: spec.grace,
         rlimits: agent.rlimits.clone(),
         max_output_bytes: spec.max_output_bytes,
+        progress: spec.progress.clone(),
     };
     let retry = &agent.retry;
     let end = loop {

@@ -48,6 +48,7 @@ pub(crate) mod cancel;
 pub(crate) mod guards;
 pub(crate) mod headless;
 pub mod nats;
+pub mod progress;
 pub(crate) mod registry;
 pub mod result_file;
 pub(crate) mod run;
@@ -210,6 +211,7 @@ impl Executor {
             breaker_failures: ex.breaker_failures,
             breaker_cooldown: Duration::from_secs(ex.breaker_cooldown_secs),
             max_output_bytes: ex.max_output_bytes,
+            stall: Duration::from_secs(ex.stall_secs),
             spawn_hook: Mutex::new(None),
             budgets: budget::Budgets::new(cfg, budget::own_depth()),
             remote: nats::backend_for(cfg).map_err(ExecutorError::Backend)?,
@@ -421,6 +423,8 @@ struct Shared {
     breaker_cooldown: Duration,
     /// Bytes kept per output stream of one attempt (`executor.max_output_bytes`).
     max_output_bytes: u64,
+    /// `executor.stall_secs`: no output and no CPU for this long is `stalled`.
+    stall: Duration,
     state: Mutex<State>,
     wake: Arc<Notify>,
     /// The daemon's bound shared by every session's executor (`None` in-process).
@@ -745,6 +749,26 @@ async fn run_delegation(shared: Arc<Shared>, job: Job) {
             shared.budgets.child_depth().to_string(),
         )],
         max_output_bytes: shared.max_output_bytes,
+        progress: Some(progress::Monitor {
+            sink: {
+                let (bus, delegation) = (shared.bus.clone(), job.delegation());
+                let (step, parent) = (job.step.clone(), job.parent.clone());
+                Arc::new(move |p: progress::Progress| {
+                    bus.emit_step(
+                        EventBody::DelegationProgress {
+                            delegation: delegation.clone(),
+                            last_tool: p.last_tool,
+                            tokens: p.tokens,
+                            elapsed_ms: u64::try_from(p.elapsed.as_millis()).unwrap_or(u64::MAX),
+                            stalled: p.stalled,
+                        },
+                        step.clone(),
+                        parent.clone(),
+                    );
+                })
+            },
+            stall: shared.stall,
+        }),
     };
     let on_start = |pid: u32, worker: Option<&str>| {
         let guard = match (worker, lock(&shared.spawn_hook).as_ref()) {

@@ -46,6 +46,8 @@ pub struct AttemptSpec {
     pub rlimits: Option<crate::config::Rlimits>,
     /// Bytes kept per output stream; the rest is drained and counted (`executor.max_output_bytes`).
     pub max_output_bytes: u64,
+    /// `delegation.progress` reporting from the stdout's stream-json (None: off).
+    pub progress: Option<super::progress::Monitor>,
 }
 
 /// How an attempt ended.
@@ -119,10 +121,30 @@ pub async fn run_attempt(
     let pid = child.pid();
     process::registry::register(pid, &tag);
     let cap = spec.max_output_bytes;
-    let out_task = tokio::spawn(drain(readers.0, spec.stdout_path.clone(), cap));
-    let err_task = tokio::spawn(drain(readers.1, spec.stderr_path.clone(), cap));
+    let tracker = spec
+        .progress
+        .as_ref()
+        .map(|_| super::progress::Tracker::new());
+    let out_task = tokio::spawn(drain(
+        readers.0,
+        spec.stdout_path.clone(),
+        cap,
+        tracker.clone().map(|t| (t, true)),
+    ));
+    let err_task = tokio::spawn(drain(
+        readers.1,
+        spec.stderr_path.clone(),
+        cap,
+        tracker.clone().map(|t| (t, false)),
+    ));
     let pid = pid as u32;
     on_start(pid);
+    // Stopped when this attempt ends (dropping the handle does not stop a task: abort it).
+    let watcher = match (&spec.progress, tracker) {
+        (Some(m), Some(t)) => Some(tokio::spawn(m.clone().watch(t, pid))),
+        _ => None,
+    };
+    let _stop_watcher = AbortOnDrop(watcher);
 
     let stop = |grace: Duration| async move {
         let _ = tokio::task::spawn_blocking(move || process::stop_tree(pid as i32, grace)).await;
@@ -184,7 +206,23 @@ const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 /// (0600) on the first byte, so silent streams leave no empty files. Past the cap the pipe is
 /// still read (a blocked writer would hang the delegation) but dropped, and the file ends with a
 /// note `[mpm: output truncated: kept N bytes, dropped M]`. Returns the bytes read.
-async fn drain(mut rx: pipe::Receiver, path: PathBuf, cap: u64) -> std::io::Result<u64> {
+/// Aborts a task when dropped.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(h) = &self.0 {
+            h.abort();
+        }
+    }
+}
+
+async fn drain(
+    mut rx: pipe::Receiver,
+    path: PathBuf,
+    cap: u64,
+    progress: Option<(std::sync::Arc<super::progress::Tracker>, bool)>,
+) -> std::io::Result<u64> {
     let mut buf = vec![0u8; 64 << 10];
     let mut file: Option<File> = None;
     let mut total = 0u64;
@@ -202,6 +240,9 @@ async fn drain(mut rx: pipe::Receiver, path: PathBuf, cap: u64) -> std::io::Resu
                 )?;
             }
             return Ok(total);
+        }
+        if let Some((t, parse)) = &progress {
+            t.output(&buf[..n], *parse);
         }
         let keep = cap.saturating_sub(total).min(n as u64) as usize;
         total += n as u64;

@@ -69,6 +69,8 @@ pub struct Engine {
     resolver: AgentResolver,
     /// Examples kept for `check`, per `infos` index.
     examples: Vec<(Resolved, bool)>,
+    /// The active patterns with `in_code: true` alone (usually none).
+    code: Option<Box<Engine>>,
 }
 
 /// The lazy DFA caches of one multi-pattern regex, one per searching thread at a time.
@@ -258,6 +260,16 @@ impl Engine {
         out
     }
 
+    /// [`Engine::detect`] for a line drawn or written as code (a fenced block's line): only the
+    /// patterns with `in_code: true` may fire, so a delegation-like line in a code block is not a
+    /// detection unless a pattern asks for it. Costs nothing when no pattern does.
+    pub fn detect_code(&self, line: &str, source: TextSource) -> Vec<Detection> {
+        match &self.code {
+            Some(code) => code.detect(line, source),
+            None => Vec::new(),
+        }
+    }
+
     /// [`Engine::detect`] over bytes that may not be UTF-8 (invalid sequences read as U+FFFD). Only
     /// the first [`MAX_LINE_BYTES`] are decoded.
     pub fn detect_bytes(&self, line: &[u8], source: TextSource) -> Vec<Detection> {
@@ -435,6 +447,17 @@ impl Engine {
         merged: Vec<Resolved>,
         agents: &BTreeMap<String, AgentConfig>,
     ) -> (Option<Engine>, Vec<PatternError>) {
+        // The patterns that ask for code get an engine of their own: in the main one a built-in
+        // anchored pattern matching the same line would hide them (one anchored match per line).
+        let code_patterns: Vec<Resolved> = merged
+            .iter()
+            .filter(|r| r.enabled && r.in_code)
+            .cloned()
+            .map(|mut r| {
+                r.in_code = false;
+                r
+            })
+            .collect();
         let mut errors = Vec::new();
         let mut infos = Vec::with_capacity(merged.len());
         let mut examples = Vec::with_capacity(merged.len());
@@ -454,6 +477,7 @@ impl Engine {
                 regex: r.regex.clone(),
                 handled_by_agent: r.handled_by_agent,
                 require_known_agent: r.require_known_agent,
+                in_code: r.in_code,
                 literals: Vec::new(),
                 prefilter: None,
             };
@@ -549,12 +573,19 @@ impl Engine {
                 return (None, errors);
             }
         };
+        let code = if code_patterns.is_empty() {
+            None
+        } else {
+            // Errors in these patterns were reported above already.
+            Engine::compile(code_patterns, agents).0.map(Box::new)
+        };
         let engine = Engine {
             infos,
             anchored,
             floating,
             resolver: AgentResolver::new(agents),
             examples,
+            code,
         };
         (Some(engine), errors)
     }

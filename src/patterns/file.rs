@@ -43,6 +43,8 @@ pub(crate) struct PatternSpec {
     #[serde(default)]
     pub require_known_agent: Option<bool>,
     #[serde(default)]
+    pub in_code: Option<bool>,
+    #[serde(default)]
     pub examples: Option<Examples>,
 }
 
@@ -57,6 +59,7 @@ pub(crate) const SPEC_FIELDS: &[&str] = &[
     "description",
     "handled_by_agent",
     "require_known_agent",
+    "in_code",
     "examples",
 ];
 

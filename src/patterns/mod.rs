@@ -169,6 +169,9 @@ pub struct PatternInfo {
     pub handled_by_agent: bool,
     /// Fires only when the `agent` capture names a registered agent.
     pub require_known_agent: bool,
+    /// Also fires on lines drawn as code (a fenced block's lines on screen, lines inside fences in
+    /// markdown); other patterns never do.
+    pub in_code: bool,
     /// Literals the prefilter looks for (lower case).
     pub literals: Vec<String>,
     /// How the prefilter admits lines; `None` for disabled patterns.
@@ -186,6 +189,7 @@ pub(crate) struct Resolved {
     pub description: String,
     pub handled_by_agent: bool,
     pub require_known_agent: bool,
+    pub in_code: bool,
     pub examples: Examples,
     pub origin: String,
     pub line: u64,
@@ -348,6 +352,7 @@ fn merge(
                     description: spec.description.unwrap_or_default(),
                     handled_by_agent: spec.handled_by_agent.unwrap_or(false),
                     require_known_agent: spec.require_known_agent.unwrap_or(false),
+                    in_code: spec.in_code.unwrap_or(false),
                     examples: spec.examples.unwrap_or_default(),
                     origin: origin.to_string(),
                     line,
@@ -371,6 +376,7 @@ fn merge(
                     && spec.description.is_none()
                     && spec.handled_by_agent.is_none()
                     && spec.require_known_agent.is_none()
+                    && spec.in_code.is_none()
                     && spec.examples.is_none();
                 match (existing, spec.enabled) {
                     (None, _) => errors.push(err(

@@ -264,9 +264,9 @@ fn schema_matches_the_structs() {
     let examples = &pattern["properties"]["examples"];
     assert_eq!(property_names(examples), ["match", "no_match"]);
     // SPEC_FIELDS is what serde accepts: a file with every field parses, one more field does not.
-    let all = "patterns:\n  - id: a\n    category: c\n    regex: 'x'\n    literals: ['x']\n    enabled: true\n    description: d\n    handled_by_agent: false\n    require_known_agent: false\n    examples: {match: [x], no_match: [y]}\n";
+    let all = "patterns:\n  - id: a\n    category: c\n    regex: 'x'\n    literals: ['x']\n    enabled: true\n    description: d\n    handled_by_agent: false\n    require_known_agent: false\n    in_code: false\n    examples: {match: [x], no_match: [y]}\n";
     assert!(file::parse("t", all).is_ok());
-    assert_eq!(SPEC_FIELDS.len(), 9);
+    assert_eq!(SPEC_FIELDS.len(), 10);
 }
 
 /// A small structural check of a YAML value against the schema's shape (types, required fields,
@@ -350,4 +350,31 @@ fn patterns_past_the_cap_are_refused_at_the_first_one_beyond() {
             "FILE:{line}:9: pattern t{beyond}: more than 2000 patterns (the limit); this and every later pattern is left out"
         )]
     );
+}
+
+#[test]
+fn only_patterns_with_in_code_fire_on_code_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        &dir,
+        "code.yaml",
+        "patterns:\n  - id: code-note\n    category: note\n    in_code: true\n    regex: '^NOTE:\\s+(?P<title>.+)'\n",
+    );
+    let engine = EngineBuilder::default().file(&path).build().unwrap();
+    let line = "  QA Agent: in a block";
+    assert_eq!(engine.detect(line, TextSource::Screen).len(), 1);
+    assert!(engine.detect_code(line, TextSource::Screen).is_empty());
+    let note = engine.detect_code("NOTE: keep this", TextSource::Screen);
+    assert_eq!(note.len(), 1);
+    assert_eq!(note[0].pattern, "code-note");
+    let info = engine
+        .patterns()
+        .iter()
+        .find(|p| p.id == "code-note")
+        .unwrap();
+    assert!(info.in_code);
+    // The built-ins never fire on code.
+    let builtin = Engine::builder().build().unwrap();
+    assert!(builtin.patterns().iter().all(|p| !p.in_code));
+    assert!(builtin.detect_code(line, TextSource::Screen).is_empty());
 }

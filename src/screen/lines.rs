@@ -23,6 +23,10 @@
 //! `1. `); `b` has no marker; and `b`'s first word would not have fitted on `a`
 //! (`len(a) + 1 + len(first word of b) > cols - 2`). At most [`MAX_JOIN_ROWS`] rows and
 //! [`MAX_LINE_BYTES`] bytes make one line, so binary junk or a 50 MB line cost bounded memory.
+//!
+//! **Code.** A line whose non-blank cells are at least [`CODE_SHARE`] drawn in a code colour
+//! ([`crate::screen::vt::CODE`]) is marked [`Line::code`]: claude draws a fenced block's lines that
+//! way (without the fences), and a prose line with some inline code stays well below the share.
 
 use super::vt::{Hook, Row, Screen};
 
@@ -31,6 +35,11 @@ pub const MAX_JOIN_ROWS: usize = 1024;
 /// Bytes of one logical line at most: the engine's own cap. A longer line is cut here and marked
 /// [`Line::cut`] (its detections are never final).
 pub const MAX_LINE_BYTES: usize = crate::patterns::MAX_LINE_BYTES;
+/// A line is code when at least this share (in percent) of its non-blank cells is drawn as code. A
+/// highlighted comment or string line is all or nearly all code; `def f(x: int) -> int:` is about
+/// 60 %; prose with one inline `Task(...)` about half: 75 keeps the prose and catches what a
+/// delegation-like line in a block looks like (a comment, a string, a bare block's line).
+pub const CODE_SHARE: usize = 75;
 /// The longest word the "could still continue" check allows for.
 const LONG_WORD: usize = 20;
 
@@ -98,7 +107,7 @@ fn text_start(s: &str) -> (usize, bool) {
 fn continues(
     a: &Row,
     b: &Row,
-    first_start: usize,
+    (first_start, first_indent): (usize, usize),
     cols: usize,
     starts_line: &dyn Fn(&str) -> bool,
 ) -> bool {
@@ -117,7 +126,9 @@ fn continues(
         return false;
     }
     let (b_start, b_marker) = text_start(bt);
-    if b_marker || b_start != first_start {
+    // The text column of the first row (a hanging indent), or, after a list marker, the marker's
+    // own column: the screen reader wraps list items without a hanging indent.
+    if b_marker || (b_start != first_start && b_start != first_indent) {
         return false;
     }
     let word = bt[b_start.min(bt.len())..]
@@ -139,6 +150,8 @@ pub struct Lines {
     bufs: Vec<String>,
     /// Per line: it was cut at [`MAX_LINE_BYTES`] or [`MAX_JOIN_ROWS`].
     cut: Vec<bool>,
+    /// Per line: drawn as code (see [`CODE_SHARE`]).
+    code: Vec<bool>,
     len: usize,
 }
 
@@ -148,6 +161,8 @@ pub struct Line<'a> {
     pub text: &'a str,
     /// The line was longer than the reader keeps and was cut: what it says is incomplete.
     pub cut: bool,
+    /// The line is drawn as code (a fenced block's line): not the agent's words.
+    pub code: bool,
 }
 
 /// A buffer bigger than this is dropped at [`Lines::clear`] rather than kept.
@@ -168,8 +183,8 @@ impl Lines {
     pub fn lines(&self) -> impl Iterator<Item = Line<'_>> {
         self.bufs[..self.len]
             .iter()
-            .zip(&self.cut)
-            .map(|(t, &cut)| Line { text: t, cut })
+            .zip(self.cut.iter().zip(&self.code))
+            .map(|(t, (&cut, &code))| Line { text: t, cut, code })
     }
 
     /// How many lines.
@@ -197,8 +212,10 @@ impl Lines {
         if self.len == self.bufs.len() {
             self.bufs.push(String::new());
             self.cut.push(false);
+            self.code.push(false);
         }
         self.cut[self.len] = false;
+        self.code[self.len] = false;
         let b = &mut self.bufs[self.len];
         b.clear();
         self.len += 1;
@@ -348,13 +365,16 @@ fn assemble(
             i += 1;
             continue;
         }
-        let (first_start, _) = text_start(rows.get(i).cached_text());
+        let first = rows.get(i).cached_text();
+        let (first_start, _) = text_start(first);
+        let first_indent = first.len() - first.trim_start_matches(' ').len();
         let mut j = i;
         // The paragraph goes on past the row cap: the line is cut.
         let mut cut = false;
         while j + 1 < n {
             rows.text(j + 1);
-            if !continues(rows.get(j), rows.get(j + 1), first_start, cols, starts_line) {
+            let start = (first_start, first_indent);
+            if !continues(rows.get(j), rows.get(j + 1), start, cols, starts_line) {
                 break;
             }
             if j - i + 1 == MAX_JOIN_ROWS {
@@ -399,6 +419,14 @@ fn assemble(
                 }
             }
             out.cut[out.len - 1] = cut;
+            let (code, ink) = (i..=j).fold((0, 0), |(c, n), k| {
+                // A row without code counts its characters (blanks too: an over-estimate that only
+                // lowers the share) instead of a count the row does not keep.
+                let r = rows.get(k);
+                let (rc, rn) = r.code_cells();
+                (c + rc, n + if rc == 0 { r.cached_chars() } else { rn })
+            });
+            out.code[out.len - 1] = code > 0 && code * 100 >= ink * CODE_SHARE;
             for k in i..=j {
                 rows.get_mut(k).seen = true;
             }
@@ -485,6 +513,23 @@ negative input, keep it O(n) time and O(1) space, and report back."
         let out = lines_of(100, 10, input.as_bytes());
         assert_eq!(out.len(), 1, "{out:?}");
         assert!(out[0].ends_with("word tail"));
+    }
+
+    #[test]
+    fn a_list_item_wrapped_without_a_hanging_indent_is_one_line() {
+        // The screen reader wraps `1. QA Agent: …` at the width and goes on at column 0.
+        let first = format!("1. QA Agent: {}", "word ".repeat(17).trim_end());
+        assert!(first.len() > 90);
+        let input = format!("{first}\r\ntail of the task\r\n\r\n- TODO: short\r\nnext\r\n");
+        let out = lines_of(100, 10, input.as_bytes());
+        assert_eq!(
+            out,
+            [
+                format!("{first} tail of the task"),
+                "- TODO: short".to_string(),
+                "next".to_string()
+            ]
+        );
     }
 
     #[test]
@@ -614,6 +659,105 @@ negative input, keep it O(n) time and O(1) space, and report back."
         assert_eq!(got.len(), 1);
         assert!(got[0].cut);
         assert_eq!(got[0].text.len(), MAX_LINE_BYTES);
+    }
+
+    /// (what is drawn, is the line code?): claude 2.1.331's renderings (see the `code_blocks`
+    /// captures) and prose that must stay prose.
+    const CODE_TABLE: &[(&str, bool)] = &[
+        // A bare fence: the whole line in 256-colour 153.
+        (
+            "\x1b[3G\x1b[38;5;153mQA\x1b[6GAgent:\x1b[13Gnever\x1b[39m\r\n",
+            true,
+        ),
+        // A highlighted comment / string: basic colours.
+        ("  \x1b[32m# Research Agent: in a comment\x1b[39m\r\n", true),
+        (
+            "  x = \x1b[31m\"Research Agent: in a string\"\x1b[39m\r\n",
+            true,
+        ),
+        // yaml: `-` default, key cyan, value red.
+        (
+            "  -\x1b[5G\x1b[36mTODO:\x1b[11G\x1b[31mticket\x1b[18Gin\x1b[21Ga\x1b[23Gyaml\x1b[39m\r\n",
+            true,
+        ),
+        // Plain prose, bold label, claude's own 256-colour chrome.
+        ("  QA Agent: plain prose\r\n", false),
+        ("  \x1b[1mQA Agent\x1b[22m: bold label\r\n", false),
+        ("\x1b[38;5;246m  \u{23bf}  Read 1 file\x1b[39m\r\n", false),
+        (
+            "\x1b[38;5;231m\u{25cf}\x1b[3G\x1b[39mQA Agent: first line of a reply\r\n",
+            false,
+        ),
+        // Prose with inline code (153) is about half code: prose.
+        (
+            "  Inline: \x1b[38;5;153mTask(Engineer: implement it)\x1b[39m and then QA Agent: test it\r\n",
+            false,
+        ),
+        // A js line: keywords coloured, names default: under the share.
+        (
+            "  \x1b[94mEngineer\x1b[39m \x1b[94mAgent\x1b[39m: line \x1b[94min\x1b[39m a js block\r\n",
+            false,
+        ),
+        // Reset by SGR 0 and by another 256 colour.
+        ("  \x1b[32m\x1b[0mQA Agent: after a reset\r\n", false),
+        (
+            "  \x1b[32m\x1b[38;5;246mQA Agent: after a 256 colour\r\n",
+            false,
+        ),
+        // A background colour is not a foreground: `48;5;153` is not code.
+        (
+            "  \x1b[48;5;153mQA Agent: on a background\x1b[49m\r\n",
+            false,
+        ),
+    ];
+
+    #[test]
+    fn lines_drawn_in_code_colours_are_code() {
+        for &(input, code) in CODE_TABLE {
+            let mut s = Screen::new(100, 10);
+            let mut r = LineReader::new();
+            let mut out = Lines::new();
+            s.feed(input.as_bytes(), &mut |s, h| r.read(s, h.into(), &mut out));
+            r.read(&mut s, ReadKind::All, &mut out);
+            let got: Vec<_> = out.lines().collect();
+            assert_eq!(got.len(), 1, "{input:?}: {got:?}");
+            assert_eq!(got[0].code, code, "{input:?}: {:?}", got[0].text);
+        }
+    }
+
+    #[test]
+    fn a_wrapped_code_line_is_code_and_its_rows_join() {
+        // A bare block's line wider than the screen wraps; both rows are 153.
+        let input = format!(
+            "\x1b[3G\x1b[38;5;153mQA Agent: {}\x1b[39m\r\n\x1b[3G\x1b[38;5;153mtail words\x1b[39m\r\n",
+            "word ".repeat(9).trim_end()
+        );
+        let mut s = Screen::new(60, 10);
+        let mut r = LineReader::new();
+        let mut out = Lines::new();
+        s.feed(input.as_bytes(), &mut |s, h| r.read(s, h.into(), &mut out));
+        r.read(&mut s, ReadKind::All, &mut out);
+        let got: Vec<_> = out.lines().collect();
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].code);
+        assert!(
+            got[0].text.ends_with("word tail words"),
+            "{:?}",
+            got[0].text
+        );
+    }
+
+    #[test]
+    fn redrawing_a_code_cell_as_prose_changes_the_line() {
+        // The same characters redrawn without colour are new content (the attribute is part of it).
+        let mut s = Screen::new(100, 10);
+        let mut r = LineReader::new();
+        let mut out = Lines::new();
+        let input = "\x1b[38;5;153m  QA Agent: x\x1b[39m\r\n\x1b[H  QA Agent: x\r\n";
+        s.feed(input.as_bytes(), &mut |s, h| r.read(s, h.into(), &mut out));
+        r.read(&mut s, ReadKind::All, &mut out);
+        let got: Vec<_> = out.lines().map(|l| l.code).collect();
+        assert_eq!(got, [true, false]);
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //! synchronized frame, and every row that scrolls out of a region — plus a per-row "changed since
 //! read" flag and a UTF-8 decoder that survives chunk boundaries (vte 0.15, under vt100 0.16, drops
 //! the character after a split UTF-8 sequence: alacritty/vte#159). Colours and attributes are
-//! ignored except bold (SGR 1/22, one flag per cell): a bold run right before a `:` is read as
-//! markdown emphasis (`**QA**:`), the label form claude draws without its asterisks.
+//! ignored except two per-cell flags: bold (SGR 1/22): a bold run right before a `:` is read as
+//! markdown emphasis (`**QA**:`), the label form claude draws without its asterisks; and code (a
+//! foreground colour claude uses only for code, see [`CODE`]): a line drawn mostly as code is a
+//! fenced block's line, not something the agent said (`Row::code_cells`).
 //!
 //! Implemented: printing with autowrap (and a per-row `wrapped` flag), CR/LF/BS/HT, CUU/CUD/CUF/CUB,
 //! CNL/CPL, CHA/HPA/VPA/CUP, ED/EL/ECH/ICH/DCH/IL/DL, DECSTBM with SU/SD/IND/RI, DECSC/DECRC and
@@ -23,6 +25,17 @@ use unicode_width::UnicodeWidthChar;
 
 /// Marks the second column of a wide character.
 const WIDE_TAIL: char = '\0';
+/// Cell attribute: drawn bold (SGR 1).
+pub const BOLD: u8 = 1;
+/// Cell attribute: drawn in a colour claude 2.1.331 uses only for code: a basic ANSI foreground
+/// (SGR 30–37, 90–97: its syntax highlighter's palette; its own chrome is all 256-colour) or
+/// 256-colour 153 (fenced blocks without a language, and inline code). Checked on recordings: a
+/// ```` ```python ```` block draws keywords, strings and comments in basic colours (names and
+/// punctuation stay default), a bare ```` ``` ```` block is all 153, and a ```` ```text ```` block is
+/// drawn without any colour (indistinguishable from prose; only the transcript and hooks know it).
+pub const CODE: u8 = 2;
+/// The 256-colour index claude draws unhighlighted code in.
+const CODE_256: u16 = 153;
 /// At most this many CSI parameters are kept; more are dropped.
 const MAX_PARAMS: usize = 16;
 /// The model is at most this wide: a bigger terminal is modelled at this width (what lies to the
@@ -64,8 +77,8 @@ fn clamp_size(cols: u16, rows: u16) -> (usize, usize) {
 #[derive(Debug, Clone)]
 pub struct Row {
     cells: Vec<char>,
-    /// Per cell: drawn bold (SGR 1). The one attribute kept: claude draws `**X**:` as bold `X:`.
-    bold: Vec<bool>,
+    /// Per cell: [`BOLD`] and [`CODE`] flags (claude draws `**X**:` as bold `X:`, code in colour).
+    attr: Vec<u8>,
     /// The row ended by autowrap: its text continues on the next row.
     pub wrapped: bool,
     /// True once the line reader has taken the current content; any change clears it.
@@ -78,6 +91,10 @@ pub struct Row {
     text_chars: usize,
     /// Display columns of `text` (a wide character counts two): the row's drawn width.
     text_cols: usize,
+    /// Non-blank cells of `text` drawn as [`CODE`] (counted only when there is one).
+    code_cells: usize,
+    /// Non-blank cells of `text` (counted only when `code_cells` is not zero).
+    ink_cells: usize,
     /// The row scrolled out of a region that does not start at the top row: the rows above the
     /// region were not above it, so it continues none of them and none of them continue it.
     pub detached: bool,
@@ -87,13 +104,15 @@ impl Row {
     fn blank(cols: usize) -> Row {
         Row {
             cells: vec![' '; cols],
-            bold: vec![false; cols],
+            attr: vec![0; cols],
             wrapped: false,
             seen: true,
             text: String::new(),
             text_valid: true,
             text_chars: 0,
             text_cols: 0,
+            code_cells: 0,
+            ink_cells: 0,
             detached: false,
         }
     }
@@ -101,14 +120,16 @@ impl Row {
     fn reset(&mut self, cols: usize) {
         self.cells.clear();
         self.cells.resize(cols, ' ');
-        self.bold.clear();
-        self.bold.resize(cols, false);
+        self.attr.clear();
+        self.attr.resize(cols, 0);
         self.wrapped = false;
         self.seen = true;
         self.text.clear();
         self.text_valid = true;
         self.text_chars = 0;
         self.text_cols = 0;
+        self.code_cells = 0;
+        self.ink_cells = 0;
         self.detached = false;
     }
 
@@ -157,10 +178,19 @@ impl Row {
             // head): copy it as bytes in one go instead of encoding char by char.
             // (A max over the whole row vectorises; `all` would stop early and not.)
             let max = cells.iter().map(|&c| u32::from(c).wrapping_sub(1)).max();
-            let any_bold = self.bold[..end].iter().fold(false, |a, &b| a | b);
-            if any_bold {
+            let any_attr = self.attr[..end].iter().fold(0, |a, &b| a | b);
+            self.code_cells = 0;
+            self.ink_cells = 0;
+            if any_attr & CODE != 0 {
+                for (&c, &a) in cells.iter().zip(&self.attr[..end]) {
+                    let ink = !matches!(c, ' ' | WIDE_TAIL | '\u{a0}');
+                    self.ink_cells += usize::from(ink);
+                    self.code_cells += usize::from(ink && a & CODE != 0);
+                }
+            }
+            if any_attr & BOLD != 0 {
                 self.text_chars = 0;
-                push_marked(&self.cells[..end], &self.bold[..end], &mut self.text);
+                push_marked(&self.cells[..end], &self.attr[..end], &mut self.text);
                 self.text_chars = self.text.chars().count();
             } else if max.is_none_or(|m| m < 0x7f) {
                 let mut bytes = std::mem::take(&mut self.text).into_bytes();
@@ -181,6 +211,12 @@ impl Row {
         }
     }
 
+    /// Non-blank cells of [`Row::cached_text`] drawn as [`CODE`], and all its non-blank cells (both
+    /// zero when no cell is code).
+    pub fn code_cells(&self) -> (usize, usize) {
+        (self.code_cells, self.ink_cells)
+    }
+
     /// True when every cell is blank.
     pub fn is_blank(&mut self) -> bool {
         self.text().is_empty()
@@ -190,14 +226,15 @@ impl Row {
 /// Append the cells' text, with a bold run that ends right before a `:` marked as markdown
 /// emphasis (`**QA**:`): the label form the engine recognises for registered agents. Other bold
 /// text is left plain (claude draws tool names and headings bold too).
-fn push_marked(cells: &[char], bold: &[bool], out: &mut String) {
+fn push_marked(cells: &[char], attr: &[u8], out: &mut String) {
+    let bold = |i: usize| attr[i] & BOLD != 0;
     let mut i = 0;
     while i < cells.len() {
-        if bold[i] && cells[i] != ' ' {
+        if bold(i) && cells[i] != ' ' {
             // A run of bold cells, through the blanks between them (a TUI jumps over spaces with
             // cursor moves, so they keep whatever attribute they had).
             let start = i;
-            while i < cells.len() && (bold[i] || matches!(cells[i], ' ' | WIDE_TAIL)) {
+            while i < cells.len() && (bold(i) || matches!(cells[i], ' ' | WIDE_TAIL)) {
                 i += 1;
             }
             // The run without its trailing blanks.
@@ -242,10 +279,10 @@ fn trimmed_len(cells: &[char]) -> usize {
 }
 
 /// Cut or pad a row's cells to `cols`; a wide character cut in half by a narrower row is blanked.
-fn fit_cells(cells: &mut Vec<char>, bold: &mut Vec<bool>, cols: usize) {
+fn fit_cells(cells: &mut Vec<char>, attr: &mut Vec<u8>, cols: usize) {
     let cut_head = cells.len() > cols && cells[cols] == WIDE_TAIL;
     cells.resize(cols, ' ');
-    bold.resize(cols, false);
+    attr.resize(cols, 0);
     if cut_head {
         cells[cols - 1] = ' ';
     }
@@ -297,8 +334,8 @@ pub struct Screen {
     y: usize,
     pending_wrap: bool,
     autowrap: bool,
-    /// SGR bold is on: printed cells are marked bold.
-    bold: bool,
+    /// The pen: [`BOLD`] and [`CODE`] as set by SGR; printed cells get it.
+    attr: u8,
     /// Input and cursor modes kept for [`Screen::redraw`] (see [`REDRAW_MODES`]).
     modes: u32,
     top: usize,
@@ -337,7 +374,7 @@ impl Screen {
             y: 0,
             pending_wrap: false,
             autowrap: true,
-            bold: false,
+            attr: 0,
             modes: 0,
             top: 0,
             bottom: nrows - 1,
@@ -431,8 +468,9 @@ impl Screen {
                 if c == WIDE_TAIL {
                     continue;
                 }
-                if row.bold[x] != bold {
-                    bold = row.bold[x];
+                let b = row.attr[x] & BOLD != 0;
+                if b != bold {
+                    bold = b;
                     out.extend_from_slice(if bold { b"\x1b[1m" } else { b"\x1b[22m" });
                 }
                 out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
@@ -462,7 +500,7 @@ impl Screen {
         if !self.autowrap {
             out.extend_from_slice(b"\x1b[?7l");
         }
-        if self.bold {
+        if self.attr & BOLD != 0 {
             out.extend_from_slice(b"\x1b[1m");
         }
         let _ = write!(out, "\x1b[{};{}H", self.y + 1, self.x + 1);
@@ -514,7 +552,7 @@ impl Screen {
         let (cols, nrows) = clamp_size(cols, rows);
         for r in &mut self.rows {
             if r.cells.len() != cols {
-                fit_cells(&mut r.cells, &mut r.bold, cols);
+                fit_cells(&mut r.cells, &mut r.attr, cols);
                 // The caller read every row before resizing: a row cut short by a narrower screen is
                 // not new text (reading it again would yield a truncated line).
                 r.text_valid = false;
@@ -535,7 +573,7 @@ impl Screen {
         }
         if let Some((main, saved)) = &mut self.main_saved {
             for r in main.iter_mut() {
-                fit_cells(&mut r.cells, &mut r.bold, cols);
+                fit_cells(&mut r.cells, &mut r.attr, cols);
                 r.text_valid = false;
             }
             main.resize_with(nrows, || Row::blank(cols));
@@ -640,10 +678,10 @@ impl Screen {
                 changed |= *cell != c;
                 *cell = c;
             }
-            let bold = self.bold;
-            for cell in &mut row.bold[x..x + n] {
-                changed |= *cell != bold;
-                *cell = bold;
+            let attr = self.attr;
+            for cell in &mut row.attr[x..x + n] {
+                changed |= *cell != attr;
+                *cell = attr;
             }
             if changed {
                 if left_tail {
@@ -665,7 +703,7 @@ impl Screen {
                         let row = &mut self.rows[self.y];
                         if row.cells[cols - 1] != char::from(last) {
                             row.cells[cols - 1] = char::from(last);
-                            row.bold[cols - 1] = self.bold;
+                            row.attr[cols - 1] = self.attr;
                             row.touch();
                         }
                     }
@@ -796,10 +834,10 @@ impl Screen {
             }
         }
         let row = &mut self.rows[self.y];
-        if w == 1 && row.cells[self.x] == c && row.bold[self.x] == self.bold {
+        if w == 1 && row.cells[self.x] == c && row.attr[self.x] == self.attr {
             // Unchanged cell: nothing to re-read.
         } else {
-            Self::put(row, self.x, c, w, self.cols, self.bold);
+            Self::put(row, self.x, c, w, self.cols, self.attr);
         }
         if self.x + w >= self.cols {
             self.x = self.cols - 1;
@@ -809,13 +847,13 @@ impl Screen {
         }
     }
 
-    fn put(row: &mut Row, x: usize, c: char, w: usize, cols: usize, bold: bool) {
+    fn put(row: &mut Row, x: usize, c: char, w: usize, cols: usize, attr: u8) {
         // Overwriting half of a wide character blanks the other half.
         if row.cells[x] == WIDE_TAIL && x > 0 {
             row.cells[x - 1] = ' ';
         }
         row.cells[x] = c;
-        row.bold[x] = bold;
+        row.attr[x] = attr;
         if w == 2 && x + 1 < cols {
             row.cells[x + 1] = WIDE_TAIL;
         } else if x + 1 < cols && row.cells[x + 1] == WIDE_TAIL {
@@ -1034,21 +1072,35 @@ impl Screen {
         }
     }
 
-    /// SGR: only bold is kept (1 on; 0, 21 and 22 off); colour parameters with their arguments
-    /// (`38;5;n`, `38;2;r;g;b`, same for 48 and 58) are skipped so that their numbers are not read as
-    /// attributes.
+    /// SGR: bold (1 on; 0, 21 and 22 off) and whether the foreground is a code colour ([`CODE`]: set
+    /// by 30–37, 90–97 and `38;5;153`, cleared by 0, 39 and any other foreground); colour parameters
+    /// with their arguments (`38;5;n`, `38;2;r;g;b`, same for 48 and 58) are skipped so that their
+    /// numbers are not read as attributes.
     fn sgr(&mut self) {
         if self.nparams == 0 {
-            self.bold = false;
+            self.attr = 0;
             return;
         }
         let mut i = 0;
         while i < self.nparams {
             match self.params[i] {
-                0 | 21 | 22 => self.bold = false,
-                1 => self.bold = true,
+                0 => self.attr = 0,
+                21 | 22 => self.attr &= !BOLD,
+                1 => self.attr |= BOLD,
+                30..=37 | 90..=97 => self.attr |= CODE,
+                39 => self.attr &= !CODE,
                 38 | 48 | 58 => {
                     let kind = (i + 1 < self.nparams).then(|| self.params[i + 1]);
+                    if self.params[i] == 38 {
+                        let code = kind == Some(5)
+                            && i + 2 < self.nparams
+                            && self.params[i + 2] == CODE_256;
+                        if code {
+                            self.attr |= CODE;
+                        } else {
+                            self.attr &= !CODE;
+                        }
+                    }
                     i += match kind {
                         Some(5) => 2,
                         Some(2) => 4,
@@ -1155,7 +1207,7 @@ impl Screen {
         self.y = 0;
         self.pending_wrap = false;
         self.autowrap = true;
-        self.bold = false;
+        self.attr = 0;
         self.modes = 0;
         self.top = 0;
         self.bottom = self.nrows - 1;
@@ -1175,7 +1227,7 @@ impl Screen {
         if to < self.cols && row.cells[to] == WIDE_TAIL {
             row.cells[to] = ' ';
         }
-        row.bold[from..to].fill(false);
+        row.attr[from..to].fill(0);
         if row.cells[from..to].iter().any(|&c| c != ' ') {
             row.cells[from..to].fill(' ');
             row.touch();
@@ -1224,8 +1276,8 @@ impl Screen {
         let n = n.min(cols - x);
         row.cells[x..].rotate_right(n);
         row.cells[x..x + n].fill(' ');
-        row.bold[x..].rotate_right(n);
-        row.bold[x..x + n].fill(false);
+        row.attr[x..].rotate_right(n);
+        row.attr[x..x + n].fill(0);
         row.touch();
     }
 
@@ -1235,8 +1287,8 @@ impl Screen {
         let n = n.min(cols - x);
         row.cells[x..].rotate_left(n);
         row.cells[cols - n..].fill(' ');
-        row.bold[x..].rotate_left(n);
-        row.bold[cols - n..].fill(false);
+        row.attr[x..].rotate_left(n);
+        row.attr[cols - n..].fill(0);
         row.touch();
     }
 
@@ -1383,7 +1435,11 @@ mod tests {
         let mut rows = String::new();
         for r in s.rows_mut() {
             r.ensure_text();
-            let bold: String = r.bold.iter().map(|&b| if b { 'b' } else { '.' }).collect();
+            let bold: String = r
+                .attr
+                .iter()
+                .map(|&a| if a & BOLD != 0 { 'b' } else { '.' })
+                .collect();
             rows.push_str(&format!(
                 "{}|{}\n",
                 r.cached_text(),
@@ -1402,7 +1458,7 @@ mod tests {
             s.modes & APP_KEYPAD != 0,
             s.top,
             s.bottom,
-            s.bold
+            s.attr & BOLD != 0
         )
     }
 

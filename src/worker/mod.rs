@@ -439,6 +439,7 @@ async fn run_job(ctx: &Ctx, served: &Agent, job: Job, tx: &mpsc::UnboundedSender
             .into_iter()
             .collect(),
         max_output_bytes: ctx.cfg.executor.max_output_bytes,
+        progress: None,
     };
 
     let prepared = prepare_worktree(ctx, &agent, &job).await;

@@ -37,6 +37,17 @@ fn route_exact(core: &mut DispatchCore, shared: &Dedup, d: Detection, out: &mut 
 /// Run the turn with the screen split at `cuts` and the exact sources arriving after chunk
 /// `exact_at` (None: no exact source, screen only). Returns the dispatched fingerprints, in order.
 fn dispatched(cuts: &[usize], exact_at: Option<usize>, cols: u16) -> Vec<Fingerprint> {
+    dispatched_with_quiet(cuts, exact_at, &[], cols)
+}
+
+/// [`dispatched`], with the output going quiet (a delayed chunk: [`Pipeline::quiet`], what the tap
+/// calls after `pty::QUIET` without a byte) after each chunk whose index is in `quiet_after`.
+fn dispatched_with_quiet(
+    cuts: &[usize],
+    exact_at: Option<usize>,
+    quiet_after: &[usize],
+    cols: u16,
+) -> Vec<Fingerprint> {
     let engine = engine();
     let shared = Dedup::new();
     let exact_dedup = Dedup::new();
@@ -56,6 +67,11 @@ fn dispatched(cuts: &[usize], exact_at: Option<usize>, cols: u16) -> Vec<Fingerp
     for (i, w) in bounds.windows(2).enumerate() {
         for d in screen.feed(&SCREEN[w[0]..w[1]]) {
             out.extend(core.detection(d));
+        }
+        if quiet_after.iter().any(|q| q % bounds.len() == i) {
+            for d in screen.quiet() {
+                out.extend(core.detection(d));
+            }
         }
         if exact_at.is_some_and(|k| k % bounds.len() == i) && !exact_done {
             exact_done = true;
@@ -113,6 +129,43 @@ proptest! {
         exact_at in proptest::option::of(0usize..16),
     ) {
         let got = dispatched(&cuts, exact_at, 60);
+        prop_assert_eq!(got.len(), 2, "{:?}", got);
+        prop_assert_eq!(got.into_iter().collect::<BTreeSet<_>>(), expected());
+    }
+
+    /// A delay anywhere (the quiet signal between any two chunks, as often as it likes) with the
+    /// exact sources live: the screen's quiet-time finals wait for the turn's end, and a cut one is
+    /// never dispatched next to the transcript's whole one.
+    #[test]
+    fn delaying_any_chunk_never_changes_what_is_dispatched(
+        cuts in proptest::collection::vec(0usize..4096, 0..12),
+        exact_at in 0usize..16,
+        quiet_after in proptest::collection::vec(0usize..16, 0..6),
+    ) {
+        let got = dispatched_with_quiet(&cuts, Some(exact_at), &quiet_after, 60);
+        prop_assert_eq!(got.len(), 2, "{:?}", got);
+        prop_assert_eq!(got.into_iter().collect::<BTreeSet<_>>(), expected());
+    }
+
+    /// Screen only (no hooks, no transcript): a delay between lines (the quiet signal after any
+    /// chunk that ends a row) never changes what is dispatched. A delay in the middle of a
+    /// paragraph is a known limit of the screen alone: the quiet spell is the turn end of CLIs
+    /// without a turn signal, so a model that stalls for `pty::QUIET` mid-sentence is read as done.
+    #[test]
+    fn screen_only_delays_between_lines_never_change_what_is_dispatched(
+        cuts in proptest::collection::vec(0usize..4096, 0..12),
+        quiet_after in proptest::collection::vec(0usize..16, 0..6),
+    ) {
+        // Cut only at the end of a paragraph (after a blank line), so each chunk holds whole
+        // paragraphs: the delays fall between blocks.
+        let ends: Vec<usize> = SCREEN
+            .windows(4)
+            .enumerate()
+            .filter(|(_, w)| *w == b"\r\n\r\n")
+            .map(|(i, _)| i + 4)
+            .collect();
+        let cuts: Vec<usize> = cuts.iter().map(|c| ends[c % ends.len()]).collect();
+        let got = dispatched_with_quiet(&cuts, None, &quiet_after, 60);
         prop_assert_eq!(got.len(), 2, "{:?}", got);
         prop_assert_eq!(got.into_iter().collect::<BTreeSet<_>>(), expected());
     }
