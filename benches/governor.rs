@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use mpm::config::LimitsConfig;
 use mpm::events::{Bus, Context};
-use mpm::governor::{Governor, proc::TreeTracker, resolve_limits};
+use mpm::governor::{Governor, resolve_limits, tracker::TreeTracker};
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
 /// The 20-process tree: `sh` plus 19 `sleep`s, in its own session; killed on drop.

@@ -15,7 +15,9 @@ use clap::{Args, Subcommand};
 use super::GlobalArgs;
 use super::output::{err, errln, outln};
 use crate::daemon::client::{Client, unexpected};
-use crate::protocol::{ClientMsg, EventFilter, Frame, RunSpec, ServerMsg, StatusReport, Ticket};
+use crate::protocol::{
+    ClientMsg, ErrorCode, EventFilter, Frame, RunSpec, ServerMsg, StatusReport, Ticket,
+};
 use crate::pty::keys::{DetachKeys, DetachScanner, MODE_RESET, Scan};
 
 #[derive(Debug, Clone, Args)]
@@ -570,10 +572,10 @@ pub fn run_in_daemon(mut c: Client, mut spec: RunSpec, keys: &DetachKeys) -> any
         Ok(m) => return Err(unexpected(m).into()),
         // Not found / not executable: the shell's statuses, as in-process.
         Err(crate::daemon::client::ClientError::Refused { code, message })
-            if code == "command_not_found" || code == "not_executable" =>
+            if matches!(code, ErrorCode::CommandNotFound | ErrorCode::NotExecutable) =>
         {
             errln!("mpm: {message}");
-            return Ok(if code == "command_not_found" {
+            return Ok(if code == ErrorCode::CommandNotFound {
                 127
             } else {
                 126
@@ -810,7 +812,10 @@ pub fn relay(
                     }
                     return Ok(RelayEnd::Ended(exit_code));
                 }
-                Ok(ServerMsg::Error { code, message }) if code == "too_slow" => {
+                Ok(ServerMsg::Error {
+                    code: ErrorCode::TooSlow,
+                    message,
+                }) => {
                     anyhow::bail!("{message}");
                 }
                 Ok(ServerMsg::Error { code, message }) => {

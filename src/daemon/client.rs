@@ -20,7 +20,10 @@ pub enum ClientError {
     )]
     NoDaemon(PathBuf),
     #[error("daemon refused: {message} ({code})")]
-    Refused { code: String, message: String },
+    Refused {
+        code: crate::protocol::ErrorCode,
+        message: String,
+    },
     #[error("unexpected reply from the daemon: {0}")]
     Unexpected(String),
     #[error(transparent)]

@@ -398,7 +398,10 @@ impl SessionBackend for PtyBackend {
                 // Give the ended session's memory back to the system now (its threads' arenas
                 // would otherwise keep it): the daemon's RSS stays flat over many sessions.
                 // SAFETY: malloc_trim only walks the allocator's own free lists.
-                unsafe { libc::malloc_trim(0) };
+                #[cfg(target_os = "linux")]
+                unsafe {
+                    libc::malloc_trim(0)
+                };
             })
             .map_err(|e| SpawnError::Other(format!("cannot start the session's thread: {e}")))?;
         match started_rx.recv() {

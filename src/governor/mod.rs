@@ -4,8 +4,8 @@
 //!
 //! Two modes ([`GovernorMode`]): with a writable delegated cgroup v2 (systemd `Delegate=yes`) each
 //! tree gets its own child cgroup with `memory.max`/`cpu.max` from the hard limits, accounting from
-//! `memory.current`/`cpu.stat` and `cgroup.kill`; otherwise polling of `/proc`, touching only the
-//! tree's pids (see [`proc`]). Thresholds and their hysteresis are in [`thresholds`]; spawn-time
+//! `memory.current`/`cpu.stat` and `cgroup.kill`; otherwise polling through sysinfo's targeted
+//! refresh of the tree's pids (see [`tracker`]). Thresholds and their hysteresis are in [`thresholds`]; spawn-time
 //! limits in [`rlimits`]; the main session's restart policy in [`restart`].
 //!
 //! Wiring:
@@ -21,11 +21,12 @@
 //!   `RestartPolicy::next_delay(now)`; on `Some(d)` sleep `d` and respawn with
 //!   `resume_argv(&argv, claude_session_id)` for claude.
 
+#[cfg(target_os = "linux")]
 pub mod cgroup;
-pub mod proc;
 pub mod restart;
 pub mod rlimits;
 pub mod thresholds;
+pub mod tracker;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -40,6 +41,7 @@ use crate::config::{self, CpuLimits, LimitsConfig, MemoryLimits, Rlimits};
 use crate::events::{Bus, EventBody, Resource, ResourceAction};
 use crate::process::{self, StopOutcome};
 
+#[cfg(target_os = "linux")]
 pub use cgroup::CgroupProbe;
 pub use restart::{RestartPolicy, resume_argv};
 pub use rlimits::apply_rlimits;
@@ -61,7 +63,7 @@ pub enum GovernorError {
 pub enum GovernorMode {
     /// One child cgroup per tree under `path`.
     Cgroup { path: PathBuf },
-    /// `/proc` polling of each tree's pids.
+    /// Polling of each tree's pids (sysinfo's targeted refresh).
     Polling,
 }
 
@@ -204,7 +206,7 @@ impl Drop for WatchHandle {
 }
 
 enum Meter {
-    Proc(proc::TreeTracker),
+    Proc(tracker::TreeTracker),
     Cgroup {
         cg: cgroup::TreeCgroup,
         last_usec: Option<u64>,
@@ -255,7 +257,7 @@ impl Meter {
 }
 
 fn is_alive(pid: i32) -> bool {
-    proc::read_pid_stat(pid).is_some_and(|s| s.state != 'Z' && s.state != 'X')
+    process::procfs::is_alive(pid)
 }
 
 struct Watched {
@@ -368,11 +370,11 @@ impl Governor {
                 }
                 Err(e) => {
                     tracing::warn!(root, error = %e, "tree cgroup failed; polling this tree");
-                    Meter::Proc(proc::TreeTracker::new(root, 0))
+                    Meter::Proc(tracker::TreeTracker::new(root, 0))
                 }
             },
             // The sampler hands every tree its shared /proc snapshot (see `sampler`).
-            GovernorMode::Polling => Meter::Proc(proc::TreeTracker::new(root, 0)),
+            GovernorMode::Polling => Meter::Proc(tracker::TreeTracker::new(root, 0)),
         };
         let state = Arc::new(WatchState::new());
         let w = Watched {
@@ -628,7 +630,10 @@ fn stop_in_background(t: &mut Watched, mut body: Resource, oom_killed: bool, gra
     t.stopping = true;
     t.state.limited.store(true, Ordering::SeqCst);
     // The stopper owns the cgroup now; the sampler forgets the tree.
-    let meter = std::mem::replace(&mut t.meter, Meter::Proc(proc::TreeTracker::new(root, 0)));
+    let meter = std::mem::replace(
+        &mut t.meter,
+        Meter::Proc(tracker::TreeTracker::new(root, 0)),
+    );
     let run = move || {
         let outcome = process::stop_tree(root, grace);
         let mut action = match outcome {

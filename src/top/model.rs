@@ -45,7 +45,7 @@ pub struct Model {
     pub errors: VecDeque<(String, String)>,
     /// One line per resource event, newest last.
     pub warnings: VecDeque<String>,
-    trackers: BTreeMap<String, crate::governor::proc::TreeTracker>,
+    trackers: BTreeMap<String, crate::governor::tracker::TreeTracker>,
 }
 
 fn push<T>(q: &mut VecDeque<T>, v: T) {
@@ -149,7 +149,7 @@ impl Model {
             let t = self
                 .trackers
                 .entry(id.clone())
-                .or_insert_with(|| crate::governor::proc::TreeTracker::new(pid as i32, 10));
+                .or_insert_with(|| crate::governor::tracker::TreeTracker::new(pid as i32, 10));
             let first = t.members().is_empty();
             let s = t.sample();
             if s.members == 0 {
