@@ -164,7 +164,10 @@ fn main() {
             "mpm TreeTracker (sysinfo targeted + children files)",
             mpm_targeted,
         ),
-        ("sysinfo targeted alone (Some(20 pids), memory+cpu)", sys_targeted),
+        (
+            "sysinfo targeted alone (Some(20 pids), memory+cpu)",
+            sys_targeted,
+        ),
         ("mpm TreeTracker + full /proc rescan", mpm_rescan),
         ("mpm full /proc scan (process::tree_members)", mpm_scan),
         ("sysinfo all processes (memory+cpu)", sys_full),

@@ -121,7 +121,7 @@ pub struct GovernorStats {
 }
 
 #[derive(Default)]
-struct Shared {
+struct SamplerCounters {
     ticks: AtomicU64,
     cpu_us: AtomicU64,
     watched: AtomicU64,
@@ -284,7 +284,7 @@ pub struct Governor {
     cpu_enabled: bool,
     tx: Sender<Command>,
     thread: Option<JoinHandle<()>>,
-    shared: Arc<Shared>,
+    shared: Arc<SamplerCounters>,
     next_id: AtomicU64,
     interval: Duration,
 }
@@ -306,7 +306,7 @@ impl Governor {
         tracing::info!(mode = mode.as_str(), "governor started");
         let interval = Duration::from_millis(limits.interval_ms.max(10));
         let (tx, rx) = crossbeam_channel::unbounded();
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(SamplerCounters::default());
         let rescan = limits.rescan_ticks;
         let thread = {
             let shared = shared.clone();
@@ -492,7 +492,7 @@ fn sampler(
     interval: Duration,
     grace: Duration,
     rescan: u64,
-    shared: Arc<Shared>,
+    shared: Arc<SamplerCounters>,
 ) {
     let mut trees: Vec<Watched> = Vec::new();
     let mut rescan_tick: u64 = 0;
