@@ -6,9 +6,10 @@
 //! CHA or CUF, reads as a space, since TUIs skip blank cells that way; CUP and newlines as a line
 //! break), OSC 0/2 titles are captured, and the cue regexes run over each chunk's text plus a short
 //! tail of the previous one, so a cue split across reads is still seen. Cost: one pass over the bytes
-//! and one `RegexSet` scan of the chunk's text.
+//! and one regex-set scan (all cues at once, `regex-automata`) of the chunk's text.
 
-use regex::{Regex, RegexSet};
+use regex_automata::meta::{self, Regex};
+use regex_automata::{Input, MatchKind, PatternSet};
 use serde::Deserialize;
 
 use super::Signal;
@@ -57,7 +58,7 @@ pub enum CueError {
         name: String,
         cue: String,
         #[source]
-        source: regex::Error,
+        source: Box<meta::BuildError>,
     },
 }
 
@@ -66,7 +67,8 @@ pub enum CueError {
 pub struct CueTable {
     pub profile: String,
     pub versions: Vec<String>,
-    set: RegexSet,
+    /// Every cue's regex at once, reporting all that match (a regex set).
+    set: Regex,
     cues: Vec<(String, SessionState, bool, Regex)>,
     title: Option<(Regex, Regex)>,
 }
@@ -82,7 +84,7 @@ impl CueTable {
             Regex::new(re).map_err(|source| CueError::Regex {
                 name: name.into(),
                 cue: cue.into(),
-                source,
+                source: Box::new(source),
             })
         };
         let mut cues = Vec::new();
@@ -94,13 +96,14 @@ impl CueTable {
                 compile(&c.name, &c.regex)?,
             ));
         }
-        let set = RegexSet::new(f.cues.iter().map(|c| c.regex.as_str())).map_err(|source| {
-            CueError::Regex {
+        let set = Regex::builder()
+            .configure(Regex::config().match_kind(MatchKind::All))
+            .build_many(&f.cues.iter().map(|c| c.regex.as_str()).collect::<Vec<_>>())
+            .map_err(|source| CueError::Regex {
                 name: name.into(),
                 cue: "(set)".into(),
-                source,
-            }
-        })?;
+                source: Box::new(source),
+            })?;
         let title = match &f.title {
             Some(t) => Some((
                 compile("title.idle", &t.idle)?,
@@ -128,8 +131,11 @@ impl CueTable {
     /// The signals in `text` (one per matching cue, first cue of a state wins, in table order).
     pub fn scan_text(&self, text: &str, starting: bool) -> Vec<Signal> {
         let mut out: Vec<Signal> = Vec::new();
-        for i in self.set.matches(text).iter() {
-            let (name, state, initial_only, re) = &self.cues[i];
+        let mut matched = PatternSet::new(self.set.pattern_len());
+        self.set
+            .which_overlapping_matches(&Input::new(text), &mut matched);
+        for i in matched.iter() {
+            let (name, state, initial_only, re) = &self.cues[i.as_usize()];
             if *initial_only && !starting {
                 continue;
             }
@@ -139,10 +145,11 @@ impl CueTable {
             {
                 continue;
             }
-            let resets_at = re
-                .captures(text)
-                .and_then(|c| c.name("resets_at"))
-                .map(|m| m.as_str().trim().to_string());
+            let mut caps = re.create_captures();
+            re.captures(text, &mut caps);
+            let resets_at = caps
+                .get_group_by_name("resets_at")
+                .map(|span| text[span.range()].trim().to_string());
             out.push(Signal::Screen {
                 state: *state,
                 cue: name.clone(),
