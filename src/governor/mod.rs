@@ -206,7 +206,7 @@ impl Drop for WatchHandle {
 }
 
 enum Meter {
-    Proc(tracker::TreeTracker),
+    Proc(Box<tracker::TreeTracker>),
     Cgroup {
         cg: cgroup::TreeCgroup,
         last_usec: Option<u64>,
@@ -370,11 +370,11 @@ impl Governor {
                 }
                 Err(e) => {
                     tracing::warn!(root, error = %e, "tree cgroup failed; polling this tree");
-                    Meter::Proc(tracker::TreeTracker::new(root, 0))
+                    Meter::Proc(Box::new(tracker::TreeTracker::new(root, 0)))
                 }
             },
             // The sampler hands every tree its shared /proc snapshot (see `sampler`).
-            GovernorMode::Polling => Meter::Proc(tracker::TreeTracker::new(root, 0)),
+            GovernorMode::Polling => Meter::Proc(Box::new(tracker::TreeTracker::new(root, 0))),
         };
         let state = Arc::new(WatchState::new());
         let w = Watched {
@@ -632,7 +632,7 @@ fn stop_in_background(t: &mut Watched, mut body: Resource, oom_killed: bool, gra
     // The stopper owns the cgroup now; the sampler forgets the tree.
     let meter = std::mem::replace(
         &mut t.meter,
-        Meter::Proc(tracker::TreeTracker::new(root, 0)),
+        Meter::Proc(Box::new(tracker::TreeTracker::new(root, 0))),
     );
     let run = move || {
         let outcome = process::stop_tree(root, grace);
