@@ -316,7 +316,7 @@ pub struct SessionInfo {
     pub cwd: String,
     pub started_at: String,
     /// `running` or `ended`.
-    pub state: String,
+    pub state: HostedState,
     pub exit_code: Option<i32>,
     pub attached: u32,
     /// Resident memory of the session's process tree, MB (when running).
@@ -357,6 +357,35 @@ pub struct StatusReport {
     /// The daemon's own resident memory, MB.
     pub daemon_rss_mb: f64,
     pub events_stored: u64,
+}
+
+/// Whether a session's agent still runs (`running`) or has exited (`ended`), on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostedState {
+    Running,
+    Ended,
+}
+
+impl HostedState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostedState::Running => "running",
+            HostedState::Ended => "ended",
+        }
+    }
+}
+
+impl std::fmt::Display for HostedState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for HostedState {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }
 
 /// Server to client.

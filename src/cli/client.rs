@@ -16,7 +16,7 @@ use super::GlobalArgs;
 use super::output::{err, errln, outln};
 use crate::daemon::client::{Client, unexpected};
 use crate::protocol::{
-    ClientMsg, ErrorCode, EventFilter, Frame, RunSpec, ServerMsg, StatusReport, Ticket,
+    ClientMsg, ErrorCode, EventFilter, Frame, HostedState, RunSpec, ServerMsg, StatusReport, Ticket,
 };
 use crate::pty::keys::{DetachKeys, DetachScanner, MODE_RESET, Scan};
 
@@ -87,7 +87,7 @@ fn recent_sessions(
     }
     let mut ended = 0;
     list.retain(|s| {
-        if s.state == "running" {
+        if s.state == HostedState::Running {
             return true;
         }
         ended += 1;
@@ -237,9 +237,9 @@ fn status_from_store(store: &crate::store::Store, a: &StatusArgs) -> anyhow::Res
             cwd: r.cwd,
             started_at: r.started_at,
             state: if r.ended_at.is_some() || r.state == "ended" {
-                "ended".into()
+                HostedState::Ended
             } else {
-                r.state
+                HostedState::Running
             },
             exit_code: r.exit_code,
             attached: 0,
@@ -274,9 +274,9 @@ fn print_sessions(sessions: &[crate::protocol::SessionInfo]) -> anyhow::Result<(
             .rss_mb
             .map(|m| format!("{m:.1} MB"))
             .unwrap_or_else(|| "-".into());
-        let state = match (s.state.as_str(), s.exit_code, s.agent_state) {
-            ("ended", Some(c), _) => format!("ended ({c})"),
-            ("running", _, Some(a)) => a.as_str().to_string(),
+        let state = match (s.state, s.exit_code, s.agent_state) {
+            (HostedState::Ended, Some(c), _) => format!("ended ({c})"),
+            (HostedState::Running, _, Some(a)) => a.as_str().to_string(),
             (st, _, _) => st.to_string(),
         };
         outln!(

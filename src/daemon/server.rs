@@ -21,8 +21,8 @@ use crossbeam_channel::select;
 use super::{Hosted, Shared, socket};
 use crate::events::{Bus, Context};
 use crate::protocol::{
-    ClientMsg, ErrorCode, EventFilter, Frame, FrameError, PROTOCOL_VERSION, RunSpec, ServerMsg,
-    SessionInfo, StatusReport, read_frame, write_frame,
+    ClientMsg, ErrorCode, EventFilter, Frame, FrameError, HostedState, PROTOCOL_VERSION, RunSpec,
+    ServerMsg, SessionInfo, StatusReport, read_frame, write_frame,
 };
 
 /// How long one write to a client may block before the client is dropped.
@@ -369,7 +369,11 @@ fn status(shared: &Shared) -> StatusReport {
             command: h.command.clone(),
             cwd: h.cwd.clone(),
             started_at: h.started_at.clone(),
-            state: if exit.is_some() { "ended" } else { "running" }.into(),
+            state: if exit.is_some() {
+                HostedState::Ended
+            } else {
+                HostedState::Running
+            },
             exit_code: exit.flatten(),
             attached: h.attached.load(Ordering::Relaxed),
             agent_state: h.session.agent_state(),
