@@ -1,6 +1,7 @@
-//! Governor benchmark: the cost of one tree sample (mpm's targeted /proc walk, sysinfo targeted)
-//! against full refreshes (sysinfo all processes, `refresh_all`, mpm's full /proc scan), and the
-//! sampler thread's CPU use at a 1 s interval over a 20-process tree.
+//! Governor benchmark: the cost of one tree sample (mpm's `TreeTracker`: sysinfo's targeted
+//! refresh plus the children files) against full refreshes (sysinfo all processes, `refresh_all`,
+//! mpm's full /proc scan) and against `ps` run once per sample, and the sampler thread's CPU use at
+//! a 1 s interval over a 20-process tree.
 //!
 //! Run: `cargo bench --bench governor` (`MPM_BENCH_SECS` sets the sampler phase, default 20 s).
 
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use mpm::config::LimitsConfig;
 use mpm::events::{Bus, Context};
-use mpm::governor::{Governor, proc::TreeTracker, resolve_limits};
+use mpm::governor::{Governor, resolve_limits, tracker::TreeTracker};
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
 /// The 20-process tree: `sh` plus 19 `sleep`s, in its own session; killed on drop.
@@ -75,6 +76,35 @@ fn process_cpu() -> Duration {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
+fn children_cpu() -> Duration {
+    // SAFETY: getrusage fills the zeroed struct we own.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// CPU per run (the reaped `ps` child's, plus this thread's spawning and reading) and wall time
+/// of `ps -o rss=,cputime= -s <sid>`: what a shell script sampling the tree would pay.
+fn time_ps(iters: u32, sid: i32) -> (Duration, Duration) {
+    let run = || {
+        let out = Command::new("ps")
+            .args(["-o", "rss=,cputime=", "-s", &sid.to_string()])
+            .output()
+            .expect("ps");
+        std::hint::black_box(out.stdout.len());
+    };
+    run();
+    let (c, k, t) = (thread_cpu(), children_cpu(), Instant::now());
+    for _ in 0..iters {
+        run();
+    }
+    (
+        ((thread_cpu() - c) + (children_cpu() - k)) / iters,
+        t.elapsed() / iters,
+    )
+}
+
 fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
@@ -126,27 +156,32 @@ fn main() {
     });
     let mut sys_every = System::new_all();
     let sys_refresh_all = time(iters / 10, || sys_every.refresh_all());
+    let ps = time_ps(iters / 10, root);
 
     println!("\none refresh of the tree, CPU time (wall time) per refresh, mean of {iters} runs:");
     let rows = [
         (
-            "mpm targeted /proc walk (pread stat + children per member)",
+            "mpm TreeTracker (sysinfo targeted + children files)",
             mpm_targeted,
         ),
-        ("sysinfo targeted (Some(20 pids), memory+cpu)", sys_targeted),
-        ("mpm targeted walk + full /proc rescan", mpm_rescan),
+        (
+            "sysinfo targeted alone (Some(20 pids), memory+cpu)",
+            sys_targeted,
+        ),
+        ("mpm TreeTracker + full /proc rescan", mpm_rescan),
         ("mpm full /proc scan (process::tree_members)", mpm_scan),
         ("sysinfo all processes (memory+cpu)", sys_full),
         ("sysinfo refresh_all", sys_refresh_all),
+        ("ps -o rss=,cputime= -s SID (child + spawn)", ps),
     ];
     for (name, (cpu, wall)) in rows {
         println!("  {name:<60} {:>9.1} us  ({:>9.1} us)", us(cpu), us(wall));
     }
     let r = |x: (Duration, Duration)| us(x.0) / us(mpm_targeted.0);
     println!(
-        "  CPU ratios vs mpm targeted: sysinfo targeted {:.1}x, mpm full scan {:.1}x, \
+        "  CPU ratios vs mpm TreeTracker: ps {:.1}x, mpm full scan {:.1}x, \
          sysinfo all processes {:.1}x, sysinfo refresh_all {:.1}x",
-        r(sys_targeted),
+        r(ps),
         r(mpm_scan),
         r(sys_full),
         r(sys_refresh_all),
@@ -179,6 +214,7 @@ fn main() {
     let proc_pct = (p1 - p0).as_secs_f64() / wall.as_secs_f64() * 100.0;
     let per_tick = thread_cpu / ticks.max(1) as u32;
     let baseline_pct = sys_full.0.as_secs_f64() * 100.0; // one all-process refresh per second
+    let ps_pct = ps.0.as_secs_f64() * 100.0; // one `ps` per second
     println!(
         "\nsampler thread over {:.1} s at 1 s interval, {N}-process tree, {ticks} ticks:",
         wall.as_secs_f64()
@@ -192,5 +228,9 @@ fn main() {
     println!(
         "  baseline: a sysinfo all-process refresh every second would cost {baseline_pct:.4}% of a core ({:.1}x)",
         baseline_pct / pct.max(1e-9)
+    );
+    println!(
+        "  baseline: `ps` once a second would cost {ps_pct:.4}% of a core ({:.1}x)",
+        ps_pct / pct.max(1e-9)
     );
 }

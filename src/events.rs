@@ -405,6 +405,43 @@ impl DelegationStatus {
     }
 }
 
+/// Where a delegation is: queued, running, or ended with its final status. Written as one string
+/// (`queued`, `running`, or the [`DelegationStatus`]), as the delegation records always were.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DelegationPhase {
+    Queued,
+    Running,
+    Ended(DelegationStatus),
+}
+
+impl DelegationPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DelegationPhase::Queued => "queued",
+            DelegationPhase::Running => "running",
+            DelegationPhase::Ended(s) => s.as_str(),
+        }
+    }
+}
+
+impl std::fmt::Display for DelegationPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for DelegationPhase {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl Serialize for DelegationPhase {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 /// What the governor did about a breach.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

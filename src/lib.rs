@@ -30,9 +30,21 @@
 //! | [`notify`] | terminal (OSC 9/777, bell) and desktop notifications |
 //! | [`top`] | `mpm top`, the live dashboard |
 //! | [`logging`] | tracing setup |
+//!
+//! **Platform boundary.** mpm runs on Linux. The Linux-only pieces are compiled under
+//! `cfg(target_os = "linux")`: the one `/proc` reader ([`process::procfs`]), cgroup v2
+//! ([`governor::cgroup`]), the child subreaper (`prctl`), the parent-death signal of delegations
+//! and `malloc_trim`. A port starts with these; everything else is POSIX (PTYs, signals, Unix
+//! sockets) or portable (sysinfo measures processes).
 
 // Dependencies the library does not use (dev-dependencies are for the tests: not in unit tests).
 #![cfg_attr(not(test), warn(unused_crate_dependencies))]
+
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "mpm supports Linux only: process::procfs, governor::cgroup and the subreaper have no port yet"
+);
+
 
 pub mod cli;
 pub mod config;

@@ -382,7 +382,7 @@ pub struct SessionInfo {
     /// When it started (RFC 3339).
     pub started_at: String,
     /// `running` or `ended`.
-    pub state: String,
+    pub state: HostedState,
     /// The agent's exit code, once it exited.
     pub exit_code: Option<i32>,
     /// Clients attached to its terminal now.
@@ -444,6 +444,35 @@ pub struct StatusReport {
     pub events_stored: u64,
 }
 
+/// Whether a session's agent still runs (`running`) or has exited (`ended`), on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostedState {
+    Running,
+    Ended,
+}
+
+impl HostedState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostedState::Running => "running",
+            HostedState::Ended => "ended",
+        }
+    }
+}
+
+impl std::fmt::Display for HostedState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for HostedState {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// Server to client.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -457,11 +486,10 @@ pub enum ServerMsg {
         /// mpm's version.
         version: String,
     },
-    /// A request failed; `code` is one of `forbidden`, `version`, `malformed`, `too_large`,
-    /// `unknown_request`, `not_found`, `spawn_failed`, `internal`, `unexpected`.
+    /// A request failed; `code` says why (see [`ErrorCode`]).
     Error {
         /// The error code.
-        code: String,
+        code: ErrorCode,
         /// What went wrong, for the user.
         message: String,
     },
@@ -599,11 +627,126 @@ impl ClientMsg {
 
 impl ServerMsg {
     /// An `Error` reply with `code` and `message`.
-    pub fn error(code: &str, message: impl Into<String>) -> ServerMsg {
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> ServerMsg {
         ServerMsg::Error {
-            code: code.into(),
+            code,
             message: message.into(),
         }
+    }
+}
+
+/// Why the daemon refused a request: the `code` of [`ServerMsg::Error`], a snake_case string on
+/// the wire. A code this build does not know (a newer daemon's) is kept as [`ErrorCode::Other`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// The peer is another user, or its credentials cannot be checked.
+    Forbidden,
+    /// The client speaks another protocol version.
+    Version,
+    /// The frame is not a valid message.
+    Malformed,
+    /// The frame is larger than the daemon accepts.
+    TooLarge,
+    /// A well-formed frame with an unknown request type.
+    UnknownRequest,
+    /// A request that makes no sense now (a second hello, input while not attached, ...).
+    Unexpected,
+    /// A request with invalid arguments.
+    Invalid,
+    /// No such session (or ticket, or delegation).
+    NotFound,
+    /// The session could not be started.
+    SpawnFailed,
+    /// The command was not found on the agent's PATH (the shell's 127).
+    CommandNotFound,
+    /// The command is not executable (the shell's 126).
+    NotExecutable,
+    /// An attached client fell behind the session's output; it should attach again.
+    TooSlow,
+    /// The connection limit is reached.
+    Busy,
+    /// The daemon failed (store error, ...).
+    Internal,
+    /// A code this build does not know.
+    Other(String),
+}
+
+impl ErrorCode {
+    const KNOWN: [ErrorCode; 14] = [
+        ErrorCode::Forbidden,
+        ErrorCode::Version,
+        ErrorCode::Malformed,
+        ErrorCode::TooLarge,
+        ErrorCode::UnknownRequest,
+        ErrorCode::Unexpected,
+        ErrorCode::Invalid,
+        ErrorCode::NotFound,
+        ErrorCode::SpawnFailed,
+        ErrorCode::CommandNotFound,
+        ErrorCode::NotExecutable,
+        ErrorCode::TooSlow,
+        ErrorCode::Busy,
+        ErrorCode::Internal,
+    ];
+
+    /// The wire string.
+    pub fn as_str(&self) -> &str {
+        match self {
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::Version => "version",
+            ErrorCode::Malformed => "malformed",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::UnknownRequest => "unknown_request",
+            ErrorCode::Unexpected => "unexpected",
+            ErrorCode::Invalid => "invalid",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::SpawnFailed => "spawn_failed",
+            ErrorCode::CommandNotFound => "command_not_found",
+            ErrorCode::NotExecutable => "not_executable",
+            ErrorCode::TooSlow => "too_slow",
+            ErrorCode::Busy => "busy",
+            ErrorCode::Internal => "internal",
+            ErrorCode::Other(s) => s,
+        }
+    }
+
+    /// The code for a wire string (unknown strings become [`ErrorCode::Other`]).
+    pub fn parse(s: &str) -> ErrorCode {
+        Self::KNOWN
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .unwrap_or_else(|| ErrorCode::Other(s.to_string()))
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<str> for ErrorCode {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for ErrorCode {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ErrorCode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        Ok(ErrorCode::parse(&s))
     }
 }
 
@@ -613,11 +756,33 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn error_codes_keep_their_wire_strings() {
+        for c in ErrorCode::KNOWN {
+            assert_eq!(ErrorCode::parse(c.as_str()), c);
+        }
+        let m: ServerMsg =
+            serde_json::from_str(r#"{"type":"error","code":"not_found","message":"m"}"#).unwrap();
+        assert_eq!(m, ServerMsg::error(ErrorCode::NotFound, "m"));
+        let m = ServerMsg::error(ErrorCode::TooSlow, "m");
+        assert!(
+            serde_json::to_string(&m)
+                .unwrap()
+                .contains(r#""code":"too_slow""#)
+        );
+        let newer: ServerMsg =
+            serde_json::from_str(r#"{"type":"error","code":"from_the_future","message":""}"#)
+                .unwrap();
+        assert!(
+            matches!(newer, ServerMsg::Error { code: ErrorCode::Other(ref s), .. } if s == "from_the_future")
+        );
+    }
+
+    #[test]
     fn round_trip_frames() {
         let frames = vec![
             Frame::json(&ClientMsg::Status),
             Frame::Data(b"\x1b[2Jhello".to_vec()),
-            Frame::json(&ServerMsg::error("x", "y")),
+            Frame::json(&ServerMsg::error(ErrorCode::Internal, "y")),
         ];
         let mut wire = Vec::new();
         for f in &frames {

@@ -40,7 +40,7 @@ use crate::pty::record::Recorder;
 use crate::pty::signals::SignalThread;
 use crate::pty::terminal::{self, RawModeGuard};
 use crate::pty::watchdog::Watchdog;
-use crate::pty::{OutputSink, PtyConfig, PtyError, PtySession, WinSize};
+use crate::pty::{OutputSink, PtyConfig, PtyError, PtyRun, WinSize};
 use crate::supervisor::{Supervisor, SupervisorError, SupervisorOptions};
 
 /// What a session runs, as the user asked for it (in-process: this process's view; daemon: the
@@ -192,12 +192,12 @@ pub trait Host {
     /// The sink for one run of the agent (a restart asks again).
     fn output(&mut self) -> Box<dyn OutputSink>;
     /// The agent of one run is running (after `session.started`).
-    fn started(&mut self, _pty: &Arc<PtySession>) {}
+    fn started(&mut self, _pty: &Arc<PtyRun>) {}
     /// The agent of one run is gone (before `session.exited`).
     fn exited(&mut self) {}
     /// The agent stopped itself (Ctrl-Z, a suspend). The in-process host gives the user their
     /// shell back and resumes the agent when it is continued; the default resumes it at once.
-    fn suspended(&mut self, pty: &Arc<PtySession>) {
+    fn suspended(&mut self, pty: &Arc<PtyRun>) {
         pty.resume();
     }
     /// A line for the user (a restart notice).
@@ -223,7 +223,7 @@ const NO_INPUT: u16 = 256;
 
 struct HandleInner {
     /// The PTY of the current run (none between runs and after the end).
-    pty: Mutex<Option<Arc<PtySession>>>,
+    pty: Mutex<Option<Arc<PtyRun>>>,
     ctl: Sender<Ctl>,
     /// The last input byte (for where the EOF character must go), or [`NO_INPUT`].
     last_input: AtomicU16,
@@ -236,7 +236,7 @@ struct HandleInner {
 pub struct SessionHandle(Arc<HandleInner>);
 
 impl SessionHandle {
-    fn pty(&self) -> Option<Arc<PtySession>> {
+    fn pty(&self) -> Option<Arc<PtyRun>> {
         self.0.pty.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
@@ -512,7 +512,7 @@ impl Session {
     ) -> Result<SessionOutcome, SessionError> {
         let cfg = &self.spec.config;
         let size = self.spec.size;
-        let pty = PtySession::spawn(PtyConfig {
+        let pty = PtyRun::spawn(PtyConfig {
             argv: self.argv.clone(),
             env: self.env.clone(),
             env_clear: self.spec.env.is_some(),
@@ -657,7 +657,7 @@ impl Host for TerminalHost {
         })
     }
 
-    fn started(&mut self, pty: &Arc<PtySession>) {
+    fn started(&mut self, pty: &Arc<PtyRun>) {
         // A resize between reading the size and the spawn would otherwise be lost.
         if let Some(s) = tty_size()
             && let Err(e) = pty.resize(s)
@@ -672,7 +672,7 @@ impl Host for TerminalHost {
     /// Job control as sudo's `use_pty` does it: the user's terminal back to its modes, stop mpm
     /// (the shell shows its prompt); once continued (`fg`), raw mode again, the window size pushed
     /// (the agent redraws), and the agent continued.
-    fn suspended(&mut self, pty: &Arc<PtySession>) {
+    fn suspended(&mut self, pty: &Arc<PtyRun>) {
         if !self.stdin_is_tty {
             // No terminal, no job control: nobody could `fg` a stopped mpm. Carry on.
             tracing::info!("the agent stopped without a terminal: continuing it");

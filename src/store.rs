@@ -456,19 +456,6 @@ impl Store {
             .optional()?)
         })
     }
-
-    /// The governor mode the latest session reported, if any.
-    pub fn governor_mode(&self) -> Result<Option<String>, StoreError> {
-        self.with(|c| {
-            Ok(c.query_row(
-                "SELECT governor_mode FROM sessions WHERE governor_mode IS NOT NULL ORDER BY started_at DESC LIMIT 1",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?)
-        })
-    }
-
     /// Tickets, newest first; open ones only unless `all`; one project when given.
     pub fn tickets(&self, project: Option<&str>, all: bool) -> Result<Vec<Ticket>, StoreError> {
         self.with(|c| {

@@ -15,7 +15,9 @@ use clap::{Args, Subcommand};
 use super::GlobalArgs;
 use super::output::{err, errln, outln};
 use crate::daemon::client::{Client, unexpected};
-use crate::protocol::{ClientMsg, EventFilter, Frame, RunSpec, ServerMsg, StatusReport, Ticket};
+use crate::protocol::{
+    ClientMsg, ErrorCode, EventFilter, Frame, HostedState, RunSpec, ServerMsg, StatusReport, Ticket,
+};
 use crate::pty::keys::{DetachKeys, DetachScanner, MODE_RESET, Scan};
 
 #[derive(Debug, Clone, Args)]
@@ -85,7 +87,7 @@ fn recent_sessions(
     }
     let mut ended = 0;
     list.retain(|s| {
-        if s.state == "running" {
+        if s.state == HostedState::Running {
             return true;
         }
         ended += 1;
@@ -235,9 +237,9 @@ fn status_from_store(store: &crate::store::Store, a: &StatusArgs) -> anyhow::Res
             cwd: r.cwd,
             started_at: r.started_at,
             state: if r.ended_at.is_some() || r.state == "ended" {
-                "ended".into()
+                HostedState::Ended
             } else {
-                r.state
+                HostedState::Running
             },
             exit_code: r.exit_code,
             attached: 0,
@@ -272,9 +274,9 @@ fn print_sessions(sessions: &[crate::protocol::SessionInfo]) -> anyhow::Result<(
             .rss_mb
             .map(|m| format!("{m:.1} MB"))
             .unwrap_or_else(|| "-".into());
-        let state = match (s.state.as_str(), s.exit_code, s.agent_state) {
-            ("ended", Some(c), _) => format!("ended ({c})"),
-            ("running", _, Some(a)) => a.as_str().to_string(),
+        let state = match (s.state, s.exit_code, s.agent_state) {
+            (HostedState::Ended, Some(c), _) => format!("ended ({c})"),
+            (HostedState::Running, _, Some(a)) => a.as_str().to_string(),
             (st, _, _) => st.to_string(),
         };
         outln!(
@@ -570,10 +572,10 @@ pub fn run_in_daemon(mut c: Client, mut spec: RunSpec, keys: &DetachKeys) -> any
         Ok(m) => return Err(unexpected(m).into()),
         // Not found / not executable: the shell's statuses, as in-process.
         Err(crate::daemon::client::ClientError::Refused { code, message })
-            if code == "command_not_found" || code == "not_executable" =>
+            if matches!(code, ErrorCode::CommandNotFound | ErrorCode::NotExecutable) =>
         {
             errln!("mpm: {message}");
-            return Ok(if code == "command_not_found" {
+            return Ok(if code == ErrorCode::CommandNotFound {
                 127
             } else {
                 126
@@ -826,7 +828,10 @@ pub fn relay(
                     }
                     return Ok(RelayEnd::Ended(exit_code));
                 }
-                Ok(ServerMsg::Error { code, message }) if code == "too_slow" => {
+                Ok(ServerMsg::Error {
+                    code: ErrorCode::TooSlow,
+                    message,
+                }) => {
                     anyhow::bail!("{message}");
                 }
                 Ok(ServerMsg::Error { code, message }) => {

@@ -69,11 +69,12 @@ pub enum SpawnError {
 impl SpawnError {
     /// The protocol error code: `command_not_found` (exit 127), `not_executable` (exit 126), else
     /// `spawn_failed`.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> crate::protocol::ErrorCode {
+        use crate::protocol::ErrorCode;
         match self {
-            SpawnError::Command { status: 127, .. } => "command_not_found",
-            SpawnError::Command { status: 126, .. } => "not_executable",
-            _ => "spawn_failed",
+            SpawnError::Command { status: 127, .. } => ErrorCode::CommandNotFound,
+            SpawnError::Command { status: 126, .. } => ErrorCode::NotExecutable,
+            _ => ErrorCode::SpawnFailed,
         }
     }
 }

@@ -24,7 +24,7 @@ pub enum ClientError {
     #[error("daemon refused: {message} ({code})")]
     Refused {
         /// The error code.
-        code: String,
+        code: crate::protocol::ErrorCode,
         /// The daemon's message.
         message: String,
     },

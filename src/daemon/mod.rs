@@ -108,11 +108,26 @@ pub(crate) type Seqd = (i64, Arc<Event>);
 pub(crate) struct Fanout {
     pub store: Arc<Store>,
     pub followers: Mutex<Vec<Sender<Seqd>>>,
+    /// What `status` reports live, folded from the events as they pass.
+    pub live: Mutex<LiveTally>,
 }
 
 impl Fanout {
+    /// A fan-out into `store` with no followers yet.
+    pub fn new(store: Arc<Store>) -> Self {
+        Fanout {
+            store,
+            followers: Mutex::new(Vec::new()),
+            live: Mutex::new(LiveTally::default()),
+        }
+    }
+
     /// Store the event, then hand it to followers. Returns the sequence number once durable.
     pub fn record(&self, ev: &Event) -> Result<i64, StoreError> {
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .observe(ev);
         let seq = self.store.append(ev)?;
         let ev = Arc::new(ev.clone());
         self.followers
@@ -128,6 +143,52 @@ impl Sink for Fanout {
         if let Err(e) = self.record(event) {
             tracing::warn!(error = %e, kind = event.kind(), "cannot store event");
         }
+    }
+}
+
+/// The daemon's live view for `status`, folded from every event it hosts or is sent: so `status`
+/// answers from memory, not from the database (which also holds earlier runs' rows).
+#[derive(Debug, Default)]
+pub(crate) struct LiveTally {
+    /// Delegations not finished yet: id → started (false while queued).
+    delegations: HashMap<String, bool>,
+    /// The governor mode of the latest `session.started` that named one.
+    governor_mode: Option<String>,
+}
+
+impl LiveTally {
+    fn observe(&mut self, ev: &Event) {
+        use crate::events::EventBody as B;
+        match &ev.body {
+            B::DelegationQueued(d) => {
+                self.delegations
+                    .entry(d.delegation_id.clone())
+                    .or_insert(false);
+            }
+            B::DelegationStarted { delegation, .. } => {
+                self.delegations
+                    .insert(delegation.delegation_id.clone(), true);
+            }
+            B::DelegationFinished { delegation, .. } => {
+                self.delegations.remove(&delegation.delegation_id);
+            }
+            B::SessionStarted {
+                governor_mode: Some(m),
+                ..
+            } => self.governor_mode = Some(m.clone()),
+            _ => {}
+        }
+    }
+
+    /// (queued, running) delegations.
+    pub fn delegation_counts(&self) -> (u64, u64) {
+        let running = self.delegations.values().filter(|&&r| r).count() as u64;
+        (self.delegations.len() as u64 - running, running)
+    }
+
+    /// The governor mode sessions report, once one has started.
+    pub fn governor_mode(&self) -> Option<String> {
+        self.governor_mode.clone()
     }
 }
 
@@ -193,10 +254,7 @@ impl Daemon {
                 "previous daemon did not shut down cleanly: marked its sessions ended and its queued delegations interrupted"
             );
         }
-        let fanout = Arc::new(Fanout {
-            store: store.clone(),
-            followers: Mutex::new(Vec::new()),
-        });
+        let fanout = Arc::new(Fanout::new(store.clone()));
         // What the dead hosts left: the sessions' recorded roots that still run (the monitor
         // processes) and every process tagged with one of their trees, found now, before anything
         // is signalled; stopped in the background with one `process.reaped` event each. Then the
@@ -414,71 +472,88 @@ fn stop_orphans(orphans: &[(u32, u64)], grace: Duration) {
 fn still_running(orphans: &[(u32, u64)]) -> Vec<u32> {
     orphans
         .iter()
-        .filter(|(pid, start)| process_start(*pid) == Some(*start))
+        .filter(|(pid, start)| crate::process::start_time(*pid as i32) == Some(*start))
         .map(|(pid, _)| *pid)
         .collect()
 }
 
-/// Resident memory of each root's process tree (its process group and descendants), MB, from
-/// one scan of /proc however many roots there are. `None` for a root with no live process.
+/// Resident memory of each root's process tree ([`crate::process::tree_members_in`]: session,
+/// group, descendants and tagged escapees), MB, from one scan of /proc however many roots there
+/// are. `None` for a root with no live process.
 pub(crate) fn trees_rss_mb(roots: &[u32]) -> Vec<Option<f64>> {
-    use std::collections::{HashMap, HashSet};
     if roots.is_empty() {
         return Vec::new();
     }
     let procs = crate::process::all_processes();
-    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
-    for p in &procs {
-        children.entry(p.ppid).or_default().push(p.pid);
-    }
-    let page = page_mb();
+    let pages: std::collections::HashMap<i32, u64> =
+        procs.iter().map(|p| (p.pid, p.rss_pages)).collect();
+    let page_mb = crate::process::procfs::page_size() as f64 / (1024.0 * 1024.0);
     roots
         .iter()
         .map(|&root| {
-            let root = root as i32;
-            let mut set: HashSet<i32> = procs
-                .iter()
-                .filter(|p| p.state != 'Z' && (p.pid == root || p.pgid == root || p.sid == root))
-                .map(|p| p.pid)
-                .collect();
-            if set.is_empty() {
-                return None;
-            }
-            let mut stack: Vec<i32> = set.iter().copied().collect();
-            while let Some(p) = stack.pop() {
-                for &c in children.get(&p).map(Vec::as_slice).unwrap_or(&[]) {
-                    if set.insert(c) {
-                        stack.push(c);
-                    }
-                }
-            }
-            let pages: u64 = set.iter().filter_map(|p| rss_pages(*p as u32)).sum();
-            Some(pages as f64 * page)
+            let members = crate::process::tree_members_in(root as i32, &procs);
+            (!members.is_empty())
+                .then(|| members.iter().filter_map(|p| pages.get(p)).sum::<u64>() as f64 * page_mb)
         })
         .collect()
 }
 
-fn page_mb() -> f64 {
-    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-        .ok()
-        .flatten()
-        .unwrap_or(4096) as f64
-        / (1024.0 * 1024.0)
-}
-
-fn rss_pages(pid: u32) -> Option<u64> {
-    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
-    statm.split_whitespace().nth(1)?.parse().ok()
-}
-
 /// This process's resident memory, MB.
 pub(crate) fn own_rss_mb() -> f64 {
-    rss_pages(std::process::id()).unwrap_or(0) as f64 * page_mb()
+    crate::process::procfs::rss_bytes(std::process::id() as i32).unwrap_or(0) as f64
+        / (1024.0 * 1024.0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_live_tally_counts_unfinished_delegations_and_the_governor_mode() {
+        use crate::events::{Delegation, DelegationStatus, EventBody};
+        let ev = |body| Event {
+            ts: String::new(),
+            session: "s".into(),
+            trace_id: String::new(),
+            step_id: String::new(),
+            parent_step_id: None,
+            body,
+        };
+        let d = |id: &str| Delegation {
+            delegation_id: id.into(),
+            agent: "engineer".into(),
+            task: "t".into(),
+        };
+        let mut t = LiveTally::default();
+        assert_eq!((t.delegation_counts(), t.governor_mode()), ((0, 0), None));
+        t.observe(&ev(EventBody::SessionStarted {
+            command: vec![],
+            pid: 1,
+            cols: 80,
+            rows: 24,
+            governor_mode: Some("polling".into()),
+            feedback: None,
+        }));
+        t.observe(&ev(EventBody::DelegationQueued(d("a"))));
+        t.observe(&ev(EventBody::DelegationQueued(d("b"))));
+        t.observe(&ev(EventBody::DelegationStarted {
+            delegation: d("a"),
+            pid: 2,
+        }));
+        assert_eq!(t.delegation_counts(), (1, 1));
+        t.observe(&ev(EventBody::DelegationFinished {
+            delegation: d("a"),
+            status: DelegationStatus::Success,
+            exit_code: Some(0),
+            duration_ms: 1,
+            output_path: None,
+            reason: None,
+            worker: None,
+            result_path: None,
+        }));
+        assert_eq!(t.delegation_counts(), (1, 0));
+        assert_eq!(t.governor_mode().as_deref(), Some("polling"));
+    }
 
     #[test]
     fn orphans_are_matched_by_pid_and_start_time() {
@@ -487,7 +562,7 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = child.id();
-        let start = process_start(pid).unwrap();
+        let start = crate::process::start_time(pid as i32).unwrap();
         let found = still_running(&[(pid, start), (pid, start + 1), (u32::MAX - 1, 5)]);
         let _ = child.kill();
         let _ = child.wait();

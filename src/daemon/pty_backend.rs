@@ -20,7 +20,7 @@ use super::backend::{Attachment, HostedSession, SessionBackend, SpawnError, Spaw
 use crate::config::{self, Config, Overrides, paths};
 use crate::governor::Governor;
 use crate::patterns::Engine;
-use crate::pty::{OutputSink, PtySession, WinSize};
+use crate::pty::{OutputSink, PtyRun, WinSize};
 use crate::session::{Host, Session, SessionError, SessionHandle, SessionSpec, SharedParts};
 
 /// Output chunks an attached client may fall behind by before its stream is dropped.
@@ -291,7 +291,7 @@ impl Host for DaemonHost {
         })
     }
 
-    fn started(&mut self, pty: &Arc<PtySession>) {
+    fn started(&mut self, pty: &Arc<PtyRun>) {
         self.pid.store(pty.pid(), Ordering::SeqCst);
         if let Some(tx) = self.started.take() {
             let _ = tx.send(Ok(pty.pid()));
@@ -300,7 +300,7 @@ impl Host for DaemonHost {
 
     /// Job control through the daemon: the attached terminal clients suspend themselves and send
     /// `Resume` when continued; with none attached, the agent is continued at once (nobody could).
-    fn suspended(&mut self, pty: &Arc<PtySession>) {
+    fn suspended(&mut self, pty: &Arc<PtyRun>) {
         let told = {
             let mut s = self.state.lock();
             s.suspend_subscribers.retain(|tx| tx.try_send(()).is_ok());
@@ -453,7 +453,10 @@ impl SessionBackend for PtyBackend {
                 // Give the ended session's memory back to the system now (its threads' arenas
                 // would otherwise keep it): the daemon's RSS stays flat over many sessions.
                 // SAFETY: malloc_trim only walks the allocator's own free lists.
-                unsafe { libc::malloc_trim(0) };
+                #[cfg(target_os = "linux")]
+                unsafe {
+                    libc::malloc_trim(0)
+                };
             })
             .map_err(|e| SpawnError::Other(format!("cannot start the session's thread: {e}")))?;
         match started_rx.recv() {

@@ -21,8 +21,8 @@ use crossbeam_channel::select;
 use super::{Hosted, Shared, socket};
 use crate::events::{Bus, Context};
 use crate::protocol::{
-    ClientMsg, EventFilter, Frame, FrameError, PROTOCOL_VERSION, RunSpec, ServerMsg, SessionInfo,
-    StatusReport, read_frame, write_frame,
+    ClientMsg, ErrorCode, EventFilter, Frame, FrameError, HostedState, PROTOCOL_VERSION, RunSpec,
+    ServerMsg, SessionInfo, StatusReport, read_frame, write_frame,
 };
 
 /// How long one write to a client may block before the client is dropped.
@@ -84,7 +84,7 @@ impl Gate {
 
 /// Refuse `stream` with one error frame. The frame is tiny and the socket buffer fresh, so this
 /// cannot block the accept loop.
-fn refuse(stream: &UnixStream, code: &str, message: String) {
+fn refuse(stream: &UnixStream, code: ErrorCode, message: String) {
     let _ = stream.set_write_timeout(Some(std::time::Duration::from_millis(100)));
     let _ = write_frame(
         &mut &*stream,
@@ -101,14 +101,14 @@ pub(crate) fn spawn_connection(shared: &Arc<Shared>, stream: UnixStream) {
             tracing::warn!(uid, "refused a connection from another user");
             return refuse(
                 &stream,
-                "forbidden",
+                ErrorCode::Forbidden,
                 format!("uid {uid} may not use this daemon"),
             );
         }
         Err(e) => {
             return refuse(
                 &stream,
-                "forbidden",
+                ErrorCode::Forbidden,
                 format!("cannot check peer credentials: {e}"),
             );
         }
@@ -118,7 +118,7 @@ pub(crate) fn spawn_connection(shared: &Arc<Shared>, stream: UnixStream) {
         tracing::warn!("connection limit reached; refusing a client");
         return refuse(
             &stream,
-            "busy",
+            ErrorCode::Busy,
             format!("more than {MAX_CONNECTIONS} clients connected"),
         );
     }
@@ -199,7 +199,7 @@ fn serve(shared: &Arc<Shared>, stream: UnixStream, id: u64) -> Result<(), FrameE
             send(
                 &writer,
                 &ServerMsg::error(
-                    "version",
+                    ErrorCode::Version,
                     format!(
                         "protocol {protocol} not supported; this daemon speaks {PROTOCOL_VERSION}"
                     ),
@@ -210,7 +210,7 @@ fn serve(shared: &Arc<Shared>, stream: UnixStream, id: u64) -> Result<(), FrameE
         Ok(_) => {
             send(
                 &writer,
-                &ServerMsg::error("unexpected", "the first message must be hello"),
+                &ServerMsg::error(ErrorCode::Unexpected, "the first message must be hello"),
             )?;
             return Ok(());
         }
@@ -242,7 +242,7 @@ fn serve(shared: &Arc<Shared>, stream: UnixStream, id: u64) -> Result<(), FrameE
             }
         };
         if let Err(why) = msg.validate() {
-            send(&writer, &ServerMsg::error("invalid", why))?;
+            send(&writer, &ServerMsg::error(ErrorCode::Invalid, why))?;
             continue;
         }
         match msg {
@@ -273,42 +273,42 @@ fn serve(shared: &Arc<Shared>, stream: UnixStream, id: u64) -> Result<(), FrameE
 
 fn error_reply(e: &FrameError) -> ServerMsg {
     match e {
-        FrameError::TooLarge { .. } => ServerMsg::error("too_large", e.to_string()),
+        FrameError::TooLarge { .. } => ServerMsg::error(ErrorCode::TooLarge, e.to_string()),
         FrameError::Malformed(m) if m.contains("unknown variant") => {
-            ServerMsg::error("unknown_request", e.to_string())
+            ServerMsg::error(ErrorCode::UnknownRequest, e.to_string())
         }
-        _ => ServerMsg::error("malformed", e.to_string()),
+        _ => ServerMsg::error(ErrorCode::Malformed, e.to_string()),
     }
 }
 
 /// One request, one reply.
 fn handle(shared: &Arc<Shared>, msg: ClientMsg) -> ServerMsg {
     match msg {
-        ClientMsg::Hello { .. } => ServerMsg::error("unexpected", "already said hello"),
+        ClientMsg::Hello { .. } => ServerMsg::error(ErrorCode::Unexpected, "already said hello"),
         ClientMsg::Status => ServerMsg::Status(Box::new(status(shared))),
         ClientMsg::TicketsList { project, all } => {
             match shared.store().tickets(project.as_deref(), all) {
                 Ok(tickets) => ServerMsg::Tickets { tickets },
-                Err(e) => ServerMsg::error("internal", e.to_string()),
+                Err(e) => ServerMsg::error(ErrorCode::Internal, e.to_string()),
             }
         }
         ClientMsg::TicketShow { id } => match shared.store().ticket(id) {
             Ok(ticket) => ServerMsg::Ticket { ticket },
             Err(e @ crate::store::StoreError::NoTicket(_)) => {
-                ServerMsg::error("not_found", e.to_string())
+                ServerMsg::error(ErrorCode::NotFound, e.to_string())
             }
-            Err(e) => ServerMsg::error("internal", e.to_string()),
+            Err(e) => ServerMsg::error(ErrorCode::Internal, e.to_string()),
         },
         ClientMsg::TicketClose { id } => match shared.store().close_ticket(id) {
             Ok(ticket) => ServerMsg::Ticket { ticket },
             Err(e @ crate::store::StoreError::NoTicket(_)) => {
-                ServerMsg::error("not_found", e.to_string())
+                ServerMsg::error(ErrorCode::NotFound, e.to_string())
             }
-            Err(e) => ServerMsg::error("internal", e.to_string()),
+            Err(e) => ServerMsg::error(ErrorCode::Internal, e.to_string()),
         },
         ClientMsg::Stop { session } => {
             let Some(h) = find(shared, &session) else {
-                return ServerMsg::error("not_found", format!("no session {session}"));
+                return ServerMsg::error(ErrorCode::NotFound, format!("no session {session}"));
             };
             h.session.stop(shared.opts.stop_grace);
             ServerMsg::Stopped {
@@ -319,16 +319,17 @@ fn handle(shared: &Arc<Shared>, msg: ClientMsg) -> ServerMsg {
         ClientMsg::Run(spec) => run(shared, spec),
         ClientMsg::Publish { event } => match shared.fanout.record(&event) {
             Ok(_) => ServerMsg::Ok,
-            Err(e) => ServerMsg::error("internal", e.to_string()),
+            Err(e) => ServerMsg::error(ErrorCode::Internal, e.to_string()),
         },
         ClientMsg::Resize { .. }
         | ClientMsg::Detach
         | ClientMsg::Eof
         | ClientMsg::Resume
-        | ClientMsg::Signal { .. } => ServerMsg::error("unexpected", "not attached"),
-        ClientMsg::Events { .. } | ClientMsg::Attach { .. } => {
-            ServerMsg::error("internal", "stream requests are handled by the connection")
-        }
+        | ClientMsg::Signal { .. } => ServerMsg::error(ErrorCode::Unexpected, "not attached"),
+        ClientMsg::Events { .. } | ClientMsg::Attach { .. } => ServerMsg::error(
+            ErrorCode::Internal,
+            "stream requests are handled by the connection",
+        ),
     }
 }
 
@@ -370,7 +371,11 @@ fn status(shared: &Shared) -> StatusReport {
             command: h.command.clone(),
             cwd: h.cwd.clone(),
             started_at: h.started_at.clone(),
-            state: if exit.is_some() { "ended" } else { "running" }.into(),
+            state: if exit.is_some() {
+                HostedState::Ended
+            } else {
+                HostedState::Running
+            },
             exit_code: exit.flatten(),
             attached: h.attached.load(Ordering::Relaxed),
             agent_state: h.session.agent_state(),
@@ -382,8 +387,12 @@ fn status(shared: &Shared) -> StatusReport {
         })
         .collect();
     list.sort_by(|a, b| a.started_at.cmp(&b.started_at));
+    let (queued, running, governor_mode) = {
+        let live = shared.fanout.live.lock().unwrap_or_else(|e| e.into_inner());
+        let (q, r) = live.delegation_counts();
+        (q, r, live.governor_mode())
+    };
     let store = shared.store();
-    let (queued, running) = store.delegation_counts().unwrap_or((0, 0));
     StatusReport {
         daemon_pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").into(),
@@ -392,11 +401,7 @@ fn status(shared: &Shared) -> StatusReport {
         sessions: list,
         delegations_queued: queued,
         delegations_running: running,
-        governor_mode: store
-            .governor_mode()
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| "none".into()),
+        governor_mode: governor_mode.unwrap_or_else(|| "none".into()),
         daemon_rss_mb: super::own_rss_mb(),
         events_stored: store.event_count().unwrap_or(0),
     }
@@ -404,7 +409,7 @@ fn status(shared: &Shared) -> StatusReport {
 
 fn run(shared: &Arc<Shared>, spec: RunSpec) -> ServerMsg {
     if shared.stopping.load(Ordering::SeqCst) {
-        return ServerMsg::error("spawn_failed", "the daemon is shutting down");
+        return ServerMsg::error(ErrorCode::SpawnFailed, "the daemon is shutting down");
     }
     let id = crate::events::new_id();
     let bus = Bus::new(Context::with_session(id.clone()));
@@ -413,14 +418,17 @@ fn run(shared: &Arc<Shared>, spec: RunSpec) -> ServerMsg {
         .store()
         .register_session(&id, &spec.argv, &spec.cwd, None)
     {
-        return ServerMsg::error("internal", e.to_string());
+        return ServerMsg::error(ErrorCode::Internal, e.to_string());
     }
     if let Some(path) = &spec.flags.events_file {
         match crate::events::EventsFile::open(std::path::Path::new(path)) {
             Ok(f) => bus.add_sink(Arc::new(f)),
             Err(e) => {
                 let _ = shared.store().end_session(&id, None, "spawn-failed");
-                return ServerMsg::error("spawn_failed", format!("events file {path}: {e}"));
+                return ServerMsg::error(
+                    ErrorCode::SpawnFailed,
+                    format!("events file {path}: {e}"),
+                );
             }
         }
     }
@@ -443,7 +451,7 @@ fn run(shared: &Arc<Shared>, spec: RunSpec) -> ServerMsg {
         }
     };
     let pid = session.pid();
-    if let Some(start) = super::process_start(pid)
+    if let Some(start) = crate::process::start_time(pid as i32)
         && let Err(e) = shared.store().set_session_process(&id, pid, start)
     {
         tracing::warn!(error = %e, "cannot record the session's process");
@@ -520,7 +528,10 @@ fn backlog(
             }
             send(writer, &ServerMsg::EndOfEvents)?;
         }
-        Err(e) => send(writer, &ServerMsg::error("internal", e.to_string()))?,
+        Err(e) => send(
+            writer,
+            &ServerMsg::error(ErrorCode::Internal, e.to_string()),
+        )?,
     }
     Ok(last)
 }
@@ -582,7 +593,7 @@ fn attach(
     let Some(h) = find(shared, id) else {
         send(
             writer,
-            &ServerMsg::error("not_found", format!("no session {id}")),
+            &ServerMsg::error(ErrorCode::NotFound, format!("no session {id}")),
         )?;
         return Ok(());
     };
@@ -654,7 +665,7 @@ fn attach(
                                     summary: out_h.session.summary(),
                                 },
                                 None => ServerMsg::error(
-                                    "too_slow",
+                                    ErrorCode::TooSlow,
                                     "this client fell behind the session's output; attach again",
                                 ),
                             };
@@ -683,7 +694,7 @@ fn attach(
                 }
                 Ok(m @ ClientMsg::Resize { .. }) => {
                     let why = m.validate().err().unwrap_or_default();
-                    let _ = send(writer, &ServerMsg::error("invalid", why));
+                    let _ = send(writer, &ServerMsg::error(ErrorCode::Invalid, why));
                 }
                 Ok(ClientMsg::Detach) => break,
                 Ok(ClientMsg::Eof) => h.session.eof(),
@@ -698,7 +709,7 @@ fn attach(
                     let _ = send(
                         writer,
                         &ServerMsg::error(
-                            "unexpected",
+                            ErrorCode::Unexpected,
                             "only input, resize and detach while attached",
                         ),
                     );

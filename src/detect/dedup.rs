@@ -26,7 +26,7 @@ use crate::events::Detection;
 const MAX_KEYS: usize = 100_000;
 
 #[derive(Debug, Default)]
-struct State {
+struct Memory {
     /// Whole keys: `category SEP agent-or-type SEP text`. Hashed with a per-process random seed
     /// (foldhash): the texts come from a model, and SipHash cost a tenth of a dense pipeline.
     exact: HashSet<String, RandomState>,
@@ -37,7 +37,7 @@ struct State {
 /// The session's de-duplication memory; clones share it.
 #[derive(Debug, Clone, Default)]
 pub struct Dedup {
-    inner: Arc<Mutex<State>>,
+    inner: Arc<Mutex<Memory>>,
 }
 
 /// The identity's text normalisation ([`crate::detect::identity::normalize`]).

@@ -200,7 +200,7 @@ impl Executor {
             .build()
             .map_err(ExecutorError::Runtime)?;
         let (cancel, _) = watch::channel(false);
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(ExecutorCore {
             session: bus.context().session.clone(),
             bus,
             registry: AgentRegistry::from_config(cfg),
@@ -216,7 +216,7 @@ impl Executor {
             budgets: budget::Budgets::new(cfg, budget::own_depth()),
             remote: nats::backend_for(cfg).map_err(ExecutorError::Backend)?,
             worktree: cfg.worktree.clone(),
-            state: Mutex::new(State {
+            state: Mutex::new(Scheduling {
                 accepting: true,
                 cancelling: false,
                 queue: VecDeque::new(),
@@ -255,7 +255,7 @@ pub struct ExecutorHandle {
 }
 
 struct HandleInner {
-    shared: Arc<Shared>,
+    shared: Arc<ExecutorCore>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -375,7 +375,7 @@ struct Ending {
     worker: Option<String>,
 }
 
-struct State {
+struct Scheduling {
     accepting: bool,
     cancelling: bool,
     queue: VecDeque<Job>,
@@ -390,7 +390,7 @@ struct State {
     summaries_dropped: usize,
 }
 
-impl State {
+impl Scheduling {
     fn record(&mut self, e: &Ending) {
         if self.summaries.len() >= MAX_SUMMARIES {
             self.summaries_dropped += 1;
@@ -411,7 +411,7 @@ impl State {
     }
 }
 
-struct Shared {
+struct ExecutorCore {
     bus: Bus,
     session: String,
     registry: AgentRegistry,
@@ -425,7 +425,7 @@ struct Shared {
     max_output_bytes: u64,
     /// `executor.stall_secs`: no output and no CPU for this long is `stalled`.
     stall: Duration,
-    state: Mutex<State>,
+    state: Mutex<Scheduling>,
     wake: Arc<Notify>,
     /// The daemon's bound shared by every session's executor (`None` in-process).
     slots: Option<Slots>,
@@ -448,8 +448,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl Shared {
-    fn state(&self) -> MutexGuard<'_, State> {
+impl ExecutorCore {
+    fn state(&self) -> MutexGuard<'_, Scheduling> {
         lock(&self.state)
     }
 
@@ -702,7 +702,7 @@ fn queued_ending(job: Job, status: DelegationStatus, reason: String) -> Ending {
 }
 
 /// The scheduler loop: start what fits, sleep until a submission, a finish or a shutdown.
-async fn scheduler(shared: Arc<Shared>) {
+async fn scheduler(shared: Arc<ExecutorCore>) {
     let mut tasks = tokio::task::JoinSet::new();
     loop {
         let (starts, endings, done) = shared.pick();
@@ -730,7 +730,7 @@ async fn scheduler(shared: Arc<Shared>) {
 }
 
 /// Run one delegation to its end: attempts, retries, output, bookkeeping, `finished`.
-async fn run_delegation(shared: Arc<Shared>, job: Job) {
+async fn run_delegation(shared: Arc<ExecutorCore>, job: Job) {
     let started = Instant::now();
     let mut cancel = shared.cancel.subscribe();
     let id = job.id.clone();
@@ -941,7 +941,7 @@ async fn run_delegation(shared: Arc<Shared>, job: Job) {
 
 /// The local backend: this process runs the attempts, in the agent's worktree when isolated.
 async fn run_local(
-    shared: &Shared,
+    shared: &ExecutorCore,
     spec: backend::RunSpec,
     cancel: &mut watch::Receiver<bool>,
     mut on_start: impl FnMut(u32, Option<&str>) -> Option<SpawnGuard>,

@@ -101,7 +101,7 @@ pub async fn run_attempt(
         process::registry::TREE_VAR.to_string(),
         process::registry::env_value(&tag),
     );
-    let spawned = spawn::spawn(&spawn::SpawnSpec {
+    let spawned = spawn::spawn_leader(&spawn::SpawnSpec {
         argv: &spec.argv,
         env: &env,
         cwd: spec.cwd.as_deref(),

@@ -34,7 +34,7 @@ pub struct SpawnSpec<'a> {
 
 /// Spawn as a session leader. Must run inside a tokio runtime (on a thread that outlives the
 /// child: the parent-death signal follows the spawning thread).
-pub fn spawn(spec: &SpawnSpec<'_>) -> io::Result<Leader> {
+pub fn spawn_leader(spec: &SpawnSpec<'_>) -> io::Result<Leader> {
     let (program, args) = spec
         .argv
         .split_first()
@@ -143,7 +143,7 @@ mod tests {
         .collect();
         let env = BTreeMap::from([("MPM_T".to_string(), "1".to_string())]);
         let (pid, status) = rt().block_on(async {
-            let mut leader = spawn(&SpawnSpec {
+            let mut leader = spawn_leader(&SpawnSpec {
                 argv: &argv,
                 env: &env,
                 cwd: None,
@@ -182,7 +182,7 @@ mod tests {
         };
         let status = rt().block_on(async {
             let missing = vec!["no-such-program-mpm".to_string()];
-            let e = spawn(&SpawnSpec {
+            let e = spawn_leader(&SpawnSpec {
                 argv: &missing,
                 env: &BTreeMap::new(),
                 cwd: None,
@@ -193,7 +193,7 @@ mod tests {
             .err()
             .expect("a missing program fails");
             assert_eq!(e.kind(), io::ErrorKind::NotFound);
-            let mut leader = spawn(&SpawnSpec {
+            let mut leader = spawn_leader(&SpawnSpec {
                 argv: &argv,
                 env: &BTreeMap::new(),
                 cwd: None,

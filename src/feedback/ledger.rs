@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::events::{Event, EventBody, FeedbackVia};
+use crate::events::{DelegationPhase, Event, EventBody, FeedbackVia};
 
 /// What is known about one delegation.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -17,7 +17,7 @@ pub struct DelegationRecord {
     pub task: String,
     /// `queued`, `running`, or the final status (`success`, `failed`, `timeout`, `cancelled`,
     /// `rejected`).
-    pub status: String,
+    pub status: DelegationPhase,
     pub pid: Option<u32>,
     pub queued_at: Option<String>,
     pub started_at: Option<String>,
@@ -90,7 +90,7 @@ impl Ledger {
                 session: ev.session.clone(),
                 agent: agent.to_string(),
                 task: task.to_string(),
-                status: "queued".into(),
+                status: DelegationPhase::Queued,
                 pid: None,
                 queued_at: None,
                 started_at: None,
@@ -133,7 +133,7 @@ impl Ledger {
                 r.pid = Some(*pid);
                 r.started_at.get_or_insert_with(|| ev.ts.clone());
                 if !r.is_finished() {
-                    r.status = "running".into();
+                    r.status = DelegationPhase::Running;
                 }
             }
             EventBody::DelegationProgress {
@@ -161,7 +161,7 @@ impl Ledger {
                 ..
             } => {
                 let r = self.entry(ev, &d.delegation_id, &d.agent, &d.task);
-                r.status = status.as_str().into();
+                r.status = DelegationPhase::Ended(*status);
                 r.finished_at = Some(ev.ts.clone());
                 r.duration_ms = Some(*duration_ms);
                 r.exit_code = *exit_code;

@@ -4,8 +4,8 @@
 //!
 //! Two modes ([`GovernorMode`]): with a writable delegated cgroup v2 (systemd `Delegate=yes`) each
 //! tree gets its own child cgroup with `memory.max`/`cpu.max` from the hard limits, accounting from
-//! `memory.current`/`cpu.stat` and `cgroup.kill`; otherwise polling of `/proc`, touching only the
-//! tree's pids (see [`proc`]). Thresholds and their hysteresis are in [`thresholds`]; spawn-time
+//! `memory.current`/`cpu.stat` and `cgroup.kill`; otherwise polling through sysinfo's targeted
+//! refresh of the tree's pids (see [`tracker`]). Thresholds and their hysteresis are in [`thresholds`]; spawn-time
 //! limits in [`rlimits`]; the main session's restart policy in [`restart`].
 //!
 //! Wiring:
@@ -21,11 +21,12 @@
 //!   `RestartPolicy::next_delay(now)`; on `Some(d)` sleep `d` and respawn with
 //!   `resume_argv(&argv, claude_session_id)` for claude.
 
+#[cfg(target_os = "linux")]
 pub mod cgroup;
-pub mod proc;
 pub(crate) mod restart;
 pub(crate) mod rlimits;
 pub(crate) mod thresholds;
+pub mod tracker;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -40,6 +41,7 @@ use crate::config::{self, CpuLimits, LimitsConfig, MemoryLimits, Rlimits};
 use crate::events::{Bus, EventBody, Resource, ResourceAction};
 use crate::process::{self, StopOutcome};
 
+#[cfg(target_os = "linux")]
 pub use cgroup::CgroupProbe;
 pub use restart::{RestartPolicy, resume_argv};
 pub use rlimits::apply_rlimits;
@@ -70,7 +72,7 @@ pub enum GovernorMode {
         /// The parent cgroup of the trees' cgroups.
         path: PathBuf,
     },
-    /// `/proc` polling of each tree's pids.
+    /// Polling of each tree's pids (sysinfo's targeted refresh).
     Polling,
 }
 
@@ -131,7 +133,7 @@ pub struct GovernorStats {
 }
 
 #[derive(Default)]
-struct Shared {
+struct SamplerCounters {
     ticks: AtomicU64,
     cpu_us: AtomicU64,
     watched: AtomicU64,
@@ -216,7 +218,7 @@ impl Drop for WatchHandle {
 }
 
 enum Meter {
-    Proc(proc::TreeTracker),
+    Proc(Box<tracker::TreeTracker>),
     Cgroup {
         cg: cgroup::TreeCgroup,
         last_usec: Option<u64>,
@@ -267,7 +269,7 @@ impl Meter {
 }
 
 fn is_alive(pid: i32) -> bool {
-    proc::read_pid_stat(pid).is_some_and(|s| s.state != 'Z' && s.state != 'X')
+    process::procfs::is_alive(pid)
 }
 
 struct Watched {
@@ -294,7 +296,7 @@ pub struct Governor {
     cpu_enabled: bool,
     tx: Sender<Command>,
     thread: Option<JoinHandle<()>>,
-    shared: Arc<Shared>,
+    shared: Arc<SamplerCounters>,
     next_id: AtomicU64,
     interval: Duration,
 }
@@ -316,7 +318,7 @@ impl Governor {
         tracing::info!(mode = mode.as_str(), "governor started");
         let interval = Duration::from_millis(limits.interval_ms.max(10));
         let (tx, rx) = crossbeam_channel::unbounded();
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(SamplerCounters::default());
         let rescan = limits.rescan_ticks;
         let thread = {
             let shared = shared.clone();
@@ -381,11 +383,11 @@ impl Governor {
                 }
                 Err(e) => {
                     tracing::warn!(root, error = %e, "tree cgroup failed; polling this tree");
-                    Meter::Proc(proc::TreeTracker::new(root, 0))
+                    Meter::Proc(Box::new(tracker::TreeTracker::new(root, 0)))
                 }
             },
             // The sampler hands every tree its shared /proc snapshot (see `sampler`).
-            GovernorMode::Polling => Meter::Proc(proc::TreeTracker::new(root, 0)),
+            GovernorMode::Polling => Meter::Proc(Box::new(tracker::TreeTracker::new(root, 0))),
         };
         let state = Arc::new(WatchState::new());
         let w = Watched {
@@ -503,7 +505,7 @@ fn sampler(
     interval: Duration,
     grace: Duration,
     rescan: u64,
-    shared: Arc<Shared>,
+    shared: Arc<SamplerCounters>,
 ) {
     let mut trees: Vec<Watched> = Vec::new();
     let mut rescan_tick: u64 = 0;
@@ -641,7 +643,10 @@ fn stop_in_background(t: &mut Watched, mut body: Resource, oom_killed: bool, gra
     t.stopping = true;
     t.state.limited.store(true, Ordering::SeqCst);
     // The stopper owns the cgroup now; the sampler forgets the tree.
-    let meter = std::mem::replace(&mut t.meter, Meter::Proc(proc::TreeTracker::new(root, 0)));
+    let meter = std::mem::replace(
+        &mut t.meter,
+        Meter::Proc(Box::new(tracker::TreeTracker::new(root, 0))),
+    );
     let run = move || {
         let outcome = process::stop_tree(root, grace);
         let mut action = match outcome {

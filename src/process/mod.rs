@@ -8,8 +8,10 @@
 //! "the processes whose session id is the leader's pid, plus the descendants of the leader by
 //! parent link" (the second catches a grandchild that called `setsid` itself while its parent lived).
 //! Stopping a tree is: SIGTERM to the process group and to every member, a grace period, then
-//! SIGKILL to whatever is left. This reads `/proc` directly: a handful of small files per process.
+//! SIGKILL to whatever is left. Process facts come from [`procfs`], the one reader of `/proc`.
 
+#[cfg(target_os = "linux")]
+pub mod procfs;
 pub mod registry;
 
 use std::collections::{HashMap, HashSet};
@@ -18,90 +20,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
-/// The fields of `/proc/<pid>/stat` mpm uses: the one parser of that file (tree walks, the
-/// governor's sampler, pid-reuse checks by start time).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct ProcStat {
-    /// The process id.
-    pub pid: i32,
-    /// Its parent's pid.
-    pub ppid: i32,
-    /// Its process group.
-    pub pgid: i32,
-    /// Its session.
-    pub sid: i32,
-    /// 'R', 'S', 'Z', ...
-    pub state: char,
-    /// utime + stime, in clock ticks.
-    pub cpu_ticks: u64,
-    /// Threads (field 20).
-    pub threads: u64,
-    /// Start time after boot, in clock ticks: tells a reused pid from the original.
-    pub start: u64,
-    /// Resident set, in pages.
-    pub rss_pages: u64,
-}
-
-impl ProcStat {
-    /// Alive and not a zombie.
-    pub fn is_live(&self) -> bool {
-        self.state != 'Z' && self.state != 'X'
-    }
-}
-
-/// Read and parse `/proc/<pid>/stat`; `None` when the process is gone.
-pub fn read_stat(pid: i32) -> Option<ProcStat> {
-    let text = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat(&text)
-}
-
-/// Parse one `/proc/<pid>/stat` line (the command name may hold spaces, parentheses and bytes
-/// that are not UTF-8).
-pub fn parse_stat(text: &[u8]) -> Option<ProcStat> {
-    let close = text.iter().rposition(|&b| b == b')')?;
-    let head = std::str::from_utf8(&text[..text.iter().position(|&b| b == b' ')?]).ok()?;
-    let pid = head.parse().ok()?;
-    let rest = std::str::from_utf8(&text[close + 1..]).ok()?;
-    // Field 3 (state) is index 0 after the closing parenthesis.
-    let mut f = [""; 22];
-    let mut n = 0;
-    for (slot, word) in f.iter_mut().zip(rest.split_ascii_whitespace()) {
-        *slot = word;
-        n += 1;
-    }
-    if n < f.len() {
-        return None;
-    }
-    let num = |i: usize| f[i].parse::<u64>().ok();
-    let int = |i: usize| f[i].parse::<i32>().ok();
-    Some(ProcStat {
-        pid,
-        state: f[0].chars().next()?,
-        ppid: int(1)?,
-        pgid: int(2)?,
-        sid: int(3)?,
-        cpu_ticks: num(11)? + num(12)?,
-        threads: num(17)?,
-        start: num(19)?,
-        rss_pages: num(21)?,
-    })
-}
-
-/// The start time of `pid` (clock ticks after boot), to tell it from a later process that reuses
-/// the pid.
-pub fn start_time(pid: i32) -> Option<u64> {
-    read_stat(pid).map(|s| s.start)
-}
-
-/// Every process on the machine (pids readable in /proc).
-pub fn all_processes() -> Vec<ProcStat> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(read_stat)
-        .collect()
-}
+pub use procfs::{ProcStat, all_processes, read_stat, start_time};
 
 /// The live (non-zombie) members of the tree rooted at session leader `root`: same session id or
 /// process group, or a descendant by parent link. Includes `root` itself while it lives.
@@ -279,16 +198,6 @@ pub fn shell_status(status: std::process::ExitStatus) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_stat_with_spaces_in_name() {
-        let line = "123 (a b) c)) S 1 123 123 0 -1 4194560 0 0 0 0 7 5 0 0 20 0 1 0 9999 1000 321";
-        let s = parse_stat(line.as_bytes()).unwrap();
-        assert_eq!(
-            (s.pid, s.ppid, s.pgid, s.sid, s.state),
-            (123, 1, 123, 123, 'S')
-        );
-    }
 
     #[test]
     fn tree_includes_session_members_and_descendants() {

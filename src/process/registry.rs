@@ -183,10 +183,7 @@ pub fn has_tag(pid: i32, tag: &str) -> bool {
 
 /// The tags in the environment of `pid` (None when unreadable or untagged).
 pub fn tags_of(pid: i32) -> Option<Vec<String>> {
-    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-    let key = b"MPM_TREE=";
-    let entry = env.split(|&b| b == 0).find(|e| e.starts_with(key))?;
-    let value = std::str::from_utf8(&entry[key.len()..]).ok()?;
+    let value = super::procfs::env_var(pid, TREE_VAR)?;
     Some(value.split(':').map(str::to_string).collect())
 }
 
@@ -409,17 +406,10 @@ pub(crate) fn note_adopted(pid: i32) {
     });
 }
 
-/// The direct children of this process (every thread's).
-fn own_children() -> Vec<i32> {
-    let mut out = Vec::new();
-    crate::governor::proc::children_of(std::process::id() as i32, &mut out);
-    out
-}
-
 /// Whether a live child of this process (an adopted orphan) carries `tag`: a cheap check (only
 /// this process's children are read) for what a tree left behind after its root exited.
 pub fn children_with_tag(tag: &str) -> bool {
-    own_children()
+    super::procfs::own_children()
         .into_iter()
         .any(|p| super::read_stat(p).is_some_and(|s| s.is_live()) && has_tag(p, tag))
 }
@@ -433,7 +423,7 @@ pub fn reap_adopted() -> usize {
         )
     });
     let mut reaped = 0;
-    for pid in own_children() {
+    for pid in super::procfs::own_children() {
         if roots.contains(&pid) {
             continue;
         }

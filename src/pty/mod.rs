@@ -4,10 +4,10 @@
 //! Layers, lowest first:
 //! - [`spawn`]: resolve the command (127/126 before anything is touched), allocate the PTY, fork
 //!   and exec the child as a session leader with the PTY slave as its controlling terminal.
-//! - [`PtySession`]: the child side of one session — the master fd, a blocking reader thread
-//!   that hands every chunk to an [`OutputSink`] (the terminal, or a daemon's socket), to the
-//!   asciicast [`record`]er and to the [`tap`] (a bounded, never-blocking queue to the text
-//!   pipeline), and a waiter thread that drains the master after the child exits, stops the rest of
+//! - [`PtyRun`]: one spawn of the agent on a PTY (a session has one per restart) — the master
+//!   fd, a blocking reader thread that hands every chunk to an [`OutputSink`] (the terminal, or a
+//!   daemon's socket), to the asciicast [`record`]er and to the [`tap`] (a bounded, never-blocking
+//!   queue to the text pipeline), and a waiter thread that drains the master after the child exits, stops the rest of
 //!   the tree and reaps. It knows nothing about the user's terminal, so `mpm daemon` can host it
 //!   behind a socket.
 //! - [`terminal`]: the user's side — raw mode with a restore guard (also used by the panic hook and
@@ -36,6 +36,6 @@ pub(crate) mod tap;
 pub(crate) mod terminal;
 pub(crate) mod watchdog;
 
-pub use session::{DRAIN_MAX, OutputSink, PtyConfig, PtyExit, PtySession};
+pub use session::{DRAIN_MAX, OutputSink, PtyConfig, PtyExit, PtyRun};
 pub use spawn::{PtyError, WinSize, resolve_command};
 pub use tap::{OutputConsumer, QUIET};

@@ -1,4 +1,5 @@
-//! [`PtySession`]: the child side of one session, independent of any user terminal.
+//! [`PtyRun`]: one spawn of the agent on a PTY (a session has one per restart), independent of any
+//! user terminal.
 //!
 //! Threads:
 //! - reader: blocking `read` on the master; each chunk goes to the [`OutputSink`] (blocking: a
@@ -27,7 +28,7 @@ use nix::sys::termios::{Termios, tcgetattr};
 
 use super::fdio::{wait_fd, write_all};
 use super::record::Recorder;
-use super::spawn::{PtyError, SpawnSpec, WinSize, set_winsize, spawn};
+use super::spawn::{PtyError, SpawnSpec, WinSize, set_winsize, spawn_on_pty};
 use super::tap::{OutputConsumer, Tap};
 use crate::config::Rlimits;
 
@@ -54,7 +55,7 @@ impl OutputSink for io::Sink {
     }
 }
 
-/// How to start a [`PtySession`].
+/// How to start a [`PtyRun`].
 pub struct PtyConfig {
     /// The final argv (`argv[0]` is resolved on the child's PATH).
     pub argv: Vec<String>,
@@ -118,7 +119,7 @@ impl PtyExit {
 }
 
 /// One child on a PTY: input, resize, stop and wait. Share it with `Arc`.
-pub struct PtySession {
+pub struct PtyRun {
     pid: i32,
     master: Arc<OwnedFd>,
     size: Mutex<WinSize>,
@@ -135,9 +136,9 @@ pub struct PtySession {
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
-impl PtySession {
+impl PtyRun {
     /// Spawn the child and start the reader, waiter and (with a consumer) tap threads.
-    pub fn spawn(cfg: PtyConfig) -> Result<PtySession, PtyError> {
+    pub fn spawn(cfg: PtyConfig) -> Result<PtyRun, PtyError> {
         // The tap first: a failure after the child exists would have to kill it.
         let (tap, tap_thread) = match cfg.consumer {
             Some(c) => {
@@ -147,7 +148,7 @@ impl PtySession {
             }
             None => (None, None),
         };
-        let spawned = spawn(&SpawnSpec {
+        let spawned = spawn_on_pty(&SpawnSpec {
             argv: &cfg.argv,
             env: &cfg.env,
             env_clear: cfg.env_clear,
@@ -295,7 +296,7 @@ impl PtySession {
         };
         threads.push(waiter);
 
-        Ok(PtySession {
+        Ok(PtyRun {
             pid,
             master,
             size: Mutex::new(cfg.size),
@@ -372,7 +373,7 @@ impl PtySession {
     /// SIGKILL the whole tree now, without waiting for a [`stop`] in progress (a second Ctrl-C or
     /// SIGTERM while the grace period runs). Does nothing once the child is being reaped.
     ///
-    /// [`stop`]: PtySession::stop
+    /// [`stop`]: PtyRun::stop
     pub fn kill_now(&self) {
         if !self.reaping.load(Ordering::SeqCst) {
             crate::process::signal_tree(self.pid, nix::sys::signal::Signal::SIGKILL);
@@ -386,13 +387,13 @@ impl PtySession {
 
     /// A channel that yields the exit once (for `select!` with other events). Prefer [`wait`].
     ///
-    /// [`wait`]: PtySession::wait
+    /// [`wait`]: PtyRun::wait
     pub fn exit_channel(&self) -> &Receiver<PtyExit> {
         &self.exit_rx
     }
 
     /// Yields once each time the agent stopped (Ctrl-Z, a suspend): the host then suspends itself
-    /// or [`resume`](PtySession::resume)s the agent.
+    /// or [`resume`](PtyRun::resume)s the agent.
     pub fn stop_channel(&self) -> &Receiver<()> {
         &self.stop_rx
     }
@@ -448,7 +449,7 @@ impl PtySession {
 
     /// Record a received exit (from [`exit_channel`]) and join the threads; returns it.
     ///
-    /// [`exit_channel`]: PtySession::exit_channel
+    /// [`exit_channel`]: PtyRun::exit_channel
     pub fn complete(&self, exit: PtyExit) -> PtyExit {
         let mut slot = self.exit.lock().unwrap_or_else(|e| e.into_inner());
         if slot.is_none() {
@@ -474,7 +475,7 @@ impl PtySession {
     }
 }
 
-impl Drop for PtySession {
+impl Drop for PtyRun {
     /// A session dropped before its child was reaped stops the tree (off-thread, with the grace),
     /// so no caller can leak an agent by forgetting to `stop`/`wait`.
     fn drop(&mut self) {
@@ -705,7 +706,7 @@ mod tests {
     fn input_output_size_and_exit_without_a_terminal() {
         let (out, tap) = (Shared::default(), Shared::default());
         let script = "stty size; echo $MPM_TEST_VAR; read x; echo got-$x; exit 7";
-        let s = PtySession::spawn(config(&["sh", "-c", script], out.clone(), tap.clone())).unwrap();
+        let s = PtyRun::spawn(config(&["sh", "-c", script], out.clone(), tap.clone())).unwrap();
         assert!(s.pid() > 1);
         s.write_input(b"hello\n").unwrap();
         let exit = s.wait();
@@ -723,7 +724,7 @@ mod tests {
     #[test]
     fn stop_ends_a_child_that_ignores_sigterm() {
         let (out, tap) = (Shared::default(), Shared::default());
-        let s = PtySession::spawn(config(
+        let s = PtyRun::spawn(config(
             &[
                 "sh",
                 "-c",

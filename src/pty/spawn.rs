@@ -233,7 +233,7 @@ fn rlimit_plan(r: &Rlimits) -> Vec<(libc::__rlimit_resource_t, libc::rlim_t)> {
 
 /// Spawn `spec.argv` on a new PTY. The child is a session leader whose controlling terminal is the
 /// PTY slave (stdin, stdout and stderr), with default signal dispositions and an empty signal mask.
-pub(crate) fn spawn(spec: &SpawnSpec<'_>) -> Result<Spawned, PtyError> {
+pub(crate) fn spawn_on_pty(spec: &SpawnSpec<'_>) -> Result<Spawned, PtyError> {
     let argv0 = spec.argv.first().ok_or(PtyError::EmptyCommand)?;
     let child_path = spec
         .env

@@ -308,7 +308,7 @@ struct Saved {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
+enum ParserState {
     Ground,
     Esc,
     /// ESC followed by intermediates (charset designation and the like); ends at a final byte.
@@ -342,7 +342,7 @@ pub struct Screen {
     bottom: usize,
     saved: Saved,
     sync: bool,
-    state: State,
+    state: ParserState,
     params: [u16; MAX_PARAMS],
     nparams: usize,
     cur_param: Option<u32>,
@@ -380,7 +380,7 @@ impl Screen {
             bottom: nrows - 1,
             saved: Saved::default(),
             sync: false,
-            state: State::Ground,
+            state: ParserState::Ground,
             params: [0; MAX_PARAMS],
             nparams: 0,
             cur_param: None,
@@ -597,7 +597,7 @@ impl Screen {
         let mut i = 0;
         let n = bytes.len();
         while i < n {
-            if self.state == State::Ground && self.utf8_need == 0 {
+            if self.state == ParserState::Ground && self.utf8_need == 0 {
                 // Fast path: a run of printable ASCII.
                 let start = i;
                 while i < n && (0x20..0x7f).contains(&bytes[i]) {
@@ -718,29 +718,29 @@ impl Screen {
     fn byte<F: FnMut(&mut Screen, Hook)>(&mut self, b: u8, obs: &mut F) {
         // Strings swallow everything (incl. UTF-8) until their terminator.
         match self.state {
-            State::Osc => {
+            ParserState::Osc => {
                 match b {
-                    0x07 => self.state = State::Ground,
-                    0x1b => self.state = State::StrEsc,
-                    0x18 | 0x1a => self.state = State::Ground,
+                    0x07 => self.state = ParserState::Ground,
+                    0x1b => self.state = ParserState::StrEsc,
+                    0x18 | 0x1a => self.state = ParserState::Ground,
                     _ => {}
                 }
                 return;
             }
-            State::Str => {
+            ParserState::Str => {
                 match b {
-                    0x1b => self.state = State::StrEsc,
-                    0x18 | 0x1a => self.state = State::Ground,
+                    0x1b => self.state = ParserState::StrEsc,
+                    0x18 | 0x1a => self.state = ParserState::Ground,
                     _ => {}
                 }
                 return;
             }
-            State::StrEsc => {
+            ParserState::StrEsc => {
                 // ST (`ESC \`) ends the string; any other escape aborts it and starts anew.
                 if b == b'\\' {
-                    self.state = State::Ground;
+                    self.state = ParserState::Ground;
                 } else {
-                    self.state = State::Esc;
+                    self.state = ParserState::Esc;
                     self.byte(b, obs);
                 }
                 return;
@@ -750,26 +750,26 @@ impl Screen {
         if b < 0x20 {
             if b == 0x1b {
                 self.utf8_need = 0;
-                self.state = State::Esc;
+                self.state = ParserState::Esc;
                 return;
             }
             if b == 0x18 || b == 0x1a {
-                self.state = State::Ground;
+                self.state = ParserState::Ground;
                 return;
             }
             self.control(b, obs);
             return;
         }
         match self.state {
-            State::Ground => self.ground(b, obs),
-            State::Esc => self.esc(b, obs),
-            State::EscInter => {
+            ParserState::Ground => self.ground(b, obs),
+            ParserState::Esc => self.esc(b, obs),
+            ParserState::EscInter => {
                 if (0x30..0x7f).contains(&b) {
-                    self.state = State::Ground;
+                    self.state = ParserState::Ground;
                 }
             }
-            State::Csi => self.csi_byte(b, obs),
-            State::Osc | State::Str | State::StrEsc => {}
+            ParserState::Csi => self.csi_byte(b, obs),
+            ParserState::Osc | ParserState::Str | ParserState::StrEsc => {}
         }
     }
 
@@ -909,18 +909,18 @@ impl Screen {
     }
 
     fn esc<F: FnMut(&mut Screen, Hook)>(&mut self, b: u8, obs: &mut F) {
-        self.state = State::Ground;
+        self.state = ParserState::Ground;
         match b {
             b'[' => {
-                self.state = State::Csi;
+                self.state = ParserState::Csi;
                 self.nparams = 0;
                 self.cur_param = None;
                 self.private = 0;
                 self.intermediate = false;
             }
-            b']' => self.state = State::Osc,
-            b'P' | b'X' | b'^' | b'_' => self.state = State::Str,
-            0x20..=0x2f => self.state = State::EscInter,
+            b']' => self.state = ParserState::Osc,
+            b'P' | b'X' | b'^' | b'_' => self.state = ParserState::Str,
+            0x20..=0x2f => self.state = ParserState::EscInter,
             b'7' => self.decsc(),
             b'8' => self.decrc(obs),
             b'D' => {
@@ -973,10 +973,10 @@ impl Screen {
             0x20..=0x2f => self.intermediate = true,
             0x40..=0x7e => {
                 self.push_param();
-                self.state = State::Ground;
+                self.state = ParserState::Ground;
                 self.csi_dispatch(b, obs);
             }
-            _ => self.state = State::Ground,
+            _ => self.state = ParserState::Ground,
         }
     }
 

@@ -19,6 +19,7 @@ use ratatui::layout::{Constraint, Layout};
 use ratatui::style::{Modifier, Style};
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, TableState};
 
+use crate::events::DelegationPhase;
 use crate::protocol::EventFilter;
 use crate::store::Store;
 use model::Model;
@@ -120,7 +121,7 @@ fn draw(f: &mut ratatui::Frame, app: &mut App) {
         .ledger
         .records()
         .iter()
-        .filter(|r| r.status == "running")
+        .filter(|r| r.status == DelegationPhase::Running)
         .count();
     f.render_widget(
         Paragraph::new(format!(
@@ -172,8 +173,8 @@ fn draw(f: &mut ratatui::Frame, app: &mut App) {
         .delegation_rows()
         .iter()
         .map(|r| {
-            let progress = match r.status.as_str() {
-                "running" => format!(
+            let progress = match r.status {
+                DelegationPhase::Running => format!(
                     "{}{}{}",
                     r.tokens.map(|t| format!("{t} tok ")).unwrap_or_default(),
                     r.last_tool
@@ -190,7 +191,7 @@ fn draw(f: &mut ratatui::Frame, app: &mut App) {
             Row::new(vec![
                 Cell::from(crate::executor::result_file::cut(&r.delegation_id, 8).to_string()),
                 Cell::from(r.agent.clone()),
-                Cell::from(r.status.clone()),
+                Cell::from(r.status.as_str()),
                 Cell::from(progress),
                 Cell::from(crate::feedback::summary::fit(&r.task, 200)),
             ])
@@ -391,8 +392,8 @@ fn stop_session(o: &TopOptions, store: Option<&Store>, id: &str) -> String {
 /// A user cancel: the cancel marker (so the executor records the delegation `cancelled`, see
 /// [`crate::executor::cancel`]), then SIGTERM to its process group.
 fn cancel_delegation(r: &crate::feedback::ledger::DelegationRecord) -> String {
-    match (r.status.as_str(), r.pid) {
-        ("running", Some(pid)) => match crate::executor::cancel::request(&r.delegation_id)
+    match (r.status, r.pid) {
+        (DelegationPhase::Running, Some(pid)) => match crate::executor::cancel::request(&r.delegation_id)
             .map_err(|e| e.to_string())
             .and_then(|()| {
                 nix::sys::signal::killpg(

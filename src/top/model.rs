@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::events::{Event, EventBody};
+use crate::events::{DelegationPhase, Event, EventBody};
 use crate::feedback::ledger::{DelegationRecord, Ledger};
 
 /// Recent items kept per list.
@@ -45,7 +45,7 @@ pub struct Model {
     pub errors: VecDeque<(String, String)>,
     /// One line per resource event, newest last.
     pub warnings: VecDeque<String>,
-    trackers: BTreeMap<String, crate::governor::proc::TreeTracker>,
+    trackers: BTreeMap<String, crate::governor::tracker::TreeTracker>,
 }
 
 fn push<T>(q: &mut VecDeque<T>, v: T) {
@@ -149,7 +149,7 @@ impl Model {
             let t = self
                 .trackers
                 .entry(id.clone())
-                .or_insert_with(|| crate::governor::proc::TreeTracker::new(pid as i32, 10));
+                .or_insert_with(|| crate::governor::tracker::TreeTracker::new(pid as i32, 10));
             let first = t.members().is_empty();
             let s = t.sample();
             if s.members == 0 {
@@ -174,10 +174,10 @@ impl Model {
     /// Delegations: running, then queued, then the most recent finished ones.
     pub fn delegation_rows(&self) -> Vec<&DelegationRecord> {
         let all = self.ledger.records();
-        let rank = |r: &DelegationRecord| match r.status.as_str() {
-            "running" => 0,
-            "queued" => 1,
-            _ => 2,
+        let rank = |r: &DelegationRecord| match r.status {
+            DelegationPhase::Running => 0,
+            DelegationPhase::Queued => 1,
+            DelegationPhase::Ended(_) => 2,
         };
         let mut v: Vec<&DelegationRecord> = all.into_iter().rev().collect();
         v.sort_by_key(|r| rank(r));

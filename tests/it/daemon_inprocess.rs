@@ -110,7 +110,7 @@ fn raw_hello(path: &std::path::Path) -> UnixStream {
 
 fn error_code(m: ServerMsg) -> String {
     match m {
-        ServerMsg::Error { code, .. } => code,
+        ServerMsg::Error { code, .. } => code.to_string(),
         other => panic!("expected an error, got {other:?}"),
     }
 }

@@ -77,7 +77,7 @@ fn a_term_ignoring_member_is_killed_and_the_limit_says_kill() {
     assert_eq!(last.action, ResourceAction::Kill);
     assert_eq!(last.delegation_id.as_deref(), Some("d-7"));
     assert!(
-        mpm::governor::proc::read_pid_stat(gc_pid).is_none_or(|s| s.state == 'Z'),
+        mpm::process::read_stat(gc_pid).is_none_or(|s| s.state == 'Z'),
         "grandchild {gc_pid} survived"
     );
     assert!(handle.limit_reached());
@@ -104,7 +104,7 @@ fn memory_of_a_grandchild_counts_for_the_tree() {
     let tree = Tree::spawn_argv(&["sh".into(), "-c".into(), script], None);
     let root = tree.pid() as i32;
     let hog_pid = read_pid_file(&hog, WAIT).expect("hog pid");
-    let stat = mpm::governor::proc::read_pid_stat(hog_pid).unwrap();
+    let stat = mpm::process::read_stat(hog_pid).unwrap();
     assert_ne!(stat.ppid, root, "the hog is a grandchild, not a child");
     let mut limits = small_limits();
     limits.memory.hard = None;

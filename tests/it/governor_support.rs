@@ -165,5 +165,5 @@ pub fn read_pid_file(path: &Path, timeout: Duration) -> Option<i32> {
 pub fn own_rss_mb(pid: i32) -> Option<f64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
     let pages: u64 = text.split_whitespace().nth(1)?.parse().ok()?;
-    Some((pages * mpm::governor::proc::page_size()) as f64 / (1024.0 * 1024.0))
+    Some((pages * mpm::process::procfs::page_size()) as f64 / (1024.0 * 1024.0))
 }

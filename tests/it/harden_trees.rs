@@ -109,7 +109,7 @@ fn the_governor_counts_the_memory_of_a_daemonised_grandchild() {
     let gc = read_pid(&gc_file, DEADLINE);
     let _g = PidGuard(vec![gc, root]);
     assert_escaped(gc, root);
-    let mut tracker = mpm::governor::proc::TreeTracker::new(root, 1);
+    let mut tracker = mpm::governor::tracker::TreeTracker::new(root, 1);
     let sample = tracker.sample();
     assert!(tracker.members().contains(&gc), "{:?}", tracker.members());
     assert!(
