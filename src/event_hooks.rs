@@ -20,11 +20,11 @@ use crate::config::EventHook;
 use crate::events::{Bus, Event};
 
 /// Hook processes running at once, per session.
-pub const MAX_RUNNING: usize = 4;
+pub(crate) const MAX_RUNNING: usize = 4;
 
 /// Whether `hook` wants events of `kind`: an exact kind, a prefix ending in `*`, or all when `on`
 /// is empty.
-pub fn wants(hook: &EventHook, kind: &str) -> bool {
+pub(crate) fn wants(hook: &EventHook, kind: &str) -> bool {
     hook.on.is_empty()
         || hook.on.iter().any(|k| match k.strip_suffix('*') {
             Some(prefix) => kind.starts_with(prefix),
@@ -34,14 +34,14 @@ pub fn wants(hook: &EventHook, kind: &str) -> bool {
 
 /// How one hook run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HookEnd {
+pub(crate) enum HookEnd {
     Exited(i32),
     TimedOut,
     CannotStart(String),
 }
 
 /// Run one hook with `event` on stdin; blocks until it ends or is stopped at its timeout.
-pub fn run_hook(hook: &EventHook, event: &Event) -> HookEnd {
+pub(crate) fn run_hook(hook: &EventHook, event: &Event) -> HookEnd {
     let Some((prog, args)) = hook.argv.split_first() else {
         return HookEnd::CannotStart("empty argv".into());
     };
@@ -84,7 +84,7 @@ pub fn run_hook(hook: &EventHook, event: &Event) -> HookEnd {
 }
 
 /// The per-session hook runner; stops with the bus (or when dropped).
-pub struct EventHooks {
+pub(crate) struct EventHooks {
     thread: Option<JoinHandle<()>>,
     running: Arc<AtomicUsize>,
     longest: Duration,
@@ -92,7 +92,7 @@ pub struct EventHooks {
 
 impl EventHooks {
     /// Start running `hooks` for the events of `bus`; `None` when there are no hooks.
-    pub fn start(bus: &Bus, hooks: &[EventHook]) -> Option<EventHooks> {
+    pub(crate) fn start(bus: &Bus, hooks: &[EventHook]) -> Option<EventHooks> {
         if hooks.is_empty() {
             return None;
         }
@@ -150,7 +150,7 @@ impl EventHooks {
 
     /// Wait for the runner to see the bus close, then for the hooks still running (each is
     /// bounded by its timeout), so none outlives mpm unsupervised.
-    pub fn join(mut self) {
+    pub(crate) fn join(mut self) {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

@@ -196,6 +196,7 @@ pub enum EventBody {
     /// environment; empty when unknown).
     #[serde(rename = "process.reaped")]
     ProcessReaped {
+        /// The process stopped.
         pid: u32,
         /// `/proc/<pid>/comm`.
         comm: String,
@@ -409,12 +410,16 @@ impl DelegationStatus {
 /// (`queued`, `running`, or the [`DelegationStatus`]), as the delegation records always were.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DelegationPhase {
+    /// Waiting for a slot.
     Queued,
+    /// Its sub-agent runs.
     Running,
+    /// Finished, with this status.
     Ended(DelegationStatus),
 }
 
 impl DelegationPhase {
+    /// The phase as the records write it.
     pub fn as_str(self) -> &'static str {
         match self {
             DelegationPhase::Queued => "queued",

@@ -45,7 +45,6 @@ compile_error!(
     "mpm supports Linux only: process::procfs, governor::cgroup and the subreaper have no port yet"
 );
 
-
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -11,13 +11,13 @@ use crate::config::{LogConfig, paths};
 
 /// Where logs go.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LogTarget {
+pub(crate) enum LogTarget {
     Stderr,
     File(PathBuf),
 }
 
 /// Decide where logs go for this process.
-pub fn target(cfg: &LogConfig, stderr_flag: bool) -> LogTarget {
+pub(crate) fn target(cfg: &LogConfig, stderr_flag: bool) -> LogTarget {
     let env_stderr = std::env::var("MPM_LOG_STDERR").is_ok_and(|v| v == "1" || v == "true");
     if stderr_flag || env_stderr || std::env::var_os("JOURNAL_STREAM").is_some() {
         return LogTarget::Stderr;
@@ -31,7 +31,7 @@ pub fn target(cfg: &LogConfig, stderr_flag: bool) -> LogTarget {
 
 /// Install the global subscriber. Failing to open the log file is not fatal: logs are dropped and
 /// the reason is returned so the caller can say so once, before any session owns the terminal.
-pub fn init(cfg: &LogConfig, stderr_flag: bool) -> Result<LogTarget, String> {
+pub(crate) fn init(cfg: &LogConfig, stderr_flag: bool) -> Result<LogTarget, String> {
     let filter = std::env::var("MPM_LOG")
         .ok()
         .and_then(|f| EnvFilter::try_new(f).ok())

@@ -14,12 +14,12 @@ use crate::config::{EventHook, NotifyConfig};
 use crate::events::{Bus, Event, EventBody, Resource, SessionState};
 
 /// Writes bytes to the user's terminal.
-pub type TerminalWriter = Box<dyn Fn(&[u8]) + Send + Sync>;
+pub(crate) type TerminalWriter = Box<dyn Fn(&[u8]) + Send + Sync>;
 
 /// The notification text for an event, if it deserves one; `outstanding` counts delegations
 /// queued and not yet finished, `batch` those finished since the last batch notification.
 #[derive(Debug, Default)]
-pub struct Decider {
+pub(crate) struct Decider {
     outstanding: std::collections::HashSet<String>,
     batch_ok: u32,
     batch_failed: u32,
@@ -28,7 +28,7 @@ pub struct Decider {
 }
 
 /// "the governor stopped ...: memory 2100 MB over its hard limit of 2048 MB".
-pub fn limit_line(r: &Resource, agent: Option<&str>) -> String {
+pub(crate) fn limit_line(r: &Resource, agent: Option<&str>) -> String {
     let who = match (&r.delegation_id, agent) {
         (Some(_), Some(a)) => format!("the {a} delegation"),
         (Some(id), None) => format!("delegation {}", crate::executor::result_file::cut(id, 8)),
@@ -47,7 +47,7 @@ pub fn limit_line(r: &Resource, agent: Option<&str>) -> String {
 }
 
 impl Decider {
-    pub fn decide(&mut self, ev: &Event) -> Option<String> {
+    pub(crate) fn decide(&mut self, ev: &Event) -> Option<String> {
         match &ev.body {
             EventBody::SessionState {
                 state: SessionState::NeedsInput,
@@ -99,13 +99,13 @@ impl Decider {
 }
 
 /// OSC 9 + OSC 777 + BEL for `text` (control characters removed).
-pub fn terminal_bytes(text: &str) -> Vec<u8> {
+pub(crate) fn terminal_bytes(text: &str) -> Vec<u8> {
     let clean: String = text.chars().filter(|c| !c.is_control()).collect();
     format!("\x1b]9;{clean}\x07\x1b]777;notify;mpm;{clean}\x07\x07").into_bytes()
 }
 
 /// The user's terminal as stderr, when stderr is a terminal (in-process `mpm run`).
-pub fn stderr_terminal() -> Option<TerminalWriter> {
+pub(crate) fn stderr_terminal() -> Option<TerminalWriter> {
     // SAFETY: fd 2 stays open for the life of the process.
     let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(2) };
     if !nix::unistd::isatty(fd).unwrap_or(false) {
@@ -128,18 +128,18 @@ fn desktop_available() -> bool {
 /// (the in-process `mpm run` reads it through its [`Notifier`]; the daemon attaches one per hosted
 /// session and sends the line to the client with the summary).
 #[derive(Debug, Default)]
-pub struct LimitWatch(Mutex<Option<String>>);
+pub(crate) struct LimitWatch(Mutex<Option<String>>);
 
 impl LimitWatch {
     /// A watch fed by every event of `bus` from now on.
-    pub fn attach(bus: &Bus) -> Arc<LimitWatch> {
+    pub(crate) fn attach(bus: &Bus) -> Arc<LimitWatch> {
         let w = Arc::new(LimitWatch::default());
         bus.add_sink(w.clone());
         w
     }
 
     /// The line, once a limit stopped the main agent.
-    pub fn line(&self) -> Option<String> {
+    pub(crate) fn line(&self) -> Option<String> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
@@ -155,14 +155,18 @@ impl crate::events::Sink for LimitWatch {
 }
 
 /// The per-session notifier thread.
-pub struct Notifier {
+pub(crate) struct Notifier {
     thread: Option<JoinHandle<()>>,
     limit: Arc<LimitWatch>,
 }
 
 impl Notifier {
     /// Start notifying about `bus`'s events; `terminal` writes to the attached terminal.
-    pub fn start(bus: &Bus, cfg: &NotifyConfig, terminal: Option<TerminalWriter>) -> Notifier {
+    pub(crate) fn start(
+        bus: &Bus,
+        cfg: &NotifyConfig,
+        terminal: Option<TerminalWriter>,
+    ) -> Notifier {
         let rx = bus.subscribe();
         let terminal = terminal.filter(|_| cfg.terminal);
         let desktop = cfg.desktop && desktop_available();
@@ -198,7 +202,7 @@ impl Notifier {
 
     /// The line saying which limit stopped the main agent and the figure, once one did (set
     /// when `resource.limit` is emitted, so it is there when the session returns).
-    pub fn main_limit_line(&self) -> Option<String> {
+    pub(crate) fn main_limit_line(&self) -> Option<String> {
         self.limit
             .0
             .lock()
@@ -207,7 +211,7 @@ impl Notifier {
     }
 
     /// Wait until the notifier has seen the bus close.
-    pub fn join(mut self) {
+    pub(crate) fn join(mut self) {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

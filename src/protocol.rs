@@ -358,6 +358,7 @@ pub enum ClientMsg {
     /// of the tree; a second one kills at once); its status becomes 128+`signal`. The stream stays
     /// open until `SessionEnded`.
     Signal {
+        /// The signal's number.
         signal: i32,
     },
     /// Record an event in the store and pass it to followers (hooks, in-process sessions reporting
@@ -448,11 +449,14 @@ pub struct StatusReport {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HostedState {
+    /// The agent runs.
     Running,
+    /// The agent has exited.
     Ended,
 }
 
 impl HostedState {
+    /// `running` or `ended`.
     pub fn as_str(self) -> &'static str {
         match self {
             HostedState::Running => "running",

@@ -45,7 +45,7 @@ use crate::supervisor::{Supervisor, SupervisorError, SupervisorOptions};
 
 /// What a session runs, as the user asked for it (in-process: this process's view; daemon: the
 /// client's, sent in the `run` request).
-pub struct SessionSpec {
+pub(crate) struct SessionSpec {
     /// The agent's argv (non-empty; the profile's command when the user gave none).
     pub argv: Vec<String>,
     /// The agent's working directory (also the ticket project).
@@ -73,7 +73,7 @@ pub struct SessionSpec {
 /// Parts a host shares between its sessions (the daemon: one governor, one engine per pattern
 /// set). `Default` = the session starts its own.
 #[derive(Default)]
-pub struct SharedParts {
+pub(crate) struct SharedParts {
     pub engine: Option<Arc<Engine>>,
     pub governor: Option<Arc<Governor>>,
     /// The daemon's running slots: `executor.max_parallel` across all its sessions.
@@ -82,7 +82,7 @@ pub struct SharedParts {
 
 /// How one run of the agent ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SessionOutcome {
+pub(crate) struct SessionOutcome {
     pub pid: i32,
     /// The child's exit code, or `None` when a signal killed it.
     pub exit_code: Option<i32>,
@@ -98,7 +98,7 @@ pub struct SessionOutcome {
 }
 
 /// How a whole session ended (after every restart), with its delegations.
-pub struct SessionEnd {
+pub(crate) struct SessionEnd {
     /// The last run's outcome, or why the agent could not start.
     pub result: Result<SessionOutcome, SessionError>,
     /// One per delegation, after `executor.on_session_exit` was applied.
@@ -109,7 +109,7 @@ pub struct SessionEnd {
 
 impl SessionEnd {
     /// What mpm exits with: the agent's status, or 127/126/1 when it could not start.
-    pub fn status(&self) -> i32 {
+    pub(crate) fn status(&self) -> i32 {
         match &self.result {
             Ok(o) => o.status,
             Err(e) => e.exit_status(),
@@ -119,7 +119,7 @@ impl SessionEnd {
 
 /// Errors before the session could start (after a start, everything ends in a [`SessionOutcome`]).
 #[derive(Debug, thiserror::Error)]
-pub enum SessionError {
+pub(crate) enum SessionError {
     #[error(transparent)]
     Spawn(#[from] PtyError),
     #[error(transparent)]
@@ -136,7 +136,7 @@ pub enum SessionError {
 
 impl SessionError {
     /// 127 command not found, 126 not executable, 1 otherwise.
-    pub fn exit_status(&self) -> i32 {
+    pub(crate) fn exit_status(&self) -> i32 {
         match self {
             SessionError::Spawn(e) => e.exit_status(),
             _ => 1,
@@ -146,7 +146,7 @@ impl SessionError {
 
 /// Find the agent's program on its PATH (`env`'s last `PATH`, else mpm's own when `inherit`), so
 /// that "not found" (127) and "not executable" (126) are known before anything starts.
-pub fn resolve_agent(
+pub(crate) fn resolve_agent(
     argv: &[String],
     env: &[(String, String)],
     inherit: bool,
@@ -165,7 +165,11 @@ pub fn resolve_agent(
 
 /// Where a session's delegation output goes: `executor.output_dir` (default `<state>/sessions`),
 /// then the session id.
-pub fn delegation_output_dir(cfg: &Config, state_dir: &std::path::Path, session: &str) -> PathBuf {
+pub(crate) fn delegation_output_dir(
+    cfg: &Config,
+    state_dir: &std::path::Path,
+    session: &str,
+) -> PathBuf {
     cfg.executor
         .output_dir
         .clone()
@@ -175,7 +179,7 @@ pub fn delegation_output_dir(cfg: &Config, state_dir: &std::path::Path, session:
 
 /// Why the agent could not start, in one line with the fix (`hint` says how to provide the
 /// command), as both hosts print it.
-pub fn start_failure_message(e: &SessionError, name: &str, hint: &str) -> String {
+pub(crate) fn start_failure_message(e: &SessionError, name: &str, hint: &str) -> String {
     match e {
         SessionError::Spawn(PtyError::NotFound { .. }) => {
             format!("command not found: {name} ({hint})")
@@ -188,7 +192,7 @@ pub fn start_failure_message(e: &SessionError, name: &str, hint: &str) -> String
 }
 
 /// Where a session's terminal bytes go and what the host does around each run of the agent.
-pub trait Host {
+pub(crate) trait Host {
     /// The sink for one run of the agent (a restart asks again).
     fn output(&mut self) -> Box<dyn OutputSink>;
     /// The agent of one run is running (after `session.started`).
@@ -233,7 +237,7 @@ struct HandleInner {
 
 /// Talk to a running [`Session`] from any thread: input, EOF, resize, stop.
 #[derive(Clone)]
-pub struct SessionHandle(Arc<HandleInner>);
+pub(crate) struct SessionHandle(Arc<HandleInner>);
 
 impl SessionHandle {
     fn pty(&self) -> Option<Arc<PtyRun>> {
@@ -242,7 +246,7 @@ impl SessionHandle {
 
     /// Terminal input for the agent (blocks while the PTY's input queue is full). An error when no
     /// agent runs.
-    pub fn write_input(&self, bytes: &[u8]) -> io::Result<()> {
+    pub(crate) fn write_input(&self, bytes: &[u8]) -> io::Result<()> {
         let Some(last) = bytes.last() else {
             return Ok(());
         };
@@ -258,7 +262,7 @@ impl SessionHandle {
 
     /// The input (not a terminal) ended: write the PTY's EOF character, once or twice as the
     /// line discipline needs it (see [`eof_bytes`]).
-    pub fn eof(&self) {
+    pub(crate) fn eof(&self) {
         let Some(pty) = self.pty() else { return };
         let last = u8::try_from(self.0.last_input.load(Ordering::Relaxed)).ok();
         match pty.termios() {
@@ -272,7 +276,7 @@ impl SessionHandle {
     }
 
     /// Resize the PTY (and the screen pipeline).
-    pub fn resize(&self, size: WinSize) {
+    pub(crate) fn resize(&self, size: WinSize) {
         if let Some(pty) = self.pty()
             && let Err(e) = pty.resize(size)
         {
@@ -281,7 +285,7 @@ impl SessionHandle {
     }
 
     /// Continue a stopped agent (after a suspend), telling it the window size again so it redraws.
-    pub fn resume(&self) {
+    pub(crate) fn resume(&self) {
         if let Some(pty) = self.pty() {
             if let Err(e) = pty.push_size() {
                 tracing::debug!(error = %e, "cannot push the window size");
@@ -290,13 +294,8 @@ impl SessionHandle {
         }
     }
 
-    /// The current agent's pid.
-    pub fn pid(&self) -> Option<i32> {
-        self.pty().map(|p| p.pid())
-    }
-
     /// End the session: stop the tree (`grace`, `None` = `run.grace_secs`) and do not restart.
-    pub fn stop(&self, grace: Option<Duration>) {
+    pub(crate) fn stop(&self, grace: Option<Duration>) {
         let _ = self.0.ctl.send(Ctl::Stop {
             signal: 0,
             from_output: false,
@@ -306,7 +305,7 @@ impl SessionHandle {
 
     /// mpm got `signal` (SIGTERM, SIGHUP, ...): stop; a second one kills at once. mpm then exits
     /// 128+`signal`.
-    pub fn signalled(&self, signal: i32) {
+    pub(crate) fn signalled(&self, signal: i32) {
         let _ = self.0.ctl.send(Ctl::Stop {
             signal,
             from_output: false,
@@ -315,7 +314,7 @@ impl SessionHandle {
     }
 
     /// The output side went away: end as if mpm got `signal` (SIGPIPE, SIGHUP); never escalates.
-    pub fn output_gone(&self, signal: i32) {
+    pub(crate) fn output_gone(&self, signal: i32) {
         let _ = self.0.ctl.send(Ctl::Stop {
             signal,
             from_output: true,
@@ -326,7 +325,7 @@ impl SessionHandle {
 
 /// One agent session: the supervisor assembled around it, and the agent's runs. See the module
 /// docs.
-pub struct Session {
+pub(crate) struct Session {
     spec: SessionSpec,
     bus: Bus,
     supervisor: Supervisor,
@@ -342,7 +341,7 @@ impl Session {
     /// Assemble the session: resolve the command on the agent's PATH (127/126 before anything
     /// else happens), start the supervisor (`shared` parts are reused), prepare the argv (claude:
     /// `--session-id`). Nothing is spawned yet.
-    pub fn assemble(
+    pub(crate) fn assemble(
         spec: SessionSpec,
         bus: Bus,
         shared: SharedParts,
@@ -395,34 +394,24 @@ impl Session {
     }
 
     /// The agent's published state, as the supervisor's dispatcher keeps it (`session.state`).
-    pub fn state_mirror(&self) -> crate::supervisor::StateMirror {
+    pub(crate) fn state_mirror(&self) -> crate::supervisor::StateMirror {
         self.supervisor.state_mirror()
     }
 
     /// The session's handle (input, EOF, resize, stop from any thread).
-    pub fn handle(&self) -> SessionHandle {
+    pub(crate) fn handle(&self) -> SessionHandle {
         self.handle.clone()
-    }
-
-    /// The configuration the session runs with.
-    pub fn config(&self) -> &Config {
-        &self.spec.config
-    }
-
-    /// The argv the agent is started with (after `prepare_argv`).
-    pub fn argv(&self) -> &[String] {
-        &self.argv
     }
 
     /// Set the PTY's line settings before the first run (the in-process host reads the user's
     /// terminal just before raw mode).
-    pub fn set_termios(&mut self, termios: Option<Termios>) {
+    pub(crate) fn set_termios(&mut self, termios: Option<Termios>) {
         self.spec.termios = termios;
     }
 
     /// Run the agent until it ends (restarting per `limits.restart` when the governor stopped it
     /// at its hard limit), then finish the supervisor. Blocks.
-    pub fn run(mut self, host: &mut dyn Host) -> SessionEnd {
+    pub(crate) fn run(mut self, host: &mut dyn Host) -> SessionEnd {
         let cfg = self.spec.config.clone();
         let grace = cfg.run.grace();
         let mut restart = RestartPolicy::new(&cfg.limits.restart);
@@ -700,7 +689,7 @@ impl Host for TerminalHost {
 }
 
 /// Run `session` in this terminal until it ends (the in-process host). See the module docs.
-pub fn run_in_terminal(mut session: Session) -> SessionEnd {
+pub(crate) fn run_in_terminal(mut session: Session) -> SessionEnd {
     let handle = session.handle();
     // Signals first (so a SIGTERM during setup cannot leave a raw terminal), then raw mode.
     let signals = {
@@ -831,7 +820,7 @@ fn pump_stdin(handle: &SessionHandle, is_tty: bool, stop: &OwnedFd) {
 /// pending line without a newline, and gives the reader EOF only at the start of a line: so after
 /// input that did not end in a newline it is sent twice (the first flushes the partial line, the
 /// second is the EOF). In non-canonical mode it is just a byte and is sent once.
-pub fn eof_bytes(termios: &nix::sys::termios::Termios, last: Option<u8>) -> Vec<u8> {
+pub(crate) fn eof_bytes(termios: &nix::sys::termios::Termios, last: Option<u8>) -> Vec<u8> {
     use nix::sys::termios::{LocalFlags, SpecialCharacterIndices};
     let veof = termios.control_chars[SpecialCharacterIndices::VEOF as usize];
     let veof = if veof == 0 { 4 } else { veof };

@@ -28,7 +28,7 @@ use crate::state::{Signal, StateMachine, Transition};
 
 /// Errors assembling a session (before anything runs).
 #[derive(Debug, thiserror::Error)]
-pub enum SupervisorError {
+pub(crate) enum SupervisorError {
     #[error(transparent)]
     Patterns(#[from] PatternError),
     #[error(transparent)]
@@ -41,7 +41,7 @@ pub enum SupervisorError {
 
 /// Build the engine from the built-in packs, the configured pattern folders and `extra` files, with
 /// the agent registry's names.
-pub fn build_engine(cfg: &Config, extra: &[PathBuf]) -> Result<Arc<Engine>, PatternError> {
+pub(crate) fn build_engine(cfg: &Config, extra: &[PathBuf]) -> Result<Arc<Engine>, PatternError> {
     let engine = Engine::builder()
         .agents(&cfg.agents)
         .files(crate::patterns::configured_sources(extra))
@@ -50,7 +50,7 @@ pub fn build_engine(cfg: &Config, extra: &[PathBuf]) -> Result<Arc<Engine>, Patt
 }
 
 /// What to assemble.
-pub struct SupervisorOptions<'a> {
+pub(crate) struct SupervisorOptions<'a> {
     pub config: &'a Config,
     /// `--patterns` files.
     pub patterns: &'a [PathBuf],
@@ -93,7 +93,7 @@ impl LazyExecutor {
 /// One session's detection, execution and governance. Create before the spawn, hand
 /// [`Supervisor::consumer`] and [`Supervisor::on_spawn`] to the PTY session, call
 /// [`Supervisor::finish`] after it ended.
-pub struct Supervisor {
+pub(crate) struct Supervisor {
     bus: Bus,
     engine: Option<Arc<Engine>>,
     dedup: crate::detect::Dedup,
@@ -130,7 +130,7 @@ pub struct Supervisor {
 impl Supervisor {
     /// Assemble per the config: detection when `run.detect`, execution when also `run.exec`; the
     /// governor always.
-    pub fn start(o: SupervisorOptions<'_>) -> Result<Supervisor, SupervisorError> {
+    pub(crate) fn start(o: SupervisorOptions<'_>) -> Result<Supervisor, SupervisorError> {
         let cfg = o.config;
         // `orchestration.mode`: observe never runs, passthrough never detects.
         let (detect, exec) = cfg.orchestration.detect_exec(cfg.run.detect, cfg.run.exec);
@@ -220,7 +220,7 @@ impl Supervisor {
     }
 
     /// `cgroup` or `polling`.
-    pub fn governor_mode(&self) -> Option<String> {
+    pub(crate) fn governor_mode(&self) -> Option<String> {
         self.governor
             .as_ref()
             .map(|g| g.mode().as_str().to_string())
@@ -229,7 +229,7 @@ impl Supervisor {
     /// For a claude command: pin the transcript with `--session-id` (unless the user chose a session)
     /// and start tailing it, and add mpm's hooks with `--settings` (unless the user passed
     /// `--settings`). Returns the argv to spawn; [`Supervisor::child_env`] has the environment to add.
-    pub fn prepare_argv(&mut self, argv: Vec<String>, transcript: bool) -> Vec<String> {
+    pub(crate) fn prepare_argv(&mut self, argv: Vec<String>, transcript: bool) -> Vec<String> {
         let argv = crate::feedback::prompt::inject_argv(&self.config, argv);
         if self.runs_delegations && self.feedback.is_none() {
             self.feedback = crate::feedback::start_for(&self.config, &argv, &self.bus);
@@ -407,34 +407,23 @@ impl Supervisor {
         }
     }
 
-    /// The session's answers to claude's hooks (before [`Supervisor::prepare_argv`]); the default
-    /// answers nothing.
-    pub fn set_hook_responder(&mut self, responder: Arc<dyn HookResponder>) {
-        self.responder = responder;
-    }
-
     /// Environment to add to the agent's (`MPM_HOOK_SOCKET` when hooks are on).
-    pub fn child_env(&self) -> Vec<(String, String)> {
+    pub(crate) fn child_env(&self) -> Vec<(String, String)> {
         self.hook_env.clone()
     }
 
-    /// The session's current state.
-    pub fn state(&self) -> SessionState {
-        self.state.get()
-    }
-
     /// A reader of the session's state that outlives the supervisor (for `mpm status`).
-    pub fn state_mirror(&self) -> StateMirror {
+    pub(crate) fn state_mirror(&self) -> StateMirror {
         self.state.clone()
     }
 
     /// The claude session id mpm pinned or followed (for `--resume` on a restart).
-    pub fn claude_session(&self) -> Option<&str> {
+    pub(crate) fn claude_session(&self) -> Option<&str> {
         self.claude_session.as_deref()
     }
 
     /// The screen pipeline for the output tap (None when detection is off).
-    pub fn consumer(&self) -> Option<Box<dyn OutputConsumer>> {
+    pub(crate) fn consumer(&self) -> Option<Box<dyn OutputConsumer>> {
         let engine = self.engine.clone()?;
         let out = self.dispatcher.as_ref()?.sender();
         let (dedup, bus) = (self.dedup.clone(), self.bus.clone());
@@ -464,24 +453,24 @@ impl Supervisor {
 
     /// The session's side of result delivery by paste (None when results are not fed back).
     /// How finished results reach the main agent (`Off` when they are not fed back at all).
-    pub fn feedback_mode(&self) -> crate::config::FeedbackMode {
+    pub(crate) fn feedback_mode(&self) -> crate::config::FeedbackMode {
         self.feedback
             .as_ref()
             .map_or(crate::config::FeedbackMode::Off, |f| f.mode())
     }
 
-    pub fn pty_port(&self) -> Option<Arc<crate::feedback::port::PtyPort>> {
+    pub(crate) fn pty_port(&self) -> Option<Arc<crate::feedback::port::PtyPort>> {
         self.feedback.as_ref().map(|f| f.port())
     }
 
     /// For the agent CLI's hooks (Stop, UserPromptSubmit): hands over finished results.
-    pub fn feedback_handle(&self) -> Option<crate::feedback::FeedbackHandle> {
+    pub(crate) fn feedback_handle(&self) -> Option<crate::feedback::FeedbackHandle> {
         let wait = Duration::from_secs(self.config.orchestration.stop_wait_secs);
         self.feedback.as_ref().map(|f| f.handle(wait))
     }
 
     /// Called with the agent's pid right after the spawn: the governor watches its tree.
-    pub fn on_spawn(&self) -> Box<dyn FnOnce(i32) + Send> {
+    pub(crate) fn on_spawn(&self) -> Box<dyn FnOnce(i32) + Send> {
         let governor = self.governor.clone();
         let slot = self.main_watch.clone();
         let bus = self.bus.clone();
@@ -496,7 +485,7 @@ impl Supervisor {
 
     /// Called before `session.exited`: when the governor is stopping the main tree at its limit,
     /// wait (bounded) until it has, so `resource.limit` precedes `session.exited`.
-    pub fn before_exit(&self) -> Box<dyn FnOnce() + Send> {
+    pub(crate) fn before_exit(&self) -> Box<dyn FnOnce() + Send> {
         let slot = self.main_watch.clone();
         let wait = grace(&self.config) + Duration::from_secs(1);
         Box::new(move || {
@@ -508,7 +497,7 @@ impl Supervisor {
     }
 
     /// True when the governor stopped the main session at its hard limit.
-    pub fn main_limit_reached(&self) -> bool {
+    pub(crate) fn main_limit_reached(&self) -> bool {
         self.main_watch
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -518,7 +507,7 @@ impl Supervisor {
 
     /// After the session: read the rest of the transcript, then cancel or await delegations per
     /// `executor.on_session_exit`. Returns one summary per delegation.
-    pub fn finish(mut self) -> Vec<DelegationSummary> {
+    pub(crate) fn finish(mut self) -> Vec<DelegationSummary> {
         // No more hook calls: the agent is gone.
         self.hooks.take();
         if let Some(t) = self.tailer.take() {
@@ -552,7 +541,7 @@ fn grace(cfg: &Config) -> Duration {
 }
 
 /// True when `argv[0]` is the claude CLI.
-pub fn is_claude(argv: &[String]) -> bool {
+pub(crate) fn is_claude(argv: &[String]) -> bool {
     argv.first()
         .and_then(|p| Path::new(p).file_name())
         .is_some_and(|n| n == "claude")
@@ -627,7 +616,7 @@ struct Dispatcher {
 /// The published state, mirrored for readers (`mpm status`, the cue scanner); the dispatcher
 /// thread is its only writer.
 #[derive(Debug, Clone, Default)]
-pub struct StateMirror(Arc<AtomicU8>);
+pub(crate) struct StateMirror(Arc<AtomicU8>);
 
 impl StateMirror {
     const ORDER: [SessionState; 6] = [
@@ -645,7 +634,7 @@ impl StateMirror {
     }
 
     /// The session's current state.
-    pub fn get(&self) -> SessionState {
+    pub(crate) fn get(&self) -> SessionState {
         Self::ORDER[usize::from(self.0.load(Ordering::Relaxed)).min(5)]
     }
 }

@@ -19,11 +19,11 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 /// The project configuration file, relative to the project folder.
-pub const PROJECT_FILE: &str = ".mpm/config.yaml";
+pub(crate) const PROJECT_FILE: &str = ".mpm/config.yaml";
 
 /// Keys that make a project file need trust (`*` = any name). They choose programs, their argv,
 /// their environment or their working folder.
-pub const DANGEROUS: &[&str] = &[
+pub(crate) const DANGEROUS: &[&str] = &[
     "profiles.*.command",
     "profiles.*.env",
     "profiles.*.args",
@@ -35,7 +35,7 @@ pub const DANGEROUS: &[&str] = &[
 ];
 
 #[derive(Debug, thiserror::Error)]
-pub enum TrustError {
+pub(crate) enum TrustError {
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -55,12 +55,12 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrustError + '_ {
 }
 
 /// Where the trust record lives.
-pub fn record_path() -> PathBuf {
+pub(crate) fn record_path() -> PathBuf {
     crate::config::paths::state_dir().join("trusted.json")
 }
 
 /// The hex SHA-256 of `bytes`.
-pub fn digest(bytes: &[u8]) -> String {
+pub(crate) fn digest(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -69,13 +69,13 @@ pub fn digest(bytes: &[u8]) -> String {
 
 /// The trusted folders and the digest of their project file.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct TrustRecord {
+pub(crate) struct TrustRecord {
     pub folders: BTreeMap<String, String>,
 }
 
 impl TrustRecord {
     /// Read the record at `path` (empty when there is none).
-    pub fn load(path: &Path) -> Result<TrustRecord, TrustError> {
+    pub(crate) fn load(path: &Path) -> Result<TrustRecord, TrustError> {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
@@ -89,7 +89,7 @@ impl TrustRecord {
     }
 
     /// Write the record to `path` atomically, 0600 in a 0700 folder.
-    pub fn save(&self, path: &Path) -> Result<(), TrustError> {
+    pub(crate) fn save(&self, path: &Path) -> Result<(), TrustError> {
         if let Some(dir) = path.parent() {
             crate::config::paths::create_private_dir(dir).map_err(io(dir))?;
         }
@@ -108,7 +108,7 @@ impl TrustRecord {
     }
 
     /// Whether `folder` is trusted with a project file of exactly `bytes`.
-    pub fn allows(&self, folder: &Path, bytes: &[u8]) -> bool {
+    pub(crate) fn allows(&self, folder: &Path, bytes: &[u8]) -> bool {
         self.folders
             .get(&folder.display().to_string())
             .is_some_and(|d| *d == digest(bytes))
@@ -116,7 +116,7 @@ impl TrustRecord {
 }
 
 /// The keys of [`DANGEROUS`] that `layer` (a parsed configuration file) sets, as dotted paths.
-pub fn dangerous_keys(layer: &Value) -> Vec<String> {
+pub(crate) fn dangerous_keys(layer: &Value) -> Vec<String> {
     let mut found = Vec::new();
     for pattern in DANGEROUS {
         collect(
@@ -156,7 +156,7 @@ fn collect(v: &Value, pattern: &[&str], path: String, out: &mut Vec<String>) {
 /// Decide whether the project file at `folder/.mpm/config.yaml` may be loaded. `Ok(None)`: load
 /// it (absent, harmless, or trusted with this content). `Ok(Some(notice))`: skip it and say so.
 /// A file that does not parse is loaded, so its error is reported with its position as usual.
-pub fn check_project(folder: &Path, record: &Path) -> Result<Option<String>, TrustError> {
+pub(crate) fn check_project(folder: &Path, record: &Path) -> Result<Option<String>, TrustError> {
     let file = folder.join(PROJECT_FILE);
     let bytes = match std::fs::read(&file) {
         Ok(b) => b,
@@ -192,7 +192,7 @@ pub fn check_project(folder: &Path, record: &Path) -> Result<Option<String>, Tru
 }
 
 /// Trust `folder`'s project file as it is now. Returns the canonical folder and the digest.
-pub fn trust(folder: &Path, record: &Path) -> Result<(PathBuf, String), TrustError> {
+pub(crate) fn trust(folder: &Path, record: &Path) -> Result<(PathBuf, String), TrustError> {
     let canonical = folder.canonicalize().map_err(io(folder))?;
     let file = canonical.join(PROJECT_FILE);
     let bytes = match std::fs::read(&file) {
@@ -211,7 +211,7 @@ pub fn trust(folder: &Path, record: &Path) -> Result<(PathBuf, String), TrustErr
 
 /// Forget `folder`. Returns whether it was trusted. A folder that no longer exists is matched
 /// by its path as given (made absolute).
-pub fn revoke(folder: &Path, record: &Path) -> Result<bool, TrustError> {
+pub(crate) fn revoke(folder: &Path, record: &Path) -> Result<bool, TrustError> {
     let key = folder
         .canonicalize()
         .or_else(|_| std::path::absolute(folder))

@@ -130,7 +130,7 @@ const NEAR_MISSES: &[&str] = &[
     "I'll coordinate this by delegating to the specialist agents.",
 ];
 
-pub fn env_usize(name: &str, default: usize) -> usize {
+pub(crate) fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
@@ -139,7 +139,7 @@ pub fn env_usize(name: &str, default: usize) -> usize {
 
 /// A realistic mix: mostly prose and code, 10% blank lines, 1% hits (delegations, tickets, errors)
 /// and 1% near misses by default (`MPM_BENCH_HITS_PERMILLE`, `MPM_BENCH_NEAR_PERMILLE`).
-pub fn transcript(bytes: usize) -> String {
+pub(crate) fn transcript(bytes: usize) -> String {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut out = String::with_capacity(bytes + 256);
     // Per mille: hits and near misses (lines that pass a prefilter but are not detections).
@@ -180,7 +180,7 @@ pub fn transcript(bytes: usize) -> String {
 }
 
 /// CPU time of this thread: the machine is shared, so wall time would mostly measure the neighbours.
-pub fn thread_cpu() -> Duration {
+pub(crate) fn thread_cpu() -> Duration {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -197,7 +197,7 @@ pub fn thread_cpu() -> Duration {
 /// cursor jumps (CHA), coloured code tokens, paragraphs hard-wrapped at 98 columns with a
 /// two-column continuation indent, a status line redrawn (erase + cursor up) every 16 rows, a
 /// synchronized frame every 64 rows and a window title (OSC) every 128.
-pub fn render_tui(text: &str) -> Vec<u8> {
+pub(crate) fn render_tui(text: &str) -> Vec<u8> {
     const WIDTH: usize = 98;
     let mut out = Vec::with_capacity(text.len() * 2);
     for (n, line) in text.lines().enumerate() {
@@ -319,7 +319,7 @@ fn draw_row(row: &str, jumps: bool, out: &mut Vec<u8>) {
 
 /// `n` extra patterns as a pattern file: 70% line-anchored custom ticket keywords, 30% floating
 /// component alarms with `literals:`.
-pub fn extra_patterns(n: usize) -> String {
+pub(crate) fn extra_patterns(n: usize) -> String {
     use std::fmt::Write as _;
     const KW: &[&str] = &[
         "REVIEW", "SECURITY", "PERF", "DEPLOY", "DOCS", "CHORE", "REFACTOR", "SPIKE",

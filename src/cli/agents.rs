@@ -10,19 +10,19 @@ use crate::config::Overrides;
 use crate::executor::AgentRegistry;
 
 #[derive(Debug, Subcommand)]
-pub enum AgentsCommand {
+pub(crate) enum AgentsCommand {
     /// The agent registry: name, aliases, argv template.
     List(ListArgs),
 }
 
 #[derive(Debug, Args)]
-pub struct ListArgs {
+pub(crate) struct ListArgs {
     /// One JSON array: name, aliases, description, argv, timeout_secs, max_parallel, ...
     #[arg(long)]
     pub json: bool,
 }
 
-pub fn agents(g: &GlobalArgs, c: AgentsCommand) -> anyhow::Result<i32> {
+pub(super) fn agents(g: &GlobalArgs, c: AgentsCommand) -> anyhow::Result<i32> {
     match c {
         AgentsCommand::List(a) => {
             let layered = load_config(g, Overrides::default())?;

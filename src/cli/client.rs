@@ -21,7 +21,7 @@ use crate::protocol::{
 use crate::pty::keys::{DetachKeys, DetachScanner, MODE_RESET, Scan};
 
 #[derive(Debug, Clone, Args)]
-pub struct SocketArg {
+pub(crate) struct SocketArg {
     /// Daemon socket (default `$MPM_SOCKET`, then `$XDG_RUNTIME_DIR/mpm/mpm.sock`).
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
@@ -29,7 +29,7 @@ pub struct SocketArg {
 
 impl SocketArg {
     /// The socket to use: `--socket`, `MPM_SOCKET`, `daemon.socket` from the config, the default.
-    pub fn path(&self, g: &GlobalArgs) -> anyhow::Result<PathBuf> {
+    pub(crate) fn path(&self, g: &GlobalArgs) -> anyhow::Result<PathBuf> {
         if let Some(p) = &self.socket {
             return Ok(p.clone());
         }
@@ -97,7 +97,7 @@ fn recent_sessions(
 }
 
 #[derive(Debug, Args)]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     #[command(flatten)]
     pub socket: SocketArg,
     #[arg(long)]
@@ -108,7 +108,7 @@ pub struct StatusArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct EventsArgs {
+pub(crate) struct EventsArgs {
     #[command(flatten)]
     pub socket: SocketArg,
     /// Keep printing new events as they happen.
@@ -131,14 +131,14 @@ pub struct EventsArgs {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum TicketsCommand {
+pub(crate) enum TicketsCommand {
     List(TicketsListArgs),
     Show(TicketArgs),
     Close(TicketArgs),
 }
 
 #[derive(Debug, Args)]
-pub struct TicketsListArgs {
+pub(crate) struct TicketsListArgs {
     #[command(flatten)]
     pub socket: SocketArg,
     #[arg(long)]
@@ -152,7 +152,7 @@ pub struct TicketsListArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct TicketArgs {
+pub(crate) struct TicketArgs {
     #[command(flatten)]
     pub socket: SocketArg,
     pub id: String,
@@ -161,7 +161,7 @@ pub struct TicketArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct StopArgs {
+pub(crate) struct StopArgs {
     #[command(flatten)]
     pub socket: SocketArg,
     pub session: String,
@@ -173,7 +173,7 @@ pub struct StopArgs {
                   terminal; the session keeps running. Typed twice, the agent gets the key. \
                   `mpm attach SESSION` again redraws its current screen."
 )]
-pub struct AttachArgs {
+pub(crate) struct AttachArgs {
     #[command(flatten)]
     pub socket: SocketArg,
     /// The detach keys: `ctrl-X` or a character, comma-separated (default `run.detach_keys`,
@@ -191,7 +191,7 @@ fn short(id: &str) -> &str {
     id.get(..8).unwrap_or(id)
 }
 
-pub fn status(g: &GlobalArgs, a: StatusArgs) -> anyhow::Result<i32> {
+pub(super) fn status(g: &GlobalArgs, a: StatusArgs) -> anyhow::Result<i32> {
     let mut c = match a.socket.connect_or_store(g)? {
         Source::Daemon(c) => c,
         Source::Store(store) => return status_from_store(&store, &a),
@@ -324,7 +324,7 @@ fn print_event(ev: &crate::events::Event, json: bool) -> anyhow::Result<()> {
     )
 }
 
-pub fn events(g: &GlobalArgs, a: EventsArgs) -> anyhow::Result<i32> {
+pub(super) fn events(g: &GlobalArgs, a: EventsArgs) -> anyhow::Result<i32> {
     // Normalise to the stored format (UTC, milliseconds) so the comparison is exact.
     let since = match &a.since {
         None => None,
@@ -429,7 +429,7 @@ fn print_ticket(t: &Ticket, json: bool, long: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn tickets(g: &GlobalArgs, cmd: TicketsCommand) -> anyhow::Result<i32> {
+pub(super) fn tickets(g: &GlobalArgs, cmd: TicketsCommand) -> anyhow::Result<i32> {
     match cmd {
         TicketsCommand::List(a) => {
             let reply = match a.socket.connect_or_store(g)? {
@@ -488,7 +488,7 @@ fn ticket_one(g: &GlobalArgs, a: TicketArgs, close: bool) -> anyhow::Result<i32>
     }
 }
 
-pub fn stop(g: &GlobalArgs, a: StopArgs) -> anyhow::Result<i32> {
+pub(super) fn stop(g: &GlobalArgs, a: StopArgs) -> anyhow::Result<i32> {
     let mut c = a.socket.connect(g)?;
     match c.request(&ClientMsg::Stop { session: a.session })? {
         ServerMsg::Stopped { session, exit_code } => {
@@ -502,7 +502,7 @@ pub fn stop(g: &GlobalArgs, a: StopArgs) -> anyhow::Result<i32> {
     }
 }
 
-pub fn attach(g: &GlobalArgs, a: AttachArgs) -> anyhow::Result<i32> {
+pub(super) fn attach(g: &GlobalArgs, a: AttachArgs) -> anyhow::Result<i32> {
     let c = a.socket.connect(g)?;
     let spec = match &a.detach_keys {
         Some(k) => k.clone(),
@@ -519,7 +519,7 @@ pub fn attach(g: &GlobalArgs, a: AttachArgs) -> anyhow::Result<i32> {
 }
 
 /// Parse detach keys; the error names where they came from (`--detach-keys` or `run.detach_keys`).
-pub fn detach_keys(spec: &str, from_flag: bool) -> anyhow::Result<DetachKeys> {
+pub(super) fn detach_keys(spec: &str, from_flag: bool) -> anyhow::Result<DetachKeys> {
     DetachKeys::parse(spec).map_err(|e| {
         let origin = if from_flag {
             "--detach-keys"
@@ -562,7 +562,11 @@ fn report_end(end: &RelayEnd, id: &str, from_run: bool) -> i32 {
 
 /// `mpm run` with a daemon: spawn `spec` in the daemon and relay this terminal to it. Returns the
 /// session's exit status, or 0 after a detach (the session keeps running).
-pub fn run_in_daemon(mut c: Client, mut spec: RunSpec, keys: &DetachKeys) -> anyhow::Result<i32> {
+pub(super) fn run_in_daemon(
+    mut c: Client,
+    mut spec: RunSpec,
+    keys: &DetachKeys,
+) -> anyhow::Result<i32> {
     if let Some((cols, rows)) = terminal_size() {
         spec.cols = cols;
         spec.rows = rows;
@@ -589,7 +593,7 @@ pub fn run_in_daemon(mut c: Client, mut spec: RunSpec, keys: &DetachKeys) -> any
 
 /// How an attach ended.
 #[derive(Debug, PartialEq, Eq)]
-pub enum RelayEnd {
+pub(super) enum RelayEnd {
     /// The user detached (or the terminal went away); the session keeps running.
     Detached,
     /// The session ended with this status.
@@ -675,7 +679,7 @@ fn send_on(w: &Mutex<UnixStream>, f: &Frame) -> bool {
 /// SIGTERM) or the session's end. `own_session`: this is `mpm run`'s own session, so stdin that is
 /// not a terminal is the agent's input to its end (no detach key; its end is the agent's EOF), and
 /// SIGTERM/SIGHUP/SIGINT/SIGQUIT end the session (status 128+N) instead of detaching.
-pub fn relay(
+pub(super) fn relay(
     mut c: Client,
     session: &str,
     own_session: bool,

@@ -9,7 +9,7 @@ use super::Cli;
 
 /// The shells `mpm completions` writes a script for.
 #[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum Shell {
+pub(crate) enum Shell {
     Bash,
     Zsh,
     Fish,
@@ -21,12 +21,12 @@ pub enum Shell {
                         zsh:  mpm completions zsh > \"${fpath[1]}/_mpm\"\n\
                         fish: mpm completions fish > ~/.config/fish/completions/mpm.fish"
 )]
-pub struct CompletionsArgs {
+pub(crate) struct CompletionsArgs {
     pub shell: Shell,
 }
 
 /// Write the completion script for `a.shell` to stdout.
-pub fn completions(a: CompletionsArgs) -> anyhow::Result<i32> {
+pub(super) fn completions(a: CompletionsArgs) -> anyhow::Result<i32> {
     let shell = match a.shell {
         Shell::Bash => clap_complete::Shell::Bash,
         Shell::Zsh => clap_complete::Shell::Zsh,
@@ -38,7 +38,7 @@ pub fn completions(a: CompletionsArgs) -> anyhow::Result<i32> {
 }
 
 /// Write the man page (roff, section 1) to stdout: `mpm man > mpm.1`.
-pub fn man() -> anyhow::Result<i32> {
+pub(super) fn man() -> anyhow::Result<i32> {
     let mut buf = Vec::new();
     clap_mangen::Man::new(Cli::command()).render(&mut buf)?;
     write_out(&buf)

@@ -7,19 +7,19 @@ use super::{GlobalArgs, load_config};
 use crate::config::Overrides;
 
 #[derive(Debug, Subcommand)]
-pub enum ConfigCommand {
+pub(crate) enum ConfigCommand {
     /// Print the merged configuration; each value with the layer that set it.
     Show(ShowArgs),
 }
 
 #[derive(Debug, Args)]
-pub struct ShowArgs {
+pub(crate) struct ShowArgs {
     /// JSON: `{"key": {"value": ..., "origin": ...}}`.
     #[arg(long)]
     pub json: bool,
 }
 
-pub fn config(g: &GlobalArgs, cmd: ConfigCommand) -> anyhow::Result<i32> {
+pub(super) fn config(g: &GlobalArgs, cmd: ConfigCommand) -> anyhow::Result<i32> {
     match cmd {
         ConfigCommand::Show(a) => {
             let layered = load_config(g, Overrides::default())?;

@@ -13,7 +13,7 @@ use crate::config::{Overrides, paths};
 use crate::daemon::{Daemon, DaemonOptions, SessionBackend};
 
 #[derive(Debug, Args)]
-pub struct DaemonArgs {
+pub(crate) struct DaemonArgs {
     /// Socket path (default `$MPM_SOCKET`, then `$XDG_RUNTIME_DIR/mpm/mpm.sock`).
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
@@ -23,20 +23,20 @@ pub struct DaemonArgs {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum ServiceCommand {
+pub(crate) enum ServiceCommand {
     /// Write the systemd user unit to `~/.config/systemd/user/mpm.service`.
     Install(ServiceInstallArgs),
 }
 
 #[derive(Debug, Args)]
-pub struct ServiceInstallArgs {
+pub(crate) struct ServiceInstallArgs {
     /// Overwrite an existing unit file.
     #[arg(long)]
     pub force: bool,
 }
 
 /// The unit file shipped in the repository; `service install` fills in the binary path.
-pub const UNIT_TEMPLATE: &str = include_str!("../../systemd/mpm.service");
+pub(super) const UNIT_TEMPLATE: &str = include_str!("../../systemd/mpm.service");
 
 /// The session backend the daemon hosts sessions with: PTY sessions with the full supervisor.
 /// `max_parallel` bounds the sub-agents of all its sessions together.
@@ -59,7 +59,7 @@ pub(super) fn daemon_socket(flag: Option<&Path>, configured: Option<&Path>) -> P
     paths::socket(flag)
 }
 
-pub fn daemon(g: &GlobalArgs, a: DaemonArgs) -> anyhow::Result<i32> {
+pub(super) fn daemon(g: &GlobalArgs, a: DaemonArgs) -> anyhow::Result<i32> {
     crate::daemon::limit_malloc_arenas();
     let cfg = super::load_config(g, Overrides::default())?.config;
     if let Err(msg) = crate::logging::init(&cfg.log, g.log_stderr) {
@@ -83,7 +83,7 @@ pub fn daemon(g: &GlobalArgs, a: DaemonArgs) -> anyhow::Result<i32> {
 }
 
 /// The unit text with `ExecStart` pointing at `exe`.
-pub fn unit_for(exe: &Path) -> String {
+pub(super) fn unit_for(exe: &Path) -> String {
     UNIT_TEMPLATE
         .lines()
         .map(|l| {
@@ -113,7 +113,7 @@ fn systemd_quote(s: &str) -> String {
     }
 }
 
-pub fn service(_g: &GlobalArgs, c: ServiceCommand) -> anyhow::Result<i32> {
+pub(super) fn service(_g: &GlobalArgs, c: ServiceCommand) -> anyhow::Result<i32> {
     let ServiceCommand::Install(a) = c;
     let exe = std::env::current_exe().context("cannot find this executable's path")?;
     let dir = paths::config_dir()

@@ -20,7 +20,7 @@ use crate::feedback::ledger::{DelegationRecord, Ledger};
 use crate::protocol::{ClientMsg, EventFilter, ServerMsg};
 
 #[derive(Debug, Subcommand)]
-pub enum DelegationsCommand {
+pub(crate) enum DelegationsCommand {
     /// One line per delegation: id, session, agent, status, duration, feedback, task.
     List(ListArgs),
     /// Everything known about one delegation, and the start of its result.
@@ -30,7 +30,7 @@ pub enum DelegationsCommand {
 }
 
 #[derive(Debug, Args)]
-pub struct ListArgs {
+pub(crate) struct ListArgs {
     #[command(flatten)]
     pub socket: SocketArg,
     /// Only this session (full id or a unique prefix).
@@ -41,7 +41,7 @@ pub struct ListArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct IdArgs {
+pub(crate) struct IdArgs {
     #[command(flatten)]
     pub socket: SocketArg,
     /// Delegation id (or a unique prefix of at least 4 characters).
@@ -51,7 +51,7 @@ pub struct IdArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct LogsArgs {
+pub(crate) struct LogsArgs {
     #[command(flatten)]
     pub socket: SocketArg,
     /// Delegation id (or a unique prefix of at least 4 characters).
@@ -64,7 +64,7 @@ pub struct LogsArgs {
     pub raw: bool,
 }
 
-pub fn delegations(g: &GlobalArgs, cmd: DelegationsCommand) -> anyhow::Result<i32> {
+pub(super) fn delegations(g: &GlobalArgs, cmd: DelegationsCommand) -> anyhow::Result<i32> {
     let cfg = super::load_config(g, crate::config::Overrides::default())?.config;
     match cmd {
         DelegationsCommand::List(a) => {

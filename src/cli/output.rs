@@ -16,10 +16,10 @@ use std::io::{self, Write};
 /// Stdout is a closed pipe: the reader went away. Ends the command quietly with [`CLOSED_STATUS`].
 #[derive(Debug, thiserror::Error)]
 #[error("standard output is closed")]
-pub struct StdoutClosed;
+pub(crate) struct StdoutClosed;
 
 /// The exit status of a command whose stdout was closed under it: 128 + SIGPIPE.
-pub const CLOSED_STATUS: i32 = 128 + libc::SIGPIPE;
+pub(crate) const CLOSED_STATUS: i32 = 128 + libc::SIGPIPE;
 
 /// Map a stdout write error: a closed pipe to [`StdoutClosed`], anything else to a message.
 pub(crate) fn stdout_error(e: io::Error) -> anyhow::Error {

@@ -9,7 +9,7 @@ use super::output::{errln, outln};
 use crate::patterns::{Engine, EngineBuilder, configured_sources};
 
 #[derive(Debug, Subcommand)]
-pub enum PatternsCommand {
+pub(crate) enum PatternsCommand {
     /// Validate pattern files and run their examples (all configured ones when none are given).
     Check(CheckArgs),
     /// The active patterns with id, category and source file.
@@ -17,12 +17,12 @@ pub enum PatternsCommand {
 }
 
 #[derive(Debug, Args)]
-pub struct CheckArgs {
+pub(crate) struct CheckArgs {
     pub paths: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
-pub struct ListArgs {
+pub(crate) struct ListArgs {
     /// One JSON object per line instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -31,7 +31,7 @@ pub struct ListArgs {
     pub all: bool,
 }
 
-pub fn patterns(g: &GlobalArgs, c: PatternsCommand) -> anyhow::Result<i32> {
+pub(super) fn patterns(g: &GlobalArgs, c: PatternsCommand) -> anyhow::Result<i32> {
     match c {
         PatternsCommand::Check(a) => check(g, a),
         PatternsCommand::List(a) => list(g, a),

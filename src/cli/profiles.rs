@@ -22,7 +22,7 @@ use crate::config::{Config, HeadlessOutput, Overrides, Profile};
 const VERSION_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Subcommand)]
-pub enum ProfilesCommand {
+pub(crate) enum ProfilesCommand {
     /// Every profile: command, headless form, whether its CLI is installed.
     List(ListArgs),
     /// One profile in full, with its CLI's version.
@@ -30,14 +30,14 @@ pub enum ProfilesCommand {
 }
 
 #[derive(Debug, Args)]
-pub struct ListArgs {
+pub(crate) struct ListArgs {
     /// One JSON array of profiles.
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Debug, Args)]
-pub struct ShowArgs {
+pub(crate) struct ShowArgs {
     /// The profile's name.
     pub name: String,
     /// One JSON object.
@@ -217,7 +217,7 @@ fn write_text(out: &mut String, v: &ProfileView<'_>, full: bool) {
     }
 }
 
-pub fn profiles(g: &GlobalArgs, c: ProfilesCommand) -> anyhow::Result<i32> {
+pub(super) fn profiles(g: &GlobalArgs, c: ProfilesCommand) -> anyhow::Result<i32> {
     let layered = load_config(g, Overrides::default())?;
     let cfg = &layered.config;
     let mut out = String::new();

@@ -5,9 +5,9 @@ use clap::Args;
 use super::GlobalArgs;
 
 #[derive(Debug, Args)]
-pub struct PromptArgs {}
+pub(crate) struct PromptArgs {}
 
-pub fn prompt(g: &GlobalArgs, _a: PromptArgs) -> anyhow::Result<i32> {
+pub(super) fn prompt(g: &GlobalArgs, _a: PromptArgs) -> anyhow::Result<i32> {
     let cfg = super::load_config(g, crate::config::Overrides::default())?.config;
     cfg.active_profile()?;
     print!("{}", crate::feedback::prompt::protocol_prompt(&cfg));

@@ -17,7 +17,7 @@ use crate::session::{Session, SessionError, SessionSpec, SharedParts, run_in_ter
 use crate::store::Store;
 
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// Append every event of the session to PATH as JSON lines (flushed per event).
     #[arg(long, value_name = "PATH")]
     pub events_file: Option<PathBuf>,
@@ -47,7 +47,7 @@ pub struct RunArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct WatchdogArgs {
+pub(crate) struct WatchdogArgs {
     /// Session leader whose tree to stop when the parent goes away (normally sent on stdin).
     #[arg(long)]
     pub root: Option<i32>,
@@ -56,7 +56,7 @@ pub struct WatchdogArgs {
     pub grace: f64,
 }
 
-pub fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<i32> {
+pub(super) fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<i32> {
     let mut overrides = Overrides::default();
     if a.no_detect {
         overrides.set("run.detect", false, "--no-detect");
@@ -255,7 +255,7 @@ fn report_start_failure(e: &SessionError, command: &[String], profile: &str, a: 
 }
 
 /// The hidden `mpm __watchdog` (see `pty::watchdog`): reads pids from stdin until mpm goes away.
-pub fn watchdog(a: WatchdogArgs) -> anyhow::Result<i32> {
+pub(super) fn watchdog(a: WatchdogArgs) -> anyhow::Result<i32> {
     let _ = crate::logging::init(&crate::config::LogConfig::default(), false);
     let grace = Duration::from_secs_f64(a.grace.clamp(0.0, 3600.0));
     Ok(crate::pty::watchdog::run(a.root, grace, std::io::stdin()))

@@ -13,7 +13,7 @@ use crate::events::{Detection, TextSource};
 use crate::patterns::{Engine, configured_sources};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum InputKind {
+pub(crate) enum InputKind {
     /// Bytes a program wrote to a PTY, replayed through the screen model.
     Raw,
     /// Plain text lines.
@@ -28,7 +28,7 @@ pub enum InputKind {
 }
 
 #[derive(Debug, Args)]
-pub struct ScanArgs {
+pub(crate) struct ScanArgs {
     /// Screen columns for `--input raw`.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..))]
     pub cols: u16,
@@ -53,7 +53,7 @@ const TEXT_LINE_CAP: usize = crate::patterns::MAX_LINE_BYTES;
 /// JSONL lines are cut here; a longer (cut) line is not valid JSON and gives nothing.
 const JSON_LINE_CAP: usize = 16 * 1024 * 1024;
 
-pub fn scan(g: &GlobalArgs, a: ScanArgs) -> anyhow::Result<i32> {
+pub(super) fn scan(g: &GlobalArgs, a: ScanArgs) -> anyhow::Result<i32> {
     let config = super::load_config(g, Default::default())?;
     let engine = Engine::builder()
         .agents(&config.config.agents)

@@ -8,7 +8,7 @@ use super::GlobalArgs;
 use super::client::SocketArg;
 
 #[derive(Debug, Args)]
-pub struct TopArgs {
+pub(crate) struct TopArgs {
     #[command(flatten)]
     pub socket: SocketArg,
     /// Seconds between refreshes.
@@ -16,7 +16,7 @@ pub struct TopArgs {
     pub interval: f64,
 }
 
-pub fn top(g: &GlobalArgs, a: TopArgs) -> anyhow::Result<i32> {
+pub(super) fn top(g: &GlobalArgs, a: TopArgs) -> anyhow::Result<i32> {
     let cfg = super::load_config(g, crate::config::Overrides::default())?.config;
     let refresh = Duration::try_from_secs_f64(a.interval.clamp(0.1, 60.0))
         .map_err(|e| super::UsageError(format!("--interval: {e}")))?;

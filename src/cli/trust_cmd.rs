@@ -9,7 +9,7 @@ use super::output::outln;
 use crate::trust;
 
 #[derive(Debug, Args)]
-pub struct TrustArgs {
+pub(crate) struct TrustArgs {
     /// The project folder whose `.mpm/config.yaml` to trust as it is now (default: here).
     #[arg(value_name = "PATH", conflicts_with_all = ["list", "revoke"])]
     pub path: Option<PathBuf>,
@@ -21,7 +21,7 @@ pub struct TrustArgs {
     pub revoke: Option<PathBuf>,
 }
 
-pub fn trust(a: TrustArgs) -> anyhow::Result<i32> {
+pub(super) fn trust(a: TrustArgs) -> anyhow::Result<i32> {
     let record = trust::record_path();
     if a.list {
         for (folder, digest) in trust::TrustRecord::load(&record)?.folders {

@@ -10,7 +10,7 @@ use crate::config::Overrides;
 use crate::worker::{self, WorkerOptions};
 
 #[derive(Debug, Args)]
-pub struct WorkerArgs {
+pub(crate) struct WorkerArgs {
     /// NATS server URL (default `executor.nats.url`).
     #[arg(long, value_name = "URL", env = "MPM_NATS_URL")]
     pub nats: Option<String>,
@@ -28,7 +28,7 @@ pub struct WorkerArgs {
     pub state_dir: Option<PathBuf>,
 }
 
-pub fn worker(g: &GlobalArgs, a: WorkerArgs) -> anyhow::Result<i32> {
+pub(super) fn worker(g: &GlobalArgs, a: WorkerArgs) -> anyhow::Result<i32> {
     let cfg = load_config(g, Overrides::default())?.config;
     if let Err(msg) = crate::logging::init(&cfg.log, g.log_stderr) {
         eprintln!("mpm: {msg}");

@@ -114,7 +114,7 @@ pub(crate) struct Fanout {
 
 impl Fanout {
     /// A fan-out into `store` with no followers yet.
-    pub fn new(store: Arc<Store>) -> Self {
+    pub(crate) fn new(store: Arc<Store>) -> Self {
         Fanout {
             store,
             followers: Mutex::new(Vec::new()),
@@ -123,7 +123,7 @@ impl Fanout {
     }
 
     /// Store the event, then hand it to followers. Returns the sequence number once durable.
-    pub fn record(&self, ev: &Event) -> Result<i64, StoreError> {
+    pub(crate) fn record(&self, ev: &Event) -> Result<i64, StoreError> {
         self.live
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -181,13 +181,13 @@ impl LiveTally {
     }
 
     /// (queued, running) delegations.
-    pub fn delegation_counts(&self) -> (u64, u64) {
+    pub(crate) fn delegation_counts(&self) -> (u64, u64) {
         let running = self.delegations.values().filter(|&&r| r).count() as u64;
         (self.delegations.len() as u64 - running, running)
     }
 
     /// The governor mode sessions report, once one has started.
-    pub fn governor_mode(&self) -> Option<String> {
+    pub(crate) fn governor_mode(&self) -> Option<String> {
         self.governor_mode.clone()
     }
 }
@@ -206,12 +206,12 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub fn store(&self) -> &Store {
+    pub(crate) fn store(&self) -> &Store {
         &self.fanout.store
     }
 
     /// The hosted sessions right now (a snapshot: the lock is not held afterwards).
-    pub fn hosted(&self) -> Vec<Arc<Hosted>> {
+    pub(crate) fn hosted(&self) -> Vec<Arc<Hosted>> {
         self.sessions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -448,11 +448,6 @@ fn reaped_event(l: &crate::process::registry::Leftover, signal: i32) -> Event {
             signal,
         },
     }
-}
-
-/// The start time of `pid` (clock ticks since boot, field 22 of `/proc/<pid>/stat`).
-pub(crate) fn process_start(pid: u32) -> Option<u64> {
-    crate::process::start_time(pid as i32)
 }
 
 /// Stop, in the background, the trees of sessions a crashed daemon left running: only when the

@@ -7,7 +7,7 @@ use std::io;
 use std::os::unix::net::UnixDatagram;
 
 /// Send `state` (e.g. `READY=1`) to `$NOTIFY_SOCKET`. `Ok(false)` when not under a notify socket.
-pub fn notify(state: &str) -> io::Result<bool> {
+pub(crate) fn notify(state: &str) -> io::Result<bool> {
     match std::env::var("NOTIFY_SOCKET") {
         Ok(addr) if !addr.is_empty() => notify_to(&addr, state).map(|_| true),
         _ => Ok(false),
@@ -15,7 +15,7 @@ pub fn notify(state: &str) -> io::Result<bool> {
 }
 
 /// Send `state` to the notify socket at `addr` (path, or `@name` for an abstract socket).
-pub fn notify_to(addr: &str, state: &str) -> io::Result<()> {
+pub(crate) fn notify_to(addr: &str, state: &str) -> io::Result<()> {
     let sock = UnixDatagram::unbound()?;
     if let Some(name) = addr.strip_prefix('@') {
         use std::os::linux::net::SocketAddrExt;

@@ -29,7 +29,7 @@ const SUBSCRIBER_BACKLOG: usize = 4096;
 /// Hosts sessions on PTYs with the full supervisor. Sessions share one governor (one sampler
 /// thread) and one compiled engine per pattern set, so an idle session costs little more than its
 /// agent.
-pub struct PtyBackend {
+pub(crate) struct PtyBackend {
     patterns: Vec<PathBuf>,
     state_dir: PathBuf,
     governor: Mutex<Option<Arc<Governor>>>,
@@ -46,7 +46,7 @@ const ENGINE_CACHE: usize = 8;
 impl PtyBackend {
     /// `patterns`: the daemon's own `--patterns`; `state_dir` holds each session's delegation
     /// output under `sessions/<id>/`.
-    pub fn new(patterns: Vec<PathBuf>, state_dir: PathBuf) -> Self {
+    pub(crate) fn new(patterns: Vec<PathBuf>, state_dir: PathBuf) -> Self {
         PtyBackend {
             patterns,
             state_dir,
@@ -59,7 +59,7 @@ impl PtyBackend {
 
     /// Bound the sub-agents of all sessions together to `max` running at once (the daemon's own
     /// `executor.max_parallel`). Without it, the first session's configuration sets the bound.
-    pub fn with_max_parallel(mut self, max: usize) -> Self {
+    pub(crate) fn with_max_parallel(mut self, max: usize) -> Self {
         self.max_parallel = Some(max);
         self
     }

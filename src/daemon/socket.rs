@@ -56,7 +56,7 @@ fn nix_err(what: &'static str, path: &Path) -> impl FnOnce(nix::Error) -> Socket
 }
 
 /// A bound, listening socket plus the instance lock; unlinks its own socket file on drop.
-pub struct BoundSocket {
+pub(crate) struct BoundSocket {
     pub listener: UnixListener,
     path: PathBuf,
     /// Device and inode of the socket we created: we only ever unlink that one.
@@ -65,12 +65,12 @@ pub struct BoundSocket {
 }
 
 impl BoundSocket {
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Remove the socket file if it is still the one we bound.
-    pub fn unlink(&self) {
+    pub(crate) fn unlink(&self) {
         if let Ok(m) = std::fs::symlink_metadata(&self.path)
             && (m.dev(), m.ino()) == self.dev_ino
         {
@@ -87,7 +87,7 @@ impl Drop for BoundSocket {
 
 /// What a connect probe says about an existing socket path.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Probe {
+pub(crate) enum Probe {
     Absent,
     Live,
     Stale,
@@ -95,7 +95,7 @@ pub enum Probe {
 }
 
 /// Probe `path`: a daemon answering `connect`, a stale socket file, or nothing.
-pub fn probe(path: &Path) -> Probe {
+pub(crate) fn probe(path: &Path) -> Probe {
     use std::os::unix::fs::FileTypeExt;
     match std::fs::symlink_metadata(path) {
         Err(_) => Probe::Absent,
@@ -109,7 +109,7 @@ pub fn probe(path: &Path) -> Probe {
 
 /// Bind the daemon socket at `path` as described in the module docs. `private_dir`: the parent is
 /// mpm's own runtime folder, to be forced to 0700 and checked to be ours.
-pub fn bind(path: &Path, private_dir: bool) -> Result<BoundSocket, SocketError> {
+pub(crate) fn bind(path: &Path, private_dir: bool) -> Result<BoundSocket, SocketError> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -190,14 +190,14 @@ pub fn bind(path: &Path, private_dir: bool) -> Result<BoundSocket, SocketError> 
 }
 
 /// The instance lock file next to the socket.
-pub fn lock_path(socket: &Path) -> PathBuf {
+pub(crate) fn lock_path(socket: &Path) -> PathBuf {
     let mut s = socket.as_os_str().to_owned();
     s.push(".lock");
     PathBuf::from(s)
 }
 
 /// The uid of the process at the other end of `stream` (`SO_PEERCRED`).
-pub fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
+pub(crate) fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
     let cred =
         socket::getsockopt(stream, socket::sockopt::PeerCredentials).map_err(io::Error::from)?;
     Ok(cred.uid())

@@ -181,7 +181,7 @@ pub fn prepare_args(args: &[String]) -> ClaudeArgs {
 
 /// Claude's project folder name for `cwd`: every character that is not an ASCII letter or digit
 /// becomes `-` (one per UTF-16 unit, as claude's JavaScript does).
-pub fn project_dir_name(cwd: &Path) -> String {
+pub(crate) fn project_dir_name(cwd: &Path) -> String {
     cwd.to_string_lossy()
         .chars()
         .flat_map(|c| {
@@ -254,7 +254,7 @@ fn content_items(content: &Value, api_error: bool, out: &mut Vec<Item>) {
 /// follows), `end_turn` (or `stop_sequence`, `max_tokens`) on the turn's last message. A sub-agent's
 /// lines (`isSidechain`, their own files) end nothing here. An API-error message (`isApiErrorMessage`)
 /// ends the turn too: claude gives up on it. Cheap for other lines: a substring test before parsing.
-pub fn turn_ended(line: &str) -> bool {
+pub(crate) fn turn_ended(line: &str) -> bool {
     if !line.contains("\"assistant\"") {
         return false;
     }
@@ -288,7 +288,7 @@ pub fn turn_ended(line: &str) -> bool {
 /// The items of one transcript or stream-json line. Lines that are not JSON, not assistant output, or
 /// belong to a sub-agent (`isSidechain`, or a stream line with a `parent_tool_use_id`) give nothing:
 /// a sub-agent's own words are not the session's.
-pub fn parse_line(line: &str) -> Vec<Item> {
+pub(crate) fn parse_line(line: &str) -> Vec<Item> {
     let mut out = Vec::new();
     let Ok(v) = serde_json::from_str::<Value>(line) else {
         return out;
@@ -324,13 +324,14 @@ pub fn parse_line(line: &str) -> Vec<Item> {
 
 /// Lines of markdown worth matching: fenced code blocks are skipped (a `// TODO` in code is not a
 /// ticket).
-pub fn markdown_lines(text: &str) -> impl Iterator<Item = &str> {
+#[cfg(test)]
+pub(crate) fn markdown_lines(text: &str) -> impl Iterator<Item = &str> {
     markdown_lines_with_code(text).filter_map(|(l, code)| (!code).then_some(l))
 }
 
 /// Every line of markdown that is not a fence line, with whether it lies inside a fenced code
 /// block (for the patterns that ask for code).
-pub fn markdown_lines_with_code(text: &str) -> impl Iterator<Item = (&str, bool)> {
+pub(crate) fn markdown_lines_with_code(text: &str) -> impl Iterator<Item = (&str, bool)> {
     let mut in_fence = false;
     text.lines().filter_map(move |l| {
         let t = l.trim_start();
@@ -343,7 +344,7 @@ pub fn markdown_lines_with_code(text: &str) -> impl Iterator<Item = (&str, bool)
 }
 
 /// How often the tailer looks for new transcript lines.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// A transcript line longer than this is skipped (tool results can be huge; assistant text is not).
 const MAX_LINE: usize = 16 * 1024 * 1024;
 

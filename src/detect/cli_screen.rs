@@ -90,7 +90,9 @@ pub enum RowKind<'a> {
 /// One CLI's compiled screen table.
 #[derive(Debug, Clone)]
 pub struct CliScreen {
+    /// The profile (CLI) it describes.
     pub profile: String,
+    /// The CLI draws half-streamed rows: screen detections wait for the turn's end.
     pub streaming: bool,
     markers: Vec<String>,
     /// User rows, then chrome, then turn-end rows, in one set.
@@ -111,7 +113,7 @@ const BUILTIN: &[(&str, &str)] = &[
 
 /// The profile a command is, by the file name of its `argv[0]` (`/x/bin/codex` → `codex`), when it
 /// is one of the CLIs with a built-in table (claude included).
-pub fn profile_of_command(argv: &[String]) -> Option<&'static str> {
+pub(crate) fn profile_of_command(argv: &[String]) -> Option<&'static str> {
     let name = std::path::Path::new(argv.first()?).file_name()?.to_str()?;
     ["claude", "codex", "gemini", "opencode", "aider"]
         .into_iter()
@@ -232,18 +234,18 @@ enum Lex {
 /// Finds OSC strings in raw output, in any chunking: [`OscLexer::scan`] gives each string that ends
 /// in a chunk with the offset just past its terminator, so the caller can act on it in stream order.
 #[derive(Debug, Default)]
-pub struct OscLexer {
+pub(crate) struct OscLexer {
     state: Lex,
     buf: Vec<u8>,
 }
 
 impl OscLexer {
-    pub fn new() -> OscLexer {
+    pub(crate) fn new() -> OscLexer {
         OscLexer::default()
     }
 
     /// The OSC strings that end in `bytes`: (offset after the terminator, the string).
-    pub fn scan(&mut self, bytes: &[u8]) -> Vec<(usize, String)> {
+    pub(crate) fn scan(&mut self, bytes: &[u8]) -> Vec<(usize, String)> {
         let mut out = Vec::new();
         for (i, &b) in bytes.iter().enumerate() {
             self.state = match self.state {

@@ -40,7 +40,7 @@ const LOCATE_POLL: Duration = Duration::from_millis(300);
 
 /// The CLIs whose transcript is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Codex,
     Gemini,
     Aider,
@@ -48,7 +48,7 @@ pub enum Kind {
 
 impl Kind {
     /// The transcript kind of a profile, if mpm reads its transcript.
-    pub fn of_profile(profile: &str) -> Option<Kind> {
+    pub(crate) fn of_profile(profile: &str) -> Option<Kind> {
         match profile {
             "codex" => Some(Kind::Codex),
             "gemini" => Some(Kind::Gemini),
@@ -60,14 +60,14 @@ impl Kind {
 
 /// What one transcript line says.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Entry {
+pub(crate) enum Entry {
     Item(Item),
     /// The turn is over (codex `task_complete`, a gemini reply).
     TurnEnd,
 }
 
 /// One line of `kind`'s JSONL transcript (codex, gemini).
-pub fn parse_line(kind: Kind, line: &str) -> Vec<Entry> {
+pub(crate) fn parse_line(kind: Kind, line: &str) -> Vec<Entry> {
     let Ok(v) = serde_json::from_str::<Value>(line) else {
         return Vec::new();
     };
@@ -81,12 +81,12 @@ pub fn parse_line(kind: Kind, line: &str) -> Vec<Entry> {
 /// aider's chat history, read line by line: the reply's lines are gathered until aider's next own
 /// line (`> …`) or the user's (`#### …`).
 #[derive(Debug, Default)]
-pub struct AiderHistory {
+pub(crate) struct AiderHistory {
     reply: Vec<String>,
 }
 
 impl AiderHistory {
-    pub fn line(&mut self, line: &str) -> Vec<Entry> {
+    pub(crate) fn line(&mut self, line: &str) -> Vec<Entry> {
         let l = line.trim_end_matches('\r');
         let aiders = l.starts_with("> ") || l == ">";
         if !aiders && !l.starts_with("#### ") {
@@ -221,7 +221,7 @@ fn subdirs(dir: &Path) -> Vec<PathBuf> {
 
 /// codex: the newest rollout under `codex_home/sessions` written since `since` whose
 /// `session_meta.cwd` is `cwd`.
-pub fn locate_codex(codex_home: &Path, cwd: &Path, since: SystemTime) -> Option<PathBuf> {
+pub(crate) fn locate_codex(codex_home: &Path, cwd: &Path, since: SystemTime) -> Option<PathBuf> {
     // sessions/YYYY/MM/DD: the last two days are enough (a session that crosses midnight).
     let mut days = Vec::new();
     for y in subdirs(&codex_home.join("sessions")).iter().rev().take(2) {
@@ -252,7 +252,7 @@ pub fn locate_codex(codex_home: &Path, cwd: &Path, since: SystemTime) -> Option<
 }
 
 /// gemini: the newest chat file of `cwd`'s project under `home/.gemini/tmp` written since `since`.
-pub fn locate_gemini(home: &Path, cwd: &Path, since: SystemTime) -> Option<PathBuf> {
+pub(crate) fn locate_gemini(home: &Path, cwd: &Path, since: SystemTime) -> Option<PathBuf> {
     let gemini = home.join(".gemini");
     let key = std::fs::canonicalize(cwd).unwrap_or_else(|_| cwd.to_path_buf());
     let project = std::fs::read_to_string(gemini.join("projects.json"))
@@ -275,7 +275,7 @@ pub fn locate_gemini(home: &Path, cwd: &Path, since: SystemTime) -> Option<PathB
 }
 
 /// Where `kind`'s transcript of a session in `cwd` started at `since` is, once it exists.
-pub fn locate(
+pub(crate) fn locate(
     kind: Kind,
     env_home: &Path,
     codex_home: Option<&Path>,
@@ -293,7 +293,7 @@ pub fn locate(
 }
 
 /// Follows one CLI transcript on a thread: looks for the file until it appears, then tails it.
-pub struct CliTranscript {
+pub(crate) struct CliTranscript {
     stop: Arc<AtomicBool>,
     handle: Option<JoinHandle<()>>,
 }
@@ -307,7 +307,11 @@ impl std::fmt::Debug for CliTranscript {
 impl CliTranscript {
     /// Start looking with `locate` (called every [`LOCATE_POLL`] until it gives a path), then call
     /// `on_entry` for each entry of each complete line, on the thread.
-    pub fn spawn<L, F>(kind: Kind, locate: L, mut on_entry: F) -> std::io::Result<CliTranscript>
+    pub(crate) fn spawn<L, F>(
+        kind: Kind,
+        locate: L,
+        mut on_entry: F,
+    ) -> std::io::Result<CliTranscript>
     where
         L: Fn() -> Option<PathBuf> + Send + 'static,
         F: FnMut(Entry) + Send + 'static,
@@ -350,7 +354,7 @@ impl CliTranscript {
     }
 
     /// Read what is left, then stop the thread and wait for it.
-    pub fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         self.shutdown();
     }
 

@@ -22,7 +22,7 @@ use crate::events::{Detection, EventBody};
 use super::Pipeline;
 
 /// After this many panics in one session, detection stops (the same bug would keep firing).
-pub const MAX_PANICS: u32 = 3;
+pub(crate) const MAX_PANICS: u32 = 3;
 
 thread_local! {
     /// Contained work is running on this thread.
@@ -34,7 +34,7 @@ thread_local! {
 /// For panic hooks: when the panicking thread is running contained work, keep the panic's message
 /// and location for the incident and return true (the hook then prints nothing and leaves the
 /// terminal as it is); false otherwise.
-pub fn absorb_panic(info: &PanicHookInfo<'_>) -> bool {
+pub(crate) fn absorb_panic(info: &PanicHookInfo<'_>) -> bool {
     if !CONTAINED.with(Cell::get) {
         return false;
     }

@@ -349,7 +349,7 @@ const SPINNER: &[char] = &['✻', '✢', '✳', '✶', '✽', '·', '*', '◐', 
 
 /// Rows a TUI redraws around the reply that are not reply text: a spinner or status word, the
 /// prompt box and its borders, the status bar, the user's input row.
-pub fn is_chrome(trimmed: &str) -> bool {
+pub(crate) fn is_chrome(trimmed: &str) -> bool {
     let Some(first) = trimmed.chars().next() else {
         return true;
     };
@@ -386,7 +386,7 @@ pub fn is_chrome(trimmed: &str) -> bool {
 }
 
 /// claude's end-of-turn row: `✻ Crunched for 0s · done 12:11 PM`, `✻ Cooked for 1m 3s`.
-pub fn is_turn_end(trimmed: &str) -> bool {
+pub(crate) fn is_turn_end(trimmed: &str) -> bool {
     let Some(rest) = trimmed.strip_prefix('✻') else {
         return false;
     };

@@ -20,7 +20,7 @@
 use crate::events::Detection;
 
 /// Separates the parts of a fingerprint (a control character no normalised text contains).
-pub const SEP: char = '\u{1f}';
+pub(crate) const SEP: char = '\u{1f}';
 
 /// The fingerprint of one thing said: `group` (category plus agent or ticket type, lower case) and
 /// `text` (the [`normalize`]d task, title or line).
@@ -79,7 +79,7 @@ impl Fingerprint {
 }
 
 /// True when the normalised `short` is the normalised `long` cut at a word boundary (and shorter).
-pub fn is_word_prefix(short: &str, long: &str) -> bool {
+pub(crate) fn is_word_prefix(short: &str, long: &str) -> bool {
     !short.is_empty()
         && long.len() > short.len()
         && long.starts_with(short)
@@ -87,7 +87,7 @@ pub fn is_word_prefix(short: &str, long: &str) -> bool {
 }
 
 /// The normalised text of `s` (see the module doc).
-pub fn normalize(s: &str) -> String {
+pub(crate) fn normalize(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     push_normalized(s, &mut out);
     out
@@ -117,7 +117,7 @@ fn is_marker(prev: Option<char>, c: char, next: Option<char>) -> bool {
 }
 
 /// [`normalize`] of `s`, appended to `out`.
-pub fn push_normalized(s: &str, out: &mut String) {
+pub(crate) fn push_normalized(s: &str, out: &mut String) {
     let base = out.len();
     let chars: Vec<char> = s.chars().map(narrow).collect();
     let mut pending_space = false;

@@ -18,7 +18,7 @@
 
 /// A template the executor refuses to run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TemplateError {
+pub(crate) enum TemplateError {
     #[error("argv template is empty")]
     Empty,
     #[error("argv[0] {0:?} must be a fixed program, not a placeholder")]
@@ -30,7 +30,7 @@ pub enum TemplateError {
 /// The placeholders a template may use. `{role_toml}` is the role as a TOML basic string (quoted,
 /// escaped), for CLIs that read a `key=value` override as TOML (codex `-c
 /// developer_instructions={role_toml}`): any role text arrives literally.
-pub const PLACEHOLDERS: [&str; 6] = [
+pub(crate) const PLACEHOLDERS: [&str; 6] = [
     "task",
     "role",
     "role_toml",
@@ -40,7 +40,7 @@ pub const PLACEHOLDERS: [&str; 6] = [
 ];
 
 /// `text` as a TOML basic string: in double quotes, with `"`, `\\` and control characters escaped.
-pub fn toml_string(text: &str) -> String {
+pub(crate) fn toml_string(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     out.push('"');
     for c in text.chars() {
@@ -60,7 +60,7 @@ pub fn toml_string(text: &str) -> String {
 
 /// Values substituted for the placeholders.
 #[derive(Debug, Clone, Copy)]
-pub struct Values<'a> {
+pub(crate) struct Values<'a> {
     pub task: &'a str,
     pub role: &'a str,
     pub agent: &'a str,
@@ -83,7 +83,7 @@ impl Values<'_> {
 }
 
 /// Check a template against the rules above.
-pub fn validate_template(template: &[String]) -> Result<(), TemplateError> {
+pub(crate) fn validate_template(template: &[String]) -> Result<(), TemplateError> {
     let first = template.first().ok_or(TemplateError::Empty)?;
     if PLACEHOLDERS
         .iter()
@@ -99,7 +99,7 @@ pub fn validate_template(template: &[String]) -> Result<(), TemplateError> {
 }
 
 /// Remove control characters from model text: C0 (except `\n` and `\t`), DEL and C1; CR is dropped.
-pub fn clean_task(task: &str) -> String {
+pub(crate) fn clean_task(task: &str) -> String {
     task.chars()
         .filter(|&c| c == '\n' || c == '\t' || !c.is_control())
         .collect()
@@ -135,7 +135,7 @@ fn substitute(element: &str, v: &Values<'_>) -> (String, bool) {
 }
 
 /// Build the argv for one delegation. `v.task` should already be [`clean_task`]ed.
-pub fn expand(template: &[String], v: &Values<'_>) -> Result<Vec<String>, TemplateError> {
+pub(crate) fn expand(template: &[String], v: &Values<'_>) -> Result<Vec<String>, TemplateError> {
     validate_template(template)?;
     let mut argv = Vec::with_capacity(template.len());
     for (i, element) in template.iter().enumerate() {

@@ -27,7 +27,7 @@ use crate::worktree::{self, Outcome, Source, Worktree};
 
 /// One delegation as a backend sees it.
 #[derive(Debug, Clone)]
-pub struct RunSpec {
+pub(crate) struct RunSpec {
     pub delegation_id: String,
     pub session: String,
     pub agent: Agent,
@@ -45,7 +45,7 @@ pub struct RunSpec {
 
 /// How a backend's run ended.
 #[derive(Debug, Clone)]
-pub struct RunEnd {
+pub(crate) struct RunEnd {
     pub end: AttemptEnd,
     pub attempts: u32,
     /// The worker that ran it (remote backends).
@@ -56,10 +56,10 @@ pub struct RunEnd {
 }
 
 /// Called with (pid, worker) when an attempt started; its guard lives as long as the attempt.
-pub type OnStart<'a> = Box<dyn FnMut(u32, Option<&str>) -> Option<SpawnGuard> + Send + 'a>;
+pub(crate) type OnStart<'a> = Box<dyn FnMut(u32, Option<&str>) -> Option<SpawnGuard> + Send + 'a>;
 
 /// A backend that runs delegations somewhere else.
-pub trait Backend: Send + Sync {
+pub(crate) trait Backend: Send + Sync {
     /// Run one delegation to its end; `cancel` flips to true when it must stop.
     fn run<'a>(
         &'a self,
@@ -72,7 +72,7 @@ pub trait Backend: Send + Sync {
 /// Run a delegation's attempts here: argv from the agent's template (the task one element),
 /// `MPM_*` environment, per-attempt timeout, retries of transient exit codes with backoff.
 /// Returns the last attempt's end and the number of attempts.
-pub async fn run_attempts(
+pub(crate) async fn run_attempts(
     spec: &RunSpec,
     cwd: Option<PathBuf>,
     cancel: &mut watch::Receiver<bool>,
@@ -143,7 +143,7 @@ pub async fn run_attempts(
 
 /// For an agent with `isolation: worktree`: make its worktree (off the async threads). `Ok(None)`
 /// for `isolation: none`; `Err` = reject the delegation with this reason.
-pub async fn isolate(
+pub(crate) async fn isolate(
     agent: &Agent,
     delegation_id: &str,
     source: Source,
@@ -162,7 +162,7 @@ pub async fn isolate(
 }
 
 /// The source of a local delegation's worktree: the agent's `cwd`, else this process's directory.
-pub fn local_source(agent: &Agent) -> Source {
+pub(crate) fn local_source(agent: &Agent) -> Source {
     let dir = agent
         .cwd
         .clone()
@@ -177,7 +177,7 @@ pub fn local_source(agent: &Agent) -> Source {
 
 /// Finish an isolated delegation's worktree (teardown, commit, record); errors are logged and
 /// reported in the outcome's absence.
-pub async fn release(
+pub(crate) async fn release(
     wt: Worktree,
     agent: &str,
     delegation_id: &str,
@@ -200,7 +200,7 @@ pub async fn release(
 
 /// Append the worktree section to `<id>.result.md` (creating it from the stdout when the run wrote
 /// no result); returns the result file.
-pub fn record_outcome(
+pub(crate) fn record_outcome(
     state_dir: &Path,
     delegation_id: &str,
     output_path: Option<&Path>,

@@ -14,10 +14,10 @@ use std::sync::Mutex;
 use crate::config::{AgentBudget, BudgetsConfig, Config};
 
 /// The environment variable that carries the nesting depth.
-pub const DEPTH_VAR: &str = "MPM_DEPTH";
+pub(crate) const DEPTH_VAR: &str = "MPM_DEPTH";
 
 /// This process's nesting depth: `MPM_DEPTH`, 0 when unset or unreadable.
-pub fn own_depth() -> u32 {
+pub(crate) fn own_depth() -> u32 {
     std::env::var(DEPTH_VAR)
         .ok()
         .and_then(|v| v.trim().parse().ok())
@@ -31,7 +31,7 @@ struct Spent {
 }
 
 /// One session's budgets and what its delegations have spent. One owner: the executor.
-pub struct Budgets {
+pub(crate) struct Budgets {
     session: BudgetsConfig,
     agents: HashMap<String, AgentBudget>,
     depth: u32,
@@ -40,7 +40,7 @@ pub struct Budgets {
 
 impl Budgets {
     /// Budgets from the config for a session running at `depth`.
-    pub fn new(cfg: &Config, depth: u32) -> Self {
+    pub(crate) fn new(cfg: &Config, depth: u32) -> Self {
         Budgets {
             session: cfg.executor.budgets.clone(),
             agents: cfg
@@ -54,13 +54,13 @@ impl Budgets {
     }
 
     /// The depth this session's sub-agents run at.
-    pub fn child_depth(&self) -> u32 {
+    pub(crate) fn child_depth(&self) -> u32 {
         self.depth.saturating_add(1)
     }
 
     /// `Some(reason)` when a delegation to `agent` must be rejected; the reason names the budget
     /// and the figures.
-    pub fn check(&self, agent: &str) -> Option<String> {
+    pub(crate) fn check(&self, agent: &str) -> Option<String> {
         if let Some(max) = self.session.max_depth
             && self.child_depth() > max
         {
@@ -111,7 +111,7 @@ impl Budgets {
     }
 
     /// Add what one finished delegation of `agent` spent.
-    pub fn record(&self, agent: &str, tokens: u64, cost_usd: Option<f64>) {
+    pub(crate) fn record(&self, agent: &str, tokens: u64, cost_usd: Option<f64>) {
         let cost = cost_usd
             .filter(|c| c.is_finite() && *c > 0.0)
             .unwrap_or(0.0);

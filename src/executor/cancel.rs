@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// The reason a user-cancelled delegation ends with.
-pub const REASON: &str = "cancelled by the user";
+pub(crate) const REASON: &str = "cancelled by the user";
 
 /// Markers older than this belong to delegations that ended long ago.
 const STALE: Duration = Duration::from_secs(3600);
@@ -30,7 +30,7 @@ fn marker(id: &str) -> Option<PathBuf> {
 }
 
 /// Record that the user cancels delegation `id` (call before signalling its process group).
-pub fn request(id: &str) -> std::io::Result<()> {
+pub(crate) fn request(id: &str) -> std::io::Result<()> {
     let path = marker(id).ok_or_else(|| {
         std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a delegation id")
     })?;
@@ -58,12 +58,12 @@ pub fn request(id: &str) -> std::io::Result<()> {
 }
 
 /// True when the user asked to cancel `id` (the marker stays).
-pub fn requested(id: &str) -> bool {
+pub(crate) fn requested(id: &str) -> bool {
     marker(id).is_some_and(|p| p.exists())
 }
 
 /// True when the user asked to cancel `id`; the marker is removed.
-pub fn take(id: &str) -> bool {
+pub(crate) fn take(id: &str) -> bool {
     marker(id).is_some_and(|p| std::fs::remove_file(p).is_ok())
 }
 

@@ -7,26 +7,26 @@ use std::time::{Duration, Instant};
 
 /// The dedup key of a delegation: the session's one identity ([`crate::detect::Fingerprint`]) of
 /// the registry agent name and the task, folded for markdown, width, whitespace and case.
-pub fn dedup_key(agent: &str, task: &str) -> crate::detect::Fingerprint {
+pub(crate) fn dedup_key(agent: &str, task: &str) -> crate::detect::Fingerprint {
     crate::detect::Fingerprint::delegation(agent, task)
 }
 
 /// At most `per_minute` admissions in any 60 s window (0 = no cap). Holds at most `per_minute`
 /// instants.
 #[derive(Debug)]
-pub struct RateWindow {
+pub(crate) struct RateWindow {
     per_minute: usize,
     window: Duration,
     admitted: VecDeque<Instant>,
 }
 
 impl RateWindow {
-    pub fn new(per_minute: u32) -> Self {
+    pub(crate) fn new(per_minute: u32) -> Self {
         Self::with_window(per_minute, Duration::from_secs(60))
     }
 
     /// A window of another length (tests).
-    pub fn with_window(per_minute: u32, window: Duration) -> Self {
+    pub(crate) fn with_window(per_minute: u32, window: Duration) -> Self {
         RateWindow {
             per_minute: per_minute as usize,
             window,
@@ -35,7 +35,7 @@ impl RateWindow {
     }
 
     /// Whether one more admission fits now; records it when it does.
-    pub fn try_admit(&mut self, now: Instant) -> bool {
+    pub(crate) fn try_admit(&mut self, now: Instant) -> bool {
         if self.per_minute == 0 {
             return true;
         }
@@ -56,7 +56,7 @@ impl RateWindow {
 
 /// What the breaker says about starting one more delegation of its agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BreakerDecision {
+pub(crate) enum BreakerDecision {
     /// Closed: run normally.
     Run,
     /// Half-open after the cool-down: this delegation is the single trial.
@@ -69,7 +69,7 @@ pub enum BreakerDecision {
 /// trial runs (half-open); its success closes the breaker, its failure opens it again.
 /// `threshold` 0 disables the breaker.
 #[derive(Debug, Clone)]
-pub struct Breaker {
+pub(crate) struct Breaker {
     threshold: u32,
     cooldown: Duration,
     failures: u32,
@@ -78,7 +78,7 @@ pub struct Breaker {
 }
 
 impl Breaker {
-    pub fn new(threshold: u32, cooldown: Duration) -> Self {
+    pub(crate) fn new(threshold: u32, cooldown: Duration) -> Self {
         Breaker {
             threshold,
             cooldown,
@@ -89,12 +89,13 @@ impl Breaker {
     }
 
     /// True while it rejects without looking further (open, cool-down not over).
-    pub fn is_open(&self, now: Instant) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_open(&self, now: Instant) -> bool {
         self.open_until.is_some_and(|t| now < t)
     }
 
     /// While open: why a delegation of `agent` is rejected now.
-    pub fn open_reason(&self, agent: &str, now: Instant) -> Option<String> {
+    pub(crate) fn open_reason(&self, agent: &str, now: Instant) -> Option<String> {
         let until = self.open_until.filter(|t| now < *t)?;
         let left = until.duration_since(now).as_secs_f64();
         Some(format!(
@@ -104,7 +105,7 @@ impl Breaker {
     }
 
     /// Decide for a delegation about to start; a `Trial` marks the trial as running.
-    pub fn decide(&mut self, agent: &str, now: Instant) -> BreakerDecision {
+    pub(crate) fn decide(&mut self, agent: &str, now: Instant) -> BreakerDecision {
         if self.open_until.is_none() {
             return BreakerDecision::Run;
         }
@@ -122,7 +123,7 @@ impl Breaker {
 
     /// Record how a delegation ended: `Some(true)` success, `Some(false)` failure (failed or timed
     /// out), `None` neither (cancelled). `trial` says whether it was the half-open trial.
-    pub fn record(&mut self, outcome: Option<bool>, trial: bool, now: Instant) {
+    pub(crate) fn record(&mut self, outcome: Option<bool>, trial: bool, now: Instant) {
         if trial {
             self.trial_running = false;
         }

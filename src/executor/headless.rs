@@ -29,7 +29,7 @@ use super::result_file::{self, Outcome};
 use crate::config::HeadlessOutput;
 
 /// Read `stdout_path` in the given format. A missing or unreadable file gives an empty outcome.
-pub fn read_outcome(stdout_path: &Path, format: HeadlessOutput) -> Outcome {
+pub(crate) fn read_outcome(stdout_path: &Path, format: HeadlessOutput) -> Outcome {
     match format {
         HeadlessOutput::Claude => result_file::read_outcome(stdout_path),
         HeadlessOutput::Text => Outcome::default(),
@@ -41,7 +41,7 @@ pub fn read_outcome(stdout_path: &Path, format: HeadlessOutput) -> Outcome {
 }
 
 /// Parse headless output of a format other than claude's from a reader.
-pub fn parse(reader: impl BufRead, format: HeadlessOutput) -> Outcome {
+pub(crate) fn parse(reader: impl BufRead, format: HeadlessOutput) -> Outcome {
     match format {
         HeadlessOutput::Codex => codex(json_lines(reader)),
         HeadlessOutput::Gemini => gemini(json_lines(reader)),

@@ -25,9 +25,13 @@ pub const TICK: Duration = Duration::from_secs(1);
 /// What one `delegation.progress` event says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Progress {
+    /// The last tool the sub-agent called.
     pub last_tool: Option<String>,
+    /// Tokens so far.
     pub tokens: u64,
+    /// Since the sub-agent started.
     pub elapsed: Duration,
+    /// No output and no CPU for the stall time.
     pub stalled: bool,
 }
 
@@ -37,7 +41,9 @@ pub type ProgressSink = Arc<dyn Fn(Progress) + Send + Sync>;
 /// Progress reporting for one delegation: the sink and the stall time.
 #[derive(Clone)]
 pub struct Monitor {
+    /// Where progress goes.
     pub sink: ProgressSink,
+    /// `executor.stall_secs`.
     pub stall: Duration,
 }
 
@@ -68,6 +74,7 @@ pub struct Tracker {
 }
 
 impl Tracker {
+    /// Nothing seen yet.
     pub fn new() -> Arc<Tracker> {
         Arc::new(Tracker {
             state: Mutex::new(State {

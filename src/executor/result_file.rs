@@ -118,13 +118,21 @@ pub fn file_name(agent: &str, delegation_id: &str) -> String {
 
 /// What goes into the header.
 pub struct Header<'a> {
+    /// The agent.
     pub agent: &'a str,
+    /// The task.
     pub task: &'a str,
+    /// How it ended.
     pub status: DelegationStatus,
+    /// From queued to finished.
     pub duration_ms: u64,
+    /// The session that delegated it.
     pub session: &'a str,
+    /// The delegation's id.
     pub delegation_id: &'a str,
+    /// The sub-agent's exit code, if it exited.
     pub exit_code: Option<i32>,
+    /// Why it ended this way, when there is a reason.
     pub reason: Option<&'a str>,
     /// The agent CLI profile the sub-agent ran with.
     pub profile: Option<&'a str>,

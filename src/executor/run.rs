@@ -34,7 +34,7 @@ use crate::process;
 
 /// Everything needed to run one attempt.
 #[derive(Debug, Clone)]
-pub struct AttemptSpec {
+pub(crate) struct AttemptSpec {
     pub argv: Vec<String>,
     pub cwd: Option<PathBuf>,
     pub env: BTreeMap<String, String>,
@@ -52,7 +52,7 @@ pub struct AttemptSpec {
 
 /// How an attempt ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AttemptEnd {
+pub(crate) enum AttemptEnd {
     /// The sub-agent exited; shell convention status (128+N for signal N).
     Exited(i32),
     TimedOut,
@@ -63,7 +63,7 @@ pub enum AttemptEnd {
 
 /// Run attempt number `attempt` (from 1). `on_start` gets the pid once the child is running. `cancel` flips to true when
 /// the session cancels running delegations.
-pub async fn run_attempt(
+pub(crate) async fn run_attempt(
     spec: &AttemptSpec,
     attempt: u32,
     cancel: &mut watch::Receiver<bool>,
@@ -265,7 +265,7 @@ async fn drain(
 }
 
 /// Resolves once cancellation is requested (never, if the sender is gone).
-pub async fn cancelled(rx: &mut watch::Receiver<bool>) {
+pub(crate) async fn cancelled(rx: &mut watch::Receiver<bool>) {
     if rx.wait_for(|c| *c).await.is_err() {
         std::future::pending::<()>().await;
     }

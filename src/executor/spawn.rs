@@ -19,7 +19,7 @@ use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 
 /// What to spawn.
-pub struct SpawnSpec<'a> {
+pub(crate) struct SpawnSpec<'a> {
     pub argv: &'a [String],
     /// Added to (and overriding) mpm's own environment.
     pub env: &'a BTreeMap<String, String>,
@@ -34,7 +34,7 @@ pub struct SpawnSpec<'a> {
 
 /// Spawn as a session leader. Must run inside a tokio runtime (on a thread that outlives the
 /// child: the parent-death signal follows the spawning thread).
-pub fn spawn_leader(spec: &SpawnSpec<'_>) -> io::Result<Leader> {
+pub(crate) fn spawn_leader(spec: &SpawnSpec<'_>) -> io::Result<Leader> {
     let (program, args) = spec
         .argv
         .split_first()
@@ -100,19 +100,19 @@ pub fn spawn_leader(spec: &SpawnSpec<'_>) -> io::Result<Leader> {
 }
 
 /// A spawned session leader; tokio reaps it.
-pub struct Leader {
+pub(crate) struct Leader {
     pid: i32,
     child: tokio::process::Child,
 }
 
 impl Leader {
-    pub fn pid(&self) -> i32 {
+    pub(crate) fn pid(&self) -> i32 {
         self.pid
     }
 
     /// Wait for the leader to exit and reap it. Cancel-safe; after the first success it returns
     /// the same status again.
-    pub async fn wait(&mut self) -> io::Result<ExitStatus> {
+    pub(crate) async fn wait(&mut self) -> io::Result<ExitStatus> {
         self.child.wait().await
     }
 }

@@ -25,14 +25,14 @@ struct Batch {
 
 /// A message ready for the main agent: the batch's delegation ids and the text.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Ready {
+pub(crate) struct Ready {
     pub ids: Vec<String>,
     pub text: String,
 }
 
 /// See the module docs.
 #[derive(Debug)]
-pub struct Batcher {
+pub(crate) struct Batcher {
     window: Duration,
     lines: usize,
     max_bytes: usize,
@@ -46,7 +46,7 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    pub fn new(window: Duration, lines: usize, max_bytes: usize, max: u32) -> Self {
+    pub(crate) fn new(window: Duration, lines: usize, max_bytes: usize, max: u32) -> Self {
         Batcher {
             window,
             lines,
@@ -61,18 +61,13 @@ impl Batcher {
         }
     }
 
-    /// Messages handed out so far.
-    pub fn delivered(&self) -> u32 {
-        self.delivered
-    }
-
     /// True once `max_feedback_per_session` messages were handed out: nothing more will be.
-    pub fn capped(&self) -> bool {
+    pub(crate) fn capped(&self) -> bool {
         self.delivered >= self.max
     }
 
     /// True while some batch waits (open, running, or finished and not handed out).
-    pub fn has_batches(&self) -> bool {
+    pub(crate) fn has_batches(&self) -> bool {
         !self.batches.is_empty()
     }
 
@@ -95,7 +90,7 @@ impl Batcher {
     }
 
     /// Fold one bus event in.
-    pub fn on_event(&mut self, ev: &Event, now: Instant) {
+    pub(crate) fn on_event(&mut self, ev: &Event, now: Instant) {
         match &ev.body {
             EventBody::DelegationQueued(d) => self.join(&d.delegation_id, now),
             EventBody::DelegationFinished {
@@ -141,7 +136,7 @@ impl Batcher {
     }
 
     /// The main agent's turn ended (idle after working, or its Stop hook).
-    pub fn turn_ended(&mut self, now: Instant) {
+    pub(crate) fn turn_ended(&mut self, now: Instant) {
         self.turn_signals = true;
         self.last_turn_end = Some(now);
     }
@@ -159,7 +154,7 @@ impl Batcher {
     }
 
     /// The next message, if a closed batch has finished and the cap allows; handed out once.
-    pub fn take_ready(&mut self, now: Instant) -> Option<Ready> {
+    pub(crate) fn take_ready(&mut self, now: Instant) -> Option<Ready> {
         self.close_due(now);
         let pos = self
             .batches
@@ -295,6 +290,6 @@ mod tests {
         t.state(SessionState::Idle, SessionState::Working, ms(2030));
         assert_eq!(t.b.take_ready(ms(5000)), None);
         assert!(t.b.has_batches(), "c is pending");
-        assert_eq!(t.b.delivered(), 1);
+        assert_eq!(t.b.delivered, 1);
     }
 }

@@ -10,7 +10,7 @@ use crate::events::{DelegationPhase, Event, EventBody, FeedbackVia};
 
 /// What is known about one delegation.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct DelegationRecord {
+pub(crate) struct DelegationRecord {
     pub delegation_id: String,
     pub session: String,
     pub agent: String,
@@ -39,13 +39,13 @@ pub struct DelegationRecord {
 
 impl DelegationRecord {
     /// True once it has ended.
-    pub fn is_finished(&self) -> bool {
+    pub(crate) fn is_finished(&self) -> bool {
         self.finished_at.is_some()
     }
 
     /// `delivered (paste)`, `pending`, `off` (its session feeds nothing back), or `-` while it
     /// runs.
-    pub fn feedback_label(&self) -> String {
+    pub(crate) fn feedback_label(&self) -> String {
         match (self.fed_back, self.is_finished()) {
             (Some(v), _) => format!("delivered ({})", via_str(v)),
             (None, true) if self.feedback_off => "off".into(),
@@ -56,7 +56,7 @@ impl DelegationRecord {
 }
 
 /// The contract's name of a feedback channel.
-pub fn via_str(v: FeedbackVia) -> &'static str {
+pub(crate) fn via_str(v: FeedbackVia) -> &'static str {
     match v {
         FeedbackVia::StopHook => "stop-hook",
         FeedbackVia::NextPrompt => "next-prompt",
@@ -66,7 +66,7 @@ pub fn via_str(v: FeedbackVia) -> &'static str {
 
 /// Delegation records in the order they first appeared.
 #[derive(Debug, Default)]
-pub struct Ledger {
+pub(crate) struct Ledger {
     order: Vec<String>,
     by_id: HashMap<String, DelegationRecord>,
     /// Sessions whose `session.started` says `feedback: off`.
@@ -74,7 +74,7 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
@@ -109,7 +109,7 @@ impl Ledger {
     }
 
     /// Fold one event in (other kinds are ignored).
-    pub fn apply(&mut self, ev: &Event) {
+    pub(crate) fn apply(&mut self, ev: &Event) {
         match &ev.body {
             EventBody::SessionStarted { feedback, .. } => {
                 let off = feedback.as_deref() == Some("off");
@@ -186,7 +186,7 @@ impl Ledger {
     }
 
     /// Every record, in order of first appearance.
-    pub fn records(&self) -> Vec<&DelegationRecord> {
+    pub(crate) fn records(&self) -> Vec<&DelegationRecord> {
         self.order
             .iter()
             .filter_map(|id| self.by_id.get(id))
@@ -194,7 +194,7 @@ impl Ledger {
     }
 
     /// The record whose id is `id` or starts with it (at least 4 characters, unique).
-    pub fn find(&self, id: &str) -> Result<&DelegationRecord, String> {
+    pub(crate) fn find(&self, id: &str) -> Result<&DelegationRecord, String> {
         if let Some(r) = self.by_id.get(id) {
             return Ok(r);
         }

@@ -9,7 +9,7 @@ use super::prompt::FEEDBACK_HEADER;
 
 /// One finished delegation as the message tells it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Item {
+pub(crate) struct Item {
     pub agent: String,
     pub task: String,
     pub status: String,
@@ -27,7 +27,7 @@ const LINE_CHARS: usize = 200;
 
 /// Printable characters only, newlines and tabs kept as spaces are not: `\n` stays, `\t` becomes
 /// a space, every other control character goes.
-pub fn sanitize(text: &str) -> String {
+pub(crate) fn sanitize(text: &str) -> String {
     text.chars()
         .filter_map(|c| match c {
             '\n' => Some('\n'),
@@ -82,7 +82,7 @@ fn render(items: &[Item], lines: usize) -> String {
 }
 
 /// The message for a batch, at most `max_bytes` long: fewer quoted lines first, then cut.
-pub fn build(items: &[Item], lines: usize, max_bytes: usize) -> String {
+pub(crate) fn build(items: &[Item], lines: usize, max_bytes: usize) -> String {
     let max_bytes = max_bytes.max(256);
     let mut n = lines;
     loop {

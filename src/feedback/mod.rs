@@ -15,12 +15,12 @@
 //! Wiring: the session connects a [`port::PtyPort`] (writer + typing + output activity); the
 //! agent CLI's hook server (`mpm hook EVENT`, see `crate::hook` when present) calls the handle.
 
-pub mod batch;
-pub mod ledger;
-pub mod message;
-pub mod port;
-pub mod prompt;
-pub mod summary;
+pub(crate) mod batch;
+pub(crate) mod ledger;
+pub(crate) mod message;
+pub(crate) mod port;
+pub(crate) mod prompt;
+pub(crate) mod summary;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -52,7 +52,7 @@ enum Cmd {
 
 /// The session's feedback actor (see the module docs). Dropping it without [`close`](Self::close)
 /// also stops it.
-pub struct Feedback {
+pub(crate) struct Feedback {
     mode: FeedbackMode,
     tx: Sender<Cmd>,
     thread: Option<JoinHandle<()>>,
@@ -61,7 +61,7 @@ pub struct Feedback {
 
 /// A cheap handle for the hook side: answers claude's Stop and UserPromptSubmit hooks.
 #[derive(Clone)]
-pub struct FeedbackHandle {
+pub(crate) struct FeedbackHandle {
     tx: Sender<Cmd>,
     stop_wait: Duration,
 }
@@ -70,7 +70,7 @@ impl FeedbackHandle {
     /// claude's Stop hook: `Some(reason)` blocks the stop with the turn's results (claude then
     /// continues with them as its next input); `None` lets it stop. Waits (at most
     /// `orchestration.stop_wait_secs`) for the turn's delegations to finish.
-    pub fn on_stop(&self, _payload: &serde_json::Value) -> Option<String> {
+    pub(crate) fn on_stop(&self, _payload: &serde_json::Value) -> Option<String> {
         let (reply, rx) = crossbeam_channel::bounded(1);
         let deadline = Instant::now() + self.stop_wait;
         self.tx.send(Cmd::Stop { reply, deadline }).ok()?;
@@ -81,7 +81,7 @@ impl FeedbackHandle {
 
     /// claude's UserPromptSubmit hook: finished results not yet delivered, as context for the
     /// prompt; `None` when there are none.
-    pub fn on_user_prompt(&self, _payload: &serde_json::Value) -> Option<String> {
+    pub(crate) fn on_user_prompt(&self, _payload: &serde_json::Value) -> Option<String> {
         let (reply, rx) = crossbeam_channel::bounded(1);
         self.tx.send(Cmd::Prompt { reply }).ok()?;
         rx.recv_timeout(Duration::from_secs(5)).ok().flatten()
@@ -89,7 +89,7 @@ impl FeedbackHandle {
 }
 
 /// What the actor needs; see [`Feedback::start`].
-pub struct FeedbackOptions {
+pub(crate) struct FeedbackOptions {
     pub mode: FeedbackMode,
     pub orchestration: OrchestrationConfig,
 }
@@ -97,7 +97,7 @@ pub struct FeedbackOptions {
 /// The feedback channel for `argv` under the active profile: the profile's `feedback`, except that
 /// a command that is neither claude nor the profile's own CLI (`mpm run -- bash` under the claude
 /// profile) gets none: mpm never types into a program it was not told about.
-pub fn mode_for(cfg: &crate::config::Config, argv: &[String]) -> FeedbackMode {
+pub(crate) fn mode_for(cfg: &crate::config::Config, argv: &[String]) -> FeedbackMode {
     let Some(profile) = cfg.profiles.get(&cfg.profile) else {
         return FeedbackMode::Off;
     };
@@ -120,7 +120,11 @@ pub fn mode_for(cfg: &crate::config::Config, argv: &[String]) -> FeedbackMode {
 
 /// Start the feedback actor for a session running `argv`; `None` when results are not fed back
 /// (or the thread cannot start, which is logged).
-pub fn start_for(cfg: &crate::config::Config, argv: &[String], bus: &Bus) -> Option<Feedback> {
+pub(crate) fn start_for(
+    cfg: &crate::config::Config,
+    argv: &[String],
+    bus: &Bus,
+) -> Option<Feedback> {
     let mode = mode_for(cfg, argv);
     if mode == FeedbackMode::Off {
         return None;
@@ -143,7 +147,7 @@ pub fn start_for(cfg: &crate::config::Config, argv: &[String], bus: &Bus) -> Opt
 impl Feedback {
     /// Start the actor for one session on `bus`. With `FeedbackMode::Off` no thread starts and the
     /// handle answers nothing.
-    pub fn start(bus: &Bus, o: FeedbackOptions) -> std::io::Result<Feedback> {
+    pub(crate) fn start(bus: &Bus, o: FeedbackOptions) -> std::io::Result<Feedback> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let port = PtyPort::new();
         let thread = if o.mode == FeedbackMode::Off {
@@ -181,16 +185,16 @@ impl Feedback {
     }
 
     /// The channel results take.
-    pub fn mode(&self) -> FeedbackMode {
+    pub(crate) fn mode(&self) -> FeedbackMode {
         self.mode
     }
 
     /// The session's side of paste delivery.
-    pub fn port(&self) -> Arc<PtyPort> {
+    pub(crate) fn port(&self) -> Arc<PtyPort> {
         self.port.clone()
     }
 
-    pub fn handle(&self, stop_wait: Duration) -> FeedbackHandle {
+    pub(crate) fn handle(&self, stop_wait: Duration) -> FeedbackHandle {
         FeedbackHandle {
             tx: self.tx.clone(),
             stop_wait,
@@ -198,7 +202,7 @@ impl Feedback {
     }
 
     /// Stop the actor; undelivered results stay pending.
-    pub fn close(mut self) {
+    pub(crate) fn close(mut self) {
         self.shutdown();
     }
 

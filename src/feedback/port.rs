@@ -13,14 +13,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Writes bytes into the agent's PTY (as if typed).
-pub type PtyWriter = Box<dyn Fn(&[u8]) -> io::Result<()> + Send + Sync>;
+pub(crate) type PtyWriter = Box<dyn Fn(&[u8]) -> io::Result<()> + Send + Sync>;
 
 const NEVER: u64 = u64::MAX;
 const BRACKETED_ON: &[u8] = b"\x1b[?2004h";
 const BRACKETED_OFF: &[u8] = b"\x1b[?2004l";
 
 /// See the module docs. Shared as `Arc<PtyPort>` between the session and the feedback actor.
-pub struct PtyPort {
+pub(crate) struct PtyPort {
     epoch: Instant,
     writer: Mutex<Option<PtyWriter>>,
     last_key_ms: AtomicU64,
@@ -43,7 +43,7 @@ impl Default for PtyPort {
 }
 
 impl PtyPort {
-    pub fn new() -> Arc<PtyPort> {
+    pub(crate) fn new() -> Arc<PtyPort> {
         Arc::new(PtyPort::default())
     }
 
@@ -59,16 +59,16 @@ impl PtyPort {
     }
 
     /// The session connects its PTY writer (after the spawn).
-    pub fn connect(&self, writer: PtyWriter) {
+    pub(crate) fn connect(&self, writer: PtyWriter) {
         *self.writer.lock().unwrap_or_else(|e| e.into_inner()) = Some(writer);
     }
 
     /// The session ended: no more writes.
-    pub fn disconnect(&self) {
+    pub(crate) fn disconnect(&self) {
         self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 
-    pub fn is_connected(&self) -> bool {
+    pub(crate) fn is_connected(&self) -> bool {
         self.writer
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -76,7 +76,7 @@ impl PtyPort {
     }
 
     /// Write into the PTY; an error when nothing is connected.
-    pub fn write(&self, bytes: &[u8]) -> io::Result<()> {
+    pub(crate) fn write(&self, bytes: &[u8]) -> io::Result<()> {
         match self
             .writer
             .lock()
@@ -90,7 +90,7 @@ impl PtyPort {
 
     /// The user typed `bytes`. Enter, Ctrl-C and Ctrl-U leave the input line empty; any other
     /// key leaves something on it (as far as mpm can know).
-    pub fn typed(&self, bytes: &[u8]) {
+    pub(crate) fn typed(&self, bytes: &[u8]) {
         if bytes.is_empty() {
             return;
         }
@@ -102,7 +102,7 @@ impl PtyPort {
     }
 
     /// The agent wrote `bytes` (seen by the text pipeline).
-    pub fn output(&self, bytes: &[u8]) {
+    pub(crate) fn output(&self, bytes: &[u8]) {
         self.last_output_ms.store(self.now_ms(), Ordering::Relaxed);
         let on = memchr::memmem::rfind(bytes, BRACKETED_ON);
         let off = memchr::memmem::rfind(bytes, BRACKETED_OFF);
@@ -115,18 +115,18 @@ impl PtyPort {
     }
 
     /// True when the user has not typed for `quiet` and the input line is (as far as known) empty.
-    pub fn user_quiet(&self, quiet: Duration) -> bool {
+    pub(crate) fn user_quiet(&self, quiet: Duration) -> bool {
         !self.line_dirty.load(Ordering::Relaxed)
             && self.since(&self.last_key_ms).is_none_or(|d| d >= quiet)
     }
 
     /// True when the agent has written nothing for `quiet` (and has written something at all).
-    pub fn output_quiet(&self, quiet: Duration) -> bool {
+    pub(crate) fn output_quiet(&self, quiet: Duration) -> bool {
         self.since(&self.last_output_ms).is_some_and(|d| d >= quiet)
     }
 
     /// Whether the agent asked for bracketed paste (`CSI ? 2004 h`).
-    pub fn bracketed_paste(&self) -> bool {
+    pub(crate) fn bracketed_paste(&self) -> bool {
         self.bracketed.load(Ordering::Relaxed)
     }
 }

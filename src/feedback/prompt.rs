@@ -7,10 +7,10 @@ use std::fmt::Write as _;
 use crate::config::{Config, FeedbackMode, OrchestrationMode};
 
 /// The message header every feedback message starts with (the prompt tells the model about it).
-pub const FEEDBACK_HEADER: &str = "[mpm] Results of the delegations";
+pub(crate) const FEEDBACK_HEADER: &str = "[mpm] Results of the delegations";
 
 /// The protocol text for the config's active profile.
-pub fn protocol_prompt(cfg: &Config) -> String {
+pub(crate) fn protocol_prompt(cfg: &Config) -> String {
     let feedback = cfg
         .profiles
         .get(&cfg.profile)
@@ -91,7 +91,7 @@ fn title_case(name: &str) -> String {
 
 /// In `inject` mode, a claude argv gets the protocol as `--append-system-prompt` (appended to one
 /// the user gave). Other modes and other CLIs are returned unchanged.
-pub fn inject_argv(cfg: &Config, mut argv: Vec<String>) -> Vec<String> {
+pub(crate) fn inject_argv(cfg: &Config, mut argv: Vec<String>) -> Vec<String> {
     if cfg.orchestration.mode != OrchestrationMode::Inject || !crate::supervisor::is_claude(&argv) {
         return argv;
     }

@@ -11,24 +11,24 @@ use crate::executor::DelegationSummary;
 
 /// Counts the session's ticket and error detections as they are emitted (a bus sink).
 #[derive(Debug, Default)]
-pub struct Tally {
+pub(crate) struct Tally {
     tickets: AtomicU64,
     errors: AtomicU64,
 }
 
 impl Tally {
     /// A tally fed by every event of `bus` from now on.
-    pub fn attach(bus: &Bus) -> Arc<Tally> {
+    pub(crate) fn attach(bus: &Bus) -> Arc<Tally> {
         let t = Arc::new(Tally::default());
         bus.add_sink(t.clone());
         t
     }
 
-    pub fn tickets(&self) -> u64 {
+    pub(crate) fn tickets(&self) -> u64 {
         self.tickets.load(Ordering::Relaxed)
     }
 
-    pub fn errors(&self) -> u64 {
+    pub(crate) fn errors(&self) -> u64 {
         self.errors.load(Ordering::Relaxed)
     }
 }
@@ -46,7 +46,12 @@ impl Sink for Tally {
 }
 
 /// The summary text (empty when there is nothing to say). `width` is the terminal's.
-pub fn format(summaries: &[DelegationSummary], tickets: u64, errors: u64, width: usize) -> String {
+pub(crate) fn format(
+    summaries: &[DelegationSummary],
+    tickets: u64,
+    errors: u64,
+    width: usize,
+) -> String {
     let width = width.clamp(40, 500);
     let agent_w = summaries.iter().map(|s| s.agent.len()).max().unwrap_or(0);
     let mut out = String::new();
@@ -89,7 +94,7 @@ pub fn format(summaries: &[DelegationSummary], tickets: u64, errors: u64, width:
 }
 
 /// One line of at most `room` characters: whitespace collapsed, an ellipsis when cut.
-pub fn fit(text: &str, room: usize) -> String {
+pub(crate) fn fit(text: &str, room: usize) -> String {
     let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
     if flat.chars().count() <= room {
         return flat;

@@ -8,7 +8,7 @@ use crate::config::RestartConfig;
 
 const HOUR: Duration = Duration::from_secs(3600);
 /// The back-off never grows past this.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 /// Decides whether (and after how long) to restart. The n-th restart within the last hour waits
 /// `backoff_ms * 2^(n-1)` (capped at [`MAX_BACKOFF`]); once `max_per_hour` restarts happened in the

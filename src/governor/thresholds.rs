@@ -47,7 +47,7 @@ pub enum Level {
 
 /// One crossing: fire an event of `level` about `resource` at `threshold`.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Verdict {
+pub(crate) struct Verdict {
     pub level: Level,
     pub resource: ResourceKind,
     pub threshold: f64,
@@ -55,7 +55,7 @@ pub struct Verdict {
 
 /// Per-tree crossing state.
 #[derive(Debug)]
-pub struct Evaluator {
+pub(crate) struct Evaluator {
     limits: ResolvedLimits,
     mem_warned: bool,
     mem_critical: bool,
@@ -66,7 +66,7 @@ pub struct Evaluator {
 }
 
 impl Evaluator {
-    pub fn new(limits: ResolvedLimits) -> Self {
+    pub(crate) fn new(limits: ResolvedLimits) -> Self {
         Evaluator {
             limits,
             mem_warned: false,
@@ -77,14 +77,19 @@ impl Evaluator {
         }
     }
 
-    pub fn limits(&self) -> &ResolvedLimits {
+    pub(crate) fn limits(&self) -> &ResolvedLimits {
         &self.limits
     }
 
     /// Feed one sample taken at `now`: whole-tree RSS in MB and the CPU seconds used since the
     /// previous sample. Returns the verdicts in severity order, and the CPU percent (of one core)
     /// averaged over the window so far.
-    pub fn observe(&mut self, now: Instant, rss_mb: f64, cpu_secs: f64) -> (Vec<Verdict>, f64) {
+    pub(crate) fn observe(
+        &mut self,
+        now: Instant,
+        rss_mb: f64,
+        cpu_secs: f64,
+    ) -> (Vec<Verdict>, f64) {
         let mut out = Vec::new();
         let mem = &self.limits.memory;
         let fire = |level, threshold: u64| Verdict {

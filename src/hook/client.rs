@@ -14,11 +14,11 @@ use std::time::Duration;
 use serde_json::Value;
 
 /// How long `mpm hook` waits for the session's answer at most.
-pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest hook input read from stdin (a Stop payload carries the turn's final message).
-pub const MAX_INPUT: u64 = 8 * 1024 * 1024;
+pub(crate) const MAX_INPUT: u64 = 8 * 1024 * 1024;
 /// The largest answer read from the session.
-pub const MAX_REPLY: u64 = 1024 * 1024;
+pub(crate) const MAX_REPLY: u64 = 1024 * 1024;
 
 /// The hook's stdin as JSON (`null` when it is a terminal, empty or not JSON).
 fn read_payload() -> Value {
@@ -34,12 +34,17 @@ fn read_payload() -> Value {
 }
 
 /// Send `event` with `payload` to the session at `socket`; the answer's stdout text, if any.
-pub fn ask(socket: &std::path::Path, event: &str, payload: &Value) -> std::io::Result<String> {
+#[cfg(test)]
+pub(crate) fn ask(
+    socket: &std::path::Path,
+    event: &str,
+    payload: &Value,
+) -> std::io::Result<String> {
     ask_within(socket, event, payload, REPLY_TIMEOUT)
 }
 
 /// [`ask`], waiting at most `wait` for the answer.
-pub fn ask_within(
+pub(crate) fn ask_within(
     socket: &std::path::Path,
     event: &str,
     payload: &Value,
@@ -63,7 +68,7 @@ pub fn ask_within(
 
 /// `mpm hook EVENT [--wait SECS]`. Always 0. `wait` replaces [`REPLY_TIMEOUT`] (the Stop hook
 /// waits for the turn's delegations).
-pub fn run(event: &str, wait: Option<Duration>) -> i32 {
+pub(crate) fn run(event: &str, wait: Option<Duration>) -> i32 {
     let payload = read_payload();
     let Some(socket) = std::env::var_os(super::SOCKET_ENV).filter(|s| !s.is_empty()) else {
         return 0;

@@ -146,14 +146,14 @@ impl<'de> Deserialize<'de> for MatchExample {
 }
 
 impl MatchExample {
-    pub fn line(&self) -> &str {
+    pub(crate) fn line(&self) -> &str {
         match self {
             MatchExample::Line(l) => l,
             MatchExample::WithCaptures(c) => &c.line,
         }
     }
 
-    pub fn captures(&self) -> Option<&BTreeMap<String, Scalar>> {
+    pub(crate) fn captures(&self) -> Option<&BTreeMap<String, Scalar>> {
         match self {
             MatchExample::Line(_) => None,
             MatchExample::WithCaptures(c) => Some(&c.captures),

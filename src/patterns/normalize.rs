@@ -133,7 +133,7 @@ mod tests {
     mod reference {
         use super::super::{DECORATIONS, MAX_STRIP_STEPS};
 
-        pub fn strip_start(line: &str) -> &str {
+        pub(super) fn strip_start(line: &str) -> &str {
             let mut s = trim_start_ws(line);
             for _ in 0..MAX_STRIP_STEPS {
                 match strip_marker(s) {
@@ -144,7 +144,7 @@ mod tests {
             s
         }
 
-        pub fn normalize(line: &str) -> &str {
+        pub(super) fn normalize(line: &str) -> &str {
             strip_start(line).trim_end_matches(|c: char| c.is_whitespace())
         }
 

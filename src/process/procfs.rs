@@ -13,9 +13,13 @@ use std::sync::OnceLock;
 /// pid-reuse checks by start time).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ProcStat {
+    /// The process id.
     pub pid: i32,
+    /// Its parent's pid.
     pub ppid: i32,
+    /// Its process group.
     pub pgid: i32,
+    /// Its session.
     pub sid: i32,
     /// 'R', 'S', 'Z', ...
     pub state: char,

@@ -207,6 +207,7 @@ pub fn tag_owner(tag: &str) -> Option<(i32, u64)> {
 /// A process a dead owner left behind, found by its tree tag.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Leftover {
+    /// Its pid.
     pub pid: i32,
     /// Its start time: a reused pid is never signalled.
     pub start: u64,

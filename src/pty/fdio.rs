@@ -7,7 +7,7 @@ use std::os::fd::AsRawFd;
 use nix::errno::Errno;
 
 /// Block until `fd` is ready for `events` (for fds someone left in non-blocking mode).
-pub fn wait_fd(fd: i32, events: libc::c_short) {
+pub(crate) fn wait_fd(fd: i32, events: libc::c_short) {
     let mut p = libc::pollfd {
         fd,
         events,
@@ -18,7 +18,7 @@ pub fn wait_fd(fd: i32, events: libc::c_short) {
 }
 
 /// `write` everything, riding out EINTR and EAGAIN (non-blocking fds).
-pub fn write_all(fd: std::os::fd::BorrowedFd<'_>, mut bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn write_all(fd: std::os::fd::BorrowedFd<'_>, mut bytes: &[u8]) -> io::Result<()> {
     while !bytes.is_empty() {
         match nix::unistd::write(fd, bytes) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),

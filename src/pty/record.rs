@@ -94,7 +94,7 @@ impl Recorder {
 
 /// Decode `buf` as UTF-8: invalid bytes become U+FFFD; an incomplete sequence at the very end is
 /// moved into `carry` instead of being decoded.
-pub fn decode_utf8(buf: &[u8], carry: &mut Vec<u8>) -> String {
+pub(crate) fn decode_utf8(buf: &[u8], carry: &mut Vec<u8>) -> String {
     let mut out = String::with_capacity(buf.len());
     let mut rest = buf;
     loop {

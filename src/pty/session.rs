@@ -34,7 +34,7 @@ use crate::config::Rlimits;
 
 /// After the child exits, stop waiting for more output once none arrived for this long while the
 /// reader was waiting for it (time spent writing to a slow sink does not count).
-pub const DRAIN_IDLE: Duration = Duration::from_millis(300);
+pub(super) const DRAIN_IDLE: Duration = Duration::from_millis(300);
 /// After the child exits, stop waiting for more output after this long in any case (a grandchild
 /// that keeps writing).
 pub const DRAIN_MAX: Duration = Duration::from_secs(5);

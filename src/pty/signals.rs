@@ -7,17 +7,17 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGWINCH};
 use signal_hook::iterator::{Handle, Signals};
 
 /// The signals a terminal session handles: resize, and the four that end it.
-pub const SESSION_SIGNALS: [i32; 5] = [SIGWINCH, SIGTERM, SIGHUP, SIGINT, SIGQUIT];
+pub(crate) const SESSION_SIGNALS: [i32; 5] = [SIGWINCH, SIGTERM, SIGHUP, SIGINT, SIGQUIT];
 
 /// A running signal thread; [`SignalThread::close`] (or drop) stops it.
-pub struct SignalThread {
+pub(crate) struct SignalThread {
     handle: Handle,
     thread: Option<JoinHandle<()>>,
 }
 
 impl SignalThread {
     /// Register handlers for `signals` and call `on_signal(n)` for each one delivered.
-    pub fn start(
+    pub(crate) fn start(
         signals: &[i32],
         mut on_signal: impl FnMut(i32) + Send + 'static,
     ) -> std::io::Result<SignalThread> {
@@ -37,7 +37,7 @@ impl SignalThread {
     }
 
     /// Stop listening and join the thread.
-    pub fn close(mut self) {
+    pub(crate) fn close(mut self) {
         self.stop();
     }
 

@@ -146,7 +146,7 @@ pub fn resolve_command(argv0: &str, path_var: Option<&OsStr>) -> Result<PathBuf,
 
 /// What to spawn and how.
 #[derive(Debug, Clone, Copy)]
-pub struct SpawnSpec<'a> {
+pub(crate) struct SpawnSpec<'a> {
     pub argv: &'a [String],
     /// Added to (or replacing in) the inherited environment.
     pub env: &'a [(String, String)],
@@ -185,7 +185,7 @@ fn open_pty() -> Result<(OwnedFd, OwnedFd), PtyError> {
 }
 
 /// Set the window size of a terminal (either side of a PTY).
-pub fn set_winsize(fd: impl AsFd, size: WinSize) -> std::io::Result<()> {
+pub(crate) fn set_winsize(fd: impl AsFd, size: WinSize) -> std::io::Result<()> {
     let ws = libc::winsize {
         ws_row: size.rows,
         ws_col: size.cols,

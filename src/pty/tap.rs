@@ -36,7 +36,7 @@ enum TapMsg {
 
 /// The producer end of the tap. Cheap to clone.
 #[derive(Clone)]
-pub struct Tap {
+pub(crate) struct Tap {
     tx: Sender<TapMsg>,
     queued: Arc<AtomicUsize>,
     overrun: Arc<AtomicU64>,
@@ -45,7 +45,7 @@ pub struct Tap {
 
 impl Tap {
     /// Start `consumer` on its own thread behind a queue of at most `capacity_bytes` bytes.
-    pub fn start(
+    pub(crate) fn start(
         mut consumer: Box<dyn OutputConsumer>,
         capacity_bytes: usize,
     ) -> std::io::Result<(Tap, JoinHandle<()>)> {
@@ -70,7 +70,7 @@ impl Tap {
     }
 
     /// Offer a chunk; never blocks. Returns false when it was dropped (counted as overrun).
-    pub fn push(&self, chunk: &[u8]) -> bool {
+    pub(crate) fn push(&self, chunk: &[u8]) -> bool {
         let n = chunk.len();
         let before = self.queued.fetch_add(n, Ordering::AcqRel);
         if before + n > self.capacity {
@@ -89,7 +89,7 @@ impl Tap {
     }
 
     /// Tell the consumer about a new size (dropped only if the queue is full of messages).
-    pub fn resize(&self, cols: u16, rows: u16) {
+    pub(crate) fn resize(&self, cols: u16, rows: u16) {
         if let Err(TrySendError::Full(_)) = self.tx.try_send(TapMsg::Resize(cols, rows)) {
             tracing::warn!(
                 cols,
@@ -101,12 +101,12 @@ impl Tap {
 
     /// End of output: the consumer finishes once it has taken everything queued. Blocks only
     /// while the queue is full of messages (the consumer is draining it).
-    pub fn end(&self) {
+    pub(crate) fn end(&self) {
         let _ = self.tx.send(TapMsg::End);
     }
 
     /// Bytes dropped for the consumer so far.
-    pub fn overrun_bytes(&self) -> u64 {
+    pub(crate) fn overrun_bytes(&self) -> u64 {
         self.overrun.load(Ordering::Relaxed)
     }
 }

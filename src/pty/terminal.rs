@@ -20,7 +20,7 @@ fn saved() -> std::sync::MutexGuard<'static, Option<(i32, Termios)>> {
 }
 
 /// Whether `fd` is a terminal.
-pub fn is_tty(fd: BorrowedFd<'_>) -> bool {
+pub(crate) fn is_tty(fd: BorrowedFd<'_>) -> bool {
     nix::unistd::isatty(fd).unwrap_or(false)
 }
 
@@ -30,7 +30,7 @@ fn stdin_fd() -> BorrowedFd<'static> {
 }
 
 /// The window size of terminal `fd`, if it is one and reports a non-zero size.
-pub fn window_size(fd: BorrowedFd<'_>) -> Option<WinSize> {
+pub(crate) fn window_size(fd: BorrowedFd<'_>) -> Option<WinSize> {
     let mut ws = libc::winsize {
         ws_row: 0,
         ws_col: 0,
@@ -47,7 +47,7 @@ pub fn window_size(fd: BorrowedFd<'_>) -> Option<WinSize> {
 
 /// The size of the user's terminal (stdin, stdout or stderr, the first that is one); else
 /// `COLUMNS`/`LINES`; else 80x24.
-pub fn user_size() -> WinSize {
+pub(crate) fn user_size() -> WinSize {
     for fd in 0..=2 {
         // SAFETY: fds 0-2 are borrowed only for the ioctl.
         if let Some(s) = window_size(unsafe { BorrowedFd::borrow_raw(fd) }) {
@@ -74,7 +74,7 @@ fn size_from_env(cols: Option<&str>, rows: Option<&str>) -> WinSize {
 
 /// The termios of stdin, when it is a terminal (copied onto the agent's PTY so it sees the same
 /// line settings).
-pub fn stdin_termios() -> Option<Termios> {
+pub(crate) fn stdin_termios() -> Option<Termios> {
     let fd = stdin_fd();
     if !is_tty(fd) {
         return None;
@@ -83,19 +83,19 @@ pub fn stdin_termios() -> Option<Termios> {
 }
 
 /// Raw mode on stdin for as long as the guard lives.
-pub struct RawModeGuard {
+pub(crate) struct RawModeGuard {
     _private: (),
 }
 
 impl RawModeGuard {
     /// Put stdin into raw mode if it is a terminal; `Ok(None)` when it is not.
-    pub fn enter() -> std::io::Result<Option<RawModeGuard>> {
+    pub(crate) fn enter() -> std::io::Result<Option<RawModeGuard>> {
         Self::enter_on(stdin_fd())
     }
 
     /// Put terminal `fd` into raw mode; `Ok(None)` when it is not a terminal. The fd must stay
     /// open while the guard lives.
-    pub fn enter_on(fd: BorrowedFd<'_>) -> std::io::Result<Option<RawModeGuard>> {
+    pub(crate) fn enter_on(fd: BorrowedFd<'_>) -> std::io::Result<Option<RawModeGuard>> {
         if !is_tty(fd) {
             return Ok(None);
         }
@@ -120,7 +120,7 @@ impl Drop for RawModeGuard {
 
 /// Put the user's terminal back as it was before raw mode, if raw mode is on. Idempotent; safe
 /// to call from any thread.
-pub fn restore() {
+pub(crate) fn restore() {
     if let Some((fd, termios)) = saved().take() {
         // SAFETY: the fd was open when saved; a closed fd just makes tcsetattr fail.
         let fd = unsafe { BorrowedFd::borrow_raw(fd) };
@@ -131,7 +131,7 @@ pub fn restore() {
 }
 
 /// Chain a panic hook that restores the terminal before the default report is printed.
-pub fn install_panic_hook() {
+pub(crate) fn install_panic_hook() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let previous = std::panic::take_hook();

@@ -32,14 +32,14 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// mpm's handle on its watchdog process.
-pub struct Watchdog {
+pub(crate) struct Watchdog {
     pipe: Option<std::fs::File>,
     child: Option<Child>,
 }
 
 impl Watchdog {
     /// Start `exe __watchdog --grace G` (exe is normally `std::env::current_exe()`).
-    pub fn spawn(exe: &Path, grace: Duration) -> std::io::Result<Watchdog> {
+    pub(crate) fn spawn(exe: &Path, grace: Duration) -> std::io::Result<Watchdog> {
         let (read_end, write_end): (OwnedFd, OwnedFd) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let mut cmd = Command::new(exe);
@@ -69,13 +69,8 @@ impl Watchdog {
         })
     }
 
-    /// The watchdog's pid.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
     /// Tell the watchdog which tree to stop if mpm dies.
-    pub fn arm(&mut self, root: i32) -> std::io::Result<()> {
+    pub(crate) fn arm(&mut self, root: i32) -> std::io::Result<()> {
         match &mut self.pipe {
             Some(p) => writeln!(p, "{root}"),
             None => Ok(()),
@@ -84,7 +79,7 @@ impl Watchdog {
 
     /// The tree is already stopped: tell the watchdog to exit without signalling anything (the
     /// root's pid may be reused once it was reaped).
-    pub fn disarm(&mut self) {
+    pub(crate) fn disarm(&mut self) {
         if let Some(p) = &mut self.pipe {
             let _ = writeln!(p, "done");
         }
@@ -110,7 +105,7 @@ impl Drop for Watchdog {
 /// The watchdog process's body: read pid lines from `input` until EOF, then stop the last pid's
 /// tree (or `root` when none was sent). A `done` line means mpm cleaned up itself: exit without
 /// signalling. Returns the exit status.
-pub fn run(root: Option<i32>, grace: Duration, input: impl Read) -> i32 {
+pub(crate) fn run(root: Option<i32>, grace: Duration, input: impl Read) -> i32 {
     // The terminal going away or a Ctrl-C in it must not kill the watchdog before it has done its job.
     // SAFETY: setting a disposition to SIG_IGN is always sound.
     unsafe {

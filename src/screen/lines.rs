@@ -31,15 +31,15 @@
 use super::vt::{Hook, Row, Screen};
 
 /// Rows joined into one logical line at most (a 60 KB line at 60 columns).
-pub const MAX_JOIN_ROWS: usize = 1024;
+pub(crate) const MAX_JOIN_ROWS: usize = 1024;
 /// Bytes of one logical line at most: the engine's own cap. A longer line is cut here and marked
 /// [`Line::cut`] (its detections are never final).
-pub const MAX_LINE_BYTES: usize = crate::patterns::MAX_LINE_BYTES;
+pub(crate) const MAX_LINE_BYTES: usize = crate::patterns::MAX_LINE_BYTES;
 /// A line is code when at least this share (in percent) of its non-blank cells is drawn as code. A
 /// highlighted comment or string line is all or nearly all code; `def f(x: int) -> int:` is about
 /// 60 %; prose with one inline `Task(...)` about half: 75 keeps the prose and catches what a
 /// delegation-like line in a block looks like (a comment, a string, a bare block's line).
-pub const CODE_SHARE: usize = 75;
+pub(crate) const CODE_SHARE: usize = 75;
 /// The longest word the "could still continue" check allows for.
 const LONG_WORD: usize = 20;
 
@@ -224,7 +224,7 @@ impl Lines {
 }
 
 /// Says whether a row's text starts something the engine detects (see [`continues`]).
-pub type StartsLine = Box<dyn Fn(&str) -> bool + Send>;
+pub(crate) type StartsLine = Box<dyn Fn(&str) -> bool + Send>;
 
 /// Turns screen rows into logical lines; holds only scratch space and the line-start test.
 #[derive(Default)]

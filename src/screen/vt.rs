@@ -26,14 +26,14 @@ use unicode_width::UnicodeWidthChar;
 /// Marks the second column of a wide character.
 const WIDE_TAIL: char = '\0';
 /// Cell attribute: drawn bold (SGR 1).
-pub const BOLD: u8 = 1;
+pub(crate) const BOLD: u8 = 1;
 /// Cell attribute: drawn in a colour claude 2.1.331 uses only for code: a basic ANSI foreground
 /// (SGR 30–37, 90–97: its syntax highlighter's palette; its own chrome is all 256-colour) or
 /// 256-colour 153 (fenced blocks without a language, and inline code). Checked on recordings: a
 /// ```` ```python ```` block draws keywords, strings and comments in basic colours (names and
 /// punctuation stay default), a bare ```` ``` ```` block is all 153, and a ```` ```text ```` block is
 /// drawn without any colour (indistinguishable from prose; only the transcript and hooks know it).
-pub const CODE: u8 = 2;
+pub(crate) const CODE: u8 = 2;
 /// The 256-colour index claude draws unhighlighted code in.
 const CODE_256: u16 = 153;
 /// At most this many CSI parameters are kept; more are dropped.
@@ -41,9 +41,9 @@ const MAX_PARAMS: usize = 16;
 /// The model is at most this wide: a bigger terminal is modelled at this width (what lies to the
 /// right is dropped), so a hostile or absurd size (65535x65535 would be 17 GB of cells) costs at
 /// most `MAX_COLS * MAX_ROWS` cells (about 10 MB).
-pub const MAX_COLS: u16 = 2000;
+pub(crate) const MAX_COLS: u16 = 2000;
 /// The model is at most this tall; see [`MAX_COLS`].
-pub const MAX_ROWS: u16 = 1000;
+pub(crate) const MAX_ROWS: u16 = 1000;
 
 /// Modes kept for a redraw (bits of `Screen::modes`): the cursor hidden (`?25l`), the keypad in
 /// application mode (`ESC =`), and the DEC private modes of [`REDRAW_MODES`].

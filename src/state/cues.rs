@@ -58,12 +58,22 @@ struct CueFile {
 /// Errors in a cue table.
 #[derive(Debug, thiserror::Error)]
 pub enum CueError {
+    /// The table is not valid YAML or has the wrong shape.
     #[error("state cue table {name}: {message}")]
-    Yaml { name: String, message: String },
+    Yaml {
+        /// The table's name.
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A cue's regex does not compile.
     #[error("state cue table {name}: cue {cue:?}: bad regex: {source}")]
     Regex {
+        /// The table's name.
         name: String,
+        /// The cue.
         cue: String,
+        /// The regex error.
         #[source]
         source: regex::Error,
     },
@@ -72,7 +82,9 @@ pub enum CueError {
 /// One profile's compiled cue table.
 #[derive(Debug, Clone)]
 pub struct CueTable {
+    /// The profile it belongs to.
     pub profile: String,
+    /// The CLI versions it was checked against.
     pub versions: Vec<String>,
     set: RegexSet,
     cues: Vec<(String, SessionState, bool, Regex)>,
@@ -231,6 +243,7 @@ pub struct CueScanner {
 }
 
 impl CueScanner {
+    /// A scanner of `table`'s cues.
     pub fn new(table: CueTable) -> CueScanner {
         CueScanner {
             table,

@@ -35,17 +35,28 @@ pub const STOP_BLOCKED: &str = "StopBlocked";
 pub enum Signal {
     /// A hook call (`Stop`, `UserPromptSubmit`, `Notification`, `PreToolUse`, ...); for
     /// `Notification`, `permission` says whether it is a permission prompt.
-    Hook { event: String, permission: bool },
+    Hook {
+        /// The hook event's name.
+        event: String,
+        /// A `Notification` that is a permission prompt.
+        permission: bool,
+    },
     /// The transcript shows the end of a turn.
     TranscriptTurnEnd,
     /// A screen cue of the profile's table.
     Screen {
+        /// The state the cue means.
         state: SessionState,
+        /// The cue's name.
         cue: String,
+        /// For a usage limit: when it resets, as shown.
         resets_at: Option<String>,
     },
     /// The window title says working (`true`) or idle.
-    Title { working: bool },
+    Title {
+        /// Working (`true`) or idle.
+        working: bool,
+    },
     /// No output and no CPU for the configured time.
     Silence,
     /// The agent process ended.
@@ -55,9 +66,13 @@ pub enum Signal {
 /// A change of state, for a `session.state` event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transition {
+    /// The new state.
     pub state: SessionState,
+    /// The state before.
     pub previous: Option<SessionState>,
+    /// Which signal decided.
     pub reason: String,
+    /// For `blocked`: when the limit resets.
     pub resets_at: Option<String>,
 }
 
@@ -89,6 +104,7 @@ impl StateMachine {
         }
     }
 
+    /// The current state.
     pub fn state(&self) -> SessionState {
         self.state
     }

@@ -9,7 +9,7 @@
 //! SIGTERM to the hosting `mpm run`), `c` cancels the selected delegation (SIGTERM to its process
 //! group), `o` opens its result in `$PAGER`, `q` quits.
 
-pub mod model;
+pub(crate) mod model;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -25,7 +25,7 @@ use crate::store::Store;
 use model::Model;
 
 /// Where `top` reads and how it acts.
-pub struct TopOptions {
+pub(crate) struct TopOptions {
     pub db: PathBuf,
     /// The daemon socket (attach and stop go through it when a daemon answers).
     pub socket: PathBuf,
@@ -263,7 +263,7 @@ enum Handoff {
 }
 
 /// Run the dashboard until `q`. The terminal is restored on every path (ratatui's panic hook too).
-pub fn run(o: TopOptions) -> std::io::Result<()> {
+pub(crate) fn run(o: TopOptions) -> std::io::Result<()> {
     let mut app = App {
         model: Model::default(),
         store: None,
@@ -393,21 +393,23 @@ fn stop_session(o: &TopOptions, store: Option<&Store>, id: &str) -> String {
 /// [`crate::executor::cancel`]), then SIGTERM to its process group.
 fn cancel_delegation(r: &crate::feedback::ledger::DelegationRecord) -> String {
     match (r.status, r.pid) {
-        (DelegationPhase::Running, Some(pid)) => match crate::executor::cancel::request(&r.delegation_id)
-            .map_err(|e| e.to_string())
-            .and_then(|()| {
-                nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGTERM,
-                )
+        (DelegationPhase::Running, Some(pid)) => {
+            match crate::executor::cancel::request(&r.delegation_id)
                 .map_err(|e| e.to_string())
-            }) {
-            Ok(()) => format!(
-                "cancelled delegation {}",
-                crate::executor::result_file::cut(&r.delegation_id, 8)
-            ),
-            Err(e) => format!("cannot cancel {pid}: {e}"),
-        },
+                .and_then(|()| {
+                    nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(pid as i32),
+                        nix::sys::signal::Signal::SIGTERM,
+                    )
+                    .map_err(|e| e.to_string())
+                }) {
+                Ok(()) => format!(
+                    "cancelled delegation {}",
+                    crate::executor::result_file::cut(&r.delegation_id, 8)
+                ),
+                Err(e) => format!("cannot cancel {pid}: {e}"),
+            }
+        }
         _ => "only a running delegation can be cancelled".into(),
     }
 }

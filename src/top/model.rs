@@ -11,7 +11,7 @@ const RECENT: usize = 50;
 
 /// One session as `top` shows it.
 #[derive(Debug, Clone, Default)]
-pub struct SessionView {
+pub(crate) struct SessionView {
     pub id: String,
     pub command: Vec<String>,
     pub pid: Option<u32>,
@@ -25,7 +25,7 @@ pub struct SessionView {
 
 impl SessionView {
     /// The agent CLI (the command's program name).
-    pub fn agent(&self) -> String {
+    pub(crate) fn agent(&self) -> String {
         self.command
             .first()
             .and_then(|p| std::path::Path::new(p).file_name())
@@ -36,7 +36,7 @@ impl SessionView {
 
 /// The dashboard's state.
 #[derive(Debug, Default)]
-pub struct Model {
+pub(crate) struct Model {
     pub sessions: BTreeMap<String, SessionView>,
     pub ledger: Ledger,
     /// (session, type, title) newest last.
@@ -56,7 +56,7 @@ fn push<T>(q: &mut VecDeque<T>, v: T) {
 }
 
 impl Model {
-    pub fn apply(&mut self, ev: &Event) {
+    pub(crate) fn apply(&mut self, ev: &Event) {
         self.ledger.apply(ev);
         let s = ev.session.clone();
         match &ev.body {
@@ -130,7 +130,7 @@ impl Model {
     }
 
     /// Mark sessions the store says ended (a crashed host never wrote `session.exited`).
-    pub fn mark_ended(&mut self, id: &str) {
+    pub(crate) fn mark_ended(&mut self, id: &str) {
         if let Some(v) = self.sessions.get_mut(id) {
             v.ended = true;
             if v.state != "exited" {
@@ -140,7 +140,7 @@ impl Model {
     }
 
     /// Measure the memory and CPU of every live session's tree; `secs` since the last call.
-    pub fn sample(&mut self, secs: f64) {
+    pub(crate) fn sample(&mut self, secs: f64) {
         for (id, v) in self.sessions.iter_mut() {
             let Some(pid) = v.pid.filter(|_| !v.ended) else {
                 self.trackers.remove(id);
@@ -165,14 +165,14 @@ impl Model {
     }
 
     /// Sessions, live first, then newest.
-    pub fn session_rows(&self) -> Vec<&SessionView> {
+    pub(crate) fn session_rows(&self) -> Vec<&SessionView> {
         let mut v: Vec<&SessionView> = self.sessions.values().collect();
         v.sort_by(|a, b| a.ended.cmp(&b.ended).then(b.started_at.cmp(&a.started_at)));
         v
     }
 
     /// Delegations: running, then queued, then the most recent finished ones.
-    pub fn delegation_rows(&self) -> Vec<&DelegationRecord> {
+    pub(crate) fn delegation_rows(&self) -> Vec<&DelegationRecord> {
         let all = self.ledger.records();
         let rank = |r: &DelegationRecord| match r.status {
             DelegationPhase::Running => 0,

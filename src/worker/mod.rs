@@ -46,13 +46,13 @@ use crate::executor::{Agent, AgentRegistry};
 use crate::worktree::{self, Outcome, Source};
 
 /// How often a running job's output files are read for new bytes.
-pub const TAIL_EVERY: Duration = Duration::from_millis(50);
+pub(crate) const TAIL_EVERY: Duration = Duration::from_millis(50);
 /// Largest output chunk per message (well under NATS's default 1 MiB payload limit).
 const CHUNK: usize = 256 << 10;
 
 /// Errors starting a worker.
 #[derive(Debug, thiserror::Error)]
-pub enum WorkerError {
+pub(crate) enum WorkerError {
     #[error("{0}")]
     Nats(String),
     #[error("agent {0:?} is not in this worker's registry (known: {1})")]
@@ -72,7 +72,7 @@ pub enum WorkerError {
 
 /// What a worker runs with.
 #[derive(Debug, Clone)]
-pub struct WorkerOptions {
+pub(crate) struct WorkerOptions {
     pub nats: NatsConfig,
     /// Shown in events (`delegation.finished.worker`); default `<hostname>-<pid>`.
     pub name: String,
@@ -88,7 +88,7 @@ pub struct WorkerOptions {
 impl WorkerOptions {
     /// Defaults from the config: its NATS settings, `executor.max_parallel`, `run.grace_secs`,
     /// `<state dir>/worker`.
-    pub fn from_config(cfg: &Config) -> Self {
+    pub(crate) fn from_config(cfg: &Config) -> Self {
         let host = nix::unistd::gethostname()
             .ok()
             .and_then(|h| h.into_string().ok())
@@ -122,7 +122,7 @@ struct Ctx {
 
 /// Serve until `stop` flips to true. `ready` is called once every consumer exists, with the
 /// agents served.
-pub async fn run(
+pub(crate) async fn run(
     cfg: Config,
     opts: WorkerOptions,
     stop: watch::Receiver<bool>,

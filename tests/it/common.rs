@@ -19,17 +19,17 @@ use nix::sys::termios::{Termios, tcgetattr};
 use nix::unistd::Pid;
 
 /// Generous deadlines: a condition is awaited, never slept for; the deadline only bounds a failure.
-pub const DEADLINE: Duration = Duration::from_secs(20);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(20);
 
-pub fn mpm_bin() -> &'static str {
+pub(crate) fn mpm_bin() -> &'static str {
     env!("CARGO_BIN_EXE_mpm")
 }
 
-pub fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-pub fn fake_agent() -> String {
+pub(crate) fn fake_agent() -> String {
     repo_root()
         .join("fixtures/fake_agent.py")
         .display()
@@ -39,13 +39,13 @@ pub fn fake_agent() -> String {
 /// Which host runs `mpm run`'s session: this process (no daemon answers) or a daemon the test
 /// started (`mpm daemon --socket ... --state-dir ...`, found through `MPM_SOCKET`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HostKind {
+pub(crate) enum HostKind {
     InProcess,
     Daemon,
 }
 
 /// A daemon started by a test: SIGTERM (it stops its sessions) and, if need be, SIGKILL on drop.
-pub struct DaemonGuard {
+pub(crate) struct DaemonGuard {
     pub child: Child,
     pub socket: PathBuf,
 }
@@ -67,14 +67,14 @@ impl Drop for DaemonGuard {
 
 /// An isolated environment for mpm: XDG folders in a temp dir (logs, config), short grace; with
 /// [`HostKind::Daemon`], a daemon of its own that `mpm run` finds.
-pub struct TestEnv {
+pub(crate) struct TestEnv {
     /// Dropped first: the daemon stops its sessions before the folder goes.
     pub daemon: Option<DaemonGuard>,
     pub dir: tempfile::TempDir,
 }
 
 impl TestEnv {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         TestEnv {
             daemon: None,
             dir: tempfile::tempdir().expect("tempdir"),
@@ -82,7 +82,7 @@ impl TestEnv {
     }
 
     /// An environment whose `mpm run` is hosted by `host`.
-    pub fn for_host(host: HostKind) -> Self {
+    pub(crate) fn for_host(host: HostKind) -> Self {
         let mut env = TestEnv::new();
         if host == HostKind::Daemon {
             let socket = env.path("daemon.sock");
@@ -116,7 +116,7 @@ impl TestEnv {
     }
 
     /// The host this environment's `mpm run` uses.
-    pub fn host(&self) -> HostKind {
+    pub(crate) fn host(&self) -> HostKind {
         if self.daemon.is_some() {
             HostKind::Daemon
         } else {
@@ -124,11 +124,11 @@ impl TestEnv {
         }
     }
 
-    pub fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
-    pub fn vars(&self) -> Vec<(String, String)> {
+    pub(crate) fn vars(&self) -> Vec<(String, String)> {
         let d = self.dir.path();
         let mut v = vec![
             (
@@ -152,7 +152,7 @@ impl TestEnv {
     }
 
     /// `mpm` with this environment (no terminal).
-    pub fn command(&self, args: &[&str]) -> Command {
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(mpm_bin());
         clear_mpm_vars(&mut c);
         c.args(args)
@@ -165,7 +165,7 @@ impl TestEnv {
 }
 
 /// Drop the developer's own `MPM_*` settings from a child's environment (tests set their own).
-pub fn clear_mpm_vars(c: &mut Command) {
+pub(crate) fn clear_mpm_vars(c: &mut Command) {
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("MPM_") {
             c.env_remove(k);
@@ -174,7 +174,7 @@ pub fn clear_mpm_vars(c: &mut Command) {
 }
 
 /// Wait for `cond` with a deadline; true when it held.
-pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+pub(crate) fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     let mut pause = Duration::from_millis(2);
     loop {
@@ -190,12 +190,12 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 }
 
 /// A live (non-zombie) process.
-pub fn alive(pid: i32) -> bool {
+pub(crate) fn alive(pid: i32) -> bool {
     mpm::process::read_stat(pid).is_some_and(|s| s.state != 'Z')
 }
 
 /// Read a pid written by the fake agent (`pid:FILE`, `grandchild:FILE`).
-pub fn read_pid(path: &Path) -> i32 {
+pub(crate) fn read_pid(path: &Path) -> i32 {
     assert!(
         wait_until(DEADLINE, || path.exists()),
         "{} never appeared",
@@ -210,7 +210,7 @@ pub fn read_pid(path: &Path) -> i32 {
 }
 
 /// The termios fields that matter, comparable.
-pub fn termios_key(t: &Termios) -> String {
+pub(crate) fn termios_key(t: &Termios) -> String {
     format!(
         "{:?} {:?} {:?} {:?} {:?}",
         t.input_flags, t.output_flags, t.control_flags, t.local_flags, t.control_chars
@@ -218,7 +218,7 @@ pub fn termios_key(t: &Termios) -> String {
 }
 
 /// `mpm` running on a PTY of its own.
-pub struct PtyProc {
+pub(crate) struct PtyProc {
     pub master: Arc<OwnedFd>,
     /// The terminal's line settings before mpm started.
     pub initial_termios: Termios,
@@ -228,7 +228,7 @@ pub struct PtyProc {
     status: Option<ExitStatus>,
 }
 
-pub struct Spawn<'a> {
+pub(crate) struct Spawn<'a> {
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     pub cols: u16,
@@ -239,7 +239,7 @@ pub struct Spawn<'a> {
 }
 
 impl<'a> Spawn<'a> {
-    pub fn new(env: &TestEnv, args: &[&str]) -> Self {
+    pub(crate) fn new(env: &TestEnv, args: &[&str]) -> Self {
         Spawn {
             args: args.iter().map(|s| s.to_string()).collect(),
             env: env.vars(),
@@ -250,7 +250,7 @@ impl<'a> Spawn<'a> {
         }
     }
 
-    pub fn start(self) -> PtyProc {
+    pub(crate) fn start(self) -> PtyProc {
         let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC).unwrap();
         grantpt(&master).unwrap();
         unlockpt(&master).unwrap();
@@ -332,17 +332,17 @@ fn set_size(fd: &impl AsFd, cols: u16, rows: u16) {
 }
 
 impl PtyProc {
-    pub fn pid(&self) -> i32 {
+    pub(crate) fn pid(&self) -> i32 {
         self.child.id() as i32
     }
 
     /// Everything mpm wrote to the terminal so far, lossily as text.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
     }
 
     /// Wait until the terminal output contains `needle`; panics with the output otherwise.
-    pub fn expect(&self, needle: &str) {
+    pub(crate) fn expect(&self, needle: &str) {
         if !wait_until(DEADLINE, || self.text().contains(needle)) {
             panic!(
                 "timed out waiting for {needle:?}; terminal so far:\n{}",
@@ -352,7 +352,7 @@ impl PtyProc {
     }
 
     /// Type bytes into the terminal.
-    pub fn send(&self, bytes: &[u8]) {
+    pub(crate) fn send(&self, bytes: &[u8]) {
         let mut rest = bytes;
         while !rest.is_empty() {
             let n = nix::unistd::write(self.master.as_fd(), rest).expect("write to pty");
@@ -361,27 +361,27 @@ impl PtyProc {
     }
 
     /// Resize the terminal (the kernel sends SIGWINCH to mpm).
-    pub fn resize(&self, cols: u16, rows: u16) {
+    pub(crate) fn resize(&self, cols: u16, rows: u16) {
         set_size(&*self.master, cols, rows);
     }
 
     /// The terminal's current line settings (as mpm left them).
-    pub fn termios(&self) -> Termios {
+    pub(crate) fn termios(&self) -> Termios {
         tcgetattr(self.master.as_fd()).expect("tcgetattr")
     }
 
-    pub fn signal(&self, sig: Signal) {
+    pub(crate) fn signal(&self, sig: Signal) {
         kill(Pid::from_raw(self.pid()), sig).expect("signal mpm");
     }
 
     /// Wait for mpm to exit; panics after the deadline.
-    pub fn wait(&mut self) -> ExitStatus {
+    pub(crate) fn wait(&mut self) -> ExitStatus {
         self.wait_within(DEADLINE)
     }
 
     /// Wait for mpm to exit; panics after `deadline` (for sessions that move a lot of data on a
     /// machine that may be busy: the deadline only bounds a failure).
-    pub fn wait_within(&mut self, deadline: Duration) -> ExitStatus {
+    pub(crate) fn wait_within(&mut self, deadline: Duration) -> ExitStatus {
         if let Some(s) = self.status {
             return s;
         }
@@ -396,7 +396,7 @@ impl PtyProc {
     }
 
     /// Wait for exit and for the terminal reader to see the last byte.
-    pub fn wait_output(&mut self) -> ExitStatus {
+    pub(crate) fn wait_output(&mut self) -> ExitStatus {
         let s = self.wait();
         if let Some(r) = self.reader.take() {
             let _ = r.join();
@@ -439,7 +439,7 @@ macro_rules! both_hosts {
 }
 
 /// Kill these pids on drop (processes a test created indirectly, e.g. grandchildren).
-pub struct KillOnDrop(pub Vec<i32>);
+pub(crate) struct KillOnDrop(pub Vec<i32>);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
@@ -457,7 +457,7 @@ impl Drop for KillOnDrop {
 /// straight from this (large, multi-threaded) test binary shares its address space until exec, and
 /// the kernel carries that address space's peak into the child's `ru_maxrss`. The `MAXRSS` line is
 /// taken out of the returned stderr.
-pub fn mpm_with_peak_rss(
+pub(crate) fn mpm_with_peak_rss(
     configure: impl FnOnce(&mut std::process::Command),
 ) -> (std::process::Output, i64) {
     const MEASURE: &str = "import os, sys\n\

@@ -9,7 +9,7 @@ use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
 /// Poll `cond` until it holds or `timeout` passes; panics with `what` on timeout.
-pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     let mut pause = Duration::from_millis(5);
     while !cond() {
@@ -19,12 +19,12 @@ pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
-pub fn fake_agent() -> PathBuf {
+pub(crate) fn fake_agent() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/fake_agent.py")
 }
 
 /// argv running the fake agent with `steps`.
-pub fn agent_argv(steps: &[&str]) -> Vec<String> {
+pub(crate) fn agent_argv(steps: &[&str]) -> Vec<String> {
     let mut v = vec!["python3".to_string(), fake_agent().display().to_string()];
     v.extend(steps.iter().map(|s| s.to_string()));
     v
@@ -32,36 +32,36 @@ pub fn agent_argv(steps: &[&str]) -> Vec<String> {
 
 /// Kills, on drop, a process's group and any other process groups registered with it. Every
 /// process a test starts goes in one of these, so a failing assertion leaves nothing behind.
-pub struct Guard {
+pub(crate) struct Guard {
     pub child: Option<Child>,
     pub extra_groups: Vec<i32>,
 }
 
 impl Guard {
-    pub fn new(child: Child) -> Guard {
+    pub(crate) fn new(child: Child) -> Guard {
         Guard {
             child: Some(child),
             extra_groups: Vec::new(),
         }
     }
 
-    pub fn empty() -> Guard {
+    pub(crate) fn empty() -> Guard {
         Guard {
             child: None,
             extra_groups: Vec::new(),
         }
     }
 
-    pub fn pid(&self) -> i32 {
+    pub(crate) fn pid(&self) -> i32 {
         self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
     }
 
-    pub fn track_group(&mut self, pgid: u32) {
+    pub(crate) fn track_group(&mut self, pgid: u32) {
         self.extra_groups.push(pgid as i32);
     }
 
     /// Wait for the main child with a deadline; its exit code (None when killed by a signal).
-    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+    pub(crate) fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
         let child = self.child.as_mut().expect("child");
         let deadline = Instant::now() + timeout;
         loop {
@@ -89,30 +89,30 @@ impl Drop for Guard {
 }
 
 /// A temp home for one daemon: XDG dirs, socket, state.
-pub struct Env {
+pub(crate) struct Env {
     pub dir: tempfile::TempDir,
 }
 
 impl Env {
-    pub fn new() -> Env {
+    pub(crate) fn new() -> Env {
         let dir = tempfile::tempdir().expect("tempdir");
         for d in ["rt", "state", "config"] {
             std::fs::create_dir_all(dir.path().join(d)).expect("mkdir");
         }
         Env { dir }
     }
-    pub fn socket(&self) -> PathBuf {
+    pub(crate) fn socket(&self) -> PathBuf {
         self.dir.path().join("rt/mpm.sock")
     }
-    pub fn state(&self) -> PathBuf {
+    pub(crate) fn state(&self) -> PathBuf {
         self.dir.path().join("state/mpm")
     }
-    pub fn db(&self) -> PathBuf {
+    pub(crate) fn db(&self) -> PathBuf {
         self.state().join("mpm.db")
     }
 
     /// `mpm ARGS` with the XDG dirs pointed here and no inherited socket or notify variables.
-    pub fn mpm(&self, args: &[&str]) -> Command {
+    pub(crate) fn mpm(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_mpm"));
         c.args(args)
             .env("XDG_RUNTIME_DIR", self.dir.path().join("rt"))
@@ -127,7 +127,7 @@ impl Env {
     }
 
     /// Start `mpm daemon --socket S --state-dir D` in its own process group, guarded.
-    pub fn start_daemon(&self, notify: Option<&Path>) -> Guard {
+    pub(crate) fn start_daemon(&self, notify: Option<&Path>) -> Guard {
         let mut c = self.mpm(&[
             "daemon",
             "--socket",
@@ -149,7 +149,7 @@ impl Env {
     }
 
     /// Run a client command to completion: (exit code, stdout, stderr).
-    pub fn client(&self, args: &[&str]) -> (i32, String, String) {
+    pub(crate) fn client(&self, args: &[&str]) -> (i32, String, String) {
         let mut full: Vec<&str> = args.to_vec();
         let sock = self.socket();
         let sock = sock.to_str().expect("utf8").to_string();
@@ -165,7 +165,7 @@ impl Env {
 }
 
 /// Is the process alive (not a zombie)?
-pub fn alive(pid: u32) -> bool {
+pub(crate) fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(s) => s
             .rsplit_once(')')

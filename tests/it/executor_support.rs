@@ -10,18 +10,18 @@ use mpm::config::{AgentConfig, Config, SessionExitPolicy};
 use mpm::events::{Bus, Context, Detection, Event, EventBody, TextSource};
 use mpm::executor::{DelegationSummary, Executor, ExecutorHandle};
 
-pub const DEADLINE: Duration = Duration::from_secs(30);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(30);
 
-pub fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-pub fn fake() -> String {
+pub(crate) fn fake() -> String {
     repo().join("fixtures/fake_agent.py").display().to_string()
 }
 
 /// An agent running `python3 fake_agent.py STEPS...` (steps may hold placeholders).
-pub fn fake_agent(steps: &[&str]) -> AgentConfig {
+pub(crate) fn fake_agent(steps: &[&str]) -> AgentConfig {
     let mut argv = vec!["python3".to_string(), fake()];
     argv.extend(steps.iter().map(|s| s.to_string()));
     AgentConfig {
@@ -31,7 +31,7 @@ pub fn fake_agent(steps: &[&str]) -> AgentConfig {
 }
 
 /// A config with small limits, no rate cap, and the given agents added.
-pub fn config(agents: Vec<(&str, AgentConfig)>) -> Config {
+pub(crate) fn config(agents: Vec<(&str, AgentConfig)>) -> Config {
     let mut cfg = Config::default();
     cfg.run.grace_secs = 0.3;
     cfg.executor.rate_per_minute = 0;
@@ -42,12 +42,12 @@ pub fn config(agents: Vec<(&str, AgentConfig)>) -> Config {
     cfg
 }
 
-pub fn delegation(agent: &str, task: &str) -> Detection {
+pub(crate) fn delegation(agent: &str, task: &str) -> Detection {
     Detection::delegation(agent, task, "test", TextSource::Text)
 }
 
 /// A running executor plus everything it emitted; shuts down with `cancel` on drop.
-pub struct Harness {
+pub(crate) struct Harness {
     pub handle: Option<ExecutorHandle>,
     pub rx: crossbeam_channel::Receiver<Arc<Event>>,
     pub events: Vec<Arc<Event>>,
@@ -55,7 +55,7 @@ pub struct Harness {
 }
 
 impl Harness {
-    pub fn start(cfg: &Config) -> Self {
+    pub(crate) fn start(cfg: &Config) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let bus = Bus::new(Context::new());
         let rx = bus.subscribe();
@@ -68,20 +68,20 @@ impl Harness {
         }
     }
 
-    pub fn out(&self) -> PathBuf {
+    pub(crate) fn out(&self) -> PathBuf {
         self.dir.path().join("out")
     }
 
-    pub fn handle(&self) -> &ExecutorHandle {
+    pub(crate) fn handle(&self) -> &ExecutorHandle {
         self.handle.as_ref().expect("not shut down")
     }
 
-    pub fn submit(&self, agent: &str, task: &str) {
+    pub(crate) fn submit(&self, agent: &str, task: &str) {
         self.handle().submit(&delegation(agent, task));
     }
 
     /// Receive events until `pred` holds over everything received, or panic at the deadline.
-    pub fn until(&mut self, what: &str, pred: impl Fn(&[Arc<Event>]) -> bool) {
+    pub(crate) fn until(&mut self, what: &str, pred: impl Fn(&[Arc<Event>]) -> bool) {
         let deadline = Instant::now() + DEADLINE;
         while !pred(&self.events) {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -95,20 +95,20 @@ impl Harness {
         }
     }
 
-    pub fn until_finished(&mut self, n: usize) {
+    pub(crate) fn until_finished(&mut self, n: usize) {
         self.until(&format!("{n} finished"), |evs| {
             count(evs, "delegation.finished") >= n
         });
     }
 
     /// Drain whatever is already in the channel.
-    pub fn drain(&mut self) {
+    pub(crate) fn drain(&mut self) {
         while let Ok(ev) = self.rx.try_recv() {
             self.events.push(ev);
         }
     }
 
-    pub fn dump(&self) -> String {
+    pub(crate) fn dump(&self) -> String {
         self.events
             .iter()
             .map(|e| e.to_json_line())
@@ -116,14 +116,14 @@ impl Harness {
             .join("\n")
     }
 
-    pub fn shutdown(&mut self, policy: SessionExitPolicy) -> Vec<DelegationSummary> {
+    pub(crate) fn shutdown(&mut self, policy: SessionExitPolicy) -> Vec<DelegationSummary> {
         let s = self.handle.take().expect("once").shutdown(policy);
         self.drain();
         s
     }
 
     /// The finished event of the delegation whose task is `task`.
-    pub fn finished(&self, task: &str) -> &Event {
+    pub(crate) fn finished(&self, task: &str) -> &Event {
         self.events
             .iter()
             .find(|e| matches!(&e.body, EventBody::DelegationFinished { delegation, .. } if delegation.task == task))
@@ -139,26 +139,26 @@ impl Drop for Harness {
     }
 }
 
-pub fn count(evs: &[Arc<Event>], kind: &str) -> usize {
+pub(crate) fn count(evs: &[Arc<Event>], kind: &str) -> usize {
     evs.iter().filter(|e| e.kind() == kind).count()
 }
 
 /// Status string of a finished event.
-pub fn status(e: &Event) -> &'static str {
+pub(crate) fn status(e: &Event) -> &'static str {
     match &e.body {
         EventBody::DelegationFinished { status, .. } => status.as_str(),
         _ => "not-finished",
     }
 }
 
-pub fn reason(e: &Event) -> String {
+pub(crate) fn reason(e: &Event) -> String {
     match &e.body {
         EventBody::DelegationFinished { reason, .. } => reason.clone().unwrap_or_default(),
         _ => String::new(),
     }
 }
 
-pub fn delegation_id(e: &Event) -> &str {
+pub(crate) fn delegation_id(e: &Event) -> &str {
     match &e.body {
         EventBody::DelegationQueued(d) => &d.delegation_id,
         EventBody::DelegationStarted { delegation, .. } => &delegation.delegation_id,
@@ -167,7 +167,7 @@ pub fn delegation_id(e: &Event) -> &str {
     }
 }
 
-pub fn agent_of(e: &Event) -> &str {
+pub(crate) fn agent_of(e: &Event) -> &str {
     match &e.body {
         EventBody::DelegationQueued(d) => &d.agent,
         EventBody::DelegationStarted { delegation, .. } => &delegation.agent,
@@ -178,7 +178,7 @@ pub fn agent_of(e: &Event) -> &str {
 
 /// The most delegations running at once, from the emitted order of started/finished events
 /// (a retry's extra `started` counts only once per delegation).
-pub fn max_overlap(evs: &[Arc<Event>], agent: Option<&str>) -> usize {
+pub(crate) fn max_overlap(evs: &[Arc<Event>], agent: Option<&str>) -> usize {
     let mut running = std::collections::HashSet::new();
     let mut max = 0;
     for e in evs
@@ -200,12 +200,12 @@ pub fn max_overlap(evs: &[Arc<Event>], agent: Option<&str>) -> usize {
 }
 
 /// True once `pid` is gone (or a zombie nobody reaped yet).
-pub fn pid_gone(pid: i32) -> bool {
+pub(crate) fn pid_gone(pid: i32) -> bool {
     mpm::process::read_stat(pid).is_none_or(|s| s.state == 'Z')
 }
 
 /// Poll until `pid` is gone; false at the deadline.
-pub fn wait_pid_gone(pid: i32, timeout: Duration) -> bool {
+pub(crate) fn wait_pid_gone(pid: i32, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if pid_gone(pid) {
@@ -217,7 +217,7 @@ pub fn wait_pid_gone(pid: i32, timeout: Duration) -> bool {
 }
 
 /// Poll until the file exists and holds a pid.
-pub fn read_pid(path: &Path, timeout: Duration) -> i32 {
+pub(crate) fn read_pid(path: &Path, timeout: Duration) -> i32 {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(pid) = std::fs::read_to_string(path)
@@ -232,7 +232,7 @@ pub fn read_pid(path: &Path, timeout: Duration) -> i32 {
 }
 
 /// Kills leftover pids even when a test fails half-way.
-pub struct PidGuard(pub Vec<i32>);
+pub(crate) struct PidGuard(pub Vec<i32>);
 
 impl Drop for PidGuard {
     fn drop(&mut self) {

@@ -13,7 +13,7 @@ use mpm::events::{Event, EventBody, Resource};
 use mpm::governor::ResolvedLimits;
 
 /// The real python interpreter (not a pyenv shim), resolved once.
-pub fn python() -> &'static str {
+pub(crate) fn python() -> &'static str {
     static PY: OnceLock<String> = OnceLock::new();
     PY.get_or_init(|| {
         let out = Command::new("python3")
@@ -24,18 +24,18 @@ pub fn python() -> &'static str {
     })
 }
 
-pub fn fake_agent() -> PathBuf {
+pub(crate) fn fake_agent() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/fake_agent.py")
 }
 
 /// A process tree in its own session; dropping it kills the whole tree and reaps the leader.
-pub struct Tree {
+pub(crate) struct Tree {
     pub child: Child,
 }
 
 impl Tree {
     /// Run `argv` as a session leader (setsid in pre_exec), stdio to /dev/null.
-    pub fn spawn_argv(argv: &[String], pre: Option<mpm::config::Rlimits>) -> Tree {
+    pub(crate) fn spawn_argv(argv: &[String], pre: Option<mpm::config::Rlimits>) -> Tree {
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..])
             .stdin(Stdio::null())
@@ -59,13 +59,13 @@ impl Tree {
     }
 
     /// Run the fake agent with `steps` as a session leader.
-    pub fn fake(steps: &[&str]) -> Tree {
+    pub(crate) fn fake(steps: &[&str]) -> Tree {
         let mut argv = vec![python().to_string(), fake_agent().display().to_string()];
         argv.extend(steps.iter().map(|s| s.to_string()));
         Self::spawn_argv(&argv, None)
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 }
@@ -79,7 +79,7 @@ impl Drop for Tree {
 }
 
 /// Limits for tests: warning 60 MB, critical 120 MB, hard 180 MB; CPU off.
-pub fn small_limits() -> ResolvedLimits {
+pub(crate) fn small_limits() -> ResolvedLimits {
     ResolvedLimits {
         memory: MemoryLimits {
             warning: Some(60),
@@ -96,7 +96,7 @@ pub fn small_limits() -> ResolvedLimits {
 }
 
 /// Governor settings with a 100 ms interval and no cgroup.
-pub fn fast_config() -> LimitsConfig {
+pub(crate) fn fast_config() -> LimitsConfig {
     LimitsConfig {
         interval_ms: 100,
         cgroup: "off".into(),
@@ -105,7 +105,7 @@ pub fn fast_config() -> LimitsConfig {
 }
 
 /// The resource figure of a `resource.*` event.
-pub fn resource(e: &Event) -> Option<&Resource> {
+pub(crate) fn resource(e: &Event) -> Option<&Resource> {
     match &e.body {
         EventBody::ResourceWarning(r)
         | EventBody::ResourceCritical(r)
@@ -115,7 +115,7 @@ pub fn resource(e: &Event) -> Option<&Resource> {
 }
 
 /// Collect `resource.*` events until `stop` says so or the deadline passes.
-pub fn collect_until(
+pub(crate) fn collect_until(
     rx: &crossbeam_channel::Receiver<Arc<Event>>,
     timeout: Duration,
     stop: impl Fn(&Event) -> bool,
@@ -136,7 +136,7 @@ pub fn collect_until(
 }
 
 /// Poll `cond` until it holds or `timeout` passes.
-pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+pub(crate) fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         if cond() {
@@ -150,7 +150,7 @@ pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 }
 
 /// Read a pid written by the fake agent to `path` (it renames into place atomically).
-pub fn read_pid_file(path: &Path, timeout: Duration) -> Option<i32> {
+pub(crate) fn read_pid_file(path: &Path, timeout: Duration) -> Option<i32> {
     let mut pid = None;
     wait_for(timeout, || {
         pid = std::fs::read_to_string(path)
@@ -162,7 +162,7 @@ pub fn read_pid_file(path: &Path, timeout: Duration) -> Option<i32> {
 }
 
 /// Resident memory of one process in MB (`/proc/<pid>/statm`).
-pub fn own_rss_mb(pid: i32) -> Option<f64> {
+pub(crate) fn own_rss_mb(pid: i32) -> Option<f64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
     let pages: u64 = text.split_whitespace().nth(1)?.parse().ok()?;
     Some((pages * mpm::process::procfs::page_size()) as f64 / (1024.0 * 1024.0))

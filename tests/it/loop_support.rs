@@ -7,14 +7,14 @@ use std::process::Stdio;
 use crate::common::{TestEnv, fake_agent};
 
 /// Write `body` (YAML) as the test's config file; returns its path.
-pub fn write_config(env: &TestEnv, body: &str) -> String {
+pub(crate) fn write_config(env: &TestEnv, body: &str) -> String {
     let p = env.path("mpm.yaml");
     std::fs::write(&p, body).unwrap();
     p.display().to_string()
 }
 
 /// A YAML flow list: the fake agent and `steps` (for `argv:`).
-pub fn fake_argv(steps: &[&str]) -> String {
+pub(crate) fn fake_argv(steps: &[&str]) -> String {
     let mut v = vec!["python3".to_string(), fake_agent()];
     v.extend(steps.iter().map(|s| s.to_string()));
     serde_json::to_string(&v).unwrap()
@@ -22,7 +22,7 @@ pub fn fake_argv(steps: &[&str]) -> String {
 
 /// `mpm --config CFG run --no-daemon --events-file EV [flags] -- fake_agent STEPS` with stdin
 /// closed; returns the output and the parsed events.
-pub fn run_session(
+pub(crate) fn run_session(
     env: &TestEnv,
     cfg: &str,
     flags: &[&str],
@@ -59,12 +59,15 @@ pub fn run_session(
 }
 
 /// Events of one kind.
-pub fn of_kind<'a>(events: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
+pub(crate) fn of_kind<'a>(
+    events: &'a [serde_json::Value],
+    kind: &str,
+) -> Vec<&'a serde_json::Value> {
     events.iter().filter(|e| e["kind"] == kind).collect()
 }
 
 /// `mpm --config CFG ARGS...` (no terminal): (exit code, stdout, stderr).
-pub fn mpm_cmd(env: &TestEnv, cfg: &str, args: &[&str]) -> (i32, String, String) {
+pub(crate) fn mpm_cmd(env: &TestEnv, cfg: &str, args: &[&str]) -> (i32, String, String) {
     let mut all = vec!["--config", cfg];
     all.extend_from_slice(args);
     let out = env.command(&all).stdin(Stdio::null()).output().unwrap();

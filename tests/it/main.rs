@@ -15,9 +15,9 @@ mod nats_support;
 mod nats_tls;
 mod realclient;
 
+mod captures_exact;
 mod clis_captures;
 mod clis_live;
-mod captures_exact;
 mod daemon_binary;
 mod daemon_executor;
 mod daemon_inprocess;

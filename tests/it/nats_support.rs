@@ -14,7 +14,7 @@ use nix::unistd::Pid;
 use crate::common::{DEADLINE, clear_mpm_vars, mpm_bin, wait_until};
 
 /// The nats-server binary, or `None` after printing SKIPPED (a failure under CI=true).
-pub fn nats_server_bin() -> Option<PathBuf> {
+pub(crate) fn nats_server_bin() -> Option<PathBuf> {
     let found = std::env::var_os("PATH")
         .into_iter()
         .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
@@ -32,17 +32,17 @@ pub fn nats_server_bin() -> Option<PathBuf> {
 }
 
 /// A child in its own process group, killed with its group on drop.
-pub struct Proc {
+pub(crate) struct Proc {
     pub child: Child,
 }
 
 impl Proc {
-    pub fn pid(&self) -> i32 {
+    pub(crate) fn pid(&self) -> i32 {
         self.child.id() as i32
     }
 
     /// SIGKILL the process alone (not its group): a crash.
-    pub fn crash(&mut self) {
+    pub(crate) fn crash(&mut self) {
         let _ = nix::sys::signal::kill(Pid::from_raw(self.pid()), Signal::SIGKILL);
         let _ = self.child.wait();
     }
@@ -56,7 +56,7 @@ impl Drop for Proc {
 }
 
 /// A JetStream-enabled nats-server on 127.0.0.1.
-pub struct NatsServer {
+pub(crate) struct NatsServer {
     pub url: String,
     _proc: Proc,
     _dir: tempfile::TempDir,
@@ -72,7 +72,7 @@ fn free_port() -> u16 {
 impl NatsServer {
     /// A server started from a config file: `conf` is added after `listen` and `jetstream`
     /// (e.g. a `tls { ... }` block); the URL uses `scheme` (`nats` or `tls`).
-    pub fn start_conf(conf: &str, scheme: &str) -> Option<Self> {
+    pub(crate) fn start_conf(conf: &str, scheme: &str) -> Option<Self> {
         let bin = nats_server_bin()?;
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
@@ -113,7 +113,7 @@ impl NatsServer {
         })
     }
 
-    pub fn start() -> Option<Self> {
+    pub(crate) fn start() -> Option<Self> {
         let bin = nats_server_bin()?;
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
@@ -140,7 +140,7 @@ impl NatsServer {
 }
 
 /// A running `mpm worker`, with its stderr lines collected.
-pub struct Worker {
+pub(crate) struct Worker {
     pub proc: Proc,
     pub name: String,
     pub state: PathBuf,
@@ -149,7 +149,7 @@ pub struct Worker {
 
 impl Worker {
     /// Start `mpm worker` with `config_yaml` as its `--config`, and wait until it is ready.
-    pub fn start(
+    pub(crate) fn start(
         home: &Path,
         url: &str,
         name: &str,
@@ -201,14 +201,14 @@ impl Worker {
         w
     }
 
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         self.lines.lock().unwrap().join("\n")
     }
 }
 
 /// Kills leftover processes by pid on drop (sub-agents orphaned by a crashed worker).
 #[derive(Default)]
-pub struct PidGuard(pub Vec<i32>);
+pub(crate) struct PidGuard(pub Vec<i32>);
 
 impl Drop for PidGuard {
     fn drop(&mut self) {

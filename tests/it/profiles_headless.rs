@@ -25,10 +25,10 @@ const TASK: &str = "test fib() with 3 cases";
 
 /// Processes whose environment holds `MPM_TEST_MARK=<mark>`: the CLI's whole tree, daemons
 /// included (they inherit the environment). Killed on drop so a failing test leaves none.
-pub struct Leftovers(pub String);
+pub(crate) struct Leftovers(pub String);
 
 impl Leftovers {
-    pub fn pids(&self) -> Vec<(i32, String)> {
+    pub(crate) fn pids(&self) -> Vec<(i32, String)> {
         let needle = format!("MPM_TEST_MARK={}", self.0);
         let mut out = Vec::new();
         let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -65,7 +65,7 @@ impl Drop for Leftovers {
 
 /// Write the CLI's throw-away configuration under `home` (and `work`), pointing it at `port`;
 /// returns the environment it needs.
-pub fn setup(cli: &str, home: &Path, work: &Path, port: u16) -> Vec<(String, String)> {
+pub(crate) fn setup(cli: &str, home: &Path, work: &Path, port: u16) -> Vec<(String, String)> {
     let base = format!("http://127.0.0.1:{port}");
     let write = |p: PathBuf, text: String| {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();

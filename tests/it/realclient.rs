@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 const START: Duration = Duration::from_secs(30);
 
 /// The repository's `fixtures/` folder.
-pub fn fixtures_dir() -> PathBuf {
+pub(crate) fn fixtures_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")
 }
 
 /// The claude binary: `MPM_CLAUDE_BIN`, else the cache folder `.ci/install-claude.sh` fills
 /// (`$MPM_CLAUDE_PREFIX`, default `~/.cache/mpm-ci/claude`).
-pub fn claude_bin() -> Option<PathBuf> {
+pub(crate) fn claude_bin() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("MPM_CLAUDE_BIN") {
         return Some(PathBuf::from(p)).filter(|p| p.exists());
     }
@@ -34,12 +34,12 @@ pub fn claude_bin() -> Option<PathBuf> {
 }
 
 /// True under CI (`CI=true`, as GitHub Actions and `.ci/run` set it): a missing tool fails there.
-pub fn in_ci() -> bool {
+pub(crate) fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
 /// Say clearly why a real-client test did not run; under CI, fail instead.
-pub fn skip(what: &str) {
+pub(crate) fn skip(what: &str) {
     assert!(
         !in_ci(),
         "{what}: under CI (CI=true) the real-client tests must run; .ci/run installs the CLI"
@@ -53,13 +53,13 @@ pub fn skip(what: &str) {
 }
 
 /// `PATH` with the claude bin folder first, so `claude` is found by name.
-pub fn path_with(bin: &Path) -> String {
+pub(crate) fn path_with(bin: &Path) -> String {
     let dir = bin.parent().unwrap().display().to_string();
     format!("{dir}:{}", std::env::var("PATH").unwrap_or_default())
 }
 
 /// `fixtures/fake_llm.py` on a free loopback port; killed on drop.
-pub struct FakeServer {
+pub(crate) struct FakeServer {
     child: Child,
     pub port: u16,
     /// The server's request log (JSONL, one trimmed line per request).
@@ -68,7 +68,7 @@ pub struct FakeServer {
 
 impl FakeServer {
     /// Start the server with `fixtures/scenarios/<scenario>`; its port file and log go into `dir`.
-    pub fn start(scenario: &str, dir: &Path) -> FakeServer {
+    pub(crate) fn start(scenario: &str, dir: &Path) -> FakeServer {
         let port_file = dir.join("fake_llm.port");
         let log = dir.join("fake_llm.requests.jsonl");
         let child = Command::new("python3")
@@ -107,7 +107,7 @@ impl FakeServer {
     }
 
     /// The requests the server answered so far, as parsed log lines.
-    pub fn requests(&self) -> Vec<serde_json::Value> {
+    pub(crate) fn requests(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(&self.log)
             .unwrap_or_default()
             .lines()
@@ -116,7 +116,7 @@ impl FakeServer {
     }
 
     /// The environment claude needs to talk to this server offline.
-    pub fn claude_env(&self) -> Vec<(String, String)> {
+    pub(crate) fn claude_env(&self) -> Vec<(String, String)> {
         [
             (
                 "ANTHROPIC_BASE_URL",
@@ -142,7 +142,7 @@ impl Drop for FakeServer {
 
 /// A throwaway HOME that lets interactive claude skip onboarding, key and trust prompts for `work`
 /// (`fixtures/claude_home.sh`).
-pub fn setup_home(home: &Path, work: &Path) {
+pub(crate) fn setup_home(home: &Path, work: &Path) {
     let st = Command::new("bash")
         .arg(fixtures_dir().join("claude_home.sh"))
         .arg(home)
@@ -155,7 +155,7 @@ pub fn setup_home(home: &Path, work: &Path) {
 
 /// The other agent CLIs' cache folder (`.ci/install-clis.sh`): `$MPM_CLI_PREFIX`, default
 /// `~/.cache/mpm-ci`.
-pub fn cli_prefix() -> Option<PathBuf> {
+pub(crate) fn cli_prefix() -> Option<PathBuf> {
     std::env::var_os("MPM_CLI_PREFIX")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/mpm-ci")))
@@ -163,7 +163,7 @@ pub fn cli_prefix() -> Option<PathBuf> {
 
 /// The binary of a pinned agent CLI (`codex`, `gemini`, `opencode`, `aider`, `claude`):
 /// `MPM_<NAME>_BIN`, else where `.ci/install-clis.sh` (or `.ci/install-claude.sh`) puts it.
-pub fn cli_bin(name: &str) -> Option<PathBuf> {
+pub(crate) fn cli_bin(name: &str) -> Option<PathBuf> {
     if name == "claude" {
         return claude_bin();
     }
@@ -179,7 +179,7 @@ pub fn cli_bin(name: &str) -> Option<PathBuf> {
 }
 
 /// Like [`skip`], naming the installer of the other CLIs.
-pub fn skip_cli(name: &str) {
+pub(crate) fn skip_cli(name: &str) {
     assert!(
         !in_ci(),
         "{name} not installed: under CI (CI=true) the real-client tests must run; .ci/run installs it"

@@ -25,7 +25,7 @@ fn git(dir: &Path, args: &[&str]) -> String {
 }
 
 /// A repository with one commit: `shared.txt` = "base\n", `.env` ignored (and present).
-pub fn init_repo(dir: &Path) {
+pub(crate) fn init_repo(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
     git(dir, &["init", "-q", "-b", "main"]);
     std::fs::write(dir.join("shared.txt"), "base\n").unwrap();
