@@ -235,7 +235,7 @@ pub struct CueScanner {
     utf8: Vec<u8>,
     text: String,
     tail: String,
-    /// An idle title held until the next chunk with text: claude sets its idle title as a
+    /// An idle title held until the next chunk with text (claude only): claude sets its idle title as a
     /// permission dialog or a usage-limit message opens, a read before it draws them; that
     /// chunk's `needs_input`/`blocked` cue replaces the idle, so no moment of `idle` (which ends
     /// a turn for the feedback actor) is published in between.
@@ -368,7 +368,11 @@ impl CueScanner {
             // An idle title beside the dialog or limit it announces says nothing more.
             out.retain(|s| !matches!(s, Signal::Title { working: false }));
         }
-        let hold = if matches!(out.last(), Some(Signal::Title { working: false })) {
+        // Only claude announces a dialog or a limit by its idle title; the other CLIs' idle
+        // titles and OSC states are the turn's end itself.
+        let hold = if self.table.profile == "claude"
+            && matches!(out.last(), Some(Signal::Title { working: false }))
+        {
             out.pop()
         } else {
             None
