@@ -693,8 +693,18 @@ pub(super) fn relay(
     })?;
     match c.recv_msg()? {
         ServerMsg::Attached { .. } => {}
-        ServerMsg::SessionEnded { exit_code, .. } => {
-            errln!("mpm: session {} has ended", short(session));
+        ServerMsg::SessionEnded {
+            exit_code, summary, ..
+        } => {
+            // `mpm run`'s own session that ended before the attach (`mpm run -- true`): its end
+            // is the result, as in-process; only an attach to another session says it is over.
+            if own_session {
+                if let Some(text) = summary {
+                    err!("{text}");
+                }
+            } else {
+                errln!("mpm: session {} has ended", short(session));
+            }
             return Ok(RelayEnd::Ended(exit_code));
         }
         m => return Err(unexpected(m).into()),

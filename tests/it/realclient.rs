@@ -23,14 +23,37 @@ pub(crate) fn fixtures_dir() -> PathBuf {
 /// (`$MPM_CLAUDE_PREFIX`, default `~/.cache/mpm-ci/claude`).
 pub(crate) fn claude_bin() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("MPM_CLAUDE_BIN") {
-        return Some(PathBuf::from(p)).filter(|p| p.exists());
+        return Some(PathBuf::from(p))
+            .filter(|p| p.exists())
+            .inspect(|_| one_real_cli_at_a_time());
     }
     let prefix = std::env::var_os("MPM_CLAUDE_PREFIX")
         .map(PathBuf::from)
         .or_else(|| {
             std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/mpm-ci/claude"))
         })?;
-    Some(prefix.join("node_modules/.bin/claude")).filter(|p| p.exists())
+    Some(prefix.join("node_modules/.bin/claude"))
+        .filter(|p| p.exists())
+        .inspect(|_| one_real_cli_at_a_time())
+}
+
+/// The real CLIs are heavy (Node or Python start-up, streamed model turns, hooks): on a 2-core
+/// machine several at once starve each other into their tests' deadlines. A test that asks for a
+/// real CLI therefore waits here until no other test drives one, and holds the turn until its
+/// thread (the test) ends, pass or fail. The other tests keep running in parallel.
+fn one_real_cli_at_a_time() {
+    use std::cell::RefCell;
+    use std::sync::{Mutex, MutexGuard};
+    static REAL_CLI: Mutex<()> = Mutex::new(());
+    thread_local! {
+        static HELD: RefCell<Option<MutexGuard<'static, ()>>> = const { RefCell::new(None) };
+    }
+    HELD.with(|held| {
+        let mut held = held.borrow_mut();
+        if held.is_none() {
+            *held = Some(REAL_CLI.lock().unwrap_or_else(|e| e.into_inner()));
+        }
+    });
 }
 
 /// True under CI (`CI=true`, as GitHub Actions and `.ci/run` set it): a missing tool fails there.
@@ -168,14 +191,18 @@ pub(crate) fn cli_bin(name: &str) -> Option<PathBuf> {
         return claude_bin();
     }
     if let Some(p) = std::env::var_os(format!("MPM_{}_BIN", name.to_ascii_uppercase())) {
-        return Some(PathBuf::from(p)).filter(|p| p.exists());
+        return Some(PathBuf::from(p))
+            .filter(|p| p.exists())
+            .inspect(|_| one_real_cli_at_a_time());
     }
     let dir = cli_prefix()?.join(name);
     let bin = match name {
         "aider" => dir.join("bin/aider"),
         _ => dir.join("node_modules/.bin").join(name),
     };
-    Some(bin).filter(|p| p.exists())
+    Some(bin)
+        .filter(|p| p.exists())
+        .inspect(|_| one_real_cli_at_a_time())
 }
 
 /// Like [`skip`], naming the installer of the other CLIs.
