@@ -722,13 +722,14 @@ impl Dispatcher {
                             Vec::new()
                         }
                         DispatchMsg::TranscriptTurnEnd => {
-                            if let Some(t) = state.on(&Signal::TranscriptTurnEnd) {
-                                emit_state(&bus, &mirror, t);
-                            }
                             if hooks_live {
-                                // The Stop hook ends the turn, after draining the transcript.
+                                // The Stop hook ends the turn, after draining the transcript, for
+                                // the state too: one signal decides, not whichever arrives first.
                                 Vec::new()
                             } else {
+                                if let Some(t) = state.on(&Signal::TranscriptTurnEnd) {
+                                    emit_state(&bus, &mirror, t);
+                                }
                                 // Without hooks the transcript is the exact source: it carried the
                                 // whole turn, so screen delegations from now on wait for its turn
                                 // ends and dispatch only what it lacked.

@@ -164,13 +164,16 @@ impl TestEnv {
     }
 }
 
-/// Drop the developer's own `MPM_*` settings from a child's environment (tests set their own).
+/// Drop the developer's own `MPM_*` settings from a child's environment (tests set their own),
+/// and `CI`: it tells the suite to fail instead of skipping, but the agents under test read it too
+/// (gemini 0.61.0 under `CI=true` refuses its interactive UI and waits for a prompt on stdin).
 pub(crate) fn clear_mpm_vars(c: &mut Command) {
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("MPM_") {
             c.env_remove(k);
         }
     }
+    c.env_remove("CI");
 }
 
 /// Wait for `cond` with a deadline; true when it held.
