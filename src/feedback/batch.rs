@@ -153,6 +153,18 @@ impl Batcher {
         }
     }
 
+    /// The user's next prompt: the turn that opened the batches is over, so a batch whose
+    /// delegations have all finished need not wait out its window (results that finished a moment
+    /// before the prompt go with it, not with the prompt after).
+    pub(crate) fn close_finished(&mut self) {
+        let finished = &self.finished;
+        for b in self.batches.iter_mut().filter(|b| !b.closed) {
+            if b.ids.iter().all(|i| finished.contains_key(i)) {
+                b.closed = true;
+            }
+        }
+    }
+
     /// The next message, if a closed batch has finished and the cap allows; handed out once.
     pub(crate) fn take_ready(&mut self, now: Instant) -> Option<Ready> {
         self.close_due(now);

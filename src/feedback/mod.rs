@@ -301,6 +301,7 @@ impl Actor {
 
     /// Every ready message, joined (the next prompt takes them all).
     fn for_prompt(&mut self) -> Option<String> {
+        self.batcher.close_finished();
         let mut texts = Vec::new();
         while let Some(r) = self.batcher.take_ready(Instant::now()) {
             self.deliver(&r, FeedbackVia::NextPrompt);
