@@ -54,21 +54,12 @@ fn scan(profile: &str, cols: u16, file: &str) -> Vec<Row> {
         .lines()
         .map(|l| {
             let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
-            let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-            let who = if s("agent").is_empty() {
-                s("ticket_type")
-            } else {
-                s("agent")
-            };
-            let what = [s("task"), s("title"), s("text")]
-                .into_iter()
-                .find(|x| !x.is_empty())
-                .unwrap_or_default();
+            let (cat, who, what) = crate::common::scan_row(&v);
             Row {
-                cat: s("category"),
+                cat,
                 who,
                 what,
-                pattern: s("pattern"),
+                pattern: v["pattern"].as_str().unwrap_or("").to_string(),
             }
         })
         .collect()

@@ -490,3 +490,25 @@ sys.exit(os.waitstatus_to_exitcode(st))\n";
         .into_bytes();
     (out, rss)
 }
+
+/// What a detection line of `mpm scan --json` says, as the capture tables compare it:
+/// (category, who: the agent or else the ticket type, what: the task, else the title, else the
+/// text).
+pub(crate) fn scan_row(v: &serde_json::Value) -> (String, String, String) {
+    let s = |k: &str| {
+        v.get(k)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let who = if s("agent").is_empty() {
+        s("ticket_type")
+    } else {
+        s("agent")
+    };
+    let what = [s("task"), s("title"), s("text")]
+        .into_iter()
+        .find(|x| !x.is_empty())
+        .unwrap_or_default();
+    (s("category"), who, what)
+}

@@ -51,18 +51,9 @@ fn scan(args: &[&str], files: &[&str]) -> Vec<Row> {
             for absent in ["session", "trace_id", "step_id"] {
                 assert!(v.get(absent).is_none(), "{absent} in {l}");
             }
-            let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-            let who = if s("agent").is_empty() {
-                s("ticket_type")
-            } else {
-                s("agent")
-            };
-            let what = [s("task"), s("title"), s("text")]
-                .into_iter()
-                .find(|x| !x.is_empty())
-                .unwrap_or_default();
+            let (cat, who, what) = crate::common::scan_row(&v);
             Row {
-                cat: s("category"),
+                cat,
                 who,
                 what,
                 priority: v.get("priority").and_then(Value::as_str).map(String::from),
