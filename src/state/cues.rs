@@ -44,6 +44,10 @@ struct TableFile {
 struct TitleFile {
     idle: String,
     working: String,
+    /// The CLI sets its idle title a read before a dialog or a limit it announces: hold an idle
+    /// title until the next chunk with text (see [`CueScanner`]'s `held_idle`).
+    #[serde(default)]
+    hold_idle: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -89,6 +93,8 @@ pub struct CueTable {
     set: RegexSet,
     cues: Vec<(String, SessionState, bool, Regex)>,
     title: Option<(Regex, Regex)>,
+    /// The table's `title.hold_idle`: an idle title may announce a dialog or a limit.
+    hold_idle: bool,
 }
 
 impl CueTable {
@@ -134,6 +140,7 @@ impl CueTable {
             set,
             cues,
             title,
+            hold_idle: f.title.as_ref().is_some_and(|t| t.hold_idle),
         })
     }
 
@@ -235,7 +242,8 @@ pub struct CueScanner {
     utf8: Vec<u8>,
     text: String,
     tail: String,
-    /// An idle title held until the next chunk with text (claude only): claude sets its idle title as a
+    /// An idle title held until the next chunk with text (tables with `title.hold_idle`, claude's):
+    /// claude sets its idle title as a
     /// permission dialog or a usage-limit message opens, a read before it draws them; that
     /// chunk's `needs_input`/`blocked` cue replaces the idle, so no moment of `idle` (which ends
     /// a turn for the feedback actor) is published in between.
@@ -368,9 +376,9 @@ impl CueScanner {
             // An idle title beside the dialog or limit it announces says nothing more.
             out.retain(|s| !matches!(s, Signal::Title { working: false }));
         }
-        // Only claude announces a dialog or a limit by its idle title; the other CLIs' idle
-        // titles and OSC states are the turn's end itself.
-        let hold = if self.table.profile == "claude"
+        // Only a table with `title.hold_idle` (claude's) announces a dialog or a limit by its idle
+        // title; the other CLIs' idle titles and OSC states are the turn's end itself.
+        let hold = if self.table.hold_idle
             && matches!(out.last(), Some(Signal::Title { working: false }))
         {
             out.pop()
@@ -555,6 +563,21 @@ mod tests {
             states(&s.feed("You've hit your limit \u{b7} resets 3pm".as_bytes(), false)),
             vec!["blocked:usage-limit:3pm"]
         );
+    }
+
+    /// The hold is the table's flag, not the profile's name: only claude's table sets it, and any
+    /// table that sets it holds.
+    #[test]
+    fn the_idle_hold_is_a_table_flag() {
+        assert!(CueTable::builtin("claude").expect("claude").hold_idle);
+        for p in ["codex", "gemini", "opencode", "aider"] {
+            assert!(!CueTable::builtin(p).expect(p).hold_idle, "{p}");
+        }
+        let yaml =
+            "profile: other\ntitle:\n  idle: '^idle'\n  working: '^busy'\n  hold_idle: true\n";
+        let mut s = CueScanner::new(CueTable::parse("other.yaml", yaml).expect("table"));
+        assert!(s.feed(b"\x1b]0;idle\x07", false).is_empty());
+        assert_eq!(states(&s.feed(b"\r\n> ", false)), vec!["title:false"]);
     }
 
     #[test]
