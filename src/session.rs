@@ -63,6 +63,8 @@ pub(crate) struct SessionSpec {
     pub termios: Option<Termios>,
     /// Write an asciicast v2 recording here.
     pub record: Option<PathBuf>,
+    /// Record typed input in it too (`--record-input`; off by default: input can hold secrets).
+    pub record_input: bool,
     /// The `mpm` binary to start as the orphan watchdog (`mpm __watchdog`); `None` = none.
     pub watchdog_exe: Option<PathBuf>,
     /// Where this session's delegation output goes (`executor.output_dir`, default
@@ -416,7 +418,7 @@ impl Session {
         let grace = cfg.run.grace();
         let mut restart = RestartPolicy::new(&cfg.limits.restart);
         let mut recorder = match self.spec.record.clone() {
-            Some(p) => match Recorder::create(&p, self.spec.size) {
+            Some(p) => match Recorder::create(&p, self.spec.size, self.spec.record_input) {
                 Ok(r) => Some(r),
                 Err(e) => {
                     return self.end(Err(SessionError::Record {

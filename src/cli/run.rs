@@ -21,9 +21,13 @@ pub(crate) struct RunArgs {
     /// Append every event of the session to PATH as JSON lines (flushed per event).
     #[arg(long, value_name = "PATH")]
     pub events_file: Option<PathBuf>,
-    /// Record the session as an asciicast v2 file (`asciinema play` replays it).
+    /// Record the session's output as an asciicast v2 file (`asciinema play` replays it).
     #[arg(long, value_name = "PATH")]
     pub record: Option<PathBuf>,
+    /// Record what is typed to the agent in the `--record` file too (`"i"` events). Off by
+    /// default: typed input can hold secrets, such as a password typed at a prompt.
+    #[arg(long, requires = "record")]
+    pub record_input: bool,
     /// Pass-through only: no text pipeline, no detections.
     #[arg(long)]
     pub no_detect: bool,
@@ -163,6 +167,7 @@ pub(super) fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<i32> {
         size: crate::pty::terminal::user_size(),
         termios: None,
         record: a.record.clone(),
+        record_input: a.record_input,
         watchdog_exe,
         output_dir,
     };

@@ -390,6 +390,7 @@ impl SessionBackend for PtyBackend {
             size,
             termios: None,
             record: None,
+            record_input: false,
             watchdog_exe: None,
         };
         // Which limit stopped the agent, said in one line on the client's terminal at the end.

@@ -1,7 +1,9 @@
 //! Asciicast v2 recording (`--record PATH`), the format `asciinema play` reads: a JSON header line
 //! (`version`, `width`, `height`, `timestamp`, `env`), then one `[time, "o", data]` line per output
-//! chunk, `[time, "i", data]` per chunk of input written to the agent, and `[time, "r", "COLSxROWS"]`
-//! per resize (`mpm scan --input cast` replays the output at the recorded sizes). `data` must be a JSON string, so the bytes are
+//! chunk, `[time, "r", "COLSxROWS"]` per resize (`mpm scan --input cast` replays the output at the
+//! recorded sizes), and only when asked (`--record-input`) `[time, "i", data]` per chunk of input
+//! written to the agent: what the user types can hold secrets (a password typed at a prompt the
+//! agent ran), so a recording holds the output alone by default. `data` must be a JSON string, so the bytes are
 //! decoded as UTF-8 with an incomplete sequence at the end of a chunk carried over to the next one
 //! and truly invalid bytes replaced by U+FFFD.
 
@@ -20,11 +22,13 @@ pub struct Recorder {
     carry: Vec<u8>,
     /// The same for input.
     carry_in: Vec<u8>,
+    /// Record input (`"i"` events); off by default, input can hold secrets.
+    with_input: bool,
 }
 
 impl Recorder {
-    /// Create (truncate) `path` and write the header.
-    pub fn create(path: &Path, size: WinSize) -> std::io::Result<Recorder> {
+    /// Create (truncate) `path` and write the header; `with_input` records input too.
+    pub fn create(path: &Path, size: WinSize, with_input: bool) -> std::io::Result<Recorder> {
         if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
@@ -44,6 +48,7 @@ impl Recorder {
             start: Instant::now(),
             carry: Vec::new(),
             carry_in: Vec::new(),
+            with_input,
         })
     }
 
@@ -66,8 +71,11 @@ impl Recorder {
         self.event("o", &text)
     }
 
-    /// Record a chunk of input written to the agent (`"i"`).
+    /// Record a chunk of input written to the agent (`"i"`), if the recorder records input.
     pub fn input(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        if !self.with_input {
+            return Ok(());
+        }
         let mut buf = std::mem::take(&mut self.carry_in);
         buf.extend_from_slice(bytes);
         let text = decode_utf8(&buf, &mut self.carry_in);
@@ -153,7 +161,7 @@ mod tests {
     fn writes_header_and_events() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.cast");
-        let mut r = Recorder::create(&path, WinSize { cols: 90, rows: 20 }).unwrap();
+        let mut r = Recorder::create(&path, WinSize { cols: 90, rows: 20 }, true).unwrap();
         r.output("h\u{e9}".as_bytes()).unwrap();
         r.resize(WinSize { cols: 50, rows: 10 }).unwrap();
         r.input(b"y\r").unwrap();
@@ -173,5 +181,24 @@ mod tests {
         assert_eq!(lines[3][1], "i");
         assert_eq!(lines[3][2], "y\r");
         assert_eq!(lines[4][2], "\u{FFFD}");
+    }
+
+    /// Without `with_input`, typed input leaves no trace in the recording.
+    #[test]
+    fn input_is_not_recorded_by_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.cast");
+        let mut r = Recorder::create(&path, WinSize { cols: 90, rows: 20 }, false).unwrap();
+        r.input(b"hunter2\r").unwrap();
+        r.output(b"ok").unwrap();
+        r.finish().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains("hunter2"), "{text}");
+        let codes: Vec<String> = text
+            .lines()
+            .skip(1)
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()[1].to_string())
+            .collect();
+        assert_eq!(codes, ["\"o\""]);
     }
 }

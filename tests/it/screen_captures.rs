@@ -1,6 +1,6 @@
 //! Recordings with their sizes: `mpm scan --input cast` replays an asciicast v2 file's output at
-//! the recorded sizes (its `"r"` resize events included), and `mpm run --record` writes the input
-//! (`"i"`) and resize (`"r"`) events that make such a replay possible.
+//! the recorded sizes (its `"r"` resize events included), and `mpm run --record` writes the resize
+//! (`"r"`) events that make such a replay possible (and with `--record-input` the input, `"i"`).
 
 use std::io::Write;
 use std::process::Stdio;
@@ -100,8 +100,8 @@ fn a_malformed_cast_names_the_file_and_line() {
     assert!(!err.contains("panicked"), "{err}");
 }
 
-/// `mpm run --record` on a real PTY: typed input becomes `"i"` events, a resize an `"r"` event, and
-/// `mpm scan --input cast` over the recording finds what the agent printed.
+/// `mpm run --record --record-input` on a real PTY: typed input becomes `"i"` events, a resize an
+/// `"r"` event, and `mpm scan --input cast` over the recording finds what the agent printed.
 #[test]
 fn record_writes_input_and_resize_events_that_scan_replays() {
     let env = TestEnv::new();
@@ -113,6 +113,7 @@ fn record_writes_input_and_resize_events_that_scan_replays() {
             "--no-exec",
             "--record",
             cast.to_str().unwrap_or_default(),
+            "--record-input",
             "--",
             "sh",
             "-c",
