@@ -7,16 +7,8 @@
 //! word for word: a delegation runs once per session (the repeat is not a new request; see
 //! `src/detect/dispatch.rs` and `captures_exact.rs`).
 
-use crate::common::{DEADLINE, Spawn, TestEnv, wait_until};
-use crate::realclient::{FakeServer, claude_bin, path_with, setup_home, skip};
-
-fn events(path: &std::path::Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
+use crate::common::{DEADLINE, wait_until};
+use crate::realclient::{LiveSetup, read_events as events};
 
 fn field(e: &serde_json::Value, k: &str) -> String {
     e[k].as_str().unwrap_or("").to_string()
@@ -40,20 +32,6 @@ fn live_session(
     renderer: &str,
     prompts: &[(&str, &str)],
 ) -> Option<Vec<serde_json::Value>> {
-    let Some(bin) = claude_bin() else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI: the real claude CLI is missing"
-        );
-        skip("real claude CLI not installed");
-        return None;
-    };
-    let env = TestEnv::new();
-    let server = FakeServer::start(scenario, env.dir.path());
-    let home = env.path("home");
-    let work = env.path("work");
-    setup_home(&home, &work);
-    let cfg = env.path("mpm.yaml");
     let mut yaml = String::from("profiles:\n  claude:\n    feedback: \"off\"\nagents:\n");
     for a in [
         "engineer",
@@ -65,38 +43,13 @@ fn live_session(
     ] {
         yaml.push_str(&format!("  {a}:\n    argv: [\"echo\", \"{{task}}\"]\n"));
     }
-    std::fs::write(&cfg, yaml).unwrap();
-    let ev_path = env.path("events.jsonl");
-    let mut spawn = Spawn::new(
-        &env,
-        &[
-            "--config",
-            cfg.to_str().unwrap(),
-            "run",
-            "--no-daemon",
-            "--events-file",
-            ev_path.to_str().unwrap(),
-            "--",
-            "claude",
-            "--permission-mode",
-            "acceptEdits",
-        ],
-    );
-    spawn.cols = 60;
-    spawn.rows = 20;
-    spawn.cwd = Some(&work);
-    spawn.env.extend([
-        ("PATH".to_string(), path_with(&bin)),
-        ("HOME".to_string(), home.display().to_string()),
-        ("CLAUDE_CODE_NO_FLICKER".to_string(), renderer.to_string()),
-        (
-            "MPM_EXECUTOR__ON_SESSION_EXIT".to_string(),
-            "wait".to_string(),
-        ),
-    ]);
-    spawn.env.extend(server.claude_env());
-    let mut p = spawn.start();
-    p.expect("\u{276f}");
+    let mut live = LiveSetup::new(scenario)?
+        .config(&yaml)
+        .size(60, 20)
+        .renderer(renderer)
+        .var("MPM_EXECUTOR__ON_SESSION_EXIT", "wait")
+        .start();
+    let (p, server, ev_path) = (&live.p, &live.server, live.ev_path.clone());
     for (i, (prompt, rule)) in prompts.iter().enumerate() {
         p.send(prompt.as_bytes());
         // The echo of the prompt's last word (claude redraws the input line as it is typed).
@@ -128,10 +81,7 @@ fn live_session(
             .map(|r| (r["rule"].clone(), r["last_user"].clone()))
             .collect::<Vec<_>>()
     );
-    p.send(b"/exit");
-    p.expect("/exit");
-    p.send(b"\r");
-    assert_eq!(p.wait().code(), Some(0), "terminal:\n{}", p.text());
+    live.exit_within(DEADLINE);
     Some(events(&ev_path))
 }
 
@@ -235,64 +185,23 @@ fn real_claude_two_turns_repeated_delegation_runs_once() {
 
 #[test]
 fn real_claude_at_60x20_runs_each_delegation_once_whole() {
-    let Some(bin) = claude_bin() else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI: the real claude CLI is missing"
-        );
-        skip("real claude CLI not installed");
+    let Some(setup) = LiveSetup::new("exact_release.json") else {
         return;
     };
-    let env = TestEnv::new();
-    let server = FakeServer::start("exact_release.json", env.dir.path());
-    let home = env.path("home");
-    let work = env.path("work");
-    setup_home(&home, &work);
     // The user's own Stop hook, in the user's settings: it must keep running.
-    let marker = env.path("user-stop-hook-ran");
-    let settings_path = home.join(".claude/settings.json");
+    let marker = setup.env.path("user-stop-hook-ran");
+    let settings_path = setup.home.join(".claude/settings.json");
     let mut settings: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&settings_path).unwrap()).unwrap();
     settings["hooks"] = serde_json::json!({"Stop": [{"hooks": [{"type": "command",
         "command": format!("touch '{}'", marker.display())}]}]});
     std::fs::write(&settings_path, settings.to_string()).unwrap();
-    let cfg = env.path("mpm.yaml");
-    std::fs::write(
-        &cfg,
-        "agents:\n  engineer:\n    argv: [\"echo\", \"{task}\"]\n  qa:\n    argv: [\"echo\", \"{task}\"]\n  documentation:\n    argv: [\"echo\", \"{task}\"]\n",
-    )
-    .unwrap();
-    let ev_path = env.path("events.jsonl");
-    let mut spawn = Spawn::new(
-        &env,
-        &[
-            "--config",
-            cfg.to_str().unwrap(),
-            "run",
-            "--no-daemon",
-            "--events-file",
-            ev_path.to_str().unwrap(),
-            "--",
-            "claude",
-            "--permission-mode",
-            "acceptEdits",
-        ],
-    );
-    spawn.cols = 60;
-    spawn.rows = 20;
-    spawn.cwd = Some(&work);
-    spawn.env.extend([
-        ("PATH".to_string(), path_with(&bin)),
-        ("HOME".to_string(), home.display().to_string()),
-        ("CLAUDE_CODE_NO_FLICKER".to_string(), "0".to_string()),
-        (
-            "MPM_EXECUTOR__ON_SESSION_EXIT".to_string(),
-            "wait".to_string(),
-        ),
-    ]);
-    spawn.env.extend(server.claude_env());
-    let mut p = spawn.start();
-    p.expect("\u{276f}");
+    let mut live = setup
+        .config("agents:\n  engineer:\n    argv: [\"echo\", \"{task}\"]\n  qa:\n    argv: [\"echo\", \"{task}\"]\n  documentation:\n    argv: [\"echo\", \"{task}\"]\n")
+        .size(60, 20)
+        .var("MPM_EXECUTOR__ON_SESSION_EXIT", "wait")
+        .start();
+    let (p, ev_path) = (&live.p, live.ev_path.clone());
     p.send(b"please prepare the release");
     p.expect("release");
     p.send(b"\r");
@@ -303,10 +212,7 @@ fn real_claude_at_60x20_runs_each_delegation_once_whole() {
             .any(|e| e["kind"] == "session.state" && e["reason"] == "hook:Stop")
     });
     assert!(idle, "no Stop hook state; terminal:\n{}", p.text());
-    p.send(b"/exit");
-    p.expect("/exit");
-    p.send(b"\r");
-    assert_eq!(p.wait().code(), Some(0), "terminal:\n{}", p.text());
+    live.exit_within(DEADLINE);
 
     assert!(marker.exists(), "the user's own Stop hook did not run");
     let evs = events(&ev_path);
@@ -341,20 +247,12 @@ fn real_claude_at_60x20_runs_each_delegation_once_whole() {
             .any(|(_, t)| t.contains("inside a code block")),
         "{queued:#?}"
     );
-    let states: Vec<(String, String)> = evs
-        .iter()
-        .filter(|e| e["kind"] == "session.state")
-        .map(|e| (field(e, "state"), field(e, "reason")))
-        .collect();
-    let mut it = states.iter();
-    for (s, r) in [
-        ("working", "hook:UserPromptSubmit"),
-        ("idle", "hook:Stop"),
-        ("exited", "exit"),
-    ] {
-        assert!(
-            it.any(|(a, b)| a == s && (r.is_empty() || b == r)),
-            "{s} ({r}) missing or out of order in {states:?}"
-        );
-    }
+    assert_states_in_order(
+        &evs,
+        &[
+            ("working", "hook:UserPromptSubmit"),
+            ("idle", "hook:Stop"),
+            ("exited", "exit"),
+        ],
+    );
 }

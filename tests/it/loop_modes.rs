@@ -70,38 +70,9 @@ fn observe_records_without_running_and_passthrough_detects_nothing() {
 #[test]
 fn inject_gives_claude_the_protocol_as_a_system_prompt() {
     let env = TestEnv::new();
-    let bin = env.path("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    // A stand-in named `claude` that records its argv, one per line, NUL-separated.
-    let args = env.path("args");
-    let claude = bin.join("claude");
-    std::fs::write(
-        &claude,
-        format!("#!/bin/sh\nprintf '%s\\0' \"$@\" > {}\n", args.display()),
-    )
-    .unwrap();
-    std::fs::set_permissions(&claude, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (claude, args) = argv_recorder(&env);
     let cfg = write_config(&env, "orchestration: {mode: inject}\n");
-    let out = env
-        .command(&[
-            "--config",
-            &cfg,
-            "run",
-            "--no-daemon",
-            "--",
-            claude.to_str().unwrap(),
-            "--model",
-            "x",
-        ])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_hosted(&env, &cfg, &[], &[claude.to_str().unwrap(), "--model", "x"]);
     let text = std::fs::read_to_string(&args).unwrap();
     let argv: Vec<&str> = text.split('\0').collect();
     let i = argv
@@ -115,26 +86,45 @@ fn inject_gives_claude_the_protocol_as_a_system_prompt() {
     assert!(argv[..i].contains(&"--model"));
     // Intercept (the default) leaves the argv alone.
     let cfg = write_config(&env, "orchestration: {mode: intercept}\n");
-    env.command(&[
-        "--config",
-        &cfg,
-        "run",
-        "--no-daemon",
-        "--",
-        claude.to_str().unwrap(),
-    ])
-    .stdin(std::process::Stdio::null())
-    .output()
-    .unwrap();
+    run_hosted(&env, &cfg, &[], &[claude.to_str().unwrap()]);
     let text = std::fs::read_to_string(&args).unwrap();
     assert!(!text.contains("--append-system-prompt"), "{text:?}");
 }
 
-/// `mpm run` with this host (no `--no-daemon` for a daemon), stdin closed; the parsed events.
+/// A stand-in named `claude` in `<test>/bin` that records its argv, NUL-separated, in `<test>/args`:
+/// (the stand-in, the args file).
+fn argv_recorder(env: &TestEnv) -> (std::path::PathBuf, std::path::PathBuf) {
+    let bin = env.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let args = env.path("args");
+    let claude = bin.join("claude");
+    std::fs::write(
+        &claude,
+        format!("#!/bin/sh\nprintf '%s\\0' \"$@\" > {}\n", args.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&claude, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (claude, args)
+}
+
+/// `mpm run` with this host (no `--no-daemon` for a daemon), stdin closed; it must exit 0. The
+/// parsed events.
 fn run_hosted(env: &TestEnv, cfg: &str, flags: &[&str], cmd: &[&str]) -> Vec<serde_json::Value> {
+    run_hosted_with(env, &[], cfg, flags, cmd)
+}
+
+/// [`run_hosted`] with global options (`--patterns`) before `--config`.
+fn run_hosted_with(
+    env: &TestEnv,
+    global: &[&str],
+    cfg: &str,
+    flags: &[&str],
+    cmd: &[&str],
+) -> Vec<serde_json::Value> {
     let events = env.path("events.jsonl");
     let _ = std::fs::remove_file(&events);
-    let mut args = vec!["--config", cfg, "run"];
+    let mut args = global.to_vec();
+    args.extend(["--config", cfg, "run"]);
     if env.host() == HostKind::InProcess {
         args.push("--no-daemon");
     }
@@ -210,44 +200,20 @@ fn run_flags_reach_the_session(host: HostKind) {
         "patterns:\n  - id: custom-mark\n    category: custom\n    regex: '^CUSTOM-MARK (?P<title>.+)'\n",
     )
     .unwrap();
-    let mut args = vec!["--patterns", pat.to_str().unwrap(), "--config", &cfg, "run"];
-    if host == HostKind::InProcess {
-        args.push("--no-daemon");
-    }
-    let events = env.path("events-patterns.jsonl");
-    args.extend(["--events-file", events.to_str().unwrap(), "--"]);
-    args.extend_from_slice(&steps);
-    let out = env
-        .command(&args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let evs = run_hosted_with(
+        &env,
+        &["--patterns", pat.to_str().unwrap()],
+        &cfg,
+        &[],
+        &steps,
     );
-    let text = std::fs::read_to_string(&events).unwrap_or_default();
     assert!(
-        text.contains(r#""pattern":"custom-mark""#),
-        "{host:?}: {text}"
+        evs.iter().any(|e| e["pattern"] == "custom-mark"),
+        "{host:?}: {evs:?}"
     );
 
     // --mode inject: claude gets the protocol as a system prompt in either host.
-    let bin = env.path("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let args_file = env.path("args");
-    let claude = bin.join("claude");
-    std::fs::write(
-        &claude,
-        format!(
-            "#!/bin/sh\nprintf '%s\\0' \"$@\" > {}\n",
-            args_file.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&claude, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (claude, args_file) = argv_recorder(&env);
     run_hosted(
         &env,
         &cfg,

@@ -217,3 +217,203 @@ pub(crate) fn skip_cli(name: &str) {
         "SKIPPED: {name} CLI not installed; run .ci/install-clis.sh {name}"
     );
 }
+
+/// The lines of a JSON-lines events file (`--events-file`), parsed; unparsable lines skipped.
+pub(crate) fn read_events(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// How long the real claude may take to draw its prompt (Node start-up on a busy machine).
+const CLAUDE_START: Duration = Duration::from_secs(90);
+
+/// What a live real-claude session needs before it starts: a test folder, the fake server on a
+/// scenario, a throwaway HOME trusted for `work`. Tests change these (the HOME's settings, the
+/// size, the renderer, extra variables) and then [`LiveSetup::start`] it.
+pub(crate) struct LiveSetup {
+    pub env: crate::common::TestEnv,
+    pub server: FakeServer,
+    pub home: PathBuf,
+    pub work: PathBuf,
+    bin: PathBuf,
+    config: Option<String>,
+    pub cols: u16,
+    pub rows: u16,
+    /// `CLAUDE_CODE_NO_FLICKER`: "0" the classic renderer (default), "1" the fullscreen one.
+    pub renderer: String,
+    vars: Vec<(String, String)>,
+}
+
+/// The real claude under `mpm run --no-daemon --events-file ... -- claude --permission-mode
+/// acceptEdits`, PATH and HOME set, talking to the fake server (sub-agents inherit that
+/// environment: they talk to the same server), its prompt drawn. The process tree is killed on
+/// drop (the `PtyProc`), the server too.
+pub(crate) struct Live {
+    pub env: crate::common::TestEnv,
+    pub server: FakeServer,
+    pub home: PathBuf,
+    pub ev_path: PathBuf,
+    pub p: crate::common::PtyProc,
+    cols: u16,
+    rows: u16,
+}
+
+impl LiveSetup {
+    /// `None` when the CLI is missing (SKIPPED printed; under CI a failure).
+    pub(crate) fn new(scenario: &str) -> Option<LiveSetup> {
+        let Some(bin) = claude_bin() else {
+            skip("real claude CLI not installed");
+            return None;
+        };
+        let env = crate::common::TestEnv::new();
+        let server = FakeServer::start(scenario, env.dir.path());
+        let home = env.path("home");
+        let work = env.path("work");
+        setup_home(&home, &work);
+        Some(LiveSetup {
+            env,
+            server,
+            home,
+            work,
+            bin,
+            config: None,
+            cols: 100,
+            rows: 30,
+            renderer: "0".into(),
+            vars: Vec::new(),
+        })
+    }
+
+    /// mpm's configuration (YAML), passed with `--config`.
+    pub(crate) fn config(mut self, yaml: &str) -> Self {
+        self.config = Some(yaml.into());
+        self
+    }
+
+    /// The terminal's size.
+    pub(crate) fn size(mut self, cols: u16, rows: u16) -> Self {
+        self.cols = cols;
+        self.rows = rows;
+        self
+    }
+
+    /// claude's renderer (`CLAUDE_CODE_NO_FLICKER`).
+    pub(crate) fn renderer(mut self, value: &str) -> Self {
+        self.renderer = value.into();
+        self
+    }
+
+    /// One more environment variable for mpm (and the agents under it).
+    pub(crate) fn var(mut self, key: &str, value: &str) -> Self {
+        self.vars.push((key.into(), value.into()));
+        self
+    }
+
+    /// Start `mpm run` and wait for claude's prompt (❯).
+    pub(crate) fn start(self) -> Live {
+        let ev_path = self.env.path("events.jsonl");
+        let cfg = self.env.path("mpm.yaml");
+        let mut args: Vec<String> = Vec::new();
+        if let Some(yaml) = &self.config {
+            std::fs::write(&cfg, yaml).unwrap();
+            args.extend(["--config".into(), cfg.display().to_string()]);
+        }
+        args.extend(
+            [
+                "run",
+                "--no-daemon",
+                "--events-file",
+                &ev_path.display().to_string(),
+                "--",
+                "claude",
+                "--permission-mode",
+                "acceptEdits",
+            ]
+            .map(String::from),
+        );
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut spawn = crate::common::Spawn::new(&self.env, &args);
+        spawn.cols = self.cols;
+        spawn.rows = self.rows;
+        spawn.cwd = Some(&self.work);
+        spawn.env.extend([
+            ("PATH".to_string(), path_with(&self.bin)),
+            ("HOME".to_string(), self.home.display().to_string()),
+            ("CLAUDE_CODE_NO_FLICKER".to_string(), self.renderer.clone()),
+        ]);
+        spawn.env.extend(self.server.claude_env());
+        spawn.env.extend(self.vars.iter().cloned());
+        let p = spawn.start();
+        let live = Live {
+            env: self.env,
+            server: self.server,
+            home: self.home,
+            ev_path,
+            p,
+            cols: self.cols,
+            rows: self.rows,
+        };
+        live.wait("claude's prompt", CLAUDE_START, |l| {
+            l.p.text().contains('\u{276f}')
+        });
+        live
+    }
+}
+
+impl Live {
+    /// The session's events so far.
+    pub(crate) fn events(&self) -> Vec<serde_json::Value> {
+        read_events(&self.ev_path)
+    }
+
+    /// The visible screen (a VT model fed with everything written so far).
+    pub(crate) fn screen(&self) -> String {
+        let mut parser = vt100::Parser::new(self.rows, self.cols, 0);
+        parser.process(self.p.text().as_bytes());
+        parser.screen().contents()
+    }
+
+    /// What the test saw, for a failure message.
+    pub(crate) fn dump(&self) -> String {
+        format!(
+            "requests:\n{}\nevents:\n{}\nscreen:\n{}",
+            self.server
+                .requests()
+                .iter()
+                .map(|r| r.to_string())
+                .collect::<Vec<_>>()
+                .join("\n"),
+            self.events()
+                .iter()
+                .filter(|e| e["kind"] != "resource.sample")
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n"),
+            self.screen()
+        )
+    }
+
+    /// Wait for `cond`; on timeout fail with `what` and [`Live::dump`].
+    pub(crate) fn wait(&self, what: &str, timeout: Duration, mut cond: impl FnMut(&Live) -> bool) {
+        assert!(
+            crate::common::wait_until(timeout, || cond(self)),
+            "timed out waiting for {what}\n{}",
+            self.dump()
+        );
+    }
+
+    /// Type `/exit`, then Enter once it is drawn; mpm must exit 0 within `timeout` (longer with
+    /// `executor.on_session_exit: wait`, which waits for the sub-agents).
+    pub(crate) fn exit_within(&mut self, timeout: Duration) {
+        self.p.send(b"/exit");
+        self.wait("/exit on the screen", timeout, |l| {
+            l.screen().contains("/exit")
+        });
+        self.p.send(b"\r");
+        let st = self.p.wait_within(timeout);
+        assert_eq!(st.code(), Some(0), "{}", self.dump());
+    }
+}

@@ -45,82 +45,40 @@ fn expect(p: &PtyProc, needle: &str) {
 }
 
 /// Run the limiter exchange through `mpm run -- claude` (classic renderer, 100x30) against the
-/// fake server: prompt, reply, `/exit`. Returns the events file; `None` when the real client is
-/// not available (the test is skipped).
-fn limiter_exchange(env: &TestEnv, extra_env: &[(&str, &str)]) -> Option<std::path::PathBuf> {
-    let Some(bin) = claude_bin() else {
-        skip("real claude CLI not installed");
-        return None;
-    };
-    let server = FakeServer::start("limiter.json", env.dir.path());
-    let home = env.path("home");
-    let work = env.path("work");
-    setup_home(&home, &work);
-
-    let events = env.path("events.jsonl");
-    let mut spawn = Spawn::new(
-        env,
-        &[
-            "run",
-            "--events-file",
-            events.to_str().unwrap(),
-            "--",
-            "claude",
-            "--permission-mode",
-            "acceptEdits",
-        ],
-    );
-    spawn.cols = 100;
-    spawn.rows = 30;
-    spawn.cwd = Some(&work);
-    spawn.env.extend([
-        ("PATH".to_string(), path_with(&bin)),
-        ("HOME".to_string(), home.display().to_string()),
-        ("CLAUDE_CODE_NO_FLICKER".to_string(), "0".to_string()),
-    ]);
-    spawn.env.extend(server.claude_env());
-    spawn.env.extend(
-        extra_env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string())),
-    );
-    let mut p = spawn.start();
-    expect(&p, "\u{276f}"); // ❯, the prompt
+/// fake server: prompt, reply, `/exit`. Returns the ended session (its events file); `None` when
+/// the real client is not available (the test is skipped).
+fn limiter_exchange(extra_env: &[(&str, &str)]) -> Option<Live> {
+    let mut setup = LiveSetup::new("limiter.json")?;
+    for (k, v) in extra_env {
+        setup = setup.var(k, v);
+    }
+    let mut live = setup.start();
+    let p = &live.p;
     p.send(b"plan the rate limiter");
-    expect(&p, "limiter");
+    expect(p, "limiter");
     p.send(b"\r");
     // Classic renderer: words are placed with cursor jumps, so look for single words of the reply.
-    expect(&p, "X-Forwarded-For");
-    expect(&p, "later.");
-    p.send(b"/exit");
-    expect(&p, "/exit");
-    p.send(b"\r");
+    expect(p, "X-Forwarded-For");
+    expect(p, "later.");
     // With `on_session_exit: wait`, mpm exits after the sub-agents: allow for them too.
-    let mut status = None;
-    let exited = wait_until(std::time::Duration::from_secs(180), || {
-        status = p.child.try_wait().expect("try_wait");
-        status.is_some()
-    });
-    assert!(exited, "mpm did not exit; terminal:\n{}", p.text());
-    assert_eq!(p.wait().code(), Some(0), "terminal:\n{}", p.text());
+    live.exit_within(std::time::Duration::from_secs(180));
     assert!(
-        server
+        live.server
             .requests()
             .iter()
             .any(|r| r["rule"] == "limiter-plan" && r["stream"] == true),
         "claude streamed the scripted reply: {:#?}",
-        server.requests()
+        live.server.requests()
     );
-    Some(events)
+    Some(live)
 }
 
 #[test]
 fn interactive_claude_session_shows_the_reply_and_exits_0() {
-    let env = TestEnv::new();
-    let Some(events) = limiter_exchange(&env, &[]) else {
+    let Some(live) = limiter_exchange(&[]) else {
         return;
     };
-    let text = std::fs::read_to_string(&events).unwrap();
+    let text = std::fs::read_to_string(&live.ev_path).unwrap();
     assert!(text.contains("\"kind\":\"session.exited\""), "{text}");
     assert!(text.contains("\"exit_code\":0"), "{text}");
 }
@@ -131,12 +89,11 @@ fn interactive_claude_session_shows_the_reply_and_exits_0() {
 /// `delegation.finished` says `success`.
 #[test]
 fn mpm_run_claude_detects_and_runs_each_delegation() {
-    let env = TestEnv::new();
     // Let the delegations finish after /exit instead of cancelling them.
-    let Some(events) = limiter_exchange(&env, &[("MPM_EXECUTOR__ON_SESSION_EXIT", "wait")]) else {
+    let Some(live) = limiter_exchange(&[("MPM_EXECUTOR__ON_SESSION_EXIT", "wait")]) else {
         return;
     };
-    let evs: Vec<serde_json::Value> = std::fs::read_to_string(&events)
+    let evs: Vec<serde_json::Value> = std::fs::read_to_string(&live.ev_path)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
