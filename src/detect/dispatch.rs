@@ -147,7 +147,9 @@ impl DispatchCore {
     }
 
     /// An exact source carried a delegation the screen already reported (the session's dedup kept
-    /// only the screen's detection event): the screen's waiting copy is confirmed and submitted now.
+    /// only the screen's detection event): the screen's waiting copy is confirmed, and the exact
+    /// copy is submitted now. The exact copy, always: the task that runs is the one the agent wrote
+    /// (markdown and all), whichever source the load let arrive first.
     pub fn confirm(&mut self, d: &Detection) -> Vec<Action> {
         let f = Fingerprint::of(d);
         let mut out = Vec::new();
@@ -156,13 +158,15 @@ impl DispatchCore {
             .iter()
             .position(|(w, _)| w == &f || truncates(w, &f))
         {
-            let (w, wd) = self.waiting.remove(i);
+            let (w, _) = self.waiting.remove(i);
             if w != f {
                 // The screen's copy is a cut of the exact one: the whole task runs.
                 self.dispatch(f, d.clone(), &mut out);
             } else if !self.was_dispatched(&w) {
+                // Its detection event is the screen's (published when it arrived); the submit
+                // carries the exact text.
                 self.dispatched.entry(w.group).or_default().insert(w.text);
-                out.push(Action::Submit(wd));
+                out.push(Action::Submit(d.clone()));
             }
         }
         out
@@ -405,7 +409,8 @@ mod tests {
         let d = deleg("engineer", "implement fib(n)", SCREEN, true);
         core.detection(d.clone());
         let exact = deleg("engineer", "implement `fib(n)`", TRANSCRIPT, true);
-        assert_eq!(core.confirm(&exact), vec![Action::Submit(d)]);
+        // The exact copy runs (the same task the exact source would have dispatched first).
+        assert_eq!(core.confirm(&exact), vec![Action::Submit(exact.clone())]);
         core.exact_text("Engineer Agent: implement `fib(n)`");
         assert!(core.turn_ended().is_empty());
         assert!(core.confirm(&exact).is_empty());

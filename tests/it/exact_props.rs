@@ -48,6 +48,19 @@ fn dispatched_with_quiet(
     quiet_after: &[usize],
     cols: u16,
 ) -> Vec<Fingerprint> {
+    submitted(cuts, exact_at, quiet_after, cols)
+        .iter()
+        .map(Fingerprint::of)
+        .collect()
+}
+
+/// The detections [`dispatched_with_quiet`] submits to the executor, in order.
+fn submitted(
+    cuts: &[usize],
+    exact_at: Option<usize>,
+    quiet_after: &[usize],
+    cols: u16,
+) -> Vec<Detection> {
     let engine = engine();
     let shared = Dedup::new();
     let exact_dedup = Dedup::new();
@@ -95,7 +108,7 @@ fn dispatched_with_quiet(
     out.extend(core.close());
     out.into_iter()
         .filter_map(|a| match a {
-            Action::Dispatch(d) | Action::Submit(d) => Some(Fingerprint::of(&d)),
+            Action::Dispatch(d) | Action::Submit(d) => Some(d),
             Action::Publish(_) => None,
         })
         .collect()
@@ -145,6 +158,29 @@ proptest! {
         let got = dispatched_with_quiet(&cuts, Some(exact_at), &quiet_after, 60);
         prop_assert_eq!(got.len(), 2, "{:?}", got);
         prop_assert_eq!(got.into_iter().collect::<BTreeSet<_>>(), expected());
+    }
+
+    /// With the exact sources live, the task that runs is the exact source's text (markdown and
+    /// all), whether the screen's copy or the exact one arrived first: what runs never depends on
+    /// the load.
+    #[test]
+    fn the_exact_copy_runs_whichever_source_comes_first(
+        cuts in proptest::collection::vec(0usize..4096, 0..12),
+        exact_at in 0usize..16,
+        quiet_after in proptest::collection::vec(0usize..16, 0..6),
+    ) {
+        let mut tasks: Vec<String> = submitted(&cuts, Some(exact_at), &quiet_after, 60)
+            .into_iter()
+            .filter_map(|d| d.task)
+            .collect();
+        tasks.sort();
+        prop_assert_eq!(
+            tasks,
+            [
+                "implement `fib(n)` in fib.py and keep it iterative with type hints",
+                "test the `fib` module and report",
+            ]
+        );
     }
 
     /// Screen only (no hooks, no transcript): a delay between lines (the quiet signal after any
