@@ -123,21 +123,33 @@ fn a_cpu_burner_gives_the_cpu_warning() {
     let gov = Governor::start(&fast_config(), Duration::from_millis(300)).unwrap();
     let bus = Bus::new(Context::new());
     let rx = bus.subscribe();
-    let tree = Tree::fake(&["burn:0"]);
+    // Four burners in one tree: on a loaded machine (load 20 on 2 cores) one burner gets a tenth of
+    // a core, below any useful bar; the tree's share grows with its runnable processes.
+    let tree = Tree::spawn_argv(
+        &[
+            "sh".to_string(),
+            "-c".to_string(),
+            r#"for i in 1 2 3 4; do "$0" "$1" burn:0 & done; wait"#.to_string(),
+            python().to_string(),
+            fake_agent().display().to_string(),
+        ],
+        None,
+    );
     let mut limits = small_limits();
     limits.memory = MemoryLimits {
         warning: None,
         critical: None,
         hard: None,
     };
-    // A low bar: the machine is shared, the burner may not get a whole core.
+    // A low bar: the machine is shared, the burners may not get a whole core.
     limits.cpu = CpuLimits {
         warning_percent: Some(25.0),
         window_secs: 1,
         hard_percent: None,
     };
     let _handle = gov.watch(tree.pid(), limits, bus.clone(), None);
-    let events = collect_until(&rx, WAIT, |_| true);
+    // The warning is awaited (python start-up on a busy machine can take seconds).
+    let events = collect_until(&rx, WAIT * 2, |_| true);
     assert_eq!(kinds(&events), ["resource.warning"]);
     let r = resource(&events[0]).unwrap();
     assert_eq!(r.resource.as_deref(), Some("cpu"));
