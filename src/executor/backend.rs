@@ -39,7 +39,8 @@ pub(crate) struct RunSpec {
     pub extra_env: Vec<(String, String)>,
     /// Bytes kept per output stream (`executor.max_output_bytes`).
     pub max_output_bytes: u64,
-    /// `delegation.progress` reporting (local runs; None: off).
+    /// `delegation.progress` reporting (None: off). Local runs feed it from their ticker; the NATS
+    /// backend from the worker's `progress` messages (a worker's own ticker feeds those).
     pub progress: Option<super::progress::Monitor>,
 }
 

@@ -6,7 +6,7 @@
 //!   the delegation id as `Nats-Msg-Id` (a re-publish within the stream's duplicate window is
 //!   dropped by the server). A job names an agent and carries the task text; never an argv.
 //! - `P.ev.<delegation id>` (core NATS, worker → supervisor): [`WorkerMsg`]s (`claimed`,
-//!   `started`, `heartbeat`, `rejected`, `finished`); output chunks are raw bytes with the header
+//!   `started`, `progress`, `heartbeat`, `rejected`, `finished`); output chunks are raw bytes with the header
 //!   `Mpm-Stream: stdout|stderr|bundle`, in order, before `finished` (one connection keeps order).
 //!   `claimed` is a request: the supervisor answers `go` (or `cancelled`); a supervisor that gave
 //!   up on the delegation no longer listens, so a late or orphaned job never runs.
@@ -128,6 +128,22 @@ pub enum WorkerMsg {
         pid: u32,
         /// 1 for the first attempt, then each retry.
         attempt: u32,
+    },
+    /// The sub-agent's progress, read off its stream-json output on the worker by the same
+    /// ticker as a local run's (at most one a second, only on a change); the supervisor emits it
+    /// as `delegation.progress`.
+    Progress {
+        /// The worker's name.
+        worker: String,
+        /// The last tool the sub-agent called.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_tool: Option<String>,
+        /// Tokens so far.
+        tokens: u64,
+        /// Since the sub-agent started.
+        elapsed_ms: u64,
+        /// No output and no CPU for `executor.stall_secs` (the worker's).
+        stalled: bool,
     },
     /// The worker still runs the job (every `heartbeat_secs`).
     Heartbeat {
@@ -495,6 +511,16 @@ impl NatsBackend {
                             worker = Some(w);
                         }
                         WorkerMsg::Heartbeat { .. } => {}
+                        WorkerMsg::Progress { last_tool, tokens, elapsed_ms, stalled, .. } => {
+                            if let Some(m) = &spec.progress {
+                                (m.sink)(super::progress::Progress {
+                                    last_tool,
+                                    tokens,
+                                    elapsed: Duration::from_millis(elapsed_ms),
+                                    stalled,
+                                });
+                            }
+                        }
                         WorkerMsg::Rejected { worker: w, reason } => {
                             return fail(format!("worker {w} rejected it: {reason}"), Some(w), true);
                         }

@@ -439,7 +439,23 @@ async fn run_job(ctx: &Ctx, served: &Agent, job: Job, tx: &mpsc::UnboundedSender
             .into_iter()
             .collect(),
         max_output_bytes: ctx.cfg.executor.max_output_bytes,
-        progress: None,
+        // The local backend's ticker (stream-json → progress, at most 1/s, on a change), sent to
+        // the supervisor, which emits `delegation.progress`.
+        progress: Some(crate::executor::progress::Monitor {
+            sink: {
+                let (tx, worker) = (tx.clone(), worker.clone());
+                Arc::new(move |p: crate::executor::progress::Progress| {
+                    let _ = tx.send(Out::Msg(WorkerMsg::Progress {
+                        worker: worker.clone(),
+                        last_tool: p.last_tool,
+                        tokens: p.tokens,
+                        elapsed_ms: u64::try_from(p.elapsed.as_millis()).unwrap_or(u64::MAX),
+                        stalled: p.stalled,
+                    }));
+                })
+            },
+            stall: Duration::from_secs(ctx.cfg.executor.stall_secs),
+        }),
     };
 
     let prepared = prepare_worktree(ctx, &agent, &job).await;

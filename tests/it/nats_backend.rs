@@ -438,3 +438,85 @@ fn a_stopped_worker_cancels_and_reports_its_delegations() {
     );
     assert!(exited, "worker did not exit 0:\n{}", w.text());
 }
+
+/// A worker's sub-agent that prints stream-json reports its progress back over NATS: the
+/// supervisor emits `delegation.progress` as for a local run (the same ticker on the worker: the
+/// tool call, `stalled` in the silence, the result's tokens; at most one a second).
+#[test]
+fn a_workers_sub_agent_progress_reaches_the_supervisor() {
+    let Some(nats) = NatsServer::start() else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let argv: Vec<String> = [
+        "python3",
+        &fake(),
+        "print:working on {task}",
+        r#"print:{"type":"system","subtype":"init"}"#,
+        r#"print:{"type":"assistant","message":{"id":"m1","content":[{"type":"tool_use","name":"Bash","input":{"command":"ls"}}],"usage":{"input_tokens":10,"output_tokens":5}}}"#,
+        "sleep:7",
+        r#"print:{"type":"result","result":"done","usage":{"input_tokens":100,"output_tokens":50}}"#,
+        "sleep:2",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let cfg = serde_json::json!({
+        "run": {"grace_secs": 0.3},
+        "executor": {"stall_secs": 2},
+        "agents": {"engineer": {"argv": argv, "timeout_secs": 120}},
+    })
+    .to_string();
+    let _w = Worker::start(home.path(), &nats.url, "w1", &cfg, "engineer", 1);
+    let mut h = Harness::start(&supervisor(&nats.url, &["engineer"], 1));
+    h.submit("engineer", "report progress");
+    h.until_finished(1);
+    let fin = h.finished("report progress");
+    assert_eq!(status(fin), "success", "{}\n{}", reason(fin), h.dump());
+    assert_eq!(worker_of(fin).as_deref(), Some("w1"));
+    let progress: Vec<(String, u64, bool, u64)> = h
+        .events
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::DelegationProgress {
+                delegation,
+                last_tool,
+                tokens,
+                elapsed_ms,
+                stalled,
+            } => {
+                assert_eq!(delegation.task, "report progress");
+                Some((
+                    last_tool.clone().unwrap_or_default(),
+                    *tokens,
+                    *stalled,
+                    *elapsed_ms,
+                ))
+            }
+            _ => None,
+        })
+        .collect();
+    let summary: Vec<(String, u64, bool)> = progress
+        .iter()
+        .map(|(t, n, s, _)| (t.clone(), *n, *s))
+        .collect();
+    // In order: the tool call, then stalled during the silence, then the result's tokens.
+    let at = |want: (&str, u64, bool)| {
+        summary
+            .iter()
+            .position(|s| s == &(want.0.to_string(), want.1, want.2))
+            .unwrap_or_else(|| panic!("no {want:?} in {summary:?}\n{}", h.dump()))
+    };
+    let (first, stalled, done) = (
+        at(("Bash", 15, false)),
+        at(("Bash", 15, true)),
+        at(("Bash", 150, false)),
+    );
+    assert!(first < stalled && stalled < done, "{summary:?}");
+    // Throttled on the worker: at most one a second (the run lasts about 10 s).
+    assert!(progress.len() <= 12, "{summary:?}");
+    assert!(
+        progress.windows(2).all(|w| w[1].3 >= w[0].3 + 900),
+        "{progress:?}"
+    );
+}
