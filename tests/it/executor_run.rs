@@ -198,6 +198,10 @@ fn timeout_kills_the_whole_tree_including_a_term_ignoring_grandchild() {
             timeout < 32,
             "the agent never set up its tree within its timeout ({timeout} s)"
         );
+        eprintln!(
+            "the tree was not up within {timeout} s: again with {} s",
+            timeout * 2
+        );
         timeout *= 2;
     }
 }

@@ -246,3 +246,42 @@ impl Drop for PidGuard {
         }
     }
 }
+
+/// A sub-agent's stream-json script for the progress tests (fake agent steps): a tool call (15
+/// tokens), 7 s of silence (sleeping: no CPU), the result (150 tokens), 2 s more.
+pub(crate) const STREAM_JSON_STEPS: &[&str] = &[
+    "print:working on {task}",
+    r#"print:{"type":"system","subtype":"init"}"#,
+    r#"print:{"type":"assistant","message":{"id":"m1","content":[{"type":"tool_use","name":"Bash","input":{"command":"ls"}}],"usage":{"input_tokens":10,"output_tokens":5}}}"#,
+    "sleep:7",
+    r#"print:{"type":"result","result":"done","usage":{"input_tokens":100,"output_tokens":50}}"#,
+    "sleep:2",
+];
+
+/// The `delegation.progress` events of a [`STREAM_JSON_STEPS`] run with `stall_secs: 2`, as
+/// (last tool, tokens, stalled, elapsed ms): in order the tool call, then stalled during the
+/// silence, then the result's tokens; at most one a second.
+pub(crate) fn assert_stream_json_progress(progress: &[(String, u64, bool, u64)]) {
+    let summary: Vec<(String, u64, bool)> = progress
+        .iter()
+        .map(|(t, n, s, _)| (t.clone(), *n, *s))
+        .collect();
+    let at = |want: (&str, u64, bool)| {
+        summary
+            .iter()
+            .position(|s| s == &(want.0.to_string(), want.1, want.2))
+            .unwrap_or_else(|| panic!("no {want:?} in {summary:?}"))
+    };
+    let (first, stalled, done) = (
+        at(("Bash", 15, false)),
+        at(("Bash", 15, true)),
+        at(("Bash", 150, false)),
+    );
+    assert!(first < stalled && stalled < done, "{summary:?}");
+    // Throttled: at most one event a second (the run lasts about 10 s).
+    assert!(progress.len() <= 12, "{summary:?}");
+    assert!(
+        progress.windows(2).all(|w| w[1].3 >= w[0].3 + 900),
+        "{progress:?}"
+    );
+}

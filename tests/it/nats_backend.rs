@@ -9,7 +9,8 @@ use mpm::events::{Event, EventBody};
 
 use crate::common::{DEADLINE, wait_until};
 use crate::executor_support::{
-    Harness, config, count, delegation_id, fake, reason, status, wait_pid_gone,
+    Harness, STREAM_JSON_STEPS, assert_stream_json_progress, config, count, delegation_id, fake,
+    reason, status, wait_pid_gone,
 };
 use crate::nats_support::{NatsServer, PidGuard, Worker};
 
@@ -448,19 +449,10 @@ fn a_workers_sub_agent_progress_reaches_the_supervisor() {
         return;
     };
     let home = tempfile::tempdir().unwrap();
-    let argv: Vec<String> = [
-        "python3",
-        &fake(),
-        "print:working on {task}",
-        r#"print:{"type":"system","subtype":"init"}"#,
-        r#"print:{"type":"assistant","message":{"id":"m1","content":[{"type":"tool_use","name":"Bash","input":{"command":"ls"}}],"usage":{"input_tokens":10,"output_tokens":5}}}"#,
-        "sleep:7",
-        r#"print:{"type":"result","result":"done","usage":{"input_tokens":100,"output_tokens":50}}"#,
-        "sleep:2",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let argv: Vec<String> = ["python3".to_string(), fake()]
+        .into_iter()
+        .chain(STREAM_JSON_STEPS.iter().map(|s| s.to_string()))
+        .collect();
     let cfg = serde_json::json!({
         "run": {"grace_secs": 0.3},
         "executor": {"stall_secs": 2},
@@ -496,27 +488,5 @@ fn a_workers_sub_agent_progress_reaches_the_supervisor() {
             _ => None,
         })
         .collect();
-    let summary: Vec<(String, u64, bool)> = progress
-        .iter()
-        .map(|(t, n, s, _)| (t.clone(), *n, *s))
-        .collect();
-    // In order: the tool call, then stalled during the silence, then the result's tokens.
-    let at = |want: (&str, u64, bool)| {
-        summary
-            .iter()
-            .position(|s| s == &(want.0.to_string(), want.1, want.2))
-            .unwrap_or_else(|| panic!("no {want:?} in {summary:?}\n{}", h.dump()))
-    };
-    let (first, stalled, done) = (
-        at(("Bash", 15, false)),
-        at(("Bash", 15, true)),
-        at(("Bash", 150, false)),
-    );
-    assert!(first < stalled && stalled < done, "{summary:?}");
-    // Throttled on the worker: at most one a second (the run lasts about 10 s).
-    assert!(progress.len() <= 12, "{summary:?}");
-    assert!(
-        progress.windows(2).all(|w| w[1].3 >= w[0].3 + 900),
-        "{progress:?}"
-    );
+    assert_stream_json_progress(&progress);
 }
