@@ -247,12 +247,10 @@ fn real_claude_at_60x20_runs_each_delegation_once_whole() {
             .any(|(_, t)| t.contains("inside a code block")),
         "{queued:#?}"
     );
+    // Working from the hook or, when claude's spinner title comes first, from the title (the race
+    // the other live tests allow for since de64352).
     assert_states_in_order(
         &evs,
-        &[
-            ("working", "hook:UserPromptSubmit"),
-            ("idle", "hook:Stop"),
-            ("exited", "exit"),
-        ],
+        &[("working", ""), ("idle", "hook:Stop"), ("exited", "exit")],
     );
 }
