@@ -123,18 +123,7 @@ fn a_cpu_burner_gives_the_cpu_warning() {
     let gov = Governor::start(&fast_config(), Duration::from_millis(300)).unwrap();
     let bus = Bus::new(Context::new());
     let rx = bus.subscribe();
-    // Four burners in one tree: on a loaded machine (load 20 on 2 cores) one burner gets a tenth of
-    // a core, below any useful bar; the tree's share grows with its runnable processes.
-    let tree = Tree::spawn_argv(
-        &[
-            "sh".to_string(),
-            "-c".to_string(),
-            r#"for i in 1 2 3 4; do "$0" "$1" burn:0 & done; wait"#.to_string(),
-            python().to_string(),
-            fake_agent().display().to_string(),
-        ],
-        None,
-    );
+    let tree = Tree::burners(4);
     let mut limits = small_limits();
     limits.memory = MemoryLimits {
         warning: None,
@@ -212,7 +201,7 @@ fn the_hard_cpu_limit_when_enabled_stops_a_burner() {
     let gov = Governor::start(&fast_config(), Duration::from_millis(300)).unwrap();
     let bus = Bus::new(Context::new());
     let rx = bus.subscribe();
-    let tree = Tree::fake(&["burn:0"]);
+    let tree = Tree::burners(4);
     let mut limits = small_limits();
     limits.memory.hard = None;
     limits.cpu = CpuLimits {
@@ -221,7 +210,7 @@ fn the_hard_cpu_limit_when_enabled_stops_a_burner() {
         hard_percent: Some(20.0),
     };
     let handle = gov.watch(tree.pid(), limits, bus.clone(), None);
-    let events = collect_until(&rx, WAIT, |e| e.kind() == "resource.limit");
+    let events = collect_until(&rx, WAIT * 2, |e| e.kind() == "resource.limit");
     assert_eq!(kinds(&events), ["resource.limit"]);
     let r = resource(&events[0]).unwrap();
     assert_eq!(r.resource.as_deref(), Some("cpu"));

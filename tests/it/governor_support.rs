@@ -65,6 +65,21 @@ impl Tree {
         Self::spawn_argv(&argv, None)
     }
 
+    /// `n` CPU burners (the fake agent's `burn:0`) under one `sh`: on a loaded machine (load 20 on
+    /// 2 cores) one burner gets a tenth of a core, below any useful bar; the tree's share grows
+    /// with its runnable processes.
+    pub(crate) fn burners(n: usize) -> Tree {
+        let script = format!(r#"for i in $(seq {n}); do "$0" "$1" burn:0 & done; wait"#);
+        let argv = [
+            "sh".to_string(),
+            "-c".to_string(),
+            script,
+            python().to_string(),
+            fake_agent().display().to_string(),
+        ];
+        Self::spawn_argv(&argv, None)
+    }
+
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }

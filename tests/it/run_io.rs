@@ -179,6 +179,22 @@ fn record_writes_a_valid_asciicast_v2() {
     assert_eq!(resizes, vec!["70x15"]);
 }
 
+/// `--record-input` only adds to a `--record` file: alone it is a usage error (status 2).
+#[test]
+fn record_input_needs_record() {
+    let env = TestEnv::new();
+    let out = env
+        .command(&["run", "--no-daemon", "--record-input", "--", "true"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--record"),
+        "{out:?}"
+    );
+}
+
 #[test]
 fn closed_stdout_pipe_ends_the_session_like_sigpipe() {
     let env = TestEnv::new();
