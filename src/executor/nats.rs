@@ -672,5 +672,15 @@ mod tests {
         let text = serde_json::to_string(&m).unwrap();
         assert!(text.contains("\"type\":\"finished\"") && text.contains("\"kind\":\"exited\""));
         assert_eq!(serde_json::from_str::<WorkerMsg>(&text).unwrap(), m);
+        let m = WorkerMsg::Progress {
+            worker: "w".into(),
+            last_tool: Some("Bash".into()),
+            tokens: 15,
+            elapsed_ms: 1200,
+            stalled: false,
+        };
+        let text = serde_json::to_string(&m).unwrap();
+        assert!(text.contains("\"type\":\"progress\""), "{text}");
+        assert_eq!(serde_json::from_str::<WorkerMsg>(&text).unwrap(), m);
     }
 }

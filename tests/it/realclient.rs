@@ -240,10 +240,10 @@ pub(crate) struct LiveSetup {
     pub work: PathBuf,
     bin: PathBuf,
     config: Option<String>,
-    pub cols: u16,
-    pub rows: u16,
+    cols: u16,
+    rows: u16,
     /// `CLAUDE_CODE_NO_FLICKER`: "0" the classic renderer (default), "1" the fullscreen one.
-    pub renderer: String,
+    renderer: String,
     vars: Vec<(String, String)>,
 }
 
