@@ -6,8 +6,9 @@
 //!   the delegation id as `Nats-Msg-Id` (a re-publish within the stream's duplicate window is
 //!   dropped by the server). A job names an agent and carries the task text; never an argv.
 //! - `P.ev.<delegation id>` (core NATS, worker → supervisor): [`WorkerMsg`]s (`claimed`,
-//!   `started`, `progress`, `heartbeat`, `rejected`, `finished`); output chunks are raw bytes with the header
-//!   `Mpm-Stream: stdout|stderr|bundle`, in order, before `finished` (one connection keeps order).
+//!   `started`, `progress`, `heartbeat`, `rejected`, `finished`); output chunks are raw bytes with
+//!   the header `Mpm-Stream: stdout|stderr|bundle`, in order, before `finished` (one connection
+//!   keeps order).
 //!   `claimed` is a request: the supervisor answers `go` (or `cancelled`); a supervisor that gave
 //!   up on the delegation no longer listens, so a late or orphaned job never runs.
 //! - `P.cancel.<delegation id>` (core NATS, supervisor → worker): empty; the worker stops the

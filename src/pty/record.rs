@@ -3,9 +3,9 @@
 //! chunk, `[time, "r", "COLSxROWS"]` per resize (`mpm scan --input cast` replays the output at the
 //! recorded sizes), and only when asked (`--record-input`) `[time, "i", data]` per chunk of input
 //! written to the agent: what the user types can hold secrets (a password typed at a prompt the
-//! agent ran), so a recording holds the output alone by default. `data` must be a JSON string, so the bytes are
-//! decoded as UTF-8 with an incomplete sequence at the end of a chunk carried over to the next one
-//! and truly invalid bytes replaced by U+FFFD.
+//! agent ran), so a recording holds the output alone by default. `data` must be a JSON string, so
+//! the bytes are decoded as UTF-8 with an incomplete sequence at the end of a chunk carried over to
+//! the next one and truly invalid bytes replaced by U+FFFD.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};

@@ -243,10 +243,9 @@ pub struct CueScanner {
     text: String,
     tail: String,
     /// An idle title held until the next chunk with text (tables with `title.hold_idle`, claude's):
-    /// claude sets its idle title as a
-    /// permission dialog or a usage-limit message opens, a read before it draws them; that
-    /// chunk's `needs_input`/`blocked` cue replaces the idle, so no moment of `idle` (which ends
-    /// a turn for the feedback actor) is published in between.
+    /// claude sets its idle title as a permission dialog or a usage-limit message opens, a read
+    /// before it draws them; that chunk's `needs_input`/`blocked` cue replaces the idle, so no
+    /// moment of `idle` (which ends a turn for the feedback actor) is published in between.
     held_idle: Option<Signal>,
 }
 
