@@ -11,14 +11,14 @@ use crate::loop_support::*;
 
 const RESULTS: &str = "[mpm] Results of the delegations";
 
-/// A config whose active profile is the fake agent with paste feedback, and whose engineer
-/// answers with a stream-json result.
-fn config(env: &TestEnv, extra: &str) -> String {
+/// A config whose active profile is the fake agent with paste feedback (idle after `idle_ms` of
+/// quiet output), and whose engineer answers with a stream-json result.
+fn config(env: &TestEnv, idle_ms: u64, extra: &str) -> String {
     write_config(
         env,
         &format!(
             "profile: fake\nprofiles:\n  fake: {{command: [{:?}], feedback: on-idle}}\n\
-             orchestration: {{idle_quiet_ms: 500, typing_quiet_ms: 300, batch_window_ms: 300{extra}}}\n\
+             orchestration: {{idle_quiet_ms: {idle_ms}, typing_quiet_ms: 300, batch_window_ms: 300{extra}}}\n\
              agents:\n  engineer: {{argv: {}}}\n",
             fake_agent(),
             fake_argv(&[r#"print:{"type":"result","result":"done: {task}"}"#]),
@@ -76,7 +76,9 @@ fn finish(p: &mut PtyProc) {
 
 fn one_bracketed_paste_per_batch_and_only_once_the_agent_is_idle(host: HostKind) {
     let env = TestEnv::for_host(host);
-    let cfg = config(&env, "");
+    // Busy is ticks 100 ms apart; idle is 2 s of quiet, so a tick delayed by load (the suite runs
+    // on 2 cores) is not taken for the end of the agent's work.
+    let cfg = config(&env, 2000, "");
     let mut p = start(
         &env,
         &cfg,
@@ -140,7 +142,7 @@ fn one_bracketed_paste_per_batch_and_only_once_the_agent_is_idle(host: HostKind)
 
 fn no_paste_while_the_user_has_a_half_typed_line(host: HostKind) {
     let env = TestEnv::for_host(host);
-    let cfg = config(&env, "");
+    let cfg = config(&env, 500, "");
     let mut p = start(
         &env,
         &cfg,
@@ -172,7 +174,7 @@ fn no_paste_while_the_user_has_a_half_typed_line(host: HostKind) {
 
 fn the_per_session_cap_leaves_later_results_pending(host: HostKind) {
     let env = TestEnv::for_host(host);
-    let cfg = config(&env, ", max_feedback_per_session: 1");
+    let cfg = config(&env, 500, ", max_feedback_per_session: 1");
     let mut p = start(
         &env,
         &cfg,
