@@ -12,6 +12,9 @@
 //!   each an `error` detection with the pattern id `<profile>.<name>`;
 //! * `turn_end_rows`, `turn_end_osc`: a row, or an OSC string (codex's `7501;state=idle`, gemini's
 //!   title `◇  Ready`), that says the turn is over;
+//! * `wrap`: how the CLI wraps a long line when it is not claude's way (opencode's opentui breaks
+//!   inside a word after punctuation and carries a space that does not fit to the next row), so
+//!   the line reader joins its rows right ([`crate::screen::Rewrap`]);
 //! * `streaming`: the CLI draws half-streamed rows (down to mid-word, `Engineer Agent: impl`), so a
 //!   screen detection stays provisional until its turn ends ([`crate::detect::finality`] in turn
 //!   mode), never merely because a row was drawn below it.
@@ -25,6 +28,7 @@ use regex::{Regex, RegexSet};
 use serde::Deserialize;
 
 use crate::events::{Detection, TextSource};
+use crate::screen::Rewrap;
 
 /// The longest OSC string looked at (a title or a status report).
 const MAX_OSC: usize = 512;
@@ -52,6 +56,21 @@ struct ScreenFile {
     turn_end_osc: Vec<String>,
     #[serde(default)]
     errors: Vec<ErrorFile>,
+    #[serde(default)]
+    wrap: Option<WrapFile>,
+}
+
+/// `screen.wrap`: how the CLI wraps a long line (see [`crate::screen::Rewrap`]).
+#[derive(Debug, Deserialize)]
+struct WrapFile {
+    #[serde(default)]
+    right_margin: usize,
+    #[serde(default)]
+    carry_space: bool,
+    #[serde(default)]
+    split_words: bool,
+    #[serde(default)]
+    space_must_fit: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -101,6 +120,7 @@ pub struct CliScreen {
     chrome: usize,
     osc_end: Option<RegexSet>,
     errors: Vec<(String, Regex)>,
+    rewrap: Option<Rewrap>,
 }
 
 /// The built-in tables, by profile name.
@@ -174,6 +194,12 @@ impl CliScreen {
             chrome: s.chrome.len(),
             osc_end,
             errors,
+            rewrap: s.wrap.map(|w| Rewrap {
+                right_margin: w.right_margin,
+                carry_space: w.carry_space,
+                split_words: w.split_words,
+                space_must_fit: w.space_must_fit,
+            }),
         }))
     }
 
@@ -214,6 +240,11 @@ impl CliScreen {
     /// Does this OSC string (`0;title`, `7501;state=idle:app=codex`) say the turn is over?
     pub fn osc_ends_turn(&self, osc: &str) -> bool {
         self.osc_end.as_ref().is_some_and(|s| s.is_match(osc))
+    }
+
+    /// How the CLI wraps long lines, when it differs from claude's (`screen.wrap`).
+    pub fn rewrap(&self) -> Option<Rewrap> {
+        self.rewrap
     }
 
     /// True when the table looks at OSC strings at all.

@@ -154,6 +154,7 @@ impl Pipeline {
         if cli.as_ref().is_some_and(|c| c.streaming) {
             self.finality = Finality::turn_mode();
         }
+        self.reader.set_rewrap(cli.as_ref().and_then(|c| c.rewrap()));
         self.cli = cli;
         self
     }
