@@ -10,6 +10,9 @@
 //!   status and hint rows): never matched;
 //! * `errors`: the CLI's own error displays (codex `■ {"error": …}`, gemini `✕ [API Error: …]`),
 //!   each an `error` detection with the pattern id `<profile>.<name>`;
+//! * `alert_colours` (SGR foregrounds, `38;5;168`) and `errors` with `alert: true`: an error display
+//!   that only its colour tells from the user's own rows (opencode draws both in a `┃` box; the
+//!   error's bar is red), matched only on lines whose first cell is drawn in one of those colours;
 //! * `turn_end_rows`, `turn_end_osc`: a row, or an OSC string (codex's `7501;state=idle`, gemini's
 //!   title `◇  Ready`), that says the turn is over;
 //! * `wrap`: how the CLI wraps a long line when it is not claude's way (opencode's opentui breaks
@@ -28,7 +31,7 @@ use regex::{Regex, RegexSet};
 use serde::Deserialize;
 
 use crate::events::{Detection, TextSource};
-use crate::screen::Rewrap;
+use crate::screen::{Fg, Rewrap};
 
 /// The longest OSC string looked at (a title or a status report).
 const MAX_OSC: usize = 512;
@@ -58,6 +61,8 @@ struct ScreenFile {
     errors: Vec<ErrorFile>,
     #[serde(default)]
     wrap: Option<WrapFile>,
+    #[serde(default)]
+    alert_colours: Vec<String>,
 }
 
 /// `screen.wrap`: how the CLI wraps a long line (see [`crate::screen::Rewrap`]).
@@ -77,6 +82,10 @@ struct WrapFile {
 struct ErrorFile {
     name: String,
     regex: String,
+    /// Only for lines drawn in one of the `alert_colours` (the regex alone would match the
+    /// user's own boxed rows too).
+    #[serde(default)]
+    alert: bool,
 }
 
 /// Errors in a screen table.
@@ -120,6 +129,9 @@ pub struct CliScreen {
     chrome: usize,
     osc_end: Option<RegexSet>,
     errors: Vec<(String, Regex)>,
+    /// Error displays recognised only on lines drawn in an alert colour.
+    alert_errors: Vec<(String, Regex)>,
+    alert_colours: Vec<Fg>,
     rewrap: Option<Rewrap>,
 }
 
@@ -181,9 +193,22 @@ impl CliScreen {
             Some(RegexSet::new(&s.turn_end_osc).map_err(err("turn_end_osc"))?)
         };
         let mut errors = Vec::new();
+        let mut alert_errors = Vec::new();
         for e in &s.errors {
             let re = Regex::new(&e.regex).map_err(err(&format!("error {}", e.name)))?;
-            errors.push((format!("{}.{}", top.profile, e.name), re));
+            let to = if e.alert {
+                &mut alert_errors
+            } else {
+                &mut errors
+            };
+            to.push((format!("{}.{}", top.profile, e.name), re));
+        }
+        let mut alert_colours = Vec::new();
+        for c in &s.alert_colours {
+            alert_colours.push(parse_fg(c).ok_or_else(|| CliScreenError::Yaml {
+                name: name.into(),
+                message: format!("alert_colours: {c:?} is not `38;5;N` or `38;2;R;G;B`"),
+            })?);
         }
         Ok(Some(CliScreen {
             profile: top.profile,
@@ -194,6 +219,8 @@ impl CliScreen {
             chrome: s.chrome.len(),
             osc_end,
             errors,
+            alert_errors,
+            alert_colours,
             rewrap: s.wrap.map(|w| Rewrap {
                 right_margin: w.right_margin,
                 carry_space: w.carry_space,
@@ -237,6 +264,22 @@ impl CliScreen {
         })
     }
 
+    /// The CLI's own error display drawn in its alert colour (`alert: true` in `errors`), as a
+    /// detection: `line` is a whole logical line whose first cell is in an alert colour.
+    pub fn alert_error(&self, line: &str, source: TextSource) -> Option<Detection> {
+        let t = line.trim();
+        self.alert_errors.iter().find_map(|(id, re)| {
+            let c = re.captures(t)?;
+            let text = c.name("message").map_or(t, |m| m.as_str()).trim();
+            (!text.is_empty()).then(|| Detection::new("error", id, text.to_string(), source))
+        })
+    }
+
+    /// The foreground colours the CLI draws its error displays in (`alert_colours`).
+    pub fn alert_colours(&self) -> &[Fg] {
+        &self.alert_colours
+    }
+
     /// Does this OSC string (`0;title`, `7501;state=idle:app=codex`) say the turn is over?
     pub fn osc_ends_turn(&self, osc: &str) -> bool {
         self.osc_end.as_ref().is_some_and(|s| s.is_match(osc))
@@ -250,6 +293,19 @@ impl CliScreen {
     /// True when the table looks at OSC strings at all.
     pub fn watches_osc(&self) -> bool {
         self.osc_end.is_some()
+    }
+}
+
+/// `38;5;N` or `38;2;R;G;B` as a foreground colour.
+fn parse_fg(s: &str) -> Option<Fg> {
+    let p: Vec<u16> = s
+        .split(';')
+        .map(|x| x.trim().parse().ok())
+        .collect::<Option<_>>()?;
+    match p.as_slice() {
+        [38, 5, n] => Some(Fg::Indexed(*n)),
+        [38, 2, r, g, b] => Some(Fg::Rgb(*r, *g, *b)),
+        _ => None,
     }
 }
 

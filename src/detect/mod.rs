@@ -154,7 +154,11 @@ impl Pipeline {
         if cli.as_ref().is_some_and(|c| c.streaming) {
             self.finality = Finality::turn_mode();
         }
-        self.reader.set_rewrap(cli.as_ref().and_then(|c| c.rewrap()));
+        self.reader
+            .set_rewrap(cli.as_ref().and_then(|c| c.rewrap()));
+        if let Some(c) = &cli {
+            self.screen.set_alert_colours(c.alert_colours().to_vec());
+        }
         self.cli = cli;
         self
     }
@@ -408,6 +412,16 @@ impl Pipeline {
         let mut lines = std::mem::take(&mut self.lines);
         for l in lines.lines() {
             if let Some(cli) = &self.cli {
+                // The CLI's error display that only its colour tells from the user's rows.
+                if let Some(e) = l.alert.then(|| cli.alert_error(l.text, TextSource::Screen)) {
+                    let info = finality::LineInfo {
+                        text: l.text,
+                        cut: l.cut,
+                    };
+                    let done = self.finality.line(info, e.into_iter().collect());
+                    out.extend(self.dedup.filter(done));
+                    continue;
+                }
                 match cli.classify(l.text) {
                     cli_screen::RowKind::TurnEnd => {
                         let rest = self.finality.finish();

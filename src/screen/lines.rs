@@ -243,6 +243,8 @@ pub struct Lines {
     cut: Vec<bool>,
     /// Per line: drawn as code (see [`CODE_SHARE`]).
     code: Vec<bool>,
+    /// Per line: its first non-blank cell is drawn in an alert colour.
+    alert: Vec<bool>,
     len: usize,
 }
 
@@ -254,6 +256,9 @@ pub struct Line<'a> {
     pub cut: bool,
     /// The line is drawn as code (a fenced block's line): not the agent's words.
     pub code: bool,
+    /// The line starts in an alert colour (a CLI's error display, see
+    /// [`crate::screen::Screen::set_alert_colours`]).
+    pub alert: bool,
 }
 
 /// A buffer bigger than this is dropped at [`Lines::clear`] rather than kept.
@@ -275,7 +280,13 @@ impl Lines {
         self.bufs[..self.len]
             .iter()
             .zip(self.cut.iter().zip(&self.code))
-            .map(|(t, (&cut, &code))| Line { text: t, cut, code })
+            .zip(&self.alert)
+            .map(|((t, (&cut, &code)), &alert)| Line {
+                text: t,
+                cut,
+                code,
+                alert,
+            })
     }
 
     /// How many lines.
@@ -304,9 +315,11 @@ impl Lines {
             self.bufs.push(String::new());
             self.cut.push(false);
             self.code.push(false);
+            self.alert.push(false);
         }
         self.cut[self.len] = false;
         self.code[self.len] = false;
+        self.alert[self.len] = false;
         let b = &mut self.bufs[self.len];
         b.clear();
         self.len += 1;
@@ -546,6 +559,7 @@ fn assemble(
                 (c + rc, n + if rc == 0 { r.cached_chars() } else { rn })
             });
             out.code[out.len - 1] = code > 0 && code * 100 >= ink * CODE_SHARE;
+            out.alert[out.len - 1] = rows.get(i).starts_alert();
             for k in i..=j {
                 rows.get_mut(k).seen = true;
             }

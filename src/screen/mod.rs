@@ -12,4 +12,4 @@ pub(crate) mod lines;
 pub(crate) mod vt;
 
 pub use lines::{LineReader, Lines, ReadKind, Rewrap};
-pub use vt::{Hook, Row, Screen};
+pub use vt::{Fg, Hook, Row, Screen};

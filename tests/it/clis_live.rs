@@ -2,7 +2,8 @@
 //! (`scenarios/clis.json`): the scripted reply's four delegations are each detected once, final,
 //! with their whole task (the first on the reply's first line, behind the CLI's reply marker; one
 //! long that wraps; `Task(QA: test fib() with …)`), and nothing half-streamed is ever final.
-//! codex and gemini also have their transcript read as the exact source.
+//! codex and gemini also have their transcript read as the exact source; opencode has none (see
+//! `opencode_live_detects_each_delegation_once`)
 //!
 //! Each test is SKIPPED when its CLI is not installed (`.ci/install-clis.sh`), and fails under CI.
 //! Homes are throw-away (`fixtures/cli_home.sh`); whatever the CLI leaves running is stopped.
@@ -14,31 +15,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::common::*;
-use crate::realclient::{FakeServer, fixtures_dir, in_ci};
-
-/// The pinned CLI's binary in the cache `.ci/install-clis.sh` fills.
-fn cli_bin(cli: &str) -> Option<PathBuf> {
-    let prefix = std::env::var_os("MPM_CLI_PREFIX")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/mpm-ci")))?;
-    let bin = match cli {
-        "aider" => prefix.join("aider/bin/aider"),
-        _ => prefix.join(cli).join("node_modules/.bin").join(cli),
-    };
-    bin.exists().then_some(bin)
-}
-
-fn skip(cli: &str) {
-    assert!(
-        !in_ci(),
-        "{cli} not installed: under CI (CI=true) the live CLI tests must run; .ci/run installs it"
-    );
-    use std::io::Write;
-    let _ = writeln!(
-        std::io::stderr().lock(),
-        "SKIPPED: {cli} not installed; run .ci/install-clis.sh"
-    );
-}
+use crate::realclient::{FakeServer, cli_bin, fixtures_dir, skip_cli};
 
 /// Stops, by pid, every process whose environment has this test's throw-away HOME (codex's
 /// app-server daemon, gemini's relaunched child), when the test ends however it ends.
@@ -155,8 +132,9 @@ const WANT: [(&str, &str); 4] = [
 /// One exchange: start `cli` under `mpm run --no-exec`, wait for `ready`, prompt "plan fib", wait
 /// until the four delegations are final (or the deadline), then `exit` keys. Returns the events.
 fn exchange(cli: &str, args: &[&str], ready: &str, exit: &[&[u8]]) -> Option<Vec<Value>> {
+    // Takes the one-real-CLI-at-a-time turn for this test.
     let Some(bin) = cli_bin(cli) else {
-        skip(cli);
+        skip_cli(cli);
         return None;
     };
     let env = TestEnv::new();
@@ -275,4 +253,13 @@ fn aider_live_detects_each_delegation_once() {
         return;
     };
     check("aider", &evs);
+}
+
+#[test]
+fn opencode_live_detects_each_delegation_once() {
+    // Its turn's end is the reply's footer getting its duration (`▣  Build · Fake model · 40.6s`).
+    let Some(evs) = exchange("opencode", &[], "Ask anything", &[b"\x03", b"\x03"]) else {
+        return;
+    };
+    check("opencode", &evs);
 }
