@@ -340,7 +340,12 @@ impl Supervisor {
                 }
             }
         };
-        match crate::detect::cli_transcript::CliTranscript::spawn(kind, locate, on_entry) {
+        let opencode = crate::detect::cli_transcript::OpencodeSession {
+            cwd: self.cwd.clone(),
+            since,
+        };
+        match crate::detect::cli_transcript::CliTranscript::spawn(kind, locate, opencode, on_entry)
+        {
             Ok(t) => self.cli_tailer = Some(t),
             Err(e) => tracing::warn!(error = %e, "cannot follow the CLI's transcript"),
         }

@@ -459,6 +459,58 @@ mod tests {
 }
 
 #[cfg(test)]
+mod opencode {
+    use crate::screen::{Fg, LineReader, Lines, ReadKind, Screen};
+
+    /// The red-barred box is an error; the same box in the user's blue is not.
+    #[test]
+    fn api_error_box_by_its_colour() {
+        let o = super::CliScreen::builtin("opencode").expect("opencode");
+        assert!(o.alert_colours().contains(&Fg::Indexed(168)));
+        assert!(o.alert_colours().contains(&Fg::Rgb(224, 108, 117)));
+        let mut s = Screen::new(60, 8);
+        s.set_alert_colours(o.alert_colours().to_vec());
+        let bytes = "\x1b[1;3H\x1b[38;5;75m┃\x1b[0m  break the api\
+                     \x1b[3;3H\x1b[38;2;224;108;117m┃\x1b[0m  \x1b[38;5;8mfake_llm: boom\x1b[0m\x1b[6;1H";
+        let mut r = LineReader::new();
+        let mut out = Lines::new();
+        s.feed(bytes.as_bytes(), &mut |s, h| r.read(s, h.into(), &mut out));
+        r.read(&mut s, ReadKind::All, &mut out);
+        let got: Vec<(String, bool)> = out.lines().map(|l| (l.text.to_string(), l.alert)).collect();
+        assert_eq!(
+            got,
+            [
+                ("  ┃  break the api".to_string(), false),
+                ("  ┃  fake_llm: boom".to_string(), true)
+            ]
+        );
+        let e = o
+            .alert_error("  ┃  fake_llm: boom", crate::events::TextSource::Screen)
+            .expect("error");
+        assert_eq!(
+            (e.pattern.as_str(), e.text.as_str()),
+            ("opencode.api-error", "fake_llm: boom")
+        );
+        // The toast's closing bar is not part of the message.
+        let t = o
+            .alert_error("┃  fake_llm: boom  ┃", crate::events::TextSource::Screen)
+            .expect("toast");
+        assert_eq!(t.text, "fake_llm: boom");
+        assert!(
+            o.alert_error("  ┃", crate::events::TextSource::Screen)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn bad_alert_colour_is_named() {
+        let yaml = "profile: x\nscreen:\n  alert_colours: ['red']\n";
+        let e = super::CliScreen::parse("x.yaml", yaml).expect_err("refused");
+        assert!(e.to_string().contains("red"), "{e}");
+    }
+}
+
+#[cfg(test)]
 mod dump {
     /// A debugging aid: `MPM_DUMP=fixtures/captures/codex_100.raw,100,codex cargo test --lib
     /// cli_screen::dump -- --ignored --nocapture` prints the logical lines the reader makes of a
@@ -534,7 +586,11 @@ mod chunking {
     /// are acted on at their place in the stream, not at a read's end).
     #[test]
     fn codex_and_gemini_captures_in_any_chunking() {
-        for (profile, file) in [("codex", "codex_100.raw"), ("gemini", "gemini_60.raw")] {
+        for (profile, file) in [
+            ("codex", "codex_100.raw"),
+            ("gemini", "gemini_60.raw"),
+            ("opencode", "opencode_60.raw"),
+        ] {
             let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/captures/");
             let Ok(bytes) = std::fs::read(format!("{path}{file}")) else {
                 panic!("{file} missing");

@@ -582,6 +582,55 @@ mod tests {
         out.iter().map(str::to_string).collect()
     }
 
+    /// opencode's (opentui's) wrapping, as its table describes it.
+    const OPENTUI: Rewrap = Rewrap {
+        right_margin: 2,
+        carry_space: true,
+        split_words: true,
+        space_must_fit: true,
+    };
+
+    fn rewrapped(cols: u16, input: &[u8]) -> Vec<String> {
+        let mut s = Screen::new(cols, 10);
+        let mut r = LineReader::new();
+        r.set_rewrap(Some(OPENTUI));
+        let mut out = Lines::new();
+        s.feed(input, &mut |s, h| r.read(s, h.into(), &mut out));
+        r.read(&mut s, ReadKind::All, &mut out);
+        out.iter().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn opentui_split_inside_a_word_joins_without_a_space() {
+        // 20 columns: the edge is 18; `docs/fib.` ends exactly there, `md` goes on below.
+        let input = b"\x1b[1;1H   see the docs/fib.\x1b[2;1H   md file\x1b[4;1H";
+        assert_eq!(rewrapped(20, input), ["   see the docs/fib.md file"]);
+    }
+
+    #[test]
+    fn opentui_carried_space_joins_one_column_further_in() {
+        let input = b"\x1b[1;1H   one two three four,\x1b[2;1H    and five\x1b[4;1H";
+        assert_eq!(rewrapped(23, input), ["   one two three four, and five"]);
+    }
+
+    #[test]
+    fn opentui_break_where_the_space_would_not_fit() {
+        // `and` alone would fit after `it` (edge 18), `and ` would not: opentui wrapped there.
+        let input = b"\x1b[1;1H   describe it\x1b[2;1H   and its limits\x1b[4;1H";
+        assert_eq!(rewrapped(20, input), ["   describe it and its limits"]);
+        // Without the rule the rows stay apart (claude's rule: the word alone would have fitted).
+        assert_eq!(
+            lines_of(20, 10, input),
+            ["   describe it", "   and its limits"]
+        );
+    }
+
+    #[test]
+    fn opentui_short_rows_stay_apart() {
+        let input = b"\x1b[1;1H   short one.\x1b[2;1H   Next line\x1b[4;1H";
+        assert_eq!(rewrapped(40, input), ["   short one.", "   Next line"]);
+    }
+
     #[test]
     fn every_marker_starts_with_a_non_ascii_symbol() {
         // `text_start` skips the marker table for rows that start with ASCII.
