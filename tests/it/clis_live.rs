@@ -132,6 +132,29 @@ const WANT: [(&str, &str); 4] = [
 /// One exchange: start `cli` under `mpm run --no-exec`, wait for `ready`, prompt "plan fib", wait
 /// until the four delegations are final (or the deadline), then `exit` keys. Returns the events.
 fn exchange(cli: &str, args: &[&str], ready: &str, exit: &[&[u8]]) -> Option<Vec<Value>> {
+    exchange_then(cli, args, ready, exit, false)
+}
+
+/// The scripted API error's text (`scenarios/clis.json`, prompt "break the api").
+const API_ERROR: &str = "fake_llm: scripted invalid request";
+
+fn api_error_seen(evs: &[Value]) -> bool {
+    evs.iter().any(|e| {
+        e["kind"] == "detection"
+            && e["category"] == "error"
+            && e["text"].as_str().is_some_and(|t| t.contains(API_ERROR))
+    })
+}
+
+/// [`exchange`], and with `then_error` a second prompt, "break the api", answered by the fake
+/// server's scripted 400, until the CLI's error display is detected.
+fn exchange_then(
+    cli: &str,
+    args: &[&str],
+    ready: &str,
+    exit: &[&[u8]],
+    then_error: bool,
+) -> Option<Vec<Value>> {
     // Takes the one-real-CLI-at-a-time turn for this test.
     let Some(bin) = cli_bin(cli) else {
         skip_cli(cli);
@@ -187,6 +210,17 @@ fn exchange(cli: &str, args: &[&str], ready: &str, exit: &[&[u8]]) -> Option<Vec
     });
     // Give a late duplicate the chance to show (it must not).
     quiet(&p, Duration::from_secs(3));
+    let errored = !then_error || {
+        p.send(b"break the api");
+        quiet(&p, Duration::from_millis(500));
+        p.send(b"\r");
+        wait_until(Duration::from_secs(120), || {
+            api_error_seen(&events(&events_path))
+        })
+    };
+    if then_error {
+        quiet(&p, Duration::from_secs(2));
+    }
     for keys in exit {
         p.send(keys);
         quiet(&p, Duration::from_millis(700));
@@ -199,6 +233,11 @@ fn exchange(cli: &str, args: &[&str], ready: &str, exit: &[&[u8]]) -> Option<Vec
         done,
         "{cli}: the delegations did not all become final; events:\n{:#?}\nterminal:\n{}",
         final_delegations(&evs),
+        p.text()
+    );
+    assert!(
+        errored,
+        "{cli}: the scripted API error was not detected; terminal:\n{}",
         p.text()
     );
     assert!(ended, "{cli}: mpm did not exit");
@@ -258,8 +297,23 @@ fn aider_live_detects_each_delegation_once() {
 #[test]
 fn opencode_live_detects_each_delegation_once() {
     // Its turn's end is the reply's footer getting its duration (`▣  Build · Fake model · 40.6s`).
-    let Some(evs) = exchange("opencode", &[], "Ask anything", &[b"\x03", b"\x03"]) else {
+    let exit: &[&[u8]] = &[b"\x03", b"\x03"];
+    let Some(evs) = exchange_then("opencode", &[], "Ask anything", exit, true) else {
         return;
     };
     check("opencode", &evs);
+    // Its store (what `opencode export` prints) is the exact source: the delegations came from
+    // there, and the screen's copies were merged into them.
+    let got = final_delegations(&evs);
+    assert!(
+        got.iter().any(|(_, _, src)| src == "transcript"),
+        "opencode: no delegation from its store: {got:#?}"
+    );
+    // Its API error, once (the box in the conversation, the toast and the store say it).
+    let errors: Vec<&Value> = evs
+        .iter()
+        .filter(|e| e["kind"] == "detection" && e["category"] == "error")
+        .filter(|e| e["text"].as_str().is_some_and(|t| t.contains(API_ERROR)))
+        .collect();
+    assert_eq!(errors.len(), 1, "opencode: the API error once: {errors:#?}");
 }
