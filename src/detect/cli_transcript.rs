@@ -14,7 +14,8 @@
 //!   `<project>` from `~/.gemini/projects.json` (the cwd's basename by default): the newest written
 //!   since the session started. Lines: a header, `{"$set": …}` updates, messages
 //!   `{"type": "user" | "gemini" | "error" | "info", "content": …}`; a `gemini` message's
-//!   `content` is the exact markdown and ends the turn.
+//!   `content` is the exact markdown and ends the turn. mpm starts gemini with `--session-id
+//!   <uuid>` (unless the user chose or resumes a session), so the file is found by its name.
 //!
 //! * **aider**: `.aider.chat.history.md` in the working folder (appended to across sessions, so a
 //!   file that exists at the start is read from its end). Markdown: `#### ` lines are the user's,
@@ -261,6 +262,16 @@ pub(crate) fn locate_codex(codex_home: &Path, cwd: &Path, since: SystemTime) -> 
 
 /// gemini: the newest chat file of `cwd`'s project under `home/.gemini/tmp` written since `since`.
 pub(crate) fn locate_gemini(home: &Path, cwd: &Path, since: SystemTime) -> Option<PathBuf> {
+    newest(
+        &[gemini_chats(home, cwd)?],
+        since,
+        |n| n.starts_with("session-") && n.ends_with(".jsonl"),
+        |_| true,
+    )
+}
+
+/// gemini's `chats` folder for the project of `cwd`.
+fn gemini_chats(home: &Path, cwd: &Path) -> Option<PathBuf> {
     let gemini = home.join(".gemini");
     let key = std::fs::canonicalize(cwd).unwrap_or_else(|_| cwd.to_path_buf());
     let project = std::fs::read_to_string(gemini.join("projects.json"))
@@ -274,15 +285,49 @@ pub(crate) fn locate_gemini(home: &Path, cwd: &Path, since: SystemTime) -> Optio
                 .map(String::from)
         })
         .or_else(|| key.file_name().map(|n| n.to_string_lossy().into_owned()))?;
-    newest(
-        &[gemini.join("tmp").join(project).join("chats")],
-        since,
-        |n| n.starts_with("session-") && n.ends_with(".jsonl"),
-        |_| true,
-    )
+    Some(gemini.join("tmp").join(project).join("chats"))
 }
 
 /// Where `kind`'s transcript of a session in `cwd` started at `since` is, once it exists.
+/// The session id gemini runs with: the user's `--session-id`, else a new one that mpm adds to
+/// `argv` (gemini-cli 0.61.0 takes `--session-id <uuid>` and names its chat file after it). None
+/// when the user resumes a session (`--resume`, `-r`, `--session-file`): its file is then found
+/// as the newest.
+pub(crate) fn gemini_session_id(argv: &mut Vec<String>) -> Option<String> {
+    let mut it = argv.iter().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--session-id" => return it.next().cloned(),
+            "--resume" | "-r" | "--session-file" => return None,
+            s if s.starts_with("--session-id=") => {
+                return Some(s["--session-id=".len()..].to_string());
+            }
+            s if s.starts_with("--resume=") || s.starts_with("--session-file=") => return None,
+            _ => {}
+        }
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    argv.splice(1..1, ["--session-id".to_string(), id.clone()]);
+    Some(id)
+}
+
+/// gemini's chat file of session `id`: `session-<time>-<first 8 of id>.jsonl` in the project's
+/// `chats` folder (see [`locate_gemini`] for the project).
+pub(crate) fn locate_gemini_session(home: &Path, cwd: &Path, id: &str) -> Option<PathBuf> {
+    let short: String = id.chars().take(8).collect();
+    let suffix = format!("-{short}.jsonl");
+    let chats = gemini_chats(home, cwd)?;
+    std::fs::read_dir(chats)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("session-") && n.ends_with(&suffix))
+        })
+}
+
 pub(crate) fn locate(
     kind: Kind,
     env_home: &Path,
@@ -739,5 +784,53 @@ mod tests {
             opencode_message(&data, &parts),
             vec![Entry::Item(Item::Text("looking".into()))]
         );
+    }
+
+    #[test]
+    fn gemini_gets_a_session_id_unless_the_user_chose_one() {
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let mut argv = v(&["gemini", "-m", "x"]);
+        let id = gemini_session_id(&mut argv).expect("an id");
+        assert_eq!(argv, v(&["gemini", "--session-id", &id, "-m", "x"]));
+        assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+        let mut own = v(&[
+            "gemini",
+            "--session-id",
+            "1234abcd-0000-4000-8000-000000000000",
+        ]);
+        assert_eq!(
+            gemini_session_id(&mut own).as_deref(),
+            Some("1234abcd-0000-4000-8000-000000000000")
+        );
+        assert_eq!(own.len(), 3, "nothing added");
+        for resumed in [
+            &["gemini", "--resume", "latest"][..],
+            &["gemini", "-r", "2"],
+        ] {
+            let mut a = v(resumed);
+            assert_eq!(gemini_session_id(&mut a), None);
+            assert_eq!(a, v(resumed));
+        }
+    }
+
+    #[test]
+    fn gemini_file_found_by_its_session_id() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cwd = dir.path().join("work");
+        std::fs::create_dir_all(&cwd).expect("cwd");
+        let chats = dir.path().join(".gemini/tmp/work/chats");
+        std::fs::create_dir_all(&chats).expect("chats");
+        let id = "1234abcd-0000-4000-8000-000000000000";
+        assert_eq!(locate_gemini_session(dir.path(), &cwd, id), None);
+        // Another session's file, newer: not ours.
+        std::fs::write(
+            chats.join("session-2026-12-02T10-00-99998888.jsonl"),
+            "{}\n",
+        )
+        .expect("w");
+        assert_eq!(locate_gemini_session(dir.path(), &cwd, id), None);
+        let ours = chats.join("session-2026-12-02T09-59-1234abcd.jsonl");
+        std::fs::write(&ours, "{}\n").expect("w");
+        assert_eq!(locate_gemini_session(dir.path(), &cwd, id), Some(ours));
     }
 }

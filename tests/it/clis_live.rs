@@ -278,12 +278,44 @@ fn codex_live_detects_each_delegation_once() {
     check("codex", &evs);
 }
 
+/// `8-4-4-4-12` hex digits.
+fn uuid_like(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.iter().map(|p| p.len()).eq([8, 4, 4, 4, 12])
+        && s.chars().all(|c| c == '-' || c.is_ascii_hexdigit())
+}
+
 #[test]
 fn gemini_live_detects_each_delegation_once() {
     let Some(evs) = exchange("gemini", &[], "Type your message", &[b"/quit", b"\r"]) else {
         return;
     };
     check("gemini", &evs);
+    // mpm pinned the session id (`--session-id <uuid>`), and found the chat file by it: the
+    // delegations came from the transcript.
+    let started = evs
+        .iter()
+        .find(|e| e["kind"] == "session.started")
+        .expect("session.started");
+    let command: Vec<&str> = started["command"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let id = command
+        .iter()
+        .position(|a| *a == "--session-id")
+        .and_then(|i| command.get(i + 1));
+    assert!(
+        id.is_some_and(|id| uuid_like(id)),
+        "gemini: started without --session-id: {command:?}"
+    );
+    let got = final_delegations(&evs);
+    assert!(
+        got.iter().any(|(_, _, src)| src == "transcript"),
+        "gemini: no delegation from its transcript: {got:#?}"
+    );
 }
 
 #[test]
