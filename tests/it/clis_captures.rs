@@ -184,6 +184,35 @@ fn aider_60_columns() {
     check("aider", 60, "error-exception-line", AIDER_ERROR);
 }
 
+/// The reply's `TODO: …` and `BUG: …` lines are one markdown paragraph, which rich's markdown
+/// renderer joins into one line (`… bounded LRU BUG: fib(-1) …`: one ticket swallowing the other).
+/// aider 0.86.2's own renderer keeps them on rows of their own (a blank row between), so each is a
+/// ticket of its own, once, at both widths; no row of the capture has both.
+#[test]
+fn aider_soft_wrapped_tickets_stay_apart() {
+    for cols in [100u16, 60] {
+        let file = format!("aider_{cols}.raw");
+        let bytes = std::fs::read(captures_dir().join(&file)).unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            !text.contains("LRU BUG:"),
+            "{file}: aider joined the tickets"
+        );
+        let tickets: Vec<Row> = scan("aider", cols, &file)
+            .into_iter()
+            .filter(|r| r.cat == "ticket")
+            .collect();
+        let want = [
+            ("TODO", "cache fib() results between calls in a bounded LRU"),
+            ("BUG", "fib(-1) never returns on the recursive path"),
+        ];
+        assert_eq!(tickets.len(), want.len(), "{file}: {tickets:#?}");
+        for (r, (who, what)) in tickets.iter().zip(want) {
+            assert_eq!((r.who.as_str(), r.what.as_str()), (who, what), "{file}");
+        }
+    }
+}
+
 const OPENCODE_ERROR: &str = "fake_llm: scripted invalid request";
 
 /// opencode 1.18.33 (opentui, cell diffs on the alternate screen): it wraps a long line after

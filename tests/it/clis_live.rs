@@ -343,6 +343,35 @@ fn aider_live_detects_each_delegation_once() {
         return;
     };
     check("aider", &evs);
+    // The reply's `TODO: …` and `BUG: …` are consecutive lines of one markdown paragraph, which
+    // rich's markdown would join into one line (`… LRU BUG: …`); aider 0.86.2 draws them apart,
+    // and each is its own ticket, once.
+    let tickets: Vec<(String, String)> = evs
+        .iter()
+        .filter(|e| e["kind"] == "detection" && e["category"] == "ticket")
+        .filter(|e| e["final"] == true || e["is_final"] == true)
+        .map(|e| {
+            (
+                e["ticket_type"].as_str().unwrap_or("").to_string(),
+                e["title"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    for (kind, title) in [
+        ("TODO", "cache fib() results between calls in a bounded LRU"),
+        ("BUG", "fib(-1) never returns on the recursive path"),
+    ] {
+        let n = tickets
+            .iter()
+            .filter(|(k, t)| k == kind && t == title)
+            .count();
+        assert_eq!(n, 1, "aider: {kind}: {title} once in {tickets:#?}");
+    }
+    assert_eq!(
+        tickets.len(),
+        2,
+        "aider: only the two tickets: {tickets:#?}"
+    );
 }
 
 #[test]
