@@ -8,7 +8,7 @@
 //! Each test is SKIPPED when its CLI is not installed (`.ci/install-clis.sh`), and fails under CI.
 //! Homes are throw-away (`fixtures/cli_home.sh`); whatever the CLI leaves running is stopped.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
