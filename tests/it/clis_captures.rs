@@ -108,8 +108,18 @@ fn reply_rows() -> Vec<(&'static str, &'static str, &'static str)> {
 
 /// Every row of `want` exactly once, in order, and nothing else; then the CLI's error display.
 fn check(profile: &str, cols: u16, error_pattern: &str, error_text: &str) {
-    let file = format!("{profile}_{cols}.raw");
-    let got = scan(profile, cols, &file);
+    check_file(
+        profile,
+        cols,
+        &format!("{profile}_{cols}.raw"),
+        error_pattern,
+        error_text,
+    );
+}
+
+/// [`check`] on a capture named `file`.
+fn check_file(profile: &str, cols: u16, file: &str, error_pattern: &str, error_text: &str) {
+    let got = scan(profile, cols, file);
     let want = reply_rows();
     let shown: Vec<String> = got
         .iter()
@@ -227,4 +237,18 @@ fn opencode_100_columns() {
 #[test]
 fn opencode_60_columns() {
     check("opencode", 60, "opencode.api-error", OPENCODE_ERROR);
+}
+
+/// With `COLORTERM=truecolor` opencode draws in 24-bit colour: the error box's bar is `#e06c75`
+/// (`opencode_100_truecolor_error`: only "break the api", recorded as fixtures/README.md says).
+#[test]
+fn opencode_api_error_in_truecolor() {
+    let got = scan("opencode", 100, "opencode_100_truecolor_error.raw");
+    let want = Row {
+        cat: "error".into(),
+        who: String::new(),
+        what: OPENCODE_ERROR.into(),
+        pattern: "opencode.api-error".into(),
+    };
+    assert_eq!(got, vec![want]);
 }

@@ -2,8 +2,9 @@
 //! (`scenarios/clis.json`): the scripted reply's four delegations are each detected once, final,
 //! with their whole task (the first on the reply's first line, behind the CLI's reply marker; one
 //! long that wraps; `Task(QA: test fib() with …)`), and nothing half-streamed is ever final.
-//! codex and gemini also have their transcript read as the exact source; opencode has none (see
-//! `opencode_live_detects_each_delegation_once`)
+//! codex, gemini, aider and opencode also have their transcript (opencode: its SQLite store) read
+//! as the exact source; gemini's is named after the session id mpm gives it; opencode's scripted
+//! API error is detected once.
 //!
 //! Each test is SKIPPED when its CLI is not installed (`.ci/install-clis.sh`), and fails under CI.
 //! Homes are throw-away (`fixtures/cli_home.sh`); whatever the CLI leaves running is stopped.
