@@ -353,6 +353,21 @@ pub(crate) fn locate(
 }
 
 /// Follows one CLI transcript on a thread: looks for the file until it appears, then tails it.
+/// What mpm reads as the exact source of a CLI (by its profile name, as
+/// [`crate::detect::cli_screen::profile_of_command`] gives it), for `mpm profiles show`.
+pub(crate) fn exact_source(profile: &str) -> Option<&'static str> {
+    match profile {
+        "claude" => Some("~/.claude/projects/<dir>/<id>.jsonl (mpm adds --session-id), and hooks"),
+        "codex" => Some("$CODEX_HOME/sessions/.../rollout-*.jsonl (the newest with this cwd)"),
+        "gemini" => {
+            Some("~/.gemini/tmp/<project>/chats/session-*-<id>.jsonl (mpm adds --session-id)")
+        }
+        "aider" => Some(".aider.chat.history.md in the working folder"),
+        "opencode" => Some("$XDG_DATA_HOME/opencode/opencode.db (what `opencode export` prints)"),
+        _ => None,
+    }
+}
+
 /// Which opencode session is this one's: created in `cwd` since `since`.
 #[derive(Debug, Clone)]
 pub(crate) struct OpencodeSession {
