@@ -503,6 +503,37 @@ mod opencode {
         );
     }
 
+    /// A long message wraps over rows of the box: one error with the whole message.
+    #[test]
+    fn a_wrapped_error_box_is_one_error() {
+        let engine = std::sync::Arc::new(
+            crate::patterns::Engine::builder()
+                .build()
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+        let mut p = crate::detect::Pipeline::new(engine, 40, 10)
+            .with_cli(super::CliScreen::builtin("opencode"));
+        let bar = "\x1b[38;5;168m┃\x1b[0m";
+        let bytes = format!(
+            "\x1b[2;3H{bar}\x1b[3;3H{bar}  Cannot connect to API: Unable to\
+             \x1b[4;3H{bar}  connect. Is the computer able to\x1b[5;3H{bar}  access the url?\
+             \x1b[6;3H{bar}\x1b[9;1H"
+        );
+        let mut got = p.feed(bytes.as_bytes());
+        got.extend(p.finish());
+        let texts: Vec<(&str, &str)> = got
+            .iter()
+            .map(|d| (d.pattern.as_str(), d.text.as_str()))
+            .collect();
+        assert_eq!(
+            texts,
+            [(
+                "opencode.api-error",
+                "Cannot connect to API: Unable to connect. Is the computer able to access the url?"
+            )]
+        );
+    }
+
     #[test]
     fn bad_alert_colour_is_named() {
         let yaml = "profile: x\nscreen:\n  alert_colours: ['red']\n";

@@ -72,9 +72,10 @@ impl From<Hook> for ReadKind {
 }
 
 /// Decoration markers a TUI puts before a row's text, with the columns they take (marker + gap).
-/// The other CLIs' reply and error markers too: codex `• `, gemini `✦ ` and `✕ `.
+/// The other CLIs' reply and error markers too: codex `• `, gemini `✦ ` and `✕ `, and opencode's box
+/// bar `┃ ` (its user and error boxes: a box row never continues the row above it).
 const MARKERS: &[&str] = &[
-    "● ", "⏺ ", "⎿  ", "⎿ ", "▎ ", "❯ ", "✻ ", "✢ ", "· ", "• ", "✦ ", "✕ ",
+    "● ", "⏺ ", "⎿  ", "⎿ ", "▎ ", "❯ ", "✻ ", "✢ ", "· ", "• ", "✦ ", "✕ ", "┃ ",
 ];
 
 /// The column where the row's text starts after its indent and marker, and whether it has a marker.
