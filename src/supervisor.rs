@@ -246,9 +246,17 @@ impl Supervisor {
             if let Some(p) = crate::detect::cli_screen::profile_of_command(&argv) {
                 self.cue_table = CueTable::builtin(p);
                 self.cli_screen = crate::detect::CliScreen::builtin(p);
+                let mut argv = argv;
                 if let Some(kind) = crate::detect::cli_transcript::Kind::of_profile(p) {
-                    self.follow_cli_transcript(kind, engine);
+                    // gemini names its chat file after the session id: pin it, as for claude.
+                    let session_id = if kind == crate::detect::cli_transcript::Kind::Gemini {
+                        crate::detect::cli_transcript::gemini_session_id(&mut argv)
+                    } else {
+                        None
+                    };
+                    self.follow_cli_transcript(kind, engine, session_id);
                 }
+                return argv;
             }
             return argv;
         }
@@ -297,12 +305,14 @@ impl Supervisor {
         out
     }
 
-    /// Follow codex's or gemini's transcript (found once the CLI writes it) as the exact source:
-    /// each reply's markdown through the engine, each turn's end to the dispatcher.
+    /// Follow codex's, gemini's, aider's or opencode's transcript (found once the CLI writes it) as
+    /// the exact source: each reply's markdown through the engine, each turn's end to the
+    /// dispatcher. gemini's is found by its `session_id` when mpm pinned one.
     fn follow_cli_transcript(
         &mut self,
         kind: crate::detect::cli_transcript::Kind,
         engine: Arc<Engine>,
+        session_id: Option<String>,
     ) {
         let Some(out) = self.dispatcher.as_ref().map(Dispatcher::sender) else {
             return;
@@ -314,8 +324,15 @@ impl Supervisor {
         let cwd = self.cwd.clone();
         // Files written since a little before now (coarse file times).
         let since = std::time::SystemTime::now() - Duration::from_secs(2);
-        let locate = move || {
-            crate::detect::cli_transcript::locate(kind, &home, codex_home.as_deref(), &cwd, since)
+        let locate = move || match &session_id {
+            Some(id) => crate::detect::cli_transcript::locate_gemini_session(&home, &cwd, id),
+            None => crate::detect::cli_transcript::locate(
+                kind,
+                &home,
+                codex_home.as_deref(),
+                &cwd,
+                since,
+            ),
         };
         // The transcript needs no screen: a 1x1 model costs nothing.
         let mut p = Pipeline::new(engine, 1, 1).with_dedup(self.exact_dedup.clone());
@@ -340,7 +357,12 @@ impl Supervisor {
                 }
             }
         };
-        match crate::detect::cli_transcript::CliTranscript::spawn(kind, locate, on_entry) {
+        let opencode = crate::detect::cli_transcript::OpencodeSession {
+            cwd: self.cwd.clone(),
+            since,
+        };
+        match crate::detect::cli_transcript::CliTranscript::spawn(kind, locate, opencode, on_entry)
+        {
             Ok(t) => self.cli_tailer = Some(t),
             Err(e) => tracing::warn!(error = %e, "cannot follow the CLI's transcript"),
         }

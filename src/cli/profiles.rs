@@ -207,6 +207,13 @@ fn write_text(out: &mut String, v: &ProfileView<'_>, full: bool) {
                 .and_then(|x| x.as_str().map(str::to_string))
                 .unwrap_or_default()
         );
+        let source = crate::detect::cli_screen::profile_of_command(&v.profile.command)
+            .and_then(crate::detect::cli_transcript::exact_source);
+        let _ = writeln!(
+            out,
+            "  exact source: {}",
+            source.unwrap_or("none (the screen only)")
+        );
         if !v.profile.env.is_empty() {
             let keys: Vec<_> = v.profile.env.keys().cloned().collect();
             let _ = writeln!(out, "  env:          {}", keys.join(", "));

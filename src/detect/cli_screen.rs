@@ -10,8 +10,14 @@
 //!   status and hint rows): never matched;
 //! * `errors`: the CLI's own error displays (codex `■ {"error": …}`, gemini `✕ [API Error: …]`),
 //!   each an `error` detection with the pattern id `<profile>.<name>`;
+//! * `alert_colours` (SGR foregrounds, `38;5;168`) and `errors` with `alert: true`: an error display
+//!   that only its colour tells from the user's own rows (opencode draws both in a `┃` box; the
+//!   error's bar is red), matched only on lines whose first cell is drawn in one of those colours;
 //! * `turn_end_rows`, `turn_end_osc`: a row, or an OSC string (codex's `7501;state=idle`, gemini's
 //!   title `◇  Ready`), that says the turn is over;
+//! * `wrap`: how the CLI wraps a long line when it is not claude's way (opencode's opentui breaks
+//!   inside a word after punctuation and carries a space that does not fit to the next row), so
+//!   the line reader joins its rows right ([`crate::screen::Rewrap`]);
 //! * `streaming`: the CLI draws half-streamed rows (down to mid-word, `Engineer Agent: impl`), so a
 //!   screen detection stays provisional until its turn ends ([`crate::detect::finality`] in turn
 //!   mode), never merely because a row was drawn below it.
@@ -25,6 +31,7 @@ use regex::{Regex, RegexSet};
 use serde::Deserialize;
 
 use crate::events::{Detection, TextSource};
+use crate::screen::{Fg, Rewrap};
 
 /// The longest OSC string looked at (a title or a status report).
 const MAX_OSC: usize = 512;
@@ -52,12 +59,33 @@ struct ScreenFile {
     turn_end_osc: Vec<String>,
     #[serde(default)]
     errors: Vec<ErrorFile>,
+    #[serde(default)]
+    wrap: Option<WrapFile>,
+    #[serde(default)]
+    alert_colours: Vec<String>,
+}
+
+/// `screen.wrap`: how the CLI wraps a long line (see [`crate::screen::Rewrap`]).
+#[derive(Debug, Deserialize)]
+struct WrapFile {
+    #[serde(default)]
+    right_margin: usize,
+    #[serde(default)]
+    carry_space: bool,
+    #[serde(default)]
+    split_words: bool,
+    #[serde(default)]
+    space_must_fit: bool,
 }
 
 #[derive(Debug, Deserialize)]
 struct ErrorFile {
     name: String,
     regex: String,
+    /// Only for lines drawn in one of the `alert_colours` (the regex alone would match the
+    /// user's own boxed rows too).
+    #[serde(default)]
+    alert: bool,
 }
 
 /// Errors in a screen table.
@@ -101,6 +129,10 @@ pub struct CliScreen {
     chrome: usize,
     osc_end: Option<RegexSet>,
     errors: Vec<(String, Regex)>,
+    /// Error displays recognised only on lines drawn in an alert colour.
+    alert_errors: Vec<(String, Regex)>,
+    alert_colours: Vec<Fg>,
+    rewrap: Option<Rewrap>,
 }
 
 /// The built-in tables, by profile name.
@@ -161,9 +193,22 @@ impl CliScreen {
             Some(RegexSet::new(&s.turn_end_osc).map_err(err("turn_end_osc"))?)
         };
         let mut errors = Vec::new();
+        let mut alert_errors = Vec::new();
         for e in &s.errors {
             let re = Regex::new(&e.regex).map_err(err(&format!("error {}", e.name)))?;
-            errors.push((format!("{}.{}", top.profile, e.name), re));
+            let to = if e.alert {
+                &mut alert_errors
+            } else {
+                &mut errors
+            };
+            to.push((format!("{}.{}", top.profile, e.name), re));
+        }
+        let mut alert_colours = Vec::new();
+        for c in &s.alert_colours {
+            alert_colours.push(parse_fg(c).ok_or_else(|| CliScreenError::Yaml {
+                name: name.into(),
+                message: format!("alert_colours: {c:?} is not `38;5;N` or `38;2;R;G;B`"),
+            })?);
         }
         Ok(Some(CliScreen {
             profile: top.profile,
@@ -174,6 +219,14 @@ impl CliScreen {
             chrome: s.chrome.len(),
             osc_end,
             errors,
+            alert_errors,
+            alert_colours,
+            rewrap: s.wrap.map(|w| Rewrap {
+                right_margin: w.right_margin,
+                carry_space: w.carry_space,
+                split_words: w.split_words,
+                space_must_fit: w.space_must_fit,
+            }),
         }))
     }
 
@@ -211,14 +264,48 @@ impl CliScreen {
         })
     }
 
+    /// The CLI's own error display drawn in its alert colour (`alert: true` in `errors`), as a
+    /// detection: `line` is a whole logical line whose first cell is in an alert colour.
+    pub fn alert_error(&self, line: &str, source: TextSource) -> Option<Detection> {
+        let t = line.trim();
+        self.alert_errors.iter().find_map(|(id, re)| {
+            let c = re.captures(t)?;
+            let text = c.name("message").map_or(t, |m| m.as_str()).trim();
+            (!text.is_empty()).then(|| Detection::new("error", id, text.to_string(), source))
+        })
+    }
+
+    /// The foreground colours the CLI draws its error displays in (`alert_colours`).
+    pub fn alert_colours(&self) -> &[Fg] {
+        &self.alert_colours
+    }
+
     /// Does this OSC string (`0;title`, `7501;state=idle:app=codex`) say the turn is over?
     pub fn osc_ends_turn(&self, osc: &str) -> bool {
         self.osc_end.as_ref().is_some_and(|s| s.is_match(osc))
     }
 
+    /// How the CLI wraps long lines, when it differs from claude's (`screen.wrap`).
+    pub fn rewrap(&self) -> Option<Rewrap> {
+        self.rewrap
+    }
+
     /// True when the table looks at OSC strings at all.
     pub fn watches_osc(&self) -> bool {
         self.osc_end.is_some()
+    }
+}
+
+/// `38;5;N` or `38;2;R;G;B` as a foreground colour.
+fn parse_fg(s: &str) -> Option<Fg> {
+    let p: Vec<u16> = s
+        .split(';')
+        .map(|x| x.trim().parse().ok())
+        .collect::<Option<_>>()?;
+    match p.as_slice() {
+        [38, 5, n] => Some(Fg::Indexed(*n)),
+        [38, 2, r, g, b] => Some(Fg::Rgb(*r, *g, *b)),
+        _ => None,
     }
 }
 
@@ -372,6 +459,90 @@ mod tests {
 }
 
 #[cfg(test)]
+mod opencode {
+    use crate::screen::{Fg, LineReader, Lines, ReadKind, Screen};
+
+    /// The red-barred box is an error; the same box in the user's blue is not.
+    #[test]
+    fn api_error_box_by_its_colour() {
+        let o = super::CliScreen::builtin("opencode").expect("opencode");
+        assert!(o.alert_colours().contains(&Fg::Indexed(168)));
+        assert!(o.alert_colours().contains(&Fg::Rgb(224, 108, 117)));
+        let mut s = Screen::new(60, 8);
+        s.set_alert_colours(o.alert_colours().to_vec());
+        let bytes = "\x1b[1;3H\x1b[38;5;75m┃\x1b[0m  break the api\
+                     \x1b[3;3H\x1b[38;2;224;108;117m┃\x1b[0m  \x1b[38;5;8mfake_llm: boom\x1b[0m\x1b[6;1H";
+        let mut r = LineReader::new();
+        let mut out = Lines::new();
+        s.feed(bytes.as_bytes(), &mut |s, h| r.read(s, h.into(), &mut out));
+        r.read(&mut s, ReadKind::All, &mut out);
+        let got: Vec<(String, bool)> = out.lines().map(|l| (l.text.to_string(), l.alert)).collect();
+        assert_eq!(
+            got,
+            [
+                ("  ┃  break the api".to_string(), false),
+                ("  ┃  fake_llm: boom".to_string(), true)
+            ]
+        );
+        let e = o
+            .alert_error("  ┃  fake_llm: boom", crate::events::TextSource::Screen)
+            .expect("error");
+        assert_eq!(
+            (e.pattern.as_str(), e.text.as_str()),
+            ("opencode.api-error", "fake_llm: boom")
+        );
+        // The toast (closed by a second bar) is not read: it wraps a long message over its rows,
+        // and the box in the conversation says it whole.
+        assert!(
+            o.alert_error("┃  fake_llm: boom  ┃", crate::events::TextSource::Screen)
+                .is_none()
+        );
+        assert!(
+            o.alert_error("  ┃", crate::events::TextSource::Screen)
+                .is_none()
+        );
+    }
+
+    /// A long message wraps over rows of the box: one error with the whole message.
+    #[test]
+    fn a_wrapped_error_box_is_one_error() {
+        let engine = std::sync::Arc::new(
+            crate::patterns::Engine::builder()
+                .build()
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+        let mut p = crate::detect::Pipeline::new(engine, 40, 10)
+            .with_cli(super::CliScreen::builtin("opencode"));
+        let bar = "\x1b[38;5;168m┃\x1b[0m";
+        let bytes = format!(
+            "\x1b[2;3H{bar}\x1b[3;3H{bar}  Cannot connect to API: Unable to\
+             \x1b[4;3H{bar}  connect. Is the computer able to\x1b[5;3H{bar}  access the url?\
+             \x1b[6;3H{bar}\x1b[9;1H"
+        );
+        let mut got = p.feed(bytes.as_bytes());
+        got.extend(p.finish());
+        let texts: Vec<(&str, &str)> = got
+            .iter()
+            .map(|d| (d.pattern.as_str(), d.text.as_str()))
+            .collect();
+        assert_eq!(
+            texts,
+            [(
+                "opencode.api-error",
+                "Cannot connect to API: Unable to connect. Is the computer able to access the url?"
+            )]
+        );
+    }
+
+    #[test]
+    fn bad_alert_colour_is_named() {
+        let yaml = "profile: x\nscreen:\n  alert_colours: ['red']\n";
+        let e = super::CliScreen::parse("x.yaml", yaml).expect_err("refused");
+        assert!(e.to_string().contains("red"), "{e}");
+    }
+}
+
+#[cfg(test)]
 mod dump {
     /// A debugging aid: `MPM_DUMP=fixtures/captures/codex_100.raw,100,codex cargo test --lib
     /// cli_screen::dump -- --ignored --nocapture` prints the logical lines the reader makes of a
@@ -447,7 +618,11 @@ mod chunking {
     /// are acted on at their place in the stream, not at a read's end).
     #[test]
     fn codex_and_gemini_captures_in_any_chunking() {
-        for (profile, file) in [("codex", "codex_100.raw"), ("gemini", "gemini_60.raw")] {
+        for (profile, file) in [
+            ("codex", "codex_100.raw"),
+            ("gemini", "gemini_60.raw"),
+            ("opencode", "opencode_60.raw"),
+        ] {
             let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/captures/");
             let Ok(bytes) = std::fs::read(format!("{path}{file}")) else {
                 panic!("{file} missing");

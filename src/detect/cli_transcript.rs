@@ -14,15 +14,22 @@
 //!   `<project>` from `~/.gemini/projects.json` (the cwd's basename by default): the newest written
 //!   since the session started. Lines: a header, `{"$set": …}` updates, messages
 //!   `{"type": "user" | "gemini" | "error" | "info", "content": …}`; a `gemini` message's
-//!   `content` is the exact markdown and ends the turn.
+//!   `content` is the exact markdown and ends the turn. mpm starts gemini with `--session-id
+//!   <uuid>` (unless the user chose or resumes a session), so the file is found by its name.
 //!
 //! * **aider**: `.aider.chat.history.md` in the working folder (appended to across sessions, so a
 //!   file that exists at the start is read from its end). Markdown: `#### ` lines are the user's,
 //!   `> ` lines aider's own (startup, `> Tokens: …` after each reply, errors), the rest the reply
 //!   verbatim: each reply is one text item, and `> Tokens:` ends the turn.
 //!
-//! opencode's SQLite store (`opencode export`) is not read: the screen is its only source (see
-//! fixtures/README.md).
+//! * **opencode**: no text log; its sessions are in SQLite, `$XDG_DATA_HOME/opencode/opencode.db`
+//!   (`~/.local/share/…`), what `opencode export <id>` prints as JSON. Running `opencode export`
+//!   at each turn's end would start a 550 MB bun process per turn, so the store is read directly,
+//!   read-only ([`OpencodeStore`]): the session is the newest one created since the session
+//!   started whose `directory` is the cwd; an assistant `message` whose `data.time.completed` is
+//!   set is whole, its `part`s of type `text` are the exact markdown, `data.error` a failed turn,
+//!   and a `finish` other than `tool-calls` ends the turn. Checked on opencode 1.18.33 (the schema
+//!   is opencode's own: a store it cannot read leaves the screen as the only source).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -44,6 +51,7 @@ pub(crate) enum Kind {
     Codex,
     Gemini,
     Aider,
+    Opencode,
 }
 
 impl Kind {
@@ -53,6 +61,7 @@ impl Kind {
             "codex" => Some(Kind::Codex),
             "gemini" => Some(Kind::Gemini),
             "aider" => Some(Kind::Aider),
+            "opencode" => Some(Kind::Opencode),
             _ => None,
         }
     }
@@ -74,7 +83,7 @@ pub(crate) fn parse_line(kind: Kind, line: &str) -> Vec<Entry> {
     match kind {
         Kind::Codex => codex_line(&v),
         Kind::Gemini => gemini_line(&v),
-        Kind::Aider => Vec::new(),
+        Kind::Aider | Kind::Opencode => Vec::new(),
     }
 }
 
@@ -253,6 +262,16 @@ pub(crate) fn locate_codex(codex_home: &Path, cwd: &Path, since: SystemTime) -> 
 
 /// gemini: the newest chat file of `cwd`'s project under `home/.gemini/tmp` written since `since`.
 pub(crate) fn locate_gemini(home: &Path, cwd: &Path, since: SystemTime) -> Option<PathBuf> {
+    newest(
+        &[gemini_chats(home, cwd)?],
+        since,
+        |n| n.starts_with("session-") && n.ends_with(".jsonl"),
+        |_| true,
+    )
+}
+
+/// gemini's `chats` folder for the project of `cwd`.
+fn gemini_chats(home: &Path, cwd: &Path) -> Option<PathBuf> {
     let gemini = home.join(".gemini");
     let key = std::fs::canonicalize(cwd).unwrap_or_else(|_| cwd.to_path_buf());
     let project = std::fs::read_to_string(gemini.join("projects.json"))
@@ -266,15 +285,49 @@ pub(crate) fn locate_gemini(home: &Path, cwd: &Path, since: SystemTime) -> Optio
                 .map(String::from)
         })
         .or_else(|| key.file_name().map(|n| n.to_string_lossy().into_owned()))?;
-    newest(
-        &[gemini.join("tmp").join(project).join("chats")],
-        since,
-        |n| n.starts_with("session-") && n.ends_with(".jsonl"),
-        |_| true,
-    )
+    Some(gemini.join("tmp").join(project).join("chats"))
 }
 
 /// Where `kind`'s transcript of a session in `cwd` started at `since` is, once it exists.
+/// The session id gemini runs with: the user's `--session-id`, else a new one that mpm adds to
+/// `argv` (gemini-cli 0.61.0 takes `--session-id <uuid>` and names its chat file after it). None
+/// when the user resumes a session (`--resume`, `-r`, `--session-file`): its file is then found
+/// as the newest.
+pub(crate) fn gemini_session_id(argv: &mut Vec<String>) -> Option<String> {
+    let mut it = argv.iter().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--session-id" => return it.next().cloned(),
+            "--resume" | "-r" | "--session-file" => return None,
+            s if s.starts_with("--session-id=") => {
+                return Some(s["--session-id=".len()..].to_string());
+            }
+            s if s.starts_with("--resume=") || s.starts_with("--session-file=") => return None,
+            _ => {}
+        }
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    argv.splice(1..1, ["--session-id".to_string(), id.clone()]);
+    Some(id)
+}
+
+/// gemini's chat file of session `id`: `session-<time>-<first 8 of id>.jsonl` in the project's
+/// `chats` folder (see [`locate_gemini`] for the project).
+pub(crate) fn locate_gemini_session(home: &Path, cwd: &Path, id: &str) -> Option<PathBuf> {
+    let short: String = id.chars().take(8).collect();
+    let suffix = format!("-{short}.jsonl");
+    let chats = gemini_chats(home, cwd)?;
+    std::fs::read_dir(chats)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("session-") && n.ends_with(&suffix))
+        })
+}
+
 pub(crate) fn locate(
     kind: Kind,
     env_home: &Path,
@@ -289,10 +342,170 @@ pub(crate) fn locate(
         }
         Kind::Gemini => locate_gemini(env_home, cwd, since),
         Kind::Aider => Some(cwd.join(".aider.chat.history.md")),
+        Kind::Opencode => {
+            let data = std::env::var_os("XDG_DATA_HOME")
+                .map(PathBuf::from)
+                .filter(|p| p.is_absolute())
+                .unwrap_or_else(|| env_home.join(".local/share"));
+            Some(data.join("opencode/opencode.db")).filter(|p| p.exists())
+        }
     }
 }
 
 /// Follows one CLI transcript on a thread: looks for the file until it appears, then tails it.
+/// What mpm reads as the exact source of a CLI (by its profile name, as
+/// [`crate::detect::cli_screen::profile_of_command`] gives it), for `mpm profiles show`.
+pub(crate) fn exact_source(profile: &str) -> Option<&'static str> {
+    match profile {
+        "claude" => Some("~/.claude/projects/<dir>/<id>.jsonl (mpm adds --session-id), and hooks"),
+        "codex" => Some("$CODEX_HOME/sessions/.../rollout-*.jsonl (the newest with this cwd)"),
+        "gemini" => {
+            Some("~/.gemini/tmp/<project>/chats/session-*-<id>.jsonl (mpm adds --session-id)")
+        }
+        "aider" => Some(".aider.chat.history.md in the working folder"),
+        "opencode" => Some("$XDG_DATA_HOME/opencode/opencode.db (what `opencode export` prints)"),
+        _ => None,
+    }
+}
+
+/// Which opencode session is this one's: created in `cwd` since `since`.
+#[derive(Debug, Clone)]
+pub(crate) struct OpencodeSession {
+    pub(crate) cwd: PathBuf,
+    pub(crate) since: SystemTime,
+}
+
+/// opencode's SQLite store, read-only, polled: each assistant message once, when it completes.
+pub(crate) struct OpencodeStore {
+    db: PathBuf,
+    cwd: PathBuf,
+    since_ms: i64,
+    conn: Option<rusqlite::Connection>,
+    session: Option<String>,
+    done: std::collections::HashSet<String>,
+}
+
+impl OpencodeStore {
+    pub(crate) fn new(db: PathBuf, cwd: PathBuf, since: SystemTime) -> OpencodeStore {
+        let since_ms = since
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        OpencodeStore {
+            db,
+            cwd,
+            since_ms,
+            conn: None,
+            session: None,
+            done: std::collections::HashSet::new(),
+        }
+    }
+
+    /// The entries of the assistant messages completed since the last poll.
+    pub(crate) fn poll(&mut self) -> Vec<Entry> {
+        match self.read() {
+            Ok(v) => v,
+            Err(e) => {
+                // Locked, not migrated yet, or a schema this reader does not know: try again later.
+                tracing::debug!(error = %e, "reading opencode's store");
+                self.conn = None;
+                Vec::new()
+            }
+        }
+    }
+
+    fn read(&mut self) -> rusqlite::Result<Vec<Entry>> {
+        use rusqlite::OpenFlags;
+        if self.conn.is_none() {
+            let c = rusqlite::Connection::open_with_flags(
+                &self.db,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            c.busy_timeout(Duration::from_millis(200))?;
+            self.conn = Some(c);
+        }
+        let Some(conn) = &self.conn else {
+            return Ok(Vec::new());
+        };
+        if self.session.is_none() {
+            let canon = std::fs::canonicalize(&self.cwd).unwrap_or_else(|_| self.cwd.clone());
+            let mut q = conn.prepare(
+                "SELECT id FROM session WHERE (directory = ?1 OR directory = ?2) \
+                 AND parent_id IS NULL AND time_created >= ?3 ORDER BY time_created DESC LIMIT 1",
+            )?;
+            let mut rows = q.query(rusqlite::params![
+                self.cwd.to_string_lossy(),
+                canon.to_string_lossy(),
+                self.since_ms
+            ])?;
+            if let Some(r) = rows.next()? {
+                self.session = Some(r.get(0)?);
+            }
+        }
+        let Some(session) = &self.session else {
+            return Ok(Vec::new());
+        };
+        let mut q = conn.prepare(
+            "SELECT id, data FROM message WHERE session_id = ?1 ORDER BY time_created, id",
+        )?;
+        let msgs: Vec<(String, String)> = q
+            .query_map([session], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut out = Vec::new();
+        for (id, data) in msgs {
+            if self.done.contains(&id) {
+                continue;
+            }
+            let Ok(v) = serde_json::from_str::<Value>(&data) else {
+                continue;
+            };
+            if v["role"] != "assistant" {
+                self.done.insert(id);
+                continue;
+            }
+            let failed = !v["error"].is_null();
+            if v["time"]["completed"].is_null() && !failed {
+                continue;
+            }
+            let mut q = conn.prepare("SELECT data FROM part WHERE message_id = ?1 ORDER BY id")?;
+            let parts: Vec<String> = q
+                .query_map([&id], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            out.extend(opencode_message(&v, &parts));
+            self.done.insert(id);
+        }
+        Ok(out)
+    }
+}
+
+/// One completed opencode assistant message (`data`) and its parts' `data`, as entries.
+pub(crate) fn opencode_message(data: &Value, parts: &[String]) -> Vec<Entry> {
+    let mut out = Vec::new();
+    let text: Vec<String> = parts
+        .iter()
+        .filter_map(|p| serde_json::from_str::<Value>(p).ok())
+        .filter(|p| p["type"] == "text" && p["synthetic"] != true)
+        .filter_map(|p| p["text"].as_str().map(String::from))
+        .collect();
+    let text = text.join("\n");
+    if !text.trim().is_empty() {
+        out.push(Entry::Item(Item::Text(text)));
+    }
+    let e = &data["error"];
+    if !e.is_null() {
+        let msg = e["data"]["message"]
+            .as_str()
+            .or_else(|| e["name"].as_str())
+            .unwrap_or("error")
+            .trim()
+            .to_string();
+        out.push(Entry::Item(Item::ApiError(msg)));
+        out.push(Entry::TurnEnd);
+    } else if data["finish"] != "tool-calls" {
+        out.push(Entry::TurnEnd);
+    }
+    out
+}
+
 pub(crate) struct CliTranscript {
     stop: Arc<AtomicBool>,
     handle: Option<JoinHandle<()>>,
@@ -310,6 +523,7 @@ impl CliTranscript {
     pub(crate) fn spawn<L, F>(
         kind: Kind,
         locate: L,
+        opencode: OpencodeSession,
         mut on_entry: F,
     ) -> std::io::Result<CliTranscript>
     where
@@ -333,6 +547,19 @@ impl CliTranscript {
                     std::thread::sleep(LOCATE_POLL);
                 };
                 tracing::debug!(path = %path.display(), "following the CLI's transcript");
+                if let Kind::Opencode = kind {
+                    let mut store = OpencodeStore::new(path, opencode.cwd, opencode.since);
+                    loop {
+                        let last = flag.load(Ordering::SeqCst);
+                        for e in store.poll() {
+                            on_entry(e);
+                        }
+                        if last {
+                            return;
+                        }
+                        std::thread::sleep(LOCATE_POLL);
+                    }
+                }
                 let (_keep, syncs) = crossbeam_channel::unbounded();
                 // aider appends to one history file across sessions: only what this one adds.
                 let from_end = kind == Kind::Aider && path.exists();
@@ -479,5 +706,146 @@ mod tests {
             locate_gemini(&home, &cwd, since),
             Some(chats.join("session-x.jsonl"))
         );
+    }
+
+    /// A store with opencode 1.18.33's tables (the columns read) and one session.
+    fn opencode_db(dir: &Path, cwd: &str, created: i64) -> rusqlite::Connection {
+        let c = rusqlite::Connection::open(dir.join("opencode.db")).expect("db");
+        c.execute_batch(
+            "CREATE TABLE session (id TEXT PRIMARY KEY, parent_id TEXT, directory TEXT NOT NULL,
+                 time_created INTEGER NOT NULL);
+             CREATE TABLE message (id TEXT PRIMARY KEY, session_id TEXT NOT NULL,
+                 time_created INTEGER NOT NULL, data TEXT NOT NULL);
+             CREATE TABLE part (id TEXT PRIMARY KEY, message_id TEXT NOT NULL,
+                 session_id TEXT NOT NULL, data TEXT NOT NULL);",
+        )
+        .expect("schema");
+        c.execute(
+            "INSERT INTO session VALUES ('ses_old', NULL, ?1, 1), ('ses_1', NULL, ?1, ?2)",
+            rusqlite::params![cwd, created],
+        )
+        .expect("session");
+        c
+    }
+
+    #[test]
+    fn opencode_store_reads_each_completed_reply_once() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cwd = dir.path().to_string_lossy().into_owned();
+        let since = SystemTime::UNIX_EPOCH + Duration::from_millis(1_000);
+        let c = opencode_db(dir.path(), &cwd, 2_000);
+        let mut store = OpencodeStore::new(dir.path().join("opencode.db"), cwd.into(), since);
+        assert!(store.poll().is_empty());
+        c.execute_batch(
+            r#"INSERT INTO message VALUES ('msg_1', 'ses_1', 3000, '{"role":"user"}');
+               INSERT INTO part VALUES ('prt_1', 'msg_1', 'ses_1', '{"type":"text","text":"TODO: typed"}');
+               INSERT INTO message VALUES ('msg_2', 'ses_1', 3001, '{"role":"assistant","time":{"created":3001}}');
+               INSERT INTO part VALUES ('prt_2', 'msg_2', 'ses_1', '{"type":"step-start"}');
+               INSERT INTO part VALUES ('prt_3', 'msg_2', 'ses_1', '{"type":"text","text":"Engineer Agent: implement fib"}');"#,
+        )
+        .expect("rows");
+        // Still streaming: nothing yet.
+        assert!(store.poll().is_empty());
+        c.execute(
+            r#"UPDATE message SET data = '{"role":"assistant","time":{"created":3001,"completed":3500},"finish":"stop"}' WHERE id = 'msg_2'"#,
+            [],
+        )
+        .expect("complete");
+        assert_eq!(
+            store.poll(),
+            vec![
+                Entry::Item(Item::Text("Engineer Agent: implement fib".into())),
+                Entry::TurnEnd
+            ]
+        );
+        assert!(store.poll().is_empty(), "once");
+        c.execute_batch(
+            r#"INSERT INTO message VALUES ('msg_3', 'ses_1', 4000, '{"role":"assistant","time":{"created":4000},"error":{"name":"APIError","data":{"message":"fake_llm: scripted invalid request"}}}');"#,
+        )
+        .expect("error");
+        assert_eq!(
+            store.poll(),
+            vec![
+                Entry::Item(Item::ApiError("fake_llm: scripted invalid request".into())),
+                Entry::TurnEnd
+            ]
+        );
+    }
+
+    #[test]
+    fn opencode_store_ignores_other_folders_and_older_sessions() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let c = opencode_db(dir.path(), "/somewhere/else", 2_000);
+        c.execute_batch(
+            r#"INSERT INTO message VALUES ('msg_2', 'ses_1', 3001, '{"role":"assistant","time":{"completed":3500},"finish":"stop"}');
+               INSERT INTO part VALUES ('prt_3', 'msg_2', 'ses_1', '{"type":"text","text":"TODO: not ours"}');"#,
+        )
+        .expect("rows");
+        let since = SystemTime::UNIX_EPOCH + Duration::from_millis(1_000);
+        let db = dir.path().join("opencode.db");
+        let mut other = OpencodeStore::new(db.clone(), dir.path().into(), since);
+        assert!(other.poll().is_empty());
+        let late = SystemTime::UNIX_EPOCH + Duration::from_millis(9_000);
+        let mut older = OpencodeStore::new(db, "/somewhere/else".into(), late);
+        assert!(older.poll().is_empty());
+    }
+
+    #[test]
+    fn opencode_tool_steps_do_not_end_the_turn() {
+        let data: Value =
+            serde_json::from_str(r#"{"role":"assistant","finish":"tool-calls"}"#).expect("json");
+        let parts = vec![r#"{"type":"text","text":"looking"}"#.to_string()];
+        assert_eq!(
+            opencode_message(&data, &parts),
+            vec![Entry::Item(Item::Text("looking".into()))]
+        );
+    }
+
+    #[test]
+    fn gemini_gets_a_session_id_unless_the_user_chose_one() {
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let mut argv = v(&["gemini", "-m", "x"]);
+        let id = gemini_session_id(&mut argv).expect("an id");
+        assert_eq!(argv, v(&["gemini", "--session-id", &id, "-m", "x"]));
+        assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+        let mut own = v(&[
+            "gemini",
+            "--session-id",
+            "1234abcd-0000-4000-8000-000000000000",
+        ]);
+        assert_eq!(
+            gemini_session_id(&mut own).as_deref(),
+            Some("1234abcd-0000-4000-8000-000000000000")
+        );
+        assert_eq!(own.len(), 3, "nothing added");
+        for resumed in [
+            &["gemini", "--resume", "latest"][..],
+            &["gemini", "-r", "2"],
+        ] {
+            let mut a = v(resumed);
+            assert_eq!(gemini_session_id(&mut a), None);
+            assert_eq!(a, v(resumed));
+        }
+    }
+
+    #[test]
+    fn gemini_file_found_by_its_session_id() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cwd = dir.path().join("work");
+        std::fs::create_dir_all(&cwd).expect("cwd");
+        let chats = dir.path().join(".gemini/tmp/work/chats");
+        std::fs::create_dir_all(&chats).expect("chats");
+        let id = "1234abcd-0000-4000-8000-000000000000";
+        assert_eq!(locate_gemini_session(dir.path(), &cwd, id), None);
+        // Another session's file, newer: not ours.
+        std::fs::write(
+            chats.join("session-2026-12-02T10-00-99998888.jsonl"),
+            "{}\n",
+        )
+        .expect("w");
+        assert_eq!(locate_gemini_session(dir.path(), &cwd, id), None);
+        let ours = chats.join("session-2026-12-02T09-59-1234abcd.jsonl");
+        std::fs::write(&ours, "{}\n").expect("w");
+        assert_eq!(locate_gemini_session(dir.path(), &cwd, id), Some(ours));
     }
 }

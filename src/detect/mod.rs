@@ -154,6 +154,11 @@ impl Pipeline {
         if cli.as_ref().is_some_and(|c| c.streaming) {
             self.finality = Finality::turn_mode();
         }
+        self.reader
+            .set_rewrap(cli.as_ref().and_then(|c| c.rewrap()));
+        if let Some(c) = &cli {
+            self.screen.set_alert_colours(c.alert_colours().to_vec());
+        }
         self.cli = cli;
         self
     }
@@ -405,8 +410,32 @@ impl Pipeline {
     fn drain_lines(&mut self) -> Vec<Detection> {
         let mut out = Vec::new();
         let mut lines = std::mem::take(&mut self.lines);
-        for l in lines.lines() {
+        let mut all = lines.lines().peekable();
+        while let Some(l) = all.next() {
             if let Some(cli) = &self.cli {
+                // The CLI's error display that only its colour tells from the user's rows.
+                if let Some(mut e) = l.alert.then(|| cli.alert_error(l.text, TextSource::Screen)) {
+                    // A long message wraps over rows of the box of its own: one error.
+                    while let Some(d) = e.as_mut() {
+                        let Some(more) = all
+                            .peek()
+                            .filter(|n| n.alert)
+                            .and_then(|n| cli.alert_error(n.text, TextSource::Screen))
+                        else {
+                            break;
+                        };
+                        d.text.push(' ');
+                        d.text.push_str(&more.text);
+                        all.next();
+                    }
+                    let info = finality::LineInfo {
+                        text: l.text,
+                        cut: l.cut,
+                    };
+                    let done = self.finality.line(info, e.into_iter().collect());
+                    out.extend(self.dedup.filter(done));
+                    continue;
+                }
                 match cli.classify(l.text) {
                     cli_screen::RowKind::TurnEnd => {
                         let rest = self.finality.finish();
@@ -433,6 +462,7 @@ impl Pipeline {
                 out.extend(self.dedup.filter(done));
             }
         }
+        drop(all);
         lines.clear();
         self.lines = lines;
         out

@@ -24,6 +24,11 @@
 //! (`len(a) + 1 + len(first word of b) > cols - 2`). At most [`MAX_JOIN_ROWS`] rows and
 //! [`MAX_LINE_BYTES`] bytes make one line, so binary junk or a 50 MB line cost bounded memory.
 //!
+//! **Other wrappers.** A CLI whose renderer wraps differently says how in its screen table
+//! ([`Rewrap`], e.g. opencode's opentui): a break after punctuation inside a word, a space that did
+//! not fit carried to the next row (one column further in), a break at a space only where the space
+//! fits. Without one, the rule above holds.
+//!
 //! **Code.** A line whose non-blank cells are at least [`CODE_SHARE`] drawn in a code colour
 //! ([`crate::screen::vt::CODE`]) is marked [`Line::code`]: claude draws a fenced block's lines that
 //! way (without the fences), and a prose line with some inline code stays well below the share.
@@ -67,9 +72,10 @@ impl From<Hook> for ReadKind {
 }
 
 /// Decoration markers a TUI puts before a row's text, with the columns they take (marker + gap).
-/// The other CLIs' reply and error markers too: codex `• `, gemini `✦ ` and `✕ `.
+/// The other CLIs' reply and error markers too: codex `• `, gemini `✦ ` and `✕ `, and opencode's box
+/// bar `┃ ` (its user and error boxes: a box row never continues the row above it).
 const MARKERS: &[&str] = &[
-    "● ", "⏺ ", "⎿  ", "⎿ ", "▎ ", "❯ ", "✻ ", "✢ ", "· ", "• ", "✦ ", "✕ ",
+    "● ", "⏺ ", "⎿  ", "⎿ ", "▎ ", "❯ ", "✻ ", "✢ ", "· ", "• ", "✦ ", "✕ ", "┃ ",
 ];
 
 /// The column where the row's text starts after its indent and marker, and whether it has a marker.
@@ -100,6 +106,35 @@ fn text_start(s: &str) -> (usize, bool) {
     (indent, false)
 }
 
+/// How a CLI's renderer wraps a long line, where it differs from claude's (see [`continues`]).
+/// Read from the CLI's screen table (`screen.wrap`, [`crate::detect::cli_screen`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rewrap {
+    /// Columns right of the text's last possible column (the wrap edge is `cols - right_margin`).
+    pub right_margin: usize,
+    /// A space that does not fit at a row's end starts the next row: the next row is one column
+    /// further in than the paragraph's text.
+    pub carry_space: bool,
+    /// The renderer also breaks right after punctuation inside a word (`docs/fib.` / `md`): a row
+    /// filled to the edge without room for a space ends inside a word, and the next row is joined
+    /// to it without a space.
+    pub split_words: bool,
+    /// A break at a space needs the space to fit on the row too (`… describe fib() and ` is one
+    /// column too wide, so `and` goes to the next row although the word alone would fit).
+    pub space_must_fit: bool,
+}
+
+/// How row `b` joins the row above it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Join {
+    /// Not a continuation.
+    No,
+    /// A continuation: one space between (the break was at a space).
+    Space,
+    /// A continuation of the same word: no space (an autowrap, or a break inside a word).
+    Tight,
+}
+
 /// Does row `b` continue row `a` (`a_cols` display columns wide; the first row of the line starts
 /// at `first_start`)? `starts_line` says whether a row's text is the start of something the engine
 /// detects: such a row is a line of its own, not a continuation (two markdown lines that merely
@@ -110,32 +145,89 @@ fn continues(
     (first_start, first_indent): (usize, usize),
     cols: usize,
     starts_line: &dyn Fn(&str) -> bool,
-) -> bool {
+    rewrap: Option<&Rewrap>,
+) -> Join {
     // Scrolled out of a region below the top row: the visible row after it was never below it.
     if a.detached != b.detached {
-        return false;
+        return Join::No;
     }
     if a.wrapped {
-        return true;
+        return Join::Tight;
+    }
+    if let Some(w) = rewrap {
+        return continues_rewrapped(a, b, (first_start, first_indent), cols, starts_line, w);
     }
     let (at, bt) = (a.cached_text(), b.cached_text());
     let a_cols = a.cached_cols();
     // Rows are right-trimmed: empty means blank. Cheap rejection next: even all of `b` as one word
     // would have fitted on `a`.
     if at.is_empty() || bt.is_empty() || a_cols + 1 + b.cached_cols() <= cols.saturating_sub(2) {
-        return false;
+        return Join::No;
     }
     let (b_start, b_marker) = text_start(bt);
     // The text column of the first row (a hanging indent), or, after a list marker, the marker's
     // own column: the screen reader wraps list items without a hanging indent.
     if b_marker || (b_start != first_start && b_start != first_indent) {
-        return false;
+        return Join::No;
     }
     let word = bt[b_start.min(bt.len())..]
         .split(' ')
         .next()
         .map_or(0, unicode_width::UnicodeWidthStr::width);
-    a_cols + 1 + word > cols.saturating_sub(2) && !starts_line(bt)
+    if a_cols + 1 + word > cols.saturating_sub(2) && !starts_line(bt) {
+        Join::Space
+    } else {
+        Join::No
+    }
+}
+
+/// Punctuation a renderer that splits words may break after (see [`Rewrap::split_words`]).
+const BREAK_AFTER: &[char] = &['.', ',', '/', '-', ';', ':', '!', '?', ')', ']'];
+
+/// [`continues`] for a CLI with its own [`Rewrap`] rules.
+fn continues_rewrapped(
+    a: &Row,
+    b: &Row,
+    (first_start, first_indent): (usize, usize),
+    cols: usize,
+    starts_line: &dyn Fn(&str) -> bool,
+    w: &Rewrap,
+) -> Join {
+    let (at, bt) = (a.cached_text(), b.cached_text());
+    let a_cols = a.cached_cols();
+    let edge = cols.saturating_sub(w.right_margin);
+    if at.is_empty() || bt.is_empty() || a_cols + 1 + b.cached_cols() <= edge {
+        return Join::No;
+    }
+    let (b_start, b_marker) = text_start(bt);
+    if b_marker {
+        return Join::No;
+    }
+    // No room left for a space after `a`'s last character.
+    let full = a_cols >= edge;
+    let join = if w.carry_space && full && b_start == first_start + 1 {
+        Join::Space
+    } else if b_start != first_start && b_start != first_indent {
+        Join::No
+    } else if w.split_words && full {
+        Join::Tight
+    } else {
+        let rest = &bt[b_start.min(bt.len())..];
+        let (word, more) = rest.split_once(' ').unwrap_or((rest, ""));
+        let mut need = unicode_width::UnicodeWidthStr::width(word);
+        if w.space_must_fit && !more.trim().is_empty() && !word.ends_with(BREAK_AFTER) {
+            need += 1;
+        }
+        if a_cols + 1 + need > edge {
+            Join::Space
+        } else {
+            Join::No
+        }
+    };
+    if join != Join::No && starts_line(bt.trim_start()) {
+        return Join::No;
+    }
+    join
 }
 
 /// Could this row still get a continuation row?
@@ -152,6 +244,8 @@ pub struct Lines {
     cut: Vec<bool>,
     /// Per line: drawn as code (see [`CODE_SHARE`]).
     code: Vec<bool>,
+    /// Per line: its first non-blank cell is drawn in an alert colour.
+    alert: Vec<bool>,
     len: usize,
 }
 
@@ -163,6 +257,9 @@ pub struct Line<'a> {
     pub cut: bool,
     /// The line is drawn as code (a fenced block's line): not the agent's words.
     pub code: bool,
+    /// The line starts in an alert colour (a CLI's error display, see
+    /// [`crate::screen::Screen::set_alert_colours`]).
+    pub alert: bool,
 }
 
 /// A buffer bigger than this is dropped at [`Lines::clear`] rather than kept.
@@ -184,7 +281,13 @@ impl Lines {
         self.bufs[..self.len]
             .iter()
             .zip(self.cut.iter().zip(&self.code))
-            .map(|(t, (&cut, &code))| Line { text: t, cut, code })
+            .zip(&self.alert)
+            .map(|((t, (&cut, &code)), &alert)| Line {
+                text: t,
+                cut,
+                code,
+                alert,
+            })
     }
 
     /// How many lines.
@@ -213,9 +316,11 @@ impl Lines {
             self.bufs.push(String::new());
             self.cut.push(false);
             self.code.push(false);
+            self.alert.push(false);
         }
         self.cut[self.len] = false;
         self.code[self.len] = false;
+        self.alert[self.len] = false;
         let b = &mut self.bufs[self.len];
         b.clear();
         self.len += 1;
@@ -231,6 +336,9 @@ pub(crate) type StartsLine = Box<dyn Fn(&str) -> bool + Send>;
 pub struct LineReader {
     scratch: Vec<Row>,
     starts_line: Option<StartsLine>,
+    rewrap: Option<Rewrap>,
+    /// Per row of the line being grouped (after its first): joined without a space.
+    tight: Vec<bool>,
 }
 
 impl std::fmt::Debug for LineReader {
@@ -253,7 +361,14 @@ impl LineReader {
         LineReader {
             scratch: Vec::new(),
             starts_line: Some(starts_line),
+            rewrap: None,
+            tight: Vec::new(),
         }
+    }
+
+    /// Join wrapped rows by a CLI's own wrapping rules instead of claude's.
+    pub fn set_rewrap(&mut self, rewrap: Option<Rewrap>) {
+        self.rewrap = rewrap;
     }
 
     /// Read the screen as `kind` says and push each new or changed logical line onto `out`.
@@ -285,7 +400,12 @@ impl LineReader {
                     Some(f) => f,
                     None => &never,
                 };
-                stop = assemble(&mut rows, from, last, kind, cols, starts_line, out);
+                let how = Grouping {
+                    cols,
+                    starts_line,
+                    rewrap: self.rewrap.as_ref(),
+                };
+                stop = assemble(&mut rows, from, last, kind, &how, &mut self.tight, out);
             }
         }
         let mut drained = std::mem::take(&mut self.scratch);
@@ -347,15 +467,23 @@ impl Rows<'_> {
 
 /// Group rows `from..` into logical lines, up to the one that holds row `last`, and emit those with a
 /// changed row. Returns the first row of a last line held back as possibly incomplete, or `usize::MAX`.
+/// How rows are grouped into lines: the width and the joining rules.
+struct Grouping<'a> {
+    cols: usize,
+    starts_line: &'a dyn Fn(&str) -> bool,
+    rewrap: Option<&'a Rewrap>,
+}
+
 fn assemble(
     rows: &mut Rows<'_>,
     from: usize,
     last: usize,
     kind: ReadKind,
-    cols: usize,
-    starts_line: &dyn Fn(&str) -> bool,
+    how: &Grouping<'_>,
+    tight: &mut Vec<bool>,
     out: &mut Lines,
 ) -> usize {
+    let (cols, starts_line) = (how.cols, how.starts_line);
     let n = rows.len();
     let nhist = rows.hist.len();
     let mut i = from;
@@ -371,12 +499,16 @@ fn assemble(
         let mut j = i;
         // The paragraph goes on past the row cap: the line is cut.
         let mut cut = false;
+        tight.clear();
         while j + 1 < n {
             rows.text(j + 1);
             let start = (first_start, first_indent);
-            if !continues(rows.get(j), rows.get(j + 1), start, cols, starts_line) {
+            let (a, b) = (rows.get(j), rows.get(j + 1));
+            let join = continues(a, b, start, cols, starts_line, how.rewrap);
+            if join == Join::No {
                 break;
             }
+            tight.push(join == Join::Tight);
             if j - i + 1 == MAX_JOIN_ROWS {
                 cut = true;
                 break;
@@ -400,10 +532,11 @@ fn assemble(
         if (i..=j).any(|k| !rows.get(k).seen) {
             let line = out.push_new();
             for k in i..=j {
-                let joined_by_wrap = k > i && rows.get(k - 1).wrapped;
                 let t = rows.get(k).cached_text();
-                if k == i || joined_by_wrap {
+                if k == i || rows.get(k - 1).wrapped {
                     line.push_str(t);
+                } else if tight.get(k - i - 1).copied().unwrap_or(false) {
+                    line.push_str(t.trim_start());
                 } else {
                     line.push(' ');
                     line.push_str(t.trim_start());
@@ -427,6 +560,7 @@ fn assemble(
                 (c + rc, n + if rc == 0 { r.cached_chars() } else { rn })
             });
             out.code[out.len - 1] = code > 0 && code * 100 >= ink * CODE_SHARE;
+            out.alert[out.len - 1] = rows.get(i).starts_alert();
             for k in i..=j {
                 rows.get_mut(k).seen = true;
             }
@@ -447,6 +581,55 @@ mod tests {
         s.feed(input, &mut |s, h| r.read(s, h.into(), &mut out));
         r.read(&mut s, ReadKind::All, &mut out);
         out.iter().map(str::to_string).collect()
+    }
+
+    /// opencode's (opentui's) wrapping, as its table describes it.
+    const OPENTUI: Rewrap = Rewrap {
+        right_margin: 2,
+        carry_space: true,
+        split_words: true,
+        space_must_fit: true,
+    };
+
+    fn rewrapped(cols: u16, input: &[u8]) -> Vec<String> {
+        let mut s = Screen::new(cols, 10);
+        let mut r = LineReader::new();
+        r.set_rewrap(Some(OPENTUI));
+        let mut out = Lines::new();
+        s.feed(input, &mut |s, h| r.read(s, h.into(), &mut out));
+        r.read(&mut s, ReadKind::All, &mut out);
+        out.iter().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn opentui_split_inside_a_word_joins_without_a_space() {
+        // 20 columns: the edge is 18; `docs/fib.` ends exactly there, `md` goes on below.
+        let input = b"\x1b[1;1H   see the docs/fib.\x1b[2;1H   md file\x1b[4;1H";
+        assert_eq!(rewrapped(20, input), ["   see the docs/fib.md file"]);
+    }
+
+    #[test]
+    fn opentui_carried_space_joins_one_column_further_in() {
+        let input = b"\x1b[1;1H   one two three four,\x1b[2;1H    and five\x1b[4;1H";
+        assert_eq!(rewrapped(23, input), ["   one two three four, and five"]);
+    }
+
+    #[test]
+    fn opentui_break_where_the_space_would_not_fit() {
+        // `and` alone would fit after `it` (edge 18), `and ` would not: opentui wrapped there.
+        let input = b"\x1b[1;1H   describe it\x1b[2;1H   and its limits\x1b[4;1H";
+        assert_eq!(rewrapped(20, input), ["   describe it and its limits"]);
+        // Without the rule the rows stay apart (claude's rule: the word alone would have fitted).
+        assert_eq!(
+            lines_of(20, 10, input),
+            ["   describe it", "   and its limits"]
+        );
+    }
+
+    #[test]
+    fn opentui_short_rows_stay_apart() {
+        let input = b"\x1b[1;1H   short one.\x1b[2;1H   Next line\x1b[4;1H";
+        assert_eq!(rewrapped(40, input), ["   short one.", "   Next line"]);
     }
 
     #[test]

@@ -11,5 +11,5 @@
 pub(crate) mod lines;
 pub(crate) mod vt;
 
-pub use lines::{LineReader, Lines, ReadKind};
-pub use vt::{Hook, Row, Screen};
+pub use lines::{LineReader, Lines, ReadKind, Rewrap};
+pub use vt::{Fg, Hook, Row, Screen};

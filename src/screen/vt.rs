@@ -34,6 +34,9 @@ pub(crate) const BOLD: u8 = 1;
 /// punctuation stay default), a bare ```` ``` ```` block is all 153, and a ```` ```text ```` block is
 /// drawn without any colour (indistinguishable from prose; only the transcript and hooks know it).
 pub(crate) const CODE: u8 = 2;
+/// Cell attribute: drawn in one of the screen's alert colours ([`Screen::set_alert_colours`]),
+/// the colour a CLI draws its own error displays in (opencode's red `┃` box).
+pub(crate) const ALERT: u8 = 4;
 /// The 256-colour index claude draws unhighlighted code in.
 const CODE_256: u16 = 153;
 /// At most this many CSI parameters are kept; more are dropped.
@@ -71,6 +74,15 @@ fn clamp_size(cols: u16, rows: u16) -> (usize, usize) {
         usize::from(cols.clamp(1, MAX_COLS)),
         usize::from(rows.clamp(1, MAX_ROWS)),
     )
+}
+
+/// A foreground colour as SGR sets it: `38;5;n` or `38;2;r;g;b`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fg {
+    /// A 256-colour palette index.
+    Indexed(u16),
+    /// A 24-bit colour.
+    Rgb(u16, u16, u16),
 }
 
 /// One screen row: characters only, plus bookkeeping for the line reader.
@@ -217,6 +229,14 @@ impl Row {
         (self.code_cells, self.ink_cells)
     }
 
+    /// True when the row's first non-blank cell is drawn in an alert colour ([`ALERT`]).
+    pub fn starts_alert(&self) -> bool {
+        self.cells
+            .iter()
+            .position(|&c| !matches!(c, ' ' | WIDE_TAIL | '\u{a0}'))
+            .is_some_and(|i| self.attr[i] & ALERT != 0)
+    }
+
     /// True when every cell is blank.
     pub fn is_blank(&mut self) -> bool {
         self.text().is_empty()
@@ -355,6 +375,8 @@ pub struct Screen {
     history: Vec<Row>,
     /// Recycled rows.
     pool: Vec<Row>,
+    /// Foreground colours whose cells get [`ALERT`].
+    alert: Vec<Fg>,
 }
 
 /// Scrolled-out rows kept before the observer is asked to drain them; above the longest line the
@@ -391,7 +413,13 @@ impl Screen {
             utf8_need: 0,
             history: Vec::new(),
             pool: Vec::new(),
+            alert: Vec::new(),
         }
+    }
+
+    /// Mark cells drawn in these foreground colours as [`ALERT`] (a CLI's error colour).
+    pub fn set_alert_colours(&mut self, colours: Vec<Fg>) {
+        self.alert = colours;
     }
 
     /// Columns.
@@ -1087,8 +1115,8 @@ impl Screen {
                 0 => self.attr = 0,
                 21 | 22 => self.attr &= !BOLD,
                 1 => self.attr |= BOLD,
-                30..=37 | 90..=97 => self.attr |= CODE,
-                39 => self.attr &= !CODE,
+                30..=37 | 90..=97 => self.attr = (self.attr | CODE) & !ALERT,
+                39 => self.attr &= !(CODE | ALERT),
                 38 | 48 | 58 => {
                     let kind = (i + 1 < self.nparams).then(|| self.params[i + 1]);
                     if self.params[i] == 38 {
@@ -1099,6 +1127,19 @@ impl Screen {
                             self.attr |= CODE;
                         } else {
                             self.attr &= !CODE;
+                        }
+                        if !self.alert.is_empty() {
+                            let p = |k: usize| self.params.get(i + k).copied().unwrap_or(0);
+                            let fg = match kind {
+                                Some(5) => Some(Fg::Indexed(p(2))),
+                                Some(2) => Some(Fg::Rgb(p(2), p(3), p(4))),
+                                _ => None,
+                            };
+                            if fg.is_some_and(|f| self.alert.contains(&f)) {
+                                self.attr |= ALERT;
+                            } else {
+                                self.attr &= !ALERT;
+                            }
                         }
                     }
                     i += match kind {

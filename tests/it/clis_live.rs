@@ -2,43 +2,21 @@
 //! (`scenarios/clis.json`): the scripted reply's four delegations are each detected once, final,
 //! with their whole task (the first on the reply's first line, behind the CLI's reply marker; one
 //! long that wraps; `Task(QA: test fib() with …)`), and nothing half-streamed is ever final.
-//! codex and gemini also have their transcript read as the exact source.
+//! codex, gemini, aider and opencode also have their transcript (opencode: its SQLite store) read
+//! as the exact source; gemini's is named after the session id mpm gives it; opencode's scripted
+//! API error is detected once.
 //!
 //! Each test is SKIPPED when its CLI is not installed (`.ci/install-clis.sh`), and fails under CI.
 //! Homes are throw-away (`fixtures/cli_home.sh`); whatever the CLI leaves running is stopped.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::common::*;
-use crate::realclient::{FakeServer, fixtures_dir, in_ci};
-
-/// The pinned CLI's binary in the cache `.ci/install-clis.sh` fills.
-fn cli_bin(cli: &str) -> Option<PathBuf> {
-    let prefix = std::env::var_os("MPM_CLI_PREFIX")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/mpm-ci")))?;
-    let bin = match cli {
-        "aider" => prefix.join("aider/bin/aider"),
-        _ => prefix.join(cli).join("node_modules/.bin").join(cli),
-    };
-    bin.exists().then_some(bin)
-}
-
-fn skip(cli: &str) {
-    assert!(
-        !in_ci(),
-        "{cli} not installed: under CI (CI=true) the live CLI tests must run; .ci/run installs it"
-    );
-    use std::io::Write;
-    let _ = writeln!(
-        std::io::stderr().lock(),
-        "SKIPPED: {cli} not installed; run .ci/install-clis.sh"
-    );
-}
+use crate::realclient::{FakeServer, cli_bin, fixtures_dir, skip_cli};
 
 /// Stops, by pid, every process whose environment has this test's throw-away HOME (codex's
 /// app-server daemon, gemini's relaunched child), when the test ends however it ends.
@@ -155,8 +133,32 @@ const WANT: [(&str, &str); 4] = [
 /// One exchange: start `cli` under `mpm run --no-exec`, wait for `ready`, prompt "plan fib", wait
 /// until the four delegations are final (or the deadline), then `exit` keys. Returns the events.
 fn exchange(cli: &str, args: &[&str], ready: &str, exit: &[&[u8]]) -> Option<Vec<Value>> {
+    exchange_then(cli, args, ready, exit, false).map(|(evs, _)| evs)
+}
+
+/// The scripted API error's text (`scenarios/clis.json`, prompt "break the api").
+const API_ERROR: &str = "fake_llm: scripted invalid request";
+
+fn api_error_seen(evs: &[Value]) -> bool {
+    evs.iter().any(|e| {
+        e["kind"] == "detection"
+            && e["category"] == "error"
+            && e["text"].as_str().is_some_and(|t| t.contains(API_ERROR))
+    })
+}
+
+/// [`exchange`], and with `then_error` a second prompt, "break the api", answered by the fake
+/// server's scripted 400, until the CLI's error display is detected.
+fn exchange_then(
+    cli: &str,
+    args: &[&str],
+    ready: &str,
+    exit: &[&[u8]],
+    then_error: bool,
+) -> Option<(Vec<Value>, Vec<String>)> {
+    // Takes the one-real-CLI-at-a-time turn for this test.
     let Some(bin) = cli_bin(cli) else {
-        skip(cli);
+        skip_cli(cli);
         return None;
     };
     let env = TestEnv::new();
@@ -209,6 +211,17 @@ fn exchange(cli: &str, args: &[&str], ready: &str, exit: &[&[u8]]) -> Option<Vec
     });
     // Give a late duplicate the chance to show (it must not).
     quiet(&p, Duration::from_secs(3));
+    let errored = !then_error || {
+        p.send(b"break the api");
+        quiet(&p, Duration::from_millis(500));
+        p.send(b"\r");
+        wait_until(Duration::from_secs(120), || {
+            api_error_seen(&events(&events_path))
+        })
+    };
+    if then_error {
+        quiet(&p, Duration::from_secs(2));
+    }
     for keys in exit {
         p.send(keys);
         quiet(&p, Duration::from_millis(700));
@@ -223,12 +236,35 @@ fn exchange(cli: &str, args: &[&str], ready: &str, exit: &[&[u8]]) -> Option<Vec
         final_delegations(&evs),
         p.text()
     );
+    assert!(
+        errored,
+        "{cli}: the scripted API error was not detected; terminal:\n{}",
+        p.text()
+    );
     assert!(ended, "{cli}: mpm did not exit");
     drop(p);
     // Nothing of the CLI outlives the session.
     let left = wait_until(Duration::from_secs(10), || reaper.leftovers().is_empty());
     assert!(left, "{cli}: processes left: {:?}", reaper.leftovers());
-    Some(evs)
+    let files = file_names(&home);
+    Some((evs, files))
+}
+
+/// The names of the files under `dir`, at any depth.
+fn file_names(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    out
 }
 
 fn check(cli: &str, evs: &[Value]) {
@@ -261,12 +297,45 @@ fn codex_live_detects_each_delegation_once() {
     check("codex", &evs);
 }
 
+/// `8-4-4-4-12` hex digits.
+fn uuid_like(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.iter().map(|p| p.len()).eq([8, 4, 4, 4, 12])
+        && s.chars().all(|c| c == '-' || c.is_ascii_hexdigit())
+}
+
 #[test]
 fn gemini_live_detects_each_delegation_once() {
-    let Some(evs) = exchange("gemini", &[], "Type your message", &[b"/quit", b"\r"]) else {
+    let exit: &[&[u8]] = &[b"/quit", b"\r"];
+    let Some((evs, files)) = exchange_then("gemini", &[], "Type your message", exit, false) else {
         return;
     };
     check("gemini", &evs);
+    // mpm pinned the session id (`--session-id <uuid>`): gemini named its chat file after it,
+    // which is how mpm finds it.
+    let started = evs
+        .iter()
+        .find(|e| e["kind"] == "session.started")
+        .expect("session.started");
+    let command: Vec<&str> = started["command"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let id = command
+        .iter()
+        .position(|a| *a == "--session-id")
+        .and_then(|i| command.get(i + 1))
+        .filter(|id| uuid_like(id))
+        .unwrap_or_else(|| panic!("gemini: started without --session-id: {command:?}"));
+    let suffix = format!("-{}.jsonl", &id[..8]);
+    assert!(
+        files
+            .iter()
+            .any(|f| f.starts_with("session-") && f.ends_with(&suffix)),
+        "gemini: no chat file named after {id}: {files:?}"
+    );
 }
 
 #[test]
@@ -275,4 +344,57 @@ fn aider_live_detects_each_delegation_once() {
         return;
     };
     check("aider", &evs);
+    // The reply's `TODO: …` and `BUG: …` are consecutive lines of one markdown paragraph, which
+    // rich's markdown would join into one line (`… LRU BUG: …`); aider 0.86.2 draws them apart,
+    // and each is its own ticket, once.
+    let tickets: Vec<(String, String)> = evs
+        .iter()
+        .filter(|e| e["kind"] == "detection" && e["category"] == "ticket")
+        .filter(|e| e["final"] == true || e["is_final"] == true)
+        .map(|e| {
+            (
+                e["ticket_type"].as_str().unwrap_or("").to_string(),
+                e["title"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    for (kind, title) in [
+        ("TODO", "cache fib() results between calls in a bounded LRU"),
+        ("BUG", "fib(-1) never returns on the recursive path"),
+    ] {
+        let n = tickets
+            .iter()
+            .filter(|(k, t)| k == kind && t == title)
+            .count();
+        assert_eq!(n, 1, "aider: {kind}: {title} once in {tickets:#?}");
+    }
+    assert_eq!(
+        tickets.len(),
+        2,
+        "aider: only the two tickets: {tickets:#?}"
+    );
+}
+
+#[test]
+fn opencode_live_detects_each_delegation_once() {
+    // Its turn's end is the reply's footer getting its duration (`▣  Build · Fake model · 40.6s`).
+    let exit: &[&[u8]] = &[b"\x03", b"\x03"];
+    let Some((evs, _)) = exchange_then("opencode", &[], "Ask anything", exit, true) else {
+        return;
+    };
+    check("opencode", &evs);
+    // Its store (what `opencode export` prints) is the exact source: the delegations came from
+    // there, and the screen's copies were merged into them.
+    let got = final_delegations(&evs);
+    assert!(
+        got.iter().any(|(_, _, src)| src == "transcript"),
+        "opencode: no delegation from its store: {got:#?}"
+    );
+    // Its API error, once (the box in the conversation, the toast and the store say it).
+    let errors: Vec<&Value> = evs
+        .iter()
+        .filter(|e| e["kind"] == "detection" && e["category"] == "error")
+        .filter(|e| e["text"].as_str().is_some_and(|t| t.contains(API_ERROR)))
+        .collect();
+    assert_eq!(errors.len(), 1, "opencode: the API error once: {errors:#?}");
 }

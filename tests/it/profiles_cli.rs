@@ -121,9 +121,19 @@ fn show_gives_one_profile_with_its_version_and_unknown_is_a_usage_error() {
         "output:       gemini",
         "role prompt:  before the task",
         "installed:    no: command not found: gemini",
+        "exact source: ~/.gemini/tmp/<project>/chats/session-*-<id>.jsonl (mpm adds --session-id)",
     ] {
         assert!(t.contains(want), "{want:?} in\n{t}");
     }
+    let out = mpm(home.path(), &["profiles", "show", "opencode"]);
+    let t = text(&out.stdout);
+    assert!(
+        t.contains("exact source: $XDG_DATA_HOME/opencode/opencode.db"),
+        "{t}"
+    );
+    let out = mpm(home.path(), &["profiles", "show", "shell"]);
+    let t = text(&out.stdout);
+    assert!(t.contains("exact source: none (the screen only)"), "{t}");
 
     let out = mpm(home.path(), &["profiles", "show", "nope"]);
     assert_eq!(out.status.code(), Some(2));
