@@ -363,6 +363,7 @@ impl Session {
             cols: spec.size.cols,
             rows: spec.size.rows,
             cwd: spec.cwd.clone(),
+            env: spec.env.as_deref(),
             engine: shared.engine,
             governor: shared.governor,
             slots: shared.slots,

@@ -61,8 +61,11 @@ pub(crate) struct SupervisorOptions<'a> {
     /// The initial PTY size (the screen model's size).
     pub cols: u16,
     pub rows: u16,
-    /// The working directory of the agent (for claude's transcript path).
+    /// The working directory of the agent (for claude's transcript path; sub-agents start there).
     pub cwd: PathBuf,
+    /// The client's whole environment (a daemon-hosted session); `None`: this process's. Sub-agents
+    /// start with it, and the CLIs' transcripts are looked for under its `HOME`.
+    pub env: Option<&'a [(String, String)]>,
     /// A compiled engine to share (the daemon shares one per pattern set); `None` builds one.
     pub engine: Option<Arc<Engine>>,
     /// A governor to share (one sampler thread for every session of a daemon); `None` starts one.
@@ -122,6 +125,8 @@ pub(crate) struct Supervisor {
     cols: u16,
     rows: u16,
     cwd: PathBuf,
+    /// The client's environment (see [`SupervisorOptions::env`]).
+    env: Option<Arc<[(String, String)]>>,
     /// Results back to the main agent; started by `prepare_argv` when delegations run.
     feedback: Option<crate::feedback::Feedback>,
     runs_delegations: bool,
@@ -151,6 +156,10 @@ impl Supervisor {
             let bus = o.bus.clone();
             let output_dir = o.output_dir;
             let slots = o.slots;
+            let origin = crate::executor::SessionOrigin {
+                cwd: Some(o.cwd.clone()),
+                env: o.env.map(Arc::from),
+            };
             Some(Box::new(move || {
                 let handle = match Executor::start_with_slots(&cfg, bus.clone(), output_dir, slots)
                 {
@@ -160,6 +169,7 @@ impl Supervisor {
                         return None;
                     }
                 };
+                handle.set_origin(origin);
                 handle.set_spawn_hook(Box::new(move |pid, agent, delegation_id| {
                     let limits = resolve_limits(
                         &cfg.limits,
@@ -214,9 +224,30 @@ impl Supervisor {
             cols: o.cols,
             rows: o.rows,
             cwd: o.cwd,
+            env: o.env.map(Arc::from),
             feedback: None,
             runs_delegations: detect && exec,
         })
+    }
+
+    /// A variable of the agent's environment: the client's for a daemon-hosted session, else
+    /// this process's. Empty counts as unset.
+    fn agent_var(&self, name: &str) -> Option<std::ffi::OsString> {
+        let v = match &self.env {
+            Some(env) => env
+                .iter()
+                .rev()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.into()),
+            None => std::env::var_os(name),
+        };
+        v.filter(|v| !v.is_empty())
+    }
+
+    /// The agent's `HOME` (where claude, codex and gemini keep their transcripts).
+    fn home(&self) -> PathBuf {
+        self.agent_var("HOME")
+            .map_or_else(|| PathBuf::from("/"), PathBuf::from)
     }
 
     /// `cgroup` or `polling`.
@@ -268,9 +299,7 @@ impl Supervisor {
             out.extend(prepared.args);
             self.claude_session = prepared.session_id.clone();
             if let Some(id) = prepared.session_id {
-                let home = std::env::var_os("HOME")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| PathBuf::from("/"));
+                let home = self.home();
                 let path = claude::transcript_path(&home, &self.cwd, &id);
                 let out = self.dispatcher.as_ref().map(Dispatcher::sender);
                 // The transcript needs no screen: a 1x1 model costs nothing.
@@ -317,10 +346,9 @@ impl Supervisor {
         let Some(out) = self.dispatcher.as_ref().map(Dispatcher::sender) else {
             return;
         };
-        let home = std::env::var_os("HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/"));
-        let codex_home = std::env::var_os("CODEX_HOME").map(PathBuf::from);
+        let home = self.home();
+        let codex_home = self.agent_var("CODEX_HOME").map(PathBuf::from);
+        let data_home = self.agent_var("XDG_DATA_HOME").map(PathBuf::from);
         let cwd = self.cwd.clone();
         // Files written since a little before now (coarse file times).
         let since = std::time::SystemTime::now() - Duration::from_secs(2);
@@ -330,6 +358,7 @@ impl Supervisor {
                 kind,
                 &home,
                 codex_home.as_deref(),
+                data_home.as_deref(),
                 &cwd,
                 since,
             ),

@@ -332,6 +332,7 @@ pub(crate) fn locate(
     kind: Kind,
     env_home: &Path,
     codex_home: Option<&Path>,
+    data_home: Option<&Path>,
     cwd: &Path,
     since: SystemTime,
 ) -> Option<PathBuf> {
@@ -343,9 +344,9 @@ pub(crate) fn locate(
         Kind::Gemini => locate_gemini(env_home, cwd, since),
         Kind::Aider => Some(cwd.join(".aider.chat.history.md")),
         Kind::Opencode => {
-            let data = std::env::var_os("XDG_DATA_HOME")
-                .map(PathBuf::from)
+            let data = data_home
                 .filter(|p| p.is_absolute())
+                .map(Path::to_path_buf)
                 .unwrap_or_else(|| env_home.join(".local/share"));
             Some(data.join("opencode/opencode.db")).filter(|p| p.exists())
         }

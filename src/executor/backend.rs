@@ -37,6 +37,9 @@ pub(crate) struct RunSpec {
     pub grace: Duration,
     /// Added to the agent's environment (e.g. `MPM_DEPTH` for nested sessions' budgets).
     pub extra_env: Vec<(String, String)>,
+    /// The whole environment a local attempt starts from (a daemon-hosted session's client's,
+    /// [`super::SessionOrigin`]); `None`: this process's. Never sent to a worker.
+    pub base_env: Option<std::sync::Arc<[(String, String)]>>,
     /// Bytes kept per output stream (`executor.max_output_bytes`).
     pub max_output_bytes: u64,
     /// `delegation.progress` reporting (None: off). Local runs feed it from their ticker; the NATS
@@ -101,6 +104,7 @@ pub(crate) async fn run_attempts(
     let attempt = AttemptSpec {
         argv,
         cwd,
+        base_env: spec.base_env.clone(),
         env,
         stdout_path: spec.stdout_path.clone(),
         stderr_path: spec.stderr_path.clone(),
@@ -162,11 +166,13 @@ pub(crate) async fn isolate(
         .map_err(|e| e.to_string())
 }
 
-/// The source of a local delegation's worktree: the agent's `cwd`, else this process's directory.
-pub(crate) fn local_source(agent: &Agent) -> Source {
+/// The source of a local delegation's worktree: the agent's `cwd`, else `session_cwd` (where the
+/// user ran `mpm run`), else this process's directory.
+pub(crate) fn local_source(agent: &Agent, session_cwd: Option<&Path>) -> Source {
     let dir = agent
         .cwd
         .clone()
+        .or_else(|| session_cwd.map(Path::to_path_buf))
         .or_else(|| std::env::current_dir().ok())
         .unwrap_or_else(|| PathBuf::from("."));
     Source {

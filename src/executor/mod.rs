@@ -58,7 +58,7 @@ pub(crate) mod spawn;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -213,6 +213,7 @@ impl Executor {
             max_output_bytes: ex.max_output_bytes,
             stall: Duration::from_secs(ex.stall_secs),
             spawn_hook: Mutex::new(None),
+            origin: OnceLock::new(),
             budgets: budget::Budgets::new(cfg, budget::own_depth()),
             remote: nats::backend_for(cfg).map_err(ExecutorError::Backend)?,
             worktree: cfg.worktree.clone(),
@@ -299,6 +300,12 @@ impl ExecutorHandle {
     /// Install the hook called when each sub-agent attempt has started (see [`SpawnHook`]).
     pub fn set_spawn_hook(&self, hook: SpawnHook) {
         *lock(&self.inner.shared.spawn_hook) = Some(hook);
+    }
+
+    /// Where local sub-agents start and with what environment; once, before the first submit
+    /// (a later call is ignored).
+    pub(crate) fn set_origin(&self, origin: SessionOrigin) {
+        let _ = self.inner.shared.origin.set(origin);
     }
 
     /// The agent registry this executor resolves names with.
@@ -431,6 +438,8 @@ struct ExecutorCore {
     slots: Option<Slots>,
     cancel: watch::Sender<bool>,
     spawn_hook: Mutex<Option<SpawnHook>>,
+    /// Where and with what environment local sub-agents start (set once, before any submit).
+    origin: OnceLock<SessionOrigin>,
     budgets: budget::Budgets,
     /// `None` = the local backend.
     remote: Option<Arc<dyn backend::Backend>>,
@@ -439,6 +448,19 @@ struct ExecutorCore {
 
 /// Something kept alive while one attempt's process tree runs.
 pub type SpawnGuard = Box<dyn Send>;
+
+/// Where the user ran `mpm run`: a local sub-agent starts in that folder with that environment,
+/// as the main agent does. In-process both are this process's own; a daemon-hosted session
+/// carries its client's (the daemon's own cwd and environment, e.g. systemd's, are not the user's
+/// project, API keys or virtualenv). An agent's own `cwd`, an isolated worktree and the agent's
+/// `env` still take precedence.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SessionOrigin {
+    /// The session's working directory.
+    pub cwd: Option<PathBuf>,
+    /// The client's whole environment; `None`: this process's.
+    pub env: Option<Arc<[(String, String)]>>,
+}
 
 /// Called with (pid, agent name, delegation id) when a sub-agent started; the guard it returns is
 /// dropped when the attempt ends. The session uses it to put the tree under the governor.
@@ -744,6 +766,7 @@ async fn run_delegation(shared: Arc<ExecutorCore>, job: Job) {
         stdout_path: stdout_path.clone(),
         stderr_path: stderr_path.clone(),
         grace: shared.grace,
+        base_env: shared.origin.get().and_then(|o| o.env.clone()),
         extra_env: vec![(
             budget::DEPTH_VAR.into(),
             shared.budgets.child_depth().to_string(),
@@ -950,7 +973,7 @@ async fn run_local(
     let wt = match backend::isolate(
         agent,
         &spec.delegation_id,
-        backend::local_source(agent),
+        backend::local_source(agent, shared.origin.get().and_then(|o| o.cwd.as_deref())),
         shared
             .worktree
             .dir
@@ -974,7 +997,8 @@ async fn run_local(
     let cwd = wt
         .as_ref()
         .map(|w| w.path.clone())
-        .or_else(|| agent.cwd.clone());
+        .or_else(|| agent.cwd.clone())
+        .or_else(|| shared.origin.get().and_then(|o| o.cwd.clone()));
     let (end, attempts) =
         backend::run_attempts(&spec, cwd, cancel, |pid| on_start(pid, None)).await;
     let worktree = match wt {

@@ -370,7 +370,7 @@ impl NatsBackend {
         if spec.agent.isolation != Isolation::Worktree {
             return Ok(None);
         }
-        let src = super::backend::local_source(&spec.agent);
+        let src = super::backend::local_source(&spec.agent, None);
         let top = worktree::toplevel(&src.repo).map_err(|e| e.to_string())?;
         let commit = worktree::git(&top, &["rev-parse", "HEAD"])
             .map_err(|e| e.to_string())?

@@ -37,6 +37,8 @@ use crate::process;
 pub(crate) struct AttemptSpec {
     pub argv: Vec<String>,
     pub cwd: Option<PathBuf>,
+    /// The whole environment to start from (see [`super::SessionOrigin`]); `None`: mpm's own.
+    pub base_env: Option<std::sync::Arc<[(String, String)]>>,
     pub env: BTreeMap<String, String>,
     pub stdout_path: PathBuf,
     pub stderr_path: PathBuf,
@@ -103,6 +105,7 @@ pub(crate) async fn run_attempt(
     );
     let spawned = spawn::spawn_leader(&spawn::SpawnSpec {
         argv: &spec.argv,
+        base_env: spec.base_env.as_deref(),
         env: &env,
         cwd: spec.cwd.as_deref(),
         stdout: &out_w,

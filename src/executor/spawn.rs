@@ -21,7 +21,9 @@ use std::process::{ExitStatus, Stdio};
 /// What to spawn.
 pub(crate) struct SpawnSpec<'a> {
     pub argv: &'a [String],
-    /// Added to (and overriding) mpm's own environment.
+    /// The whole environment to start from (a daemon-hosted session's client's); `None`: mpm's own.
+    pub base_env: Option<&'a [(String, String)]>,
+    /// Added to (and overriding) the base environment.
     pub env: &'a BTreeMap<String, String>,
     pub cwd: Option<&'a Path>,
     /// Becomes the child's stdout (fd 1).
@@ -40,6 +42,9 @@ pub(crate) fn spawn_leader(spec: &SpawnSpec<'_>) -> io::Result<Leader> {
         .split_first()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty argv"))?;
     let mut cmd = tokio::process::Command::new(program);
+    if let Some(base) = spec.base_env {
+        cmd.env_clear().envs(base.iter().map(|(k, v)| (k, v)));
+    }
     cmd.args(args)
         .envs(spec.env)
         .stdin(Stdio::null())
@@ -144,6 +149,7 @@ mod tests {
         let env = BTreeMap::from([("MPM_T".to_string(), "1".to_string())]);
         let (pid, status) = rt().block_on(async {
             let mut leader = spawn_leader(&SpawnSpec {
+                base_env: None,
                 argv: &argv,
                 env: &env,
                 cwd: None,
@@ -183,6 +189,7 @@ mod tests {
         let status = rt().block_on(async {
             let missing = vec!["no-such-program-mpm".to_string()];
             let e = spawn_leader(&SpawnSpec {
+                base_env: None,
                 argv: &missing,
                 env: &BTreeMap::new(),
                 cwd: None,
@@ -194,6 +201,7 @@ mod tests {
             .expect("a missing program fails");
             assert_eq!(e.kind(), io::ErrorKind::NotFound);
             let mut leader = spawn_leader(&SpawnSpec {
+                base_env: None,
                 argv: &argv,
                 env: &BTreeMap::new(),
                 cwd: None,

@@ -421,6 +421,7 @@ async fn run_job(ctx: &Ctx, served: &Agent, job: Job, tx: &mpsc::UnboundedSender
     let stdout_path = jobs_dir.join(format!("{}.stdout", wire::token(&id)));
     let stderr_path = jobs_dir.join(format!("{}.stderr", wire::token(&id)));
     let spec = RunSpec {
+        base_env: None,
         delegation_id: id.clone(),
         session: job.session.clone(),
         agent: agent.clone(),

@@ -202,3 +202,84 @@ fn run_with_hooks_dispatches_each_delegation_once_and_publishes_states() {
     }
     let _ = DEADLINE;
 }
+
+/// A stand-in `claude` that writes its reply to the transcript where claude does (under `$HOME`,
+/// by `--session-id`) and draws nothing of it, then waits for the sub-agent's mark.
+const TRANSCRIPT_CLAUDE: &str = r#"#!/usr/bin/env python3
+import json, os, re, sys, time
+args = sys.argv[1:]
+sid = args[args.index("--session-id") + 1]
+folder = re.sub(r"[^A-Za-z0-9]", "-", os.getcwd())
+path = os.path.join(os.environ["HOME"], ".claude", "projects", folder, sid + ".jsonl")
+os.makedirs(os.path.dirname(path), exist_ok=True)
+reply = {"type": "assistant", "sessionId": sid, "message": {"role": "assistant",
+         "content": [{"type": "text", "text": "Engineer Agent: implement the origin check"}],
+         "stop_reason": "end_turn"}}
+with open(path, "a") as f:
+    f.write(json.dumps(reply) + "\n")
+print("transcript written", flush=True)
+mark, end = os.environ["MARK"], time.monotonic() + 30
+while not os.path.exists(mark) and time.monotonic() < end:
+    time.sleep(0.05)
+print("mark seen" if os.path.exists(mark) else "no mark", flush=True)
+"#;
+
+/// The transcript is looked for under the user's `HOME`, in both hosts: a daemon (whose own HOME
+/// is systemd's, here the test runner's) follows the client's claude transcript, not its own.
+fn the_transcript_is_found_under_the_clients_home(host: crate::common::HostKind) {
+    let env = TestEnv::for_host(host);
+    let bin = env.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let claude = bin.join("claude");
+    std::fs::write(&claude, TRANSCRIPT_CLAUDE).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&claude, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mark = env.path("sub-agent-ran");
+    let cfg = env.path("mpm.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "agents:\n  engineer:\n    argv: {}\n",
+            serde_json::to_string(&[
+                "python3",
+                &crate::common::fake_agent(),
+                &format!("touch:{}", mark.display()),
+                "print:{task}",
+            ])
+            .unwrap()
+        ),
+    )
+    .unwrap();
+    let events = env.path("events.jsonl");
+    let mut args = vec!["--config", cfg.to_str().unwrap(), "run"];
+    if host == crate::common::HostKind::InProcess {
+        args.push("--no-daemon");
+    }
+    args.extend(["--events-file", events.to_str().unwrap(), "--"]);
+    args.push(claude.to_str().unwrap());
+    let mut spawn = Spawn::new(&env, &args);
+    spawn
+        .env
+        .push(("HOME".into(), env.path("home").display().to_string()));
+    spawn.env.push(("MARK".into(), mark.display().to_string()));
+    spawn.cwd = Some(env.dir.path());
+    let mut p = spawn.start();
+    let status = p.wait();
+    let screen = p.text();
+    assert!(status.success(), "{screen}");
+    assert!(screen.contains("mark seen"), "no sub-agent ran:\n{screen}");
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&events)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let found: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|e| e["kind"] == "detection" && e["category"] == "delegation")
+        .collect();
+    assert_eq!(found.len(), 1, "{lines:#?}");
+    assert_eq!(found[0]["source"], "transcript", "{lines:#?}");
+    assert_eq!(found[0]["task"], "implement the origin check");
+}
+
+crate::both_hosts!(the_transcript_is_found_under_the_clients_home);

@@ -1,7 +1,7 @@
 //! Result files, `mpm delegations list/show/logs` from the store, and budgets (tokens, depth),
 //! through the real binary with the fake agent as both the main agent and the sub-agents.
 
-use crate::common::TestEnv;
+use crate::common::{HostKind, Spawn, TestEnv, fake_agent};
 use crate::loop_support::*;
 
 /// A sub-agent that reports a stream-json result with `usage` (150 tokens) and prints its depth.
@@ -222,3 +222,62 @@ fn results_of_a_session_without_feedback_are_not_pending() {
     );
     assert!(show.contains("feedback    off"), "{show}");
 }
+
+/// A sub-agent runs where the user ran `mpm run` and with the user's environment, in both hosts:
+/// a daemon (under systemd: its own cwd and environment) starts it in the client's folder with the
+/// client's variables, as it starts the main agent (an API key or a virtualenv the sub-agent needs
+/// lives there, and "implement X" means X in the user's project).
+fn a_sub_agent_runs_in_the_clients_folder_with_its_environment(host: HostKind) {
+    let env = TestEnv::for_host(host);
+    let project = env.path("project");
+    std::fs::create_dir(&project).unwrap();
+    let project = project.canonicalize().unwrap();
+    let cfg = write_config(
+        &env,
+        &format!(
+            "executor: {{on_session_exit: wait}}\nagents:\n  engineer: {{argv: {}}}\n",
+            fake_argv(&["env:MPM_TEST_CLIENT_VAR", "cwd", "print:task={task}"])
+        ),
+    );
+    let events = env.path("events.jsonl");
+    let fake = fake_agent();
+    let mut args = vec!["--config", cfg.as_str(), "run"];
+    if host == HostKind::InProcess {
+        args.push("--no-daemon");
+    }
+    args.extend([
+        "--events-file",
+        events.to_str().unwrap(),
+        "--",
+        "python3",
+        fake.as_str(),
+        "print:Engineer Agent: say where you are",
+    ]);
+    let mut spawn = Spawn::new(&env, &args);
+    spawn
+        .env
+        .push(("MPM_TEST_CLIENT_VAR".into(), "from-the-client".into()));
+    spawn.cwd = Some(&project);
+    let mut p = spawn.start();
+    assert_eq!(p.wait_output().code(), Some(0), "{}", p.text());
+    let evs: Vec<serde_json::Value> = std::fs::read_to_string(&events)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let fin = of_kind(&evs, "delegation.finished");
+    assert_eq!(fin.len(), 1, "{evs:#?}");
+    assert_eq!(fin[0]["status"], "success", "{evs:#?}");
+    let out = std::fs::read_to_string(fin[0]["output_path"].as_str().unwrap()).unwrap();
+    assert!(
+        out.contains("MPM_TEST_CLIENT_VAR=from-the-client\n"),
+        "the sub-agent did not get the client's environment:\n{out}"
+    );
+    assert!(
+        out.contains(&format!("cwd={}\n", project.display())),
+        "the sub-agent did not run in the client's folder {}:\n{out}",
+        project.display()
+    );
+}
+
+crate::both_hosts!(a_sub_agent_runs_in_the_clients_folder_with_its_environment);
