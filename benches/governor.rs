@@ -26,8 +26,14 @@ impl Drop for Tree {
 
 fn spawn_tree(n: usize) -> Tree {
     let script = format!("for i in $(seq {}); do sleep 100000 & done; wait", n - 1);
+    // Spawned as mpm spawns its trees: tagged, registered, this process their subreaper.
+    let tag = mpm::process::registry::new_tag();
     let mut cmd = Command::new("sh");
     cmd.args(["-c", &script])
+        .env(
+            mpm::process::registry::TREE_VAR,
+            mpm::process::registry::env_value(&tag),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -39,6 +45,7 @@ fn spawn_tree(n: usize) -> Tree {
         });
     }
     let tree = Tree(cmd.spawn().expect("spawn sh"));
+    mpm::process::registry::register(tree.0.id() as i32, &tag);
     let deadline = Instant::now() + Duration::from_secs(10);
     while mpm::process::tree_members(tree.0.id() as i32).len() < n && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
@@ -134,6 +141,15 @@ fn main() {
     let mpm_scan = time(iters, || {
         std::hint::black_box(mpm::process::tree_members(root));
     });
+    let rescan_own = time(iters, || {
+        std::hint::black_box(mpm::process::rescan_snapshot(&[root]));
+    });
+    // The children walk is skipped while no pid was allocated: count how often it ran.
+    let reads0 = tracker.children_reads();
+    let walked = time(iters, || {
+        std::hint::black_box(tracker.sample());
+    });
+    let walks = (tracker.children_reads() - reads0) as f64 / (N as f64 * (iters + 3) as f64);
 
     let pids: Vec<Pid> = members.iter().map(|&p| Pid::from_u32(p as u32)).collect();
     let kind = ProcessRefreshKind::nothing().with_memory().with_cpu();
@@ -168,7 +184,12 @@ fn main() {
             "sysinfo targeted alone (Some(20 pids), memory+cpu)",
             sys_targeted,
         ),
-        ("mpm TreeTracker + full /proc rescan", mpm_rescan),
+        ("mpm TreeTracker + rescan (own children)", mpm_rescan),
+        ("  the rescan alone (process::rescan_snapshot)", rescan_own),
+        (
+            "  TreeTracker again (children walked in this share of samples)",
+            walked,
+        ),
         ("mpm full /proc scan (process::tree_members)", mpm_scan),
         ("sysinfo all processes (memory+cpu)", sys_full),
         ("sysinfo refresh_all", sys_refresh_all),
@@ -177,6 +198,10 @@ fn main() {
     for (name, (cpu, wall)) in rows {
         println!("  {name:<60} {:>9.1} us  ({:>9.1} us)", us(cpu), us(wall));
     }
+    println!(
+        "  children walked in {:.0}% of the last {iters} samples (no pid allocated otherwise)",
+        walks * 100.0
+    );
     let r = |x: (Duration, Duration)| us(x.0) / us(mpm_targeted.0);
     println!(
         "  CPU ratios vs mpm TreeTracker: ps {:.1}x, mpm full scan {:.1}x, \

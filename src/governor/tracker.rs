@@ -68,6 +68,10 @@ pub struct TreeTracker {
     known: HashMap<i32, Member>,
     ticks: u64,
     rescan_every: u64,
+    /// `ns_last_pid` at the start of the previous sample (`None`: unknown, walk the children).
+    last_pid: Option<u64>,
+    /// Children files read so far (the benchmark's counter of skipped walks).
+    children_reads: u64,
 }
 
 impl std::fmt::Debug for TreeTracker {
@@ -91,12 +95,20 @@ impl TreeTracker {
             known: HashMap::new(),
             ticks: 0,
             rescan_every,
+            last_pid: None,
+            children_reads: 0,
         }
     }
 
     /// The tree's root pid.
     pub fn root(&self) -> i32 {
         self.root
+    }
+
+    /// How many members' children files were read so far (walks skipped while no pid was
+    /// allocated do not count).
+    pub fn children_reads(&self) -> u64 {
+        self.children_reads
     }
 
     /// The members found by the last sample.
@@ -112,7 +124,7 @@ impl TreeTracker {
         let rescan = self.ticks == 0
             || (self.rescan_every > 0 && self.ticks.is_multiple_of(self.rescan_every));
         if rescan {
-            let all = crate::process::all_processes();
+            let all = crate::process::rescan_snapshot(&[self.root]);
             self.sample_with(Some(&all))
         } else {
             self.sample_with(None)
@@ -127,12 +139,17 @@ impl TreeTracker {
         let snapshot = match snapshot {
             Some(s) => Some(s),
             None if self.ticks == 0 => {
-                own = crate::process::all_processes();
+                own = crate::process::rescan_snapshot(&[self.root]);
                 Some(own.as_slice())
             }
             None => None,
         };
         self.ticks += 1;
+        // No pid allocated since the previous sample began: no process was born, so no member
+        // has a child the last walk did not see; only a rescan can add members then.
+        let last_pid = crate::process::procfs::last_pid();
+        let walk = snapshot.is_some() || last_pid.is_none() || last_pid != self.last_pid;
+        self.last_pid = last_pid;
         let me = std::process::id() as i32;
         let mut seen: HashSet<i32> = HashSet::with_capacity(self.known.len() * 2 + 1);
         let mut round: Vec<i32> = Vec::with_capacity(self.known.len() + 1);
@@ -193,7 +210,11 @@ impl TreeTracker {
                         cpu_ms: now,
                     },
                 );
+                if !walk {
+                    continue;
+                }
                 kids.clear();
+                self.children_reads += 1;
                 crate::process::procfs::children_of(pid, &mut kids);
                 for &k in &kids {
                     offer(k, &mut seen, &mut next);
