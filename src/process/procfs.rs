@@ -185,6 +185,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn children_of_finds_the_child_of_a_thread_that_is_not_the_main_one() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            let mut c = std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap();
+            tx.send(c.id() as i32).unwrap();
+            let _ = done_rx.recv();
+            let _ = c.kill();
+            let _ = c.wait();
+        });
+        let child = rx.recv().unwrap();
+        let mut kids = Vec::new();
+        children_of(std::process::id() as i32, &mut kids);
+        done_tx.send(()).unwrap();
+        t.join().unwrap();
+        assert!(kids.contains(&child), "{child} not in {kids:?}");
+    }
+
+    #[test]
     fn parses_stat_with_spaces_in_name() {
         let line = "123 (a b) c)) S 1 123 123 0 -1 4194560 0 0 0 0 7 5 0 0 20 0 1 0 9999 1000 321";
         let s = parse_stat(line.as_bytes()).unwrap();
