@@ -199,7 +199,7 @@ fn main() {
         println!("  {name:<60} {:>9.1} us  ({:>9.1} us)", us(cpu), us(wall));
     }
     println!(
-        "  TreeTracker walked the children in {:.0}% of its last samples (no pid allocated otherwise)",
+        "  TreeTracker walked the children in {:.0}% of its last samples (skipped while no newborn process can be a member)",
         walks * 100.0
     );
     let r = |x: (Duration, Duration)| us(x.0) / us(mpm_targeted.0);
@@ -263,9 +263,13 @@ fn main() {
 
     // The same sampler thread ticking every 20 ms: its per-tick CPU on hot caches (a tick after
     // a 1 s sleep on a busy machine runs on caches other processes have evicted).
-    let hot = Governor::start(&cfg, Duration::from_millis(20)).expect("governor");
+    let hot_cfg = LimitsConfig {
+        interval_ms: 20,
+        ..cfg.clone()
+    };
+    let hot = Governor::start(&hot_cfg, Duration::from_secs(1)).expect("governor");
     let bus = Bus::new(Context::new());
-    let _h = hot.watch(root as u32, resolve_limits(&cfg, None), bus, None);
+    let _h = hot.watch(root as u32, resolve_limits(&hot_cfg, None), bus, None);
     while hot.stats().ticks == 0 {
         std::thread::sleep(Duration::from_millis(5));
     }
