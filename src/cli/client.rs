@@ -200,14 +200,11 @@ pub(super) fn status(g: &GlobalArgs, a: StatusArgs) -> anyhow::Result<i32> {
         ServerMsg::Status(r) => *r,
         m => return Err(unexpected(m).into()),
     };
-    // In-process sessions answer on their own sockets; the store adds ended ones the daemon
-    // did not host (best effort: the daemon owns the store).
+    // In-process sessions running now answer on their own sockets. Ended ones stay out: the
+    // daemon lists what it hosted (its own ended records), as before.
     let live = crate::live::query_all();
     let mut list = std::mem::take(&mut r.sessions);
     merge_live(&mut list, &live);
-    if let Ok(store) = store_of(g) {
-        merge_store_ended(&mut list, &store);
-    }
     r.sessions = recent_sessions(list, a.all);
     if a.json {
         let mut v = serde_json::to_value(&r)?;
@@ -261,17 +258,6 @@ fn status_from_store(store: &crate::store::Store, a: &StatusArgs) -> anyhow::Res
     Ok(0)
 }
 
-/// The store of `g`'s configuration (for ended sessions next to a daemon's list).
-fn store_of(g: &GlobalArgs) -> anyhow::Result<crate::store::Store> {
-    let cfg = super::load_config(g, crate::config::Overrides::default())?.config;
-    let dir = cfg
-        .daemon
-        .state_dir
-        .clone()
-        .unwrap_or_else(crate::config::paths::state_dir);
-    Ok(crate::store::Store::open_in(&dir)?)
-}
-
 /// Put the live in-process sessions into `list`: each replaces the row of the same id (the
 /// store's view of a running session is its start; the live one is now).
 fn merge_live(list: &mut Vec<crate::protocol::SessionInfo>, live: &[crate::live::LiveSession]) {
@@ -303,18 +289,6 @@ fn merge_live(list: &mut Vec<crate::protocol::SessionInfo>, live: &[crate::live:
                 }
             }
             None => list.push(info),
-        }
-    }
-}
-
-/// Add the store's ended sessions that `list` lacks.
-fn merge_store_ended(list: &mut Vec<crate::protocol::SessionInfo>, store: &crate::store::Store) {
-    let Ok(rows) = store_sessions(store) else {
-        return;
-    };
-    for r in rows {
-        if r.state == HostedState::Ended && !list.iter().any(|s| s.id == r.id) {
-            list.push(r);
         }
     }
 }

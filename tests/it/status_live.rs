@@ -199,3 +199,19 @@ fn settings_path(screen: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("no settings path in {screen}"));
     PathBuf::from(line.trim())
 }
+
+#[test]
+fn with_a_daemon_status_adds_the_live_in_process_session() {
+    let env = TestEnv::for_host(crate::common::HostKind::Daemon);
+    let claude = stand_in(&env);
+    let mut p = start(&env, &claude);
+    p.expect("PHASE-WORKING");
+    let v = wait_state(&env, "working");
+    assert!(v["daemon_pid"].as_u64().is_some(), "{v}");
+    assert_eq!(v["in_process"].as_array().map(Vec::len), Some(1), "{v}");
+    std::fs::write(env.path("go").join("go1"), b"").unwrap();
+    std::fs::write(env.path("go").join("go2"), b"").unwrap();
+    assert!(p.wait().success(), "{}", p.text());
+    let v = status(&env);
+    assert!(session_of(&v).is_none(), "the daemon did not host it: {v}");
+}
