@@ -55,6 +55,7 @@ pub mod executor;
 pub(crate) mod feedback;
 pub mod governor;
 pub mod hook;
+pub mod live;
 pub(crate) mod logging;
 pub(crate) mod notify;
 pub mod patterns;

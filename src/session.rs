@@ -726,7 +726,17 @@ pub(crate) fn run_in_terminal(mut session: Session) -> SessionEnd {
         pump: None,
         raw,
     };
+    // `mpm status` asks the session itself: its live endpoint lives as long as the session.
+    let live = crate::live::LiveEndpoint::start(
+        &session.bus,
+        session.argv.clone(),
+        &session.spec.cwd,
+        session.state_mirror(),
+    )
+    .map_err(|e| tracing::warn!(error = %e, "no live status endpoint"))
+    .ok();
     let end = session.run(&mut host);
+    drop(live);
     drop(host.pump.take());
     drop(host.raw.take());
     terminal::restore();

@@ -118,6 +118,9 @@ pub(crate) struct Supervisor {
     cli_tailer: Option<crate::detect::cli_transcript::CliTranscript>,
     /// Claude's hooks: the server, and the environment naming its socket for the child.
     hooks: Option<crate::hook::server::HookServer>,
+    /// The session's folder in the runtime dir (`hooks.json`, `hook.sock`), removed with it
+    /// (declared after `hooks`, so the socket is gone first).
+    hook_dir: Option<SessionDir>,
     hook_env: Vec<(String, String)>,
     responder: Arc<dyn HookResponder>,
     exit_policy: SessionExitPolicy,
@@ -209,6 +212,7 @@ impl Supervisor {
             cli_screen: None,
             cli_tailer: None,
             hooks: None,
+            hook_dir: None,
             hook_env: Vec::new(),
             responder: Arc::new(NoResponse),
             dispatcher,
@@ -426,6 +430,7 @@ impl Supervisor {
             .join("sessions")
             .join(&self.bus.context().session);
         let settings = dir.join("hooks.json");
+        self.hook_dir = Some(SessionDir(dir.clone()));
         let written = crate::hook::server::private_dir(&dir).and_then(|_| {
             let stop_wait = Duration::from_secs(self.config.orchestration.stop_wait_secs);
             std::fs::write(&settings, crate::hook::settings_json(&exe, stop_wait))
@@ -561,6 +566,7 @@ impl Supervisor {
     pub(crate) fn finish(mut self) -> Vec<DelegationSummary> {
         // No more hook calls: the agent is gone.
         self.hooks.take();
+        self.hook_dir.take();
         if let Some(t) = self.tailer.take() {
             t.stop();
         }
@@ -584,6 +590,18 @@ impl Supervisor {
         };
         self.governor.take();
         summaries
+    }
+}
+
+/// A session's folder in the runtime dir: its hook settings file (and socket) are removed on drop,
+/// so nothing of an ended session stays in `$XDG_RUNTIME_DIR/mpm/sessions/`.
+struct SessionDir(std::path::PathBuf);
+
+impl Drop for SessionDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.0.join("hooks.json"));
+        let _ = std::fs::remove_file(self.0.join("hook.sock"));
+        let _ = std::fs::remove_dir(&self.0);
     }
 }
 

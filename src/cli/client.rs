@@ -200,9 +200,16 @@ pub(super) fn status(g: &GlobalArgs, a: StatusArgs) -> anyhow::Result<i32> {
         ServerMsg::Status(r) => *r,
         m => return Err(unexpected(m).into()),
     };
-    r.sessions = recent_sessions(std::mem::take(&mut r.sessions), a.all);
+    // In-process sessions running now answer on their own sockets. Ended ones stay out: the
+    // daemon lists what it hosted (its own ended records), as before.
+    let live = crate::live::query_all();
+    let mut list = std::mem::take(&mut r.sessions);
+    merge_live(&mut list, &live);
+    r.sessions = recent_sessions(list, a.all);
     if a.json {
-        outln!("{}", json_line(&r))?;
+        let mut v = serde_json::to_value(&r)?;
+        v["in_process"] = serde_json::to_value(&live)?;
+        outln!("{}", json_line(&v))?;
         return Ok(0);
     }
     outln!(
@@ -227,8 +234,71 @@ pub(super) fn status(g: &GlobalArgs, a: StatusArgs) -> anyhow::Result<i32> {
 /// `status` when no daemon answers: the sessions the store knows (in-process runs, and a
 /// daemon's before it stopped).
 fn status_from_store(store: &crate::store::Store, a: &StatusArgs) -> anyhow::Result<i32> {
+    let live = crate::live::query_all();
+    let mut list = store_sessions(store)?;
+    merge_live(&mut list, &live);
+    let list = recent_sessions(list, a.all);
+    if a.json {
+        outln!(
+            "{}",
+            json_line(&serde_json::json!({
+                "daemon": null,
+                "store": store.path(),
+                "sessions": list,
+                "in_process": live,
+            }))
+        )?;
+        return Ok(0);
+    }
+    outln!(
+        "no mpm daemon running; live in-process sessions, and sessions from the store {}",
+        store.path().display()
+    )?;
+    print_sessions(&list)?;
+    Ok(0)
+}
+
+/// Put the live in-process sessions into `list`: each replaces the row of the same id (the
+/// store's view of a running session is its start; the live one is now).
+fn merge_live(list: &mut Vec<crate::protocol::SessionInfo>, live: &[crate::live::LiveSession]) {
+    let pids: Vec<u32> = live.iter().map(|l| l.pid).filter(|&p| p > 0).collect();
+    let rss: std::collections::HashMap<u32, Option<f64>> = pids
+        .iter()
+        .copied()
+        .zip(crate::daemon::trees_rss_mb(&pids))
+        .collect();
+    for l in live {
+        let info = crate::protocol::SessionInfo {
+            id: l.id.clone(),
+            pid: l.pid,
+            command: l.command.clone(),
+            cwd: l.cwd.clone(),
+            started_at: l.started_at.clone(),
+            state: HostedState::Running,
+            exit_code: None,
+            attached: 0,
+            rss_mb: rss.get(&l.pid).copied().flatten(),
+            agent_state: Some(l.agent_state),
+        };
+        match list.iter_mut().find(|s| s.id == l.id) {
+            Some(s) => {
+                let started = std::mem::take(&mut s.started_at);
+                *s = info;
+                if s.started_at.is_empty() {
+                    s.started_at = started;
+                }
+            }
+            None => list.push(info),
+        }
+    }
+}
+
+/// Every session the store knows, as `status` lists them.
+fn store_sessions(
+    store: &crate::store::Store,
+) -> anyhow::Result<Vec<crate::protocol::SessionInfo>> {
     let rows = store.sessions()?;
-    let list: Vec<crate::protocol::SessionInfo> = rows
+    Ok(rows
         .into_iter()
         .map(|r| crate::protocol::SessionInfo {
             id: r.id,
@@ -246,23 +316,7 @@ fn status_from_store(store: &crate::store::Store, a: &StatusArgs) -> anyhow::Res
             rss_mb: None,
             agent_state: None,
         })
-        .collect();
-    let list = recent_sessions(list, a.all);
-    if a.json {
-        outln!(
-            "{}",
-            json_line(
-                &serde_json::json!({ "daemon": null, "store": store.path(), "sessions": list })
-            )
-        )?;
-        return Ok(0);
-    }
-    outln!(
-        "no mpm daemon running; sessions from the store {}",
-        store.path().display()
-    )?;
-    print_sessions(&list)?;
-    Ok(0)
+        .collect())
 }
 
 fn print_sessions(sessions: &[crate::protocol::SessionInfo]) -> anyhow::Result<()> {

@@ -360,8 +360,9 @@ pub struct LimitsConfig {
     pub cgroup: String,
     /// Restart policy for the main session after a limit kill.
     pub restart: RestartConfig,
-    /// Polling mode: a full `/proc` scan for tree members that escaped the parent links (double
-    /// fork) runs every this many samples; 0 = only at the first sample.
+    /// Polling mode: a rescan for tree members that escaped the parent links (double fork) runs
+    /// every this many samples (mpm's own children when it is the trees' subreaper, else a full
+    /// `/proc` scan); 0 = only at the first sample.
     pub rescan_ticks: u64,
 }
 

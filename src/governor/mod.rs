@@ -539,10 +539,22 @@ fn sampler(
         if trees.is_empty() {
             continue;
         }
-        // One full /proc scan every `rescan` ticks, shared by every tree.
+        // One rescan every `rescan` ticks, shared by every polled tree: this process's own
+        // children when it is the subreaper of them all, else a full /proc scan.
         rescan_tick += 1;
-        let snapshot =
-            (rescan > 0 && rescan_tick.is_multiple_of(rescan)).then(process::all_processes);
+        let snapshot = (rescan > 0 && rescan_tick.is_multiple_of(rescan)).then(|| {
+            let roots: Vec<i32> = trees
+                .iter()
+                .filter_map(|t| match &t.meter {
+                    Meter::Proc(p) => Some(p.root()),
+                    Meter::Cgroup { .. } => None,
+                })
+                .collect();
+            if roots.is_empty() {
+                return Vec::new(); // cgroup meters read their own cgroup
+            }
+            process::rescan_snapshot(&roots)
+        });
         let mut i = 0;
         while i < trees.len() {
             if tick(&mut trees[i], grace, snapshot.as_deref()) {

@@ -84,6 +84,27 @@ pub fn tree_members_in(root: i32, procs: &[ProcStat]) -> Vec<i32> {
     v
 }
 
+/// The snapshot a rescan of the trees rooted at `roots` needs, as cheap as is safe. Members that
+/// the children walk cannot reach (a grandchild that called `setsid` and whose parent died) are
+/// orphans; when this process is a child subreaper and spawned every one of these trees (each
+/// is registered with its tag), every such orphan was re-parented to this process, so its own
+/// children are all a rescan must read (a few files instead of every process's `stat`).
+/// Otherwise (not a subreaper, a tree it did not spawn, thorough mode) every process.
+pub fn rescan_snapshot(roots: &[i32]) -> Vec<ProcStat> {
+    let cheap = !registry::thorough()
+        && !roots.is_empty()
+        && roots.iter().all(|&r| registry::tag_of(r).is_some())
+        && registry::is_subreaper();
+    if cheap {
+        procfs::own_children()
+            .into_iter()
+            .filter_map(read_stat)
+            .collect()
+    } else {
+        all_processes()
+    }
+}
+
 /// Send `sig` to the process group `pgid` and to every member of the tree of `root`.
 /// Returns how many processes were signalled (group counted once).
 pub fn signal_tree(root: i32, sig: Signal) -> usize {

@@ -100,19 +100,47 @@ pub fn all_processes() -> Vec<ProcStat> {
 }
 
 /// Every child pid of every thread of `pid` (`/proc/<pid>/task/*/children`), appended to `out`.
+///
+/// A single-threaded process (procfs gives its `task` folder 2 + threads links, so one `stat`
+/// tells) has only its main thread's file to read: no folder listing. A thread born after that
+/// `stat` allocates a pid, which makes the tracker walk again at its next sample.
 pub fn children_of(pid: i32, out: &mut Vec<i32>) {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+    use std::os::unix::fs::MetadataExt;
+    let task = format!("/proc/{pid}/task");
+    let Ok(meta) = std::fs::metadata(&task) else {
         return;
     };
-    for task in tasks.flatten() {
-        let Ok(text) = std::fs::read_to_string(task.path().join("children")) else {
-            continue;
-        };
-        out.extend(
-            text.split_ascii_whitespace()
-                .filter_map(|s| s.parse::<i32>().ok()),
-        );
+    if meta.nlink() == 3 {
+        read_pids(&format!("{task}/{pid}/children"), out);
+        return;
     }
+    let Ok(tasks) = std::fs::read_dir(&task) else {
+        return;
+    };
+    for t in tasks.flatten() {
+        if let Some(p) = t.path().join("children").to_str() {
+            read_pids(p, out);
+        }
+    }
+}
+
+/// Append the pids listed in a `children` file.
+fn read_pids(path: &str, out: &mut Vec<i32>) {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return;
+    };
+    out.extend(
+        text.split_ascii_whitespace()
+            .filter_map(|s| s.parse::<i32>().ok()),
+    );
+}
+
+/// The last pid allocated in this pid namespace (`/proc/sys/kernel/ns_last_pid`). Every new
+/// process or thread, in this namespace or a nested one, moves it: when it has not moved between
+/// two samples, no tree can have gained a member, so the children files need not be read.
+pub fn last_pid() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/sys/kernel/ns_last_pid").ok()?;
+    text.trim().parse().ok()
 }
 
 /// The direct children of this process (every thread's).
@@ -155,6 +183,28 @@ pub fn page_size() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn children_of_finds_the_child_of_a_thread_that_is_not_the_main_one() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            let mut c = std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap();
+            tx.send(c.id() as i32).unwrap();
+            let _ = done_rx.recv();
+            let _ = c.kill();
+            let _ = c.wait();
+        });
+        let child = rx.recv().unwrap();
+        let mut kids = Vec::new();
+        children_of(std::process::id() as i32, &mut kids);
+        done_tx.send(()).unwrap();
+        t.join().unwrap();
+        assert!(kids.contains(&child), "{child} not in {kids:?}");
+    }
 
     #[test]
     fn parses_stat_with_spaces_in_name() {

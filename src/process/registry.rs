@@ -111,6 +111,30 @@ pub fn become_subreaper() {
     });
 }
 
+/// Whether this process is a child subreaper now (`PR_GET_CHILD_SUBREAPER`): then every orphan
+/// of the trees it spawned is re-parented to it, and a rescan need only look at its own children.
+pub fn is_subreaper() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        let mut on: libc::c_int = 0;
+        // SAFETY: prctl writes one int through the pointer to our local.
+        let rc = unsafe {
+            libc::prctl(
+                libc::PR_GET_CHILD_SUBREAPER,
+                &mut on as *mut libc::c_int as libc::c_ulong,
+                0,
+                0,
+                0,
+            )
+        };
+        rc == 0 && on != 0
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        false
+    }
+}
+
 /// A fresh tag for a tree about to be spawned (and this process a subreaper from now on).
 pub fn new_tag() -> String {
     become_subreaper();

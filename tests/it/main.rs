@@ -70,4 +70,5 @@ mod screen_captures;
 mod screen_final;
 mod screen_fuzz;
 mod screen_lines;
+mod status_live;
 mod worktree;
