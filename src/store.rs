@@ -280,8 +280,9 @@ impl Store {
         })
     }
 
-    /// Record `bus`'s session (command, working directory) and add this store as a sink of it: what
-    /// an in-process `mpm run` does so its session lands in the same database as the daemon's.
+    /// Record `bus`'s session (command, working directory) and add this store as a sink of it, on
+    /// its own writer thread (SQLite is never on an emitting thread's path): what an in-process
+    /// `mpm run` does so its session lands in the same database as the daemon's.
     pub fn add_to_bus(
         self: &std::sync::Arc<Self>,
         bus: &crate::events::Bus,
@@ -289,7 +290,7 @@ impl Store {
         cwd: &str,
     ) -> Result<(), StoreError> {
         self.register_session(&bus.context().session, command, cwd, None)?;
-        bus.add_sink(self.clone());
+        bus.add_writer("mpm-store", self.clone());
         Ok(())
     }
 
@@ -675,6 +676,8 @@ mod tests {
         let bus = Bus::new(Context::with_session("inproc"));
         store.add_to_bus(&bus, &["claude".into()], "/proj").unwrap();
         bus.emit(ticket("from run"));
+        // The store writes on its own thread: wait for it.
+        bus.flush();
         let t = store.tickets(Some("/proj"), false).unwrap();
         assert_eq!(t.len(), 1);
         assert_eq!(t[0].source_session, "inproc");
