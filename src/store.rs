@@ -669,6 +669,23 @@ mod tests {
         bus
     }
 
+    /// SQLite is never on the emitting thread's path: with the database held by someone else
+    /// (a slow disk, a long query), emitting still returns; the writer stores it once free.
+    #[test]
+    fn emitting_never_waits_on_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open_in(dir.path()).unwrap());
+        let bus = Bus::new(Context::with_session("busy"));
+        store.add_to_bus(&bus, &["claude".into()], "/proj").unwrap();
+        let held = store.conn.lock().unwrap();
+        for i in 0..3 {
+            bus.emit(ticket(&format!("while the store is busy {i}")));
+        }
+        drop(held);
+        bus.flush();
+        assert_eq!(store.tickets(Some("/proj"), false).unwrap().len(), 3);
+    }
+
     #[test]
     fn in_process_session_via_add_to_bus() {
         let dir = tempfile::tempdir().unwrap();
