@@ -979,11 +979,19 @@ mod tests {
             open.send(()).unwrap();
         }
         bus.flush();
-        assert_eq!(slow.seen.lock().unwrap().len(), 3, "flush waited for the writer");
+        assert_eq!(
+            slow.seen.lock().unwrap().len(),
+            3,
+            "flush waited for the writer"
+        );
         bus.emit(state(SessionState::Idle));
         open.send(()).unwrap();
         bus.close();
-        assert_eq!(slow.seen.lock().unwrap().len(), 4, "close drained the writer");
+        assert_eq!(
+            slow.seen.lock().unwrap().len(),
+            4,
+            "close drained the writer"
+        );
     }
 
     #[test]
@@ -993,10 +1001,7 @@ mod tests {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (for_listener, echo) = (seen.clone(), bus.clone());
         bus.listen(Arc::new(move |e| {
-            for_listener
-                .lock()
-                .unwrap()
-                .push(e.body.kind().to_string());
+            for_listener.lock().unwrap().push(e.body.kind().to_string());
             if e.body.is_internal() {
                 // A listener may emit (the executor's `delegation.queued`): no deadlock.
                 echo.emit(state(SessionState::Working));
@@ -1009,12 +1014,19 @@ mod tests {
             new_id(),
             Some(det.step_id.clone()),
         );
-        assert_eq!(dispatch.parent_step_id.as_deref(), Some(det.step_id.as_str()));
+        assert_eq!(
+            dispatch.parent_step_id.as_deref(),
+            Some(det.step_id.as_str())
+        );
         assert_eq!(
             *seen.lock().unwrap(),
             ["detection", "detection.dispatch", "session.state"]
         );
         let public: Vec<&str> = rx.try_iter().map(|e| e.body.kind()).collect();
-        assert_eq!(public, ["detection", "session.state"], "subscribers never see internal events");
+        assert_eq!(
+            public,
+            ["detection", "session.state"],
+            "subscribers never see internal events"
+        );
     }
 }

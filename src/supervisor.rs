@@ -196,8 +196,7 @@ impl Supervisor {
             let slots = o.slots;
             let runtime = o.executor_runtime;
             Some(Box::new(move || {
-                let started =
-                    Executor::start_on(&cfg, bus.clone(), output_dir, slots, runtime);
+                let started = Executor::start_on(&cfg, bus.clone(), output_dir, slots, runtime);
                 let handle = match started {
                     Ok(h) => h,
                     Err(e) => {
@@ -224,12 +223,8 @@ impl Supervisor {
         let intake = executor.map(|start| ExecutorIntake::listen(&o.bus, start));
         let dispatcher = match &engine {
             Some(_) => Some(
-                Dispatcher::start(
-                    o.bus.clone(),
-                    state.clone(),
-                    last_output.clone(),
-                )
-                .map_err(SupervisorError::Thread)?,
+                Dispatcher::start(o.bus.clone(), state.clone(), last_output.clone())
+                    .map_err(SupervisorError::Thread)?,
             ),
             None => None,
         };
@@ -1030,7 +1025,9 @@ mod tests {
         let bus = Bus::new(crate::events::Context::new());
         let seen = Arc::new(Mutex::new(Vec::new()));
         let for_listener = seen.clone();
-        bus.listen(Arc::new(move |e| for_listener.lock().unwrap().push(e.clone())));
+        bus.listen(Arc::new(move |e| {
+            for_listener.lock().unwrap().push(e.clone())
+        }));
         let d = Dispatcher::start(bus.clone(), StateMirror::default(), LastOutput::new()).unwrap();
         let tx = d.sender();
         tx.send(DispatchMsg::Found(delegation("qa", "check it", false)))

@@ -349,11 +349,7 @@ fn real_claude_at_60x20_runs_each_delegation_once_whole() {
     let mut it = states.iter();
     // Working from the hook or, when claude's spinner title comes first, from the title (the race
     // the other live tests allow for).
-    for (s, r) in [
-        ("working", ""),
-        ("idle", "hook:Stop"),
-        ("exited", "exit"),
-    ] {
+    for (s, r) in [("working", ""), ("idle", "hook:Stop"), ("exited", "exit")] {
         assert!(
             it.any(|(a, b)| a == s && (r.is_empty() || b == r)),
             "{s} ({r}) missing or out of order in {states:?}"
