@@ -994,7 +994,10 @@ async fn run_local(
     let wt = match backend::isolate(
         agent,
         &spec.delegation_id,
-        backend::local_source(agent),
+        {
+            let agent = agent.clone();
+            move || backend::local_source(&agent)
+        },
         shared
             .worktree
             .dir
