@@ -4,10 +4,14 @@
 //! `ts`, `session`, `kind`, `trace_id`, `step_id`, `parent_step_id`, then the kind's own fields, flattened.
 //! Extra fields may be added; names are never changed.
 //!
-//! The [`Bus`] is deliberately small: synchronous [`Sink`]s (events file, store) are called in emit order
-//! under one lock, so an event that `emit` returned for is already written and flushed; channel
-//! subscribers (executor, socket clients) get an `Arc<Event>` each through an unbounded crossbeam channel
-//! and must keep up or unsubscribe by dropping their receiver.
+//! The [`Bus`] is deliberately small. [`Sink`]s are called in emit order under one lock and must not
+//! block: the slow ones (the events file, the SQLite store) are each a [`Writer`], a sink that only
+//! queues the event for its own thread, so no emitting thread (the detection dispatcher above all)
+//! ever waits on a disk or on SQLite; [`Bus::flush`] (and [`Bus::close`]) waits until every writer has
+//! written what was emitted before. Channel subscribers (feedback, notifier, socket clients) get an
+//! `Arc<Event>` each through an unbounded crossbeam channel and must keep up or unsubscribe by dropping
+//! their receiver. Listeners ([`Bus::listen`]: the executor) are called on the emitting thread after
+//! the lock is released, once per event, internal events included (`detection.dispatch`).
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -97,6 +101,12 @@ pub enum EventBody {
     /// The pattern engine found something (final detections only).
     #[serde(rename = "detection")]
     Detection(Detection),
+    /// Internal: run this final delegation (once). The dispatcher's word that a delegation is to
+    /// run, which the executor takes as a bus subscriber; its parent step is the delegation's
+    /// `detection` event. Never written to the events file or the store, nor sent to
+    /// [`Bus::subscribe`] receivers: the `detection` event is the record.
+    #[serde(rename = "detection.dispatch")]
+    DetectionDispatch(Detection),
     /// A delegation was admitted and waits for a free slot.
     #[serde(rename = "delegation.queued")]
     DelegationQueued(Delegation),
@@ -211,12 +221,19 @@ pub enum EventBody {
 }
 
 impl EventBody {
+    /// Internal events steer components (the executor) and are not part of the record: sinks
+    /// and [`Bus::subscribe`] receivers never see them, only listeners do.
+    pub fn is_internal(&self) -> bool {
+        matches!(self, EventBody::DetectionDispatch(_))
+    }
+
     /// The contract's `kind` string.
     pub fn kind(&self) -> &'static str {
         match self {
             EventBody::SessionStarted { .. } => "session.started",
             EventBody::SessionExited { .. } => "session.exited",
             EventBody::Detection(_) => "detection",
+            EventBody::DetectionDispatch(_) => "detection.dispatch",
             EventBody::DelegationQueued(_) => "delegation.queued",
             EventBody::DelegationStarted { .. } => "delegation.started",
             EventBody::DelegationFinished { .. } => "delegation.finished",
@@ -484,8 +501,108 @@ pub struct Resource {
 pub trait Sink: Send + Sync {
     /// Take one event (called in emit order on the emitting thread).
     fn write(&self, event: &Event);
+    /// Take one shared event; [`Writer`] keeps the `Arc` instead of copying the event.
+    fn write_shared(&self, event: &Arc<Event>) {
+        self.write(event);
+    }
+    /// Wait until every event taken so far is written ([`Writer`]); synchronous sinks have nothing
+    /// to wait for.
+    fn flush(&self) {}
     /// Flush and release resources; called once when the bus closes.
     fn close(&self) {}
+}
+
+/// Called with every event (internal ones too) on the emitting thread, outside the bus's lock.
+pub type Listener = Arc<dyn Fn(&Arc<Event>) + Send + Sync>;
+
+enum WriterMsg {
+    Event(Arc<Event>),
+    Flush(crossbeam_channel::Sender<()>),
+}
+
+/// A sink on its own thread: `write` only queues the event (never blocks), the thread writes it to
+/// the inner sink in order. The events file and the store are each one, so neither is ever on an
+/// emitting thread's path and a slow one does not hold up the other.
+///
+/// The queue is unbounded on purpose: bounding it would either block the emitting thread when full
+/// (the detection dispatcher waiting on SQLite again) or drop events from the record. Events come
+/// at the pace agents write (a few per second; a burst of detections is hundreds), and the writer
+/// drains thousands per second, so the queue stays short.
+pub struct Writer {
+    inner: Arc<dyn Sink>,
+    tx: Mutex<Option<crossbeam_channel::Sender<WriterMsg>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Writer {
+    /// Start a thread named `name` writing to `sink`.
+    pub fn spawn(name: &str, sink: Arc<dyn Sink>) -> std::io::Result<Arc<Writer>> {
+        let (tx, rx) = crossbeam_channel::unbounded::<WriterMsg>();
+        let for_thread = sink.clone();
+        let thread = std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || {
+                for msg in rx {
+                    match msg {
+                        WriterMsg::Event(e) => for_thread.write_shared(&e),
+                        WriterMsg::Flush(done) => {
+                            for_thread.flush();
+                            let _ = done.send(());
+                        }
+                    }
+                }
+            })?;
+        Ok(Arc::new(Writer {
+            inner: sink,
+            tx: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+        }))
+    }
+
+    fn send(&self, msg: WriterMsg) -> bool {
+        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+        tx.as_ref().is_some_and(|tx| tx.send(msg).is_ok())
+    }
+
+    /// Stop the thread after it has written everything queued (the sink is not closed).
+    pub fn stop(&self) {
+        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = thread
+            && t.join().is_err()
+        {
+            tracing::error!("an event writer panicked");
+        }
+    }
+}
+
+impl Sink for Writer {
+    fn write(&self, event: &Event) {
+        self.send(WriterMsg::Event(Arc::new(event.clone())));
+    }
+
+    fn write_shared(&self, event: &Arc<Event>) {
+        self.send(WriterMsg::Event(event.clone()));
+    }
+
+    fn flush(&self) {
+        let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+        if self.send(WriterMsg::Flush(done_tx)) {
+            // The thread answers after writing what was queued before; it only ends when stopped.
+            let _ = done_rx.recv();
+        }
+    }
+
+    fn close(&self) {
+        self.flush();
+        self.inner.close();
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 /// The per-session context stamped on every event: session id and trace id.
@@ -528,6 +645,7 @@ impl Default for Context {
 struct BusInner {
     sinks: Vec<Arc<dyn Sink>>,
     subscribers: Vec<crossbeam_channel::Sender<Arc<Event>>>,
+    listeners: Vec<Listener>,
     closed: bool,
 }
 
@@ -546,6 +664,7 @@ impl Bus {
             inner: Arc::new(Mutex::new(BusInner {
                 sinks: Vec::new(),
                 subscribers: Vec::new(),
+                listeners: Vec::new(),
                 closed: false,
             })),
         }
@@ -561,7 +680,36 @@ impl Bus {
         self.lock().sinks.push(sink);
     }
 
-    /// A receiver that gets every event emitted from now on, until it is dropped or the bus closes.
+    /// Add a sink on its own thread (a [`Writer`] named `name`): for the slow ones (events file,
+    /// store), so that no emitting thread waits on them. A writer that cannot start (no thread)
+    /// is added as a synchronous sink.
+    pub fn add_writer(&self, name: &str, sink: Arc<dyn Sink>) {
+        match Writer::spawn(name, sink.clone()) {
+            Ok(w) => self.add_sink(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start an event writer thread: writing in line");
+                self.add_sink(sink);
+            }
+        }
+    }
+
+    /// Call `listener` with every event from now on (internal ones too), on the emitting thread
+    /// after the bus's lock is released: lossless and in emit order per emitting thread, and the
+    /// listener may emit in turn. It must not block: the executor's (`submit`) only queues.
+    pub fn listen(&self, listener: Listener) {
+        self.lock().listeners.push(listener);
+    }
+
+    /// Wait until every sink has written what was emitted so far (see [`Writer`]).
+    pub fn flush(&self) {
+        let sinks = self.lock().sinks.clone();
+        for sink in &sinks {
+            sink.flush();
+        }
+    }
+
+    /// A receiver that gets every event emitted from now on, until it is dropped or the bus closes
+    /// (not internal ones: see [`EventBody::is_internal`]).
     pub fn subscribe(&self) -> crossbeam_channel::Receiver<Arc<Event>> {
         let (tx, rx) = crossbeam_channel::unbounded();
         self.lock().subscribers.push(tx);
@@ -594,16 +742,27 @@ impl Bus {
 
     /// Deliver an already stamped event (used by the daemon to relay events).
     pub fn publish(&self, event: Arc<Event>) {
-        let mut inner = self.lock();
-        if inner.closed {
-            return;
+        let listeners = {
+            let mut inner = self.lock();
+            if inner.closed {
+                return;
+            }
+            if !event.body.is_internal() {
+                for sink in &inner.sinks {
+                    sink.write_shared(&event);
+                }
+                inner
+                    .subscribers
+                    .retain(|tx| tx.send(event.clone()).is_ok());
+            }
+            if inner.listeners.is_empty() {
+                return;
+            }
+            inner.listeners.clone()
+        };
+        for l in &listeners {
+            l(&event);
         }
-        for sink in &inner.sinks {
-            sink.write(&event);
-        }
-        inner
-            .subscribers
-            .retain(|tx| tx.send(event.clone()).is_ok());
     }
 
     /// Close every sink and drop every subscriber; later emits are ignored.
@@ -613,10 +772,14 @@ impl Bus {
             return;
         }
         inner.closed = true;
-        for sink in &inner.sinks {
+        inner.subscribers.clear();
+        inner.listeners.clear();
+        let sinks = std::mem::take(&mut inner.sinks);
+        drop(inner);
+        // Outside the lock: a writer's close waits for its thread to drain.
+        for sink in &sinks {
             sink.close();
         }
-        inner.subscribers.clear();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BusInner> {
@@ -767,6 +930,103 @@ mod tests {
             std::fs::read_to_string(&path).unwrap().lines().count(),
             1,
             "closed bus ignores emits"
+        );
+    }
+
+    /// A sink that holds its writer until the test opens the gate (bounded: a test that goes wrong
+    /// fails instead of hanging).
+    struct Gated {
+        gate: crossbeam_channel::Receiver<()>,
+        seen: Mutex<Vec<String>>,
+    }
+
+    impl Sink for Gated {
+        fn write(&self, event: &Event) {
+            let _ = self.gate.recv_timeout(std::time::Duration::from_secs(60));
+            self.seen
+                .lock()
+                .unwrap()
+                .push(event.body.kind().to_string());
+        }
+    }
+
+    fn state(s: SessionState) -> EventBody {
+        EventBody::SessionState {
+            state: s,
+            previous: Some(SessionState::Starting),
+            reason: "test".into(),
+            resets_at: None,
+        }
+    }
+
+    #[test]
+    fn a_writer_keeps_a_slow_sink_off_the_emitting_thread_and_flush_waits_for_it() {
+        let (open, gate) = crossbeam_channel::unbounded();
+        let slow = Arc::new(Gated {
+            gate,
+            seen: Mutex::new(Vec::new()),
+        });
+        let bus = Bus::new(Context::new());
+        bus.add_writer("mpm-test-writer", slow.clone());
+        let rx = bus.subscribe();
+        // The sink blocks on every event until the gate opens; emitting does not wait for it.
+        for _ in 0..3 {
+            bus.emit(state(SessionState::Working));
+        }
+        assert_eq!(rx.try_iter().count(), 3, "every emit returned");
+        assert!(slow.seen.lock().unwrap().len() < 3);
+        for _ in 0..3 {
+            open.send(()).unwrap();
+        }
+        bus.flush();
+        assert_eq!(
+            slow.seen.lock().unwrap().len(),
+            3,
+            "flush waited for the writer"
+        );
+        bus.emit(state(SessionState::Idle));
+        open.send(()).unwrap();
+        bus.close();
+        assert_eq!(
+            slow.seen.lock().unwrap().len(),
+            4,
+            "close drained the writer"
+        );
+    }
+
+    #[test]
+    fn internal_events_reach_listeners_only_once_each_and_listeners_may_emit() {
+        let bus = Bus::new(Context::new());
+        let rx = bus.subscribe();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (for_listener, echo) = (seen.clone(), bus.clone());
+        bus.listen(Arc::new(move |e| {
+            for_listener.lock().unwrap().push(e.body.kind().to_string());
+            if e.body.is_internal() {
+                // A listener may emit (the executor's `delegation.queued`): no deadlock.
+                echo.emit(state(SessionState::Working));
+            }
+        }));
+        let d = Detection::delegation("qa", "check", "p", TextSource::Screen);
+        let det = bus.emit(EventBody::Detection(d.clone()));
+        let dispatch = bus.emit_step(
+            EventBody::DetectionDispatch(d),
+            new_id(),
+            Some(det.step_id.clone()),
+        );
+        assert_eq!(
+            dispatch.parent_step_id.as_deref(),
+            Some(det.step_id.as_str())
+        );
+        assert_eq!(
+            *seen.lock().unwrap(),
+            ["detection", "detection.dispatch", "session.state"]
+        );
+        let public: Vec<&str> = rx.try_iter().map(|e| e.body.kind()).collect();
+        assert_eq!(
+            public,
+            ["detection", "session.state"],
+            "subscribers never see internal events"
         );
     }
 }

@@ -80,6 +80,8 @@ pub(crate) struct SharedParts {
     pub governor: Option<Arc<Governor>>,
     /// The daemon's running slots: `executor.max_parallel` across all its sessions.
     pub slots: Option<crate::executor::Slots>,
+    /// The daemon's one executor runtime, shared by every session's executor.
+    pub executor_runtime: Option<crate::executor::ExecutorRuntime>,
 }
 
 /// How one run of the agent ended.
@@ -367,6 +369,7 @@ impl Session {
             engine: shared.engine,
             governor: shared.governor,
             slots: shared.slots,
+            executor_runtime: shared.executor_runtime,
         })?;
         let transcript = profile.is_some_and(|p| p.transcript);
         let argv = supervisor.prepare_argv(spec.argv.clone(), transcript);
@@ -475,6 +478,9 @@ impl Session {
         *self.handle.0.pty.lock().unwrap_or_else(|e| e.into_inner()) = None;
         let show = self.spec.config.run.summary;
         let summaries = self.supervisor.finish();
+        // Everything the session emitted is written (events file, store) before the host hears
+        // of its end: a user reading the record then finds it whole.
+        self.bus.flush();
         // Per delegation its task and result file, fitted to the terminal, and the tallies.
         let summary = show
             .then(|| {

@@ -280,8 +280,9 @@ impl Store {
         })
     }
 
-    /// Record `bus`'s session (command, working directory) and add this store as a sink of it: what
-    /// an in-process `mpm run` does so its session lands in the same database as the daemon's.
+    /// Record `bus`'s session (command, working directory) and add this store as a sink of it, on
+    /// its own writer thread (SQLite is never on an emitting thread's path): what an in-process
+    /// `mpm run` does so its session lands in the same database as the daemon's.
     pub fn add_to_bus(
         self: &std::sync::Arc<Self>,
         bus: &crate::events::Bus,
@@ -289,7 +290,7 @@ impl Store {
         cwd: &str,
     ) -> Result<(), StoreError> {
         self.register_session(&bus.context().session, command, cwd, None)?;
-        bus.add_sink(self.clone());
+        bus.add_writer("mpm-store", self.clone());
         Ok(())
     }
 
@@ -668,6 +669,23 @@ mod tests {
         bus
     }
 
+    /// SQLite is never on the emitting thread's path: with the database held by someone else
+    /// (a slow disk, a long query), emitting still returns; the writer stores it once free.
+    #[test]
+    fn emitting_never_waits_on_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open_in(dir.path()).unwrap());
+        let bus = Bus::new(Context::with_session("busy"));
+        store.add_to_bus(&bus, &["claude".into()], "/proj").unwrap();
+        let held = store.conn.lock().unwrap();
+        for i in 0..3 {
+            bus.emit(ticket(&format!("while the store is busy {i}")));
+        }
+        drop(held);
+        bus.flush();
+        assert_eq!(store.tickets(Some("/proj"), false).unwrap().len(), 3);
+    }
+
     #[test]
     fn in_process_session_via_add_to_bus() {
         let dir = tempfile::tempdir().unwrap();
@@ -675,6 +693,8 @@ mod tests {
         let bus = Bus::new(Context::with_session("inproc"));
         store.add_to_bus(&bus, &["claude".into()], "/proj").unwrap();
         bus.emit(ticket("from run"));
+        // The store writes on its own thread: wait for it.
+        bus.flush();
         let t = store.tickets(Some("/proj"), false).unwrap();
         assert_eq!(t.len(), 1);
         assert_eq!(t[0].source_session, "inproc");

@@ -5,8 +5,10 @@
 //! transcript tail sharing the screen's de-duplication, the executor that runs delegations, and the
 //! governor watching the agent's tree, and for claude the hook server (`mpm hook`) and the state
 //! cues. Data flows one way: tap / transcript / hooks → the dispatcher thread (the dispatch decision
-//! of [`crate::detect::dispatch`] and the session state of [`crate::state`]) → `detection` and
-//! `session.state` events on the bus → executor; the pass-through never waits on any of it.
+//! of [`crate::detect::dispatch`] and the session state of [`crate::state`]) → `detection`,
+//! `detection.dispatch` and `session.state` events on the bus → the executor, a bus listener
+//! ([`ExecutorIntake`]); detection knows nothing of the executor, and the pass-through never waits
+//! on any of it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -73,6 +75,8 @@ pub(crate) struct SupervisorOptions<'a> {
     /// Running slots shared with other sessions (the daemon's one `executor.max_parallel`);
     /// `None`: this session's executor has only its own bound.
     pub slots: Option<crate::executor::Slots>,
+    /// A runtime to run the executor on (the daemon's one); `None`: the executor builds its own.
+    pub executor_runtime: Option<crate::executor::ExecutorRuntime>,
 }
 
 /// Starts the session's executor when the first delegation needs it.
@@ -93,6 +97,43 @@ impl LazyExecutor {
     }
 }
 
+/// The executor's side of the bus: a listener taking each `detection.dispatch` (once: the bus calls
+/// a listener exactly once per event, synchronously, so none is lost or repeated) and submitting it
+/// with the `detection` event's step as parent. The executor starts with the first one.
+#[derive(Clone)]
+struct ExecutorIntake(Arc<Mutex<LazyExecutor>>);
+
+impl ExecutorIntake {
+    /// Subscribe a lazily started executor to `bus`.
+    fn listen(bus: &Bus, start: StartExecutor) -> ExecutorIntake {
+        let intake = ExecutorIntake(Arc::new(Mutex::new(LazyExecutor {
+            start: Some(start),
+            handle: None,
+        })));
+        let me = intake.clone();
+        bus.listen(Arc::new(move |event| {
+            // Only dispatches lock: the executor's own events come back through here.
+            if let EventBody::DetectionDispatch(_) = &event.body
+                && let Some(x) = me.lock().get()
+            {
+                x.submit_event(event);
+            }
+        }));
+        intake
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LazyExecutor> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The executor, if a delegation started it; no later dispatch starts one.
+    fn take(&self) -> Option<ExecutorHandle> {
+        let mut lazy = self.lock();
+        lazy.start = None;
+        lazy.handle.take()
+    }
+}
+
 /// One session's detection, execution and governance. Create before the spawn, hand
 /// [`Supervisor::consumer`] and [`Supervisor::on_spawn`] to the PTY session, call
 /// [`Supervisor::finish`] after it ended.
@@ -106,6 +147,8 @@ pub(crate) struct Supervisor {
     /// De-duplication among the exact sources (transcript, Stop hook) before the session's.
     exact_dedup: crate::detect::Dedup,
     dispatcher: Option<Dispatcher>,
+    /// The executor's subscription to the bus (when delegations run).
+    intake: Option<ExecutorIntake>,
     claude_session: Option<String>,
     /// The session state, as published by the dispatcher.
     state: StateMirror,
@@ -163,9 +206,10 @@ impl Supervisor {
                 cwd: Some(o.cwd.clone()),
                 env: o.env.map(Arc::from),
             };
+            let runtime = o.executor_runtime;
             Some(Box::new(move || {
-                let handle = match Executor::start_with_slots(&cfg, bus.clone(), output_dir, slots)
-                {
+                let started = Executor::start_on(&cfg, bus.clone(), output_dir, slots, runtime);
+                let handle = match started {
                     Ok(h) => h,
                     Err(e) => {
                         tracing::error!(error = %e, "cannot start the executor: delegations are recorded, not run");
@@ -189,18 +233,11 @@ impl Supervisor {
         };
         let state = StateMirror::default();
         let last_output = LastOutput::new();
+        let intake = executor.map(|start| ExecutorIntake::listen(&o.bus, start));
         let dispatcher = match &engine {
             Some(_) => Some(
-                Dispatcher::start(
-                    o.bus.clone(),
-                    LazyExecutor {
-                        start: executor,
-                        handle: None,
-                    },
-                    state.clone(),
-                    last_output.clone(),
-                )
-                .map_err(SupervisorError::Thread)?,
+                Dispatcher::start(o.bus.clone(), state.clone(), last_output.clone())
+                    .map_err(SupervisorError::Thread)?,
             ),
             None => None,
         };
@@ -216,6 +253,7 @@ impl Supervisor {
             hook_env: Vec::new(),
             responder: Arc::new(NoResponse),
             dispatcher,
+            intake,
             bus: o.bus,
             engine,
             dedup: crate::detect::Dedup::new(),
@@ -579,7 +617,10 @@ impl Supervisor {
         if let Some(d) = &self.dispatcher {
             let _ = d.tx.send(DispatchMsg::Signal(Signal::Exited));
         }
-        let executor = self.dispatcher.take().and_then(Dispatcher::close);
+        if let Some(d) = self.dispatcher.take() {
+            d.close();
+        }
+        let executor = self.intake.take().and_then(|i| i.take());
         self.main_watch
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -605,6 +646,16 @@ impl Drop for SessionDir {
     }
 }
 
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        // Without `finish` (an error path): the executor (which holds the bus, whose listener
+        // holds it) is dropped here, which cancels what it runs, instead of living on in a cycle.
+        if let Some(i) = self.intake.take() {
+            drop(i.take());
+        }
+    }
+}
+
 fn grace(cfg: &Config) -> Duration {
     cfg.run.grace()
 }
@@ -616,15 +667,11 @@ pub(crate) fn is_claude(argv: &[String]) -> bool {
         .is_some_and(|n| n == "claude")
 }
 
-/// Emit a detection as an event and, for [`Action::Dispatch`] and [`Action::Submit`], hand it to
-/// the executor (with its detection's step as parent when the event is emitted here).
-/// `steps` remembers each waiting delegation's event step (by fingerprint key) for its later submit.
-fn publish(
-    bus: &Bus,
-    executor: &mut LazyExecutor,
-    steps: &mut HashMap<String, String>,
-    action: Action,
-) {
+/// Emit a detection as an event and, for [`Action::Dispatch`] and [`Action::Submit`], a
+/// `detection.dispatch` for whoever runs delegations (the executor listens on the bus), its parent
+/// the detection's step. `steps` remembers each waiting delegation's event step (by fingerprint
+/// key) for its later submit.
+fn publish(bus: &Bus, steps: &mut HashMap<String, String>, action: Action) {
     let (d, event, submit) = match action {
         Action::Publish(d) => (d, true, false),
         Action::Dispatch(d) => (d, true, true),
@@ -647,8 +694,13 @@ fn publish(
     } else {
         key.and_then(|k| steps.remove(&k))
     };
-    if submit && let Some(x) = executor.get() {
-        x.submit_with_parent(&d, parent);
+    if submit {
+        let parent = parent.unwrap_or_else(|| bus.context().root_step.clone());
+        bus.emit_step(
+            EventBody::DetectionDispatch(d),
+            crate::events::new_id(),
+            Some(parent),
+        );
     }
 }
 
@@ -674,12 +726,12 @@ enum DispatchMsg {
 /// How long output must be silent before the silence signal (for sessions without hooks).
 const SILENCE: Duration = Duration::from_secs(5);
 
-/// The session's dispatcher: one thread owning the dispatch decision ([`DispatchCore`]), the
-/// session state ([`StateMachine`]) and the executor. Every source sends it messages in arrival
+/// The session's dispatcher: one thread owning the dispatch decision ([`DispatchCore`]) and the
+/// session state ([`StateMachine`]). Every source sends it messages in arrival
 /// order; nothing in the decision reads a clock (the one timer is the silence signal of the state).
 struct Dispatcher {
     tx: crossbeam_channel::Sender<DispatchMsg>,
-    thread: Option<std::thread::JoinHandle<Option<ExecutorHandle>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 /// The published state, mirrored for readers (`mpm status`, the cue scanner); the dispatcher
@@ -747,7 +799,6 @@ fn emit_state(bus: &Bus, mirror: &StateMirror, t: Transition) {
 impl Dispatcher {
     fn start(
         bus: Bus,
-        mut executor: LazyExecutor,
         mirror: StateMirror,
         last_output: LastOutput,
     ) -> std::io::Result<Dispatcher> {
@@ -814,13 +865,13 @@ impl Dispatcher {
                         DispatchMsg::TurnEnded => core.turn_ended(),
                         DispatchMsg::Close => {
                             for a in core.close() {
-                                publish(&bus, &mut executor, &mut steps, a);
+                                publish(&bus, &mut steps, a);
                             }
-                            return executor.handle;
+                            return;
                         }
                     };
                     for a in actions {
-                        publish(&bus, &mut executor, &mut steps, a);
+                        publish(&bus, &mut steps, a);
                     }
                 }
             })?;
@@ -834,11 +885,14 @@ impl Dispatcher {
         self.tx.clone()
     }
 
-    /// Dispatch what is left (the end of the last turn) and stop; returns the executor if one was
-    /// started.
-    fn close(mut self) -> Option<ExecutorHandle> {
+    /// Dispatch what is left (the end of the last turn) and stop.
+    fn close(mut self) {
         let _ = self.tx.send(DispatchMsg::Close);
-        self.thread.take().and_then(|t| t.join().ok().flatten())
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+        {
+            tracing::error!("the dispatcher panicked");
+        }
     }
 }
 
@@ -976,12 +1030,8 @@ mod tests {
     fn dispatcher_publishes_detections_and_states() {
         let bus = Bus::new(crate::events::Context::new());
         let rx = bus.subscribe();
-        let lazy = LazyExecutor {
-            start: None,
-            handle: None,
-        };
         let mirror = StateMirror::default();
-        let d = Dispatcher::start(bus.clone(), lazy, mirror.clone(), LastOutput::new()).unwrap();
+        let d = Dispatcher::start(bus.clone(), mirror.clone(), LastOutput::new()).unwrap();
         let tx = d.sender();
         tx.send(DispatchMsg::Found(delegation("qa", "check it", false)))
             .unwrap();
@@ -1015,12 +1065,8 @@ mod tests {
     fn the_transcripts_turn_end_makes_the_session_idle() {
         let bus = Bus::new(crate::events::Context::new());
         let rx = bus.subscribe();
-        let lazy = LazyExecutor {
-            start: None,
-            handle: None,
-        };
         let mirror = StateMirror::default();
-        let d = Dispatcher::start(bus.clone(), lazy, mirror.clone(), LastOutput::new()).unwrap();
+        let d = Dispatcher::start(bus.clone(), mirror.clone(), LastOutput::new()).unwrap();
         let tx = d.sender();
         tx.send(DispatchMsg::Signal(Signal::Title { working: true }))
             .unwrap();
@@ -1041,5 +1087,38 @@ mod tests {
             Some("idle:transcript"),
             "{got:?}"
         );
+    }
+
+    #[test]
+    fn final_delegations_leave_detection_as_one_dispatch_event_each() {
+        let bus = Bus::new(crate::events::Context::new());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let for_listener = seen.clone();
+        bus.listen(Arc::new(move |e| {
+            for_listener.lock().unwrap().push(e.clone())
+        }));
+        let d = Dispatcher::start(bus.clone(), StateMirror::default(), LastOutput::new()).unwrap();
+        let tx = d.sender();
+        tx.send(DispatchMsg::Found(delegation("qa", "check it", false)))
+            .unwrap();
+        tx.send(DispatchMsg::Found(delegation("qa", "check it twice", true)))
+            .unwrap();
+        d.close();
+        let events = seen.lock().unwrap().clone();
+        let dispatches: Vec<_> = events
+            .iter()
+            .filter_map(|e| match &e.body {
+                EventBody::DetectionDispatch(det) => Some((e, det)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(dispatches.len(), 1, "only the final delegation runs, once");
+        let (ev, det) = dispatches[0];
+        assert_eq!(det.task.as_deref(), Some("check it twice"));
+        let detection = events
+            .iter()
+            .find(|e| matches!(&e.body, EventBody::Detection(x) if x.is_final))
+            .unwrap();
+        assert_eq!(ev.parent_step_id.as_ref(), Some(&detection.step_id));
     }
 }

@@ -130,7 +130,7 @@ pub(super) fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<i32> {
     if let Some(path) = &a.events_file {
         let sink = EventsFile::open(path)
             .with_context(|| format!("cannot open events file {}", path.display()))?;
-        bus.add_sink(Arc::new(sink));
+        bus.add_writer("mpm-events-file", Arc::new(sink));
     }
     // User hooks on events (argv, event JSON on stdin) and notifications in this terminal.
     let event_hooks = crate::event_hooks::EventHooks::start(&bus, &cfg.hooks);

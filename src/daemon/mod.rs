@@ -196,6 +196,9 @@ impl LiveTally {
 pub(crate) struct Shared {
     pub opts: DaemonOptions,
     pub fanout: Arc<Fanout>,
+    /// The fan-out on its own thread: what every hosted session's bus writes to, so no session's
+    /// detection waits on SQLite (see [`crate::events::Writer`]).
+    pub fanout_writer: Arc<crate::events::Writer>,
     pub sessions: Mutex<HashMap<String, Arc<Hosted>>>,
     pub conns: Mutex<HashMap<u64, UnixStream>>,
     pub next_conn: AtomicU64,
@@ -289,10 +292,12 @@ impl Daemon {
                 signal_hook::low_level::pipe::register(sig, wake_w.try_clone()?)?;
             }
         }
+        let fanout_writer = crate::events::Writer::spawn("mpm-store", fanout.clone())?;
         Ok(Daemon {
             shared: Arc::new(Shared {
                 opts,
                 fanout,
+                fanout_writer,
                 sessions: Mutex::new(HashMap::new()),
                 conns: Mutex::new(HashMap::new()),
                 next_conn: AtomicU64::new(0),

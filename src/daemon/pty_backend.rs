@@ -38,6 +38,8 @@ pub(crate) struct PtyBackend {
     /// the daemon's configuration; unset: of the first session's).
     max_parallel: Option<usize>,
     slots: Mutex<Option<crate::executor::Slots>>,
+    /// The one runtime every session's executor runs on (built at the first delegation).
+    executor_runtime: crate::executor::ExecutorRuntime,
 }
 
 /// Compiled engines kept for reuse (distinct pattern sets; the oldest is dropped first).
@@ -54,6 +56,9 @@ impl PtyBackend {
             engines: Mutex::new(Vec::new()),
             max_parallel: None,
             slots: Mutex::new(None),
+            executor_runtime: crate::executor::ExecutorRuntime::lazy(
+                crate::executor::runtime::DAEMON_WORKERS,
+            ),
         }
     }
 
@@ -378,6 +383,7 @@ impl SessionBackend for PtyBackend {
             engine: self.engine_for(&cfg, &patterns)?,
             governor: Some(self.governor(&cfg)?),
             slots: Some(self.slots(&cfg)),
+            executor_runtime: Some(self.executor_runtime.clone()),
         };
         let argv0 = req.argv[0].clone();
         let spec = SessionSpec {

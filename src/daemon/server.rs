@@ -413,7 +413,7 @@ fn run(shared: &Arc<Shared>, spec: RunSpec) -> ServerMsg {
     }
     let id = crate::events::new_id();
     let bus = Bus::new(Context::with_session(id.clone()));
-    bus.add_sink(shared.fanout.clone());
+    bus.add_sink(shared.fanout_writer.clone());
     if let Err(e) = shared
         .store()
         .register_session(&id, &spec.argv, &spec.cwd, None)
@@ -422,7 +422,7 @@ fn run(shared: &Arc<Shared>, spec: RunSpec) -> ServerMsg {
     }
     if let Some(path) = &spec.flags.events_file {
         match crate::events::EventsFile::open(std::path::Path::new(path)) {
-            Ok(f) => bus.add_sink(Arc::new(f)),
+            Ok(f) => bus.add_writer("mpm-events-file", Arc::new(f)),
             Err(e) => {
                 let _ = shared.store().end_session(&id, None, "spawn-failed");
                 return ServerMsg::error(

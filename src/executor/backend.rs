@@ -151,15 +151,16 @@ pub(crate) async fn run_attempts(
 pub(crate) async fn isolate(
     agent: &Agent,
     delegation_id: &str,
-    source: Source,
+    source: impl FnOnce() -> Source + Send + 'static,
     root: PathBuf,
     cfg: &WorktreeConfig,
 ) -> Result<Option<Worktree>, String> {
     if agent.isolation != Isolation::Worktree {
+        // Not even the source is looked at: finding it runs git, a process per delegation.
         return Ok(None);
     }
     let (name, id, cfg) = (agent.name.clone(), delegation_id.to_string(), cfg.clone());
-    tokio::task::spawn_blocking(move || worktree::prepare(&source, &root, &name, &id, &cfg))
+    tokio::task::spawn_blocking(move || worktree::prepare(&source(), &root, &name, &id, &cfg))
         .await
         .map_err(|e| format!("worktree preparation panicked: {e}"))?
         .map(Some)

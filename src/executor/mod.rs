@@ -1,10 +1,11 @@
 //! The executor: runs detected delegations as sub-agent processes, in parallel, within bounds.
 //!
 //! A session starts one [`Executor`] and feeds it `delegation` detections through the returned
-//! [`ExecutorHandle`] (`submit` never blocks). Internally the executor owns a small tokio runtime
+//! [`ExecutorHandle`] (`submit` never blocks). In-process, the executor owns a small tokio runtime
 //! (up to 4 worker threads, living as long as the executor) driven from one dedicated thread
-//! (`mpm-executor`); every child is spawned from a runtime worker, never from a short-lived
-//! thread, and callers on plain threads never see tokio.
+//! (`mpm-executor`); in a daemon, every session's executor is a task on the daemon's one shared
+//! runtime ([`runtime::ExecutorRuntime`], 2 workers). Every child is spawned from a runtime
+//! worker, never from a short-lived thread, and callers on plain threads never see tokio.
 //!
 //! Admission happens synchronously in `submit`, in this order, each failure ending the delegation
 //! right away: not a delegation / `handled_by_agent` (ignored: the detection itself is the record)
@@ -52,6 +53,7 @@ pub mod progress;
 pub(crate) mod registry;
 pub mod result_file;
 pub(crate) mod run;
+pub(crate) mod runtime;
 pub(crate) mod slots;
 pub(crate) mod spawn;
 
@@ -69,6 +71,7 @@ use crate::config::{Config, SessionExitPolicy};
 use crate::events::{Bus, Delegation, DelegationStatus, Detection, Event, EventBody, new_id};
 
 pub use registry::{Agent, AgentRegistry, Resolution};
+pub(crate) use runtime::ExecutorRuntime;
 pub use slots::Slots;
 
 use guards::{Breaker, BreakerDecision, RateWindow};
@@ -182,6 +185,18 @@ impl Executor {
         state_dir: PathBuf,
         slots: Option<Slots>,
     ) -> Result<ExecutorHandle, ExecutorError> {
+        Self::start_on(cfg, bus, state_dir, slots, None)
+    }
+
+    /// [`start_with_slots`](Self::start_with_slots) on a shared `runtime` (the daemon's): the
+    /// executor is a task there instead of a runtime and thread of its own. `None` builds its own.
+    pub(crate) fn start_on(
+        cfg: &Config,
+        bus: Bus,
+        state_dir: PathBuf,
+        slots: Option<Slots>,
+        runtime: Option<ExecutorRuntime>,
+    ) -> Result<ExecutorHandle, ExecutorError> {
         crate::config::paths::create_private_dir(&state_dir).map_err(|source| {
             ExecutorError::StateDir {
                 path: state_dir.clone(),
@@ -189,16 +204,6 @@ impl Executor {
             }
         })?;
         let ex = &cfg.executor;
-        // Spawning blocks the spawning thread until the child has exec'd (fork + exec), so
-        // spawns run on a few long-lived workers in parallel: one per permitted parallel
-        // delegation, at most 4. The workers live as long as the executor, which the sub-agents'
-        // parent-death signal relies on (`spawn`).
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(ex.max_parallel.clamp(1, 4))
-            .enable_all()
-            .thread_name("mpm-executor")
-            .build()
-            .map_err(ExecutorError::Runtime)?;
         let (cancel, _) = watch::channel(false);
         let shared = Arc::new(ExecutorCore {
             session: bus.context().session.clone(),
@@ -234,17 +239,54 @@ impl Executor {
             slots,
             cancel,
         });
-        let for_thread = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("mpm-executor".into())
-            .spawn(move || runtime.block_on(scheduler(for_thread)))
-            .map_err(ExecutorError::Runtime)?;
+        let for_driver = shared.clone();
+        let driver = match runtime {
+            Some(rt) => {
+                let handle = rt.handle().map_err(ExecutorError::Runtime)?;
+                let task = handle.spawn(scheduler(for_driver));
+                Driver::Task(handle, task)
+            }
+            None => {
+                // Spawning blocks the spawning thread until the child has exec'd (fork + exec),
+                // so spawns run on a few long-lived workers in parallel: one per permitted
+                // parallel delegation, at most 4. The workers live as long as the executor, which
+                // the sub-agents' parent-death signal relies on (`spawn`).
+                let runtime =
+                    runtime::build(ex.max_parallel.clamp(1, 4)).map_err(ExecutorError::Runtime)?;
+                let thread = std::thread::Builder::new()
+                    .name(runtime::WORKER_NAME.into())
+                    .spawn(move || runtime.block_on(scheduler(for_driver)))
+                    .map_err(ExecutorError::Runtime)?;
+                Driver::Thread(thread)
+            }
+        };
         Ok(ExecutorHandle {
             inner: Arc::new(HandleInner {
                 shared,
-                thread: Mutex::new(Some(thread)),
+                driver: Mutex::new(Some(driver)),
             }),
         })
+    }
+}
+
+/// What runs an executor's scheduler until every delegation has ended.
+enum Driver {
+    /// Its own runtime, driven from its own thread (in-process).
+    Thread(JoinHandle<()>),
+    /// A task on a shared runtime (the daemon's).
+    Task(tokio::runtime::Handle, tokio::task::JoinHandle<()>),
+}
+
+impl Driver {
+    /// Wait for the scheduler to end (from a plain thread, never a runtime's).
+    fn join(self) {
+        let panicked = match self {
+            Driver::Thread(t) => t.join().is_err(),
+            Driver::Task(handle, task) => handle.block_on(task).is_err(),
+        };
+        if panicked {
+            tracing::error!("executor scheduler panicked");
+        }
     }
 }
 
@@ -257,12 +299,12 @@ pub struct ExecutorHandle {
 
 struct HandleInner {
     shared: Arc<ExecutorCore>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    driver: Mutex<Option<Driver>>,
 }
 
 impl Drop for HandleInner {
     fn drop(&mut self) {
-        let pending = lock(&self.thread).is_some();
+        let pending = lock(&self.driver).is_some();
         if pending {
             self.shared.begin_shutdown(SessionExitPolicy::Cancel);
         }
@@ -283,11 +325,15 @@ impl ExecutorHandle {
         self.inner.shared.submit(det, parent)
     }
 
-    /// Offer a `detection` event from the bus: its detection, with the event's step as the parent
-    /// of the delegation's events. Other kinds are ignored.
+    /// Offer an event from the bus: a `detection`, with the event's step as the parent of the
+    /// delegation's events, or a `detection.dispatch`, with its parent (the detection's step).
+    /// Other kinds are ignored.
     pub fn submit_event(&self, event: &Event) -> Option<String> {
         match &event.body {
             EventBody::Detection(det) => self.submit_with_parent(det, Some(event.step_id.clone())),
+            EventBody::DetectionDispatch(det) => {
+                self.submit_with_parent(det, event.parent_step_id.clone())
+            }
             _ => None,
         }
     }
@@ -325,11 +371,9 @@ impl ExecutorHandle {
     pub fn shutdown(self, policy: SessionExitPolicy) -> Vec<DelegationSummary> {
         let shared = self.inner.shared.clone();
         shared.begin_shutdown(policy);
-        let thread = lock(&self.inner.thread).take();
-        if let Some(t) = thread
-            && t.join().is_err()
-        {
-            tracing::error!("executor thread panicked");
+        let driver = lock(&self.inner.driver).take();
+        if let Some(d) = driver {
+            d.join();
         }
         let st = shared.state();
         if st.summaries_dropped > 0 {
@@ -973,7 +1017,11 @@ async fn run_local(
     let wt = match backend::isolate(
         agent,
         &spec.delegation_id,
-        backend::local_source(agent, shared.origin.get().and_then(|o| o.cwd.as_deref())),
+        {
+            let agent = agent.clone();
+            let cwd = shared.origin.get().and_then(|o| o.cwd.clone());
+            move || backend::local_source(&agent, cwd.as_deref())
+        },
         shared
             .worktree
             .dir

@@ -633,7 +633,7 @@ async fn prepare_worktree(
     backend::isolate(
         agent,
         &job.delegation_id,
-        src,
+        move || src,
         ctx.opts.state_dir.join("worktrees"),
         &ctx.cfg.worktree,
     )

@@ -142,3 +142,65 @@ fn max_parallel_bounds_sub_agents_across_all_sessions_of_a_daemon() {
     kill(Pid::from_raw(daemon.pid()), Signal::SIGTERM).unwrap();
     assert_eq!(daemon.wait_exit(T), Some(0));
 }
+
+/// Threads of process `pid` whose name starts with `prefix`.
+fn threads_named(pid: i32, prefix: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .filter(|c| c.trim_end().starts_with(prefix))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// One executor runtime per daemon: before any delegation the daemon has no executor thread; after
+/// four live sessions have each delegated (with `max_parallel: 4`, where a runtime per session would
+/// bring four workers and a driver each), it has the shared runtime's two workers, no more.
+#[test]
+fn every_session_of_a_daemon_runs_its_delegations_on_one_executor_runtime() {
+    let env = Env::new();
+    let cfg_dir = env.dir.path().join("config/mpm");
+    std::fs::create_dir_all(&cfg_dir).unwrap();
+    std::fs::write(
+        cfg_dir.join("config.yaml"),
+        "run:\n  settle_ms: 0\nexecutor:\n  max_parallel: 4\n  rate_per_minute: 0\nagents:\n  engineer:\n    argv: [sh, -c, 'exit 0', '{task}']\n",
+    )
+    .unwrap();
+    let mut daemon = env.start_daemon(None);
+    let pid = daemon.pid();
+    let mut sessions = Guard::empty();
+    assert_eq!(
+        threads_named(pid, "mpm-executor"),
+        0,
+        "no executor runtime before the first delegation"
+    );
+    let ids: Vec<String> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|tag| session_delegating(&env, &mut sessions, tag, 1))
+        .collect();
+    wait_for("a finished delegation in every session", T, || {
+        let evs = delegation_events(&env);
+        ids.iter().all(|id| {
+            evs.iter()
+                .any(|v| v["kind"] == "delegation.finished" && v["session"] == id.as_str())
+        })
+    });
+    let evs = delegation_events(&env);
+    assert!(
+        evs.iter()
+            .filter(|v| v["kind"] == "delegation.finished")
+            .all(|v| v["status"] == "success"),
+        "{evs:#?}"
+    );
+    // The sessions are still live (their agents wait), so per-session executors would still be
+    // there too.
+    assert_eq!(
+        threads_named(pid, "mpm-executor"),
+        2,
+        "one shared runtime of two workers for four sessions"
+    );
+    kill(Pid::from_raw(pid), Signal::SIGTERM).unwrap();
+    assert_eq!(daemon.wait_exit(T), Some(0));
+}
