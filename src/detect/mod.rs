@@ -87,6 +87,7 @@ fn line_reader(matcher: &Arc<dyn Matcher>) -> LineReader {
         // continuation either.
         finality::is_chrome(row.trim()) || !m.detect(row, TextSource::Screen).is_empty()
     }))
+    .with_code_blocks(true)
 }
 
 /// One session's text pipeline: screen model, line reader, engine and de-duplication.
@@ -175,6 +176,9 @@ impl Pipeline {
     /// Read the screen with a CLI's knowledge (reply markers, chrome, error displays, turn ends;
     /// [`cli_screen`]). A streaming CLI's detections are final only at the turn's end.
     pub fn with_cli(mut self, cli: Option<Arc<CliScreen>>) -> Pipeline {
+        // claude's way of drawing a code block (see `LineReader::with_code_blocks`) is its own.
+        let claude = cli.is_none();
+        self.reader = line_reader(&self.matcher).with_code_blocks(claude);
         if cli.as_ref().is_some_and(|c| c.streaming) {
             self.finality = Finality::turn_mode();
         }
