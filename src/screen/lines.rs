@@ -229,7 +229,7 @@ pub(crate) type StartsLine = Box<dyn Fn(&str) -> bool + Send>;
 /// Turns screen rows into logical lines; holds only scratch space and the line-start test.
 #[derive(Default)]
 pub struct LineReader {
-    scratch: Vec<Row>,
+    scratch: Vec<Box<Row>>,
     starts_line: Option<StartsLine>,
     /// Read a code block's uncoloured rows as code (see [`LineReader::with_code_blocks`]).
     code_blocks: bool,
@@ -318,8 +318,8 @@ impl LineReader {
 
 /// The rows being read: scrolled-out ones first, then the visible ones, without copying.
 struct Rows<'a> {
-    hist: &'a mut [Row],
-    vis: &'a mut [Row],
+    hist: &'a mut [Box<Row>],
+    vis: &'a mut [Box<Row>],
 }
 
 impl Rows<'_> {
