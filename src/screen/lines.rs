@@ -28,6 +28,9 @@
 //! ([`crate::screen::vt::CODE`]) is marked [`Line::code`]: claude draws a fenced block's lines that
 //! way (without the fences), and a prose line with some inline code stays well below the share.
 
+// Rows are boxed on purpose: a scroll rotates the visible rows (pointers, not whole rows).
+#![allow(clippy::vec_box)]
+
 use super::vt::{Hook, Row, Screen};
 
 /// Rows joined into one logical line at most (a 60 KB line at 60 columns).
@@ -363,6 +366,7 @@ impl Rows<'_> {
 
 /// Group rows `from..` into logical lines, up to the one that holds row `last`, and emit those with a
 /// changed row. Returns the first row of a last line held back as possibly incomplete, or `usize::MAX`.
+#[allow(clippy::too_many_arguments)]
 fn assemble(
     rows: &mut Rows<'_>,
     from: usize,

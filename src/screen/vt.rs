@@ -21,6 +21,9 @@
 //! SOS/PM/APC, charset designations, SI/SO. Nothing is stored for ignored strings, so an endless OSC
 //! costs no memory.
 
+// Rows are boxed on purpose: a scroll rotates the visible rows (pointers, not whole rows).
+#![allow(clippy::vec_box)]
+
 use unicode_width::UnicodeWidthChar;
 
 /// Marks the second column of a wide character.
