@@ -101,7 +101,17 @@ impl Finality {
         }
         let chrome = is_chrome(trimmed);
         self.unglue(trimmed);
-        let new_text = !chrome && self.remember(trimmed) && !self.is_scrolled_tail(trimmed);
+        // Whether the line is new text matters only to detections already pending (and not in turn
+        // mode): without them the recent lines are only recorded, not searched (the search was a
+        // fifth of the screen pipeline's time).
+        let new_text = !chrome
+            && self.remember(trimmed)
+            && if self.pending.is_empty() || self.turn_mode {
+                self.note_recent(trimmed);
+                true
+            } else {
+                !self.is_scrolled_tail(trimmed)
+            };
         let mut grew = false;
         let mut added = Vec::new();
         for mut d in found {
@@ -221,20 +231,42 @@ impl Finality {
     /// top of the screen), or its start (a shorter redraw)? Remembers `line` among the recent ones
     /// otherwise.
     fn is_scrolled_tail(&mut self, line: &str) -> bool {
+        // Every new line is checked against all recent ones: compare the one byte that must match
+        // (the last for a tail, the first for a start) before the whole text, which almost always
+        // differs there (the full comparisons were a quarter of the pipeline's time).
+        let lb = line.as_bytes();
+        let (Some(&first), Some(&last)) = (lb.first(), lb.last()) else {
+            return false;
+        };
         let tail = self.recent.iter().any(|r| {
-            r.len() > line.len()
-                && ((r.ends_with(line) && r[..r.len() - line.len()].ends_with(char::is_whitespace))
+            let rb = r.as_bytes();
+            rb.len() > lb.len()
+                && ((rb[rb.len() - 1] == last
+                    && r.ends_with(line)
+                    && r[..r.len() - line.len()].ends_with(char::is_whitespace))
                     // A redraw of a recent line's shorter state (the reader joined it to a
                     // half-written next row before, and no longer does).
-                    || (r.starts_with(line) && r[line.len()..].starts_with(char::is_whitespace)))
+                    || (rb[0] == first
+                        && r.starts_with(line)
+                        && r[line.len()..].starts_with(char::is_whitespace)))
         });
         if !tail {
-            if self.recent.len() >= RECENT {
-                self.recent.pop_front();
-            }
-            self.recent.push_back(line.to_string());
+            self.note_recent(line);
         }
         tail
+    }
+
+    /// Record `line` among the [`RECENT`] new lines, reusing the oldest one's buffer once the ring
+    /// is full (no allocation per line).
+    fn note_recent(&mut self, line: &str) {
+        let mut buf = if self.recent.len() >= RECENT {
+            self.recent.pop_front().unwrap_or_default()
+        } else {
+            String::new()
+        };
+        buf.clear();
+        buf.push_str(line);
+        self.recent.push_back(buf);
     }
 
     /// Record `line` as read; true when it was not read before.
@@ -343,6 +375,13 @@ const SR_STATUS: &[&str] = &[
     "effort: ",
     "esc to interrupt",
 ];
+
+/// A status row only claude's screen-reader renderer draws (its mode line or effort line as flat
+/// text; the other renderers start these rows with a glyph): the session is read in that renderer,
+/// which draws markdown emphasis as plain text.
+pub(crate) fn is_screen_reader_status(trimmed: &str) -> bool {
+    SR_STATUS[..5].iter().any(|p| trimmed.starts_with(p))
+}
 
 /// The spinner glyphs claude cycles through before a status word (`✻ Crunched…`).
 const SPINNER: &[char] = &['✻', '✢', '✳', '✶', '✽', '·', '*', '◐', '◑', '◒', '◓'];

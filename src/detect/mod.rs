@@ -87,6 +87,7 @@ fn line_reader(matcher: &Arc<dyn Matcher>) -> LineReader {
         // continuation either.
         finality::is_chrome(row.trim()) || !m.detect(row, TextSource::Screen).is_empty()
     }))
+    .with_code_blocks(true)
 }
 
 /// One session's text pipeline: screen model, line reader, engine and de-duplication.
@@ -102,6 +103,9 @@ pub struct Pipeline {
     cli: Option<Arc<CliScreen>>,
     /// OSC strings in the output, for a CLI whose turn's end shows in one.
     osc: cli_screen::OscLexer,
+    /// claude's screen-reader renderer was seen (its flat status rows): it draws `**QA**:` as a
+    /// plain `QA:`, so a plain label is read as the emphasis it lost ([`plain_label`]).
+    screen_reader: bool,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -119,6 +123,26 @@ fn agent_tool_row(line: &str) -> Option<&str> {
     let t = t.strip_prefix("● ").or_else(|| t.strip_prefix("⏺ "))?;
     let inner = t.strip_prefix("Agent(")?.strip_suffix(')')?;
     (!inner.trim().is_empty()).then_some(inner)
+}
+
+/// A line that starts with a short plain label and a colon (`QA: fuzz the cache`), as the same line
+/// with the label in markdown emphasis (`**QA**: fuzz the cache`): what claude's screen-reader
+/// renderer drew without its asterisks. The engine's `**X**:` pattern takes it only when `X` names
+/// a registered agent, so ordinary labels (`Note: …`) stay prose.
+fn plain_label(line: &str) -> Option<String> {
+    let t = line.trim_start();
+    let (label, rest) = t.split_once(':')?;
+    let ok = !label.is_empty()
+        && label.len() <= 40
+        && label.starts_with(|c: char| c.is_alphabetic())
+        && !label.ends_with(' ')
+        && label.split(' ').count() <= 3
+        && label
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
+        && rest.starts_with(' ')
+        && !rest.trim().is_empty();
+    ok.then(|| format!("**{label}**:{rest}"))
 }
 
 /// A row with what the user typed: claude's prompt `❯ …` (input box and echoed prompts) and the
@@ -145,12 +169,16 @@ impl Pipeline {
             finality: Finality::new(),
             cli: None,
             osc: cli_screen::OscLexer::new(),
+            screen_reader: false,
         }
     }
 
     /// Read the screen with a CLI's knowledge (reply markers, chrome, error displays, turn ends;
     /// [`cli_screen`]). A streaming CLI's detections are final only at the turn's end.
     pub fn with_cli(mut self, cli: Option<Arc<CliScreen>>) -> Pipeline {
+        // claude's way of drawing a code block (see `LineReader::with_code_blocks`) is its own.
+        let claude = cli.is_none();
+        self.reader = line_reader(&self.matcher).with_code_blocks(claude);
         if cli.as_ref().is_some_and(|c| c.streaming) {
             self.finality = Finality::turn_mode();
         }
@@ -403,6 +431,23 @@ impl Pipeline {
             if let Some(desc) = agent_tool_row(line) {
                 return vec![self.agent_tool(desc, None, line, source)];
             }
+            let found = self.matcher.detect(line, source);
+            if found.is_empty()
+                && self.screen_reader
+                && let Some(marked) = plain_label(line)
+            {
+                return self
+                    .matcher
+                    .detect(&marked, source)
+                    .into_iter()
+                    .filter(|d| d.category == "delegation")
+                    .map(|mut d| {
+                        d.text = crate::patterns::normalize_line(line).to_string();
+                        d
+                    })
+                    .collect();
+            }
+            return found;
         }
         self.matcher.detect(line, source)
     }
@@ -446,6 +491,9 @@ impl Pipeline {
                     cli_screen::RowKind::User | cli_screen::RowKind::Chrome => continue,
                     cli_screen::RowKind::Text(_) => {}
                 }
+            }
+            if !self.screen_reader && self.cli.is_none() {
+                self.screen_reader = finality::is_screen_reader_status(l.text.trim());
             }
             // A line drawn as code is a fenced block's line: only patterns that ask for code.
             let found = if l.code {
@@ -630,6 +678,50 @@ mod tests {
         assert_eq!(got.category, "ticket");
         assert_eq!(got.source, TextSource::Transcript);
         assert!(rx.try_recv().is_err());
+    }
+
+    /// claude's screen-reader renderer draws `**QA**: …` as a plain `QA: …` (screenreader_80_cache):
+    /// once its flat status rows show the renderer, a plain label that names a registered agent is
+    /// a delegation; other labels stay prose, and the other renderers (which keep bold) never read a
+    /// plain label as one.
+    #[test]
+    fn screen_reader_plain_registered_label_is_a_delegation() {
+        let engine = Arc::new(
+            crate::patterns::Engine::builder()
+                .build()
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+        let reply = "QA: fuzz the cache against a dict model\r\nNote: this is prose\r\nSummary: all done\r\n\r\n";
+        let status = "accept edits on (shift+tab to cycle)  \u{b7}  esc to interrupt\r\neffort: medium \u{b7} /effort\r\n";
+        let tasks = |input: String| {
+            let mut p = Pipeline::new(engine.clone(), 80, 24);
+            let mut d = p.feed(input.as_bytes());
+            d.extend(p.finish());
+            d.into_iter()
+                .map(|d| (d.category, d.agent, d.task))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            tasks(format!("{status}{reply}")),
+            [(
+                "delegation".to_string(),
+                Some("qa".to_string()),
+                Some("fuzz the cache against a dict model".to_string())
+            )]
+        );
+        // Without the screen reader's status rows (a TUI renderer keeps bold): nothing.
+        assert_eq!(tasks(reply.to_string()), []);
+        assert_eq!(plain_label("QA: x").as_deref(), Some("**QA**: x"));
+        for no in [
+            "QA:x",
+            "QA:",
+            "**QA**: x",
+            "a b c d: x",
+            "see http://x: y",
+            ": x",
+        ] {
+            assert_eq!(plain_label(no), None, "{no}");
+        }
     }
 
     #[test]

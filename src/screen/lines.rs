@@ -33,6 +33,9 @@
 //! ([`crate::screen::vt::CODE`]) is marked [`Line::code`]: claude draws a fenced block's lines that
 //! way (without the fences), and a prose line with some inline code stays well below the share.
 
+// Rows are boxed on purpose: a scroll rotates the visible rows (pointers, not whole rows).
+#![allow(clippy::vec_box)]
+
 use super::vt::{Hook, Row, Screen};
 
 /// Rows joined into one logical line at most (a 60 KB line at 60 columns).
@@ -334,11 +337,13 @@ pub(crate) type StartsLine = Box<dyn Fn(&str) -> bool + Send>;
 /// Turns screen rows into logical lines; holds only scratch space and the line-start test.
 #[derive(Default)]
 pub struct LineReader {
-    scratch: Vec<Row>,
+    scratch: Vec<Box<Row>>,
     starts_line: Option<StartsLine>,
     rewrap: Option<Rewrap>,
     /// Per row of the line being grouped (after its first): joined without a space.
     tight: Vec<bool>,
+    /// Read a code block's uncoloured rows as code (see [`LineReader::with_code_blocks`]).
+    code_blocks: bool,
 }
 
 impl std::fmt::Debug for LineReader {
@@ -363,12 +368,25 @@ impl LineReader {
             starts_line: Some(starts_line),
             rewrap: None,
             tight: Vec::new(),
+            code_blocks: false,
         }
     }
 
     /// Join wrapped rows by a CLI's own wrapping rules instead of claude's.
     pub fn set_rewrap(&mut self, rewrap: Option<Rewrap>) {
         self.rewrap = rewrap;
+    }
+
+    /// Also read as code a row drawn without colour that sits in a code block: below a line drawn
+    /// as code ([`CODE_SHARE`]), at the same indent, with no blank row between (claude draws a
+    /// fenced block without its fences, a blank row above and below it, and highlights only some
+    /// tokens: in a ```` ```python ```` block `# a comment` is green, the next line `QA Agent: …`
+    /// plain). A row with a list marker is never taken along, nor spreads code: a list item that is
+    /// all inline code (`- ` then `` `path.py` ``) must not swallow the items below it. Only claude
+    /// draws blocks this way; other CLIs' tables leave it off.
+    pub fn with_code_blocks(mut self, on: bool) -> Self {
+        self.code_blocks = on;
+        self
     }
 
     /// Read the screen as `kind` says and push each new or changed logical line onto `out`.
@@ -404,6 +422,7 @@ impl LineReader {
                     cols,
                     starts_line,
                     rewrap: self.rewrap.as_ref(),
+                    code_blocks: self.code_blocks,
                 };
                 stop = assemble(&mut rows, from, last, kind, &how, &mut self.tight, out);
             }
@@ -422,8 +441,8 @@ impl LineReader {
 
 /// The rows being read: scrolled-out ones first, then the visible ones, without copying.
 struct Rows<'a> {
-    hist: &'a mut [Row],
-    vis: &'a mut [Row],
+    hist: &'a mut [Box<Row>],
+    vis: &'a mut [Box<Row>],
 }
 
 impl Rows<'_> {
@@ -472,6 +491,8 @@ struct Grouping<'a> {
     cols: usize,
     starts_line: &'a dyn Fn(&str) -> bool,
     rewrap: Option<&'a Rewrap>,
+    /// Read a code block's uncoloured rows as code ([`LineReader::with_code_blocks`]).
+    code_blocks: bool,
 }
 
 fn assemble(
@@ -483,18 +504,22 @@ fn assemble(
     tight: &mut Vec<bool>,
     out: &mut Lines,
 ) -> usize {
-    let (cols, starts_line) = (how.cols, how.starts_line);
+    let (cols, starts_line, code_blocks) = (how.cols, how.starts_line, how.code_blocks);
     let n = rows.len();
     let nhist = rows.hist.len();
     let mut i = from;
+    // The indent of the code block the previous line of this paragraph belongs to (reading starts
+    // at the blank row above a change, so the block's coloured lines are passed again).
+    let mut block: Option<usize> = None;
     while i < n && i <= last {
         if rows.text(i).cached_text().is_empty() {
             rows.get_mut(i).seen = true;
+            block = None;
             i += 1;
             continue;
         }
         let first = rows.get(i).cached_text();
-        let (first_start, _) = text_start(first);
+        let (first_start, marked) = text_start(first);
         let first_indent = first.len() - first.trim_start_matches(' ').len();
         let mut j = i;
         // The paragraph goes on past the row cap: the line is cut.
@@ -529,7 +554,31 @@ fn assemble(
         if incomplete && j - i + 1 < MAX_JOIN_ROWS {
             return i;
         }
-        if (i..=j).any(|k| !rows.get(k).seen) {
+        let unseen = (i..=j).any(|k| !rows.get(k).seen);
+        let mut in_block = false;
+        if code_blocks || unseen {
+            let (code, ink) = (i..=j).fold((0, 0), |(c, n), k| {
+                // A row without code counts its characters (blanks too: an over-estimate that only
+                // lowers the share) instead of a count the row does not keep.
+                let r = rows.get(k);
+                let (rc, rn) = r.code_cells();
+                (c + rc, n + if rc == 0 { r.cached_chars() } else { rn })
+            });
+            in_block = code > 0 && code * 100 >= ink * CODE_SHARE;
+            if code_blocks {
+                if marked {
+                    block = None;
+                } else if in_block {
+                    block = Some(first_indent);
+                } else {
+                    in_block = block == Some(first_indent);
+                    if !in_block {
+                        block = None;
+                    }
+                }
+            }
+        }
+        if unseen {
             let line = out.push_new();
             for k in i..=j {
                 let t = rows.get(k).cached_text();
@@ -552,14 +601,7 @@ fn assemble(
                 }
             }
             out.cut[out.len - 1] = cut;
-            let (code, ink) = (i..=j).fold((0, 0), |(c, n), k| {
-                // A row without code counts its characters (blanks too: an over-estimate that only
-                // lowers the share) instead of a count the row does not keep.
-                let r = rows.get(k);
-                let (rc, rn) = r.code_cells();
-                (c + rc, n + if rc == 0 { r.cached_chars() } else { rn })
-            });
-            out.code[out.len - 1] = code > 0 && code * 100 >= ink * CODE_SHARE;
+            out.code[out.len - 1] = in_block;
             out.alert[out.len - 1] = rows.get(i).starts_alert();
             for k in i..=j {
                 rows.get_mut(k).seen = true;
@@ -906,6 +948,33 @@ negative input, keep it O(n) time and O(1) space, and report back."
             assert_eq!(got.len(), 1, "{input:?}: {got:?}");
             assert_eq!(got[0].code, code, "{input:?}: {:?}", got[0].text);
         }
+    }
+
+    /// claude's python block: a green comment, then a plain line at the same margin; a blank row
+    /// ends the block. List items never spread code or catch it.
+    #[test]
+    fn plain_rows_below_a_code_row_in_one_block_are_code() {
+        let read = |input: &str, blocks: bool| {
+            let mut s = Screen::new(100, 20);
+            let mut r = LineReader::new().with_code_blocks(blocks);
+            let mut out = Lines::new();
+            s.feed(input.as_bytes(), &mut |s, h| r.read(s, h.into(), &mut out));
+            r.read(&mut s, ReadKind::All, &mut out);
+            out.lines()
+                .map(|l| (l.text.trim().to_string(), l.code))
+                .collect::<Vec<_>>()
+        };
+        let block = "  \x1b[32m# Engineer Agent: a comment\x1b[39m\r\n  QA Agent: plain in the block\r\n  x = 1\r\n\r\n  QA Agent: prose after the block\r\n";
+        let got = read(block, true);
+        let codes: Vec<bool> = got.iter().map(|l| l.1).collect();
+        assert_eq!(codes, [true, true, true, false], "{got:?}");
+        // Off (other CLIs): only the coloured row.
+        let codes: Vec<bool> = read(block, false).iter().map(|l| l.1).collect();
+        assert_eq!(codes, [true, false, false, false]);
+        // Another indent ends the block; list items neither spread nor catch it.
+        let other = "  \x1b[32m# comment\x1b[39m\r\nQA Agent: at column one\r\n\r\n- \x1b[38;5;153mcache.py\x1b[39m\r\n- QA Agent: a list item\r\n  \x1b[32m# c\x1b[39m\r\n  - QA Agent: an item below code\r\n";
+        let codes: Vec<bool> = read(other, true).iter().map(|l| l.1).collect();
+        assert_eq!(codes, [true, false, true, false, true, false]);
     }
 
     #[test]

@@ -21,6 +21,9 @@
 //! SOS/PM/APC, charset designations, SI/SO. Nothing is stored for ignored strings, so an endless OSC
 //! costs no memory.
 
+// Rows are boxed on purpose: a scroll rotates the visible rows (pointers, not whole rows).
+#![allow(clippy::vec_box)]
+
 use unicode_width::UnicodeWidthChar;
 
 /// Marks the second column of a wide character.
@@ -347,9 +350,11 @@ enum ParserState {
 pub struct Screen {
     cols: usize,
     nrows: usize,
-    rows: Vec<Row>,
+    /// Boxed: a scroll rotates the visible rows, and moving 30 pointers is much cheaper than moving
+    /// 30 rows (a tenth of the pipeline's time when rows were kept inline).
+    rows: Vec<Box<Row>>,
     /// The main screen's rows while the alternate screen is shown.
-    main_saved: Option<(Vec<Row>, Saved)>,
+    main_saved: Option<(Vec<Box<Row>>, Saved)>,
     x: usize,
     y: usize,
     pending_wrap: bool,
@@ -372,9 +377,9 @@ pub struct Screen {
     utf8_len: usize,
     utf8_need: usize,
     /// Rows that scrolled out of a region, oldest first, waiting for the line reader.
-    history: Vec<Row>,
+    history: Vec<Box<Row>>,
     /// Recycled rows.
-    pool: Vec<Row>,
+    pool: Vec<Box<Row>>,
     /// Foreground colours whose cells get [`ALERT`].
     alert: Vec<Fg>,
 }
@@ -390,7 +395,7 @@ impl Screen {
         Screen {
             cols,
             nrows,
-            rows: (0..nrows).map(|_| Row::blank(cols)).collect(),
+            rows: (0..nrows).map(|_| Box::new(Row::blank(cols))).collect(),
             main_saved: None,
             x: 0,
             y: 0,
@@ -542,21 +547,21 @@ impl Screen {
 
     /// Mutable access to row `i` of the visible screen.
     pub fn row_mut(&mut self, i: usize) -> Option<&mut Row> {
-        self.rows.get_mut(i)
+        self.rows.get_mut(i).map(|r| &mut **r)
     }
 
     /// The visible rows.
-    pub fn rows_mut(&mut self) -> &mut [Row] {
+    pub fn rows_mut(&mut self) -> &mut [Box<Row>] {
         &mut self.rows
     }
 
     /// Rows that scrolled out since the last drain, oldest first.
-    pub fn history_mut(&mut self) -> &mut Vec<Row> {
+    pub fn history_mut(&mut self) -> &mut Vec<Box<Row>> {
         &mut self.history
     }
 
     /// Return drained history rows for reuse.
-    pub fn recycle(&mut self, rows: impl IntoIterator<Item = Row>) {
+    pub fn recycle(&mut self, rows: impl IntoIterator<Item = Box<Row>>) {
         for r in rows {
             if self.pool.len() < 64 {
                 self.pool.push(r);
@@ -596,7 +601,7 @@ impl Screen {
             self.y -= shift;
         } else {
             while self.rows.len() < nrows {
-                self.rows.push(Row::blank(cols));
+                self.rows.push(Box::new(Row::blank(cols)));
             }
         }
         if let Some((main, saved)) = &mut self.main_saved {
@@ -604,7 +609,7 @@ impl Screen {
                 fit_cells(&mut r.cells, &mut r.attr, cols);
                 r.text_valid = false;
             }
-            main.resize_with(nrows, || Row::blank(cols));
+            main.resize_with(nrows, || Box::new(Row::blank(cols)));
             saved.x = saved.x.min(cols - 1);
             saved.y = saved.y.min(nrows - 1);
         }
@@ -1175,7 +1180,9 @@ impl Screen {
                         self.decsc();
                     }
                     let cols = self.cols;
-                    let alt: Vec<Row> = (0..self.nrows).map(|_| Row::blank(cols)).collect();
+                    let alt: Vec<Box<Row>> = (0..self.nrows)
+                        .map(|_| Box::new(Row::blank(cols)))
+                        .collect();
                     let main = std::mem::replace(&mut self.rows, alt);
                     self.main_saved = Some((main, self.saved));
                 } else if let Some((main, saved)) = self.main_saved.take() {
@@ -1333,14 +1340,14 @@ impl Screen {
         row.touch();
     }
 
-    fn fresh_row(&mut self) -> Row {
+    fn fresh_row(&mut self) -> Box<Row> {
         let cols = self.cols;
         match self.pool.pop() {
             Some(mut r) => {
                 r.reset(cols);
                 r
             }
-            None => Row::blank(cols),
+            None => Box::new(Row::blank(cols)),
         }
     }
 
@@ -1359,7 +1366,7 @@ impl Screen {
             obs(self, Hook::HistoryFull);
             // An observer that does not drain: keep the newest rows only (bounded memory).
             if self.history.len() >= HISTORY_CAP {
-                let old: Vec<Row> = self.history.drain(..HISTORY_CAP / 2).collect();
+                let old: Vec<Box<Row>> = self.history.drain(..HISTORY_CAP / 2).collect();
                 self.recycle(old);
             }
         }

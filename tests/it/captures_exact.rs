@@ -228,18 +228,22 @@ fn cache_right() -> Vec<Row> {
     ]
 }
 
-/// Known failure in every TUI renderer: the code block's `QA Agent: neither must this line` is
-/// drawn as plain coloured rows without fences and the screen model keeps no style, so it reads as
-/// a delegation (fixed by the code-block style per cell in `src/screen`).
+/// The code block's line that must not count.
 fn code_block_line() -> Row {
     row("delegation", "qa", "neither must this line")
 }
 
+/// The python block's `QA Agent: neither must this line` is drawn without colour (python's
+/// highlighter leaves names plain) at the prose's own margin, with no fence: on its own it is a
+/// line of prose. It sits right below the block's green `# Engineer Agent: …` comment, at the same
+/// indent, with no blank row between: the reader takes it as the block's line
+/// (`LineReader::with_code_blocks`). A block with no coloured line at all (```` ```text ````) has no
+/// such cue on screen (see README, "Code blocks").
 fn cache_case(name: &'static str) -> Case {
     Case {
         name,
         right: cache_right(),
-        known_extra: vec![code_block_line()],
+        known_extra: vec![],
         known_missing: vec![],
         known_states: None,
         states: one_turn(),
@@ -261,9 +265,15 @@ fn classic_132_cache() {
     check(&cache_case("classic_132_cache"));
 }
 
+/// Known failure: at 60 columns the block's green comment row fills the width exactly and the
+/// plain `QA Agent: neither must this line` row below it still reads as prose (the block cue of
+/// `cache_case` does not hold here; not analysed to the end: the comment row may have left the
+/// screen model's rows before the plain row is read).
 #[test]
 fn fullscreen_60_cache() {
-    check(&cache_case("fullscreen_60_cache"));
+    let mut case = cache_case("fullscreen_60_cache");
+    case.known_extra = vec![code_block_line()];
+    check(&case);
 }
 
 #[test]
@@ -279,12 +289,15 @@ fn fullscreen_132_cache() {
 /// Screen reader at 80 columns: flat text, the live line printed as it streams, erased with the
 /// status rows below it and printed again longer. Read right since the finality keeps a live
 /// line provisional under the status rows (chrome), takes a mid-word longer version as the same
-/// line, and cuts a half-written next row off a line it was glued to. Known failure: `QA:` is
-/// drawn bold without its asterisks and the screen model keeps no style yet.
+/// line, and cuts a half-written next row off a line it was glued to. `**QA**:` is drawn as a
+/// plain `QA:` (this renderer draws no bold at all): once its flat status rows show the renderer, a
+/// plain label naming a registered agent is read as the emphasis it lost (`detect::plain_label`).
+/// Known failure: this renderer draws no colour at all, so the python block's plain line has no
+/// screen cue (only the transcript and the Stop hook know it is code).
 #[test]
 fn screenreader_80_cache() {
     let mut case = cache_case("screenreader_80_cache");
-    case.known_missing = vec![cache_right()[1].clone()];
+    case.known_extra = vec![code_block_line()];
     check(&case);
 }
 
