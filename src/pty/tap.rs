@@ -40,6 +40,8 @@ pub(crate) struct Tap {
     tx: Sender<TapMsg>,
     queued: Arc<AtomicUsize>,
     overrun: Arc<AtomicU64>,
+    /// Chunks offered so far (taken or not): the consumer's sign that the flood goes on.
+    offered: Arc<AtomicU64>,
     capacity: usize,
 }
 
@@ -54,15 +56,21 @@ impl Tap {
         let (tx, rx) = crossbeam_channel::bounded((capacity / 256).clamp(64, 1 << 16));
         let queued = Arc::new(AtomicUsize::new(0));
         let overrun = Arc::new(AtomicU64::new(0));
-        let (q, o) = (queued.clone(), overrun.clone());
+        let offered = Arc::new(AtomicU64::new(0));
+        let counters = Counters {
+            queued: queued.clone(),
+            overrun: overrun.clone(),
+            offered: offered.clone(),
+        };
         let handle = std::thread::Builder::new()
             .name("mpm-tap".into())
-            .spawn(move || consume(&mut *consumer, &rx, &q, &o))?;
+            .spawn(move || consume(&mut *consumer, &rx, &counters))?;
         Ok((
             Tap {
                 tx,
                 queued,
                 overrun,
+                offered,
                 capacity,
             },
             handle,
@@ -72,6 +80,7 @@ impl Tap {
     /// Offer a chunk; never blocks. Returns false when it was dropped (counted as overrun).
     pub(crate) fn push(&self, chunk: &[u8]) -> bool {
         let n = chunk.len();
+        self.offered.fetch_add(1, Ordering::Relaxed);
         let before = self.queued.fetch_add(n, Ordering::AcqRel);
         if before + n > self.capacity {
             self.queued.fetch_sub(n, Ordering::AcqRel);
@@ -115,22 +124,35 @@ impl Tap {
 /// consumer that falls behind shows up as counted overrun instead of a slower terminal.
 const CONSUMER_NICE: libc::c_int = 10;
 
-/// While the producer is dropping chunks (a flood faster than the consumer, with the queue full),
-/// the consumer rests after each chunk for this many times the chunk's processing time: it then
-/// takes about a tenth of a core, and the pass-through threads (on a small machine, possibly the
-/// same physical core's other hyperthread) keep more of their speed. What it skips meanwhile is
-/// what the full queue drops anyway; once the producer stops dropping, the backlog is processed at
-/// full speed. Measured with `cargo bench --bench run` (BENCHMARKS.md).
+/// While the producer floods the consumer (it is dropping chunks, or the consumer is more than
+/// [`FLOOD_BACKLOG`] behind and more keeps coming), the consumer rests after each chunk for this
+/// many times the chunk's processing time: it then takes about a tenth of a core, and the
+/// pass-through threads (on a small machine, possibly the same physical core's other hyperthread)
+/// keep more of their speed. What it skips meanwhile is what a full queue drops anyway; once the
+/// flood stops, the backlog is processed at full speed. Measured with `cargo bench --bench run`
+/// (BENCHMARKS.md).
 const FLOOD_REST_FACTOR: u32 = 9;
 /// One rest is never longer than this (a chunk that was slow for another reason).
 const MAX_FLOOD_REST: std::time::Duration = std::time::Duration::from_millis(20);
+/// Behind by this much while the producer goes on is a flood: an agent's reply, even a
+/// full-screen repaint, is far below it; `cat` of a large file is not. Without this rule a
+/// consumer that just keeps up (an 8 MiB queue, a relay slowed by the parse itself) parsed every
+/// byte of a flood at full speed and took most of the relay's CPU.
+const FLOOD_BACKLOG: usize = 1 << 20;
 
-fn consume(
-    consumer: &mut dyn OutputConsumer,
-    rx: &Receiver<TapMsg>,
-    queued: &AtomicUsize,
-    overrun: &AtomicU64,
-) {
+/// The producer's counters the consumer reads.
+struct Counters {
+    queued: Arc<AtomicUsize>,
+    overrun: Arc<AtomicU64>,
+    offered: Arc<AtomicU64>,
+}
+
+fn consume(consumer: &mut dyn OutputConsumer, rx: &Receiver<TapMsg>, counters: &Counters) {
+    let Counters {
+        queued,
+        overrun,
+        offered,
+    } = counters;
     // SAFETY: plain syscalls on this thread's own id. Linux applies nice per thread.
     unsafe {
         let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
@@ -139,6 +161,7 @@ fn consume(
         }
     }
     let mut dropped_seen = overrun.load(Ordering::Relaxed);
+    let mut offered_seen = offered.load(Ordering::Relaxed);
     let mut told_quiet = true;
     loop {
         let msg = match rx.recv_timeout(QUIET) {
@@ -159,7 +182,11 @@ fn consume(
                 let started = std::time::Instant::now();
                 consumer.feed(&bytes);
                 let dropped = overrun.load(Ordering::Relaxed);
-                if dropped != dropped_seen {
+                let now_offered = offered.load(Ordering::Relaxed);
+                let behind =
+                    queued.load(Ordering::Acquire) > FLOOD_BACKLOG && now_offered != offered_seen;
+                offered_seen = now_offered;
+                if dropped != dropped_seen || behind {
                     dropped_seen = dropped;
                     std::thread::sleep((started.elapsed() * FLOOD_REST_FACTOR).min(MAX_FLOOD_REST));
                 }
