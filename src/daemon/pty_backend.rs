@@ -798,3 +798,61 @@ impl HostedSession for PtyHosted {
             .and_then(|(_, s)| s.clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn screen(cols: u16, rows: u16) -> Screen {
+        Screen {
+            model: crate::screen::Screen::new(cols, rows),
+            unparsed: Vec::new(),
+            stale: false,
+            size: WinSize { cols, rows },
+            subscribers: Vec::new(),
+            suspend_subscribers: Vec::new(),
+            owner_end: Vec::new(),
+            closed: false,
+        }
+    }
+
+    fn text(s: &Screen) -> String {
+        String::from_utf8_lossy(&s.model.redraw()).into_owned()
+    }
+
+    /// The model is parsed only when asked (attach, resize), from every byte kept.
+    #[test]
+    fn the_redraw_model_is_parsed_lazily_and_exactly() {
+        let mut s = screen(40, 5);
+        s.keep(b"first line\r\nsecond");
+        assert!(!text(&s).contains("first line"), "not parsed yet");
+        s.catch_up();
+        assert!(text(&s).contains("first line"));
+        assert!(text(&s).contains("second"));
+        assert!(s.unparsed.is_empty() && !s.stale);
+    }
+
+    /// Past the ring's bound the older output is dropped: the model is rebuilt from the rest, and
+    /// the screen's last state is still right.
+    #[test]
+    fn past_the_ring_the_model_is_rebuilt_from_the_rest() {
+        let mut s = screen(40, 5);
+        for i in 0..100_000 {
+            s.keep(format!("line {i}\r\n").as_bytes());
+        }
+        assert!(s.stale);
+        assert!(s.unparsed.len() <= REDRAW_RING_BYTES);
+        s.keep(b"\x1b[2J\x1b[HLAST SCREEN");
+        s.catch_up();
+        let t = text(&s);
+        assert!(t.contains("LAST SCREEN"), "{t:?}");
+        assert!(!t.contains("line 99999"), "{t:?}");
+        // One chunk larger than the ring keeps its tail.
+        let mut s = screen(40, 5);
+        let mut big = vec![b'x'; REDRAW_RING_BYTES * 2];
+        big.extend_from_slice(b"\r\nTAIL");
+        s.keep(&big);
+        s.catch_up();
+        assert!(text(&s).contains("TAIL"));
+    }
+}
