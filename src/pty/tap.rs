@@ -42,6 +42,10 @@ pub(crate) struct Tap {
     overrun: Arc<AtomicU64>,
     /// Bytes offered so far (taken or not): the consumer measures the output's rate with it.
     offered: Arc<AtomicU64>,
+    /// The consumer sees a flood: the queue is bounded by [`FLOOD_BACKLOG`] instead of the
+    /// capacity (a backlog of the full capacity, parsed after the flood, delayed the end of a
+    /// `cat` of a large file by half a second).
+    flooding: Arc<std::sync::atomic::AtomicBool>,
     capacity: usize,
 }
 
@@ -57,10 +61,12 @@ impl Tap {
         let queued = Arc::new(AtomicUsize::new(0));
         let overrun = Arc::new(AtomicU64::new(0));
         let offered = Arc::new(AtomicU64::new(0));
+        let flooding = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let counters = Counters {
             queued: queued.clone(),
             overrun: overrun.clone(),
             offered: offered.clone(),
+            flooding: flooding.clone(),
         };
         let handle = std::thread::Builder::new()
             .name("mpm-tap".into())
@@ -71,6 +77,7 @@ impl Tap {
                 queued,
                 overrun,
                 offered,
+                flooding,
                 capacity,
             },
             handle,
@@ -82,7 +89,13 @@ impl Tap {
         let n = chunk.len();
         self.offered.fetch_add(n as u64, Ordering::Relaxed);
         let before = self.queued.fetch_add(n, Ordering::AcqRel);
-        if before + n > self.capacity {
+        // In a flood the queue holds less: what it holds is parsed before the session ends.
+        let capacity = if self.flooding.load(Ordering::Relaxed) {
+            self.capacity.min(FLOOD_BACKLOG)
+        } else {
+            self.capacity
+        };
+        if before + n > capacity {
             self.queued.fetch_sub(n, Ordering::AcqRel);
             self.overrun.fetch_add(n as u64, Ordering::Relaxed);
             return false;
@@ -151,6 +164,7 @@ struct Counters {
     queued: Arc<AtomicUsize>,
     overrun: Arc<AtomicU64>,
     offered: Arc<AtomicU64>,
+    flooding: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn consume(consumer: &mut dyn OutputConsumer, rx: &Receiver<TapMsg>, counters: &Counters) {
@@ -158,6 +172,7 @@ fn consume(consumer: &mut dyn OutputConsumer, rx: &Receiver<TapMsg>, counters: &
         queued,
         overrun,
         offered,
+        flooding,
     } = counters;
     // SAFETY: plain syscalls on this thread's own id. Linux applies nice per thread.
     unsafe {
@@ -199,6 +214,7 @@ fn consume(consumer: &mut dyn OutputConsumer, rx: &Receiver<TapMsg>, counters: &
                 if elapsed >= FLOOD_WINDOW {
                     let bytes = now_offered.saturating_sub(window.1);
                     fast = bytes as f64 > FLOOD_RATE as f64 * elapsed.as_secs_f64();
+                    flooding.store(fast, Ordering::Relaxed);
                     window = (std::time::Instant::now(), now_offered);
                 }
                 if dropped != dropped_seen || behind || fast {
