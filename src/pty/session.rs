@@ -672,6 +672,9 @@ fn read_loop(
                 return;
             }
         };
+        // A PTY read gives 4 KiB at most: take what else is ready now (never waiting) so that a
+        // flood goes on as fewer, larger chunks (fewer wake-ups of the sink and the tap).
+        let (n, ended) = gather(master, &mut buf, n);
         let chunk = &buf[..n];
         progress.bytes.fetch_add(n as u64, Ordering::Relaxed);
         sink.push(chunk);
@@ -685,7 +688,34 @@ fn read_loop(
         if let Some(t) = tap {
             t.push(chunk);
         }
+        if ended {
+            return;
+        }
     }
+}
+
+/// Read more into `buf` after its first `n` bytes while the master has output ready right now
+/// (poll with a zero timeout). Returns the bytes held and whether the PTY's output ended.
+fn gather(master: &OwnedFd, buf: &mut [u8], mut n: usize) -> (usize, bool) {
+    const ROOM: usize = 4096;
+    while buf.len() - n >= ROOM {
+        let mut p = libc::pollfd {
+            fd: master.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; zero timeout.
+        if unsafe { libc::poll(&mut p, 1, 0) } != 1 {
+            break;
+        }
+        match nix::unistd::read(master.as_fd(), &mut buf[n..]) {
+            Ok(0) | Err(Errno::EIO) => return (n, true),
+            Ok(m) => n += m,
+            Err(Errno::EINTR) => {}
+            Err(_) => break,
+        }
+    }
+    (n, false)
 }
 
 #[cfg(test)]

@@ -147,7 +147,7 @@ const CONSUMER_NICE: libc::c_int = 10;
 /// Measured with `cargo bench --bench run` (BENCHMARKS.md).
 const FLOOD_REST_FACTOR: u32 = 9;
 /// One rest is never longer than this (a chunk that was slow for another reason).
-const MAX_FLOOD_REST: std::time::Duration = std::time::Duration::from_millis(20);
+const MAX_FLOOD_REST: std::time::Duration = std::time::Duration::from_millis(50);
 /// Behind by this much while the producer goes on is a flood.
 const FLOOD_BACKLOG: usize = 1 << 20;
 /// Output faster than this (bytes per second, over [`FLOOD_WINDOW`]) is a flood: an agent's reply,
