@@ -103,14 +103,22 @@ pub fn write_frame(w: &mut impl Write, frame: &Frame) -> io::Result<()> {
     w.flush()
 }
 
-/// Write one data frame of `bytes` (the relay's hot path: one copy into the wire buffer, one
-/// `write`, without building a [`Frame`] first).
+/// Write one data frame of `bytes` (the relay's hot path: header and payload in one `writev`,
+/// no copy of the payload, without building a [`Frame`] first).
 pub fn write_data(w: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
-    let mut out = Vec::with_capacity(bytes.len() + 5);
-    out.extend_from_slice(&((bytes.len() + 1) as u32).to_be_bytes());
-    out.push(TAG_DATA);
-    out.extend_from_slice(bytes);
-    w.write_all(&out)?;
+    let mut head = [0u8; 5];
+    head[..4].copy_from_slice(&((bytes.len() + 1) as u32).to_be_bytes());
+    head[4] = TAG_DATA;
+    let mut bufs = [io::IoSlice::new(&head), io::IoSlice::new(bytes)];
+    let mut left = &mut bufs[..];
+    while !left.is_empty() {
+        match w.write_vectored(left) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => io::IoSlice::advance_slices(&mut left, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
     w.flush()
 }
 

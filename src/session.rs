@@ -298,6 +298,16 @@ impl SessionHandle {
         }
     }
 
+    /// Tell the agent the window size again (SIGWINCH) so a full-screen agent repaints (a
+    /// re-attach whose redraw model lost older output).
+    pub(crate) fn repaint(&self) {
+        if let Some(pty) = self.pty()
+            && let Err(e) = pty.push_size()
+        {
+            tracing::debug!(error = %e, "cannot push the window size");
+        }
+    }
+
     /// End the session: stop the tree (`grace`, `None` = `run.grace_secs`) and do not restart.
     pub(crate) fn stop(&self, grace: Option<Duration>) {
         let _ = self.0.ctl.send(Ctl::Stop {

@@ -112,6 +112,18 @@ pub trait HostedSession: Send + Sync {
     fn resize(&self, cols: u16, rows: u16);
     /// Snapshot + live output, atomically (see [`Attachment`]).
     fn attach(&self) -> Attachment;
+    /// The attach of the client that started the session (`mpm run`, on the connection that sent
+    /// `Run`). A backend that tells owner from watchers writes the session's output to `writer`
+    /// itself, from the first byte and with backpressure; the returned attachment then carries no
+    /// data and disconnects at the end. The daemon has already sent `Attached`. Default: a watcher.
+    fn attach_owner(
+        &self,
+        _writer: &Arc<std::sync::Mutex<std::os::unix::net::UnixStream>>,
+    ) -> Attachment {
+        self.attach()
+    }
+    /// The owner's attach stream ended (detach, or its connection closed).
+    fn detach_owner(&self) {}
     /// End the session gracefully: SIGTERM to its tree, `grace`, then SIGKILL. Blocks until gone.
     fn stop(&self, grace: Duration);
     /// Block until the session has exited; its status (exit code, or 128+N for signal N).

@@ -9,6 +9,7 @@
 //! terminal gets, instead, exactly what the PTY produced from the first byte (no redraw), with
 //! backpressure.
 
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -163,34 +164,213 @@ impl PtyBackend {
     }
 }
 
-/// How the first attaching client gets the output.
-enum FirstClient {
-    /// A terminal: a redraw of the current screen, then live output (lossy when it falls behind).
-    Terminal,
-    /// A pipe, not yet attached: output waits for it (bounded by [`PIPE_ATTACH_WAIT`]).
-    PipeWaiting,
-    /// A pipe, attached: every byte from the start, no redraw, with backpressure.
-    Pipe(Sender<Arc<[u8]>>),
+/// Output the owner's stream may hold before its client attached: past it the sink waits for the
+/// attach (the agent blocks in `write`, as under a terminal that is not read yet), at most
+/// [`OWNER_ATTACH_WAIT`].
+const OWNER_PENDING_BYTES: usize = 1 << 20;
+
+/// How long a session's output (and its end) waits for its owner's attach before it goes on
+/// without it (the client died between `Run` and `Attach`).
+const OWNER_ATTACH_WAIT: Duration = Duration::from_secs(10);
+
+/// Output not yet parsed into the redraw model. The model is fed lazily, on an attach or a
+/// resize, so the relay does not parse every byte; past this bound the older half is dropped and
+/// the model is rebuilt from what is left (plus a repaint asked of the agent, see
+/// [`PtyHosted::attach`]).
+const REDRAW_RING_BYTES: usize = 512 * 1024;
+
+/// The stream of the client that owns the session (the `mpm run` that started it): the sink
+/// writes data frames to its socket itself, blocking (backpressure: a slow reader slows the agent,
+/// as a slow terminal does in-process), and from the first byte (no redraw).
+enum Owner {
+    /// No owner: an older client, or it detached, went away or never attached in time.
+    None,
+    /// Not attached yet: the output so far, every byte of it (bounded, see [`OWNER_PENDING_BYTES`]).
+    Waiting(Vec<u8>),
+    /// Attached: the connection's writer.
+    Attached(Arc<Mutex<UnixStream>>),
+    /// A pipe owner that went away: the next output ends the session as a write into a closed
+    /// pipe would.
+    PipeGone,
 }
 
-/// How long a pipe session's output waits for its client's attach before it goes on without it.
-const PIPE_ATTACH_WAIT: Duration = Duration::from_secs(10);
+/// The owner's stream and the condition the sink (and the session's end) wait on for its attach.
+struct OwnerSlot {
+    owner: Mutex<Owner>,
+    attached: Condvar,
+    /// The owner's stdout is not a terminal (no job control; its going away ends the session).
+    pipe: bool,
+}
+
+impl OwnerSlot {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Owner> {
+        self.owner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One chunk to the owner. Blocks while its socket is full (or while it has not attached and
+    /// the pending bound is reached). True when the session must end (a pipe owner went away).
+    fn write(&self, chunk: &[u8]) -> bool {
+        let mut o = self.lock();
+        let mut deadline = None;
+        loop {
+            match &mut *o {
+                Owner::None => return false,
+                Owner::PipeGone => {
+                    *o = Owner::None;
+                    return true;
+                }
+                Owner::Waiting(pending) => {
+                    if pending.len() + chunk.len() <= OWNER_PENDING_BYTES || pending.is_empty() {
+                        pending.extend_from_slice(chunk);
+                        return false;
+                    }
+                    let until = *deadline.get_or_insert_with(|| Instant::now() + OWNER_ATTACH_WAIT);
+                    let left = until.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        tracing::warn!(
+                            "the session's client did not attach: its output is not kept"
+                        );
+                        *o = Owner::None;
+                        return false;
+                    }
+                    o = self
+                        .attached
+                        .wait_timeout(o, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+                Owner::Attached(w) => {
+                    let ok = {
+                        let mut w = w.lock().unwrap_or_else(|e| e.into_inner());
+                        crate::protocol::write_data(&mut *w, chunk).is_ok()
+                    };
+                    if ok {
+                        return false;
+                    }
+                    tracing::info!("the session's client went away");
+                    if self.pipe {
+                        *o = Owner::None;
+                        return true;
+                    }
+                    *o = Owner::None;
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// The owner attached on `writer`: what it missed, then every later chunk straight from the
+    /// sink. `None` when there is no owner to be (it timed out, or was already attached).
+    fn attach(&self, writer: &Arc<Mutex<UnixStream>>) -> Option<()> {
+        let mut o = self.lock();
+        let Owner::Waiting(pending) = &mut *o else {
+            return None;
+        };
+        let pending = std::mem::take(pending);
+        let ok = {
+            let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
+            pending
+                .chunks(64 * 1024)
+                .try_for_each(|c| crate::protocol::write_data(&mut *w, c))
+                .is_ok()
+        };
+        *o = if ok {
+            Owner::Attached(writer.clone())
+        } else if self.pipe {
+            Owner::PipeGone
+        } else {
+            Owner::None
+        };
+        self.attached.notify_all();
+        Some(())
+    }
+
+    /// The owner detached or its connection ended.
+    fn detach(&self) {
+        let mut o = self.lock();
+        if matches!(*o, Owner::Attached(_)) {
+            *o = if self.pipe {
+                Owner::PipeGone
+            } else {
+                Owner::None
+            };
+        }
+    }
+
+    /// At the session's end: give a client that has not attached yet the time to (its output is
+    /// waiting for it), so `mpm run -- echo hi` shows `hi`.
+    fn await_attach(&self) {
+        let until = Instant::now() + OWNER_ATTACH_WAIT;
+        let mut o = self.lock();
+        while matches!(*o, Owner::Waiting(_)) {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                *o = Owner::None;
+                break;
+            }
+            o = self
+                .attached
+                .wait_timeout(o, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// The session is over: no more writes (a write in progress finishes first).
+    fn close(&self) {
+        *self.lock() = Owner::None;
+        self.attached.notify_all();
+    }
+}
 
 struct Screen {
     model: crate::screen::Screen,
+    /// Output not yet parsed into `model` (see [`REDRAW_RING_BYTES`]).
+    unparsed: Vec<u8>,
+    /// Output was dropped from `unparsed`: the model is rebuilt from what is left.
+    stale: bool,
+    size: WinSize,
+    /// Watchers (`mpm attach`): lossy, never slowing the agent (see [`SUBSCRIBER_BACKLOG`]).
     subscribers: Vec<Sender<Arc<[u8]>>>,
     /// Attached terminal clients, told when the agent stops itself (Ctrl-Z).
     suspend_subscribers: Vec<Sender<()>>,
-    first: FirstClient,
+    /// The owner's attachment channel: never carries data (the sink writes to its socket), it
+    /// disconnects when the session closes, which ends the owner's stream with `SessionEnded`.
+    owner_end: Vec<Sender<Arc<[u8]>>>,
     closed: bool,
 }
 
 impl Screen {
-    /// Output into the model. Rows that scroll out are not kept: only the visible screen is
-    /// redrawn for a re-attaching client.
-    fn feed(&mut self, bytes: &[u8]) {
-        self.model.feed(bytes, &mut |_, _| {});
-        self.forget_history();
+    /// Keep a chunk for the redraw model (parsed later, see [`Screen::catch_up`]).
+    fn keep(&mut self, bytes: &[u8]) {
+        if self.unparsed.len() + bytes.len() > REDRAW_RING_BYTES {
+            let keep = REDRAW_RING_BYTES / 2;
+            if bytes.len() >= keep {
+                self.unparsed.clear();
+                self.unparsed
+                    .extend_from_slice(&bytes[bytes.len() - keep..]);
+            } else {
+                let drop = self.unparsed.len() + bytes.len() - keep;
+                self.unparsed.drain(..drop);
+                self.unparsed.extend_from_slice(bytes);
+            }
+            self.stale = true;
+            return;
+        }
+        self.unparsed.extend_from_slice(bytes);
+    }
+
+    /// Parse what the model has not seen yet (on an attach, before a resize).
+    fn catch_up(&mut self) {
+        if self.stale {
+            self.model = crate::screen::Screen::new(self.size.cols, self.size.rows);
+            self.stale = false;
+        }
+        if !self.unparsed.is_empty() {
+            self.model.feed(&self.unparsed, &mut |_, _| {});
+            self.unparsed.clear();
+            self.forget_history();
+        }
     }
 
     fn forget_history(&mut self) {
@@ -201,10 +381,10 @@ impl Screen {
     }
 }
 
-/// The screen model and its subscribers, with the condition a pipe session's output waits on.
+/// The screen model and its subscribers, and the owner's stream.
 struct ScreenState {
     screen: Mutex<Screen>,
-    attached: Condvar,
+    owner: OwnerSlot,
 }
 
 impl ScreenState {
@@ -212,52 +392,43 @@ impl ScreenState {
         self.screen.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// One chunk into the screen model and to every attached client.
-    fn broadcast(&self, chunk: &[u8]) -> Option<Sender<Arc<[u8]>>> {
-        let chunk: Arc<[u8]> = chunk.into();
-        let mut s = self.lock();
-        if matches!(s.first, FirstClient::PipeWaiting) {
-            let deadline = Instant::now() + PIPE_ATTACH_WAIT;
-            while matches!(s.first, FirstClient::PipeWaiting) {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    tracing::warn!("the pipe client did not attach: its output is not kept");
-                    s.first = FirstClient::Terminal;
-                    break;
+    /// One chunk to the redraw ring, every watcher (never blocking) and the owner (blocking).
+    /// True when the session must end (its pipe owner went away).
+    fn broadcast(&self, chunk: &[u8]) -> bool {
+        {
+            let mut s = self.lock();
+            if !s.closed {
+                s.keep(chunk);
+                if !s.subscribers.is_empty() {
+                    let shared: Arc<[u8]> = chunk.into();
+                    s.subscribers
+                        .retain(|tx| match tx.try_send(shared.clone()) {
+                            Ok(()) => true,
+                            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                                false
+                            }
+                        });
                 }
-                s = self
-                    .attached
-                    .wait_timeout(s, left)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
             }
         }
-        s.feed(&chunk);
-        s.subscribers.retain(|tx| match tx.try_send(chunk.clone()) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
-        });
-        match &s.first {
-            FirstClient::Pipe(tx) => Some(tx.clone()),
-            _ => None,
-        }
+        self.owner.write(chunk)
     }
 
     /// The session is over: end every stream and free the screen model.
     fn close(&self) {
+        self.owner.close();
         let mut s = self.lock();
         s.closed = true;
         s.subscribers.clear();
         s.suspend_subscribers.clear();
-        s.first = FirstClient::Terminal;
+        s.owner_end.clear();
         s.model = crate::screen::Screen::new(1, 1);
-        self.attached.notify_all();
+        s.unparsed = Vec::new();
     }
 }
 
-/// The PTY's output: into the screen model and to every attached client. A pipe client gets every
-/// chunk with backpressure (a blocking send outside the lock); when it goes away the session ends
-/// as a writer into a closed pipe would.
+/// The PTY's output: to the redraw ring, every watcher and the owner's socket. When a pipe owner
+/// goes away the session ends as a writer into a closed pipe would.
 struct BroadcastSink {
     state: Arc<ScreenState>,
     handle: SessionHandle,
@@ -265,16 +436,9 @@ struct BroadcastSink {
 
 impl OutputSink for BroadcastSink {
     fn write(&mut self, chunk: &[u8]) -> std::io::Result<()> {
-        if let Some(pipe) = self.state.broadcast(chunk)
-            && pipe.send(chunk.into()).is_err()
-        {
-            let mut s = self.state.lock();
-            if matches!(s.first, FirstClient::Pipe(_)) {
-                s.first = FirstClient::Terminal;
-                drop(s);
-                tracing::info!("the pipe client went away: ending the session");
-                self.handle.output_gone(libc::SIGPIPE);
-            }
+        if self.state.broadcast(chunk) {
+            tracing::info!("the pipe client went away: ending the session");
+            self.handle.output_gone(libc::SIGPIPE);
         }
         Ok(())
     }
@@ -317,8 +481,12 @@ impl Host for DaemonHost {
     }
 
     fn notice(&mut self, text: &str) {
-        self.state
-            .broadcast(format!("\r\n[mpm: {text}]\r\n").as_bytes());
+        if self
+            .state
+            .broadcast(format!("\r\n[mpm: {text}]\r\n").as_bytes())
+        {
+            self.handle.output_gone(libc::SIGPIPE);
+        }
     }
 }
 
@@ -405,19 +573,27 @@ impl SessionBackend for PtyBackend {
             .map_err(|e| spawn_error(&e, &argv0))?;
         let handle = session.handle();
         let agent_state = session.state_mirror();
+        let owned = req.client.is_some();
         let state = Arc::new(ScreenState {
             screen: Mutex::new(Screen {
                 model: crate::screen::Screen::new(size.cols, size.rows),
+                unparsed: Vec::new(),
+                stale: false,
+                size,
                 subscribers: Vec::new(),
                 suspend_subscribers: Vec::new(),
-                first: if pipe_out {
-                    FirstClient::PipeWaiting
-                } else {
-                    FirstClient::Terminal
-                },
+                owner_end: Vec::new(),
                 closed: false,
             }),
-            attached: Condvar::new(),
+            owner: OwnerSlot {
+                owner: Mutex::new(if owned {
+                    Owner::Waiting(Vec::new())
+                } else {
+                    Owner::None
+                }),
+                attached: Condvar::new(),
+                pipe: pipe_out,
+            },
         });
         let pid = Arc::new(AtomicI32::new(0));
         let hosted = Arc::new(PtyHosted {
@@ -447,6 +623,8 @@ impl SessionBackend for PtyBackend {
                 for s in &end.summaries {
                     tracing::info!(session = %h.id, agent = %s.agent, status = s.status.as_str(), "delegation ended");
                 }
+                // Output the owner has not attached for yet waits for it (bounded).
+                h.state.owner.await_attach();
                 // The seam's order: exit event stored, status visible, then streams end.
                 let summary = match (limit.line(), end.summary.clone()) {
                     (Some(line), Some(s)) => Some(format!("{line}\n{s}")),
@@ -507,7 +685,13 @@ impl HostedSession for PtyHosted {
         let (cols, rows) = (cols.clamp(1, MAX_SIDE), rows.clamp(1, MAX_SIDE));
         {
             let mut s = self.state.lock();
-            if !s.closed {
+            if !s.closed && (s.size.cols, s.size.rows) != (cols, rows) {
+                // The resize applies where it happens in the stream: what came before is parsed
+                // at the old size.
+                if !s.stale {
+                    s.catch_up();
+                }
+                s.size = WinSize { cols, rows };
                 s.model.resize(cols, rows);
                 s.forget_history();
             }
@@ -523,30 +707,67 @@ impl HostedSession for PtyHosted {
         self.handle.signalled(signal);
     }
 
+    /// A watcher: the redraw of the current screen, then live output (lossy: dropped when it
+    /// falls [`SUBSCRIBER_BACKLOG`] chunks behind, so it never slows the agent nor the owner).
     fn attach(&self) -> Attachment {
         let (tx, rx) = crossbeam_channel::bounded(SUBSCRIBER_BACKLOG);
         let (suspend_tx, suspended) = crossbeam_channel::bounded(1);
         let mut s = self.state.lock();
-        if matches!(s.first, FirstClient::PipeWaiting) {
-            // The pipe client: no redraw, every byte from the start.
-            s.first = FirstClient::Pipe(tx);
-            self.state.attached.notify_all();
-            return Attachment {
-                snapshot: Vec::new(),
-                output: rx,
-                suspended,
-            };
-        }
+        let stale = s.stale;
+        s.catch_up();
         let snapshot = s.model.redraw();
         if !s.closed {
             s.subscribers.push(tx);
             s.suspend_subscribers.push(suspend_tx);
+        }
+        drop(s);
+        if stale {
+            // The model lost older output: ask a full-screen agent to repaint.
+            self.handle.repaint();
         }
         Attachment {
             snapshot,
             output: rx,
             suspended,
         }
+    }
+
+    /// The session's own client (`mpm run`): every byte from the first, written to its socket by
+    /// the sink itself, with backpressure. A second attach of the same connection, or one after
+    /// the owner gave up waiting, is a watcher.
+    fn attach_owner(&self, writer: &Arc<Mutex<UnixStream>>) -> Attachment {
+        let (end_tx, output) = crossbeam_channel::bounded(1);
+        let (suspend_tx, suspended) = crossbeam_channel::bounded(1);
+        // Registered first, so the end (close) cannot slip between the flush and the registration.
+        {
+            let mut s = self.state.lock();
+            if s.closed {
+                drop(s);
+                // Ended already: what it wrote still goes out (then `SessionEnded`).
+                let _ = self.state.owner.attach(writer);
+                return Attachment {
+                    snapshot: Vec::new(),
+                    output,
+                    suspended,
+                };
+            }
+            s.owner_end.push(end_tx);
+            if !self.state.owner.pipe {
+                s.suspend_subscribers.push(suspend_tx);
+            }
+        }
+        if self.state.owner.attach(writer).is_none() {
+            return self.attach();
+        }
+        Attachment {
+            snapshot: Vec::new(),
+            output,
+            suspended,
+        }
+    }
+
+    fn detach_owner(&self) {
+        self.state.owner.detach();
     }
 
     fn stop(&self, grace: Duration) {
@@ -582,5 +803,63 @@ impl HostedSession for PtyHosted {
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
             .and_then(|(_, s)| s.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn screen(cols: u16, rows: u16) -> Screen {
+        Screen {
+            model: crate::screen::Screen::new(cols, rows),
+            unparsed: Vec::new(),
+            stale: false,
+            size: WinSize { cols, rows },
+            subscribers: Vec::new(),
+            suspend_subscribers: Vec::new(),
+            owner_end: Vec::new(),
+            closed: false,
+        }
+    }
+
+    fn text(s: &Screen) -> String {
+        String::from_utf8_lossy(&s.model.redraw()).into_owned()
+    }
+
+    /// The model is parsed only when asked (attach, resize), from every byte kept.
+    #[test]
+    fn the_redraw_model_is_parsed_lazily_and_exactly() {
+        let mut s = screen(40, 5);
+        s.keep(b"first line\r\nsecond");
+        assert!(!text(&s).contains("first line"), "not parsed yet");
+        s.catch_up();
+        assert!(text(&s).contains("first line"));
+        assert!(text(&s).contains("second"));
+        assert!(s.unparsed.is_empty() && !s.stale);
+    }
+
+    /// Past the ring's bound the older output is dropped: the model is rebuilt from the rest, and
+    /// the screen's last state is still right.
+    #[test]
+    fn past_the_ring_the_model_is_rebuilt_from_the_rest() {
+        let mut s = screen(40, 5);
+        for i in 0..100_000 {
+            s.keep(format!("line {i}\r\n").as_bytes());
+        }
+        assert!(s.stale);
+        assert!(s.unparsed.len() <= REDRAW_RING_BYTES);
+        s.keep(b"\x1b[2J\x1b[HLAST SCREEN");
+        s.catch_up();
+        let t = text(&s);
+        assert!(t.contains("LAST SCREEN"), "{t:?}");
+        assert!(!t.contains("line 99999"), "{t:?}");
+        // One chunk larger than the ring keeps its tail.
+        let mut s = screen(40, 5);
+        let mut big = vec![b'x'; REDRAW_RING_BYTES * 2];
+        big.extend_from_slice(b"\r\nTAIL");
+        s.keep(&big);
+        s.catch_up();
+        assert!(text(&s).contains("TAIL"));
     }
 }

@@ -220,6 +220,8 @@ fn serve(shared: &Arc<Shared>, stream: UnixStream, id: u64) -> Result<(), FrameE
         }
     }
 
+    // The session this connection started (`Run`): its attach is the owner's.
+    let mut owned: Option<String> = None;
     loop {
         let frame = match read_frame(&mut reader, max) {
             Ok(f) => f,
@@ -261,10 +263,15 @@ fn serve(shared: &Arc<Shared>, stream: UnixStream, id: u64) -> Result<(), FrameE
                 cols,
                 rows,
             } => {
-                return attach(shared, &writer, reader, &session, cols, rows);
+                let owner = owned.as_deref() == Some(session.as_str());
+                return attach(shared, &writer, reader, &session, cols, rows, owner);
             }
             other => {
                 let reply = handle(shared, other);
+                if let ServerMsg::Spawned { session, .. } = &reply {
+                    // This connection started it: its attach is the owner's.
+                    owned = Some(session.clone());
+                }
                 send(&writer, &reply)?;
             }
         }
@@ -589,6 +596,7 @@ fn attach(
     id: &str,
     cols: Option<u16>,
     rows: Option<u16>,
+    owner: bool,
 ) -> Result<(), FrameError> {
     let Some(h) = find(shared, id) else {
         send(
@@ -611,14 +619,31 @@ fn attach(
     if let (Some(c), Some(r)) = (cols, rows) {
         h.session.resize(c, r);
     }
-    let att = h.session.attach();
-    send(
-        writer,
-        &ServerMsg::Attached {
-            session: h.session.id().into(),
-        },
-    )?;
-    send_data(writer, &att.snapshot)?;
+    let attached = ServerMsg::Attached {
+        session: h.session.id().into(),
+    };
+    let att = if owner {
+        // The owner: `Attached` first, then the backend writes its output (from the first byte).
+        send(writer, &attached)?;
+        let att = h.session.attach_owner(writer);
+        if !att.snapshot.is_empty() {
+            send_data(writer, &att.snapshot)?;
+        }
+        att
+    } else {
+        let att = h.session.attach();
+        send(writer, &attached)?;
+        send_data(writer, &att.snapshot)?;
+        att
+    };
+    struct Owned<'a>(&'a Arc<Hosted>, bool);
+    impl Drop for Owned<'_> {
+        fn drop(&mut self) {
+            if self.1 {
+                self.0.session.detach_owner();
+            }
+        }
+    }
     h.attached.fetch_add(1, Ordering::Relaxed);
     struct Count(Arc<Hosted>);
     impl Drop for Count {
@@ -684,6 +709,7 @@ fn attach(
             }
         })?;
 
+    let owned = Owned(&h, owner);
     let max = shared.opts.max_frame_bytes;
     loop {
         match read_frame(&mut reader, max) {
@@ -727,6 +753,8 @@ fn attach(
             }
         }
     }
+    // No owner output after this point (a write in progress finishes first), then `Detached`.
+    drop(owned);
     let _ = stop_tx.try_send(());
     let _ = pump.join();
     Ok(())

@@ -176,8 +176,10 @@ impl PtyRun {
             std::thread::Builder::new()
                 .name("mpm-pty-write".into())
                 .spawn(move || {
+                    let mut batch = Vec::new();
                     for chunk in chunks_rx.iter() {
-                        if let Err(e) = sink.write(&chunk) {
+                        let chunk = coalesce(chunk, &chunks_rx, &mut batch);
+                        if let Err(e) = sink.write(chunk) {
                             tracing::warn!(error = %e, "output sink failed; output now goes to the tap only");
                             // Keep receiving so the reader never blocks on a dead sink.
                             for _ in chunks_rx.iter() {}
@@ -560,8 +562,31 @@ struct Progress<'a> {
     reading: &'a AtomicBool,
 }
 
-/// Chunks queued for the sink's thread while the child runs (64 KiB each at most).
-const SINK_QUEUE_CHUNKS: usize = 4;
+/// Chunks queued for the sink's thread while the child runs (64 KiB each at most; a PTY read
+/// gives 4 KiB at most under a flood).
+const SINK_QUEUE_CHUNKS: usize = 16;
+
+/// What the sink writes at once at most: chunks already queued behind `first` are joined up to
+/// this, so a flood of 4 KiB reads becomes fewer, larger writes (fewer wake-ups of the terminal's
+/// reader, or of a daemon client).
+const SINK_BATCH_BYTES: usize = 64 * 1024;
+
+/// `first`, joined with the chunks queued behind it (up to [`SINK_BATCH_BYTES`]) in `batch`.
+fn coalesce<'a>(
+    first: Vec<u8>,
+    rx: &crossbeam_channel::Receiver<Vec<u8>>,
+    batch: &'a mut Vec<u8>,
+) -> &'a [u8] {
+    batch.clear();
+    batch.extend_from_slice(&first);
+    while batch.len() < SINK_BATCH_BYTES {
+        match rx.try_recv() {
+            Ok(next) => batch.extend_from_slice(&next),
+            Err(_) => break,
+        }
+    }
+    batch
+}
 
 /// The reader's side of the sink queue. While the child runs a send blocks (backpressure); once it
 /// has exited, what the sink has not taken is held in `tail` (bounded) so the reader drains the PTY
@@ -647,6 +672,9 @@ fn read_loop(
                 return;
             }
         };
+        // A PTY read gives 4 KiB at most: take what else is ready now (never waiting) so that a
+        // flood goes on as fewer, larger chunks (fewer wake-ups of the sink and the tap).
+        let (n, ended) = gather(master, &mut buf, n);
         let chunk = &buf[..n];
         progress.bytes.fetch_add(n as u64, Ordering::Relaxed);
         sink.push(chunk);
@@ -660,7 +688,34 @@ fn read_loop(
         if let Some(t) = tap {
             t.push(chunk);
         }
+        if ended {
+            return;
+        }
     }
+}
+
+/// Read more into `buf` after its first `n` bytes while the master has output ready right now
+/// (poll with a zero timeout). Returns the bytes held and whether the PTY's output ended.
+fn gather(master: &OwnedFd, buf: &mut [u8], mut n: usize) -> (usize, bool) {
+    const ROOM: usize = 4096;
+    while buf.len() - n >= ROOM {
+        let mut p = libc::pollfd {
+            fd: master.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; zero timeout.
+        if unsafe { libc::poll(&mut p, 1, 0) } != 1 {
+            break;
+        }
+        match nix::unistd::read(master.as_fd(), &mut buf[n..]) {
+            Ok(0) | Err(Errno::EIO) => return (n, true),
+            Ok(m) => n += m,
+            Err(Errno::EINTR) => {}
+            Err(_) => break,
+        }
+    }
+    (n, false)
 }
 
 #[cfg(test)]

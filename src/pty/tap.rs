@@ -40,6 +40,12 @@ pub(crate) struct Tap {
     tx: Sender<TapMsg>,
     queued: Arc<AtomicUsize>,
     overrun: Arc<AtomicU64>,
+    /// Bytes offered so far (taken or not): the consumer measures the output's rate with it.
+    offered: Arc<AtomicU64>,
+    /// The consumer sees a flood: the queue is bounded by [`FLOOD_BACKLOG`] instead of the
+    /// capacity (a backlog of the full capacity, parsed after the flood, delayed the end of a
+    /// `cat` of a large file by half a second).
+    flooding: Arc<std::sync::atomic::AtomicBool>,
     capacity: usize,
 }
 
@@ -54,15 +60,24 @@ impl Tap {
         let (tx, rx) = crossbeam_channel::bounded((capacity / 256).clamp(64, 1 << 16));
         let queued = Arc::new(AtomicUsize::new(0));
         let overrun = Arc::new(AtomicU64::new(0));
-        let (q, o) = (queued.clone(), overrun.clone());
+        let offered = Arc::new(AtomicU64::new(0));
+        let flooding = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let counters = Counters {
+            queued: queued.clone(),
+            overrun: overrun.clone(),
+            offered: offered.clone(),
+            flooding: flooding.clone(),
+        };
         let handle = std::thread::Builder::new()
             .name("mpm-tap".into())
-            .spawn(move || consume(&mut *consumer, &rx, &q, &o))?;
+            .spawn(move || consume(&mut *consumer, &rx, &counters))?;
         Ok((
             Tap {
                 tx,
                 queued,
                 overrun,
+                offered,
+                flooding,
                 capacity,
             },
             handle,
@@ -72,8 +87,15 @@ impl Tap {
     /// Offer a chunk; never blocks. Returns false when it was dropped (counted as overrun).
     pub(crate) fn push(&self, chunk: &[u8]) -> bool {
         let n = chunk.len();
+        self.offered.fetch_add(n as u64, Ordering::Relaxed);
         let before = self.queued.fetch_add(n, Ordering::AcqRel);
-        if before + n > self.capacity {
+        // In a flood the queue holds less: what it holds is parsed before the session ends.
+        let capacity = if self.flooding.load(Ordering::Relaxed) {
+            self.capacity.min(FLOOD_BACKLOG)
+        } else {
+            self.capacity
+        };
+        if before + n > capacity {
             self.queued.fetch_sub(n, Ordering::AcqRel);
             self.overrun.fetch_add(n as u64, Ordering::Relaxed);
             return false;
@@ -115,22 +137,43 @@ impl Tap {
 /// consumer that falls behind shows up as counted overrun instead of a slower terminal.
 const CONSUMER_NICE: libc::c_int = 10;
 
-/// While the producer is dropping chunks (a flood faster than the consumer, with the queue full),
+/// While the producer floods the consumer (it is dropping chunks, the output comes faster than
+/// [`FLOOD_RATE`], or the consumer is more than [`FLOOD_BACKLOG`] behind and more keeps coming),
 /// the consumer rests after each chunk for this many times the chunk's processing time: it then
 /// takes about a tenth of a core, and the pass-through threads (on a small machine, possibly the
-/// same physical core's other hyperthread) keep more of their speed. What it skips meanwhile is
-/// what the full queue drops anyway; once the producer stops dropping, the backlog is processed at
-/// full speed. Measured with `cargo bench --bench run` (BENCHMARKS.md).
+/// same physical core's other hyperthread) keep more of their speed. Resting loses nothing by
+/// itself: the queue holds what comes meanwhile, and only what does not fit the queue is dropped
+/// (as it would be anyway). Once the flood stops, the backlog is processed at full speed.
+/// Measured with `cargo bench --bench run` (BENCHMARKS.md).
 const FLOOD_REST_FACTOR: u32 = 9;
 /// One rest is never longer than this (a chunk that was slow for another reason).
-const MAX_FLOOD_REST: std::time::Duration = std::time::Duration::from_millis(20);
+const MAX_FLOOD_REST: std::time::Duration = std::time::Duration::from_millis(50);
+/// Behind by this much while the producer goes on is a flood.
+const FLOOD_BACKLOG: usize = 1 << 20;
+/// Output faster than this (bytes per second, over [`FLOOD_WINDOW`]) is a flood: an agent's reply,
+/// even a full-screen repaint at 60 frames a second, is far below it; `cat` of a large file is
+/// not. Without this rule a consumer that keeps up with a flood (the relay slowed by the machine's
+/// load, or by the parse itself) parsed every byte at full speed and took most of the relay's CPU
+/// (two thirds of the daemon's samples during a `cat`).
+const FLOOD_RATE: u64 = 4 << 20;
+/// The window over which the output's rate is measured.
+const FLOOD_WINDOW: std::time::Duration = std::time::Duration::from_millis(250);
 
-fn consume(
-    consumer: &mut dyn OutputConsumer,
-    rx: &Receiver<TapMsg>,
-    queued: &AtomicUsize,
-    overrun: &AtomicU64,
-) {
+/// The producer's counters the consumer reads.
+struct Counters {
+    queued: Arc<AtomicUsize>,
+    overrun: Arc<AtomicU64>,
+    offered: Arc<AtomicU64>,
+    flooding: Arc<std::sync::atomic::AtomicBool>,
+}
+
+fn consume(consumer: &mut dyn OutputConsumer, rx: &Receiver<TapMsg>, counters: &Counters) {
+    let Counters {
+        queued,
+        overrun,
+        offered,
+        flooding,
+    } = counters;
     // SAFETY: plain syscalls on this thread's own id. Linux applies nice per thread.
     unsafe {
         let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
@@ -139,6 +182,10 @@ fn consume(
         }
     }
     let mut dropped_seen = overrun.load(Ordering::Relaxed);
+    let mut offered_seen = offered.load(Ordering::Relaxed);
+    // The rate window: when it started, and the bytes offered by then.
+    let mut window = (std::time::Instant::now(), offered_seen);
+    let mut fast = false;
     let mut told_quiet = true;
     loop {
         let msg = match rx.recv_timeout(QUIET) {
@@ -159,7 +206,18 @@ fn consume(
                 let started = std::time::Instant::now();
                 consumer.feed(&bytes);
                 let dropped = overrun.load(Ordering::Relaxed);
-                if dropped != dropped_seen {
+                let now_offered = offered.load(Ordering::Relaxed);
+                let behind =
+                    queued.load(Ordering::Acquire) > FLOOD_BACKLOG && now_offered != offered_seen;
+                offered_seen = now_offered;
+                let elapsed = window.0.elapsed();
+                if elapsed >= FLOOD_WINDOW {
+                    let bytes = now_offered.saturating_sub(window.1);
+                    fast = bytes as f64 > FLOOD_RATE as f64 * elapsed.as_secs_f64();
+                    flooding.store(fast, Ordering::Relaxed);
+                    window = (std::time::Instant::now(), now_offered);
+                }
+                if dropped != dropped_seen || behind || fast {
                     dropped_seen = dropped;
                     std::thread::sleep((started.elapsed() * FLOOD_REST_FACTOR).min(MAX_FLOOD_REST));
                 }

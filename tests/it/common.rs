@@ -239,6 +239,9 @@ pub(crate) struct Spawn<'a> {
     /// Where mpm's stdout goes instead of the PTY.
     pub stdout: Option<Stdio>,
     pub cwd: Option<&'a Path>,
+    /// Drain the terminal slowly: at most this many bytes per read, then this pause (a slow
+    /// terminal; `None`: as fast as it comes).
+    pub slow_reader: Option<(usize, Duration)>,
 }
 
 impl<'a> Spawn<'a> {
@@ -250,6 +253,7 @@ impl<'a> Spawn<'a> {
             rows: 24,
             stdout: None,
             cwd: None,
+            slow_reader: None,
         }
     }
 
@@ -298,12 +302,18 @@ impl<'a> Spawn<'a> {
         let reader = {
             let master = master.clone();
             let output = output.clone();
+            let (cap, pause) = self.slow_reader.unwrap_or((65536, Duration::ZERO));
             std::thread::spawn(move || {
-                let mut buf = [0u8; 65536];
+                let mut buf = vec![0u8; cap.clamp(1, 65536)];
                 loop {
                     match nix::unistd::read(master.as_fd(), &mut buf) {
                         Ok(0) => break,
-                        Ok(n) => output.lock().unwrap().extend_from_slice(&buf[..n]),
+                        Ok(n) => {
+                            output.lock().unwrap().extend_from_slice(&buf[..n]);
+                            if !pause.is_zero() {
+                                std::thread::sleep(pause);
+                            }
+                        }
                         Err(nix::errno::Errno::EINTR) => continue,
                         Err(_) => break,
                     }
@@ -337,6 +347,11 @@ fn set_size(fd: &impl AsFd, cols: u16, rows: u16) {
 impl PtyProc {
     pub(crate) fn pid(&self) -> i32 {
         self.child.id() as i32
+    }
+
+    /// Everything mpm wrote to the terminal so far, as bytes.
+    pub(crate) fn bytes(&self) -> Vec<u8> {
+        self.output.lock().unwrap().clone()
     }
 
     /// Everything mpm wrote to the terminal so far, lossily as text.

@@ -63,6 +63,7 @@ mod run_detach;
 mod run_io;
 mod run_pty;
 mod run_realclient;
+mod run_relay;
 mod scan_captures;
 mod scan_input;
 mod scan_split;
