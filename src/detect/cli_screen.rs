@@ -18,6 +18,9 @@
 //! * `wrap`: how the CLI wraps a long line when it is not claude's way (opencode's opentui breaks
 //!   inside a word after punctuation and carries a space that does not fit to the next row), so
 //!   the line reader joins its rows right ([`crate::screen::Rewrap`]);
+//! * `code_blocks`: the CLI draws a fenced code block as claude does, without fences and with only
+//!   some tokens coloured, so a plain row right below a code row, at its indent, is code too (off
+//!   for the built-in tables: none of those CLIs draws blocks that way);
 //! * `streaming`: the CLI draws half-streamed rows (down to mid-word, `Engineer Agent: impl`), so a
 //!   screen detection stays provisional until its turn ends ([`crate::detect::finality`] in turn
 //!   mode), never merely because a row was drawn below it.
@@ -47,6 +50,8 @@ struct FileTop {
 struct ScreenFile {
     #[serde(default)]
     streaming: bool,
+    #[serde(default)]
+    code_blocks: bool,
     #[serde(default)]
     reply_markers: Vec<String>,
     #[serde(default)]
@@ -122,6 +127,9 @@ pub struct CliScreen {
     pub profile: String,
     /// The CLI draws half-streamed rows: screen detections wait for the turn's end.
     pub streaming: bool,
+    /// The CLI draws a fenced code block as claude does (no fences, some tokens coloured): a plain
+    /// row below a code row at its indent is code too ([`crate::screen::LineReader::with_code_blocks`]).
+    pub code_blocks: bool,
     markers: Vec<String>,
     /// User rows, then chrome, then turn-end rows, in one set.
     rows: RegexSet,
@@ -213,6 +221,7 @@ impl CliScreen {
         Ok(Some(CliScreen {
             profile: top.profile,
             streaming: s.streaming,
+            code_blocks: s.code_blocks,
             markers: s.reply_markers,
             rows,
             users: s.user_rows.len(),
@@ -532,6 +541,33 @@ mod opencode {
                 "Cannot connect to API: Unable to connect. Is the computer able to access the url?"
             )]
         );
+    }
+
+    /// `screen.code_blocks` is the table's choice: with it, a plain delegation line right below a
+    /// coloured code row, at its indent, is code and fires nothing; without it (the built-in
+    /// tables), it is prose.
+    #[test]
+    fn code_blocks_is_a_table_flag() {
+        let engine = std::sync::Arc::new(
+            crate::patterns::Engine::builder()
+                .build()
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+        let bytes = "  \x1b[32m# a comment\x1b[39m\r\n  Engineer Agent: plain in the block\r\n\r\nmore\r\n";
+        let run = |yaml: &str| {
+            let table = super::CliScreen::parse("x.yaml", yaml)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .map(std::sync::Arc::new);
+            let mut p = crate::detect::Pipeline::new(engine.clone(), 80, 10).with_cli(table);
+            let mut got = p.feed(bytes.as_bytes());
+            got.extend(p.finish());
+            got.iter()
+                .filter(|d| d.category == "delegation")
+                .count()
+        };
+        assert_eq!(run("profile: x\nscreen:\n  code_blocks: true\n"), 0);
+        assert_eq!(run("profile: x\nscreen:\n  reply_markers: []\n"), 1);
+        assert!(!super::CliScreen::builtin("codex").is_some_and(|c| c.code_blocks));
     }
 
     #[test]

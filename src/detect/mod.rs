@@ -176,9 +176,10 @@ impl Pipeline {
     /// Read the screen with a CLI's knowledge (reply markers, chrome, error displays, turn ends;
     /// [`cli_screen`]). A streaming CLI's detections are final only at the turn's end.
     pub fn with_cli(mut self, cli: Option<Arc<CliScreen>>) -> Pipeline {
-        // claude's way of drawing a code block (see `LineReader::with_code_blocks`) is its own.
-        let claude = cli.is_none();
-        self.reader = line_reader(&self.matcher).with_code_blocks(claude);
+        // claude (no table) draws code blocks the `LineReader::with_code_blocks` way; another CLI
+        // says so in its table (`screen.code_blocks`).
+        let blocks = cli.as_ref().is_none_or(|c| c.code_blocks);
+        self.reader = line_reader(&self.matcher).with_code_blocks(blocks);
         if cli.as_ref().is_some_and(|c| c.streaming) {
             self.finality = Finality::turn_mode();
         }
