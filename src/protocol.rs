@@ -461,6 +461,9 @@ pub enum HostedState {
     Running,
     /// The agent has exited.
     Ended,
+    /// The store says it runs, but nothing hosts it any more: its `mpm` was killed before it could
+    /// record the end (no live endpoint answers, no daemon hosts it, and its agent is gone).
+    Lost,
 }
 
 impl HostedState {
@@ -469,6 +472,7 @@ impl HostedState {
         match self {
             HostedState::Running => "running",
             HostedState::Ended => "ended",
+            HostedState::Lost => "lost",
         }
     }
 }

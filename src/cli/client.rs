@@ -237,6 +237,7 @@ fn status_from_store(store: &crate::store::Store, a: &StatusArgs) -> anyhow::Res
     let live = crate::live::query_all();
     let mut list = store_sessions(store)?;
     merge_live(&mut list, &live);
+    mark_lost(&mut list, &live);
     let list = recent_sessions(list, a.all);
     if a.json {
         outln!(
@@ -291,6 +292,24 @@ fn merge_live(list: &mut Vec<crate::protocol::SessionInfo>, live: &[crate::live:
             None => list.push(info),
         }
     }
+}
+
+/// Without a daemon, a session the store still has as running that no live endpoint answered for
+/// and whose agent is gone was never ended in the record: its `mpm` was SIGKILLed (the watchdog
+/// stopped the agent) or its daemon died. Say so instead of listing it as running for ever. An
+/// agent that is still alive keeps `running` (a session whose endpoint is not up yet, say).
+fn mark_lost(list: &mut [crate::protocol::SessionInfo], live: &[crate::live::LiveSession]) {
+    for s in list.iter_mut() {
+        let answered = live.iter().any(|l| l.id == s.id);
+        if s.state == HostedState::Running && !answered && !pid_alive(s.pid) {
+            s.state = HostedState::Lost;
+        }
+    }
+}
+
+/// Whether `pid` names a live process, not a zombie (0: unknown, taken as gone).
+fn pid_alive(pid: u32) -> bool {
+    i32::try_from(pid).is_ok_and(|p| p > 0 && crate::process::procfs::is_alive(p))
 }
 
 /// Every session the store knows, as `status` lists them.

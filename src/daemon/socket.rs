@@ -7,10 +7,10 @@
 //!    at once cannot both decide a socket is stale and replace each other.
 //! 3. An existing socket is probed with `connect`: success means a live daemon (we exit); refusal
 //!    means a stale one, which is unlinked. A non-socket file at the path is never removed.
-//! 4. `socket()`, then `bind()` under `umask(0177)` so the inode is born 0600, then an explicit
-//!    `chmod 0600`, and only then `listen()`. Before `listen()` every `connect()` is refused, so no
-//!    client can reach the socket while its mode is anything but 0600. (`umask` is process-wide; the
-//!    daemon binds before it starts any thread, and the chmod does not depend on it.)
+//! 4. `socket()`, `bind()`, an explicit `chmod 0600`, and only then `listen()`. Before `listen()`
+//!    every `connect()` is refused, so no client can reach the socket while its mode is anything
+//!    but 0600. (No `umask`: it is process-wide, and a thread creating a private folder meanwhile
+//!    would get a folder without its execute bit.)
 //! 5. Every accepted connection's peer uid is checked with `SO_PEERCRED` (see `server`).
 
 use std::fs::{File, OpenOptions};
@@ -22,7 +22,6 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
-use nix::sys::stat::{Mode, umask};
 
 /// Socket setup errors.
 #[derive(Debug, thiserror::Error)]
@@ -169,10 +168,7 @@ pub(crate) fn bind(path: &Path, private_dir: bool) -> Result<BoundSocket, Socket
     )
     .map_err(nix_err("cannot create socket", path))?;
     let addr = UnixAddr::new(path).map_err(nix_err("bad socket path", path))?;
-    let old = umask(Mode::from_bits_truncate(0o177));
-    let bound = socket::bind(fd.as_raw_fd(), &addr);
-    umask(old);
-    bound.map_err(nix_err("cannot bind", path))?;
+    socket::bind(fd.as_raw_fd(), &addr).map_err(nix_err("cannot bind", path))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(io_err("cannot chmod", path))?;
     let meta = std::fs::symlink_metadata(path).map_err(io_err("cannot stat", path))?;

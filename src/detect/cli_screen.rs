@@ -553,7 +553,8 @@ mod opencode {
                 .build()
                 .unwrap_or_else(|e| panic!("{e}")),
         );
-        let bytes = "  \x1b[32m# a comment\x1b[39m\r\n  Engineer Agent: plain in the block\r\n\r\nmore\r\n";
+        let bytes =
+            "  \x1b[32m# a comment\x1b[39m\r\n  Engineer Agent: plain in the block\r\n\r\nmore\r\n";
         let run = |yaml: &str| {
             let table = super::CliScreen::parse("x.yaml", yaml)
                 .unwrap_or_else(|e| panic!("{e}"))
@@ -561,9 +562,7 @@ mod opencode {
             let mut p = crate::detect::Pipeline::new(engine.clone(), 80, 10).with_cli(table);
             let mut got = p.feed(bytes.as_bytes());
             got.extend(p.finish());
-            got.iter()
-                .filter(|d| d.category == "delegation")
-                .count()
+            got.iter().filter(|d| d.category == "delegation").count()
         };
         assert_eq!(run("profile: x\nscreen:\n  code_blocks: true\n"), 0);
         assert_eq!(run("profile: x\nscreen:\n  reply_markers: []\n"), 1);

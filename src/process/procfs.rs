@@ -143,6 +143,16 @@ pub fn last_pid() -> Option<u64> {
     text.trim().parse().ok()
 }
 
+/// The children of this process's main thread (one file): where the kernel re-parents the orphans
+/// a child subreaper adopts (the first live thread of the reaper's group, the leader while it
+/// runs). Children that other threads spawned are in their own threads' files.
+pub(crate) fn leader_children() -> Vec<i32> {
+    let me = std::process::id();
+    let mut out = Vec::new();
+    read_pids(&format!("/proc/{me}/task/{me}/children"), &mut out);
+    out
+}
+
 /// The direct children of this process (every thread's).
 pub fn own_children() -> Vec<i32> {
     let mut out = Vec::new();

@@ -17,7 +17,9 @@
 //!   reads every process's.
 //!
 //! A subreaper must reap what it adopts. The reaper thread (every [`REAP_EVERY`]) looks only at
-//! mpm's own children (`/proc/self/task/*/children`) and reaps those it adopted: a live child
+//! mpm's own children, and of those only at its main thread's (`/proc/self/task/<pid>/children`:
+//! the kernel re-parents an orphan to the subreaper's first live thread, the leader; every 64th
+//! pass reads every thread's file), and reaps those it adopted: a live child
 //! that is not a registered root but carries a registered tag is remembered as adopted; a zombie
 //! child that was adopted, or that shares a registered root's session or group, is reaped. It
 //! never waits for a child another part of mpm spawned (std, tokio and the executor reap their own),
@@ -55,6 +57,9 @@ pub struct TreeEntry {
 struct Registry {
     trees: HashMap<i32, TreeEntry>,
     adopted: HashSet<i32>,
+    /// Live children whose environment carries no registered tag (checked once: a process's
+    /// starting environment does not change), forgotten when they are no longer children.
+    untagged: HashSet<i32>,
     listeners: Vec<std::fs::File>,
 }
 
@@ -102,7 +107,14 @@ pub fn become_subreaper() {
             .spawn(|| {
                 for pass in 1u64.. {
                     std::thread::sleep(REAP_EVERY);
-                    reap_adopted();
+                    // Adopted orphans are the main thread's children: one file to read. Every
+                    // 64th pass (16 s) reads every thread's (a daemon has ~10 per session), in
+                    // case the kernel put one elsewhere.
+                    reap_children(if pass.is_multiple_of(64) {
+                        super::procfs::own_children()
+                    } else {
+                        super::procfs::leader_children()
+                    });
                     if pass.is_multiple_of(16) {
                         forget_finished();
                     }
@@ -441,6 +453,14 @@ pub fn children_with_tag(tag: &str) -> bool {
 
 /// One pass of the reaper (see the module docs). Returns how many were reaped.
 pub fn reap_adopted() -> usize {
+    reap_children(super::procfs::own_children())
+}
+
+/// [`reap_adopted`] over `children` (this process's, or its main thread's). Idle, a pass costs one
+/// `children` file and one `stat` per child: a child's environment is read once. (Reading every
+/// thread's file and every child's environment on each pass cost a daemon with ten idle sessions
+/// about half of a core-percent.)
+fn reap_children(children: Vec<i32>) -> usize {
     let (roots, tags): (HashSet<i32>, Vec<String>) = with(|r| {
         (
             r.trees.keys().copied().collect(),
@@ -448,20 +468,21 @@ pub fn reap_adopted() -> usize {
         )
     });
     let mut reaped = 0;
-    for pid in super::procfs::own_children() {
+    for &pid in &children {
         if roots.contains(&pid) {
             continue;
         }
         let Some(st) = super::read_stat(pid) else {
             continue;
         };
-        let adopted = with(|r| r.adopted.contains(&pid));
+        let (adopted, untagged) = with(|r| (r.adopted.contains(&pid), r.untagged.contains(&pid)));
         if st.is_live() {
-            if !adopted
-                && !tags.is_empty()
-                && tags_of(pid).is_some_and(|t| t.iter().any(|t| tags.contains(t)))
-            {
-                note_adopted(pid);
+            if !adopted && !untagged && !tags.is_empty() {
+                if tags_of(pid).is_some_and(|t| t.iter().any(|t| tags.contains(t))) {
+                    note_adopted(pid);
+                } else {
+                    with(|r| r.untagged.insert(pid));
+                }
             }
             continue;
         }
@@ -476,6 +497,7 @@ pub fn reap_adopted() -> usize {
             with(|r| r.adopted.remove(&pid));
         }
     }
+    with(|r| r.untagged.retain(|p| children.contains(p)));
     reaped
 }
 

@@ -146,6 +146,34 @@ fn status_reads_an_in_process_session_live_then_lists_it_ended() {
     assert!(sockets(&live_dir(&env)).is_empty(), "socket left behind");
 }
 
+/// A SIGKILLed `mpm run --no-daemon` never records its session's end; the watchdog stops the
+/// agent, and `status` then lists the session as `lost`, not as running for ever.
+#[test]
+fn a_sigkilled_sessions_row_is_listed_lost_not_running() {
+    let env = TestEnv::new();
+    let claude = stand_in(&env);
+    let mut p = start(&env, &claude);
+    p.expect("PHASE-WORKING");
+    let v = wait_state(&env, "working");
+    let id = session_of(&v).unwrap()["id"].as_str().unwrap().to_string();
+    p.signal(Signal::SIGKILL);
+    p.wait();
+    let mut last = serde_json::Value::Null;
+    let lost = wait_until(T, || {
+        last = status(&env);
+        session_of(&last).is_some_and(|s| s["state"] == "lost")
+    });
+    assert!(lost, "never listed lost: {last}");
+    assert_eq!(session_of(&last).unwrap()["id"], id.as_str(), "{last}");
+    let out = env.command(&["status"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(&id) && l.contains("lost")),
+        "{text}"
+    );
+}
+
 #[test]
 fn a_stale_live_socket_is_ignored_and_removed() {
     let env = TestEnv::new();
