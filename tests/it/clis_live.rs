@@ -1,10 +1,11 @@
-//! The other agent CLIs, live under `mpm run --no-exec` against `fixtures/fake_llm.py`
+//! The other agent CLIs, live under `mpm run` against `fixtures/fake_llm.py`
 //! (`scenarios/clis.json`): the scripted reply's four delegations are each detected once, final,
 //! with their whole task (the first on the reply's first line, behind the CLI's reply marker; one
 //! long that wraps; `Task(QA: test fib() with …)`), and nothing half-streamed is ever final.
 //! codex, gemini, aider and opencode also have their transcript (opencode: its SQLite store) read
 //! as the exact source; gemini's is named after the session id mpm gives it; opencode's scripted
-//! API error is detected once.
+//! API error is detected once. Then each delegation runs through the same CLI's headless form
+//! (`agents.<name>.profile`) to `success` with a result file, and nothing of either is left.
 //!
 //! Each test is SKIPPED when its CLI is not installed (`.ci/install-clis.sh`), and fails under CI.
 //! Homes are throw-away (`fixtures/cli_home.sh`); whatever the CLI leaves running is stopped.
@@ -130,12 +131,6 @@ const WANT: [(&str, &str); 4] = [
     ),
 ];
 
-/// One exchange: start `cli` under `mpm run --no-exec`, wait for `ready`, prompt "plan fib", wait
-/// until the four delegations are final (or the deadline), then `exit` keys. Returns the events.
-fn exchange(cli: &str, args: &[&str], ready: &str, exit: &[&[u8]]) -> Option<Vec<Value>> {
-    exchange_then(cli, args, ready, exit, false).map(|(evs, _)| evs)
-}
-
 /// The scripted API error's text (`scenarios/clis.json`, prompt "break the api").
 const API_ERROR: &str = "fake_llm: scripted invalid request";
 
@@ -147,15 +142,19 @@ fn api_error_seen(evs: &[Value]) -> bool {
     })
 }
 
-/// [`exchange`], and with `then_error` a second prompt, "break the api", answered by the fake
-/// server's scripted 400, until the CLI's error display is detected.
+/// One exchange: start `cli` under `mpm run`, wait for `ready`, prompt "plan fib", wait until the
+/// four delegations are final (or the deadline), then `exit` keys. With `then_error` a second
+/// prompt, "break the api", answered by the fake server's scripted 400, until the CLI's error
+/// display is detected. With `exec`, the delegations run (instead of `--no-exec`): every agent
+/// through `cli`'s own headless form (`agents.<name>.profile`), and the session waits for them.
 fn exchange_then(
     cli: &str,
     args: &[&str],
     ready: &str,
     exit: &[&[u8]],
     then_error: bool,
-) -> Option<(Vec<Value>, Vec<String>)> {
+    exec: bool,
+) -> Option<Exchange> {
     // Takes the one-real-CLI-at-a-time turn for this test.
     let Some(bin) = cli_bin(cli) else {
         skip_cli(cli);
@@ -172,14 +171,28 @@ fn exchange_then(
         .unwrap_or_default();
     let reaper = HomeReaper(home_var);
     let events_path = env.path("events.jsonl");
-    let mut argv = vec![
-        "run".to_string(),
-        "--no-exec".into(),
+    let mut argv = vec!["run".to_string()];
+    if exec {
+        let cfg = env.path("mpm.yaml");
+        let agents: String = WANT
+            .iter()
+            .map(|(a, _)| format!("  {a}: {{profile: {cli}, timeout_secs: 120}}\n"))
+            .collect();
+        std::fs::write(
+            &cfg,
+            format!("executor: {{on_session_exit: wait}}\nagents:\n{agents}"),
+        )
+        .unwrap();
+        argv.splice(0..0, ["--config".to_string(), cfg.display().to_string()]);
+    } else {
+        argv.push("--no-exec".into());
+    }
+    argv.extend([
         "--events-file".into(),
         events_path.display().to_string(),
         "--".into(),
         bin.display().to_string(),
-    ];
+    ]);
     argv.extend(args.iter().map(|s| s.to_string()));
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     let mut spawn = Spawn::new(&env, &argv);
@@ -187,6 +200,15 @@ fn exchange_then(
     spawn.rows = 30;
     spawn.cwd = Some(&work);
     spawn.env.extend(vars);
+    if exec {
+        // The headless form names the CLI by its command: find the pinned one first.
+        let path = format!(
+            "{}:{}",
+            bin.parent().unwrap().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        spawn.env.push(("PATH".into(), path));
+    }
     let mut p = spawn.start();
     let long = Duration::from_secs(120);
     assert!(
@@ -226,7 +248,7 @@ fn exchange_then(
         p.send(keys);
         quiet(&p, Duration::from_millis(700));
     }
-    let ended = wait_until(Duration::from_secs(60), || {
+    let ended = wait_until(Duration::from_secs(if exec { 300 } else { 60 }), || {
         p.child.try_wait().ok().flatten().is_some()
     });
     let evs = events(&events_path);
@@ -246,8 +268,50 @@ fn exchange_then(
     // Nothing of the CLI outlives the session.
     let left = wait_until(Duration::from_secs(10), || reaper.leftovers().is_empty());
     assert!(left, "{cli}: processes left: {:?}", reaper.leftovers());
+    // Read now: the session's folder goes with `env`.
+    let results = evs
+        .iter()
+        .filter_map(|e| e["result_path"].as_str())
+        .map(|p| std::fs::read_to_string(p).unwrap_or_else(|e| format!("{p}: {e}")))
+        .collect();
     let files = file_names(&home);
-    Some((evs, files))
+    Some(Exchange {
+        evs,
+        files,
+        results,
+    })
+}
+
+/// What one [`exchange_then`] left.
+struct Exchange {
+    /// The session's events.
+    evs: Vec<Value>,
+    /// The names of the files the CLI wrote under its HOME.
+    files: Vec<String>,
+    /// The texts of the delegations' result files.
+    results: Vec<String>,
+}
+
+/// Every delegation ran through `cli`'s headless form to `success`, with a result file holding
+/// the fake server's answer (`Done.`, read from the CLI's headless output).
+fn check_ran(cli: &str, x: &Exchange) {
+    let fin: Vec<&Value> = x
+        .evs
+        .iter()
+        .filter(|e| e["kind"] == "delegation.finished")
+        .collect();
+    assert_eq!(fin.len(), WANT.len(), "{cli}: {fin:#?}");
+    for f in &fin {
+        assert_eq!(f["status"], "success", "{cli}: {f:#}");
+        let task = f["task"].as_str().unwrap_or_default();
+        assert!(WANT.iter().any(|(_, t)| *t == task), "{cli}: {task}");
+    }
+    assert_eq!(x.results.len(), WANT.len(), "{cli}: a result file each");
+    for text in &x.results {
+        assert!(text.contains(&format!("- profile: {cli}")), "{text}");
+        assert!(text.contains("- status: success"), "{text}");
+        assert!(text.contains("Done."), "{text}");
+    }
 }
 
 /// The names of the files under `dir`, at any depth.
@@ -289,12 +353,17 @@ fn check(cli: &str, evs: &[Value]) {
     assert!(!partial_final, "{cli}: a partial delegation was final");
 }
 
+/// The whole loop with codex: each delegation detected once, whole, and run through codex's own
+/// headless form (`codex exec --json`, `agents.<name>.profile: codex`) against the fake server to
+/// `success`, with a result file; nothing of either left after the session.
 #[test]
-fn codex_live_detects_each_delegation_once() {
-    let Some(evs) = exchange("codex", &["--no-daemon"], "Ask Codex", &[b"\x03", b"\x03"]) else {
+fn codex_live_detects_each_delegation_once_and_runs_it_headless() {
+    let exit: &[&[u8]] = &[b"\x03", b"\x03"];
+    let Some(x) = exchange_then("codex", &["--no-daemon"], "Ask Codex", exit, false, true) else {
         return;
     };
-    check("codex", &evs);
+    check("codex", &x.evs);
+    check_ran("codex", &x);
 }
 
 /// `8-4-4-4-12` hex digits.
@@ -305,12 +374,14 @@ fn uuid_like(s: &str) -> bool {
 }
 
 #[test]
-fn gemini_live_detects_each_delegation_once() {
+fn gemini_live_detects_each_delegation_once_and_runs_it_headless() {
     let exit: &[&[u8]] = &[b"/quit", b"\r"];
-    let Some((evs, files)) = exchange_then("gemini", &[], "Type your message", exit, false) else {
+    let Some(x) = exchange_then("gemini", &[], "Type your message", exit, false, true) else {
         return;
     };
-    check("gemini", &evs);
+    let (evs, files) = (&x.evs, &x.files);
+    check("gemini", evs);
+    check_ran("gemini", &x);
     // mpm pinned the session id (`--session-id <uuid>`): gemini named its chat file after it,
     // which is how mpm finds it.
     let started = evs
@@ -339,11 +410,14 @@ fn gemini_live_detects_each_delegation_once() {
 }
 
 #[test]
-fn aider_live_detects_each_delegation_once() {
-    let Some(evs) = exchange("aider", &[], "> ", &[b"/exit", b"\r"]) else {
+fn aider_live_detects_each_delegation_once_and_runs_it_headless() {
+    let exit: &[&[u8]] = &[b"/exit", b"\r"];
+    let Some(x) = exchange_then("aider", &[], "> ", exit, false, true) else {
         return;
     };
-    check("aider", &evs);
+    let evs = &x.evs;
+    check("aider", evs);
+    check_ran("aider", &x);
     // The reply's `TODO: …` and `BUG: …` are consecutive lines of one markdown paragraph, which
     // rich's markdown would join into one line (`… LRU BUG: …`); aider 0.86.2 draws them apart,
     // and each is its own ticket, once.
@@ -376,16 +450,18 @@ fn aider_live_detects_each_delegation_once() {
 }
 
 #[test]
-fn opencode_live_detects_each_delegation_once() {
+fn opencode_live_detects_each_delegation_once_and_runs_it_headless() {
     // Its turn's end is the reply's footer getting its duration (`▣  Build · Fake model · 40.6s`).
     let exit: &[&[u8]] = &[b"\x03", b"\x03"];
-    let Some((evs, _)) = exchange_then("opencode", &[], "Ask anything", exit, true) else {
+    let Some(x) = exchange_then("opencode", &[], "Ask anything", exit, true, true) else {
         return;
     };
-    check("opencode", &evs);
+    let evs = &x.evs;
+    check("opencode", evs);
+    check_ran("opencode", &x);
     // Its store (what `opencode export` prints) is the exact source: the delegations came from
     // there, and the screen's copies were merged into them.
-    let got = final_delegations(&evs);
+    let got = final_delegations(evs);
     assert!(
         got.iter().any(|(_, _, src)| src == "transcript"),
         "opencode: no delegation from its store: {got:#?}"
