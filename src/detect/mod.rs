@@ -106,6 +106,45 @@ pub struct Pipeline {
     /// claude's screen-reader renderer was seen (its flat status rows): it draws `**QA**:` as a
     /// plain `QA:`, so a plain label is read as the emphasis it lost ([`plain_label`]).
     screen_reader: bool,
+    /// Lines read as code lately (hashes of their trimmed text, oldest first, at most
+    /// [`CODE_MEMORY`]): a code block's plain line redrawn alone, after the coloured row that made
+    /// it code left the screen, is still code.
+    code_lines: CodeMemory,
+}
+
+/// A bounded set of line hashes, the oldest dropped first.
+#[derive(Default)]
+struct CodeMemory {
+    set: std::collections::HashSet<u64>,
+    order: std::collections::VecDeque<u64>,
+}
+
+impl CodeMemory {
+    fn remember(&mut self, h: u64) {
+        if self.set.insert(h) {
+            if self.order.len() == CODE_MEMORY
+                && let Some(old) = self.order.pop_front()
+            {
+                self.set.remove(&old);
+            }
+            self.order.push_back(h);
+        }
+    }
+
+    fn knows(&self, text: &str) -> bool {
+        !self.set.is_empty() && self.set.contains(&line_hash(text))
+    }
+}
+
+/// How many code lines [`Pipeline`] remembers.
+const CODE_MEMORY: usize = 512;
+
+/// The hash [`Pipeline`] remembers a code line by.
+fn line_hash(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.trim().hash(&mut h);
+    h.finish()
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -170,6 +209,7 @@ impl Pipeline {
             cli: None,
             osc: cli_screen::OscLexer::new(),
             screen_reader: false,
+            code_lines: CodeMemory::default(),
         }
     }
 
@@ -496,8 +536,15 @@ impl Pipeline {
             if !self.screen_reader && self.cli.is_none() {
                 self.screen_reader = finality::is_screen_reader_status(l.text.trim());
             }
-            // A line drawn as code is a fenced block's line: only patterns that ask for code.
-            let found = if l.code {
+            // A line drawn as code is a fenced block's line: only patterns that ask for code. So is
+            // a line read as code before, redrawn without the rows that showed it.
+            let code = if l.code {
+                self.code_lines.remember(line_hash(l.text));
+                true
+            } else {
+                self.code_lines.knows(l.text)
+            };
+            let found = if code {
                 self.matcher.detect_code(l.text, TextSource::Screen)
             } else {
                 self.match_line(l.text, TextSource::Screen)

@@ -127,6 +127,12 @@ pub struct Rewrap {
     pub space_must_fit: bool,
 }
 
+/// Whether a row is drawn as code: at least [`CODE_SHARE`] % of its ink in code colours.
+fn is_code_row(r: &Row) -> bool {
+    let (code, ink) = r.code_cells();
+    code > 0 && code * 100 >= ink * CODE_SHARE
+}
+
 /// How row `b` joins the row above it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Join {
@@ -529,7 +535,14 @@ fn assemble(
             rows.text(j + 1);
             let start = (first_start, first_indent);
             let (a, b) = (rows.get(j), rows.get(j + 1));
-            let join = continues(a, b, start, cols, starts_line, how.rewrap);
+            // A code row (claude's colours) does not wrap onto a row without any: a comment that
+            // fills the width exactly is followed by the block's next, plain line.
+            let leaves_code = how.code_blocks && is_code_row(a) && b.code_cells().0 == 0;
+            let join = if leaves_code {
+                Join::No
+            } else {
+                continues(a, b, start, cols, starts_line, how.rewrap)
+            };
             if join == Join::No {
                 break;
             }
@@ -618,7 +631,7 @@ mod tests {
 
     fn lines_of(cols: u16, rows: u16, input: &[u8]) -> Vec<String> {
         let mut s = Screen::new(cols, rows);
-        let mut r = LineReader::new();
+        let mut r = LineReader::new().with_code_blocks(true);
         let mut out = Lines::new();
         s.feed(input, &mut |s, h| r.read(s, h.into(), &mut out));
         r.read(&mut s, ReadKind::All, &mut out);
@@ -635,7 +648,7 @@ mod tests {
 
     fn rewrapped(cols: u16, input: &[u8]) -> Vec<String> {
         let mut s = Screen::new(cols, 10);
-        let mut r = LineReader::new();
+        let mut r = LineReader::new().with_code_blocks(true);
         r.set_rewrap(Some(OPENTUI));
         let mut out = Lines::new();
         s.feed(input, &mut |s, h| r.read(s, h.into(), &mut out));
@@ -760,7 +773,7 @@ negative input, keep it O(n) time and O(1) space, and report back."
     #[test]
     fn feed_end_waits_for_a_possible_continuation() {
         let mut s = Screen::new(100, 30);
-        let mut r = LineReader::new();
+        let mut r = LineReader::new().with_code_blocks(true);
         let mut out = Lines::new();
         // First two rows of LONG only.
         let cut = LONG.windows(3).position(|w| w == b"neg").unwrap_or(0) - 4;
@@ -855,7 +868,7 @@ negative input, keep it O(n) time and O(1) space, and report back."
         let input = format!("Engineer Agent: {}\r\nafter\r\n", task.trim_end());
         for chunk in [64 * 1024, 4096, 512] {
             let mut s = Screen::new(100, 30);
-            let mut r = LineReader::new();
+            let mut r = LineReader::new().with_code_blocks(true);
             let mut out = Lines::new();
             for c in input.as_bytes().chunks(chunk) {
                 s.feed(c, &mut |s, h| r.read(s, h.into(), &mut out));
@@ -876,7 +889,7 @@ negative input, keep it O(n) time and O(1) space, and report back."
     fn a_line_over_the_cap_is_marked_cut() {
         let input = format!("{}\r\n", "x".repeat(MAX_LINE_BYTES + 10));
         let mut s = Screen::new(100, 30);
-        let mut r = LineReader::new();
+        let mut r = LineReader::new().with_code_blocks(true);
         let mut out = Lines::new();
         s.feed(input.as_bytes(), &mut |s, h| r.read(s, h.into(), &mut out));
         r.read(&mut s, ReadKind::All, &mut out);
@@ -940,7 +953,7 @@ negative input, keep it O(n) time and O(1) space, and report back."
     fn lines_drawn_in_code_colours_are_code() {
         for &(input, code) in CODE_TABLE {
             let mut s = Screen::new(100, 10);
-            let mut r = LineReader::new();
+            let mut r = LineReader::new().with_code_blocks(true);
             let mut out = Lines::new();
             s.feed(input.as_bytes(), &mut |s, h| r.read(s, h.into(), &mut out));
             r.read(&mut s, ReadKind::All, &mut out);
@@ -977,6 +990,33 @@ negative input, keep it O(n) time and O(1) space, and report back."
         assert_eq!(codes, [true, false, true, false, true, false]);
     }
 
+    /// A code row that fills the width exactly is not continued by a plain row (it is the block's
+    /// next line, `QA Agent: …` below a full-width `# comment`), with code blocks on; other CLIs
+    /// keep the plain width rule.
+    #[test]
+    fn a_full_width_code_row_does_not_wrap_onto_a_plain_row() {
+        let read = |blocks: bool| {
+            let mut s = Screen::new(30, 10);
+            let mut r = LineReader::new().with_code_blocks(blocks);
+            let mut out = Lines::new();
+            let input =
+                "  \x1b[32m# a comment filling it all\x1b[39m\r\n  neither must this line\r\n";
+            s.feed(input.as_bytes(), &mut |s, h| r.read(s, h.into(), &mut out));
+            r.read(&mut s, ReadKind::All, &mut out);
+            out.lines()
+                .map(|l| (l.text.trim().to_string(), l.code))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            read(true),
+            [
+                ("# a comment filling it all".to_string(), true),
+                ("neither must this line".to_string(), true)
+            ]
+        );
+        assert_eq!(read(false).len(), 1, "{:?}", read(false));
+    }
+
     #[test]
     fn a_wrapped_code_line_is_code_and_its_rows_join() {
         // A bare block's line wider than the screen wraps; both rows are 153.
@@ -985,7 +1025,7 @@ negative input, keep it O(n) time and O(1) space, and report back."
             "word ".repeat(9).trim_end()
         );
         let mut s = Screen::new(60, 10);
-        let mut r = LineReader::new();
+        let mut r = LineReader::new().with_code_blocks(true);
         let mut out = Lines::new();
         s.feed(input.as_bytes(), &mut |s, h| r.read(s, h.into(), &mut out));
         r.read(&mut s, ReadKind::All, &mut out);
@@ -1003,7 +1043,7 @@ negative input, keep it O(n) time and O(1) space, and report back."
     fn redrawing_a_code_cell_as_prose_changes_the_line() {
         // The same characters redrawn without colour are new content (the attribute is part of it).
         let mut s = Screen::new(100, 10);
-        let mut r = LineReader::new();
+        let mut r = LineReader::new().with_code_blocks(true);
         let mut out = Lines::new();
         let input = "\x1b[38;5;153m  QA Agent: x\x1b[39m\r\n\x1b[H  QA Agent: x\r\n";
         s.feed(input.as_bytes(), &mut |s, h| r.read(s, h.into(), &mut out));
@@ -1045,7 +1085,7 @@ mod dump {
                 continue;
             };
             let mut s = Screen::new(100, 30);
-            let mut r = LineReader::new();
+            let mut r = LineReader::new().with_code_blocks(true);
             let mut out = Lines::new();
             s.feed(&bytes, &mut |s, h| r.read(s, h.into(), &mut out));
             r.read(&mut s, ReadKind::All, &mut out);
@@ -1076,7 +1116,7 @@ mod dump {
             head["height"].as_u64().unwrap(),
         );
         let mut s = Screen::new(w as u16, h as u16);
-        let mut r = LineReader::new();
+        let mut r = LineReader::new().with_code_blocks(true);
         let mut out = Lines::new();
         for l in it {
             let ev: serde_json::Value = serde_json::from_str(l).unwrap();

@@ -265,15 +265,12 @@ fn classic_132_cache() {
     check(&cache_case("classic_132_cache"));
 }
 
-/// Known failure: at 60 columns the block's green comment row fills the width exactly and the
-/// plain `QA Agent: neither must this line` row below it still reads as prose (the block cue of
-/// `cache_case` does not hold here; not analysed to the end: the comment row may have left the
-/// screen model's rows before the plain row is read).
+/// At 60 columns the block's green comment row fills the width exactly: the plain `QA Agent:
+/// neither must this line` row below it is the block's next line, not the comment's wrap (a code
+/// row does not wrap onto a row without any code colour), and so code too.
 #[test]
 fn fullscreen_60_cache() {
-    let mut case = cache_case("fullscreen_60_cache");
-    case.known_extra = vec![code_block_line()];
-    check(&case);
+    check(&cache_case("fullscreen_60_cache"));
 }
 
 #[test]
