@@ -91,13 +91,7 @@ fn quiet(p: &PtyProc, span: Duration) {
     });
 }
 
-fn events(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
+use crate::common::read_events as events;
 
 fn final_delegations(evs: &[Value]) -> Vec<(String, String, String)> {
     evs.iter()

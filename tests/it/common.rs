@@ -176,6 +176,15 @@ pub(crate) fn clear_mpm_vars(c: &mut Command) {
     c.env_remove("CI");
 }
 
+/// The lines of a JSON-lines events file (`--events-file`), parsed; unparsable lines skipped.
+pub(crate) fn read_events(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
 /// Wait for `cond` with a deadline; true when it held.
 pub(crate) fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;

@@ -7,8 +7,9 @@
 //! word for word: a delegation runs once per session (the repeat is not a new request; see
 //! `src/detect/dispatch.rs` and `captures_exact.rs`).
 
+use crate::common::read_events as events;
 use crate::common::{DEADLINE, wait_until};
-use crate::realclient::{LiveSetup, read_events as events};
+use crate::realclient::LiveSetup;
 
 fn field(e: &serde_json::Value, k: &str) -> String {
     e[k].as_str().unwrap_or("").to_string()

@@ -260,11 +260,7 @@ fn a_sub_agent_runs_in_the_clients_folder_with_its_environment(host: HostKind) {
     spawn.cwd = Some(&project);
     let mut p = spawn.start();
     assert_eq!(p.wait_output().code(), Some(0), "{}", p.text());
-    let evs: Vec<serde_json::Value> = std::fs::read_to_string(&events)
-        .unwrap()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let evs = crate::common::read_events(&events);
     let fin = of_kind(&evs, "delegation.finished");
     assert_eq!(fin.len(), 1, "{evs:#?}");
     assert_eq!(fin[0]["status"], "success", "{evs:#?}");

@@ -39,11 +39,7 @@ fn start(env: &TestEnv, cfg: &str, steps: &[&str]) -> PtyProc {
 }
 
 fn events(env: &TestEnv) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(env.path("events.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
+    crate::common::read_events(&env.path("events.jsonl"))
 }
 
 fn wait_events(env: &TestEnv, what: &str, pred: impl Fn(&[serde_json::Value]) -> bool) {

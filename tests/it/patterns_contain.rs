@@ -12,13 +12,7 @@ use crate::common::*;
 
 const MARKER: &str = "PANIC-MARKER-7";
 
-fn events(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
+use crate::common::read_events as events;
 
 fn restarts(path: &Path) -> Vec<Value> {
     events(path)

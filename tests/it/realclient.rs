@@ -218,15 +218,6 @@ pub(crate) fn skip_cli(name: &str) {
     );
 }
 
-/// The lines of a JSON-lines events file (`--events-file`), parsed; unparsable lines skipped.
-pub(crate) fn read_events(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 /// How long the real claude may take to draw its prompt (Node start-up on a busy machine).
 const CLAUDE_START: Duration = Duration::from_secs(90);
 
@@ -366,7 +357,7 @@ impl LiveSetup {
 impl Live {
     /// The session's events so far.
     pub(crate) fn events(&self) -> Vec<serde_json::Value> {
-        read_events(&self.ev_path)
+        crate::common::read_events(&self.ev_path)
     }
 
     /// The visible screen (a VT model fed with everything written so far).
