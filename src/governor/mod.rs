@@ -5,7 +5,7 @@
 //! Two modes ([`GovernorMode`]): with a writable delegated cgroup v2 (systemd `Delegate=yes`) each
 //! tree gets its own child cgroup with `memory.max`/`cpu.max` from the hard limits, accounting from
 //! `memory.current`/`cpu.stat` and `cgroup.kill`; otherwise polling through sysinfo's targeted
-//! refresh of the tree's pids (see [`tracker`]). Thresholds and their hysteresis are in [`thresholds`]; spawn-time
+//! refresh of the trees' pids, one refresh for every tree per tick (see [`tracker`]). Thresholds and their hysteresis are in [`thresholds`]; spawn-time
 //! limits in [`rlimits`]; the main session's restart policy in [`restart`].
 //!
 //! Wiring:
@@ -126,7 +126,7 @@ pub enum WatchEnd {
 pub struct GovernorStats {
     /// Ticks that sampled at least one tree.
     pub ticks: u64,
-    /// CPU time the sampler thread used so far (getrusage RUSAGE_THREAD).
+    /// CPU time the sampler thread used so far (`CLOCK_THREAD_CPUTIME_ID`).
     pub cpu: Duration,
     /// Trees being watched.
     pub watched: usize,
@@ -234,10 +234,12 @@ struct Measure {
 }
 
 impl Meter {
-    fn measure(&mut self, root: i32, snapshot: Option<&[process::ProcStat]>) -> Measure {
+    /// Read the tree. A polled tree's pids were listed by [`tracker::TreeTracker::plan`] and
+    /// refreshed through `probe` at this tick already.
+    fn measure(&mut self, root: i32, probe: &mut tracker::Probe) -> Measure {
         match self {
             Meter::Proc(t) => {
-                let s = t.sample_with(snapshot);
+                let s = t.settle(probe);
                 Measure {
                     alive: s.members > 0,
                     rss_bytes: s.rss_bytes,
@@ -383,11 +385,11 @@ impl Governor {
                 }
                 Err(e) => {
                     tracing::warn!(root, error = %e, "tree cgroup failed; polling this tree");
-                    Meter::Proc(Box::new(tracker::TreeTracker::new(root, 0)))
+                    self.polled(root, &limits)
                 }
             },
             // The sampler hands every tree its shared /proc snapshot (see `sampler`).
-            GovernorMode::Polling => Meter::Proc(Box::new(tracker::TreeTracker::new(root, 0))),
+            GovernorMode::Polling => self.polled(root, &limits),
         };
         let state = Arc::new(WatchState::new());
         let w = Watched {
@@ -409,6 +411,20 @@ impl Governor {
             state,
             cgroup: cgroup_path,
         }
+    }
+
+    /// A polled tree's meter. Idle members are refreshed every [`tracker::IDLE_EVERY`]th tick
+    /// only when that delay cannot distort a CPU verdict: no CPU threshold, or a window at least
+    /// that long (the CPU an idle member used meanwhile is counted late, never lost, and still
+    /// falls inside the window it was used in).
+    fn polled(&self, root: i32, limits: &ResolvedLimits) -> Meter {
+        let cpu = &limits.cpu;
+        let checked = cpu.warning_percent.is_some() || cpu.hard_percent.is_some();
+        let window = Duration::from_secs(cpu.window_secs);
+        let skip_idle = !checked || window >= self.interval * tracker::IDLE_EVERY as u32;
+        Meter::Proc(Box::new(
+            tracker::TreeTracker::new(root, 0).skip_idle(skip_idle),
+        ))
     }
 
     fn make_cgroup(
@@ -487,17 +503,13 @@ fn choose_mode(setting: &str, probe: &CgroupProbe) -> Result<(GovernorMode, bool
     }
 }
 
-/// CPU time of the calling thread.
+/// CPU time of the calling thread: the scheduler's exact runtime (`CLOCK_THREAD_CPUTIME_ID`).
+/// `getrusage(RUSAGE_THREAD)` splits that runtime by tick samples and reads hundreds of µs off
+/// for a thread that runs a millisecond a second.
 fn thread_cpu() -> Duration {
-    // SAFETY: getrusage writes into the zeroed struct we own.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) } != 0 {
-        return Duration::ZERO;
-    }
-    let tv = |t: libc::timeval| {
-        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
-    };
-    tv(ru.ru_utime) + tv(ru.ru_stime)
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map(Duration::from)
+        .unwrap_or_default()
 }
 
 fn sampler(
@@ -508,6 +520,8 @@ fn sampler(
     shared: Arc<SamplerCounters>,
 ) {
     let mut trees: Vec<Watched> = Vec::new();
+    let mut probe = tracker::Probe::new();
+    let mut pids = Vec::new();
     let mut rescan_tick: u64 = 0;
     let mut next = Instant::now() + interval;
     loop {
@@ -555,9 +569,17 @@ fn sampler(
             }
             process::rescan_snapshot(&roots)
         });
+        // One sysinfo refresh for every polled tree's due pids.
+        pids.clear();
+        for t in &mut trees {
+            if let Meter::Proc(p) = &mut t.meter {
+                p.plan(snapshot.as_deref(), &mut pids);
+            }
+        }
+        probe.refresh(&pids);
         let mut i = 0;
         while i < trees.len() {
-            if tick(&mut trees[i], grace, snapshot.as_deref()) {
+            if tick(&mut trees[i], grace, &mut probe) {
                 let t = trees.swap_remove(i);
                 if !t.stopping {
                     // Exited on its own; a limited tree is released by its stopper.
@@ -568,6 +590,14 @@ fn sampler(
                 i += 1;
             }
         }
+        let members = trees
+            .iter()
+            .map(|t| match &t.meter {
+                Meter::Proc(p) => p.len(),
+                Meter::Cgroup { .. } => 0,
+            })
+            .sum();
+        probe.forget_stale(members);
         shared.watched.store(trees.len() as u64, Ordering::Relaxed);
         shared.ticks.fetch_add(1, Ordering::Relaxed);
         shared
@@ -589,8 +619,8 @@ fn release(t: &Watched) {
 }
 
 /// Sample one tree, emit its crossings, start the stop at a hard limit. True when the tree is done.
-fn tick(t: &mut Watched, grace: Duration, snapshot: Option<&[process::ProcStat]>) -> bool {
-    let m = t.meter.measure(t.root, snapshot);
+fn tick(t: &mut Watched, grace: Duration, probe: &mut tracker::Probe) -> bool {
+    let m = t.meter.measure(t.root, probe);
     if !m.alive {
         return true;
     }

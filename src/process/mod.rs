@@ -206,6 +206,17 @@ fn wait_gone(members: &dyn Fn() -> Vec<i32>, timeout: Duration) -> bool {
     }
 }
 
+/// Whether a process with this pid exists (a zombie counts): `kill(pid, 0)`, one system call and no
+/// file, so the governor can keep an idle member it does not read this tick.
+pub fn pid_exists(pid: i32) -> bool {
+    use nix::errno::Errno;
+    pid > 0
+        && !matches!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+            Err(Errno::ESRCH)
+        )
+}
+
 /// The exit status convention for a process: the exit code, or 128+N for death by signal N.
 pub fn shell_status(status: std::process::ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;

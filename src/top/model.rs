@@ -46,6 +46,7 @@ pub(crate) struct Model {
     /// One line per resource event, newest last.
     pub warnings: VecDeque<String>,
     trackers: BTreeMap<String, crate::governor::tracker::TreeTracker>,
+    probe: crate::governor::tracker::Probe,
 }
 
 fn push<T>(q: &mut VecDeque<T>, v: T) {
@@ -151,7 +152,7 @@ impl Model {
                 .entry(id.clone())
                 .or_insert_with(|| crate::governor::tracker::TreeTracker::new(pid as i32, 10));
             let first = t.members().is_empty();
-            let s = t.sample();
+            let s = t.sample(&mut self.probe);
             if s.members == 0 {
                 v.rss_mb = None;
                 v.cpu_percent = None;

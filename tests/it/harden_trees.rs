@@ -110,7 +110,7 @@ fn the_governor_counts_the_memory_of_a_daemonised_grandchild() {
     let _g = PidGuard(vec![gc, root]);
     assert_escaped(gc, root);
     let mut tracker = mpm::governor::tracker::TreeTracker::new(root, 1);
-    let sample = tracker.sample();
+    let sample = tracker.sample(&mut mpm::governor::tracker::Probe::new());
     assert!(tracker.members().contains(&gc), "{:?}", tracker.members());
     assert!(
         sample.rss_bytes >= 96 << 20,
