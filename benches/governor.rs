@@ -138,6 +138,11 @@ fn main() {
     let mpm_targeted = time(iters, || {
         std::hint::black_box(tracker.sample(&mut probe));
     });
+    let mut idle = TreeTracker::new(root, 0).skip_idle(true);
+    idle.sample(&mut probe);
+    let mpm_idle = time(iters, || {
+        std::hint::black_box(idle.sample(&mut probe));
+    });
     let mut rescanning = TreeTracker::new(root, 1);
     let mpm_rescan = time(iters, || {
         std::hint::black_box(rescanning.sample(&mut probe));
@@ -156,7 +161,11 @@ fn main() {
     let walks = (tracker.children_reads() - reads0) as f64 / (N as f64 * (iters + 3) as f64);
 
     let pids: Vec<Pid> = members.iter().map(|&p| Pid::from_u32(p as u32)).collect();
-    let kind = ProcessRefreshKind::nothing().with_memory().with_cpu();
+    // As mpm asks: memory and CPU, not the thread list.
+    let kind = ProcessRefreshKind::nothing()
+        .with_memory()
+        .with_cpu()
+        .without_tasks();
     let mut sys = System::new();
     sys.refresh_processes_specifics(ProcessesToUpdate::Some(&pids), true, kind);
     let sys_targeted = time(iters, || {
@@ -183,6 +192,10 @@ fn main() {
         (
             "mpm TreeTracker (sysinfo targeted; children walk when pids moved)",
             mpm_targeted,
+        ),
+        (
+            "mpm TreeTracker, idle members every 4th sample (skip_idle)",
+            mpm_idle,
         ),
         (
             "sysinfo targeted alone (Some(20 pids), memory+cpu)",

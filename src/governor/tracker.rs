@@ -64,7 +64,10 @@ fn init_sysinfo() {
 
 /// What is refreshed per member: resident memory and CPU time, nothing else.
 fn refresh_kind() -> ProcessRefreshKind {
-    ProcessRefreshKind::nothing().with_memory().with_cpu()
+    ProcessRefreshKind::nothing()
+        .with_memory()
+        .with_cpu()
+        .without_tasks()
 }
 
 /// How often a member that was idle at its last refresh is refreshed again, in ticks. An idle
